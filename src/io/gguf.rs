@@ -1,0 +1,429 @@
+//! GGUF v2/v3 reader (llama.cpp's single-file format): metadata, tensor directory, and f32
+//! dequantization of F32, F16, BF16, Q8_0 and Q4_1 tensors.
+//!
+//! Hand-written rather than taken from a crate: the GGUF crates we checked read type tags straight
+//! into Rust enums and unwrap allocation sizes taken from the file, so a corrupt download could
+//! panic or worse. Every length and offset here is checked against the buffer first.
+
+use std::collections::BTreeMap;
+
+use half::{bf16, f16};
+
+use crate::{Error, Result};
+
+const MAGIC: &[u8; 4] = b"GGUF";
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    U8(u8),
+    I8(i8),
+    U16(u16),
+    I16(i16),
+    U32(u32),
+    I32(i32),
+    U64(u64),
+    I64(i64),
+    F32(f32),
+    F64(f64),
+    Bool(bool),
+    Str(String),
+    Array(Vec<Value>),
+}
+
+impl Value {
+    pub fn as_u64(&self) -> Option<u64> {
+        match *self {
+            Value::U8(v) => Some(v as u64),
+            Value::U16(v) => Some(v as u64),
+            Value::U32(v) => Some(v as u64),
+            Value::U64(v) => Some(v),
+            Value::I8(v) if v >= 0 => Some(v as u64),
+            Value::I16(v) if v >= 0 => Some(v as u64),
+            Value::I32(v) if v >= 0 => Some(v as u64),
+            Value::I64(v) if v >= 0 => Some(v as u64),
+            _ => None,
+        }
+    }
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            Value::F32(v) => Some(v as f64),
+            Value::F64(v) => Some(v),
+            _ => self.as_u64().map(|v| v as f64),
+        }
+    }
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Value::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+    pub fn as_bool(&self) -> Option<bool> {
+        match *self {
+            Value::Bool(b) => Some(b),
+            _ => None,
+        }
+    }
+    pub fn as_array(&self) -> Option<&[Value]> {
+        match self {
+            Value::Array(a) => Some(a),
+            _ => None,
+        }
+    }
+}
+
+/// ggml tensor types this loader can turn into f32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TensorType {
+    F32,
+    F16,
+    BF16,
+    Q8_0,
+    Q4_1,
+}
+
+impl TensorType {
+    fn from_id(id: u32) -> std::result::Result<Self, String> {
+        Ok(match id {
+            0 => Self::F32,
+            1 => Self::F16,
+            30 => Self::BF16,
+            8 => Self::Q8_0,
+            3 => Self::Q4_1,
+            other => return Err(ggml_type_name(other)),
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "F32",
+            Self::F16 => "F16",
+            Self::BF16 => "BF16",
+            Self::Q8_0 => "Q8_0",
+            Self::Q4_1 => "Q4_1",
+        }
+    }
+
+    /// (elements per block, bytes per block)
+    fn block(self) -> (usize, usize) {
+        match self {
+            Self::F32 => (1, 4),
+            Self::F16 | Self::BF16 => (1, 2),
+            Self::Q8_0 => (32, 34),
+            Self::Q4_1 => (32, 20),
+        }
+    }
+}
+
+fn ggml_type_name(id: u32) -> String {
+    const NAMES: [&str; 40] = [
+        "F32", "F16", "Q4_0", "Q4_1", "Q4_2", "Q4_3", "Q5_0", "Q5_1", "Q8_0", "Q8_1", "Q2_K", "Q3_K",
+        "Q4_K", "Q5_K", "Q6_K", "Q8_K", "IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ1_S", "IQ4_NL", "IQ3_S",
+        "IQ2_S", "IQ4_XS", "I8", "I16", "I32", "I64", "F64", "IQ1_M", "BF16", "Q4_0_4_4", "Q4_0_4_8",
+        "Q4_0_8_8", "TQ1_0", "TQ2_0", "IQ4_NL_4_4", "IQ4_NL_4_8", "IQ4_NL_8_8", "MXFP4",
+    ];
+    NAMES.get(id as usize).map_or_else(|| format!("unknown type id {id}"), |n| n.to_string())
+}
+
+#[derive(Clone, Debug)]
+pub struct TensorInfo {
+    pub name: String,
+    /// ggml order: `dims[0]` is the innermost (contiguous) dimension.
+    pub dims: Vec<u64>,
+    /// Raw ggml type id, kept so an unsupported one can be named in the error.
+    pub type_id: u32,
+    pub offset: u64,
+}
+
+impl TensorInfo {
+    pub fn type_name(&self) -> String {
+        ggml_type_name(self.type_id)
+    }
+    /// Row-major shape (outermost first), as transformers would write it.
+    pub fn shape(&self) -> Vec<usize> {
+        self.dims.iter().rev().map(|&d| d as usize).collect()
+    }
+    pub fn num_elements(&self) -> Option<usize> {
+        self.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+    }
+}
+
+/// A parsed GGUF file borrowing its bytes.
+pub struct GgufFile<'a> {
+    pub version: u32,
+    pub metadata: BTreeMap<String, Value>,
+    pub tensors: Vec<TensorInfo>,
+    data: &'a [u8],
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
+            Error::format(format!(
+                "GGUF file is truncated: reading {what} at byte {} needs {n} bytes but the file has {} \
+                 in all; the download is probably incomplete, fetch it again",
+                self.pos,
+                self.buf.len()
+            ))
+        })?;
+        let s = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+    fn u32(&mut self, what: &str) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap()))
+    }
+    fn u64(&mut self, what: &str) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
+    }
+    fn len(&mut self, what: &str) -> Result<usize> {
+        let n = self.u64(what)?;
+        // No length can exceed what is left of the file; reject before allocating.
+        if n > (self.buf.len() - self.pos) as u64 {
+            return Err(Error::format(format!(
+                "GGUF file is corrupt or truncated: {what} claims {n} entries/bytes at byte {}, \
+                 more than the {} bytes left",
+                self.pos,
+                self.buf.len() - self.pos
+            )));
+        }
+        Ok(n as usize)
+    }
+    fn string(&mut self, what: &str) -> Result<String> {
+        let n = self.len(what)?;
+        let bytes = self.take(n, what)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| Error::format(format!("GGUF {what} is not valid UTF-8 (byte {})", self.pos)))
+    }
+    fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Value> {
+        macro_rules! le {
+            ($t:ty, $v:ident) => {{
+                let b = self.take(std::mem::size_of::<$t>(), key)?;
+                Value::$v(<$t>::from_le_bytes(b.try_into().unwrap()))
+            }};
+        }
+        Ok(match ty {
+            0 => le!(u8, U8),
+            1 => le!(i8, I8),
+            2 => le!(u16, U16),
+            3 => le!(i16, I16),
+            4 => le!(u32, U32),
+            5 => le!(i32, I32),
+            6 => le!(f32, F32),
+            7 => match self.take(1, key)?[0] {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                b => return Err(Error::format(format!("GGUF key '{key}': invalid bool byte {b}"))),
+            },
+            8 => Value::Str(self.string(key)?),
+            9 if depth == 0 => {
+                let elem = self.u32(key)?;
+                let n = self.len(key)?;
+                let mut items = Vec::with_capacity(n.min(1 << 20));
+                for _ in 0..n {
+                    items.push(self.value(elem, key, depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            10 => le!(u64, U64),
+            11 => le!(i64, I64),
+            12 => le!(f64, F64),
+            other => {
+                return Err(Error::format(format!(
+                    "GGUF key '{key}' has unknown value type {other}; the file is corrupt or from a \
+                     newer GGUF version"
+                )));
+            }
+        })
+    }
+}
+
+impl<'a> GgufFile<'a> {
+    pub fn parse(buf: &'a [u8]) -> Result<Self> {
+        if buf.len() < 4 && MAGIC.starts_with(buf) && !buf.is_empty() {
+            return Err(Error::format(format!(
+                "GGUF file is truncated: only {} bytes; the download is probably incomplete, fetch it again",
+                buf.len()
+            )));
+        }
+        if buf.len() < 4 || &buf[..4] != MAGIC {
+            let got = &buf[..buf.len().min(4)];
+            return Err(Error::format(format!(
+                "not a GGUF file: it starts with {got:?}, not \"GGUF\"; pass a .gguf model, an HF \
+                 directory (config.json + model.safetensors), or a llama2.c .bin with --tokenizer"
+            )));
+        }
+        let mut r = Reader { buf, pos: 4 };
+        let version = r.u32("version")?;
+        if !(2..=3).contains(&version) {
+            return Err(Error::Unsupported(format!(
+                "GGUF version {version} is not supported (only versions 2 and 3)"
+            )));
+        }
+        let n_tensors = r.u64("tensor count")?;
+        let n_kv = r.u64("metadata count")?;
+        if n_tensors > buf.len() as u64 / 24 || n_kv > buf.len() as u64 / 12 {
+            return Err(Error::format(format!(
+                "GGUF header claims {n_tensors} tensors and {n_kv} metadata entries, impossible for a \
+                 {}-byte file; the file is corrupt",
+                buf.len()
+            )));
+        }
+        let mut metadata = BTreeMap::new();
+        for _ in 0..n_kv {
+            let key = r.string("metadata key")?;
+            let ty = r.u32(&key)?;
+            let value = r.value(ty, &key, 0)?;
+            metadata.insert(key, value);
+        }
+        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        for _ in 0..n_tensors {
+            let name = r.string("tensor name")?;
+            let n_dims = r.u32(&name)?;
+            if n_dims == 0 || n_dims > 4 {
+                return Err(Error::format(format!("tensor '{name}' has {n_dims} dimensions (expected 1..4)")));
+            }
+            let dims = (0..n_dims).map(|_| r.u64(&name)).collect::<Result<Vec<_>>>()?;
+            let type_id = r.u32(&name)?;
+            let offset = r.u64(&name)?;
+            tensors.push(TensorInfo { name, dims, type_id, offset });
+        }
+        let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
+        if alignment == 0 || !alignment.is_power_of_two() {
+            return Err(Error::format(format!("general.alignment = {alignment} is not a power of two")));
+        }
+        let start = r.pos.div_ceil(alignment) * alignment;
+        let data = buf.get(start..).unwrap_or(&[]);
+        let file = Self { version, metadata, tensors, data };
+        // Check every tensor's extent now, so a truncated file fails at load with one message.
+        for t in &file.tensors {
+            if let Ok(ty) = TensorType::from_id(t.type_id) {
+                file.tensor_bytes(t, ty)?;
+            }
+        }
+        Ok(file)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.metadata.get(key)
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    fn tensor_bytes(&self, t: &TensorInfo, ty: TensorType) -> Result<&'a [u8]> {
+        let n = t.num_elements().ok_or_else(|| Error::format(format!("tensor '{}' is too large", t.name)))?;
+        let (block, block_bytes) = ty.block();
+        if t.dims[0] as usize % block != 0 {
+            return Err(Error::format(format!(
+                "tensor '{}' of type {} has a row of {} elements, not a multiple of its block size {block}",
+                t.name,
+                ty.name(),
+                t.dims[0]
+            )));
+        }
+        let nbytes = n / block * block_bytes;
+        let start = t.offset as usize;
+        self.data.get(start..start.saturating_add(nbytes)).ok_or_else(|| {
+            Error::format(format!(
+                "GGUF file is truncated: tensor '{}' needs bytes {}..{} of the data section but it has \
+                 only {}; the download is probably incomplete, fetch it again",
+                t.name,
+                start,
+                start + nbytes,
+                self.data.len()
+            ))
+        })
+    }
+
+    /// Dequantizes a tensor to f32, in ggml's memory order (row-major over the reversed dims).
+    pub fn dequantize(&self, t: &TensorInfo) -> Result<Vec<f32>> {
+        let ty = TensorType::from_id(t.type_id).map_err(|name| {
+            Error::Unsupported(format!(
+                "tensor '{}' has ggml type {name}, which alignlab cannot load; supported types are \
+                 F32, F16, BF16, Q8_0 and Q4_1 (re-quantize with llama.cpp's llama-quantize, e.g. to Q8_0)",
+                t.name
+            ))
+        })?;
+        Ok(dequantize(ty, self.tensor_bytes(t, ty)?))
+    }
+}
+
+/// Bytes of `ty` to f32. `bytes` must hold whole blocks.
+pub fn dequantize(ty: TensorType, bytes: &[u8]) -> Vec<f32> {
+    let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+    match ty {
+        TensorType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        TensorType::F16 => bytes.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        TensorType::BF16 => bytes.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        // block: f16 scale d, 32 x i8 quants; x = d * q
+        TensorType::Q8_0 => {
+            let mut out = Vec::with_capacity(bytes.len() / 34 * 32);
+            for blk in bytes.chunks_exact(34) {
+                let d = f16_at(blk, 0);
+                out.extend(blk[2..].iter().map(|&q| d * (q as i8) as f32));
+            }
+            out
+        }
+        // block: f16 scale d, f16 min m, 16 bytes of nibbles; low nibbles are elements 0..16,
+        // high nibbles 16..32; x = d * q + m
+        TensorType::Q4_1 => {
+            let mut out = vec![0.0f32; bytes.len() / 20 * 32];
+            for (blk, o) in bytes.chunks_exact(20).zip(out.chunks_exact_mut(32)) {
+                let (d, m) = (f16_at(blk, 0), f16_at(blk, 2));
+                for (j, &q) in blk[4..].iter().enumerate() {
+                    o[j] = (q & 0x0f) as f32 * d + m;
+                    o[j + 16] = (q >> 4) as f32 * d + m;
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q4_1_block_layout() {
+        let mut blk = Vec::new();
+        blk.extend(f16::from_f32(0.5).to_le_bytes());
+        blk.extend(f16::from_f32(-1.0).to_le_bytes());
+        blk.extend((0u8..16).map(|j| (15 - j) << 4 | j));
+        let x = dequantize(TensorType::Q4_1, &blk);
+        assert_eq!(x.len(), 32);
+        assert_eq!(x[0], -1.0);
+        assert_eq!(x[3], 0.5);
+        assert_eq!(x[16], 6.5); // 15 * 0.5 - 1
+        assert_eq!(x[31], -1.0);
+    }
+
+    #[test]
+    fn q8_0_block_layout() {
+        let mut blk = Vec::new();
+        blk.extend(f16::from_f32(0.25).to_le_bytes());
+        blk.extend((0..32).map(|j| (j as i8 - 16) as u8));
+        let x = dequantize(TensorType::Q8_0, &blk);
+        assert_eq!(x[0], -4.0);
+        assert_eq!(x[31], 3.75);
+    }
+
+    #[test]
+    fn rejects_bad_magic_and_truncation() {
+        let err = GgufFile::parse(b"PK\x03\x04rest").err().unwrap().to_string();
+        assert!(err.contains("not a GGUF file"), "{err}");
+        let mut f = b"GGUF".to_vec();
+        f.extend(3u32.to_le_bytes());
+        f.extend(0u64.to_le_bytes());
+        f.extend(1u64.to_le_bytes());
+        f.extend(u64::MAX.to_le_bytes()); // key length far beyond the file
+        let err = GgufFile::parse(&f).err().unwrap().to_string();
+        assert!(err.contains("corrupt or truncated"), "{err}");
+    }
+}

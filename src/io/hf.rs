@@ -1,0 +1,165 @@
+//! Hugging Face checkpoints: `config.json` + `model.safetensors` (or sharded with an index) +
+//! `tokenizer.json` (+ `tokenizer_config.json` for special tokens and the chat template).
+
+use std::collections::BTreeMap;
+
+use safetensors::{Dtype, SafeTensors};
+use serde::Deserialize;
+
+use super::{ChatTemplate, Checkpoint, HostTensor, ModelInfo, Progress, Tokenizer, Weights};
+use crate::model::LlamaConfig;
+use crate::{Error, Result};
+
+#[derive(Deserialize)]
+struct HfConfig {
+    #[serde(default)]
+    model_type: Option<String>,
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    #[serde(default = "default_theta")]
+    rope_theta: f64,
+    #[serde(default = "default_eps")]
+    rms_norm_eps: f64,
+    #[serde(default = "default_ctx")]
+    max_position_embeddings: usize,
+    #[serde(default)]
+    tie_word_embeddings: bool,
+    #[serde(default)]
+    attention_bias: bool,
+    #[serde(default)]
+    mlp_bias: bool,
+    bos_token_id: Option<serde_json::Value>,
+    eos_token_id: Option<serde_json::Value>,
+}
+fn default_theta() -> f64 {
+    10_000.0
+}
+fn default_eps() -> f64 {
+    1e-6
+}
+fn default_ctx() -> usize {
+    2048
+}
+
+/// The parts of an HF checkpoint, as bytes (the browser gets them from fetch or a file drop).
+pub struct HfParts<'a> {
+    pub config_json: &'a [u8],
+    pub safetensors: Vec<&'a [u8]>,
+    pub tokenizer_json: Option<&'a [u8]>,
+    pub tokenizer_config_json: Option<&'a [u8]>,
+    pub chat_template: Option<String>,
+}
+
+pub fn parse_config(config_json: &[u8]) -> Result<(LlamaConfig, Option<u32>, Option<u32>)> {
+    let c: HfConfig = serde_json::from_slice(config_json)
+        .map_err(|e| Error::format(format!("config.json is not a valid Llama config: {e}")))?;
+    if let Some(t) = &c.model_type {
+        if !matches!(t.as_str(), "llama" | "mistral") {
+            return Err(Error::Unsupported(format!(
+                "model_type '{t}' is not supported; alignlab runs Llama-family models"
+            )));
+        }
+    }
+    if c.attention_bias || c.mlp_bias {
+        return Err(Error::Unsupported("Llama variants with bias terms are not supported".into()));
+    }
+    let first_id = |v: &Option<serde_json::Value>| match v {
+        Some(serde_json::Value::Number(n)) => n.as_u64().map(|x| x as u32),
+        Some(serde_json::Value::Array(a)) => a.first().and_then(|x| x.as_u64()).map(|x| x as u32),
+        _ => None,
+    };
+    let cfg = LlamaConfig {
+        vocab_size: c.vocab_size,
+        hidden_size: c.hidden_size,
+        intermediate_size: c.intermediate_size,
+        num_hidden_layers: c.num_hidden_layers,
+        num_attention_heads: c.num_attention_heads,
+        num_key_value_heads: c.num_key_value_heads.unwrap_or(c.num_attention_heads),
+        head_dim: c.head_dim.unwrap_or(c.hidden_size / c.num_attention_heads.max(1)),
+        rope_theta: c.rope_theta,
+        rms_norm_eps: c.rms_norm_eps,
+        max_position_embeddings: c.max_position_embeddings,
+        tie_word_embeddings: c.tie_word_embeddings,
+    };
+    cfg.validate()?;
+    Ok((cfg, first_id(&c.bos_token_id), first_id(&c.eos_token_id)))
+}
+
+pub fn load(parts: HfParts, progress: &mut Progress) -> Result<Checkpoint> {
+    let (mut config, bos_id, eos_id) = parse_config(parts.config_json)?;
+    let mut weights = Weights::default();
+    let mut tensor_types = BTreeMap::new();
+    let file_bytes = parts.safetensors.iter().map(|b| b.len()).sum();
+    let n_files = parts.safetensors.len();
+    for (fi, bytes) in parts.safetensors.into_iter().enumerate() {
+        let st = SafeTensors::deserialize(bytes)
+            .map_err(|e| Error::format(format!("model.safetensors is not a valid safetensors file: {e}")))?;
+        for (name, view) in st.tensors() {
+            let data = match view.dtype() {
+                Dtype::F32 => view.data().chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+                Dtype::F16 => view.data().chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                Dtype::BF16 => view.data().chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+                other => {
+                    return Err(Error::Unsupported(format!(
+                        "tensor '{name}' has dtype {other:?}; supported are F32, F16 and BF16"
+                    )));
+                }
+            };
+            *tensor_types.entry(format!("{:?}", view.dtype())).or_insert(0) += 1;
+            weights.insert(name, HostTensor::new(view.shape().to_vec(), data));
+        }
+        progress("read", (fi + 1) as f32 / n_files as f32);
+    }
+    // Some exports omit lm_head when it is tied, without saying so in config.json.
+    if !weights.contains("lm_head.weight") {
+        config.tie_word_embeddings = true;
+    }
+
+    let tok_cfg: Option<serde_json::Value> = match parts.tokenizer_config_json {
+        Some(b) => Some(
+            serde_json::from_slice(b).map_err(|e| Error::format(format!("tokenizer_config.json is invalid JSON: {e}")))?,
+        ),
+        None => None,
+    };
+    let special = |key: &str| -> Option<String> {
+        match tok_cfg.as_ref()?.get(key)? {
+            serde_json::Value::String(s) => Some(s.clone()),
+            v => v.get("content")?.as_str().map(str::to_string),
+        }
+    };
+    let tokenizer = match parts.tokenizer_json {
+        Some(json) => {
+            let mut t = Tokenizer::from_hf_json(json, special("bos_token").as_deref(), special("eos_token").as_deref())?;
+            t.bos_id = t.bos_id.or(bos_id);
+            t.eos_id = t.eos_id.or(eos_id);
+            if let Some(eos) = t.eos_id {
+                if !t.stop_ids.contains(&eos) {
+                    t.stop_ids.insert(0, eos);
+                }
+            }
+            t.add_bos = tok_cfg.as_ref().and_then(|c| c.get("add_bos_token")?.as_bool()).unwrap_or(false);
+            Some(t)
+        }
+        None => None,
+    };
+    let template_src = parts.chat_template.or_else(|| {
+        tok_cfg.as_ref()?.get("chat_template")?.as_str().map(str::to_string)
+    });
+    let chat_template = template_src.map(|src| {
+        let name = |id: Option<u32>| {
+            id.and_then(|i| tokenizer.as_ref()?.id_to_token(i)).unwrap_or_default()
+        };
+        ChatTemplate::new(
+            src,
+            special("bos_token").unwrap_or_else(|| name(tokenizer.as_ref().and_then(|t| t.bos_id))),
+            special("eos_token").unwrap_or_else(|| name(tokenizer.as_ref().and_then(|t| t.eos_id))),
+        )
+    });
+    let info = ModelInfo { format: "HF safetensors".into(), name: None, tensor_types, file_bytes };
+    Ok(Checkpoint { config, weights, tokenizer, chat_template, info })
+}

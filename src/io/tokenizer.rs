@@ -1,0 +1,205 @@
+//! One tokenizer type over the three sources: an HF `tokenizers::Tokenizer` (from `tokenizer.json`
+//! or built from GGUF's byte-level BPE), or a scored SentencePiece vocabulary (llama2.c, GGUF
+//! `llama`), plus the special ids generation needs.
+
+use tokenizers::models::bpe::BPE;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::pre_tokenizers::digits::Digits;
+use tokenizers::pre_tokenizers::sequence::Sequence;
+use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
+
+use super::spm::SpmTokenizer;
+use crate::{Error, Result};
+
+#[derive(Clone)]
+enum Inner {
+    Hf(Box<tokenizers::Tokenizer>),
+    Spm(SpmTokenizer),
+}
+
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: Inner,
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    /// Whether encoding with special tokens prepends BOS (llama2.c and Llama-2 do; SmolLM2 not).
+    pub add_bos: bool,
+    /// Ids that end a generated turn: EOS plus end-of-turn markers such as `<|im_end|>`.
+    pub stop_ids: Vec<u32>,
+    /// Where the vocabulary came from, for `alignlab info`.
+    pub kind: String,
+    /// Notes on approximations taken while building it (e.g. an unknown GGUF pre-tokenizer).
+    pub warnings: Vec<String>,
+}
+
+/// End-of-turn markers of common chat formats; any present in the vocabulary stops generation.
+const END_OF_TURN: [&str; 5] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"];
+
+impl Tokenizer {
+    fn finish(inner: Inner, bos_id: Option<u32>, eos_id: Option<u32>, add_bos: bool, kind: String) -> Self {
+        let mut t = Self { inner, bos_id, eos_id, add_bos, stop_ids: Vec::new(), kind, warnings: Vec::new() };
+        t.stop_ids.extend(eos_id);
+        for marker in END_OF_TURN {
+            if let Some(id) = t.token_to_id(marker) {
+                if !t.stop_ids.contains(&id) {
+                    t.stop_ids.push(id);
+                }
+            }
+        }
+        t
+    }
+
+    /// From an HF `tokenizer.json` (bytes). BOS/EOS come from the caller (usually `config.json`
+    /// or `tokenizer_config.json`), since `tokenizer.json` does not name them.
+    pub fn from_hf_json(bytes: &[u8], bos: Option<&str>, eos: Option<&str>) -> Result<Self> {
+        let tk = tokenizers::Tokenizer::from_bytes(bytes)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json could not be parsed: {e}")))?;
+        let bos_id = bos.and_then(|b| tk.token_to_id(b));
+        let eos_id = eos.and_then(|e| tk.token_to_id(e));
+        Ok(Self::finish(Inner::Hf(Box::new(tk)), bos_id, eos_id, false, "hf tokenizer.json".into()))
+    }
+
+    /// GGUF `tokenizer.ggml.model = gpt2`: byte-level BPE from the embedded vocabulary and merges.
+    pub fn from_gguf_bpe(
+        tokens: &[String],
+        token_types: &[i32],
+        merges: &[String],
+        pre: &str,
+        bos_id: Option<u32>,
+        eos_id: Option<u32>,
+        add_bos: bool,
+    ) -> Result<Self> {
+        let vocab: tokenizers::models::bpe::Vocab = tokens.iter().enumerate().map(|(i, t)| (t.clone(), i as u32)).collect();
+        let merges = merges
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                m.split_once(' ')
+                    .map(|(a, b)| (a.to_string(), b.to_string()))
+                    .ok_or_else(|| Error::Tokenizer(format!("GGUF merge #{i} '{m}' is not two tokens separated by a space")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bpe = BPE::builder()
+            .vocab_and_merges(vocab, merges)
+            .build()
+            .map_err(|e| Error::Tokenizer(format!("GGUF BPE vocabulary is invalid: {e}")))?;
+        let mut tk = tokenizers::Tokenizer::new(bpe);
+        let (pre_tok, warning) = byte_level_pre_tokenizer(pre);
+        tk.with_pre_tokenizer(Some(pre_tok));
+        tk.with_decoder(Some(ByteLevel::default()));
+        // Control (3) and user-defined (4) tokens are matched whole before BPE, as llama.cpp does.
+        let added: Vec<AddedToken> = tokens
+            .iter()
+            .zip(token_types)
+            .filter(|(_, ty)| **ty == 3 || **ty == 4)
+            .map(|(t, ty)| AddedToken::from(t.clone(), *ty == 3))
+            .collect();
+        tk.add_special_tokens(&added);
+        let mut t = Self::finish(Inner::Hf(Box::new(tk)), bos_id, eos_id, add_bos, format!("gguf gpt2 BPE (pre: {pre})"));
+        t.warnings.extend(warning);
+        Ok(t)
+    }
+
+    /// A scored SentencePiece vocabulary (llama2.c `tokenizer.bin`, GGUF `llama`).
+    pub fn from_spm(spm: SpmTokenizer, bos_id: Option<u32>, eos_id: Option<u32>, kind: &str) -> Self {
+        Self::finish(Inner::Spm(spm), bos_id, eos_id, true, kind.into())
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match &self.inner {
+            Inner::Hf(t) => t.get_vocab_size(true),
+            Inner::Spm(t) => t.vocab_size(),
+        }
+    }
+
+    pub fn token_to_id(&self, token: &str) -> Option<u32> {
+        match &self.inner {
+            Inner::Hf(t) => t.token_to_id(token),
+            Inner::Spm(t) => t.token_to_id(token),
+        }
+    }
+
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        match &self.inner {
+            Inner::Hf(t) => t.id_to_token(id),
+            Inner::Spm(t) => t.id_to_token(id).map(str::to_string),
+        }
+    }
+
+    /// Token ids of `text`. Special-token strings in the text (e.g. `<|im_start|>`) map to their
+    /// ids. With `add_special`, BOS is prepended when the model expects it.
+    pub fn encode(&self, text: &str, add_special: bool) -> Result<Vec<u32>> {
+        let mut ids = match &self.inner {
+            Inner::Hf(t) => t
+                .encode(text, false)
+                .map_err(|e| Error::Tokenizer(format!("could not encode text: {e}")))?
+                .get_ids()
+                .to_vec(),
+            Inner::Spm(t) => t.encode(text),
+        };
+        if add_special && self.add_bos {
+            if let Some(bos) = self.bos_id {
+                ids.insert(0, bos);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Text of `ids`, with special tokens left out.
+    pub fn decode(&self, ids: &[u32]) -> String {
+        match &self.inner {
+            Inner::Hf(t) => t.decode(ids, true).unwrap_or_default(),
+            Inner::Spm(t) => t.decode(ids),
+        }
+    }
+
+    /// Checks the tokenizer can address every row of a model's embedding, so a tokenizer from
+    /// another model is caught at load rather than as garbage text.
+    pub fn check_fits(&self, model_vocab: usize) -> Result<()> {
+        let n = self.vocab_size();
+        if n > model_vocab {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer has {n} tokens but the model's embedding has only {model_vocab} rows: \
+                 they do not belong together; pass the tokenizer that shipped with this model"
+            )));
+        }
+        if n + 1024 < model_vocab {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer has {n} tokens but the model expects {model_vocab}: \
+                 they do not belong together; pass the tokenizer that shipped with this model"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The pre-tokenizer llama.cpp uses for `tokenizer.ggml.pre`, as an HF pipeline.
+fn byte_level_pre_tokenizer(pre: &str) -> (PreTokenizerWrapper, Option<String>) {
+    let byte_level = |regex: bool| PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, true, regex));
+    match pre {
+        // SmolLM / StarCoder: every digit on its own, then GPT-2's split.
+        "smollm" | "starcoder" | "refact" => (
+            PreTokenizerWrapper::Sequence(Sequence::new(vec![
+                PreTokenizerWrapper::Digits(Digits::new(true)),
+                byte_level(true),
+            ])),
+            None,
+        ),
+        "gpt2" | "default" | "gpt-2" => (byte_level(true), None),
+        "llama3" | "llama-v3" | "llama-bpe" => {
+            let pattern = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+            match Split::new(SplitPattern::Regex(pattern.into()), SplitDelimiterBehavior::Isolated, false) {
+                Ok(split) => (
+                    PreTokenizerWrapper::Sequence(Sequence::new(vec![PreTokenizerWrapper::Split(split), byte_level(false)])),
+                    None,
+                ),
+                Err(_) => (byte_level(true), Some("llama3 split regex failed to compile; using GPT-2's".into())),
+            }
+        }
+        other => (
+            byte_level(true),
+            Some(format!("unknown GGUF pre-tokenizer '{other}': using GPT-2's split, tokens may differ slightly")),
+        ),
+    }
+}

@@ -1,0 +1,19 @@
+//! alignlab: an alignment lab engine on burn.
+//!
+//! The engine is backend-agnostic: every tensor lives on a [`burn::tensor::Device`] chosen at run
+//! time (NdArray or Flex on the CPU, wgpu on Vulkan/WebGPU). Nothing here knows about the DOM.
+//!
+//! - [`model`]: the Llama-family decoder (RMSNorm, RoPE, GQA attention, SwiGLU, KV cache).
+//! - [`io`]: checkpoint loaders (GGUF, HF safetensors, llama2.c) and tokenizers, chat templates.
+//! - [`generate`]: greedy and sampled decoding with streaming.
+//! - [`score`]: per-token log-probabilities of completions, the primitive alignment builds on.
+
+pub mod backend;
+pub mod error;
+pub mod generate;
+pub mod io;
+pub mod model;
+pub mod score;
+
+pub use error::{Error, Result};
+pub use io::{LoadedModel, load_model};

@@ -1,0 +1,60 @@
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Hyper-parameters of a Llama-family decoder, named as in transformers' `LlamaConfig`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden_size: usize,
+    pub intermediate_size: usize,
+    pub num_hidden_layers: usize,
+    pub num_attention_heads: usize,
+    pub num_key_value_heads: usize,
+    /// Per-head size; `hidden_size / num_attention_heads` unless the checkpoint says otherwise.
+    pub head_dim: usize,
+    pub rope_theta: f64,
+    pub rms_norm_eps: f64,
+    pub max_position_embeddings: usize,
+    pub tie_word_embeddings: bool,
+}
+
+impl LlamaConfig {
+    /// Checks the relations the architecture relies on, so a bad header fails here with a clear
+    /// message rather than as a shape panic deep inside a matmul.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::format(format!("model config is inconsistent: {m}")));
+        if self.vocab_size == 0 || self.hidden_size == 0 || self.num_hidden_layers == 0 {
+            return bad(format!(
+                "vocab_size={}, hidden_size={}, num_hidden_layers={} must all be positive",
+                self.vocab_size, self.hidden_size, self.num_hidden_layers
+            ));
+        }
+        if self.num_attention_heads == 0 || self.num_key_value_heads == 0 {
+            return bad("attention head counts must be positive".into());
+        }
+        if self.num_attention_heads % self.num_key_value_heads != 0 {
+            return bad(format!(
+                "num_key_value_heads ({}) must divide num_attention_heads ({})",
+                self.num_key_value_heads, self.num_attention_heads
+            ));
+        }
+        if self.head_dim == 0 || self.head_dim % 2 != 0 {
+            return bad(format!("head_dim ({}) must be even and positive", self.head_dim));
+        }
+        if self.max_position_embeddings == 0 {
+            return bad("max_position_embeddings must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Number of parameters in the decoder (a tied head counts once).
+    pub fn num_parameters(&self) -> usize {
+        let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
+        let q = self.num_attention_heads * self.head_dim;
+        let kv = self.num_key_value_heads * self.head_dim;
+        let per_layer = d * q + 2 * d * kv + q * d + 3 * d * f + 2 * d;
+        let head = if self.tie_word_embeddings { 0 } else { v * d };
+        v * d + self.num_hidden_layers * per_layer + d + head
+    }
+}

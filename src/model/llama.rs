@@ -1,0 +1,228 @@
+//! The decoder: embeddings, `num_hidden_layers` pre-norm blocks, final RMSNorm, and the LM head
+//! (tied to the embeddings or separate).
+
+use burn::module::{Module, Param};
+use burn::nn::{Embedding, Linear, RmsNorm};
+use burn::tensor::{Device, Int, Tensor, TensorData, module::linear};
+
+use super::{Attention, KvCache, LlamaConfig, Mlp, RotaryEmbedding};
+use crate::Result;
+use crate::io::{HostTensor, Weights};
+
+/// Additive mask value for hidden keys: very negative but finite, so a query with no visible key
+/// (a padding row) gets a uniform distribution rather than NaN.
+const MASKED: f32 = -1.0e9;
+
+#[derive(Module, Debug)]
+pub struct Block {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+impl Block {
+    fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &RotaryEmbedding,
+        positions: &Tensor<2, Int>,
+        mask: Option<&Tensor<4>>,
+        cache: Option<(&mut KvCache, usize)>,
+    ) -> Tensor<3> {
+        let attn = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, positions, mask, cache);
+        let x = x + attn;
+        let ff = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
+        x + ff
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Llama {
+    pub embed_tokens: Embedding,
+    pub layers: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when the head is tied to `embed_tokens`.
+    pub lm_head: Option<Linear>,
+    pub rope: RotaryEmbedding,
+}
+
+/// One forward pass's inputs, built on the host: token ids, their positions and the additive
+/// attention mask (causal and key padding together).
+pub struct Batch {
+    pub tokens: Tensor<2, Int>,
+    pub positions: Tensor<2, Int>,
+    pub mask: Option<Tensor<4>>,
+}
+
+impl Batch {
+    /// Sequences of different lengths, padded on the right with `pad_id`; positions start at 0.
+    /// Returns the batch and each sequence's real length.
+    pub fn right_padded(seqs: &[Vec<u32>], pad_id: u32, device: &Device) -> (Self, Vec<usize>) {
+        let lens: Vec<usize> = seqs.iter().map(Vec::len).collect();
+        let t = lens.iter().copied().max().unwrap_or(0).max(1);
+        let valid: Vec<Vec<bool>> = lens.iter().map(|&l| (0..t).map(|j| j < l).collect()).collect();
+        let positions: Vec<Vec<usize>> = seqs.iter().map(|_| (0..t).collect()).collect();
+        let tokens: Vec<Vec<u32>> = seqs
+            .iter()
+            .map(|s| s.iter().copied().chain(std::iter::repeat(pad_id)).take(t).collect())
+            .collect();
+        (Self::build(&tokens, &positions, &valid, 0, device), lens)
+    }
+
+    /// Sequences padded on the left (for decoding them together); positions count real tokens only.
+    /// Returns the batch and, per row, the key validity to extend as decoding goes on.
+    pub fn left_padded(seqs: &[Vec<u32>], pad_id: u32, device: &Device) -> (Self, Vec<Vec<bool>>) {
+        let t = seqs.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut tokens = Vec::new();
+        let mut positions = Vec::new();
+        let mut valid = Vec::new();
+        for s in seqs {
+            let pad = t - s.len();
+            tokens.push(std::iter::repeat_n(pad_id, pad).chain(s.iter().copied()).collect());
+            positions.push((0..t).map(|j| j.saturating_sub(pad)).collect());
+            valid.push((0..t).map(|j| j >= pad).collect());
+        }
+        (Self::build(&tokens, &positions, &valid, 0, device), valid)
+    }
+
+    /// A decoding step: one new token per row at `positions`, attending to `valid` keys (the cache
+    /// plus this token).
+    pub fn step(tokens: &[u32], positions: &[usize], valid: &[Vec<bool>], device: &Device) -> Self {
+        let tok: Vec<Vec<u32>> = tokens.iter().map(|&x| vec![x]).collect();
+        let pos: Vec<Vec<usize>> = positions.iter().map(|&p| vec![p]).collect();
+        let past = valid.first().map_or(1, Vec::len) - 1;
+        Self::build(&tok, &pos, valid, past, device)
+    }
+
+    fn build(
+        tokens: &[Vec<u32>],
+        positions: &[Vec<usize>],
+        valid: &[Vec<bool>],
+        past: usize,
+        device: &Device,
+    ) -> Self {
+        let b = tokens.len();
+        let t = tokens.first().map_or(0, Vec::len);
+        let s = past + t;
+        let tok: Vec<i32> = tokens.iter().flatten().map(|&x| x as i32).collect();
+        let pos: Vec<i32> = positions.iter().flatten().map(|&x| x as i32).collect();
+        let needs_mask = t > 1 || valid.iter().any(|row| row.iter().any(|v| !v));
+        let mask = needs_mask.then(|| {
+            let mut m = Vec::with_capacity(b * t * s);
+            for row in valid {
+                for i in 0..t {
+                    for (j, &ok) in row.iter().enumerate().take(s) {
+                        m.push(if ok && j <= past + i { 0.0 } else { MASKED });
+                    }
+                }
+            }
+            Tensor::from_data(TensorData::new(m, [b, 1, t, s]), device)
+        });
+        Self {
+            tokens: Tensor::from_data(TensorData::new(tok, [b, t]), device),
+            positions: Tensor::from_data(TensorData::new(pos, [b, t]), device),
+            mask,
+        }
+    }
+}
+
+impl Llama {
+    /// Hidden states after the final norm: `[batch, seq, hidden]`.
+    pub fn hidden(&self, batch: &Batch, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let mut x = self.embed_tokens.forward(batch.tokens.clone());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let c = cache.as_deref_mut().map(|c| (c, i));
+            x = layer.forward(x, &self.rope, &batch.positions, batch.mask.as_ref(), c);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Projects hidden states to vocabulary logits.
+    pub fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => linear(hidden, self.embed_tokens.weight.val().transpose(), None),
+        }
+    }
+
+    /// Logits for every position: `[batch, seq, vocab]`.
+    pub fn forward(&self, batch: &Batch, cache: Option<&mut KvCache>) -> Tensor<3> {
+        self.head(self.hidden(batch, cache))
+    }
+
+    /// Logits for the last position only, `[batch, vocab]`: what decoding needs, without paying
+    /// for the vocabulary projection of the whole prompt.
+    pub fn forward_last(&self, batch: &Batch, cache: Option<&mut KvCache>) -> Tensor<2> {
+        let h = self.hidden(batch, cache);
+        let [b, t, _] = h.dims();
+        self.head(h.narrow(1, t - 1, 1)).reshape([b, self.vocab_size()])
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.weight.dims()[0]
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// Builds the model from transformers-named weights, checking every shape against `config`.
+    pub fn from_weights(config: &LlamaConfig, weights: &mut Weights, device: &Device) -> Result<Self> {
+        config.validate()?;
+        let (d, f, v) = (config.hidden_size, config.intermediate_size, config.vocab_size);
+        let q_out = config.num_attention_heads * config.head_dim;
+        let kv_out = config.num_key_value_heads * config.head_dim;
+
+        let lin = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<Linear> {
+            let t = w.take(&format!("{name}.weight"), &[out, inp])?;
+            Ok(Linear { weight: param(t.transposed(), device), bias: None })
+        };
+        let norm = |w: &mut Weights, name: &str| -> Result<RmsNorm> {
+            let t = w.take(&format!("{name}.weight"), &[d])?;
+            Ok(RmsNorm { gamma: param(t, device), epsilon: config.rms_norm_eps })
+        };
+
+        let embed = weights.take("model.embed_tokens.weight", &[v, d])?;
+        let mut layers = Vec::with_capacity(config.num_hidden_layers);
+        for i in 0..config.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            layers.push(Block {
+                input_layernorm: norm(weights, &format!("{p}.input_layernorm"))?,
+                self_attn: Attention {
+                    q_proj: lin(weights, &format!("{p}.self_attn.q_proj"), q_out, d)?,
+                    k_proj: lin(weights, &format!("{p}.self_attn.k_proj"), kv_out, d)?,
+                    v_proj: lin(weights, &format!("{p}.self_attn.v_proj"), kv_out, d)?,
+                    o_proj: lin(weights, &format!("{p}.self_attn.o_proj"), d, q_out)?,
+                    num_heads: config.num_attention_heads,
+                    num_kv_heads: config.num_key_value_heads,
+                    head_dim: config.head_dim,
+                },
+                post_attention_layernorm: norm(weights, &format!("{p}.post_attention_layernorm"))?,
+                mlp: Mlp {
+                    gate_proj: lin(weights, &format!("{p}.mlp.gate_proj"), f, d)?,
+                    up_proj: lin(weights, &format!("{p}.mlp.up_proj"), f, d)?,
+                    down_proj: lin(weights, &format!("{p}.mlp.down_proj"), d, f)?,
+                },
+            });
+        }
+        let final_norm = norm(weights, "model.norm")?;
+        let lm_head = if config.tie_word_embeddings {
+            None
+        } else {
+            Some(lin(weights, "lm_head", v, d)?)
+        };
+        Ok(Self {
+            embed_tokens: Embedding { weight: param(embed, device) },
+            layers,
+            norm: final_norm,
+            lm_head,
+            rope: RotaryEmbedding::new(config.head_dim, config.max_position_embeddings, config.rope_theta, device),
+        })
+    }
+}
+
+fn param<const D: usize>(t: HostTensor, device: &Device) -> Param<Tensor<D>> {
+    let shape: [usize; D] = t.shape.try_into().expect("rank checked by Weights::take");
+    Param::from_tensor(Tensor::from_data(TensorData::new(t.data, shape), device))
+}

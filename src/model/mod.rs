@@ -1,0 +1,15 @@
+//! The Llama-family decoder and its parts.
+
+mod attention;
+mod cache;
+mod config;
+mod llama;
+mod mlp;
+mod rope;
+
+pub use attention::Attention;
+pub use cache::KvCache;
+pub use config::LlamaConfig;
+pub use llama::{Batch, Block, Llama};
+pub use mlp::Mlp;
+pub use rope::RotaryEmbedding;
