@@ -1,0 +1,164 @@
+//! The decoder on tiny random weights: KV-cache decoding, padded batches, backend agreement, and
+//! the three loaders agreeing with each other on the same weights.
+
+mod common;
+
+use alignlab::backend::{BackendKind, read_f32};
+use alignlab::io::load_model;
+use alignlab::model::{Batch, KvCache};
+use alignlab::{LoadedModel, score};
+use common::*;
+
+fn noop() -> impl FnMut(&str, f32) {
+    |_: &str, _: f32| {}
+}
+
+fn tiny(kind: BackendKind, tied: bool) -> LoadedModel {
+    tiny_checkpoint(tied, 42).into_model(&device(kind), &mut noop()).unwrap()
+}
+
+/// Logits `[t, vocab]` of one sequence, flattened.
+fn logits(lm: &LoadedModel, seq: &[u32]) -> Vec<f32> {
+    let (batch, _) = Batch::right_padded(&[seq.to_vec()], 0, &lm.device);
+    read_f32(lm.model.forward(&batch, None)).unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+const SEQ: [u32; 10] = [3, 17, 9, 40, 2, 2, 63, 11, 5, 28];
+
+#[test]
+fn kv_cache_decoding_matches_full_forward() {
+    let lm = tiny(BackendKind::Flex, false);
+    let v = lm.config.vocab_size;
+    let full = logits(&lm, &SEQ);
+    let mut cache = KvCache::new(lm.model.num_layers());
+    let (prefill, _) = Batch::left_padded(&[SEQ[..4].to_vec()], 0, &lm.device);
+    let first = read_f32(lm.model.forward_last(&prefill, Some(&mut cache))).unwrap();
+    assert!(max_diff(&first, &full[3 * v..4 * v]) < 1e-4);
+    let mut valid = vec![vec![true; 4]];
+    for (i, &tok) in SEQ.iter().enumerate().skip(4) {
+        valid[0].push(true);
+        let step = Batch::step(&[tok], &[i], &valid, &lm.device);
+        let got = read_f32(lm.model.forward_last(&step, Some(&mut cache))).unwrap();
+        let d = max_diff(&got, &full[i * v..(i + 1) * v]);
+        assert!(d < 1e-4, "position {i}: cached logits differ by {d}");
+    }
+    assert_eq!(cache.len(), SEQ.len());
+}
+
+#[test]
+fn padded_batches_match_single_sequences() {
+    let lm = tiny(BackendKind::Flex, true);
+    let v = lm.config.vocab_size;
+    let seqs = vec![SEQ.to_vec(), SEQ[..3].to_vec(), SEQ[2..9].to_vec()];
+    // Right padding: every real position matches the sequence run alone.
+    let (batch, lens) = Batch::right_padded(&seqs, 1, &lm.device);
+    let all = read_f32(lm.model.forward(&batch, None)).unwrap();
+    let t = 10;
+    for (r, s) in seqs.iter().enumerate() {
+        let alone = logits(&lm, s);
+        let got = &all[r * t * v..(r * t + lens[r]) * v];
+        assert!(max_diff(got, &alone) < 1e-4, "right-padded row {r}");
+    }
+    // Left padding (decoding layout): the last position matches.
+    let (batch, _) = Batch::left_padded(&seqs, 1, &lm.device);
+    let last = read_f32(lm.model.forward_last(&batch, None)).unwrap();
+    for (r, s) in seqs.iter().enumerate() {
+        let alone = logits(&lm, s);
+        let d = max_diff(&last[r * v..(r + 1) * v], &alone[(s.len() - 1) * v..]);
+        assert!(d < 1e-4, "left-padded row {r}: {d}");
+    }
+}
+
+#[test]
+fn backends_agree_on_logits_and_logprobs() {
+    let reference = tiny(BackendKind::Ndarray, false);
+    let want = logits(&reference, &SEQ);
+    let pairs = vec![(SEQ[..4].to_vec(), SEQ[4..].to_vec()), (SEQ[..2].to_vec(), SEQ[2..5].to_vec())];
+    let want_lp = score::score(&reference, &pairs).unwrap();
+    for kind in [BackendKind::Flex, BackendKind::Wgpu] {
+        let lm = tiny(kind, false);
+        let d = max_diff(&logits(&lm, &SEQ), &want);
+        assert!(d < 1e-4, "{kind} logits differ from ndarray by {d}");
+        let got = score::score(&lm, &pairs).unwrap();
+        for (g, w) in got.iter().zip(&want_lp) {
+            assert!((g.sum - w.sum).abs() < 1e-4, "{kind} logprob sum {} vs {}", g.sum, w.sum);
+        }
+    }
+}
+
+#[test]
+fn logprobs_are_log_softmax_of_logits() {
+    let lm = tiny(BackendKind::Flex, false);
+    let v = lm.config.vocab_size;
+    let full = logits(&lm, &SEQ);
+    let scored = score::score(&lm, &[(SEQ[..6].to_vec(), SEQ[6..].to_vec())]).unwrap().remove(0);
+    assert_eq!(scored.logprobs.len(), 4);
+    for (k, lp) in scored.logprobs.iter().enumerate() {
+        let pos = 5 + k; // logits at pos predict token pos+1
+        let row = &full[pos * v..(pos + 1) * v];
+        let m = row.iter().cloned().fold(f32::MIN, f32::max);
+        let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
+        let want = row[SEQ[pos + 1] as usize] - lse;
+        assert!((lp - want).abs() < 1e-4, "token {k}: {lp} vs {want}");
+        assert!(*lp < 0.0);
+    }
+    assert!((scored.sum - scored.logprobs.iter().sum::<f32>()).abs() < 1e-4);
+}
+
+#[test]
+fn gguf_hf_and_llama2c_files_load_to_the_same_model() {
+    use alignlab::io::HostTensor;
+    let dir = temp_dir("formats");
+    let c = tiny_config(false);
+    let w = tiny_weights(&c, 7);
+    let dev = device(BackendKind::Flex);
+
+    // GGUF with mixed types: the reference holds exactly the rounded values the file holds.
+    let types = [
+        ("model.layers.0.self_attn.q_proj.weight", GgmlType::Q8_0),
+        ("model.layers.1.self_attn.k_proj.weight", GgmlType::Q8_0),
+        ("model.layers.0.mlp.up_proj.weight", GgmlType::F16),
+        ("model.embed_tokens.weight", GgmlType::F16),
+    ];
+    let held = write_tiny_gguf(&dir.join("tiny.gguf"), &c, &w, &types);
+    let gguf = load_model(&dir.join("tiny.gguf"), None, &dev, &mut noop()).unwrap();
+
+    // HF with the same rounded values, one tensor stored as bf16-exact values in bf16.
+    let mut hf_w = held.clone();
+    let bf = "model.layers.1.mlp.down_proj.weight";
+    hf_w.insert(bf.into(), HostTensor::new(hf_w[bf].shape.clone(), hf_w[bf].data.iter().map(|&x| half::bf16::from_f32(x).to_f32()).collect()));
+    let hf_dir = dir.join("hf");
+    std::fs::create_dir_all(&hf_dir).unwrap();
+    write_hf(&hf_dir, &c, &hf_w, &[bf]);
+    let hf = load_model(&hf_dir, None, &dev, &mut noop()).unwrap();
+
+    write_llama2c(&dir.join("tiny.bin"), &dir.join("tok.bin"), &c, &held);
+    let l2c = load_model(&dir.join("tiny.bin"), Some(&dir.join("tok.bin")), &dev, &mut noop()).unwrap();
+
+    let a = logits(&gguf, &SEQ);
+    let b = logits(&l2c, &SEQ);
+    assert!(max_diff(&a, &b) < 1e-5, "GGUF vs llama2.c: {}", max_diff(&a, &b));
+    // bf16 rounding of one matrix is the only difference from the HF copy.
+    let d = max_diff(&a, &logits(&hf, &SEQ));
+    assert!(d < 2e-2, "GGUF vs HF: {d}");
+    // And the GGUF model equals the in-memory model built from the same rounded weights: the
+    // q/k un-permutation is right (a wrong one would move logits by O(1)).
+    let mut ckpt = tiny_checkpoint(false, 0);
+    ckpt.weights = alignlab::io::Weights::default();
+    for (k, v) in held {
+        ckpt.weights.insert(k, v);
+    }
+    let mem = ckpt.into_model(&dev, &mut noop()).unwrap();
+    assert!(max_diff(&a, &logits(&mem, &SEQ)) < 1e-5);
+    // Tokenizers from the three files agree on ids.
+    assert_eq!(gguf.tokenizer.encode("%)!\"", false).unwrap(), vec![4, 8, 63]); // last two merge
+    assert_eq!(gguf.tokenizer.decode(&[4, 8, 63]), "%)!\"");
+    assert_eq!(hf.tokenizer.encode("t5 t9", false).unwrap(), vec![5, 9]);
+    assert_eq!(gguf.tokenizer.vocab_size(), 64);
+    assert_eq!(l2c.tokenizer.vocab_size(), 64);
+}

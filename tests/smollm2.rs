@@ -1,0 +1,132 @@
+//! SmolLM2-135M-Instruct (the default model, fetched by scripts/setup) against reference values
+//! that HF transformers computed from the same GGUF file (tests/data/smollm2_reference.json, made
+//! by scripts/reference.py): tokenization, chat formatting, logits, log-probabilities and greedy
+//! tokens.
+
+mod common;
+
+use std::path::PathBuf;
+
+use alignlab::backend::{BackendKind, read_f32};
+use alignlab::generate::{SamplingConfig, generate};
+use alignlab::io::{Message, load_model};
+use alignlab::model::Batch;
+use alignlab::{LoadedModel, score};
+use common::device;
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn reference() -> Value {
+    serde_json::from_slice(&std::fs::read(root().join("tests/data/smollm2_reference.json")).unwrap()).unwrap()
+}
+
+fn load(kind: BackendKind) -> LoadedModel {
+    let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(path.exists(), "{} is missing: run scripts/setup (scripts/test does)", path.display());
+    load_model(&path, None, &device(kind), &mut |_: &str, _: f32| {}).unwrap()
+}
+
+fn ids(v: &Value) -> Vec<u32> {
+    v.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect()
+}
+
+fn floats(v: &Value) -> Vec<f32> {
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap() as f32).collect()
+}
+
+#[test]
+fn tokenizer_and_chat_template_match_transformers() {
+    let r = reference();
+    let lm = load(BackendKind::Flex);
+    assert_eq!(lm.config.num_parameters(), 134_515_008);
+    for case in r["tokenize"].as_array().unwrap() {
+        let text = case["text"].as_str().unwrap();
+        assert_eq!(lm.tokenizer.encode(text, false).unwrap(), ids(&case["ids"]), "tokenizing {text:?}");
+    }
+    for (name, case) in r["chat"].as_object().unwrap() {
+        let messages: Vec<Message> = serde_json::from_value(case["messages"].clone()).unwrap();
+        let text = lm.chat_prompt(&messages, true).unwrap();
+        assert_eq!(text, case["text"].as_str().unwrap(), "chat template, {name}");
+        assert_eq!(lm.tokenizer.encode(&text, false).unwrap(), ids(&case["ids"]), "chat ids, {name}");
+    }
+    // Ending a turn: <|im_end|> (id 2) is EOS and stops generation.
+    assert_eq!(lm.tokenizer.eos_id, Some(2));
+    assert!(lm.tokenizer.stop_ids.contains(&2));
+}
+
+#[test]
+fn logits_and_logprobs_match_transformers() {
+    let r = reference();
+    let lm = load(BackendKind::Flex);
+    let head = &r["logits_head"];
+    let (batch, _) = Batch::right_padded(&[ids(&head["ids"])], 0, &lm.device);
+    let last = read_f32(lm.model.forward_last(&batch, None)).unwrap();
+    for (got, want) in last.iter().zip(floats(&head["first8"])) {
+        assert!((got - want).abs() < 2e-3, "logit {got} vs transformers {want}");
+    }
+    assert_eq!(alignlab::generate::argmax(&last), head["argmax"].as_u64().unwrap() as u32);
+
+    // All pairs in one padded batch: padding must not change any sequence's score.
+    let cases = r["logprobs"].as_array().unwrap();
+    let pairs: Vec<(Vec<u32>, Vec<u32>)> = cases.iter().map(|c| (ids(&c["prompt_ids"]), ids(&c["completion_ids"]))).collect();
+    for (c, (p, comp)) in cases.iter().zip(&pairs) {
+        // Our own tokenization of the completion gives the same ids.
+        assert_eq!(&lm.tokenizer.encode(c["completion"].as_str().unwrap(), false).unwrap(), comp);
+        assert!(!p.is_empty());
+    }
+    let scored = score::score(&lm, &pairs).unwrap();
+    for (c, s) in cases.iter().zip(&scored) {
+        let want = c["sum"].as_f64().unwrap() as f32;
+        assert!((s.sum - want).abs() < 0.05, "{}: sum {} vs transformers {want}", c["name"], s.sum);
+        for (g, w) in s.logprobs.iter().zip(floats(&c["logprobs"])) {
+            assert!((g - w).abs() < 0.02, "{}: token logprob {g} vs {w}", c["name"]);
+        }
+    }
+}
+
+#[test]
+fn greedy_tokens_match_transformers() {
+    let r = reference();
+    let mut lm = load(BackendKind::Flex);
+    // transformers generated through EOS; do the same to compare all 32 tokens.
+    lm.tokenizer.stop_ids.clear();
+    for case in r["greedy"].as_array().unwrap() {
+        let want = ids(&case["generated_ids"]);
+        let got = generate(&lm, &ids(&case["prompt_ids"]), &SamplingConfig::greedy(want.len()), &mut |_| true)
+            .unwrap()
+            .remove(0)
+            .tokens;
+        let same = got.iter().zip(&want).take_while(|(a, b)| a == b).count();
+        assert!(same >= 24, "{}: only {same} greedy tokens agree\n ours {got:?}\n ref  {want:?}", case["name"]);
+        assert_eq!(same, want.len(), "{}: diverged at token {same}", case["name"]);
+    }
+}
+
+#[test]
+fn chat_answer_is_fluent_and_stops_at_end_of_turn() {
+    let lm = load(BackendKind::Flex);
+    let prompt = lm.chat_prompt(&[Message::user("What is the capital of France?")], true).unwrap();
+    let ids = lm.tokenizer.encode(&prompt, false).unwrap();
+    let out = generate(&lm, &ids, &SamplingConfig::greedy(64), &mut |_| true).unwrap().remove(0);
+    assert_eq!(out.text, "The capital of France is Paris.");
+    assert_eq!(out.finish_reason, alignlab::generate::FinishReason::Stop);
+    // Sampling: 4 seeded samples in one batch are reproducible, and differ from each other.
+    let cfg = SamplingConfig { temperature: 1.0, top_p: 0.95, num_samples: 4, seed: 11, max_new_tokens: 24, ..Default::default() };
+    let a = generate(&lm, &ids, &cfg, &mut |_| true).unwrap();
+    let b = generate(&lm, &ids, &cfg, &mut |_| true).unwrap();
+    assert_eq!(a, b);
+    assert!(a.iter().any(|s| s.tokens != a[0].tokens), "4 samples at temperature 1 were identical");
+}
+
+#[test]
+fn wgpu_scores_match_transformers() {
+    let r = reference();
+    let lm = load(BackendKind::Wgpu);
+    let c = &r["logprobs"][1];
+    let s = score::score(&lm, &[(ids(&c["prompt_ids"]), ids(&c["completion_ids"]))]).unwrap().remove(0);
+    let want = c["sum"].as_f64().unwrap() as f32;
+    assert!((s.sum - want).abs() < 0.05, "wgpu sum {} vs transformers {want}", s.sum);
+}

@@ -1,0 +1,56 @@
+//! llama2.c's stories260K (from ../shared/models) reproduces its known greedy story, on every
+//! backend.
+
+mod common;
+
+use std::path::PathBuf;
+
+use alignlab::backend::BackendKind;
+use alignlab::generate::{SamplingConfig, generate};
+use alignlab::io::load_model;
+use common::device;
+
+const KNOWN: &str = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. \
+One day, she saw a big, red ball. She wanted to play with it, but it was too high.";
+
+fn shared() -> Option<(PathBuf, PathBuf)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
+    let (m, t) = (dir.join("stories260K.bin"), dir.join("tok512.bin"));
+    if m.exists() && t.exists() {
+        Some((m, t))
+    } else {
+        eprintln!("SKIPPED: {} not found (the shared models folder sits beside the checkout)", dir.display());
+        None
+    }
+}
+
+#[test]
+fn greedy_story_matches_llama2c() {
+    let Some((model, tok)) = shared() else { return };
+    for kind in [BackendKind::Flex, BackendKind::Ndarray, BackendKind::Wgpu] {
+        let lm = load_model(&model, Some(&tok), &device(kind), &mut |_: &str, _: f32| {}).unwrap();
+        assert_eq!(lm.config.vocab_size, 512);
+        assert_eq!(lm.config.num_key_value_heads, 4);
+        // From BOS alone, as run.c does with an empty prompt.
+        let bos = lm.tokenizer.bos_id.unwrap();
+        let out = generate(&lm, &[bos], &SamplingConfig::greedy(60), &mut |_| true).unwrap().remove(0);
+        let text = out.text.replace('\n', " ");
+        let n = KNOWN.len().min(text.len());
+        assert!(n > 100, "{kind}: story too short: {text:?}");
+        assert_eq!(&text[..n], &KNOWN[..n], "{kind}: greedy text diverged");
+    }
+}
+
+#[test]
+fn tokenizer_round_trips_and_merges() {
+    let Some((model, tok)) = shared() else { return };
+    let lm = load_model(&model, Some(&tok), &device(BackendKind::Flex), &mut |_: &str, _: f32| {}).unwrap();
+    let text = "Once upon a time, there was a little girl named Lily.";
+    let ids = lm.tokenizer.encode(text, true).unwrap();
+    assert_eq!(ids[0], 1, "BOS first");
+    assert!(ids.len() < text.len() / 2, "merges should compress: {} ids", ids.len());
+    assert_eq!(lm.tokenizer.decode(&ids), text);
+    // Characters outside the 512-token vocabulary fall back to bytes and survive decoding.
+    let odd = "naïve café ☃";
+    assert_eq!(lm.tokenizer.decode(&lm.tokenizer.encode(odd, false).unwrap()), odd);
+}
