@@ -5,6 +5,7 @@
 mod chat;
 pub mod gguf;
 mod gguf_model;
+pub mod peft;
 pub mod hf;
 pub mod llama2c;
 mod spm;

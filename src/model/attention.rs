@@ -1,17 +1,16 @@
 //! Grouped-query self-attention with rotary positions and an optional KV cache.
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Int, Tensor, activation::softmax};
 
-use super::{KvCache, RotaryEmbedding};
+use super::{KvCache, LoraLinear, RotaryEmbedding};
 
 #[derive(Module, Debug)]
 pub struct Attention {
-    pub q_proj: Linear,
-    pub k_proj: Linear,
-    pub v_proj: Linear,
-    pub o_proj: Linear,
+    pub q_proj: LoraLinear,
+    pub k_proj: LoraLinear,
+    pub v_proj: LoraLinear,
+    pub o_proj: LoraLinear,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,

@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData, module::linear};
 
-use super::{Attention, KvCache, LlamaConfig, Mlp, RotaryEmbedding};
+use super::{Attention, KvCache, LlamaConfig, LoraLinear, Mlp, RotaryEmbedding};
 use crate::Result;
 use crate::io::{HostTensor, Weights};
 
@@ -174,9 +174,12 @@ impl Llama {
         let q_out = config.num_attention_heads * config.head_dim;
         let kv_out = config.num_key_value_heads * config.head_dim;
 
-        let lin = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<Linear> {
+        let linear = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<Linear> {
             let t = w.take(&format!("{name}.weight"), &[out, inp])?;
             Ok(Linear { weight: param(t.transposed(), device), bias: None })
+        };
+        let lin = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<LoraLinear> {
+            linear(w, name, out, inp).map(LoraLinear::new)
         };
         let norm = |w: &mut Weights, name: &str| -> Result<RmsNorm> {
             let t = w.take(&format!("{name}.weight"), &[d])?;
@@ -210,7 +213,7 @@ impl Llama {
         let lm_head = if config.tie_word_embeddings {
             None
         } else {
-            Some(lin(weights, "lm_head", v, d)?)
+            Some(linear(weights, "lm_head", v, d)?)
         };
         Ok(Self {
             embed_tokens: Embedding { weight: param(embed, device) },

@@ -1,14 +1,15 @@
 //! SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
 
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::tensor::{Tensor, activation::silu};
+
+use super::LoraLinear;
 
 #[derive(Module, Debug)]
 pub struct Mlp {
-    pub gate_proj: Linear,
-    pub up_proj: Linear,
-    pub down_proj: Linear,
+    pub gate_proj: LoraLinear,
+    pub up_proj: LoraLinear,
+    pub down_proj: LoraLinear,
 }
 
 impl Mlp {

@@ -4,6 +4,7 @@ mod attention;
 mod cache;
 mod config;
 mod llama;
+pub mod lora;
 mod mlp;
 mod rope;
 
@@ -11,5 +12,6 @@ pub use attention::Attention;
 pub use cache::KvCache;
 pub use config::LlamaConfig;
 pub use llama::{Batch, Block, Llama};
+pub use lora::{LoraAdapter, LoraConfig, LoraLinear};
 pub use mlp::Mlp;
 pub use rope::RotaryEmbedding;

@@ -1,0 +1,331 @@
+//! LoRA (Hu et al. 2021) as PEFT does it: `y = x W + (alpha / r) * dropout(x) A B`, with B zero at
+//! the start so the adapted model equals the base, base weights frozen, adapters switchable (the
+//! DPO/RL reference model is the base with adapters off: one copy of the weights), and
+//! merge/unmerge into the base.
+//!
+//! burn 0.22 has `Module::apply_lora`, but it folds the adapter into `param.val()`, with no
+//! dropout, no way to switch adapters off for a reference pass, and no PEFT naming, so we keep
+//! our own small layer.
+
+use burn::module::{Module, Param};
+use burn::nn::{Dropout, DropoutConfig, Linear};
+use burn::tensor::{Device, Tensor, TensorData, module::linear};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The linear layers a Llama block has, by their transformers names.
+pub const TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LoraConfig {
+    pub r: usize,
+    pub lora_alpha: f64,
+    pub lora_dropout: f64,
+    pub target_modules: Vec<String>,
+    /// rsLoRA: scale by alpha / sqrt(r) instead of alpha / r.
+    pub use_rslora: bool,
+    /// Seed for A's initialisation.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self {
+            r: 8,
+            lora_alpha: 16.0,
+            lora_dropout: 0.05,
+            target_modules: vec!["q_proj".into(), "v_proj".into()],
+            use_rslora: false,
+            seed: 0,
+        }
+    }
+}
+
+impl LoraConfig {
+    pub fn scaling(&self) -> f64 {
+        if self.use_rslora { self.lora_alpha / (self.r as f64).sqrt() } else { self.lora_alpha / self.r as f64 }
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.r == 0 {
+            return Err(Error::Invalid("LoRA rank r must be at least 1".into()));
+        }
+        if !(0.0..1.0).contains(&self.lora_dropout) {
+            return Err(Error::Invalid("lora_dropout must be in [0, 1)".into()));
+        }
+        if self.target_modules.is_empty() {
+            return Err(Error::Invalid("choose at least one LoRA target module".into()));
+        }
+        for t in &self.target_modules {
+            if !TARGETS.contains(&t.as_str()) {
+                return Err(Error::Invalid(format!("unknown LoRA target '{t}'; choose from {}", TARGETS.join(", "))));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The low-rank update of one linear layer, in burn's `[in, out]` orientation:
+/// `a: [in, r]`, `b: [r, out]` (PEFT stores `lora_A.weight: [r, in]`, `lora_B.weight: [out, r]`).
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    pub a: Param<Tensor<2>>,
+    pub b: Param<Tensor<2>>,
+    pub scaling: f64,
+    pub dropout: Dropout,
+}
+
+impl LoraAdapter {
+    /// A as PEFT initialises it (kaiming-uniform with a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))),
+    /// B zero.
+    pub fn init(d_in: usize, d_out: usize, cfg: &LoraConfig, rng: &mut StdRng, device: &Device) -> Self {
+        let bound = 1.0 / (d_in as f32).sqrt();
+        let a: Vec<f32> = (0..d_in * cfg.r).map(|_| rng.random_range(-bound..bound)).collect();
+        Self::from_parts(
+            Tensor::from_data(TensorData::new(a, [d_in, cfg.r]), device),
+            Tensor::zeros([cfg.r, d_out], device),
+            cfg,
+        )
+    }
+
+    pub fn from_parts(a: Tensor<2>, b: Tensor<2>, cfg: &LoraConfig) -> Self {
+        Self {
+            a: Param::from_tensor(a),
+            b: Param::from_tensor(b),
+            scaling: cfg.scaling(),
+            dropout: DropoutConfig::new(cfg.lora_dropout).init(),
+        }
+    }
+
+    /// `scaling * A B`, `[in, out]`: what merging adds to the base weight.
+    pub fn delta(&self) -> Tensor<2> {
+        self.a.val().matmul(self.b.val()) * self.scaling
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let h = linear(self.dropout.forward(x), self.a.val(), None);
+        linear(h, self.b.val(), None) * self.scaling
+    }
+}
+
+/// A linear layer that may carry a LoRA adapter.
+#[derive(Module, Debug)]
+pub struct LoraLinear {
+    pub base: Linear,
+    pub lora: Option<LoraAdapter>,
+    /// Adapter applied in forward (off for the reference model).
+    pub enabled: bool,
+    /// The adapter is already added into `base` (then forward must not add it again).
+    pub merged: bool,
+}
+
+impl LoraLinear {
+    pub fn new(base: Linear) -> Self {
+        Self { base, lora: None, enabled: true, merged: false }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let y = self.base.forward(x.clone());
+        match &self.lora {
+            Some(lora) if self.enabled && !self.merged => y + lora.forward(x),
+            _ => y,
+        }
+    }
+
+    /// `[d_in, d_out]`
+    pub fn dims(&self) -> [usize; 2] {
+        self.base.weight.dims()
+    }
+
+    /// Adds the adapter into the base weight (PEFT `merge_adapter`).
+    pub fn merge(&mut self) {
+        if let (Some(lora), false) = (&self.lora, self.merged) {
+            let delta = lora.delta().detach();
+            self.base.weight = self.base.weight.clone().map(|w| w + delta);
+            self.merged = true;
+        }
+    }
+
+    /// Subtracts a merged adapter back out (PEFT `unmerge_adapter`).
+    pub fn unmerge(&mut self) {
+        if let (Some(lora), true) = (&self.lora, self.merged) {
+            let delta = lora.delta().detach();
+            self.base.weight = self.base.weight.clone().map(|w| w - delta);
+            self.merged = false;
+        }
+    }
+}
+
+/// Seeded generator for adapter initialisation.
+pub fn lora_rng(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed ^ 0x10_7a)
+}
+
+// ---- LoRA on a whole Llama ------------------------------------------------------------------------
+
+use super::Llama;
+
+impl Llama {
+    /// Every adaptable linear layer with its transformers module path
+    /// (`model.layers.{i}.self_attn.q_proj`, ...).
+    pub fn linears_mut(&mut self) -> Vec<(String, &'static str, &mut LoraLinear)> {
+        let mut out = Vec::new();
+        for (i, b) in self.layers.iter_mut().enumerate() {
+            let a = &mut b.self_attn;
+            let m = &mut b.mlp;
+            for (name, lin) in [
+                ("q_proj", &mut a.q_proj),
+                ("k_proj", &mut a.k_proj),
+                ("v_proj", &mut a.v_proj),
+                ("o_proj", &mut a.o_proj),
+            ] {
+                out.push((format!("model.layers.{i}.self_attn.{name}"), name, lin));
+            }
+            for (name, lin) in [("gate_proj", &mut m.gate_proj), ("up_proj", &mut m.up_proj), ("down_proj", &mut m.down_proj)] {
+                out.push((format!("model.layers.{i}.mlp.{name}"), name, lin));
+            }
+        }
+        out
+    }
+
+    pub fn linears(&self) -> Vec<(String, &LoraLinear)> {
+        let mut out = Vec::new();
+        for (i, b) in self.layers.iter().enumerate() {
+            let a = &b.self_attn;
+            let m = &b.mlp;
+            for (name, lin) in [("q_proj", &a.q_proj), ("k_proj", &a.k_proj), ("v_proj", &a.v_proj), ("o_proj", &a.o_proj)] {
+                out.push((format!("model.layers.{i}.self_attn.{name}"), lin));
+            }
+            for (name, lin) in [("gate_proj", &m.gate_proj), ("up_proj", &m.up_proj), ("down_proj", &m.down_proj)] {
+                out.push((format!("model.layers.{i}.mlp.{name}"), lin));
+            }
+        }
+        out
+    }
+
+    /// Freezes every base weight and adds fresh adapters (B = 0) to the target layers.
+    pub fn add_lora(&mut self, cfg: &LoraConfig) -> Result<()> {
+        cfg.validate()?;
+        if self.has_lora() {
+            return Err(Error::Invalid("this model already has LoRA adapters; remove them first".into()));
+        }
+        *self = self.clone().no_grad();
+        let device = self.embed_tokens.weight.device();
+        let mut rng = lora_rng(cfg.seed);
+        for (_, name, lin) in self.linears_mut() {
+            if cfg.target_modules.iter().any(|t| t == name) {
+                let [d_in, d_out] = lin.dims();
+                lin.lora = Some(LoraAdapter::init(d_in, d_out, cfg, &mut rng, &device));
+                lin.enabled = true;
+                lin.merged = false;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_lora(&self) -> bool {
+        self.linears().iter().any(|(_, l)| l.lora.is_some())
+    }
+
+    /// Switches adapters on (policy) or off (reference model).
+    pub fn set_adapters_enabled(&mut self, enabled: bool) {
+        for (_, _, lin) in self.linears_mut() {
+            lin.enabled = enabled;
+        }
+    }
+
+    /// A copy with adapters off: the reference model, sharing every base weight.
+    pub fn reference(&self) -> Self {
+        let mut r = self.clone();
+        r.set_adapters_enabled(false);
+        r
+    }
+
+    pub fn merge_lora(&mut self) {
+        for (_, _, lin) in self.linears_mut() {
+            lin.merge();
+        }
+    }
+
+    pub fn unmerge_lora(&mut self) {
+        for (_, _, lin) in self.linears_mut() {
+            lin.unmerge();
+        }
+    }
+
+    /// Drops all adapters (unmerging first), leaving the base model.
+    pub fn remove_lora(&mut self) {
+        for (_, _, lin) in self.linears_mut() {
+            lin.unmerge();
+            lin.lora = None;
+        }
+    }
+
+    /// Adapter tensors under PEFT's names and orientation: `...lora_A.weight: [r, in]`,
+    /// `...lora_B.weight: [out, r]`.
+    pub fn lora_tensors(&self) -> Vec<(String, Tensor<2>)> {
+        let mut out = Vec::new();
+        for (path, lin) in self.linears() {
+            if let Some(l) = &lin.lora {
+                out.push((format!("base_model.model.{path}.lora_A.weight"), l.a.val().transpose()));
+                out.push((format!("base_model.model.{path}.lora_B.weight"), l.b.val().transpose()));
+            }
+        }
+        out
+    }
+
+    /// Installs adapters from PEFT-named host tensors (see [`Llama::lora_tensors`]), freezing the
+    /// base. Every target layer must be present and every shape must fit.
+    pub fn load_lora(&mut self, cfg: &LoraConfig, get: &mut dyn FnMut(&str) -> Option<(Vec<usize>, Vec<f32>)>) -> Result<()> {
+        cfg.validate()?;
+        if self.has_lora() {
+            self.remove_lora();
+        }
+        *self = self.clone().no_grad();
+        let device = self.embed_tokens.weight.device();
+        let mut found = 0;
+        for (path, name, lin) in self.linears_mut() {
+            if !cfg.target_modules.iter().any(|t| t == name) {
+                continue;
+            }
+            let [d_in, d_out] = lin.dims();
+            let mut fetch = |part: &str, shape: [usize; 2]| -> Result<Tensor<2>> {
+                let key = format!("base_model.model.{path}.{part}.weight");
+                let (s, data) = get(&key).ok_or_else(|| {
+                    Error::format(format!("adapter file lacks '{key}'; it was saved for other target modules or another model"))
+                })?;
+                if s != shape {
+                    return Err(Error::format(format!(
+                        "adapter tensor '{key}' has shape {s:?}, but this model needs {shape:?}: \
+                         the adapter was trained on another base model (or with another rank)"
+                    )));
+                }
+                // PEFT orientation to burn's: transpose on the device.
+                Ok(Tensor::<2>::from_data(TensorData::new(data, shape), &device).transpose())
+            };
+            let a = fetch("lora_A", [cfg.r, d_in])?;
+            let b = fetch("lora_B", [d_out, cfg.r])?;
+            lin.lora = Some(LoraAdapter::from_parts(a, b, cfg));
+            lin.enabled = true;
+            lin.merged = false;
+            found += 1;
+        }
+        if found == 0 {
+            return Err(Error::format("the adapter targets no layer of this model".to_string()));
+        }
+        Ok(())
+    }
+
+    /// Number of trainable parameters (those requiring gradients).
+    pub fn num_trainable(&self) -> usize {
+        self.linears()
+            .iter()
+            .filter_map(|(_, l)| l.lora.as_ref())
+            .map(|l| l.a.dims().iter().product::<usize>() + l.b.dims().iter().product::<usize>())
+            .sum()
+    }
+}
