@@ -9,7 +9,10 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::read_f32;
-use crate::model::{Batch, KvCache};
+use burn::module::Module;
+
+use crate::io::Tokenizer;
+use crate::model::{Batch, KvCache, Llama};
 use crate::{Error, LoadedModel, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -173,9 +176,9 @@ pub struct TextStream {
 }
 
 impl TextStream {
-    pub fn push(&mut self, lm: &LoadedModel, token: u32) -> String {
+    pub fn push(&mut self, tokenizer: &Tokenizer, token: u32) -> String {
         self.tokens.push(token);
-        let text = lm.tokenizer.decode(&self.tokens);
+        let text = tokenizer.decode(&self.tokens);
         if text.ends_with('\u{FFFD}') || text.len() < self.emitted {
             return String::new();
         }
@@ -193,11 +196,30 @@ pub fn generate(
     cfg: &SamplingConfig,
     on_token: &mut dyn FnMut(TokenEvent) -> bool,
 ) -> Result<Vec<Sample>> {
+    generate_with(&lm.model, &lm.tokenizer, prompt, cfg, on_token)
+}
+
+/// [`generate`] with any model sharing the tokenizer: a policy in training, or its reference.
+/// Runs without gradient tracking even when `model` lives on an autodiff device.
+pub fn generate_with(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    cfg: &SamplingConfig,
+    on_token: &mut dyn FnMut(TokenEvent) -> bool,
+) -> Result<Vec<Sample>> {
     cfg.validate()?;
+    let frozen;
+    let model = if model.embed_tokens.weight.device().is_autodiff() {
+        frozen = model.clone().no_grad();
+        &frozen
+    } else {
+        model
+    };
     if prompt.is_empty() {
         return Err(Error::Invalid("the prompt is empty; give at least one token".into()));
     }
-    let max_pos = lm.model.rope.max_positions;
+    let max_pos = model.rope.max_positions;
     if prompt.len() >= max_pos {
         return Err(Error::Invalid(format!(
             "the prompt has {} tokens but the model's context is {max_pos}",
@@ -206,8 +228,7 @@ pub fn generate(
     }
     let max_new = cfg.max_new_tokens.min(max_pos - prompt.len());
     let n = cfg.num_samples;
-    let device = &lm.device;
-    let model = &lm.model;
+    let device = &model.embed_tokens.weight.device();
     let mut sampler = Sampler::new(cfg.clone());
     let mut cache = KvCache::new(model.num_layers());
 
@@ -232,11 +253,11 @@ pub fn generate(
             let mut history = prompt.to_vec();
             history.extend(&tokens[s]);
             let tok = sampler.sample(row, &history);
-            if lm.tokenizer.stop_ids.contains(&tok) {
+            if tokenizer.stop_ids.contains(&tok) {
                 finish[s] = Some(FinishReason::Stop);
             } else {
                 tokens[s].push(tok);
-                let delta = streams[s].push(lm, tok);
+                let delta = streams[s].push(tokenizer, tok);
                 if !on_token(TokenEvent { sample: s, token: tok, text_delta: &delta }) {
                     cancelled = true;
                 }
@@ -271,7 +292,7 @@ pub fn generate(
     }
     Ok((0..n)
         .map(|s| Sample {
-            text: lm.tokenizer.decode(&tokens[s]),
+            text: tokenizer.decode(&tokens[s]),
             tokens: std::mem::take(&mut tokens[s]),
             finish_reason: finish[s].unwrap_or(FinishReason::Length),
         })

@@ -8,10 +8,13 @@
 //! - [`generate`]: greedy and sampled decoding with streaming.
 //! - [`score`]: per-token log-probabilities of completions, the primitive alignment builds on.
 
+pub mod align;
 pub mod backend;
+pub mod data;
 pub mod error;
 pub mod generate;
 pub mod io;
+pub mod judges;
 pub mod model;
 pub mod score;
 

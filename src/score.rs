@@ -57,11 +57,22 @@ impl ScoringBatch {
 /// Differentiable: training code calls this on an autodiff device.
 pub fn token_logps(model: &Llama, sb: &ScoringBatch) -> Tensor<2> {
     let logits = model.forward(&sb.batch, None);
-    let [b, t, v] = logits.dims();
+    let [b, t, _] = logits.dims();
     let logp = log_softmax(logits.narrow(1, 0, t - 1), 2);
     let picked = logp.gather(2, sb.targets.clone().unsqueeze_dim::<3>(2)).reshape([b, t - 1]);
-    let _ = v;
     picked * sb.completion_mask.clone()
+}
+
+/// Per-position target log-probabilities and entropies of the next-token distribution, both
+/// `[batch, seq-1]` and zero outside completions (RL needs both from one forward pass).
+pub fn token_logps_and_entropy(model: &Llama, sb: &ScoringBatch) -> (Tensor<2>, Tensor<2>) {
+    let logits = model.forward(&sb.batch, None);
+    let [b, t, _] = logits.dims();
+    let logp = log_softmax(logits.narrow(1, 0, t - 1), 2);
+    let entropy = (logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([b, t - 1]).detach();
+    let picked = logp.gather(2, sb.targets.clone().unsqueeze_dim::<3>(2)).reshape([b, t - 1]);
+    let mask = sb.completion_mask.clone();
+    (picked * mask.clone(), entropy * mask)
 }
 
 /// Sum of completion log-probabilities per sequence, `[batch]`.

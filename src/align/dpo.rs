@@ -1,0 +1,139 @@
+//! Direct Preference Optimization (Rafailov et al. 2023) and its TRL variants. With
+//! `h = (log pi(y_w) - log pi(y_l)) - (log ref(y_w) - log ref(y_l))`:
+//! - `sigmoid`: `-(1-ε) log σ(βh) - ε log σ(-βh)` (ε = label_smoothing, cDPO)
+//! - `robust`: `(-(1-ε) log σ(βh) + ε log σ(-βh)) / (1 - 2ε)` (Chowdhury et al. 2024)
+//! - `hinge`: `relu(1 - βh)` (SLiC)
+//! - `ipo`: `(h - 1/(2β))²` on length-normalised log-probs (Azar et al. 2023)
+
+use burn::tensor::Tensor;
+use burn::tensor::activation::{log_sigmoid, relu};
+use serde::{Deserialize, Serialize};
+
+use super::Encoding;
+use super::train::LossOutput;
+use crate::data::Preference;
+use crate::model::Llama;
+use crate::score::{ScoringBatch, sequence_logps};
+use crate::{Error, LoadedModel, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DpoLossType {
+    Sigmoid,
+    Robust,
+    Ipo,
+    Hinge,
+}
+
+impl std::str::FromStr for DpoLossType {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sigmoid" => Ok(Self::Sigmoid),
+            "robust" => Ok(Self::Robust),
+            "ipo" => Ok(Self::Ipo),
+            "hinge" => Ok(Self::Hinge),
+            o => Err(Error::Invalid(format!("unknown DPO loss '{o}'; use sigmoid, robust, ipo or hinge"))),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DpoConfig {
+    pub beta: f64,
+    pub loss_type: DpoLossType,
+    pub label_smoothing: f64,
+}
+
+impl Default for DpoConfig {
+    fn default() -> Self {
+        Self { beta: 0.1, loss_type: DpoLossType::Sigmoid, label_smoothing: 0.0 }
+    }
+}
+
+/// Per-pair losses from the four summed log-probabilities (`[batch]` each) and the completion
+/// lengths (for IPO's normalisation). Written once, used by training and the unit tests.
+pub fn dpo_losses(
+    cfg: &DpoConfig,
+    policy_chosen: Tensor<1>,
+    policy_rejected: Tensor<1>,
+    ref_chosen: Tensor<1>,
+    ref_rejected: Tensor<1>,
+    len_chosen: Tensor<1>,
+    len_rejected: Tensor<1>,
+) -> Tensor<1> {
+    let (beta, eps) = (cfg.beta, cfg.label_smoothing);
+    if cfg.loss_type == DpoLossType::Ipo {
+        let h = (policy_chosen - ref_chosen) / len_chosen - (policy_rejected - ref_rejected) / len_rejected;
+        return (h - 1.0 / (2.0 * beta)).powi_scalar(2);
+    }
+    let h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected);
+    let bh = h * beta;
+    match cfg.loss_type {
+        DpoLossType::Sigmoid => log_sigmoid(bh.clone()).neg() * (1.0 - eps) - log_sigmoid(bh.neg()) * eps,
+        DpoLossType::Robust => {
+            (log_sigmoid(bh.clone()).neg() * (1.0 - eps) + log_sigmoid(bh.neg()) * eps) / (1.0 - 2.0 * eps)
+        }
+        DpoLossType::Hinge => relu(bh.neg() + 1.0),
+        DpoLossType::Ipo => unreachable!(),
+    }
+}
+
+/// Token ids of preference pairs, ready for scoring.
+#[derive(Clone, Debug)]
+pub struct EncodedPair {
+    pub prompt: Vec<u32>,
+    pub chosen: Vec<u32>,
+    pub rejected: Vec<u32>,
+}
+
+pub fn encode_pairs(lm: &LoadedModel, enc: &Encoding, pairs: &[Preference]) -> Result<Vec<EncodedPair>> {
+    pairs
+        .iter()
+        .map(|p| {
+            Ok(EncodedPair {
+                prompt: enc.prompt(lm, &p.prompt)?,
+                chosen: enc.completion(lm, &p.chosen)?,
+                rejected: enc.completion(lm, &p.rejected)?,
+            })
+        })
+        .collect()
+}
+
+/// The DPO loss of one micro-batch of pairs: chosen and rejected go through the policy in one
+/// batch, and through the reference (`reference`: adapters off, or a frozen copy) without
+/// gradients.
+pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: &Llama, pairs: &[EncodedPair], pad_id: u32) -> Result<LossOutput> {
+    let b = pairs.len();
+    let device = policy.embed_tokens.weight.device();
+    let seqs: Vec<(Vec<u32>, Vec<u32>)> = pairs
+        .iter()
+        .map(|p| (p.prompt.clone(), p.chosen.clone()))
+        .chain(pairs.iter().map(|p| (p.prompt.clone(), p.rejected.clone())))
+        .collect();
+    let sb = ScoringBatch::new(&seqs, pad_id, &device)?;
+    let logps = sequence_logps(policy, &sb);
+    let ref_logps = sequence_logps(reference, &sb).detach();
+    let lens: Vec<f32> = sb.completion_lens.iter().map(|&l| l.max(1) as f32).collect();
+    let lens = Tensor::<1>::from_floats(lens.as_slice(), &device);
+
+    let (pc, pr) = (logps.clone().narrow(0, 0, b), logps.narrow(0, b, b));
+    let (rc, rr) = (ref_logps.clone().narrow(0, 0, b), ref_logps.narrow(0, b, b));
+    let losses = dpo_losses(cfg, pc.clone(), pr.clone(), rc.clone(), rr.clone(), lens.clone().narrow(0, 0, b), lens.narrow(0, b, b));
+
+    let chosen_rewards = (pc.clone().detach() - rc) * cfg.beta;
+    let rejected_rewards = (pr.clone().detach() - rr) * cfg.beta;
+    let accuracies = chosen_rewards.clone().greater(rejected_rewards.clone()).float();
+    Ok(LossOutput {
+        loss: losses.mean(),
+        metrics: vec![
+            ("rewards/chosen", chosen_rewards.clone().mean()),
+            ("rewards/rejected", rejected_rewards.clone().mean()),
+            ("rewards/accuracies", accuracies.mean()),
+            ("rewards/margins", (chosen_rewards - rejected_rewards).mean()),
+            ("logps/chosen", pc.detach().mean()),
+            ("logps/rejected", pr.detach().mean()),
+        ],
+    })
+}

@@ -1,0 +1,229 @@
+//! Online RL from a reward (a reward model or the judges), GRPO/RLOO style:
+//! 1. sample K completions per prompt from the policy;
+//! 2. score them; optionally subtract `beta * KL(policy_old || ref)` from the reward (PPO/RLOO);
+//! 3. group-relative advantages: GRPO `(r - mean) / std`, or RLOO `r - mean(others)`;
+//! 4. a few inner epochs of the PPO clipped surrogate on token log-prob ratios
+//!    `min(ρA, clip(ρ, 1-ε, 1+ε)A)`, optionally minus `beta * KL` per token (GRPO), with the k1
+//!    (`log π/ref`) or k3 (`ref/π - log(ref/π) - 1`) estimator.
+
+use burn::tensor::{Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use super::best_of_n::{Candidate, RewardFn};
+use super::train::{LossOutput, Metrics, Trainer};
+use super::Reference;
+use crate::backend::read_f32;
+use crate::generate::{FinishReason, SamplingConfig, generate_with};
+use crate::io::Tokenizer;
+use crate::score::{ScoringBatch, token_logps, token_logps_and_entropy};
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Advantage {
+    Grpo,
+    Rloo,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlEstimator {
+    K1,
+    K3,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlPlacement {
+    /// Subtract the sequence KL from the reward (PPO, RLOO).
+    Reward,
+    /// Add the per-token KL to the loss (GRPO).
+    Loss,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RlConfig {
+    /// Completions per prompt (K).
+    pub num_generations: usize,
+    pub max_new_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    /// Inner optimisation epochs per batch of samples (TRL's `num_iterations`).
+    pub num_iterations: usize,
+    pub epsilon: f64,
+    pub beta: f64,
+    pub advantage: Advantage,
+    pub kl_estimator: KlEstimator,
+    pub kl_in: KlPlacement,
+    pub seed: u64,
+}
+
+impl Default for RlConfig {
+    fn default() -> Self {
+        Self {
+            num_generations: 4,
+            max_new_tokens: 32,
+            temperature: 1.0,
+            top_p: 1.0,
+            num_iterations: 2,
+            epsilon: 0.2,
+            beta: 0.04,
+            advantage: Advantage::Grpo,
+            kl_estimator: KlEstimator::K3,
+            kl_in: KlPlacement::Loss,
+            seed: 0,
+        }
+    }
+}
+
+/// Group-relative advantages of `rewards` laid out as groups of `k` consecutive samples.
+pub fn advantages(rewards: &[f64], k: usize, kind: Advantage) -> Vec<f64> {
+    let mut out = Vec::with_capacity(rewards.len());
+    for g in rewards.chunks(k) {
+        let n = g.len() as f64;
+        let mean = g.iter().sum::<f64>() / n;
+        match kind {
+            Advantage::Grpo => {
+                let std = (g.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0)).sqrt();
+                out.extend(g.iter().map(|r| (r - mean) / (std + 1e-4)));
+            }
+            Advantage::Rloo => {
+                let sum: f64 = g.iter().sum();
+                out.extend(g.iter().map(|r| if n > 1.0 { r - (sum - r) / (n - 1.0) } else { 0.0 }));
+            }
+        }
+    }
+    out
+}
+
+/// Per-token KL estimate from policy and reference log-probs.
+pub fn kl_estimate(kind: KlEstimator, logp: Tensor<2>, ref_logp: Tensor<2>) -> Tensor<2> {
+    match kind {
+        KlEstimator::K1 => logp - ref_logp,
+        KlEstimator::K3 => {
+            let d = ref_logp - logp;
+            d.clone().exp() - d - 1.0
+        }
+    }
+}
+
+/// One round: sample, score, and `num_iterations` optimizer steps on the samples.
+/// `prompts` are (text, ids). Returns the metrics of the last inner step plus the sampling ones.
+pub fn rl_round(
+    cfg: &RlConfig,
+    trainer: &mut Trainer,
+    reference: &Reference,
+    tokenizer: &Tokenizer,
+    prompts: &[(String, Vec<u32>)],
+    reward: &mut RewardFn,
+) -> Result<Metrics> {
+    if cfg.num_generations < 2 {
+        return Err(Error::Invalid("RL needs at least 2 generations per prompt to compare them".into()));
+    }
+    let k = cfg.num_generations;
+    let pad = tokenizer.eos_id.unwrap_or(0);
+    let round = trainer.step as u64;
+    // 1. Sample K completions per prompt from the current policy.
+    let mut pairs: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
+    let mut texts: Vec<String> = Vec::new();
+    for (pi, (_, ids)) in prompts.iter().enumerate() {
+        let sampling = SamplingConfig {
+            max_new_tokens: cfg.max_new_tokens,
+            temperature: cfg.temperature,
+            top_p: cfg.top_p,
+            top_k: 0,
+            repetition_penalty: 1.0,
+            seed: cfg.seed.wrapping_add(round * 7919 + pi as u64),
+            num_samples: k,
+        };
+        for s in generate_with(&trainer.model, tokenizer, ids, &sampling, &mut |_| true)? {
+            let mut c = s.tokens.clone();
+            // The end-of-turn token is part of what the policy chose: reinforce it too.
+            if s.finish_reason == FinishReason::Stop || c.is_empty() {
+                c.push(tokenizer.stop_ids.first().copied().unwrap_or(pad));
+            }
+            pairs.push((ids.clone(), c));
+            texts.push(s.text);
+        }
+    }
+    // 2. Rewards.
+    let cands: Vec<Candidate> = pairs
+        .iter()
+        .zip(&texts)
+        .enumerate()
+        .map(|(i, ((p, c), t))| Candidate { prompt: &prompts[i / k].0, prompt_ids: p, completion: t, completion_ids: c })
+        .collect();
+    let raw = reward(&cands)?;
+    let n = raw.len();
+    let mean_reward = raw.iter().sum::<f64>() / n as f64;
+    let reward_std = (raw.iter().map(|r| (r - mean_reward).powi(2)).sum::<f64>() / n as f64).sqrt();
+    let mean_len = pairs.iter().map(|(_, c)| c.len()).sum::<usize>() as f64 / n as f64;
+
+    // 3. Old-policy and reference log-probs, without gradients.
+    let device = trainer.model.embed_tokens.weight.device();
+    let sb = ScoringBatch::new(&pairs, pad, &device)?;
+    let old = token_logps(&trainer.model, &sb).detach();
+    let ref_model = reference.model(&trainer.model);
+    let ref_lp = token_logps(&ref_model, &sb).detach();
+    let mut rewards = raw.clone();
+    if cfg.kl_in == KlPlacement::Reward && cfg.beta > 0.0 {
+        let seq_kl = read_f32((old.clone() - ref_lp.clone()).sum_dim(1).reshape([n]))?;
+        for (r, kl) in rewards.iter_mut().zip(seq_kl) {
+            *r -= cfg.beta * kl as f64;
+        }
+    }
+    let adv = advantages(&rewards, k, cfg.advantage);
+    let adv_t = Tensor::<2>::from_data(TensorData::new(adv.iter().map(|&a| a as f32).collect::<Vec<_>>(), [n, 1]), &device);
+    let mask = sb.completion_mask.clone();
+    let lens = mask.clone().sum_dim(1).clamp_min(1.0); // [n, 1]
+    let n_tokens = read_f32(mask.clone().sum())?[0].max(1.0) as f64;
+
+    // 4. Clipped surrogate for a few inner epochs.
+    let mut metrics = Metrics::new();
+    for _ in 0..cfg.num_iterations.max(1) {
+        metrics = trainer.step(&mut |model, _| {
+            let (logp, entropy) = token_logps_and_entropy(model, &sb);
+            let ratio = (logp.clone() - old.clone()).exp();
+            let unclipped = ratio.clone() * adv_t.clone();
+            let clipped = ratio.clone().clamp(1.0 - cfg.epsilon, 1.0 + cfg.epsilon) * adv_t.clone();
+            let objective = unclipped.clone().min_pair(clipped.clone());
+            let kl = kl_estimate(cfg.kl_estimator, logp.clone(), ref_lp.clone()) * mask.clone();
+            let mut per_token = objective.neg();
+            if cfg.kl_in == KlPlacement::Loss && cfg.beta > 0.0 {
+                per_token = per_token + kl.clone() * cfg.beta;
+            }
+            // Mean over each sequence's tokens, then over sequences (GRPO).
+            let loss = ((per_token * mask.clone()).sum_dim(1) / lens.clone()).mean();
+            let is_clipped = clipped.lower(unclipped).float() * mask.clone();
+            Ok(LossOutput {
+                loss,
+                metrics: vec![
+                    ("kl", kl.detach().sum() / n_tokens),
+                    ("entropy", entropy.sum() / n_tokens),
+                    ("clip_ratio", is_clipped.sum() / n_tokens),
+                ],
+            })
+        })?;
+    }
+    metrics.insert("reward".into(), mean_reward);
+    metrics.insert("reward_std".into(), reward_std);
+    metrics.insert("completions/mean_length".into(), mean_len);
+    Ok(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn group_advantages() {
+        let r = [1.0, 2.0, 3.0, 10.0, 10.0, 10.0];
+        let g = advantages(&r, 3, Advantage::Grpo);
+        assert!((g[0] + 1.0).abs() < 1e-3 && g[1].abs() < 1e-9 && (g[2] - 1.0).abs() < 1e-3);
+        assert!(g[3..].iter().all(|a| a.abs() < 1e-9), "equal rewards, no signal");
+        let l = advantages(&r, 3, Advantage::Rloo);
+        assert_eq!(l[0], 1.0 - 2.5);
+        assert_eq!(l[2], 3.0 - 1.5);
+    }
+}

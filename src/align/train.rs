@@ -1,0 +1,252 @@
+//! The training loop every method shares: AdamW, warm-up then linear/cosine decay, global
+//! gradient-norm clipping, gradient accumulation, metrics per step (TRL's names), and a guard that
+//! stops on a non-finite loss or gradient and keeps the last good weights.
+//!
+//! A method supplies the loss of one micro-batch; the trainer does the rest. Pause/resume is the
+//! caller's: `step` is one optimizer update, call it when you like.
+
+use std::collections::BTreeMap;
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::read_f32;
+use crate::model::Llama;
+use crate::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Schedule {
+    Constant,
+    Linear,
+    Cosine,
+}
+
+/// Optimisation settings, named as in transformers' `TrainingArguments`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TrainConfig {
+    pub learning_rate: f64,
+    pub weight_decay: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_epsilon: f64,
+    /// Fraction of `max_steps` spent warming the learning rate up from 0.
+    pub warmup_ratio: f64,
+    pub lr_scheduler_type: Schedule,
+    /// Clip the global gradient norm to this (0 = off).
+    pub max_grad_norm: f64,
+    pub gradient_accumulation_steps: usize,
+    pub per_device_train_batch_size: usize,
+    pub max_steps: usize,
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            // TRL's DPO default is 1e-6 for full fine-tuning; LoRA adapters want a larger step.
+            learning_rate: 5e-5,
+            weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
+            warmup_ratio: 0.1,
+            lr_scheduler_type: Schedule::Linear,
+            max_grad_norm: 1.0,
+            gradient_accumulation_steps: 1,
+            per_device_train_batch_size: 4,
+            max_steps: 50,
+            seed: 42,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: &str| Err(Error::Invalid(m.into()));
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad("learning_rate must be a positive number");
+        }
+        if self.gradient_accumulation_steps == 0 || self.per_device_train_batch_size == 0 || self.max_steps == 0 {
+            return bad("batch size, accumulation steps and max_steps must be at least 1");
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad("warmup_ratio must be in [0, 1)");
+        }
+        Ok(())
+    }
+
+    /// Learning rate at optimizer step `step` (0-based).
+    pub fn lr_at(&self, step: usize) -> f64 {
+        let warmup = (self.warmup_ratio * self.max_steps as f64).ceil() as usize;
+        if step < warmup {
+            return self.learning_rate * (step + 1) as f64 / (warmup + 1) as f64;
+        }
+        let span = (self.max_steps - warmup).max(1) as f64;
+        let progress = ((step - warmup) as f64 / span).min(1.0);
+        match self.lr_scheduler_type {
+            Schedule::Constant => self.learning_rate,
+            Schedule::Linear => self.learning_rate * (1.0 - progress),
+            Schedule::Cosine => self.learning_rate * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos()),
+        }
+    }
+}
+
+/// One step's numbers by TRL's names (`loss`, `grad_norm`, `learning_rate`, `rewards/chosen`...).
+pub type Metrics = BTreeMap<String, f64>;
+
+/// What a method's loss returns for one micro-batch: the scalar loss (`[1]`, differentiable) and
+/// named scalar metrics (`[1]` each, read back with the loss in one transfer).
+pub struct LossOutput {
+    pub loss: Tensor<1>,
+    pub metrics: Vec<(&'static str, Tensor<1>)>,
+}
+
+/// The policy being trained, its optimizer and schedule.
+pub struct Trainer<M: Module = Llama> {
+    pub model: M,
+    pub cfg: TrainConfig,
+    /// Optimizer steps taken.
+    pub step: usize,
+    optim: ModuleOptimizer,
+    /// Weights before the last update: what a non-finite loss rolls back to.
+    last_good: M,
+}
+
+impl<M: Module> Trainer<M> {
+    /// `model` must live on an autodiff device; with LoRA adapters only they train.
+    pub fn new(model: M, cfg: TrainConfig) -> Result<Self> {
+        cfg.validate()?;
+        if !model.devices().first().is_some_and(|d| d.is_autodiff()) {
+            return Err(Error::Invalid("training needs the model on an autodiff device (Device::autodiff)".into()));
+        }
+        let optim = AdamWConfig::new()
+            .with_beta_1(cfg.adam_beta1 as f32)
+            .with_beta_2(cfg.adam_beta2 as f32)
+            .with_epsilon(cfg.adam_epsilon as f32)
+            .with_weight_decay(cfg.weight_decay as f32)
+            .init();
+        Ok(Self { last_good: model.clone(), model, cfg, step: 0, optim })
+    }
+
+    pub fn done(&self) -> bool {
+        self.step >= self.cfg.max_steps
+    }
+
+    /// One optimizer update over `gradient_accumulation_steps` micro-batches; `micro(model, i)`
+    /// computes the loss of micro-batch `i`. On a non-finite loss or gradient nothing is updated,
+    /// the weights go back to the last ones that gave a finite loss, and the error says so.
+    pub fn step(&mut self, micro: &mut dyn FnMut(&M, usize) -> Result<LossOutput>) -> Result<Metrics> {
+        let accum = self.cfg.gradient_accumulation_steps;
+        let mut acc = GradientsAccumulator::<M>::new();
+        let mut sums: Vec<(String, f64)> = Vec::new();
+        for i in 0..accum {
+            let out = micro(&self.model, i)?;
+            // Loss and metrics come back in one read: [loss, m1, m2, ...].
+            let mut parts = vec![out.loss.clone().detach()];
+            parts.extend(out.metrics.iter().map(|(_, t)| t.clone().detach()));
+            let values = read_f32(Tensor::cat(parts, 0))?;
+            if !values[0].is_finite() {
+                self.model = self.last_good.clone();
+                return Err(Error::Invalid(format!(
+                    "training stopped at step {}: the loss became {} (NaN or infinite). The last good \
+                     weights are kept. Try a smaller learning rate or beta, or check the data.",
+                    self.step + 1,
+                    values[0]
+                )));
+            }
+            if sums.is_empty() {
+                sums.push(("loss".into(), 0.0));
+                sums.extend(out.metrics.iter().map(|(n, _)| (n.to_string(), 0.0)));
+            }
+            for (s, v) in sums.iter_mut().zip(&values) {
+                s.1 += *v as f64 / accum as f64;
+            }
+            let grads = (out.loss / accum as f64).backward();
+            acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+        }
+        let mut grads = acc.grads();
+        let norm = global_norm(&self.model, &mut grads)?;
+        if !norm.is_finite() {
+            self.model = self.last_good.clone();
+            return Err(Error::Invalid(format!(
+                "training stopped at step {}: the gradient norm became {norm}. The last good weights are \
+                 kept. Try a smaller learning rate.",
+                self.step + 1
+            )));
+        }
+        if self.cfg.max_grad_norm > 0.0 && norm > self.cfg.max_grad_norm {
+            scale_grads(&self.model, &mut grads, self.cfg.max_grad_norm / (norm + 1e-6));
+        }
+        let lr = self.cfg.lr_at(self.step);
+        self.last_good = self.model.clone();
+        let model = self.model.clone();
+        self.model = self.optim.step(lr, model, grads);
+        self.step += 1;
+        let mut m: Metrics = sums.into_iter().collect();
+        m.insert("grad_norm".into(), norm);
+        m.insert("learning_rate".into(), lr);
+        m.insert("step".into(), self.step as f64);
+        Ok(m)
+    }
+}
+
+/// Global L2 norm of all gradients, read back once.
+fn global_norm<M: Module>(model: &M, grads: &mut GradientsParams) -> Result<f64> {
+    struct SumSq<'a> {
+        grads: &'a GradientsParams,
+        acc: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for SumSq<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                let s = g.square().sum();
+                self.acc = Some(match self.acc.take() {
+                    Some(a) => a + s,
+                    None => s,
+                });
+            }
+        }
+    }
+    let mut v = SumSq { grads, acc: None };
+    model.visit(&mut v);
+    match v.acc {
+        Some(t) => Ok((read_f32(t)?[0] as f64).sqrt()),
+        None => Err(Error::Invalid("no parameter received a gradient: is anything trainable?".into())),
+    }
+}
+
+fn scale_grads<M: Module>(model: &M, grads: &mut GradientsParams, factor: f64) {
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f64,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                self.grads.register(param.id, g * self.factor);
+            }
+        }
+    }
+    model.visit(&mut Scale { grads, factor });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_then_linear_decay() {
+        let cfg = TrainConfig { learning_rate: 1.0, warmup_ratio: 0.2, max_steps: 10, ..Default::default() };
+        let lrs: Vec<f64> = (0..10).map(|s| cfg.lr_at(s)).collect();
+        assert!(lrs[0] < lrs[1] && lrs[1] < 1.0, "{lrs:?}");
+        assert_eq!(lrs[2], 1.0);
+        assert!(lrs.windows(2).skip(2).all(|w| w[1] < w[0]), "{lrs:?}");
+        let cos = TrainConfig { lr_scheduler_type: Schedule::Cosine, ..cfg };
+        assert!((cos.lr_at(2) - 1.0).abs() < 1e-12);
+        assert!(cos.lr_at(6) < 0.6 && cos.lr_at(6) > 0.4);
+    }
+}
