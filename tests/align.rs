@@ -1,0 +1,424 @@
+//! Alignment methods on a tiny random model: losses against hand-computed values, LoRA gradients
+//! against finite differences, adapter merge/unmerge and PEFT round trips, and each trainer moving
+//! its loss or reward the right way.
+
+mod common;
+
+use alignlab::align::dpo::{DpoConfig, DpoLossType, dpo_losses, dpo_step, encode_pairs};
+use alignlab::align::kto::{KtoConfig, encode_examples, kto_losses, kto_step};
+use alignlab::align::reward::{RewardConfig, RewardModel, load_reward_model, reward_losses, reward_step, save_reward_model};
+use alignlab::align::rl::{RlConfig, rl_round};
+use alignlab::align::sft::{encode_demos, sft_step};
+use alignlab::align::train::{Schedule, TrainConfig, Trainer};
+use alignlab::align::{Encoding, Reference};
+use alignlab::backend::{BackendKind, read_f32};
+use alignlab::data::{Demonstration, Preference, Unpaired};
+use alignlab::io::peft::{load_adapter, save_adapter};
+use alignlab::model::{Batch, Llama, LoraConfig};
+use alignlab::score::{ScoringBatch, sequence_logps};
+use alignlab::LoadedModel;
+use burn::tensor::{Device, Tensor};
+use common::*;
+
+fn noop() -> impl FnMut(&str, f32) {
+    |_: &str, _: f32| {}
+}
+
+fn dev() -> Device {
+    device(BackendKind::Flex).autodiff()
+}
+
+fn tiny_lm() -> LoadedModel {
+    tiny_checkpoint(false, 42).into_model(&dev(), &mut noop()).unwrap()
+}
+
+fn t(xs: &[f32], d: &Device) -> Tensor<1> {
+    Tensor::from_floats(xs, d)
+}
+
+fn close(got: &[f32], want: &[f64], tol: f64) {
+    assert_eq!(got.len(), want.len());
+    for (g, w) in got.iter().zip(want) {
+        assert!((*g as f64 - w).abs() < tol, "{got:?} vs {want:?}");
+    }
+}
+
+fn lora(r: usize, targets: &[&str]) -> LoraConfig {
+    LoraConfig { r, lora_alpha: 2.0 * r as f64, lora_dropout: 0.0, target_modules: targets.iter().map(|s| s.to_string()).collect(), use_rslora: false, seed: 1 }
+}
+
+const ALL: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
+
+fn logits(model: &Llama, seq: &[u32]) -> Vec<f32> {
+    let d = model.embed_tokens.weight.device();
+    let (b, _) = Batch::right_padded(&[seq.to_vec()], 0, &d);
+    read_f32(model.forward(&b, None)).unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+// ---- losses against values computed by hand (python's math module, committed as numbers) -------
+
+#[test]
+fn dpo_losses_match_hand_computed_values() {
+    let d = dev();
+    let (pc, pr, rc, rr) = ([-10.0, -20.0, -5.0], [-12.0, -18.0, -9.0], [-11.0, -19.0, -6.0], [-11.5, -19.0, -8.0]);
+    let (lc, lr) = ([4.0, 5.0, 2.0], [6.0, 3.0, 4.0]);
+    let run = |cfg: DpoConfig| {
+        read_f32(dpo_losses(&cfg, t(&pc, &d), t(&pr, &d), t(&rc, &d), t(&rr, &d), t(&lc, &d), t(&lr, &d))).unwrap()
+    };
+    let cfg = |loss_type, label_smoothing| DpoConfig { beta: 0.1, loss_type, label_smoothing };
+    close(&run(cfg(DpoLossType::Sigmoid, 0.0)), &[0.6209570477895321, 0.7981388693815918, 0.5981388693815918], 1e-5);
+    close(&run(cfg(DpoLossType::Sigmoid, 0.1)), &[0.6359570477895321, 0.7781388693815918, 0.6181388693815918], 1e-5);
+    close(&run(cfg(DpoLossType::Robust, 0.1)), &[0.602207047789532, 0.8231388693815919, 0.5731388693815918], 1e-5);
+    close(&run(cfg(DpoLossType::Hinge, 0.0)), &[0.85, 1.2, 0.8], 1e-5);
+    close(&run(cfg(DpoLossType::Ipo, 0.0)), &[21.777777777777782, 30.617777777777775, 18.0625], 1e-3);
+}
+
+#[test]
+fn kto_and_bradley_terry_losses_match_hand_computed_values() {
+    let d = dev();
+    let cfg = KtoConfig { beta: 0.1, ..Default::default() };
+    let got = read_f32(kto_losses(&cfg, t(&[1.5, -0.5, 2.0, -1.0], &d), t(&[1.0, 1.0, 0.0, 0.0], &d), 0.3)).unwrap();
+    close(&got, &[0.47003594823542827, 0.5199893401555817, 0.5423979407743511, 0.4675456936126813], 1e-5);
+    let (c, r) = (t(&[1.0, -0.5], &d), t(&[0.2, 0.5], &d));
+    let bt = |cfg: RewardConfig| read_f32(reward_losses(&cfg, c.clone(), r.clone())).unwrap();
+    close(&bt(RewardConfig::default()), &[0.3711006659477777, 1.3132616875182228], 1e-5);
+    close(&bt(RewardConfig { margin: 0.5, ..Default::default() }), &[0.5543552444685271, 1.7014132779827524], 1e-5);
+    close(&bt(RewardConfig { center_rewards_coefficient: 0.01, ..Default::default() }), &[0.3855006659477777, 1.3132616875182228], 1e-5);
+}
+
+// ---- LoRA -------------------------------------------------------------------------------------------
+
+/// Installs adapters with the given host values for every target layer.
+fn set_lora(model: &mut Llama, cfg: &LoraConfig, seed: u64, bump: Option<(usize, f32)>) {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut first = true;
+    model
+        .load_lora(cfg, &mut |key: &str| {
+            let is_a = key.contains("lora_A");
+            let (rows, cols) = if is_a { (cfg.r, 32) } else if key.contains("mlp.gate_proj") || key.contains("mlp.up_proj") { (48, cfg.r) } else if key.contains("k_proj") || key.contains("v_proj") { (16, cfg.r) } else { (32, cfg.r) };
+            let mut data: Vec<f32> = (0..rows * cols).map(|_| rng.random_range(-0.3..0.3)).collect();
+            if key.contains("down_proj") && is_a {
+                // down_proj's A is [r, 48]
+                data = (0..cfg.r * 48).map(|_| rng.random_range(-0.3..0.3)).collect();
+                return Some((vec![cfg.r, 48], data));
+            }
+            if is_a && first {
+                if let Some((i, h)) = bump {
+                    data[i] += h;
+                }
+                first = false;
+            }
+            Some((vec![rows, cols], data))
+        })
+        .unwrap();
+}
+
+#[test]
+fn zero_b_adapter_changes_no_logit_and_merge_unmerge_restore() {
+    let lm = tiny_lm();
+    let seq = [3u32, 9, 27, 4, 51];
+    let base = logits(&lm.model, &seq);
+    let mut m = lm.model.clone();
+    m.add_lora(&lora(4, &ALL)).unwrap();
+    assert_eq!(max_diff(&logits(&m, &seq), &base), 0.0, "B = 0 must leave the model unchanged");
+    // per layer: q and o [32->32], k and v [32->16], gate/up/down [32<->48]; r = 4; 2 layers
+    assert_eq!(m.num_trainable(), 2 * (2 * 4 * (32 + 32) + 2 * 4 * (32 + 16) + 3 * 4 * (32 + 48)));
+
+    let cfg = lora(4, &ALL);
+    set_lora(&mut m, &cfg, 5, None);
+    let adapted = logits(&m, &seq);
+    assert!(max_diff(&adapted, &base) > 1e-2, "a non-zero adapter must change the logits");
+    // Switching adapters off gives back the base model (the DPO reference).
+    assert!(max_diff(&logits(&m.reference(), &seq), &base) < 1e-5);
+
+    let w0 = read_f32(m.layers[0].self_attn.q_proj.base.weight.val()).unwrap();
+    m.merge_lora();
+    assert!(max_diff(&logits(&m, &seq), &adapted) < 1e-4, "merged weights give the adapted logits");
+    assert!(max_diff(&read_f32(m.layers[0].self_attn.q_proj.base.weight.val()).unwrap(), &w0) > 1e-3);
+    m.unmerge_lora();
+    assert!(max_diff(&read_f32(m.layers[0].self_attn.q_proj.base.weight.val()).unwrap(), &w0) < 1e-6, "unmerge restores the base weights");
+    assert!(max_diff(&logits(&m, &seq), &adapted) < 1e-5);
+}
+
+#[test]
+fn lora_gradients_match_finite_differences() {
+    let lm = tiny_lm();
+    let cfg = lora(2, &["q_proj", "v_proj", "down_proj"]);
+    let pairs = vec![(vec![3u32, 9, 27], vec![4u32, 51, 8]), (vec![12, 5], vec![7, 7, 30, 2])];
+    let d = dev();
+    let sb = ScoringBatch::new(&pairs, 0, &d).unwrap();
+    let loss_of = |m: &Llama| sequence_logps(m, &sb).sum();
+
+    let mut m = lm.model.clone();
+    set_lora(&mut m, &cfg, 9, None);
+    let grads = loss_of(&m).backward();
+    // The first adapter installed is layer 0's q_proj; its A is [in=32, r=2] in burn's layout,
+    // element (row, col) of PEFT's [r, in] is burn's (col, row).
+    let g = read_f32(m.layers[0].self_attn.q_proj.lora.as_ref().unwrap().a.grad(&grads).unwrap()).unwrap();
+    for peft_index in [0usize, 5, 33, 63] {
+        let (r, c) = (peft_index / 32, peft_index % 32);
+        let analytic = g[c * 2 + r] as f64;
+        let h = 1e-2f32;
+        let value = |bump: f32| {
+            let mut mm = lm.model.clone();
+            set_lora(&mut mm, &cfg, 9, Some((peft_index, bump)));
+            read_f32(loss_of(&mm)).unwrap()[0] as f64
+        };
+        let numeric = (value(h) - value(-h)) / (2.0 * h as f64);
+        assert!(
+            (analytic - numeric).abs() < 2e-2 * analytic.abs().max(0.1),
+            "dL/dA[{r},{c}]: backward {analytic} vs finite difference {numeric}"
+        );
+    }
+}
+
+#[test]
+fn peft_adapter_round_trips_exactly() {
+    let lm = tiny_lm();
+    let cfg = lora(4, &["q_proj", "k_proj", "v_proj", "o_proj"]);
+    let mut m = lm.model.clone();
+    set_lora(&mut m, &cfg, 3, None);
+    let files = save_adapter(&m, &cfg, "tiny").unwrap();
+    let ac: serde_json::Value = serde_json::from_str(&files.config_json).unwrap();
+    assert_eq!(ac["peft_type"], "LORA");
+    assert_eq!(ac["task_type"], "CAUSAL_LM");
+    assert_eq!(ac["r"], 4);
+    assert_eq!(ac["bias"], "none");
+    assert_eq!(ac["fan_in_fan_out"], false);
+    let st = safetensors::SafeTensors::deserialize(&files.safetensors).unwrap();
+    assert_eq!(st.tensor("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight").unwrap().shape(), &[4, 32]);
+    assert_eq!(st.tensor("base_model.model.model.layers.1.self_attn.k_proj.lora_B.weight").unwrap().shape(), &[16, 4]);
+    assert_eq!(st.len(), 2 * 4 * 2);
+
+    let mut fresh = lm.model.clone();
+    let back = load_adapter(&mut fresh, files.config_json.as_bytes(), &files.safetensors).unwrap();
+    assert_eq!(back.target_modules, cfg.target_modules);
+    let seq = [5u32, 6, 7, 8];
+    assert_eq!(max_diff(&logits(&fresh, &seq), &logits(&m, &seq)), 0.0);
+    // An adapter for another shape is refused with a clear message.
+    let bad_cfg = files.config_json.replace("\"r\": 4", "\"r\": 8");
+    let e = load_adapter(&mut lm.model.clone(), bad_cfg.as_bytes(), &files.safetensors).unwrap_err().to_string();
+    assert!(e.contains("another base model") || e.contains("rank"), "{e}");
+}
+
+// ---- trainers ---------------------------------------------------------------------------------------
+
+fn enc() -> Encoding {
+    Encoding { chat: false, max_prompt_length: 16, max_completion_length: 16 }
+}
+
+fn train_cfg(lr: f64, steps: usize) -> TrainConfig {
+    TrainConfig { learning_rate: lr, max_steps: steps, warmup_ratio: 0.0, lr_scheduler_type: Schedule::Constant, ..Default::default() }
+}
+
+fn prefs() -> Vec<Preference> {
+    (0..8)
+        .map(|i| Preference {
+            prompt: format!("t{} t{}", 10 + i, 20 + i),
+            chosen: format!("t5 t{} t5", 30 + i),
+            rejected: format!("t6 t{} t6", 40 + i),
+        })
+        .collect()
+}
+
+#[test]
+fn dpo_with_lora_raises_the_margin() {
+    let lm = tiny_lm();
+    let pairs = encode_pairs(&lm, &enc(), &prefs()).unwrap();
+    let mut model = lm.model.clone();
+    model.add_lora(&lora(4, &ALL)).unwrap();
+    let reference = Reference::for_policy(&model);
+    let mut tr = Trainer::new(model, TrainConfig { gradient_accumulation_steps: 2, ..train_cfg(1e-2, 12) }).unwrap();
+    let cfg = DpoConfig::default();
+    let mut history = Vec::new();
+    while !tr.done() {
+        let m = tr.step(&mut |policy, i| {
+            let r = reference.model(policy);
+            dpo_step(&cfg, policy, &r, &pairs[i * 4..i * 4 + 4], 1)
+        })
+        .unwrap();
+        history.push(m);
+    }
+    let first = &history[0];
+    let last = history.last().unwrap();
+    assert!((first["loss"] - std::f64::consts::LN_2).abs() < 1e-3, "step 1 policy = reference: loss ln 2, got {}", first["loss"]);
+    assert!(first["rewards/margins"].abs() < 1e-4);
+    assert!(last["loss"] < 0.4, "loss {} -> {}", first["loss"], last["loss"]);
+    assert!(last["rewards/margins"] > 1.0, "margin {}", last["rewards/margins"]);
+    assert_eq!(last["rewards/accuracies"], 1.0);
+    for key in ["rewards/chosen", "rewards/rejected", "logps/chosen", "logps/rejected", "grad_norm", "learning_rate"] {
+        assert!(last.contains_key(key), "missing metric {key}");
+    }
+    assert!(last["rewards/chosen"] > last["rewards/rejected"]);
+    // The base weights did not move: the reference is still the original model.
+    let seq = [3u32, 9, 27];
+    assert!(max_diff(&logits(&tr.model.reference(), &seq), &logits(&lm.model, &seq)) < 1e-6);
+}
+
+#[test]
+fn nan_loss_stops_training_and_keeps_the_last_good_weights() {
+    let lm = tiny_lm();
+    let pairs = encode_pairs(&lm, &enc(), &prefs()).unwrap();
+    let mut model = lm.model.clone();
+    model.add_lora(&lora(2, &["q_proj", "v_proj"])).unwrap();
+    let reference = Reference::for_policy(&model);
+    let mut tr = Trainer::new(model, train_cfg(1e-2, 10)).unwrap();
+    let cfg = DpoConfig::default();
+    let seq = [3u32, 9, 27];
+    tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)).unwrap();
+    // Weights after step 1 gave a finite loss at step 2; step 2's update is the one suspected.
+    let good = logits(&tr.model, &seq);
+    tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)).unwrap();
+    assert!(max_diff(&logits(&tr.model, &seq), &good) > 1e-5);
+    let err = tr
+        .step(&mut |p, _| {
+            let mut out = dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)?;
+            out.loss = out.loss * f64::NAN;
+            Ok(out)
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("NaN") && err.contains("last good weights"), "{err}");
+    assert_eq!(max_diff(&logits(&tr.model, &seq), &good), 0.0, "rolled back to the weights that last gave a finite loss");
+    assert_eq!(tr.step, 2, "the failed step is not counted");
+}
+
+#[test]
+fn reward_model_learns_the_preference_and_round_trips() {
+    let lm = tiny_lm();
+    let all = encode_pairs(&lm, &enc(), &prefs()).unwrap();
+    let (train, held_out) = all.split_at(6);
+    let mut backbone = lm.model.clone();
+    backbone.add_lora(&lora(4, &ALL)).unwrap();
+    let mut tr = Trainer::new(RewardModel::new(backbone, 0), train_cfg(1e-2, 25)).unwrap();
+    let cfg = RewardConfig::default();
+    let mut first = None;
+    let mut last = None;
+    while !tr.done() {
+        let m = tr.step(&mut |rm, _| reward_step(&cfg, rm, train, 1)).unwrap();
+        first.get_or_insert(m.clone());
+        last = Some(m);
+    }
+    let (first, last) = (first.unwrap(), last.unwrap());
+    assert!(last["loss"] < first["loss"] * 0.5, "{} -> {}", first["loss"], last["loss"]);
+    let rm = &tr.model;
+    let score = |p: &alignlab::align::dpo::EncodedPair, c: &Vec<u32>| rm.score_pairs(&[(p.prompt.clone(), c.clone())], 1).unwrap()[0];
+    let acc = held_out.iter().filter(|p| score(p, &p.chosen) > score(p, &p.rejected)).count();
+    assert_eq!(acc, held_out.len(), "held-out accuracy");
+    let files = save_reward_model(rm, &lora(4, &ALL), "tiny").unwrap();
+    assert!(files.config_json.contains("\"SEQ_CLS\"") && files.config_json.contains("score"));
+    let (back, _) = load_reward_model(lm.model.clone(), files.config_json.as_bytes(), &files.safetensors).unwrap();
+    let p = &held_out[0];
+    let a = rm.score_pairs(&[(p.prompt.clone(), p.chosen.clone())], 1).unwrap();
+    let b = back.score_pairs(&[(p.prompt.clone(), p.chosen.clone())], 1).unwrap();
+    assert!((a[0] - b[0]).abs() < 1e-5);
+}
+
+#[test]
+fn sft_lowers_completion_loss() {
+    let lm = tiny_lm();
+    let demos: Vec<Demonstration> = (0..4).map(|i| Demonstration { prompt: format!("t{} t3", 10 + i), completion: "t9 t8 t7".into() }).collect();
+    let batch = encode_demos(&lm, &enc(), &demos).unwrap();
+    let mut model = lm.model.clone();
+    model.add_lora(&lora(4, &ALL)).unwrap();
+    let mut tr = Trainer::new(model, train_cfg(2e-2, 15)).unwrap();
+    let mut hist = Vec::new();
+    while !tr.done() {
+        hist.push(tr.step(&mut |m, _| sft_step(m, &batch, 1)).unwrap());
+    }
+    assert!(hist.last().unwrap()["loss"] < hist[0]["loss"] * 0.3, "{} -> {}", hist[0]["loss"], hist.last().unwrap()["loss"]);
+    assert!(hist.last().unwrap()["mean_token_accuracy"] > hist[0]["mean_token_accuracy"]);
+    assert_eq!(hist.last().unwrap()["mean_token_accuracy"], 1.0);
+}
+
+#[test]
+fn full_fine_tuning_without_adapters_also_trains() {
+    let lm = tiny_lm();
+    let demos = vec![Demonstration { prompt: "t3".into(), completion: "t9 t8".into() }];
+    let batch = encode_demos(&lm, &enc(), &demos).unwrap();
+    let mut tr = Trainer::new(lm.model.clone(), train_cfg(1e-2, 8)).unwrap();
+    let a = tr.step(&mut |m, _| sft_step(m, &batch, 1)).unwrap()["loss"];
+    for _ in 0..6 {
+        tr.step(&mut |m, _| sft_step(m, &batch, 1)).unwrap();
+    }
+    let b = tr.step(&mut |m, _| sft_step(m, &batch, 1)).unwrap()["loss"];
+    assert!(b < a * 0.5, "{a} -> {b}");
+}
+
+#[test]
+fn kto_separates_desirable_from_undesirable() {
+    let lm = tiny_lm();
+    let data: Vec<Unpaired> = prefs()
+        .iter()
+        .flat_map(|p| {
+            [Unpaired { prompt: p.prompt.clone(), completion: p.chosen.clone(), label: true },
+             Unpaired { prompt: p.prompt.clone(), completion: p.rejected.clone(), label: false }]
+        })
+        .collect();
+    let ex = encode_examples(&lm, &enc(), &data[..8]).unwrap();
+    let mut model = lm.model.clone();
+    model.add_lora(&lora(4, &ALL)).unwrap();
+    let reference = Reference::for_policy(&model);
+    let mut tr = Trainer::new(model, train_cfg(1e-2, 12)).unwrap();
+    let cfg = KtoConfig::default();
+    let mut hist = Vec::new();
+    while !tr.done() {
+        hist.push(tr.step(&mut |p, _| kto_step(&cfg, p, &reference.model(p), &ex, 1)).unwrap());
+    }
+    let (f, l) = (&hist[0], hist.last().unwrap());
+    assert!((f["loss"] - 0.5).abs() < 1e-3, "policy = reference: each loss is 1 - σ(0) = 0.5, got {}", f["loss"]);
+    assert!(l["loss"] < f["loss"] - 0.05, "{} -> {}", f["loss"], l["loss"]);
+    assert!(l["rewards/margins"] > 0.5, "{}", l["rewards/margins"]);
+    assert!(l.contains_key("kl"));
+}
+
+#[test]
+fn rl_raises_mean_reward() {
+    let lm = tiny_lm();
+    let mut model = lm.model.clone();
+    model.add_lora(&lora(4, &ALL)).unwrap();
+    let reference = Reference::for_policy(&model);
+    let mut tr = Trainer::new(model, train_cfg(2e-2, 1000)).unwrap();
+    let prompts: Vec<(String, Vec<u32>)> = ["t3 t4", "t20 t21"].iter().map(|p| (p.to_string(), lm.tokenizer.encode(p, true).unwrap())).collect();
+    let cfg = RlConfig { num_generations: 6, max_new_tokens: 6, num_iterations: 2, beta: 0.01, ..Default::default() };
+    // Reward: share of completion tokens that are t9.
+    let mut reward = |cands: &[alignlab::align::best_of_n::Candidate]| -> alignlab::Result<Vec<f64>> {
+        Ok(cands.iter().map(|c| c.completion_ids.iter().filter(|&&t| t == 9).count() as f64 / c.completion_ids.len() as f64).collect())
+    };
+    let mut rewards = Vec::new();
+    for _ in 0..12 {
+        let m = rl_round(&cfg, &mut tr, &reference, &lm.tokenizer, &prompts, &mut reward).unwrap();
+        for key in ["reward", "reward_std", "kl", "entropy", "clip_ratio", "completions/mean_length", "loss"] {
+            assert!(m.contains_key(key), "missing {key}");
+        }
+        rewards.push(m["reward"]);
+    }
+    let early = rewards[..3].iter().sum::<f64>() / 3.0;
+    let late = rewards[9..].iter().sum::<f64>() / 3.0;
+    assert!(late > early + 0.2, "mean reward {early:.3} -> {late:.3}: {rewards:?}");
+}
+
+#[test]
+fn adapters_work_on_the_wgpu_backend_too() {
+    // One DPO step on wgpu gives the same loss and margin as on the CPU.
+    let run = |kind: BackendKind| {
+        let lm = tiny_checkpoint(false, 42).into_model(&device(kind).autodiff(), &mut noop()).unwrap();
+        let pairs = encode_pairs(&lm, &enc(), &prefs()).unwrap();
+        let mut model = lm.model.clone();
+        set_lora(&mut model, &lora(2, &["q_proj", "v_proj"]), 4, None);
+        let reference = Reference::for_policy(&model);
+        let mut tr = Trainer::new(model, train_cfg(1e-2, 2)).unwrap();
+        let cfg = DpoConfig::default();
+        tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)).unwrap();
+        tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)).unwrap()
+    };
+    let (cpu, gpu) = (run(BackendKind::Flex), run(BackendKind::Wgpu));
+    for key in ["loss", "rewards/margins", "grad_norm"] {
+        assert!((cpu[key] - gpu[key]).abs() < 1e-3 * cpu[key].abs().max(1.0), "{key}: flex {} vs wgpu {}", cpu[key], gpu[key]);
+    }
+}
