@@ -13,6 +13,8 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+mod train_cli;
+
 #[derive(Parser)]
 #[command(name = "alignlab", version, about = "An alignment lab for small LLMs, on burn")]
 struct Cli {
@@ -30,6 +32,22 @@ enum Command {
     Info(InfoArgs),
     /// Measure throughput (a benchmark, not a test).
     Bench(BenchArgs),
+    /// Sample N answers per prompt, score them with judges or a reward model, write best-vs-worst pairs (JSONL).
+    Pairs(train_cli::PairsArgs),
+    /// Direct Preference Optimization on prompt/chosen/rejected pairs.
+    Dpo(train_cli::DpoArgs),
+    /// KTO on unpaired thumbs-up/down data (prompt/completion/label).
+    Kto(train_cli::KtoArgs),
+    /// Train a reward model (Bradley-Terry) on preference pairs.
+    Reward(train_cli::RewardArgs),
+    /// Supervised fine-tuning on prompt/completion demonstrations.
+    Sft(train_cli::SftArgs),
+    /// Online RL (GRPO/RLOO with PPO clipping and a KL leash) against judges or a reward model.
+    Rl(train_cli::RlArgs),
+    /// Generate N answers and rank them by judges or a reward model.
+    BestOfN(train_cli::BestOfNArgs),
+    /// Mean judge/reward score of fresh samples, and KL to the reference.
+    Eval(train_cli::EvalArgs),
 }
 
 #[derive(Args, Clone)]
@@ -44,6 +62,9 @@ struct ModelArgs {
     /// Compute backend: ndarray, flex (CPU) or wgpu (Vulkan; lavapipe without a GPU).
     #[arg(long, default_value = "flex")]
     backend: BackendKind,
+    /// A LoRA adapter directory in PEFT's layout (adapter_config.json + adapter_model.safetensors).
+    #[arg(long)]
+    adapter: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -138,6 +159,14 @@ fn main() {
         Command::Logprobs(a) => cmd_logprobs(a),
         Command::Info(a) => cmd_info(a),
         Command::Bench(a) => cmd_bench(a),
+        Command::Pairs(a) => train_cli::pairs(a),
+        Command::Dpo(a) => train_cli::dpo(a),
+        Command::Kto(a) => train_cli::kto(a),
+        Command::Reward(a) => train_cli::reward(a),
+        Command::Sft(a) => train_cli::sft(a),
+        Command::Rl(a) => train_cli::rl(a),
+        Command::BestOfN(a) => train_cli::best_of_n_cmd(a),
+        Command::Eval(a) => train_cli::eval(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
@@ -155,6 +184,17 @@ fn progress_bar(quiet: bool) -> impl FnMut(&str, f32) {
             bar.finish_and_clear();
         }
     }
+}
+
+fn load_with_adapter(m: &ModelArgs, quiet: bool) -> Result<LoadedModel> {
+    let mut lm = load(&m.model, m.tokenizer.as_deref(), m.backend, quiet)?;
+    if let Some(dir) = &m.adapter {
+        let cfg = alignlab::io::peft::load_adapter_dir(&mut lm.model, dir).with_context(|| format!("loading adapter {}", dir.display()))?;
+        if !quiet {
+            eprintln!("adapter {}: LoRA r={} on {}", dir.display(), cfg.r, cfg.target_modules.join(","));
+        }
+    }
+    Ok(lm)
 }
 
 fn load(model: &Path, tokenizer: Option<&Path>, kind: BackendKind, quiet: bool) -> Result<LoadedModel> {
@@ -193,7 +233,7 @@ fn prompt_ids(lm: &LoadedModel, p: &PromptArgs) -> Result<Vec<u32>> {
 }
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {
-    let lm = load(&a.model.model, a.model.tokenizer.as_deref(), a.model.backend, a.json)?;
+    let lm = load_with_adapter(&a.model, a.json)?;
     let prompt = prompt_ids(&lm, &a.prompt)?;
     let cfg = SamplingConfig {
         max_new_tokens: a.max_new_tokens,
@@ -227,7 +267,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 }
 
 fn cmd_logprobs(a: LogprobsArgs) -> Result<()> {
-    let lm = load(&a.model.model, a.model.tokenizer.as_deref(), a.model.backend, a.json)?;
+    let lm = load_with_adapter(&a.model, a.json)?;
     let prompt = prompt_ids(&lm, &a.prompt)?;
     let completion = lm.tokenizer.encode(&a.completion, false)?;
     if completion.is_empty() {

@@ -163,3 +163,64 @@ pub fn load(parts: HfParts, progress: &mut Progress) -> Result<Checkpoint> {
     let info = ModelInfo { format: "HF safetensors".into(), name: None, tensor_types, file_bytes };
     Ok(Checkpoint { config, weights, tokenizer, chat_template, info })
 }
+
+/// Writes a model as an HF checkpoint (`config.json` + `model.safetensors`, f32, transformers'
+/// names; plus `tokenizer.json` when the tokenizer is an HF one): how a fully fine-tuned model
+/// leaves the lab. Adapters are merged in first by the caller if wanted.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save_hf_dir(model: &crate::model::Llama, config: &LlamaConfig, tokenizer: &Tokenizer, dir: &std::path::Path) -> Result<()> {
+    use crate::backend::read_f32;
+    use burn::tensor::Tensor;
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut put = |name: String, t: Tensor<2>| -> Result<()> {
+        let shape = t.dims().to_vec();
+        let data = read_f32(t)?;
+        tensors.push((name, shape, data.iter().flat_map(|x| x.to_le_bytes()).collect()));
+        Ok(())
+    };
+    put("model.embed_tokens.weight".into(), model.embed_tokens.weight.val())?;
+    for (path, lin) in model.linears() {
+        let w = match &lin.lora {
+            Some(l) if lin.enabled && !lin.merged => lin.base.weight.val() + l.delta(),
+            _ => lin.base.weight.val(),
+        };
+        put(format!("{path}.weight"), w.transpose())?;
+    }
+    let norm = |t: burn::tensor::Tensor<1>| t.unsqueeze::<2>();
+    for (i, b) in model.layers.iter().enumerate() {
+        put(format!("model.layers.{i}.input_layernorm.weight"), norm(b.input_layernorm.gamma.val()))?;
+        put(format!("model.layers.{i}.post_attention_layernorm.weight"), norm(b.post_attention_layernorm.gamma.val()))?;
+    }
+    put("model.norm.weight".into(), norm(model.norm.gamma.val()))?;
+    if let Some(head) = &model.lm_head {
+        put("lm_head.weight".into(), head.weight.val().transpose())?;
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, s, b)| {
+            // Norm weights were lifted to [1, d] for the shared reader; store them 1-D.
+            let shape = if n.contains("norm") { vec![s[1]] } else { s.clone() };
+            Ok((n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape, b).map_err(|e| Error::format(e.to_string()))?))
+        })
+        .collect::<Result<_>>()?;
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).map_err(|e| Error::format(e.to_string()))?;
+    let cfg = serde_json::json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
+        "intermediate_size": config.intermediate_size, "num_hidden_layers": config.num_hidden_layers,
+        "num_attention_heads": config.num_attention_heads, "num_key_value_heads": config.num_key_value_heads,
+        "head_dim": config.head_dim, "rope_theta": config.rope_theta, "rms_norm_eps": config.rms_norm_eps,
+        "max_position_embeddings": config.max_position_embeddings, "tie_word_embeddings": config.tie_word_embeddings,
+        "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "torch_dtype": "float32",
+    });
+    let write = |name: &str, text: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).map_err(|e| Error::io(p.display(), e))
+    };
+    write("config.json", serde_json::to_string_pretty(&cfg).unwrap())?;
+    if let Some(json) = tokenizer.to_hf_json() {
+        write("tokenizer.json", json)?;
+    }
+    Ok(())
+}

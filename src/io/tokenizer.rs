@@ -154,6 +154,14 @@ impl Tokenizer {
         }
     }
 
+    /// The HF `tokenizer.json` text, when this is an HF tokenizer (GGUF BPE included).
+    pub fn to_hf_json(&self) -> Option<String> {
+        match &self.inner {
+            Inner::Hf(t) => t.to_string(false).ok(),
+            Inner::Spm(_) => None,
+        }
+    }
+
     /// Checks the tokenizer can address every row of a model's embedding, so a tokenizer from
     /// another model is caught at load rather than as garbage text.
     pub fn check_fits(&self, model_vocab: usize) -> Result<()> {

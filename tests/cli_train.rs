@@ -1,0 +1,171 @@
+//! The training commands driven from a shell on llama2.c's stories260K (../shared/models):
+//! each writes TRL-named metrics and a PEFT adapter that the other commands load back.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+fn alignlab(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_alignlab"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
+
+struct Fixture {
+    dir: PathBuf,
+    model: String,
+    tok: String,
+}
+
+impl Fixture {
+    fn new(name: &str) -> Option<Self> {
+        let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
+        if !shared.join("stories260K.bin").exists() {
+            eprintln!("SKIPPED: {} not found", shared.display());
+            return None;
+        }
+        let dir = std::env::temp_dir().join(format!("alignlab-cli-train-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut prefs = String::new();
+        let mut kto = String::new();
+        let mut prompts = String::new();
+        let mut demos = String::new();
+        for (i, who) in ["Lily", "Tom", "Ben", "Sue", "Max", "Anna"].iter().enumerate() {
+            let p = format!("Once upon a time, {who} went to the park");
+            prefs += &serde_json::json!({"prompt": p, "chosen": " and she was very happy.", "rejected": " and it was sad and dark."}).to_string();
+            prefs.push('\n');
+            kto += &serde_json::json!({"prompt": p, "completion": " and she was very happy.", "label": true}).to_string();
+            kto.push('\n');
+            kto += &serde_json::json!({"prompt": p, "completion": " and it was sad and dark.", "label": false}).to_string();
+            kto.push('\n');
+            prompts += &serde_json::json!({"prompt": format!("{who} had a")}).to_string();
+            prompts.push('\n');
+            demos += &serde_json::json!({"prompt": p, "completion": format!(" and {who} smiled.")}).to_string();
+            demos.push('\n');
+            let _ = i;
+        }
+        std::fs::write(dir.join("prefs.jsonl"), prefs).unwrap();
+        std::fs::write(dir.join("kto.jsonl"), kto).unwrap();
+        std::fs::write(dir.join("prompts.jsonl"), prompts).unwrap();
+        std::fs::write(dir.join("demos.jsonl"), demos).unwrap();
+        Some(Self {
+            dir,
+            model: shared.join("stories260K.bin").display().to_string(),
+            tok: shared.join("tok512.bin").display().to_string(),
+        })
+    }
+    fn p(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+    fn run(&self, args: &[&str]) -> (bool, String, String) {
+        let mut full: Vec<&str> = args.to_vec();
+        full.extend(["--model", &self.model, "--tokenizer", &self.tok]);
+        alignlab(&full)
+    }
+}
+
+fn metrics(dir: &Path) -> Vec<Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+#[test]
+fn dpo_writes_metrics_and_an_adapter_that_shifts_logprobs() {
+    let Some(f) = Fixture::new("dpo") else { return };
+    let out = f.p("dpo");
+    let (ok, _, err) = f.run(&["dpo", "--data", &f.p("prefs.jsonl"), "--output-dir", &out, "--max-steps", "8",
+        "--learning-rate", "1e-2", "--batch-size", "3", "--lora-r", "4", "--target-modules", "q_proj,v_proj,o_proj",
+        "--warmup-ratio", "0", "--lora-dropout", "0"]);
+    assert!(ok, "{err}");
+    let m = metrics(Path::new(&out));
+    assert_eq!(m.len(), 8);
+    for key in ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "grad_norm", "learning_rate"] {
+        assert!(m[0].get(key).is_some(), "metric {key} missing");
+    }
+    assert!(m[7]["rewards/margins"].as_f64().unwrap() > m[0]["rewards/margins"].as_f64().unwrap());
+    let cfg: Value = serde_json::from_str(&std::fs::read_to_string(f.dir.join("dpo/adapter_config.json")).unwrap()).unwrap();
+    assert_eq!(cfg["peft_type"], "LORA");
+    assert!(f.dir.join("dpo/adapter_model.safetensors").exists() && f.dir.join("dpo/run.json").exists());
+
+    // The adapter loads into logprobs and raises the chosen continuation against the rejected one.
+    let lp = |extra: &[&str], completion: &str| {
+        let mut args = vec!["logprobs", "--prompt", "Once upon a time, Lily went to the park", "--completion", completion, "--json"];
+        args.extend(extra);
+        let (ok, out, err) = f.run(&args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(out.trim()).unwrap()["sum"].as_f64().unwrap()
+    };
+    let base_gap = lp(&[], " and she was very happy.") - lp(&[], " and it was sad and dark.");
+    let tuned_gap = lp(&["--adapter", &out], " and she was very happy.") - lp(&["--adapter", &out], " and it was sad and dark.");
+    assert!(tuned_gap > base_gap + 1.0, "chosen-rejected gap {base_gap:.2} -> {tuned_gap:.2}");
+}
+
+#[test]
+fn kto_sft_reward_and_rl_run_and_save() {
+    let Some(f) = Fixture::new("others") else { return };
+    let common = ["--max-steps", "3", "--learning-rate", "1e-2", "--batch-size", "4", "--lora-r", "4"];
+    for (cmd, data) in [("kto", "kto.jsonl"), ("sft", "demos.jsonl"), ("reward", "prefs.jsonl")] {
+        let out = f.p(cmd);
+        let mut args = vec![cmd, "--data", &f.dir.join(data).to_str().unwrap().to_string()].iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        args.extend(["--output-dir".to_string(), out.clone()]);
+        args.extend(common.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, err) = f.run(&args);
+        assert!(ok, "{cmd}: {err}");
+        assert_eq!(metrics(Path::new(&out)).len(), 3, "{cmd}");
+        assert!(Path::new(&out).join("adapter_model.safetensors").exists(), "{cmd}");
+    }
+    assert!(metrics(Path::new(&f.p("sft")))[0].get("mean_token_accuracy").is_some());
+    assert!(metrics(Path::new(&f.p("kto")))[0].get("kl").is_some());
+    assert!(metrics(Path::new(&f.p("reward")))[0].get("accuracy").is_some());
+
+    let rl = f.p("rl");
+    let (ok, _, err) = f.run(&["rl", "--data", &f.p("prompts.jsonl"), "--output-dir", &rl, "--judge", "include=happy",
+        "--judge", "length=8*0.5", "--max-steps", "2", "--num-generations", "3", "--max-new-tokens", "8", "--lora-r", "4"]);
+    assert!(ok, "{err}");
+    let m = metrics(Path::new(&rl));
+    assert_eq!(m.len(), 2);
+    for key in ["reward", "reward_std", "kl", "entropy", "clip_ratio", "completions/mean_length"] {
+        assert!(m[0].get(key).is_some(), "rl metric {key} missing");
+    }
+
+    // The reward model scores best-of-n; judges score eval, which compares with the base model.
+    let (ok, out, err) = f.run(&["best-of-n", "--prompt", "Tom had a", "-n", "3", "--reward-model", &f.p("reward"), "--json", "--max-new-tokens", "8"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let scores: Vec<f64> = v["ranked"].as_array().unwrap().iter().map(|r| r["score"].as_f64().unwrap()).collect();
+    assert_eq!(scores.len(), 3);
+    assert!(scores.windows(2).all(|w| w[0] >= w[1]), "sorted best first: {scores:?}");
+    let (ok, out, err) = f.run(&["eval", "--prompts", &f.p("prompts.jsonl"), "--judge", "length=8", "--adapter", &rl, "-n", "2", "--max-new-tokens", "8"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(v["mean_score"].is_number() && v["base_mean_score"].is_number() && v["kl"].is_number(), "{v}");
+}
+
+#[test]
+fn pairs_labels_with_judges_and_bad_lines_are_reported() {
+    let Some(f) = Fixture::new("pairs") else { return };
+    let mut prompts = std::fs::read_to_string(f.dir.join("prompts.jsonl")).unwrap();
+    prompts += "{\"prompt\": \"\"}\nnot json\n";
+    std::fs::write(f.dir.join("prompts_bad.jsonl"), prompts).unwrap();
+    let out = f.p("pairs.jsonl");
+    let (ok, _, err) = f.run(&["pairs", "--prompts", &f.p("prompts_bad.jsonl"), "--judge", "length=6", "-n", "4",
+        "--max-new-tokens", "12", "--output", &out]);
+    assert!(ok, "{err}");
+    assert!(err.contains("line 7") && err.contains("line 8"), "bad lines named: {err}");
+    let text = std::fs::read_to_string(&out).unwrap();
+    let n = text.lines().count();
+    assert!(n > 0 && n <= 6, "{n} pairs");
+    for l in text.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        assert!(v["chosen"].is_string() && v["rejected"].is_string() && v["chosen"] != v["rejected"]);
+    }
+    // A file with no usable line is an error that says what fields are needed.
+    std::fs::write(f.dir.join("junk.jsonl"), "junk\n{\"question\": 1}\n").unwrap();
+    let (ok, _, err) = f.run(&["dpo", "--data", &f.p("junk.jsonl"), "--output-dir", &f.p("x")]);
+    assert!(!ok && err.contains("prompt, chosen, rejected"), "{err}");
+}
