@@ -1,9 +1,9 @@
 //! Grouped-query self-attention with rotary positions and an optional KV cache.
 
 use burn::module::Module;
-use burn::tensor::{Int, Tensor, activation::softmax};
+use burn::tensor::{Tensor, activation::softmax};
 
-use super::{KvCache, LoraLinear, RotaryEmbedding};
+use super::{KvCache, LoraLinear, RopeAngles};
 
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -21,8 +21,7 @@ impl Attention {
     pub fn forward(
         &self,
         x: Tensor<3>,
-        rope: &RotaryEmbedding,
-        positions: &Tensor<2, Int>,
+        rope: &RopeAngles,
         mask: Option<&Tensor<4>>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
@@ -30,8 +29,8 @@ impl Attention {
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
 
         let split_heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = rope.apply(split_heads(self.q_proj.forward(x.clone()), h), positions);
-        let k = rope.apply(split_heads(self.k_proj.forward(x.clone()), kvh), positions);
+        let q = rope.rotate(split_heads(self.q_proj.forward(x.clone()), h));
+        let k = rope.rotate(split_heads(self.k_proj.forward(x.clone()), kvh));
         let v = split_heads(self.v_proj.forward(x), kvh);
 
         let (k, v) = match cache {

@@ -5,7 +5,7 @@ use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData, module::linear};
 
-use super::{Attention, KvCache, LlamaConfig, LoraLinear, Mlp, RotaryEmbedding};
+use super::{Attention, KvCache, LlamaConfig, LoraLinear, Mlp, RopeAngles, RotaryEmbedding};
 use crate::Result;
 use crate::io::{HostTensor, Weights};
 
@@ -25,12 +25,11 @@ impl Block {
     fn forward(
         &self,
         x: Tensor<3>,
-        rope: &RotaryEmbedding,
-        positions: &Tensor<2, Int>,
+        rope: &RopeAngles,
         mask: Option<&Tensor<4>>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
-        let attn = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, positions, mask, cache);
+        let attn = self.self_attn.forward(self.input_layernorm.forward(x.clone()), rope, mask, cache);
         let x = x + attn;
         let ff = self.mlp.forward(self.post_attention_layernorm.forward(x.clone()));
         x + ff
@@ -131,9 +130,10 @@ impl Llama {
     /// Hidden states after the final norm: `[batch, seq, hidden]`.
     pub fn hidden(&self, batch: &Batch, mut cache: Option<&mut KvCache>) -> Tensor<3> {
         let mut x = self.embed_tokens.forward(batch.tokens.clone());
+        let angles = self.rope.angles(&batch.positions);
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
-            x = layer.forward(x, &self.rope, &batch.positions, batch.mask.as_ref(), c);
+            x = layer.forward(x, &angles, batch.mask.as_ref(), c);
         }
         self.norm.forward(x)
     }

@@ -14,4 +14,4 @@ pub use config::LlamaConfig;
 pub use llama::{Batch, Block, Llama};
 pub use lora::{LoraAdapter, LoraConfig, LoraLinear};
 pub use mlp::Mlp;
-pub use rope::RotaryEmbedding;
+pub use rope::{RopeAngles, RotaryEmbedding};

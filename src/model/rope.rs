@@ -39,13 +39,34 @@ impl RotaryEmbedding {
         }
     }
 
+    /// cos and sin of `positions: [batch, seq]`, each `[batch, 1, seq, head_dim]`. Looked up once
+    /// per forward pass and shared by every layer.
+    pub fn angles(&self, positions: &Tensor<2, Int>) -> RopeAngles {
+        let [b, t] = positions.dims();
+        let d = self.cos.dims()[1];
+        let flat = positions.clone().reshape([b * t]);
+        RopeAngles {
+            cos: self.cos.clone().select(0, flat.clone()).reshape([b, 1, t, d]),
+            sin: self.sin.clone().select(0, flat).reshape([b, 1, t, d]),
+        }
+    }
+
     /// Rotates `x: [batch, heads, seq, head_dim]` by the angles of `positions: [batch, seq]`.
     pub fn apply(&self, x: Tensor<4>, positions: &Tensor<2, Int>) -> Tensor<4> {
-        let [b, _h, t, d] = x.dims();
-        let flat = positions.clone().reshape([b * t]);
-        let cos = self.cos.clone().select(0, flat.clone()).reshape([b, 1, t, d]);
-        let sin = self.sin.clone().select(0, flat).reshape([b, 1, t, d]);
-        x.clone() * cos + rotate_half(x) * sin
+        self.angles(positions).rotate(x)
+    }
+}
+
+/// The rotation for one batch of positions.
+#[derive(Clone, Debug)]
+pub struct RopeAngles {
+    cos: Tensor<4>,
+    sin: Tensor<4>,
+}
+
+impl RopeAngles {
+    pub fn rotate(&self, x: Tensor<4>) -> Tensor<4> {
+        x.clone() * self.cos.clone() + rotate_half(x) * self.sin.clone()
     }
 }
 
