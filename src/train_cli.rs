@@ -195,6 +195,9 @@ pub struct PairsArgs {
     pub output: PathBuf,
     #[arg(short = 'n', long = "num-samples", default_value_t = 4)]
     pub n: usize,
+    /// Pairs per prompt: best vs worst, second best vs second worst, ...
+    #[arg(long, default_value_t = 1)]
+    pub pairs_per_prompt: usize,
     #[arg(long, default_value_t = 48)]
     pub max_new_tokens: usize,
     #[arg(long, default_value_t = 1.0)]
@@ -653,9 +656,11 @@ pub fn pairs(a: PairsArgs) -> Result<()> {
         let ids = enc.prompt(&lm, &p.prompt)?;
         let s = sampling(a.n, a.max_new_tokens, a.temperature, a.seed.wrapping_add(i as u64));
         let ranked = best_of_n(&lm.model, &lm.tokenizer, &p.prompt, &ids, &s, &mut |c| scorer.score(c))?;
-        let (best, worst) = (&ranked[0], &ranked[ranked.len() - 1]);
-        if best.score > worst.score && !best.text.trim().is_empty() && !worst.text.trim().is_empty() {
-            out.push(Preference { prompt: p.prompt.clone(), chosen: best.text.clone(), rejected: worst.text.clone() });
+        for k in 0..a.pairs_per_prompt.min(ranked.len() / 2) {
+            let (best, worst) = (&ranked[k], &ranked[ranked.len() - 1 - k]);
+            if best.score > worst.score && !best.text.trim().is_empty() && !worst.text.trim().is_empty() {
+                out.push(Preference { prompt: p.prompt.clone(), chosen: best.text.clone(), rejected: worst.text.clone() });
+            }
         }
         bar.inc(1);
     }
