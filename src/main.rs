@@ -131,7 +131,8 @@ struct InfoArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// What to measure: `generate` (prefill + decode tokens/s) or `score` (log-prob batches/s).
+    /// What to measure: `generate` (prefill + decode tokens/s), `score` (log-prob batches/s) or
+    /// `dpo` (seconds per LoRA DPO step; --batch pairs of 128 tokens).
     what: String,
     #[arg(long, default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
     model: PathBuf,
@@ -381,10 +382,46 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                 json!({"backend": kind.name(), "device": desc, "what": "score", "batch": a.batch, "seq_len": ids.len(),
                        "seconds": best, "tokens_per_s": toks as f64 / best})
             }
-            other => bail!("unknown benchmark '{other}'; use generate or score"),
+            "dpo" => {
+                // 4 pairs of 64-token prompts with 64-token chosen and rejected completions
+                // (128 tokens a sequence), LoRA r=8 on q_proj,v_proj: as scripts/bench_dpo_torch.py.
+                use alignlab::align::{Reference, dpo, train};
+                let dev = backend::open(kind)?.device.autodiff();
+                let mut quiet = |_: &str, _: f32| {};
+                let lm = load_checkpoint(&a.model, a.tokenizer.as_deref(), &mut quiet)?.into_model(&dev, &mut quiet)?;
+                let tok = |i: usize| (i * 7919 % 40000 + 100) as u32;
+                let pairs: Vec<dpo::EncodedPair> = (0..a.batch.max(1))
+                    .map(|p| dpo::EncodedPair {
+                        prompt: (0..64).map(|i| tok(p * 1000 + i)).collect(),
+                        chosen: (0..64).map(|i| tok(p * 1000 + 100 + i)).collect(),
+                        rejected: (0..64).map(|i| tok(p * 1000 + 200 + i)).collect(),
+                    })
+                    .collect();
+                let mut model = lm.model.clone();
+                model.add_lora(&alignlab::model::LoraConfig { lora_dropout: 0.0, ..Default::default() })?;
+                let reference = Reference::for_policy(&model);
+                let mut tr = train::Trainer::new(model, train::TrainConfig { max_steps: 1000, ..Default::default() })?;
+                let cfg = dpo::DpoConfig::default();
+                let mut step = || tr.step(&mut |p, _| dpo::dpo_step(&cfg, p, &reference.model(p), &pairs, 0));
+                let first = step()?;
+                let mut times = Vec::new();
+                for _ in 0..a.repeats {
+                    let t = Instant::now();
+                    step()?;
+                    times.push(t.elapsed().as_secs_f64());
+                }
+                times.sort_by(f64::total_cmp);
+                json!({"backend": kind.name(), "device": desc, "what": "dpo", "pairs": pairs.len(), "seq_len": 128,
+                       "lora_r": 8, "first_loss": first["loss"], "seconds": times[0],
+                       "seconds_median": times[times.len() / 2], "tokens_per_s": (pairs.len() * 2 * 128) as f64 / times[0]})
+            }
+            other => bail!("unknown benchmark '{other}'; use generate, score or dpo"),
         };
         if a.json {
             println!("{row}");
+        } else if a.what == "dpo" {
+            println!("{:8} dpo        {:>8.2} s/step (median {:.2})  {}", row["backend"].as_str().unwrap(),
+                row["seconds"].as_f64().unwrap(), row["seconds_median"].as_f64().unwrap(), desc);
         } else {
             println!("{:8} {:10} {:>8.1} tokens/s  ({:.3} s)  {}", row["backend"].as_str().unwrap(), a.what,
                 row["tokens_per_s"].as_f64().unwrap(), row["seconds"].as_f64().unwrap(), desc);
