@@ -422,71 +422,65 @@ fn run_loop<M: burn::module::Module>(
 
 // ---- commands -------------------------------------------------------------------------------------
 
+/// The part every policy-training command shares: adapters, trainer, shuffled micro-batches,
+/// metrics log, and saving what was trained (also when training stops early).
+fn fit(
+    t: &TrainArgs,
+    lm: &LoadedModel,
+    method: &str,
+    method_cfg: serde_json::Value,
+    n_examples: usize,
+    keys: &[&str],
+    loss: &mut dyn FnMut(&Llama, &Reference, &[usize]) -> alignlab::Result<alignlab::align::train::LossOutput>,
+) -> Result<()> {
+    let mut model = lm.model.clone();
+    let lora = prepare(t, &mut model)?;
+    let reference = Reference::for_policy(&model);
+    write_run(&t.output_dir, method, json!({method: method_cfg, "train": train_config(t)?, "lora": lora}))?;
+    let mut tr = Trainer::new(model, train_config(t)?)?;
+    let mut batches = Batches::new(n_examples, t.batch_size, t.seed);
+    let mut log = Log::new(&t.output_dir, t.max_steps)?;
+    let res = run_loop(&mut tr, &mut log, keys, &mut |tr| tr.step(&mut |p, _| loss(p, &reference, &batches.next())));
+    save_policy(t, lm, &tr.model, &lora)?;
+    res
+}
+
 pub fn dpo(a: DpoArgs) -> Result<()> {
     let t = &a.train;
     let lm = load(&t.common, true)?;
     let pairs = encode_pairs(&lm, &encoding(&t.common), &read_data::<Preference>(&t.data)?)?;
-    let mut model = lm.model.clone();
-    let lora = prepare(t, &mut model)?;
-    let reference = Reference::for_policy(&model);
     let cfg = DpoConfig { beta: a.beta, loss_type: a.loss_type, label_smoothing: a.label_smoothing };
-    write_run(&t.output_dir, "dpo", json!({"dpo": cfg, "train": train_config(t)?, "lora": lora}))?;
-    let mut tr = Trainer::new(model, train_config(t)?)?;
-    let mut batches = Batches::new(pairs.len(), t.batch_size, t.seed);
-    let mut log = Log::new(&t.output_dir, t.max_steps)?;
     let pad = lm.tokenizer.eos_id.unwrap_or(0);
-    let res = run_loop(&mut tr, &mut log, &["loss", "rewards/margins", "rewards/accuracies"], &mut |tr| {
-        tr.step(&mut |p, _| {
-            let batch: Vec<EncodedPair> = batches.next().into_iter().map(|i| pairs[i].clone()).collect();
-            dpo_step(&cfg, p, &reference.model(p), &batch, pad)
-        })
-    });
-    save_policy(t, &lm, &tr.model, &lora)?;
-    res
+    fit(t, &lm, "dpo", json!(cfg), pairs.len(), &["loss", "rewards/margins", "rewards/accuracies"], &mut |p, r, idx| {
+        let batch: Vec<EncodedPair> = idx.iter().map(|&i| pairs[i].clone()).collect();
+        dpo_step(&cfg, p, &r.model(p), &batch, pad)
+    })
 }
 
 pub fn kto(a: KtoArgs) -> Result<()> {
     let t = &a.train;
+    if t.batch_size < 2 {
+        bail!("KTO needs --batch-size of at least 2 (its KL estimate pairs mismatched examples)");
+    }
     let lm = load(&t.common, true)?;
     let ex = encode_examples(&lm, &encoding(&t.common), &read_data::<Unpaired>(&t.data)?)?;
-    let mut model = lm.model.clone();
-    let lora = prepare(t, &mut model)?;
-    let reference = Reference::for_policy(&model);
     let cfg = KtoConfig { beta: a.beta, desirable_weight: a.desirable_weight, undesirable_weight: a.undesirable_weight };
-    write_run(&t.output_dir, "kto", json!({"kto": cfg, "train": train_config(t)?, "lora": lora}))?;
-    let mut tr = Trainer::new(model, train_config(t)?)?;
-    let mut batches = Batches::new(ex.len(), t.batch_size.max(2), t.seed);
-    let mut log = Log::new(&t.output_dir, t.max_steps)?;
     let pad = lm.tokenizer.eos_id.unwrap_or(0);
-    let res = run_loop(&mut tr, &mut log, &["loss", "rewards/margins", "kl"], &mut |tr| {
-        tr.step(&mut |p, _| {
-            let batch: Vec<_> = batches.next().into_iter().map(|i| ex[i].clone()).collect();
-            kto_step(&cfg, p, &reference.model(p), &batch, pad)
-        })
-    });
-    save_policy(t, &lm, &tr.model, &lora)?;
-    res
+    fit(t, &lm, "kto", json!(cfg), ex.len(), &["loss", "rewards/margins", "kl"], &mut |p, r, idx| {
+        let batch: Vec<_> = idx.iter().map(|&i| ex[i].clone()).collect();
+        kto_step(&cfg, p, &r.model(p), &batch, pad)
+    })
 }
 
 pub fn sft(a: SftArgs) -> Result<()> {
     let t = &a.train;
     let lm = load(&t.common, true)?;
     let demos = encode_demos(&lm, &encoding(&t.common), &read_data::<Demonstration>(&t.data)?)?;
-    let mut model = lm.model.clone();
-    let lora = prepare(t, &mut model)?;
-    write_run(&t.output_dir, "sft", json!({"train": train_config(t)?, "lora": lora}))?;
-    let mut tr = Trainer::new(model, train_config(t)?)?;
-    let mut batches = Batches::new(demos.len(), t.batch_size, t.seed);
-    let mut log = Log::new(&t.output_dir, t.max_steps)?;
     let pad = lm.tokenizer.eos_id.unwrap_or(0);
-    let res = run_loop(&mut tr, &mut log, &["loss", "mean_token_accuracy"], &mut |tr| {
-        tr.step(&mut |p, _| {
-            let batch: Vec<_> = batches.next().into_iter().map(|i| demos[i].clone()).collect();
-            sft_step(p, &batch, pad)
-        })
-    });
-    save_policy(t, &lm, &tr.model, &lora)?;
-    res
+    fit(t, &lm, "sft", json!({}), demos.len(), &["loss", "mean_token_accuracy"], &mut |p, _, idx| {
+        let batch: Vec<_> = idx.iter().map(|&i| demos[i].clone()).collect();
+        sft_step(p, &batch, pad)
+    })
 }
 
 pub fn reward(a: RewardArgs) -> Result<()> {
