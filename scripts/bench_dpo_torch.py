@@ -35,6 +35,7 @@ import os
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -42,6 +43,7 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
+warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5 deprecations seen through peft
 
 import peft  # noqa: E402
 import torch  # noqa: E402
@@ -177,6 +179,7 @@ def main():
         print(f"bench_dpo_torch: step {i}{' (warm-up)' if i == 0 else ''}: {dt:.3f} s, loss {loss:.6f}, "
               f"reward accuracy {acc:.2f}{busy}", file=sys.stderr)
     other_max = None if None in other else round(max(other), 2)
+    idle = [t for t, o in zip(times, other) if o is not None and o < 0.2]
     if other_max is not None and other_max > 0.2:
         print(f"bench_dpo_torch: warning: other processes kept up to {other_max} cores busy during a step; "
               "the times are not comparable (run on an idle machine)", file=sys.stderr)
@@ -210,6 +213,9 @@ def main():
         "last_loss": round(losses[-1], 6),
         "load_s": round(load_s, 2),
         "other_cpu_cores": other_max,
+        # Steps during which other processes used under 0.2 cores, and their median.
+        "idle_steps": len(idle),
+        "seconds_per_step_median_idle": round(statistics.median(idle), 4) if idle else None,
         "other_cpu_cores_per_step": [None if x is None else round(x, 2) for x in other],
     }
     print(json.dumps(row))
