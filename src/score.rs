@@ -53,26 +53,64 @@ impl ScoringBatch {
     }
 }
 
+/// Largest logits tensor (bytes) one chunk of the vocabulary projection may produce. WebGPU's
+/// default storage-buffer limit is 128 MiB and lavapipe refuses ~190 MB, while a batch of 8 x 128
+/// tokens over a 49k vocabulary is 200 MB: so the head runs over a few sequences at a time.
+const MAX_LOGITS_BYTES: usize = 64 << 20;
+
+/// What scoring can read off the next-token distributions, each `[batch, seq-1]` and zero
+/// outside completions.
+pub struct TokenStats {
+    /// log p(target)
+    pub logps: Tensor<2>,
+    /// Entropy of the distribution (not differentiated).
+    pub entropy: Option<Tensor<2>>,
+    /// 1 where the most likely token is the target (not differentiated).
+    pub correct: Option<Tensor<2>>,
+}
+
+/// One forward pass over the batch; the vocabulary projection and log-softmax run in chunks of
+/// sequences (see [`MAX_LOGITS_BYTES`]). Differentiable in `logps`.
+pub fn token_stats(model: &Llama, sb: &ScoringBatch, entropy: bool, correct: bool) -> TokenStats {
+    let hidden = model.hidden(&sb.batch, None);
+    let [b, t, _] = hidden.dims();
+    let v = model.vocab_size();
+    let rows = (MAX_LOGITS_BYTES / (t * v * 4).max(1)).clamp(1, b);
+    let (mut lp, mut ent, mut hit) = (Vec::new(), Vec::new(), Vec::new());
+    for start in (0..b).step_by(rows) {
+        let n = rows.min(b - start);
+        let logits = model.head(hidden.clone().narrow(0, start, n).narrow(1, 0, t - 1));
+        let targets = sb.targets.clone().narrow(0, start, n);
+        let logp = log_softmax(logits, 2);
+        if entropy {
+            ent.push((logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([n, t - 1]).detach());
+        }
+        if correct {
+            let predicted = logp.clone().detach().argmax(2).reshape([n, t - 1]);
+            hit.push(predicted.equal(targets.clone()).float());
+        }
+        lp.push(logp.gather(2, targets.unsqueeze_dim::<3>(2)).reshape([n, t - 1]));
+    }
+    let mask = sb.completion_mask.clone();
+    let join = |parts: Vec<Tensor<2>>| Tensor::cat(parts, 0) * mask.clone();
+    TokenStats {
+        logps: join(lp),
+        entropy: entropy.then(|| join(ent)),
+        correct: correct.then(|| join(hit)),
+    }
+}
+
 /// Per-position log-probabilities of the targets, `[batch, seq-1]`, zero outside completions.
 /// Differentiable: training code calls this on an autodiff device.
 pub fn token_logps(model: &Llama, sb: &ScoringBatch) -> Tensor<2> {
-    let logits = model.forward(&sb.batch, None);
-    let [b, t, _] = logits.dims();
-    let logp = log_softmax(logits.narrow(1, 0, t - 1), 2);
-    let picked = logp.gather(2, sb.targets.clone().unsqueeze_dim::<3>(2)).reshape([b, t - 1]);
-    picked * sb.completion_mask.clone()
+    token_stats(model, sb, false, false).logps
 }
 
-/// Per-position target log-probabilities and entropies of the next-token distribution, both
-/// `[batch, seq-1]` and zero outside completions (RL needs both from one forward pass).
+/// Per-position target log-probabilities and entropies of the next-token distribution (RL needs
+/// both from one forward pass).
 pub fn token_logps_and_entropy(model: &Llama, sb: &ScoringBatch) -> (Tensor<2>, Tensor<2>) {
-    let logits = model.forward(&sb.batch, None);
-    let [b, t, _] = logits.dims();
-    let logp = log_softmax(logits.narrow(1, 0, t - 1), 2);
-    let entropy = (logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([b, t - 1]).detach();
-    let picked = logp.gather(2, sb.targets.clone().unsqueeze_dim::<3>(2)).reshape([b, t - 1]);
-    let mask = sb.completion_mask.clone();
-    (picked * mask.clone(), entropy * mask)
+    let s = token_stats(model, sb, true, false);
+    (s.logps, s.entropy.expect("asked for entropy"))
 }
 
 /// Sum of completion log-probabilities per sequence, `[batch]`.

@@ -94,6 +94,10 @@ pub struct TrainArgs {
     pub weight_decay: f64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
+    /// Continue a stopped run: load the adapter saved in DIR and go on from its last logged step
+    /// (the learning-rate schedule continues; AdamW's moments start afresh).
+    #[arg(long)]
+    pub resume_from: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -318,6 +322,11 @@ fn train_config(a: &TrainArgs) -> Result<TrainConfig> {
 /// Prepares the policy: adapters (or full training), and the output directory.
 fn prepare(a: &TrainArgs, model: &mut Llama) -> Result<Option<LoraConfig>> {
     std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
+    if let Some(dir) = &a.resume_from {
+        let cfg = peft::load_adapter_dir(model, dir).with_context(|| format!("resuming from {}", dir.display()))?;
+        eprintln!("resuming from {} at step {}", dir.display(), resumed_step(a)?);
+        return Ok(Some(cfg));
+    }
     if a.lora.full {
         eprintln!("full fine-tuning: every weight trains");
         return Ok(None);
@@ -326,6 +335,18 @@ fn prepare(a: &TrainArgs, model: &mut Llama) -> Result<Option<LoraConfig>> {
     model.add_lora(&cfg)?;
     eprintln!("LoRA r={} alpha={} on {}: {} trainable parameters", cfg.r, cfg.lora_alpha, cfg.target_modules.join(","), model.num_trainable());
     Ok(Some(cfg))
+}
+
+/// The last step logged in `--resume-from`'s metrics.jsonl (0 without one).
+fn resumed_step(a: &TrainArgs) -> Result<usize> {
+    let Some(dir) = &a.resume_from else { return Ok(0) };
+    let path = dir.join("metrics.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let last = text.lines().filter(|l| !l.trim().is_empty()).last();
+    Ok(last
+        .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .and_then(|v| v["step"].as_f64())
+        .map_or(0, |s| s as usize))
 }
 
 /// Micro-batches over `n` examples, reshuffled every epoch with `seed`.
@@ -359,10 +380,18 @@ struct Log {
 }
 
 impl Log {
-    fn new(dir: &Path, steps: usize) -> Result<Self> {
+    /// Starts `metrics.jsonl` (appending when a run resumes into the same directory).
+    fn new(dir: &Path, steps: usize, done: usize) -> Result<Self> {
         let path = dir.join("metrics.jsonl");
-        let file = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(done > 0)
+            .write(true)
+            .truncate(done == 0)
+            .open(&path)
+            .with_context(|| format!("creating {}", path.display()))?;
         let bar = ProgressBar::new(steps as u64);
+        bar.set_position(done as u64);
         bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}").unwrap());
         Ok(Self { file, bar })
     }
@@ -438,8 +467,9 @@ fn fit(
     let reference = Reference::for_policy(&model);
     write_run(&t.output_dir, method, json!({method: method_cfg, "train": train_config(t)?, "lora": lora}))?;
     let mut tr = Trainer::new(model, train_config(t)?)?;
-    let mut batches = Batches::new(n_examples, t.batch_size, t.seed);
-    let mut log = Log::new(&t.output_dir, t.max_steps)?;
+    tr.step = resumed_step(t)?;
+    let mut batches = Batches::new(n_examples, t.batch_size, t.seed.wrapping_add(tr.step as u64));
+    let mut log = Log::new(&t.output_dir, t.max_steps, tr.step)?;
     let res = run_loop(&mut tr, &mut log, keys, &mut |tr| tr.step(&mut |p, _| loss(p, &reference, &batches.next())));
     save_policy(t, lm, &tr.model, &lora)?;
     res
@@ -488,6 +518,9 @@ pub fn reward(a: RewardArgs) -> Result<()> {
     if t.lora.full {
         bail!("reward models train with LoRA adapters here (drop --full)");
     }
+    if t.resume_from.is_some() {
+        bail!("--resume-from is not supported for reward models yet; start a new run");
+    }
     let lm = load(&t.common, true)?;
     let mut pairs = encode_pairs(&lm, &encoding(&t.common), &read_data::<Preference>(&t.data)?)?;
     pairs.shuffle(&mut rand::rngs::StdRng::seed_from_u64(t.seed));
@@ -499,7 +532,7 @@ pub fn reward(a: RewardArgs) -> Result<()> {
     write_run(&t.output_dir, "reward", json!({"reward": cfg, "train": train_config(t)?, "lora": lora}))?;
     let mut tr = Trainer::new(RewardModel::new(backbone, t.seed), train_config(t)?)?;
     let mut batches = Batches::new(pairs.len(), t.batch_size, t.seed);
-    let mut log = Log::new(&t.output_dir, t.max_steps)?;
+    let mut log = Log::new(&t.output_dir, t.max_steps, 0)?;
     let pad = lm.tokenizer.eos_id.unwrap_or(0);
     let res = run_loop(&mut tr, &mut log, &["loss", "accuracy", "margin"], &mut |tr| {
         tr.step(&mut |rm, _| {
@@ -616,10 +649,12 @@ pub fn rl(a: RlArgs) -> Result<()> {
     tc.max_steps = t.max_steps * cfg.num_iterations.max(1);
     write_run(&t.output_dir, "rl", json!({"rl": cfg, "train": tc, "lora": lora, "judges": a.reward.judges}))?;
     let mut tr = Trainer::new(model, tc)?;
-    let mut batches = Batches::new(prompts.len(), a.prompts_per_step, t.seed);
-    let mut log = Log::new(&t.output_dir, t.max_steps)?;
+    let rounds_done = resumed_step(t)? / cfg.num_iterations.max(1);
+    tr.step = rounds_done * cfg.num_iterations.max(1);
+    let mut batches = Batches::new(prompts.len(), a.prompts_per_step, t.seed.wrapping_add(rounds_done as u64));
+    let mut log = Log::new(&t.output_dir, t.max_steps, rounds_done)?;
     let mut result = Ok(());
-    for _ in 0..t.max_steps {
+    for _ in rounds_done..t.max_steps {
         let batch: Vec<_> = batches.next().into_iter().map(|i| prompts[i].clone()).collect();
         match rl_round(&cfg, &mut tr, &reference, &lm.tokenizer, &batch, &mut |c| scorer.score(c)) {
             Ok(m) => log.step(&m, &["reward", "kl", "clip_ratio"])?,
