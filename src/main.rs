@@ -188,17 +188,25 @@ fn progress_bar(quiet: bool) -> impl FnMut(&str, f32) {
 }
 
 fn load_with_adapter(m: &ModelArgs, quiet: bool) -> Result<LoadedModel> {
-    let mut lm = load(&m.model, m.tokenizer.as_deref(), m.backend, quiet)?;
-    if let Some(dir) = &m.adapter {
+    let mut lm = load(&m.model, m.tokenizer.as_deref(), m.backend, false, quiet)?;
+    apply_adapter(&mut lm, m.adapter.as_deref(), quiet)?;
+    Ok(lm)
+}
+
+/// Installs a PEFT adapter from `dir`, if one is given.
+fn apply_adapter(lm: &mut LoadedModel, dir: Option<&Path>, quiet: bool) -> Result<()> {
+    if let Some(dir) = dir {
         let cfg = alignlab::io::peft::load_adapter_dir(&mut lm.model, dir).with_context(|| format!("loading adapter {}", dir.display()))?;
         if !quiet {
             eprintln!("adapter {}: LoRA r={} on {}", dir.display(), cfg.r, cfg.target_modules.join(","));
         }
     }
-    Ok(lm)
+    Ok(())
 }
 
-fn load(model: &Path, tokenizer: Option<&Path>, kind: BackendKind, quiet: bool) -> Result<LoadedModel> {
+/// Loads a model onto `kind`'s device (with autodiff for training), with a progress bar unless
+/// `quiet`. Every subcommand loads through here.
+fn load(model: &Path, tokenizer: Option<&Path>, kind: BackendKind, autodiff: bool, quiet: bool) -> Result<LoadedModel> {
     if !model.exists() {
         bail!(
             "model '{}' not found; run scripts/setup to fetch the default model, or pass --model",
@@ -206,9 +214,10 @@ fn load(model: &Path, tokenizer: Option<&Path>, kind: BackendKind, quiet: bool) 
         );
     }
     let dev = backend::open(kind)?;
+    let device = if autodiff { dev.device.autodiff() } else { dev.device };
     let mut progress = progress_bar(quiet);
     let ckpt = load_checkpoint(model, tokenizer, &mut progress).with_context(|| format!("loading {}", model.display()))?;
-    let lm = ckpt.into_model(&dev.device, &mut progress)?;
+    let lm = ckpt.into_model(&device, &mut progress)?;
     if !quiet {
         eprintln!("{} on {}", model.display(), dev.description);
         for w in &lm.tokenizer.warnings {
@@ -340,7 +349,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
     let kinds: Vec<BackendKind> = a.backends.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
     let mut rows = Vec::new();
     for kind in kinds {
-        let lm = match load(&a.model, a.tokenizer.as_deref(), kind, true) {
+        // The DPO benchmark trains, so its model lives on the autodiff device.
+        let lm = match load(&a.model, a.tokenizer.as_deref(), kind, a.what == "dpo", true) {
             Ok(lm) => lm,
             Err(e) => {
                 eprintln!("{kind}: skipped ({e:#})");
@@ -386,9 +396,6 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                 // 4 pairs of 64-token prompts with 64-token chosen and rejected completions
                 // (128 tokens a sequence), LoRA r=8 on q_proj,v_proj: as scripts/bench_dpo_torch.py.
                 use alignlab::align::{Reference, dpo, train};
-                let dev = backend::open(kind)?.device.autodiff();
-                let mut quiet = |_: &str, _: f32| {};
-                let lm = load_checkpoint(&a.model, a.tokenizer.as_deref(), &mut quiet)?.into_model(&dev, &mut quiet)?;
                 let tok = |i: usize| (i * 7919 % 40000 + 100) as u32;
                 let pairs: Vec<dpo::EncodedPair> = (0..a.batch.max(1))
                     .map(|p| dpo::EncodedPair {

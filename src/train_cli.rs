@@ -6,17 +6,17 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use alignlab::align::best_of_n::{Candidate, best_of_n};
-use alignlab::align::dpo::{DpoConfig, DpoLossType, EncodedPair, dpo_step, encode_pairs};
+use alignlab::align::dpo::{DpoConfig, DpoLossType, dpo_step, encode_pairs};
 use alignlab::align::kto::{KtoConfig, encode_examples, kto_step};
 use alignlab::align::reward::{RewardConfig, RewardModel, load_reward_model, reward_step, save_reward_model};
 use alignlab::align::rl::{Advantage, KlEstimator, KlPlacement, RlConfig, rl_round};
 use alignlab::align::sft::{encode_demos, sft_step};
 use alignlab::align::train::{Metrics, Schedule, TrainConfig, Trainer};
 use alignlab::align::{Encoding, Reference};
-use alignlab::backend::{self, BackendKind};
+use alignlab::backend::BackendKind;
 use alignlab::data::{self, Demonstration, Preference, PromptOnly, Record, Unpaired};
 use alignlab::generate::{SamplingConfig, generate_with};
-use alignlab::io::{load_checkpoint, peft};
+use alignlab::io::peft;
 use alignlab::judges::{JudgeData, JudgeSpec, Judges};
 use alignlab::model::{Llama, LoraConfig};
 use alignlab::score::{ScoringBatch, sequence_logps};
@@ -257,17 +257,7 @@ pub struct EvalArgs {
 // ---- shared helpers ----------------------------------------------------------------------------
 
 fn load(c: &Common, autodiff: bool) -> Result<LoadedModel> {
-    if !c.model.exists() {
-        bail!("model '{}' not found; run scripts/setup, or pass --model", c.model.display());
-    }
-    let dev = backend::open(c.backend)?;
-    let device = if autodiff { dev.device.autodiff() } else { dev.device };
-    let mut quiet = |_: &str, _: f32| {};
-    let lm = load_checkpoint(&c.model, c.tokenizer.as_deref(), &mut quiet)
-        .with_context(|| format!("loading {}", c.model.display()))?
-        .into_model(&device, &mut quiet)?;
-    eprintln!("{} on {}", c.model.display(), dev.description);
-    Ok(lm)
+    crate::load(&c.model, c.tokenizer.as_deref(), c.backend, autodiff, false)
 }
 
 fn encoding(c: &Common) -> Encoding {
@@ -359,9 +349,8 @@ struct Batches {
 
 impl Batches {
     fn new(n: usize, size: usize, seed: u64) -> Self {
-        let mut b = Self { order: (0..n).collect(), pos: n, size: size.min(n).max(1), rng: rand::rngs::StdRng::seed_from_u64(seed) };
-        b.pos = b.order.len();
-        b
+        // pos = n: the first call shuffles.
+        Self { order: (0..n).collect(), pos: n, size: size.min(n).max(1), rng: rand::rngs::StdRng::seed_from_u64(seed) }
     }
     fn next(&mut self) -> Vec<usize> {
         if self.pos + self.size > self.order.len() {
@@ -451,16 +440,16 @@ fn run_loop<M: burn::module::Module>(
 
 // ---- commands -------------------------------------------------------------------------------------
 
-/// The part every policy-training command shares: adapters, trainer, shuffled micro-batches,
-/// metrics log, and saving what was trained (also when training stops early).
-fn fit(
+/// The part every policy-training command shares: adapters, trainer, shuffled micro-batches of
+/// `examples`, metrics log, and saving what was trained (also when training stops early).
+fn fit<T: Clone>(
     t: &TrainArgs,
     lm: &LoadedModel,
     method: &str,
     method_cfg: serde_json::Value,
-    n_examples: usize,
+    examples: &[T],
     keys: &[&str],
-    loss: &mut dyn FnMut(&Llama, &Reference, &[usize]) -> alignlab::Result<alignlab::align::train::LossOutput>,
+    loss: &mut dyn FnMut(&Llama, &Reference, &[T], u32) -> alignlab::Result<alignlab::align::train::LossOutput>,
 ) -> Result<()> {
     let mut model = lm.model.clone();
     let lora = prepare(t, &mut model)?;
@@ -468,9 +457,15 @@ fn fit(
     write_run(&t.output_dir, method, json!({method: method_cfg, "train": train_config(t)?, "lora": lora}))?;
     let mut tr = Trainer::new(model, train_config(t)?)?;
     tr.step = resumed_step(t)?;
-    let mut batches = Batches::new(n_examples, t.batch_size, t.seed.wrapping_add(tr.step as u64));
+    let mut batches = Batches::new(examples.len(), t.batch_size, t.seed.wrapping_add(tr.step as u64));
     let mut log = Log::new(&t.output_dir, t.max_steps, tr.step)?;
-    let res = run_loop(&mut tr, &mut log, keys, &mut |tr| tr.step(&mut |p, _| loss(p, &reference, &batches.next())));
+    let pad = lm.tokenizer.eos_id.unwrap_or(0);
+    let res = run_loop(&mut tr, &mut log, keys, &mut |tr| {
+        tr.step(&mut |p, _| {
+            let batch: Vec<T> = batches.next().into_iter().map(|i| examples[i].clone()).collect();
+            loss(p, &reference, &batch, pad)
+        })
+    });
     save_policy(t, lm, &tr.model, &lora)?;
     res
 }
@@ -480,10 +475,8 @@ pub fn dpo(a: DpoArgs) -> Result<()> {
     let lm = load(&t.common, true)?;
     let pairs = encode_pairs(&lm, &encoding(&t.common), &read_data::<Preference>(&t.data)?)?;
     let cfg = DpoConfig { beta: a.beta, loss_type: a.loss_type, label_smoothing: a.label_smoothing };
-    let pad = lm.tokenizer.eos_id.unwrap_or(0);
-    fit(t, &lm, "dpo", json!(cfg), pairs.len(), &["loss", "rewards/margins", "rewards/accuracies"], &mut |p, r, idx| {
-        let batch: Vec<EncodedPair> = idx.iter().map(|&i| pairs[i].clone()).collect();
-        dpo_step(&cfg, p, &r.model(p), &batch, pad)
+    fit(t, &lm, "dpo", json!(cfg), &pairs, &["loss", "rewards/margins", "rewards/accuracies"], &mut |p, r, batch, pad| {
+        dpo_step(&cfg, p, &r.model(p), batch, pad)
     })
 }
 
@@ -495,10 +488,8 @@ pub fn kto(a: KtoArgs) -> Result<()> {
     let lm = load(&t.common, true)?;
     let ex = encode_examples(&lm, &encoding(&t.common), &read_data::<Unpaired>(&t.data)?)?;
     let cfg = KtoConfig { beta: a.beta, desirable_weight: a.desirable_weight, undesirable_weight: a.undesirable_weight };
-    let pad = lm.tokenizer.eos_id.unwrap_or(0);
-    fit(t, &lm, "kto", json!(cfg), ex.len(), &["loss", "rewards/margins", "kl"], &mut |p, r, idx| {
-        let batch: Vec<_> = idx.iter().map(|&i| ex[i].clone()).collect();
-        kto_step(&cfg, p, &r.model(p), &batch, pad)
+    fit(t, &lm, "kto", json!(cfg), &ex, &["loss", "rewards/margins", "kl"], &mut |p, r, batch, pad| {
+        kto_step(&cfg, p, &r.model(p), batch, pad)
     })
 }
 
@@ -506,11 +497,7 @@ pub fn sft(a: SftArgs) -> Result<()> {
     let t = &a.train;
     let lm = load(&t.common, true)?;
     let demos = encode_demos(&lm, &encoding(&t.common), &read_data::<Demonstration>(&t.data)?)?;
-    let pad = lm.tokenizer.eos_id.unwrap_or(0);
-    fit(t, &lm, "sft", json!({}), demos.len(), &["loss", "mean_token_accuracy"], &mut |p, _, idx| {
-        let batch: Vec<_> = idx.iter().map(|&i| demos[i].clone()).collect();
-        sft_step(p, &batch, pad)
-    })
+    fit(t, &lm, "sft", json!({}), &demos, &["loss", "mean_token_accuracy"], &mut |p, _, batch, pad| sft_step(p, batch, pad))
 }
 
 pub fn reward(a: RewardArgs) -> Result<()> {
@@ -571,7 +558,7 @@ impl Scorer {
         let pad = lm.tokenizer.eos_id.unwrap_or(0);
         if let Some(dir) = &src.reward_model {
             let read = |n: &str| std::fs::read(dir.join(n)).with_context(|| format!("reading {}", dir.join(n).display()));
-            let backbone = lm.model.clone().no_grad_copy();
+            let backbone = burn::module::Module::no_grad(lm.model.clone());
             let (rm, _) = load_reward_model(backbone, &read("adapter_config.json")?, &read("adapter_model.safetensors")?)?;
             return Ok(Self { data: JudgeData::from_texts(None, None)?, specs: vec![], rm: Some(rm), pad });
         }
@@ -595,15 +582,6 @@ impl Scorer {
                 Ok(cands.iter().map(|c| j.score(c.completion)).collect())
             }
         }
-    }
-}
-
-trait NoGradCopy {
-    fn no_grad_copy(self) -> Self;
-}
-impl NoGradCopy for Llama {
-    fn no_grad_copy(self) -> Self {
-        burn::module::Module::no_grad(self)
     }
 }
 
@@ -699,17 +677,9 @@ pub fn pairs(a: PairsArgs) -> Result<()> {
     Ok(())
 }
 
-fn apply_adapter(lm: &mut LoadedModel, adapter: &Option<PathBuf>) -> Result<()> {
-    if let Some(dir) = adapter {
-        let cfg = peft::load_adapter_dir(&mut lm.model, dir).with_context(|| format!("loading adapter {}", dir.display()))?;
-        eprintln!("adapter {} (r={}, {})", dir.display(), cfg.r, cfg.target_modules.join(","));
-    }
-    Ok(())
-}
-
 pub fn best_of_n_cmd(a: BestOfNArgs) -> Result<()> {
     let mut lm = load(&a.common, false)?;
-    apply_adapter(&mut lm, &a.adapter)?;
+    crate::apply_adapter(&mut lm, a.adapter.as_deref(), false)?;
     let scorer = Scorer::new(&a.reward, &lm)?;
     let ids = encoding(&a.common).prompt(&lm, &a.prompt)?;
     let s = sampling(a.n, a.max_new_tokens, a.temperature, a.seed);
@@ -748,7 +718,7 @@ fn evaluate(lm: &LoadedModel, model: &Llama, reference: &Llama, a: &EvalArgs, pr
 
 pub fn eval(a: EvalArgs) -> Result<()> {
     let mut lm = load(&a.common, false)?;
-    apply_adapter(&mut lm, &a.adapter)?;
+    crate::apply_adapter(&mut lm, a.adapter.as_deref(), false)?;
     let scorer = Scorer::new(&a.reward, &lm)?;
     let prompts = read_data::<PromptOnly>(&a.prompts)?;
     let reference = lm.model.reference();
