@@ -2,29 +2,11 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use common::*;
 use serde_json::Value;
 
-fn alignlab(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alignlab"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
 fn stories() -> Option<(String, String)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
-    let m = dir.join("stories260K.bin");
-    if !m.exists() {
-        eprintln!("SKIPPED: {} not found", m.display());
-        return None;
-    }
-    Some((m.display().to_string(), dir.join("tok512.bin").display().to_string()))
+    stories260k().map(|(m, t)| (m.display().to_string(), t.display().to_string()))
 }
 
 #[test]

@@ -3,30 +3,17 @@
 
 mod common;
 
-use std::path::PathBuf;
-
 use alignlab::backend::BackendKind;
 use alignlab::generate::{SamplingConfig, generate};
 use alignlab::io::load_model;
-use common::device;
+use common::{device, stories260k};
 
 const KNOWN: &str = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. \
 One day, she saw a big, red ball. She wanted to play with it, but it was too high.";
 
-fn shared() -> Option<(PathBuf, PathBuf)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
-    let (m, t) = (dir.join("stories260K.bin"), dir.join("tok512.bin"));
-    if m.exists() && t.exists() {
-        Some((m, t))
-    } else {
-        eprintln!("SKIPPED: {} not found (the shared models folder sits beside the checkout)", dir.display());
-        None
-    }
-}
-
 #[test]
 fn greedy_story_matches_llama2c() {
-    let Some((model, tok)) = shared() else { return };
+    let Some((model, tok)) = stories260k() else { return };
     for kind in [BackendKind::Flex, BackendKind::Ndarray, BackendKind::Wgpu] {
         let lm = load_model(&model, Some(&tok), &device(kind), &mut |_: &str, _: f32| {}).unwrap();
         assert_eq!(lm.config.vocab_size, 512);
@@ -43,7 +30,7 @@ fn greedy_story_matches_llama2c() {
 
 #[test]
 fn tokenizer_round_trips_and_merges() {
-    let Some((model, tok)) = shared() else { return };
+    let Some((model, tok)) = stories260k() else { return };
     let lm = load_model(&model, Some(&tok), &device(BackendKind::Flex), &mut |_: &str, _: f32| {}).unwrap();
     let text = "Once upon a time, there was a little girl named Lily.";
     let ids = lm.tokenizer.encode(text, true).unwrap();

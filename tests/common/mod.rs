@@ -93,7 +93,11 @@ pub fn tiny_checkpoint(tied: bool, seed: u64) -> Checkpoint {
     for (k, v) in tiny_weights(&config, seed) {
         weights.insert(k, v);
     }
-    let tokenizer = alignlab::io::Tokenizer::from_hf_json(tiny_tokenizer_json(config.vocab_size).as_bytes(), None, Some("t1")).unwrap();
+    let tokenizer = alignlab::io::Tokenizer::from_hf_json(
+        tiny_tokenizer_json(config.vocab_size).as_bytes(),
+        &alignlab::io::HfSpecials { eos_token: Some("t1".into()), ..Default::default() },
+    )
+    .unwrap();
     Checkpoint {
         config,
         weights,
@@ -355,4 +359,29 @@ pub fn write_llama2c(path: &Path, tok_path: &Path, c: &LlamaConfig, w: &BTreeMap
         tok.extend(t.as_bytes());
     }
     std::fs::write(tok_path, tok).unwrap();
+}
+
+// ---- shared fixtures and the binary ---------------------------------------------------------------
+
+/// llama2.c's stories260K (model, tokenizer) from `../shared/models`, or `None` with a SKIPPED
+/// line when the shared folder is not beside the checkout.
+pub fn stories260k() -> Option<(PathBuf, PathBuf)> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
+    let (m, t) = (dir.join("stories260K.bin"), dir.join("tok512.bin"));
+    if m.exists() && t.exists() {
+        Some((m, t))
+    } else {
+        eprintln!("SKIPPED: {} not found (the shared models folder sits beside the checkout)", dir.display());
+        None
+    }
+}
+
+/// Runs the `alignlab` binary from the repository root: (success, stdout, stderr).
+pub fn alignlab(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_alignlab"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap();
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
