@@ -107,11 +107,12 @@ impl Sampler {
         Self { cfg, rng }
     }
 
-    /// `logits` of one row (mutated in place); `history` is every token of that row so far.
-    pub fn sample(&mut self, logits: &mut [f32], history: &[u32]) -> u32 {
+    /// `logits` of one row (mutated in place); `prompt` and `generated` are that row's tokens
+    /// so far (read only for the repetition penalty).
+    pub fn sample(&mut self, logits: &mut [f32], prompt: &[u32], generated: &[u32]) -> u32 {
         let p = self.cfg.repetition_penalty;
         if p != 1.0 {
-            let mut seen = history.to_vec();
+            let mut seen: Vec<u32> = prompt.iter().chain(generated).copied().collect();
             seen.sort_unstable();
             seen.dedup();
             for &t in &seen {
@@ -250,9 +251,7 @@ pub fn generate_with(
         let mut cancelled = false;
         for (r, &s) in active.iter().enumerate() {
             let row = &mut rows[r * vocab..(r + 1) * vocab];
-            let mut history = prompt.to_vec();
-            history.extend(&tokens[s]);
-            let tok = sampler.sample(row, &history);
+            let tok = sampler.sample(row, prompt, &tokens[s]);
             if tokenizer.stop_ids.contains(&tok) {
                 finish[s] = Some(FinishReason::Stop);
             } else {
@@ -306,10 +305,10 @@ mod tests {
     #[test]
     fn greedy_is_argmax_and_penalty_applies() {
         let mut s = Sampler::new(SamplingConfig::greedy(1));
-        assert_eq!(s.sample(&mut [0.1, 2.0, 2.0, -1.0], &[]), 1);
+        assert_eq!(s.sample(&mut [0.1, 2.0, 2.0, -1.0], &[], &[]), 1);
         let mut s = Sampler::new(SamplingConfig { repetition_penalty: 4.0, ..SamplingConfig::greedy(1) });
         // token 1 (2.0 -> 0.5) loses to token 2 (1.0)
-        assert_eq!(s.sample(&mut [0.1, 2.0, 1.0, -1.0], &[1]), 2);
+        assert_eq!(s.sample(&mut [0.1, 2.0, 1.0, -1.0], &[1], &[]), 2);
     }
 
     #[test]
@@ -318,7 +317,7 @@ mod tests {
         let logits = [0.0f32, 1.0, 3.0, 2.9, -5.0];
         let draw = |cfg: &SamplingConfig| {
             let mut s = Sampler::new(cfg.clone());
-            (0..200).map(|_| s.sample(&mut logits.clone(), &[])).collect::<Vec<_>>()
+            (0..200).map(|_| s.sample(&mut logits.clone(), &[], &[])).collect::<Vec<_>>()
         };
         let a = draw(&cfg);
         assert_eq!(a, draw(&cfg));
@@ -334,7 +333,7 @@ mod tests {
         let mut s = Sampler::new(cfg);
         // p(0) ~ 0.84: the nucleus is token 0 alone
         for _ in 0..50 {
-            assert_eq!(s.sample(&mut [3.0, 1.0, 0.5, 0.0], &[]), 0);
+            assert_eq!(s.sample(&mut [3.0, 1.0, 0.5, 0.0], &[], &[]), 0);
         }
     }
 }

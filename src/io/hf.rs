@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use safetensors::{Dtype, SafeTensors};
 use serde::Deserialize;
 
-use super::{ChatTemplate, Checkpoint, HostTensor, ModelInfo, Progress, Tokenizer, Weights};
+use super::{ChatTemplate, Checkpoint, HfSpecials, HostTensor, ModelInfo, Progress, Tokenizer, Weights};
 use crate::model::LlamaConfig;
 use crate::{Error, Result};
 
@@ -134,16 +134,14 @@ pub fn load(parts: HfParts, progress: &mut Progress) -> Result<Checkpoint> {
     };
     let tokenizer = match parts.tokenizer_json {
         Some(json) => {
-            let mut t = Tokenizer::from_hf_json(json, special("bos_token").as_deref(), special("eos_token").as_deref())?;
-            t.bos_id = t.bos_id.or(bos_id);
-            t.eos_id = t.eos_id.or(eos_id);
-            if let Some(eos) = t.eos_id {
-                if !t.stop_ids.contains(&eos) {
-                    t.stop_ids.insert(0, eos);
-                }
-            }
-            t.add_bos = tok_cfg.as_ref().and_then(|c| c.get("add_bos_token")?.as_bool()).unwrap_or(false);
-            Some(t)
+            let specials = HfSpecials {
+                bos_token: special("bos_token"),
+                eos_token: special("eos_token"),
+                bos_id,
+                eos_id,
+                add_bos: tok_cfg.as_ref().and_then(|c| c.get("add_bos_token")?.as_bool()).unwrap_or(false),
+            };
+            Some(Tokenizer::from_hf_json(json, &specials)?)
         }
         None => None,
     };
@@ -171,36 +169,28 @@ pub fn load(parts: HfParts, progress: &mut Progress) -> Result<Checkpoint> {
 pub fn save_hf_dir(model: &crate::model::Llama, config: &LlamaConfig, tokenizer: &Tokenizer, dir: &std::path::Path) -> Result<()> {
     use crate::backend::read_f32;
     use burn::tensor::Tensor;
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
-    let mut put = |name: String, t: Tensor<2>| -> Result<()> {
+    /// A tensor's shape and little-endian f32 bytes, whatever its rank.
+    fn host<const D: usize>(t: Tensor<D>) -> Result<(Vec<usize>, Vec<u8>)> {
         let shape = t.dims().to_vec();
-        let data = read_f32(t)?;
-        tensors.push((name, shape, data.iter().flat_map(|x| x.to_le_bytes()).collect()));
-        Ok(())
-    };
-    put("model.embed_tokens.weight".into(), model.embed_tokens.weight.val())?;
+        Ok((shape, read_f32(t)?.iter().flat_map(|x| x.to_le_bytes()).collect()))
+    }
+    let mut tensors: Vec<(String, (Vec<usize>, Vec<u8>))> = Vec::new();
+    tensors.push(("model.embed_tokens.weight".into(), host(model.embed_tokens.weight.val())?));
     for (path, lin) in model.linears() {
-        let w = match &lin.lora {
-            Some(l) if lin.enabled && !lin.merged => lin.base.weight.val() + l.delta(),
-            _ => lin.base.weight.val(),
-        };
-        put(format!("{path}.weight"), w.transpose())?;
+        tensors.push((format!("{path}.weight"), host(lin.effective_weight().transpose())?));
     }
-    let norm = |t: burn::tensor::Tensor<1>| t.unsqueeze::<2>();
     for (i, b) in model.layers.iter().enumerate() {
-        put(format!("model.layers.{i}.input_layernorm.weight"), norm(b.input_layernorm.gamma.val()))?;
-        put(format!("model.layers.{i}.post_attention_layernorm.weight"), norm(b.post_attention_layernorm.gamma.val()))?;
+        tensors.push((format!("model.layers.{i}.input_layernorm.weight"), host(b.input_layernorm.gamma.val())?));
+        tensors.push((format!("model.layers.{i}.post_attention_layernorm.weight"), host(b.post_attention_layernorm.gamma.val())?));
     }
-    put("model.norm.weight".into(), norm(model.norm.gamma.val()))?;
+    tensors.push(("model.norm.weight".into(), host(model.norm.gamma.val())?));
     if let Some(head) = &model.lm_head {
-        put("lm_head.weight".into(), head.weight.val().transpose())?;
+        tensors.push(("lm_head.weight".into(), host(head.weight.val().transpose())?));
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(n, s, b)| {
-            // Norm weights were lifted to [1, d] for the shared reader; store them 1-D.
-            let shape = if n.contains("norm") { vec![s[1]] } else { s.clone() };
-            Ok((n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape, b).map_err(|e| Error::format(e.to_string()))?))
+        .map(|(n, (shape, b))| {
+            Ok((n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| Error::format(e.to_string()))?))
         })
         .collect::<Result<_>>()?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;

@@ -20,7 +20,7 @@ use serde::Serialize;
 
 pub use chat::{ChatTemplate, Message};
 pub use spm::SpmTokenizer;
-pub use tokenizer::Tokenizer;
+pub use tokenizer::{HfSpecials, Tokenizer};
 pub use weights::{HostTensor, Weights, unpermute_rotary_rows};
 
 use crate::model::{Llama, LlamaConfig};
@@ -96,7 +96,7 @@ impl Checkpoint {
 /// A tokenizer file: HF `tokenizer.json` (starts with `{`) or llama2.c `tokenizer.bin`.
 pub fn tokenizer_from_bytes(bytes: &[u8], vocab_size: usize) -> Result<Tokenizer> {
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{') {
-        Tokenizer::from_hf_json(bytes, None, None)
+        Tokenizer::from_hf_json(bytes, &HfSpecials::default())
     } else {
         llama2c::load_tokenizer(bytes, vocab_size)
     }

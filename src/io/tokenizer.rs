@@ -12,6 +12,17 @@ use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior};
 use super::spm::SpmTokenizer;
 use crate::{Error, Result};
 
+/// The special tokens an HF checkpoint names outside `tokenizer.json`.
+#[derive(Clone, Debug, Default)]
+pub struct HfSpecials {
+    pub bos_token: Option<String>,
+    pub eos_token: Option<String>,
+    /// Used when the token names are absent (`config.json`'s `bos_token_id`/`eos_token_id`).
+    pub bos_id: Option<u32>,
+    pub eos_id: Option<u32>,
+    pub add_bos: bool,
+}
+
 #[derive(Clone)]
 enum Inner {
     Hf(Box<tokenizers::Tokenizer>),
@@ -50,14 +61,15 @@ impl Tokenizer {
         t
     }
 
-    /// From an HF `tokenizer.json` (bytes). BOS/EOS come from the caller (usually `config.json`
-    /// or `tokenizer_config.json`), since `tokenizer.json` does not name them.
-    pub fn from_hf_json(bytes: &[u8], bos: Option<&str>, eos: Option<&str>) -> Result<Self> {
+    /// From an HF `tokenizer.json` (bytes). `tokenizer.json` does not say which tokens are BOS and
+    /// EOS: `specials` does (from `tokenizer_config.json`, else `config.json`'s ids).
+    pub fn from_hf_json(bytes: &[u8], specials: &HfSpecials) -> Result<Self> {
         let tk = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json could not be parsed: {e}")))?;
-        let bos_id = bos.and_then(|b| tk.token_to_id(b));
-        let eos_id = eos.and_then(|e| tk.token_to_id(e));
-        Ok(Self::finish(Inner::Hf(Box::new(tk)), bos_id, eos_id, false, "hf tokenizer.json".into()))
+        let id = |name: &Option<String>, fallback: Option<u32>| name.as_deref().and_then(|n| tk.token_to_id(n)).or(fallback);
+        let bos_id = id(&specials.bos_token, specials.bos_id);
+        let eos_id = id(&specials.eos_token, specials.eos_id);
+        Ok(Self::finish(Inner::Hf(Box::new(tk)), bos_id, eos_id, specials.add_bos, "hf tokenizer.json".into()))
     }
 
     /// GGUF `tokenizer.ggml.model = gpt2`: byte-level BPE from the embedded vocabulary and merges.

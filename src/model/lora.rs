@@ -136,6 +136,15 @@ impl LoraLinear {
         }
     }
 
+    /// The `[d_in, d_out]` weight forward effectively applies: the base plus an active,
+    /// unmerged adapter.
+    pub fn effective_weight(&self) -> Tensor<2> {
+        match &self.lora {
+            Some(lora) if self.enabled && !self.merged => self.base.weight.val() + lora.delta(),
+            _ => self.base.weight.val(),
+        }
+    }
+
     /// `[d_in, d_out]`
     pub fn dims(&self) -> [usize; 2] {
         self.base.weight.dims()
