@@ -1,19 +1,12 @@
 //! The training commands driven from a shell on llama2.c's stories260K (../shared/models):
 //! each writes TRL-named metrics and a PEFT adapter that the other commands load back.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use common::{alignlab, stories260k};
 use serde_json::Value;
-
-fn alignlab(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_alignlab"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap();
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
 
 struct Fixture {
     dir: PathBuf,
@@ -23,11 +16,7 @@ struct Fixture {
 
 impl Fixture {
     fn new(name: &str) -> Option<Self> {
-        let shared = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
-        if !shared.join("stories260K.bin").exists() {
-            eprintln!("SKIPPED: {} not found", shared.display());
-            return None;
-        }
+        let (model, tok) = stories260k()?;
         let dir = std::env::temp_dir().join(format!("alignlab-cli-train-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -55,8 +44,8 @@ impl Fixture {
         std::fs::write(dir.join("demos.jsonl"), demos).unwrap();
         Some(Self {
             dir,
-            model: shared.join("stories260K.bin").display().to_string(),
-            tok: shared.join("tok512.bin").display().to_string(),
+            model: model.display().to_string(),
+            tok: tok.display().to_string(),
         })
     }
     fn p(&self, name: &str) -> String {
