@@ -182,3 +182,22 @@ fn a_stopped_run_resumes_from_its_adapter_and_step() {
     // Resumed from the trained adapter, not from B = 0: no fresh ln 2 loss at step 4.
     assert!(m[3]["rewards/margins"].as_f64().unwrap().abs() > 1e-4);
 }
+
+#[test]
+fn full_fine_tuning_saves_an_hf_checkpoint_that_loads_back() {
+    let Some(f) = Fixture::new("full") else { return };
+    let out = f.p("sft-full");
+    let (ok, _, err) = f.run(&["sft", "--data", &f.p("demos.jsonl"), "--output-dir", &out, "--max-steps", "2",
+        "--learning-rate", "1e-3", "--batch-size", "2", "--full"]);
+    assert!(ok, "{err}");
+    let model_dir = format!("{out}/model");
+    let (ok, out_json, err) = alignlab(&["logprobs", "--model", &model_dir, "--tokenizer", &f.tok, "--prompt", "Once upon a time",
+        "--completion", " there was a girl", "--json"]);
+    assert!(ok, "{err}");
+    let tuned: Value = serde_json::from_str(out_json.trim()).unwrap();
+    let (_, base_json, _) = f.run(&["logprobs", "--prompt", "Once upon a time", "--completion", " there was a girl", "--json"]);
+    let base: Value = serde_json::from_str(base_json.trim()).unwrap();
+    assert_eq!(tuned["completion_tokens"], base["completion_tokens"]);
+    let (t, b) = (tuned["sum"].as_f64().unwrap(), base["sum"].as_f64().unwrap());
+    assert!((t - b).abs() > 1e-4, "two full fine-tuning steps must change the weights: {t} vs {b}");
+}

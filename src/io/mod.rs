@@ -160,7 +160,7 @@ fn load_hf_dir(dir: &Path, tokenizer: Option<&Path>, progress: &mut Progress) ->
         files.into_iter().map(|f| dir.join(f)).collect()
     };
     let shards = shard_files.iter().map(|p| read(p)).collect::<Result<Vec<_>>>()?;
-    let tok_path = tokenizer.map(Path::to_path_buf).unwrap_or_else(|| dir.join("tokenizer.json"));
+    let tok_path = dir.join("tokenizer.json");
     let tok = tok_path.exists().then(|| read(&tok_path)).transpose()?;
     let tok_cfg_path = dir.join("tokenizer_config.json");
     let tok_cfg = tok_cfg_path.exists().then(|| read(&tok_cfg_path)).transpose()?;
@@ -169,7 +169,7 @@ fn load_hf_dir(dir: &Path, tokenizer: Option<&Path>, progress: &mut Progress) ->
         .exists()
         .then(|| std::fs::read_to_string(&template_path).map_err(|e| Error::io(template_path.display(), e)))
         .transpose()?;
-    hf::load(
+    let mut ckpt = hf::load(
         hf::HfParts {
             config_json: &config,
             safetensors: shards.iter().map(Vec::as_slice).collect(),
@@ -178,7 +178,12 @@ fn load_hf_dir(dir: &Path, tokenizer: Option<&Path>, progress: &mut Progress) ->
             chat_template,
         },
         progress,
-    )
+    )?;
+    // An external tokenizer replaces the directory's, whatever its format (as for single files).
+    if let Some(path) = tokenizer {
+        ckpt.tokenizer = Some(tokenizer_from_bytes(&read(path)?, ckpt.config.vocab_size)?);
+    }
+    Ok(ckpt)
 }
 
 /// Loads a model from disk onto `device`.
