@@ -93,7 +93,40 @@ pub fn open(kind: BackendKind) -> Result<DeviceInfo> {
     }
 }
 
-/// Reads a float tensor to the host (synchronously; the browser uses the async path).
+/// Reads a float tensor to the host. The one read every engine path goes through: on WebGPU a
+/// read must be awaited (a blocking read panics in the browser), so the engine is async inside
+/// and the native API wraps it in `block_on`.
+pub async fn read_f32_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    let data = t.into_data_async().await.map_err(|e| Error::Device(format!("reading a tensor back failed: {e:?}")))?;
+    #[cfg(target_arch = "wasm32")]
+    yield_if_due().await;
+    data.try_into_vec_as::<f32>().map_err(|e| Error::Device(format!("reading a tensor back failed: {e:?}")))
+}
+
+/// Reads a float tensor to the host, blocking (native only: the compiler finds any read the
+/// browser build would otherwise panic on).
+#[cfg(not(target_arch = "wasm32"))]
 pub fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    t.try_into_vec_as::<f32>().map_err(|e| Error::Device(format!("reading a tensor back failed: {e:?}")))
+    block_on(read_f32_async(t))
+}
+
+/// Runs an engine future to completion on the calling thread (native only).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    pollster::block_on(f)
+}
+
+/// On a CPU backend in the browser every read is ready at once, so a long job would never give
+/// the worker's event loop a turn: no Cancel message could get in. Yield every ~30 ms.
+#[cfg(target_arch = "wasm32")]
+async fn yield_if_due() {
+    use std::cell::Cell;
+    use web_time::Instant;
+    thread_local!(static LAST: Cell<Option<Instant>> = const { Cell::new(None) });
+    let now = Instant::now();
+    let due = LAST.with(|l| l.get().is_none_or(|t| now.duration_since(t).as_millis() >= 30));
+    if due {
+        gloo_timers::future::TimeoutFuture::new(0).await;
+        LAST.with(|l| l.set(Some(Instant::now())));
+    }
 }

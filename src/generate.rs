@@ -8,12 +8,14 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::read_f32;
+use crate::backend::read_f32_async;
 use burn::module::Module;
 
 use crate::io::Tokenizer;
 use crate::model::{Batch, KvCache, Llama};
-use crate::{Error, LoadedModel, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::LoadedModel;
+use crate::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -191,6 +193,7 @@ impl TextStream {
 
 /// Generates `cfg.num_samples` continuations of `prompt` (token ids). `on_token` sees every token
 /// as it is chosen and returns `false` to stop all samples.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn generate(
     lm: &LoadedModel,
     prompt: &[u32],
@@ -202,7 +205,19 @@ pub fn generate(
 
 /// [`generate`] with any model sharing the tokenizer: a policy in training, or its reference.
 /// Runs without gradient tracking even when `model` lives on an autodiff device.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn generate_with(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    cfg: &SamplingConfig,
+    on_token: &mut dyn FnMut(TokenEvent) -> bool,
+) -> Result<Vec<Sample>> {
+    crate::backend::block_on(generate_async(model, tokenizer, prompt, cfg, on_token))
+}
+
+/// The decoding loop ([`generate_with`]), awaiting each read of the logits (WebGPU needs that).
+pub async fn generate_async(
     model: &Llama,
     tokenizer: &Tokenizer,
     prompt: &[u32],
@@ -246,7 +261,7 @@ pub fn generate_with(
     let vocab = model.vocab_size();
 
     for step in 0..max_new {
-        let mut rows = read_f32(logits)?;
+        let mut rows = read_f32_async(logits).await?;
         let mut next = Vec::with_capacity(active.len());
         let mut cancelled = false;
         for (r, &s) in active.iter().enumerate() {

@@ -1,12 +1,15 @@
 //! Log-probabilities of completions given prompts: `log p(completion_t | prompt, completion_<t)`
 //! per completion token, batched. DPO, reward models and RL all start from this.
 
+use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::backend::read_f32;
+use crate::backend::read_f32_async;
 use crate::model::{Batch, Llama};
-use crate::{Error, LoadedModel, Result};
+#[cfg(not(target_arch = "wasm32"))]
+use crate::LoadedModel;
+use crate::{Error, Result};
 
 /// A batch of prompt+completion sequences, right-padded, with the mask of completion targets.
 pub struct ScoringBatch {
@@ -127,11 +130,25 @@ pub struct Scored {
 }
 
 /// Scores `(prompt ids, completion ids)` pairs in one batch.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn score(lm: &LoadedModel, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
     let pad = lm.tokenizer.eos_id.unwrap_or(0);
-    let sb = ScoringBatch::new(pairs, pad, &lm.device)?;
+    crate::backend::block_on(score_async(&lm.model, pad, pairs))
+}
+
+/// [`score`] with any model (a policy, or its reference with adapters off), awaiting the read.
+pub async fn score_async(model: &Llama, pad: u32, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
+    let device = model.embed_tokens.weight.device();
+    let frozen;
+    let model = if device.is_autodiff() {
+        frozen = model.clone().no_grad();
+        &frozen
+    } else {
+        model
+    };
+    let sb = ScoringBatch::new(pairs, pad, &device)?;
     let [b, t1] = sb.completion_mask.dims();
-    let lp = read_f32(token_logps(&lm.model, &sb))?;
+    let lp = read_f32_async(token_logps(model, &sb)).await?;
     Ok((0..b)
         .map(|r| {
             let (p, c) = (&pairs[r].0, &pairs[r].1);

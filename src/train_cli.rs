@@ -11,7 +11,7 @@ use alignlab::align::kto::{KtoConfig, encode_examples, kto_step};
 use alignlab::align::reward::{RewardConfig, RewardModel, load_reward_model, reward_step, save_reward_model};
 use alignlab::align::rl::{Advantage, KlEstimator, KlPlacement, RlConfig, rl_round};
 use alignlab::align::sft::{encode_demos, sft_step};
-use alignlab::align::train::{Metrics, Schedule, TrainConfig, Trainer};
+use alignlab::align::train::{Batches, Metrics, Schedule, TrainConfig, Trainer};
 use alignlab::align::{Encoding, Reference};
 use alignlab::backend::BackendKind;
 use alignlab::data::{self, Demonstration, Preference, PromptOnly, Record, Unpaired};
@@ -337,30 +337,6 @@ fn resumed_step(a: &TrainArgs) -> Result<usize> {
         .and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .and_then(|v| v["step"].as_f64())
         .map_or(0, |s| s as usize))
-}
-
-/// Micro-batches over `n` examples, reshuffled every epoch with `seed`.
-struct Batches {
-    order: Vec<usize>,
-    pos: usize,
-    size: usize,
-    rng: rand::rngs::StdRng,
-}
-
-impl Batches {
-    fn new(n: usize, size: usize, seed: u64) -> Self {
-        // pos = n: the first call shuffles.
-        Self { order: (0..n).collect(), pos: n, size: size.min(n).max(1), rng: rand::rngs::StdRng::seed_from_u64(seed) }
-    }
-    fn next(&mut self) -> Vec<usize> {
-        if self.pos + self.size > self.order.len() {
-            self.order.shuffle(&mut self.rng);
-            self.pos = 0;
-        }
-        let out = self.order[self.pos..self.pos + self.size].to_vec();
-        self.pos += self.size;
-        out
-    }
 }
 
 struct Log {

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::generate::{SamplingConfig, generate_with};
+use crate::generate::{SamplingConfig, generate_async};
 use crate::io::Tokenizer;
 use crate::model::Llama;
 use crate::Result;
@@ -26,15 +26,15 @@ pub struct Ranked {
     pub score: f64,
 }
 
-pub fn best_of_n(
+pub async fn best_of_n_async(
     model: &Llama,
     tokenizer: &Tokenizer,
     prompt: &str,
     prompt_ids: &[u32],
     sampling: &SamplingConfig,
-    reward: &mut RewardFn,
+    reward: &mut RewardFn<'_>,
 ) -> Result<Vec<Ranked>> {
-    let samples = generate_with(model, tokenizer, prompt_ids, sampling, &mut |_| true)?;
+    let samples = generate_async(model, tokenizer, prompt_ids, sampling, &mut |_| true).await?;
     let cands: Vec<Candidate> = samples
         .iter()
         .map(|s| Candidate { prompt, prompt_ids, completion: &s.text, completion_ids: &s.tokens })
@@ -47,4 +47,17 @@ pub fn best_of_n(
         .collect();
     ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
     Ok(ranked)
+}
+
+/// Samples N completions and ranks them by `reward`, best first.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn best_of_n(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompt: &str,
+    prompt_ids: &[u32],
+    sampling: &SamplingConfig,
+    reward: &mut RewardFn,
+) -> Result<Vec<Ranked>> {
+    crate::backend::block_on(best_of_n_async(model, tokenizer, prompt, prompt_ids, sampling, reward))
 }

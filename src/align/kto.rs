@@ -44,10 +44,18 @@ pub fn encode_examples(lm: &LoadedModel, enc: &Encoding, data: &[Unpaired]) -> R
 /// Per-example KTO losses from log-ratios `log π(y) - log ref(y)` (`[batch]`), labels (1 = desirable)
 /// and the reference point `kl` (a scalar). Written once, used by training and tests.
 pub fn kto_losses(cfg: &KtoConfig, logratios: Tensor<1>, desirable: Tensor<1>, kl: f64) -> Tensor<1> {
+    let kl = Tensor::<1>::from_floats([kl as f32], &logratios.device());
+    kto_losses_kl(cfg, logratios, desirable, kl)
+}
+
+/// [`kto_losses`] with the reference point as a `[1]` tensor, so training never waits on a read.
+fn kto_losses_kl(cfg: &KtoConfig, logratios: Tensor<1>, desirable: Tensor<1>, kl: Tensor<1>) -> Tensor<1> {
+    let n = logratios.dims()[0];
+    let kl = kl.expand([n]);
     let undesirable = desirable.clone().neg() + 1.0;
-    let chosen = (sigmoid((logratios.clone() - kl) * cfg.beta).neg() + 1.0) * desirable * cfg.desirable_weight;
-    let rejected = (sigmoid((logratios.neg() + kl) * cfg.beta).neg() + 1.0) * undesirable * cfg.undesirable_weight;
-    chosen + rejected
+    let chosen = (sigmoid((logratios.clone() - kl.clone()) * cfg.beta).neg() + 1.0) * desirable * cfg.desirable_weight;
+    let rejected = sigmoid((logratios.neg() + kl) * cfg.beta).neg() + 1.0;
+    chosen + rejected * undesirable * cfg.undesirable_weight
 }
 
 pub fn kto_step(cfg: &KtoConfig, policy: &Llama, reference: &Llama, batch: &[EncodedExample], pad_id: u32) -> Result<LossOutput> {
@@ -66,13 +74,13 @@ pub fn kto_step(cfg: &KtoConfig, policy: &Llama, reference: &Llama, batch: &[Enc
     let logps = sequence_logps(policy, &sb);
     let ref_logps = sequence_logps(reference, &sb).detach();
     let kl_t = (sequence_logps(policy, &kl_sb) - sequence_logps(reference, &kl_sb)).detach().mean();
-    let kl = (crate::backend::read_f32(kl_t)?[0] as f64).max(0.0);
+    let kl = kl_t.clamp_min(0.0).reshape([1]);
 
     let labels: Vec<f32> = batch.iter().map(|e| if e.label { 1.0 } else { 0.0 }).collect();
     let n_des = labels.iter().sum::<f32>();
     let desirable = Tensor::<1>::from_data(TensorData::new(labels, [n]), &device);
     let logratios = logps.clone() - ref_logps;
-    let losses = kto_losses(cfg, logratios.clone(), desirable.clone(), kl);
+    let losses = kto_losses_kl(cfg, logratios.clone(), desirable.clone(), kl.clone());
     let rewards = logratios.detach() * cfg.beta;
     // Means over the examples of each kind (0 when a batch has none of that kind).
     let mean_where = |x: Tensor<1>, w: Tensor<1>, count: f32| (x * w).sum() / (count.max(1.0) as f64);
@@ -86,7 +94,7 @@ pub fn kto_step(cfg: &KtoConfig, policy: &Llama, reference: &Llama, batch: &[Enc
             ("rewards/chosen", rc.clone()),
             ("rewards/rejected", rr.clone()),
             ("rewards/margins", rc - rr),
-            ("kl", Tensor::from_floats([kl as f32], &device)),
+            ("kl", kl),
             ("logps/chosen", mean_where(logps.clone().detach(), desirable, n_des)),
             ("logps/rejected", mean_where(logps.detach(), undesirable, n_und)),
         ],

@@ -9,11 +9,13 @@
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::best_of_n::{Candidate, RewardFn};
+use super::best_of_n::Candidate;
+#[cfg(not(target_arch = "wasm32"))]
+use super::best_of_n::RewardFn;
 use super::train::{LossOutput, Metrics, Trainer};
 use super::Reference;
-use crate::backend::read_f32;
-use crate::generate::{FinishReason, SamplingConfig, generate_with};
+use crate::backend::read_f32_async;
+use crate::generate::{FinishReason, SamplingConfig, generate_async};
 use crate::io::Tokenizer;
 use crate::score::{ScoringBatch, token_logps, token_logps_and_entropy};
 use crate::{Error, Result};
@@ -110,6 +112,7 @@ pub fn kl_estimate(kind: KlEstimator, logp: Tensor<2>, ref_logp: Tensor<2>) -> T
 
 /// One round: sample, score, and `num_iterations` optimizer steps on the samples.
 /// `prompts` are (text, ids). Returns the metrics of the last inner step plus the sampling ones.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn rl_round(
     cfg: &RlConfig,
     trainer: &mut Trainer,
@@ -118,13 +121,41 @@ pub fn rl_round(
     prompts: &[(String, Vec<u32>)],
     reward: &mut RewardFn,
 ) -> Result<Metrics> {
+    crate::backend::block_on(async {
+        let samples = rl_sample(cfg, trainer, tokenizer, prompts).await?;
+        let raw = reward(&samples.candidates(prompts))?;
+        rl_update(cfg, trainer, reference, tokenizer, &samples, raw).await
+    })
+}
+
+/// The completions of one round: K per prompt, in prompt order.
+pub struct RlSamples {
+    /// (prompt ids, completion ids + end-of-turn when the policy chose to stop).
+    pub pairs: Vec<(Vec<u32>, Vec<u32>)>,
+    pub texts: Vec<String>,
+    k: usize,
+}
+
+impl RlSamples {
+    /// What a reward function scores (the browser scores them between sampling and updating).
+    pub fn candidates<'a>(&'a self, prompts: &'a [(String, Vec<u32>)]) -> Vec<Candidate<'a>> {
+        self.pairs
+            .iter()
+            .zip(&self.texts)
+            .enumerate()
+            .map(|(i, ((p, c), t))| Candidate { prompt: &prompts[i / self.k].0, prompt_ids: p, completion: t, completion_ids: c })
+            .collect()
+    }
+}
+
+/// Step 1 of a round: sample K completions per prompt from the current policy.
+pub async fn rl_sample(cfg: &RlConfig, trainer: &Trainer, tokenizer: &Tokenizer, prompts: &[(String, Vec<u32>)]) -> Result<RlSamples> {
     if cfg.num_generations < 2 {
         return Err(Error::Invalid("RL needs at least 2 generations per prompt to compare them".into()));
     }
     let k = cfg.num_generations;
     let pad = tokenizer.eos_id.unwrap_or(0);
     let round = trainer.step as u64;
-    // 1. Sample K completions per prompt from the current policy.
     let mut pairs: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
     for (pi, (_, ids)) in prompts.iter().enumerate() {
@@ -137,7 +168,7 @@ pub fn rl_round(
             seed: cfg.seed.wrapping_add(round * 7919 + pi as u64),
             num_samples: k,
         };
-        for s in generate_with(&trainer.model, tokenizer, ids, &sampling, &mut |_| true)? {
+        for s in generate_async(&trainer.model, tokenizer, ids, &sampling, &mut |_| true).await? {
             let mut c = s.tokens.clone();
             // The end-of-turn token is part of what the policy chose: reinforce it too.
             if s.finish_reason == FinishReason::Stop || c.is_empty() {
@@ -147,14 +178,22 @@ pub fn rl_round(
             texts.push(s.text);
         }
     }
-    // 2. Rewards.
-    let cands: Vec<Candidate> = pairs
-        .iter()
-        .zip(&texts)
-        .enumerate()
-        .map(|(i, ((p, c), t))| Candidate { prompt: &prompts[i / k].0, prompt_ids: p, completion: t, completion_ids: c })
-        .collect();
-    let raw = reward(&cands)?;
+    Ok(RlSamples { pairs, texts, k })
+}
+
+/// Step 2 of a round, given one reward per sample: advantages, then the clipped updates.
+pub async fn rl_update(
+    cfg: &RlConfig,
+    trainer: &mut Trainer,
+    reference: &Reference,
+    tokenizer: &Tokenizer,
+    samples: &RlSamples,
+    raw: Vec<f64>,
+) -> Result<Metrics> {
+    let (k, pad, pairs) = (samples.k, tokenizer.eos_id.unwrap_or(0), &samples.pairs);
+    if raw.len() != pairs.len() {
+        return Err(Error::Invalid(format!("{} rewards for {} samples", raw.len(), pairs.len())));
+    }
     let n = raw.len();
     let mean_reward = raw.iter().sum::<f64>() / n as f64;
     let reward_std = (raw.iter().map(|r| (r - mean_reward).powi(2)).sum::<f64>() / n as f64).sqrt();
@@ -162,13 +201,13 @@ pub fn rl_round(
 
     // 3. Old-policy and reference log-probs, without gradients.
     let device = trainer.model.embed_tokens.weight.device();
-    let sb = ScoringBatch::new(&pairs, pad, &device)?;
+    let sb = ScoringBatch::new(pairs, pad, &device)?;
     let old = token_logps(&trainer.model, &sb).detach();
     let ref_model = reference.model(&trainer.model);
     let ref_lp = token_logps(&ref_model, &sb).detach();
     let mut rewards = raw.clone();
     if cfg.kl_in == KlPlacement::Reward && cfg.beta > 0.0 {
-        let seq_kl = read_f32((old.clone() - ref_lp.clone()).sum_dim(1).reshape([n]))?;
+        let seq_kl = read_f32_async((old.clone() - ref_lp.clone()).sum_dim(1).reshape([n])).await?;
         for (r, kl) in rewards.iter_mut().zip(seq_kl) {
             *r -= cfg.beta * kl as f64;
         }
@@ -177,12 +216,12 @@ pub fn rl_round(
     let adv_t = Tensor::<2>::from_data(TensorData::new(adv.iter().map(|&a| a as f32).collect::<Vec<_>>(), [n, 1]), &device);
     let mask = sb.completion_mask.clone();
     let lens = mask.clone().sum_dim(1).clamp_min(1.0); // [n, 1]
-    let n_tokens = read_f32(mask.clone().sum())?[0].max(1.0) as f64;
+    let n_tokens = read_f32_async(mask.clone().sum()).await?[0].max(1.0) as f64;
 
     // 4. Clipped surrogate for a few inner epochs.
     let mut metrics = Metrics::new();
     for _ in 0..cfg.num_iterations.max(1) {
-        metrics = trainer.step(&mut |model, _| {
+        metrics = trainer.step_async(&mut |model, _| {
             let (logp, entropy) = token_logps_and_entropy(model, &sb);
             let ratio = (logp.clone() - old.clone()).exp();
             let unclipped = ratio.clone() * adv_t.clone();
@@ -204,7 +243,7 @@ pub fn rl_round(
                     ("clip_ratio", is_clipped.sum() / n_tokens),
                 ],
             })
-        })?;
+        }).await?;
     }
     metrics.insert("reward".into(), mean_reward);
     metrics.insert("reward_std".into(), reward_std);

@@ -12,7 +12,7 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOpti
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::read_f32;
+use crate::backend::read_f32_async;
 use crate::model::Llama;
 use crate::{Error, Result};
 
@@ -139,7 +139,13 @@ impl<M: Module> Trainer<M> {
     /// One optimizer update over `gradient_accumulation_steps` micro-batches; `micro(model, i)`
     /// computes the loss of micro-batch `i`. On a non-finite loss or gradient nothing is updated,
     /// the weights go back to the last ones that gave a finite loss, and the error says so.
+    #[cfg(not(target_arch = "wasm32"))]
     pub fn step(&mut self, micro: &mut dyn FnMut(&M, usize) -> Result<LossOutput>) -> Result<Metrics> {
+        crate::backend::block_on(self.step_async(micro))
+    }
+
+    /// [`Trainer::step`], awaiting its two reads (loss+metrics, gradient norm): the browser's path.
+    pub async fn step_async(&mut self, micro: &mut dyn FnMut(&M, usize) -> Result<LossOutput>) -> Result<Metrics> {
         let accum = self.cfg.gradient_accumulation_steps;
         let mut acc = GradientsAccumulator::<M>::new();
         let mut sums: Vec<(String, f64)> = Vec::new();
@@ -148,7 +154,7 @@ impl<M: Module> Trainer<M> {
             // Loss and metrics come back in one read: [loss, m1, m2, ...].
             let mut parts = vec![out.loss.clone().detach()];
             parts.extend(out.metrics.iter().map(|(_, t)| t.clone().detach()));
-            let values = read_f32(Tensor::cat(parts, 0))?;
+            let values = read_f32_async(Tensor::cat(parts, 0)).await?;
             if !values[0].is_finite() {
                 self.model = self.last_good.clone();
                 return Err(Error::Invalid(format!(
@@ -169,7 +175,7 @@ impl<M: Module> Trainer<M> {
             acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
         }
         let mut grads = acc.grads();
-        let norm = global_norm(&self.model, &mut grads)?;
+        let norm = global_norm(&self.model, &mut grads).await?;
         if !norm.is_finite() {
             self.model = self.last_good.clone();
             return Err(Error::Invalid(format!(
@@ -194,8 +200,35 @@ impl<M: Module> Trainer<M> {
     }
 }
 
+/// Hands out micro-batches of example indices: shuffled each epoch (seeded), fixed size.
+pub struct Batches {
+    order: Vec<usize>,
+    pos: usize,
+    size: usize,
+    rng: rand::rngs::StdRng,
+}
+
+impl Batches {
+    pub fn new(n: usize, size: usize, seed: u64) -> Self {
+        use rand::SeedableRng;
+        // pos = n: the first call shuffles.
+        Self { order: (0..n).collect(), pos: n, size: size.min(n).max(1), rng: rand::rngs::StdRng::seed_from_u64(seed) }
+    }
+
+    pub fn next(&mut self) -> Vec<usize> {
+        use rand::seq::SliceRandom;
+        if self.pos + self.size > self.order.len() {
+            self.order.shuffle(&mut self.rng);
+            self.pos = 0;
+        }
+        let out = self.order[self.pos..self.pos + self.size].to_vec();
+        self.pos += self.size;
+        out
+    }
+}
+
 /// Global L2 norm of all gradients, read back once.
-fn global_norm<M: Module>(model: &M, grads: &mut GradientsParams) -> Result<f64> {
+async fn global_norm<M: Module>(model: &M, grads: &mut GradientsParams) -> Result<f64> {
     struct SumSq<'a> {
         grads: &'a GradientsParams,
         acc: Option<Tensor<1>>,
@@ -214,7 +247,7 @@ fn global_norm<M: Module>(model: &M, grads: &mut GradientsParams) -> Result<f64>
     let mut v = SumSq { grads, acc: None };
     model.visit(&mut v);
     match v.acc {
-        Some(t) => Ok((read_f32(t)?[0] as f64).sqrt()),
+        Some(t) => Ok((read_f32_async(t).await?[0] as f64).sqrt()),
         None => Err(Error::Invalid("no parameter received a gradient: is anything trainable?".into())),
     }
 }

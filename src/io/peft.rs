@@ -6,7 +6,7 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::read_f32;
+use crate::backend::read_f32_async;
 use crate::model::{Llama, LoraConfig};
 use crate::{Error, Result};
 
@@ -116,13 +116,29 @@ pub struct AdapterFiles {
 }
 
 /// Serialises the model's adapters (`cfg` as they were created) in PEFT's layout.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save_adapter(model: &Llama, cfg: &LoraConfig, base_model: &str) -> Result<AdapterFiles> {
-    save_adapter_with(model, cfg, base_model, "CAUSAL_LM", Vec::new())
+    crate::backend::block_on(save_adapter_async(model, cfg, base_model))
+}
+
+pub async fn save_adapter_async(model: &Llama, cfg: &LoraConfig, base_model: &str) -> Result<AdapterFiles> {
+    save_adapter_with_async(model, cfg, base_model, "CAUSAL_LM", Vec::new()).await
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save_adapter_with(
+    model: &Llama,
+    cfg: &LoraConfig,
+    base_model: &str,
+    task_type: &str,
+    extra: Vec<(String, String, burn::tensor::Tensor<2>)>,
+) -> Result<AdapterFiles> {
+    crate::backend::block_on(save_adapter_with_async(model, cfg, base_model, task_type, extra))
 }
 
 /// [`save_adapter`] with a task type and extra fully-trained tensors (PEFT's `modules_to_save`,
 /// e.g. a reward model's `score` head), given as `(module name, PEFT key, tensor)`.
-pub fn save_adapter_with(
+pub async fn save_adapter_with_async(
     model: &Llama,
     cfg: &LoraConfig,
     base_model: &str,
@@ -141,7 +157,7 @@ pub fn save_adapter_with(
     let all = model.lora_tensors().into_iter().chain(extra.into_iter().map(|(_, k, t)| (k, t)));
     for (name, t) in all {
         let shape = t.dims().to_vec();
-        let data = read_f32(t)?;
+        let data = read_f32_async(t).await?;
         tensors.push((name, shape, data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()));
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
@@ -202,6 +218,7 @@ pub fn load_adapter_with(
     Ok(cfg)
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 pub fn save_adapter_dir(model: &Llama, cfg: &LoraConfig, base_model: &str, dir: &Path) -> Result<()> {
     let files = save_adapter(model, cfg, base_model)?;
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;

@@ -71,6 +71,7 @@ impl JudgeSpec {
 }
 
 /// The word lists the judges need, loaded once.
+#[derive(Default)]
 pub struct JudgeData {
     pub vader: Option<Vader>,
     pub profanity: HashSet<String>,
