@@ -7,8 +7,12 @@
 //! - [`io`]: checkpoint loaders (GGUF, HF safetensors, llama2.c) and tokenizers, chat templates.
 //! - [`generate`]: greedy and sampled decoding with streaming.
 //! - [`score`]: per-token log-probabilities of completions, the primitive alignment builds on.
+//! - [`align`]: DPO, KTO, reward models, SFT, RL on one trainer; [`judges`]; [`data`] (TRL JSONL).
+//! - [`worker`]: the browser app's worker protocol and runtime; `app` is the Leptos page.
 
 pub mod align;
+#[cfg(all(target_arch = "wasm32", feature = "web"))]
+pub mod app;
 pub mod backend;
 pub mod data;
 pub mod error;
@@ -17,6 +21,7 @@ pub mod io;
 pub mod judges;
 pub mod model;
 pub mod score;
+pub mod worker;
 
 pub use error::{Error, Result};
 pub use io::{LoadedModel, load_model};

@@ -1,0 +1,146 @@
+//! The page's end of the worker: spawns it, queues requests until the worker says Hello, and
+//! routes events to whoever sent the request (by job id) or to the app's global handler.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
+use web_sys::{ErrorEvent, MessageEvent, Worker};
+
+use crate::worker::protocol::{Event, JobId, Request};
+
+type Handler = Box<dyn FnMut(Event)>;
+
+#[derive(Default)]
+struct Client {
+    worker: Option<Worker>,
+    ready: bool,
+    queue: Vec<JsValue>,
+    jobs: HashMap<JobId, Handler>,
+    global: Option<Box<dyn Fn(Event)>>,
+    next_job: JobId,
+    /// Closures the worker calls; kept alive as long as it is.
+    _closures: Vec<Closure<dyn FnMut(JsValue)>>,
+}
+
+thread_local!(static CLIENT: RefCell<Client> = RefCell::new(Client::default()));
+
+/// Starts (or restarts) the worker. `global` sees every event no job handler took.
+pub fn spawn(global: impl Fn(Event) + 'static) {
+    let old = CLIENT.with(|c| c.borrow_mut().worker.take());
+    if let Some(w) = old {
+        w.terminate();
+    }
+    // `?v=` keeps a stale worker script out of the HTTP cache after a rebuild.
+    let worker = Worker::new(&format!("./worker_loader.js?v={}", env!("CARGO_PKG_VERSION"))).expect("cannot start the worker");
+    let onmessage = Closure::<dyn FnMut(JsValue)>::new(|v: JsValue| {
+        let ev: MessageEvent = v.unchecked_into();
+        match serde_wasm_bindgen::from_value::<Event>(ev.data()) {
+            Ok(e) => dispatch(e),
+            Err(e) => web_sys::console::error_1(&format!("alignlab: unreadable event from the worker: {e}").into()),
+        }
+    });
+    // A wasm trap (out of memory, a bug) kills the worker without a message of its own.
+    let onerror = Closure::<dyn FnMut(JsValue)>::new(|v: JsValue| {
+        let msg = v.dyn_ref::<ErrorEvent>().map(|e| e.message()).unwrap_or_else(|| "unknown error".into());
+        dispatch(Event::Fatal { message: format!("the engine's worker crashed: {msg}") });
+    });
+    worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+    worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
+    CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        c.worker = Some(worker);
+        c.ready = false;
+        c.queue.clear();
+        c.jobs.clear();
+        c.global = Some(Box::new(global));
+        c._closures = vec![onmessage, onerror];
+    });
+}
+
+fn dispatch(ev: Event) {
+    if ev == Event::Hello {
+        let (worker, queue) = CLIENT.with(|c| {
+            let mut c = c.borrow_mut();
+            c.ready = true;
+            (c.worker.clone(), std::mem::take(&mut c.queue))
+        });
+        if let Some(w) = worker {
+            for m in queue {
+                let _ = w.post_message(&m);
+            }
+        }
+        return;
+    }
+    let job = match &ev {
+        Event::Token { job, .. }
+        | Event::Generated { job, .. }
+        | Event::Scored { job, .. }
+        | Event::Judged { job, .. }
+        | Event::Labelled { job, .. }
+        | Event::TrainStarted { job, .. }
+        | Event::Metrics { job, .. }
+        | Event::TrainEnded { job, .. }
+        | Event::Done { job } => Some(*job),
+        Event::Adapter { job, .. } | Event::Error { job, .. } => *job,
+        _ => None,
+    };
+    // Take the handler out while it runs: it may send requests (and so borrow the client).
+    if let Some(job) = job {
+        let h = CLIENT.with(|c| c.borrow_mut().jobs.remove(&job));
+        if let Some(mut h) = h {
+            let err = matches!(ev, Event::Error { .. });
+            h(ev.clone());
+            CLIENT.with(|c| {
+                c.borrow_mut().jobs.entry(job).or_insert(h);
+            });
+            // A job's error also reaches the global banner.
+            if !err {
+                return;
+            }
+        }
+    }
+    let g = CLIENT.with(|c| c.borrow_mut().global.take());
+    if let Some(g) = g {
+        g(ev);
+        CLIENT.with(|c| {
+            let mut c = c.borrow_mut();
+            if c.global.is_none() {
+                c.global = Some(g);
+            }
+        });
+    }
+}
+
+/// Sends a request (queued until the worker is ready).
+pub fn send(req: &Request) {
+    let ser = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    let v = match serde::Serialize::serialize(req, &ser) {
+        Ok(v) => v,
+        Err(e) => {
+            web_sys::console::error_1(&format!("alignlab: cannot send a request: {e}").into());
+            return;
+        }
+    };
+    CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        match (&c.worker, c.ready) {
+            (Some(w), true) => {
+                let _ = w.post_message(&v);
+            }
+            _ => c.queue.push(v),
+        }
+    });
+}
+
+/// A new job id whose events go to `handler`.
+pub fn job(handler: impl FnMut(Event) + 'static) -> JobId {
+    CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        c.next_job += 1;
+        let id = c.next_job;
+        c.jobs.insert(id, Box::new(handler));
+        id
+    })
+}

@@ -1,0 +1,165 @@
+//! Compare the reference (adapters off) with the policy: the same prompt and seed through both,
+//! side by side with their judge and reward-model scores; a per-token heatmap of how much more
+//! (or less) likely the policy finds each token; and best-of-N with scores.
+
+use leptos::prelude::*;
+
+use super::generate::{Card, run_generation};
+use super::{Ctx, client};
+use crate::worker::protocol::*;
+
+/// Scores `texts` with the judges (and the reward model when one was trained) into `out`.
+fn judge(ctx: Ctx, prompting: Prompting, texts: Vec<String>, out: RwSignal<Option<(Vec<f64>, Option<Vec<f64>>)>>) {
+    let judges = ctx.settings.get_untracked().judge_specs().unwrap_or_default();
+    let id = client::job(move |ev| {
+        if let Event::Judged { judges, reward_model, .. } = ev {
+            out.set(Some((judges, reward_model)));
+        }
+    });
+    client::send(&Request::Judge { job: id, prompting, completions: texts, judges });
+}
+
+/// Colour of a log-prob change: blue where the policy likes a token more, red where less.
+fn heat(delta: f32) -> String {
+    let a = (delta.abs() / 2.0).min(1.0) * 0.85;
+    if delta >= 0.0 { format!("rgba(37, 99, 235, {a:.2})") } else { format!("rgba(220, 38, 38, {a:.2})") }
+}
+
+#[component]
+pub fn ComparePanel() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let s = ctx.settings;
+    let prompt = RwSignal::new(String::new());
+    let reference = RwSignal::new(Vec::<Card>::new());
+    let policy = RwSignal::new(Vec::<Card>::new());
+    let ref_job = RwSignal::new(None::<JobId>);
+    let pol_job = RwSignal::new(None::<JobId>);
+    let stats = RwSignal::new(None::<String>);
+    let stats2 = RwSignal::new(None::<String>);
+    let scores = RwSignal::new(None::<(Vec<f64>, Option<Vec<f64>>)>);
+    let heat_text = RwSignal::new(String::new());
+    let heatmap = RwSignal::new(None::<(Vec<String>, Vec<f32>, Vec<f32>)>);
+    let best = RwSignal::new(Vec::<Card>::new());
+    let best_job = RwSignal::new(None::<JobId>);
+    let best_scores = RwSignal::new(None::<(Vec<f64>, Option<Vec<f64>>)>);
+    let best_stats = RwSignal::new(None::<String>);
+
+    let prompting = move || {
+        let st = s.get_untracked();
+        let p = prompt.get_untracked();
+        Prompting { prompt: if p.trim().is_empty() { st.prompt.clone() } else { p }, system: st.system.clone(), chat: st.chat }
+    };
+    let busy = move || ref_job.get().is_some() || pol_job.get().is_some() || best_job.get().is_some();
+    let compare = move |_| {
+        let mut sampling = s.get_untracked().sampling();
+        sampling.num_samples = 1;
+        scores.set(None);
+        heatmap.set(None);
+        run_generation(prompting(), sampling.clone(), Which::Reference, reference, ref_job, stats);
+        run_generation(prompting(), sampling, Which::Policy, policy, pol_job, stats2);
+    };
+    // Once both answers are in: score them, and offer the policy's answer for the heatmap.
+    Effect::new(move |_| {
+        let (r, p) = (reference.get(), policy.get());
+        let done = |c: &Vec<Card>| !c.is_empty() && c.iter().all(|c| c.done);
+        if done(&r) && done(&p) && scores.get_untracked().is_none() && ref_job.get().is_none() && pol_job.get().is_none() {
+            scores.set(Some((Vec::new(), None)));
+            heat_text.set(p[0].text.clone());
+            judge(ctx, prompting(), vec![r[0].text.clone(), p[0].text.clone()], scores);
+        }
+    });
+    let show_heatmap = move |_| {
+        let text = heat_text.get_untracked();
+        let id = client::job(move |ev| {
+            if let Event::Scored { pieces, policy, reference, .. } = ev {
+                heatmap.set(Some((pieces, policy, reference)));
+            }
+        });
+        client::send(&Request::Score { job: id, prompting: prompting(), completion: text });
+    };
+    let best_of_n = move |_| {
+        best_scores.set(None);
+        run_generation(prompting(), s.get_untracked().sampling(), Which::Policy, best, best_job, best_stats);
+    };
+    Effect::new(move |_| {
+        let b = best.get();
+        if !b.is_empty() && b.iter().all(|c| c.done) && best_job.get().is_none() && best_scores.get_untracked().is_none() {
+            best_scores.set(Some((Vec::new(), None)));
+            judge(ctx, prompting(), b.iter().map(|c| c.text.clone()).collect(), best_scores);
+        }
+    });
+    let score_line = move |i: usize| {
+        scores.get().and_then(|(j, rm)| {
+            let js = j.get(i).map(|v| format!("judges {v:+.3}"));
+            let rs = rm.and_then(|r| r.get(i).map(|v| format!("reward model {v:+.3}")));
+            let parts: Vec<String> = js.into_iter().chain(rs).collect();
+            (!parts.is_empty()).then(|| parts.join(" · "))
+        })
+    };
+    let side = move |title: &'static str, cards: RwSignal<Vec<Card>>, i: usize, st: RwSignal<Option<String>>| view! {
+        <article class="card" aria-label=title>
+            <header><strong>{title}</strong><span class="muted">{move || st.get()}</span></header>
+            <p class="sample-text">{move || cards.get().first().map(|c| c.text.clone()).unwrap_or_default()}</p>
+            <p class="score">{move || score_line(i)}</p>
+        </article>
+    };
+
+    view! {
+        <div class="panel compare">
+            <p class="hint">{move || format!("Reference = the base model (adapters off). Policy = {}. Same prompt, seed and sampling settings (Generate tab).", ctx.policy.get().1)}</p>
+            <label class="wide">"Prompt (empty = the Generate tab's)"
+                <textarea rows="2" prop:value=prompt on:input=move |ev| prompt.set(event_target_value(&ev))></textarea></label>
+            <div class="row">
+                <button class="primary" disabled=move || ctx.model.get().is_none() || busy() on:click=compare>"Compare"</button>
+                <button disabled=move || ctx.model.get().is_none() || busy() on:click=best_of_n>"Best of N"</button>
+            </div>
+            <div class="side-by-side">
+                {side("Reference", reference, 0, stats)}
+                {side("Policy", policy, 1, stats2)}
+            </div>
+
+            <h2>"Per-token log-prob change"</h2>
+            <label class="wide">"Text to inspect (as the answer to the prompt)"
+                <textarea rows="3" prop:value=heat_text on:input=move |ev| heat_text.set(event_target_value(&ev))></textarea></label>
+            <button disabled=move || ctx.model.get().is_none() on:click=show_heatmap>"Show log-prob change"</button>
+            {move || heatmap.get().map(|(pieces, pol, reference)| {
+                let total: f32 = pol.iter().zip(&reference).map(|(p, r)| p - r).sum();
+                view! {
+                    <p class="legend-line"><span class="swatch" style:background=heat(2.0)></span>" policy likes more "
+                        <span class="swatch" style:background=heat(-2.0)></span>" policy likes less · "
+                        {format!("sum of changes {total:+.3} nats over {} tokens", pieces.len())}</p>
+                    <p class="heatmap" role="group" aria-label="Token heatmap">
+                        {pieces.into_iter().zip(pol.into_iter().zip(reference)).map(|(piece, (p, r))| {
+                            let d = p - r;
+                            let title = format!("{piece:?}: policy {p:.3}, reference {r:.3}, change {d:+.3}");
+                            // A piece may be empty (half of a multi-byte character): keep it visible.
+                            let shown = if piece.is_empty() { "·".to_string() } else { piece };
+                            view! { <span class="tok" style:background=heat(d)
+                                title=title>{shown}</span> }
+                        }).collect_view()}
+                    </p>
+                }
+            })}
+
+            <h2>"Best of N"</h2>
+            <p class="muted">{move || best_stats.get()}</p>
+            <ol class="best">
+                {move || {
+                    let b = best.get();
+                    let sc = best_scores.get();
+                    let mut rows: Vec<(Option<f64>, Option<f64>, String)> = b.iter().enumerate().map(|(i, c)| {
+                        let j = sc.as_ref().and_then(|(j, _)| j.get(i).copied());
+                        let r = sc.as_ref().and_then(|(_, r)| r.as_ref().and_then(|r| r.get(i).copied()));
+                        (j, r, c.text.clone())
+                    }).collect();
+                    // Best first: by the reward model when there is one, else by the judges.
+                    rows.sort_by(|a, b| b.1.or(b.0).unwrap_or(0.0).total_cmp(&a.1.or(a.0).unwrap_or(0.0)));
+                    rows.into_iter().map(|(j, r, t)| view! {
+                        <li><span class="score">{format!("{}{}", j.map(|v| format!("judges {v:+.3}")).unwrap_or_default(),
+                            r.map(|v| format!(" · reward model {v:+.3}")).unwrap_or_default())}</span>" "{t}</li>
+                    }).collect_view()
+                }}
+            </ol>
+        </div>
+    }
+}

@@ -1,0 +1,53 @@
+//! Files in and out of the page: downloads built from memory, and files the user picks.
+
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::JsFuture;
+use web_sys::{Blob, BlobPropertyBag, File, HtmlAnchorElement, HtmlInputElement, Url};
+
+/// Offers `bytes` as a download named `name`.
+pub fn download(name: &str, mime: &str, bytes: &[u8]) -> Result<(), String> {
+    let arr = js_sys::Array::new();
+    arr.push(&js_sys::Uint8Array::from(bytes));
+    let opts = BlobPropertyBag::new();
+    opts.set_type(mime);
+    let blob = Blob::new_with_u8_array_sequence_and_options(&arr, &opts).map_err(|e| format!("{e:?}"))?;
+    let url = Url::create_object_url_with_blob(&blob).map_err(|e| format!("{e:?}"))?;
+    let doc = web_sys::window().and_then(|w| w.document()).ok_or("no document")?;
+    let a: HtmlAnchorElement = doc.create_element("a").map_err(|e| format!("{e:?}"))?.unchecked_into();
+    a.set_href(&url);
+    a.set_download(name);
+    a.click();
+    // Revoke later: the download has to start first.
+    let url2 = url.clone();
+    wasm_bindgen_futures::spawn_local(async move {
+        gloo_timers::future::TimeoutFuture::new(10_000).await;
+        let _ = Url::revoke_object_url(&url2);
+    });
+    Ok(())
+}
+
+/// The files chosen in an `<input type=file>` (from its change event).
+pub fn picked(ev: &web_sys::Event) -> Vec<File> {
+    let Some(input) = ev.target().and_then(|t| t.dyn_into::<HtmlInputElement>().ok()) else { return Vec::new() };
+    let mut out = Vec::new();
+    if let Some(list) = input.files() {
+        for i in 0..list.length() {
+            if let Some(f) = list.get(i) {
+                out.push(f);
+            }
+        }
+    }
+    // Choosing the same file again should fire `change` again.
+    input.set_value("");
+    out
+}
+
+pub async fn read_bytes(file: &File) -> Result<Vec<u8>, String> {
+    let buf = JsFuture::from(file.array_buffer()).await.map_err(|e| format!("could not read {}: {e:?}", file.name()))?;
+    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+}
+
+pub async fn read_text(file: &File) -> Result<String, String> {
+    let t = JsFuture::from(file.text()).await.map_err(|e| format!("could not read {}: {e:?}", file.name()))?;
+    t.as_string().ok_or_else(|| format!("{} is not text", file.name()))
+}

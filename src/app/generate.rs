@@ -1,0 +1,306 @@
+//! Generate N samples (streamed into cards), then judge them as a person: order them (drag, arrow
+//! keys, number keys), pick A or B, or give thumbs up/down; or write the ideal answer. Rankings
+//! become preference pairs, thumbs become KTO's unpaired examples, ideal answers SFT's data.
+
+use leptos::prelude::*;
+use wasm_bindgen::JsCast;
+
+use super::{Ctx, client};
+use crate::data::{Demonstration, Preference, Unpaired};
+use crate::worker::protocol::*;
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Card {
+    pub text: String,
+    pub done: bool,
+    pub finish: String,
+    pub rating: Option<bool>,
+}
+
+/// Streams a generation into `cards`; `on_done` sees the timing line.
+pub fn run_generation(
+    prompting: Prompting,
+    sampling: crate::generate::SamplingConfig,
+    which: Which,
+    cards: RwSignal<Vec<Card>>,
+    job: RwSignal<Option<JobId>>,
+    stats: RwSignal<Option<String>>,
+) {
+    cards.set(vec![Card::default(); sampling.num_samples]);
+    stats.set(None);
+    let id = client::job(move |ev| match ev {
+        Event::Token { sample, delta, .. } => cards.update(|c| {
+            if let Some(c) = c.get_mut(sample) {
+                c.text.push_str(&delta);
+            }
+        }),
+        Event::Generated { samples, millis, first_token_ms, tokens_per_s, .. } => {
+            cards.update(|c| {
+                for (card, s) in c.iter_mut().zip(samples) {
+                    card.text = s.text;
+                    card.finish = s.finish;
+                    card.done = true;
+                }
+            });
+            stats.set(Some(format!(
+                "first token after {:.2} s, {:.1} tokens/s, {:.1} s in all",
+                first_token_ms / 1000.0,
+                tokens_per_s,
+                millis / 1000.0
+            )));
+            job.set(None);
+        }
+        Event::Error { .. } => job.set(None),
+        _ => {}
+    });
+    job.set(Some(id));
+    client::send(&Request::Generate { job: id, prompting, sampling, which });
+}
+
+fn focus_card(c: usize) {
+    leptos::task::spawn_local(async move {
+        gloo_timers::future::TimeoutFuture::new(0).await;
+        if let Some(el) = web_sys::window().and_then(|w| w.document()).and_then(|d| d.get_element_by_id(&format!("card-{c}"))) {
+            if let Ok(el) = el.dyn_into::<web_sys::HtmlElement>() {
+                let _ = el.focus();
+            }
+        }
+    });
+}
+
+/// Moves the card at rank position `from` to position `to`.
+fn move_card(order: RwSignal<Vec<usize>>, from: usize, to: usize) {
+    order.update(|o| {
+        if from < o.len() && to < o.len() && from != to {
+            let c = o.remove(from);
+            o.insert(to, c);
+        }
+    });
+}
+
+/// All pairs a ranking implies (best over each worse one), skipping equal texts.
+pub fn ranking_pairs(prompt: &str, ranked: &[String]) -> Vec<Preference> {
+    let mut out = Vec::new();
+    for i in 0..ranked.len() {
+        for j in i + 1..ranked.len() {
+            if ranked[i].trim() != ranked[j].trim() && !ranked[i].trim().is_empty() && !ranked[j].trim().is_empty() {
+                out.push(Preference { prompt: prompt.to_string(), chosen: ranked[i].clone(), rejected: ranked[j].clone() });
+            }
+        }
+    }
+    out
+}
+
+#[component]
+pub fn GeneratePanel() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let s = ctx.settings;
+    let cards = RwSignal::new(Vec::<Card>::new());
+    let order = RwSignal::new(Vec::<usize>::new());
+    let job = RwSignal::new(None::<JobId>);
+    let stats = RwSignal::new(None::<String>);
+    let mode = RwSignal::new("rank");
+    let ab = RwSignal::new(0usize);
+    let ideal = RwSignal::new(String::new());
+    let asked = RwSignal::new(String::new());
+    let drag_from = RwSignal::new(None::<usize>);
+    let message = RwSignal::new(None::<String>);
+
+    let generate = move || {
+        let st = s.get_untracked();
+        let prompting = Prompting { prompt: st.prompt.clone(), system: st.system.clone(), chat: st.chat };
+        asked.set(st.prompt.clone());
+        order.set((0..st.num_samples).collect());
+        ab.set(0);
+        message.set(None);
+        run_generation(prompting, st.sampling(), Which::Policy, cards, job, stats);
+    };
+    let stop = move || {
+        if let Some(j) = job.get_untracked() {
+            client::send(&Request::Cancel { job: j });
+        }
+    };
+    let ready = move || ctx.model.get().is_some();
+    let done = move || !cards.get().is_empty() && cards.get().iter().all(|c| c.done);
+
+    let save_ranking = move |_| {
+        let c = cards.get_untracked();
+        let ranked: Vec<String> = order.get_untracked().iter().map(|&i| c[i].text.clone()).collect();
+        let pairs = ranking_pairs(&asked.get_untracked(), &ranked);
+        let n = pairs.len();
+        ctx.pairs.update(|p| p.extend(pairs));
+        message.set(Some(if n == 0 {
+            "No pairs: the samples are identical. Raise the temperature and generate again.".into()
+        } else {
+            format!("Added {n} preference pairs from your ranking (best over each worse one).")
+        }));
+    };
+    let pick_ab = move |winner: Option<usize>| {
+        let c = cards.get_untracked();
+        let i = ab.get_untracked() * 2;
+        if let (Some(w), Some(a), Some(b)) = (winner, c.get(i), c.get(i + 1)) {
+            let (chosen, rejected) = if w == 0 { (a, b) } else { (b, a) };
+            ctx.pairs.update(|p| p.push(Preference { prompt: asked.get_untracked(), chosen: chosen.text.clone(), rejected: rejected.text.clone() }));
+            message.set(Some(format!("Saved: {} is better.", if w == 0 { "A" } else { "B" })));
+        }
+        ab.update(|x| *x += 1);
+    };
+    let rate = move |i: usize, good: bool| {
+        let c = cards.get_untracked();
+        if c.get(i).is_some_and(|c| c.rating == Some(good)) {
+            return;
+        }
+        cards.update(|c| c[i].rating = Some(good));
+        ctx.unpaired.update(|u| {
+            // A changed mind replaces the earlier rating of the same text.
+            u.retain(|x| !(x.prompt == asked.get_untracked() && x.completion == c[i].text));
+            u.push(Unpaired { prompt: asked.get_untracked(), completion: c[i].text.clone(), label: good });
+        });
+    };
+
+    let card_view = move |pos: usize, ci: usize, card: Card| {
+        let n = order.get_untracked().len();
+        let text = if card.text.is_empty() && !card.done { "…".to_string() } else { card.text.clone() };
+        let keydown = move |ev: leptos::ev::KeyboardEvent| {
+            let key = ev.key();
+            let to = match key.as_str() {
+                "ArrowUp" if pos > 0 => Some(pos - 1),
+                "ArrowDown" if pos + 1 < n => Some(pos + 1),
+                k if k.len() == 1 && k.chars().all(|c| c.is_ascii_digit()) => {
+                    k.parse::<usize>().ok().filter(|&d| d >= 1 && d <= n).map(|d| d - 1)
+                }
+                _ => None,
+            };
+            if let Some(to) = to {
+                ev.prevent_default();
+                move_card(order, pos, to);
+                focus_card(ci);
+            }
+        };
+        view! {
+            <article id=format!("card-{ci}") class="card" tabindex="0" draggable="true"
+                aria-label=format!("Sample {}, ranked {} of {n}", ci + 1, pos + 1)
+                class:dragging=move || drag_from.get() == Some(pos)
+                on:keydown=keydown
+                on:dragstart=move |_| drag_from.set(Some(pos))
+                on:dragover=move |ev: leptos::ev::DragEvent| ev.prevent_default()
+                on:drop=move |ev: leptos::ev::DragEvent| {
+                    ev.prevent_default();
+                    if let Some(from) = drag_from.get_untracked() { move_card(order, from, pos); }
+                    drag_from.set(None);
+                }>
+                <header>
+                    <span class="rank">{format!("#{}", pos + 1)}</span>
+                    <span class="muted">{format!("sample {}", ci + 1)}{if card.done { format!(" · {}", card.finish) } else { " · writing…".into() }}</span>
+                    <Show when=move || mode.get() == "rank">
+                        <button class="small" aria-label=format!("Move sample {} up", ci + 1) disabled=pos == 0
+                            on:click=move |_| { move_card(order, pos, pos.saturating_sub(1)); }>"↑"</button>
+                        <button class="small" aria-label=format!("Move sample {} down", ci + 1) disabled=pos + 1 == n
+                            on:click=move |_| { move_card(order, pos, pos + 1); }>"↓"</button>
+                    </Show>
+                    <Show when=move || mode.get() == "thumbs">
+                        <button class="small" aria-label=format!("Thumbs up for sample {}", ci + 1) aria-pressed=(card.rating == Some(true)).to_string()
+                            on:click=move |_| rate(ci, true)>"👍"</button>
+                        <button class="small" aria-label=format!("Thumbs down for sample {}", ci + 1) aria-pressed=(card.rating == Some(false)).to_string()
+                            on:click=move |_| rate(ci, false)>"👎"</button>
+                    </Show>
+                </header>
+                <p class="sample-text">{text}</p>
+            </article>
+        }
+    };
+
+    view! {
+        <div class="panel generate">
+            <div class="form">
+                <label class="wide" title="Sets the assistant's behaviour (chat models only). Empty = the model's default.">"System prompt"
+                    <textarea rows="2" prop:value=move || s.get().system on:input=move |ev| s.update(|x| x.system = event_target_value(&ev))></textarea>
+                </label>
+                <label class="wide">"Prompt"
+                    <textarea rows="3" prop:value=move || s.get().prompt on:input=move |ev| s.update(|x| x.prompt = event_target_value(&ev))
+                        on:keydown=move |ev: leptos::ev::KeyboardEvent| if ev.key() == "Enter" && ev.ctrl_key() && ready() { generate() }></textarea>
+                </label>
+                <div class="row">
+                    <label title="How many answers to sample for the same prompt (to compare and rank).">"Samples"
+                        <input type="number" min="1" max="16" prop:value=move || s.get().num_samples
+                            on:change=move |ev| s.update(|x| x.num_samples = event_target_value(&ev).parse().unwrap_or(4).clamp(1, 16))/></label>
+                    <label title="Randomness: 0 always picks the likeliest token; around 1 samples freely.">"Temperature"
+                        <input type="number" min="0" max="2" step="0.1" prop:value=move || format!("{:.2}", s.get().temperature)
+                            on:change=move |ev| s.update(|x| x.temperature = event_target_value(&ev).parse().unwrap_or(0.8))/></label>
+                    <label title="Sample only from the smallest set of tokens whose probabilities add up to this.">"Top-p"
+                        <input type="number" min="0.05" max="1" step="0.05" prop:value=move || format!("{:.2}", s.get().top_p)
+                            on:change=move |ev| s.update(|x| x.top_p = event_target_value(&ev).parse().unwrap_or(0.95))/></label>
+                    <label title="Longest answer, in tokens.">"Max tokens"
+                        <input type="number" min="1" max="512" prop:value=move || s.get().max_new_tokens
+                            on:change=move |ev| s.update(|x| x.max_new_tokens = event_target_value(&ev).parse().unwrap_or(48).clamp(1, 2048))/></label>
+                    <label title="Same seed + same settings = same samples.">"Seed"
+                        <input type="number" min="0" prop:value=move || s.get().seed
+                            on:change=move |ev| s.update(|x| x.seed = event_target_value(&ev).parse().unwrap_or(1))/></label>
+                    <label title="Wrap the prompt in the model's chat template (models that have one).">
+                        <input type="checkbox" prop:checked=move || s.get().chat disabled=move || ctx.model.get().is_some_and(|m| !m.chat_template)
+                            on:change=move |ev| s.update(|x| x.chat = event_target_checked(&ev))/>
+                        {move || if ctx.model.get().is_some_and(|m| !m.chat_template) { "Chat format (this model has no chat template)" } else { "Chat format" }}</label>
+                </div>
+                <div class="row">
+                    <button class="primary" disabled=move || !ready() || job.get().is_some() on:click=move |_| generate()>"Generate"</button>
+                    <button disabled=move || job.get().is_none() on:click=move |_| stop()>"Stop"</button>
+                    <span class="muted" aria-live="polite">{move || stats.get()}</span>
+                    <span class="muted">{move || format!("Policy: {}", ctx.policy.get().1)}</span>
+                </div>
+            </div>
+
+            <Show when=move || !cards.get().is_empty()>
+                <div class="row" role="radiogroup" aria-label="How to judge the samples">
+                    <span>"Judge the samples:"</span>
+                    {[("rank", "Rank"), ("ab", "A/B"), ("thumbs", "Thumbs")].into_iter().map(|(m, label)| view! {
+                        <label><input type="radio" name="judge-mode" checked=move || mode.get() == m on:change=move |_| mode.set(m)/>{label}</label>
+                    }).collect_view()}
+                </div>
+                <Show when=move || mode.get() == "rank">
+                    <p class="hint">"Best at the top. Drag a card, or focus it and press ↑/↓ or a number key for its place."</p>
+                </Show>
+                <Show when=move || mode.get() != "ab" fallback=move || {
+                    let c = cards.get();
+                    let i = ab.get() * 2;
+                    match (c.get(i), c.get(i + 1)) {
+                        (Some(a), Some(b)) => view! {
+                            <div class="ab">
+                                <article class="card" aria-label="Sample A"><header>"A"</header><p class="sample-text">{a.text.clone()}</p></article>
+                                <article class="card" aria-label="Sample B"><header>"B"</header><p class="sample-text">{b.text.clone()}</p></article>
+                            </div>
+                            <div class="row">
+                                <button disabled=move || !done() on:click=move |_| pick_ab(Some(0))>"A is better"</button>
+                                <button disabled=move || !done() on:click=move |_| pick_ab(Some(1))>"B is better"</button>
+                                <button disabled=move || !done() on:click=move |_| pick_ab(None)>"Tie / skip"</button>
+                            </div>
+                        }.into_any(),
+                        _ => view! { <p class="hint">"All pairs judged. Generate again for more."</p> }.into_any(),
+                    }
+                }>
+                    <div class="cards" role="list" aria-label="Samples">
+                        {move || {
+                            let c = cards.get();
+                            order.get().into_iter().enumerate().filter_map(|(pos, ci)| c.get(ci).cloned().map(|card| card_view(pos, ci, card))).collect_view()
+                        }}
+                    </div>
+                </Show>
+                <Show when=move || mode.get() == "rank">
+                    <button disabled=move || !done() on:click=save_ranking>"Save ranking"</button>
+                </Show>
+                <p class="notice" aria-live="polite">{move || message.get()}</p>
+                <details class="ideal">
+                    <summary>"Write the ideal answer (for SFT)"</summary>
+                    <label class="wide">"Ideal answer"<textarea rows="3" prop:value=ideal on:input=move |ev| ideal.set(event_target_value(&ev))></textarea></label>
+                    <button on:click=move |_| {
+                        let text = ideal.get_untracked();
+                        if !text.trim().is_empty() {
+                            ctx.demos.update(|d| d.push(Demonstration { prompt: asked.get_untracked(), completion: text }));
+                            ideal.set(String::new());
+                            message.set(Some("Saved the ideal answer for SFT.".into()));
+                        }
+                    }>"Save ideal answer"</button>
+                </details>
+            </Show>
+        </div>
+    }
+}

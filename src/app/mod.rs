@@ -1,0 +1,513 @@
+//! The page (Leptos, client-side rendered). It owns the user's data and settings and talks to the
+//! engine's worker with typed messages; the engine never blocks it.
+//!
+//! Panels, one file each: generate (samples, ranking, ratings), data (table, import/export,
+//! auto-labelling), train (methods, knobs, live charts), compare (reference vs policy, heatmap,
+//! best-of-N). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
+
+mod chart;
+mod client;
+mod compare;
+mod data;
+mod files;
+mod generate;
+mod store;
+mod train;
+
+use std::collections::BTreeMap;
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::backend::BackendKind;
+use crate::data::{Demonstration, Preference, Unpaired};
+use crate::worker::protocol::*;
+
+/// The default model, copied into `dist/models/` by trunk (scripts/setup fetched it).
+const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendInfo {
+    pub kind: BackendKind,
+    pub adapter: String,
+    pub software: bool,
+    pub fallback: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadProgress {
+    pub stage: String,
+    pub fraction: f32,
+    pub loaded: u64,
+    pub total: Option<u64>,
+    pub from_cache: bool,
+}
+
+/// A training run as the page keeps it: settings, metrics per step, how it ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    pub id: u64,
+    pub method: String,
+    /// The run's settings as JSON (method, train, lora, encoding), without the data.
+    pub config: String,
+    pub metrics: Vec<BTreeMap<String, f64>>,
+    pub total_steps: usize,
+    pub state: String,
+    pub examples: usize,
+}
+
+/// The adapter the policy had last, kept so a reload or a lost device does not lose it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SavedAdapter {
+    pub model: String,
+    pub config_json: String,
+    #[serde(with = "serde_bytes")]
+    pub safetensors: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Banner {
+    pub kind: ErrorKind,
+    pub message: String,
+    /// The engine stopped: offer to restart it.
+    pub fatal: bool,
+}
+
+/// Everything panels share. Signals are `Copy`; the context is provided once.
+#[derive(Clone, Copy)]
+pub struct Ctx {
+    pub backend: RwSignal<Option<BackendInfo>>,
+    pub progress: RwSignal<Option<LoadProgress>>,
+    pub model: RwSignal<Option<ModelSummary>>,
+    pub model_source: RwSignal<Option<ModelSource>>,
+    /// A model is being loaded (the old one, if any, still answers until the new one is ready).
+    pub loading: RwSignal<bool>,
+    pub policy: RwSignal<(bool, String)>,
+    pub banner: RwSignal<Option<Banner>>,
+    pub notice: RwSignal<Option<String>>,
+    pub storage_error: RwSignal<Option<String>>,
+    pub restored: RwSignal<bool>,
+    pub tab: RwSignal<&'static str>,
+    pub pairs: RwSignal<Vec<Preference>>,
+    pub unpaired: RwSignal<Vec<Unpaired>>,
+    pub demos: RwSignal<Vec<Demonstration>>,
+    pub prompts: RwSignal<Vec<String>>,
+    pub runs: RwSignal<Vec<RunRecord>>,
+    pub adapter: RwSignal<Option<SavedAdapter>>,
+    pub settings: RwSignal<Settings>,
+    pub backend_pref: RwSignal<BackendPref>,
+    pub training: RwSignal<bool>,
+}
+
+/// Knobs the page remembers between visits.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub system: String,
+    pub prompt: String,
+    pub chat: bool,
+    pub num_samples: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub max_new_tokens: usize,
+    pub seed: u64,
+    pub judges: Vec<(String, f64, bool)>,
+    pub train: train::TrainForm,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            system: String::new(),
+            prompt: "Write a short, friendly note to a neighbour.".into(),
+            chat: true,
+            num_samples: 4,
+            temperature: 0.8,
+            top_p: 0.95,
+            max_new_tokens: 48,
+            seed: 1,
+            judges: vec![
+                ("sentiment".into(), 1.0, true),
+                ("politeness".into(), 1.0, false),
+                ("profanity".into(), 1.0, false),
+                ("length=30".into(), 1.0, false),
+            ],
+            train: train::TrainForm::default(),
+        }
+    }
+}
+
+impl Settings {
+    pub fn sampling(&self) -> crate::generate::SamplingConfig {
+        crate::generate::SamplingConfig {
+            max_new_tokens: self.max_new_tokens,
+            temperature: self.temperature,
+            top_k: 0,
+            top_p: self.top_p,
+            repetition_penalty: 1.0,
+            seed: self.seed,
+            num_samples: self.num_samples,
+        }
+    }
+
+    /// The judges switched on, parsed (`sentiment`, `length=30`, `include=a+b`...), with weights.
+    pub fn judge_specs(&self) -> Result<Vec<(crate::judges::JudgeSpec, f64)>, String> {
+        self.judges
+            .iter()
+            .filter(|(_, _, on)| *on)
+            .map(|(s, w, _)| crate::judges::JudgeSpec::parse_weighted(s).map(|(j, _)| (j, *w)).map_err(|e| e.to_string()))
+            .collect()
+    }
+}
+
+fn query(name: &str) -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(name)
+}
+
+/// An absolute URL for `path`, relative to the page (the worker resolves against its script).
+fn absolute(path: &str) -> String {
+    let base = web_sys::window().and_then(|w| w.document()).and_then(|d| d.base_uri().ok().flatten()).unwrap_or_default();
+    web_sys::Url::new_with_base(path, &base).map(|u| u.href()).unwrap_or_else(|_| path.to_string())
+}
+
+pub fn main() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(App);
+}
+
+/// Opens the device and loads the model in a fresh worker (on start, and after a crash).
+fn start_engine(ctx: Ctx) {
+    ctx.backend.set(None);
+    ctx.model.set(None);
+    ctx.loading.set(ctx.model_source.get_untracked().is_some());
+    client::spawn(move |ev| on_event(ctx, ev));
+    client::send(&Request::Init { backend: ctx.backend_pref.get_untracked(), judges_base: absolute("models/judges/") });
+    if let Some(src) = ctx.model_source.get_untracked() {
+        client::send(&Request::Load { source: src });
+    }
+}
+
+pub fn load_model(ctx: Ctx, source: ModelSource) {
+    ctx.loading.set(true);
+    ctx.banner.set(None);
+    ctx.progress.set(Some(LoadProgress { stage: "starting".into(), fraction: 0.0, loaded: 0, total: None, from_cache: false }));
+    ctx.model_source.set(Some(source.clone()));
+    client::send(&Request::Load { source });
+}
+
+fn on_event(ctx: Ctx, ev: Event) {
+    match ev {
+        Event::Backend { kind, adapter, software, fallback } => {
+            ctx.backend.set(Some(BackendInfo { kind, adapter, software, fallback }));
+        }
+        Event::Progress { stage, fraction, loaded, total, from_cache } => {
+            let from_cache = from_cache || ctx.progress.get_untracked().is_some_and(|p| p.from_cache && stage != "download");
+            ctx.progress.set(Some(LoadProgress { stage, fraction, loaded, total, from_cache }));
+        }
+        Event::ModelReady { info } => {
+            ctx.loading.set(false);
+            ctx.model.set(Some(info.clone()));
+            // Bring back the adapter of the last session when it was trained on this model.
+            if let Some(a) = ctx.adapter.get_untracked() {
+                if a.model == info.name {
+                    client::send(&Request::ImportAdapter { config_json: a.config_json, safetensors: a.safetensors });
+                    ctx.notice.set(Some("Restored your last adapter for this model.".into()));
+                }
+            }
+        }
+        Event::PolicyState { adapter, description } => ctx.policy.set((adapter, description)),
+        Event::Adapter { job: None, config_json, safetensors } => {
+            let model = ctx.model.get_untracked().map(|m| m.name).unwrap_or_default();
+            ctx.adapter.set(Some(SavedAdapter { model, config_json, safetensors }));
+        }
+        Event::Error { kind, message, job } => {
+            // A failed load leaves the model that was there (if any) in place.
+            if job.is_none() && ctx.loading.get_untracked() {
+                ctx.loading.set(false);
+            }
+            ctx.banner.set(Some(Banner { kind, message, fatal: false }));
+        }
+        Event::Fatal { message } => {
+            let kind = if message.to_lowercase().contains("memory") { ErrorKind::OutOfMemory } else { ErrorKind::Device };
+            ctx.training.set(false);
+            ctx.banner.set(Some(Banner { kind, message, fatal: true }));
+        }
+        _ => {}
+    }
+}
+
+/// Loads what the last visit saved, then saves every change.
+fn persist(ctx: Ctx) {
+    leptos::task::spawn_local(async move {
+        let report = |r: Result<(), String>| {
+            if let Err(e) = r {
+                ctx.storage_error.set(Some(e));
+            }
+        };
+        macro_rules! restore {
+            ($key:literal, $sig:expr) => {
+                match store::get($key).await {
+                    Ok(Some(v)) => $sig.set(v),
+                    Ok(None) => {}
+                    Err(e) => report(Err(e)),
+                }
+            };
+        }
+        restore!("pairs", ctx.pairs);
+        restore!("unpaired", ctx.unpaired);
+        restore!("demos", ctx.demos);
+        restore!("prompts", ctx.prompts);
+        restore!("runs", ctx.runs);
+        restore!("settings", ctx.settings);
+        match store::get::<SavedAdapter>("adapter").await {
+            Ok(Some(a)) => {
+                ctx.adapter.set(Some(a.clone()));
+                // The model may have loaded before the database answered.
+                if ctx.model.get_untracked().is_some_and(|m| m.name == a.model) && !ctx.policy.get_untracked().0 {
+                    client::send(&Request::ImportAdapter { config_json: a.config_json, safetensors: a.safetensors });
+                }
+            }
+            Ok(None) => {}
+            Err(e) => report(Err(e)),
+        }
+        ctx.restored.set(true);
+    });
+    macro_rules! save_on_change {
+        ($key:literal, $sig:expr) => {
+            Effect::new(move |_| {
+                let v = $sig.get();
+                if !ctx.restored.get() {
+                    return;
+                }
+                leptos::task::spawn_local(async move {
+                    match store::put($key, &v).await {
+                        Ok(()) => {}
+                        Err(e) => ctx.storage_error.set(Some(e)),
+                    }
+                });
+            });
+        };
+    }
+    save_on_change!("pairs", ctx.pairs);
+    save_on_change!("unpaired", ctx.unpaired);
+    save_on_change!("demos", ctx.demos);
+    save_on_change!("prompts", ctx.prompts);
+    save_on_change!("runs", ctx.runs);
+    save_on_change!("settings", ctx.settings);
+    save_on_change!("adapter", ctx.adapter);
+}
+
+#[component]
+fn App() -> impl IntoView {
+    let pref = query("backend").and_then(|b| BackendPref::parse(&b)).unwrap_or_default();
+    let ctx = Ctx {
+        backend: RwSignal::new(None),
+        progress: RwSignal::new(None),
+        model: RwSignal::new(None),
+        model_source: RwSignal::new(None),
+        loading: RwSignal::new(true),
+        policy: RwSignal::new((false, "the base model".into())),
+        banner: RwSignal::new(None),
+        notice: RwSignal::new(None),
+        storage_error: RwSignal::new(None),
+        restored: RwSignal::new(false),
+        tab: RwSignal::new("generate"),
+        pairs: RwSignal::new(Vec::new()),
+        unpaired: RwSignal::new(Vec::new()),
+        demos: RwSignal::new(Vec::new()),
+        prompts: RwSignal::new(Vec::new()),
+        runs: RwSignal::new(Vec::new()),
+        adapter: RwSignal::new(None),
+        settings: RwSignal::new(Settings::default()),
+        backend_pref: RwSignal::new(pref),
+        training: RwSignal::new(false),
+    };
+    provide_context(ctx);
+    persist(ctx);
+    let model = query("model").unwrap_or_else(|| DEFAULT_MODEL.to_string());
+    let tokenizer = query("tokenizer");
+    ctx.model_source.set(Some(ModelSource::Url { model: absolute(&model), tokenizer: tokenizer.map(|t| absolute(&t)) }));
+    ctx.progress.set(Some(LoadProgress { stage: "starting".into(), fraction: 0.0, loaded: 0, total: None, from_cache: false }));
+    start_engine(ctx);
+
+    let tabs: [(&'static str, &'static str); 4] =
+        [("generate", "Generate & rank"), ("data", "Data"), ("train", "Train"), ("compare", "Compare")];
+    view! {
+        <header>
+            <h1>"alignlab"</h1>
+            <p class="tagline">"Generate, rank, and watch DPO, reward models, RLHF and LoRA change a real model, in your browser."</p>
+            <BackendBadge/>
+            <ModelBar/>
+        </header>
+        <Banners/>
+        <nav role="tablist" aria-label="Panels">
+            {tabs.into_iter().map(|(id, label)| view! {
+                <button role="tab" id=format!("tab-{id}") aria-selected=move || (ctx.tab.get() == id).to_string()
+                    class:active=move || ctx.tab.get() == id on:click=move |_| ctx.tab.set(id)>{label}</button>
+            }).collect_view()}
+        </nav>
+        <main>
+            <section role="tabpanel" aria-labelledby="tab-generate" hidden=move || ctx.tab.get() != "generate"><generate::GeneratePanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-data" hidden=move || ctx.tab.get() != "data"><data::DataPanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-train" hidden=move || ctx.tab.get() != "train"><train::TrainPanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-compare" hidden=move || ctx.tab.get() != "compare"><compare::ComparePanel/></section>
+        </main>
+        <footer>"Everything runs on this device: the model, the training and your data (kept in this browser)."</footer>
+    }
+}
+
+#[component]
+fn BackendBadge() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let text = move || match ctx.backend.get() {
+        None => "Starting the engine…".to_string(),
+        Some(b) if b.kind == BackendKind::Wgpu => {
+            format!("WebGPU: {}{}", b.adapter, if b.software { " (software adapter, slow)" } else { "" })
+        }
+        Some(b) => format!(
+            "CPU ({}, WebAssembly){}",
+            if b.kind == BackendKind::Ndarray { "NdArray" } else { "Flex" },
+            b.fallback.map(|r| format!(": {r}")).unwrap_or_default()
+        ),
+    };
+    view! { <p class="badge" role="status" aria-label="Compute backend">{text}</p> }
+}
+
+fn mb(n: u64) -> String {
+    format!("{:.1} MB", n as f64 / 1e6)
+}
+
+#[component]
+fn ModelBar() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let url = RwSignal::new(String::new());
+    let status = move || match (ctx.model.get(), ctx.progress.get().filter(|_| ctx.loading.get())) {
+        (Some(m), None) => format!(
+            "{} · {} · {:.1} M parameters · {} layers · context {} · loaded in {:.1} s{}",
+            m.name,
+            m.format,
+            m.parameters as f64 / 1e6,
+            m.layers,
+            m.context,
+            m.load_ms / 1000.0,
+            if ctx.progress.get().is_some_and(|p| p.from_cache) { " (from the browser cache)" } else { "" }
+        ),
+        (_, Some(p)) => format!(
+            "Loading: {}{}{}",
+            p.stage,
+            match (p.loaded, p.total) {
+                (0, _) => String::new(),
+                (l, Some(t)) => format!(" {} of {}", mb(l), mb(t)),
+                (l, None) => format!(" {}", mb(l)),
+            },
+            if p.from_cache { " (from the browser cache)" } else { "" }
+        ),
+        (None, None) => "No model loaded.".into(),
+    };
+    let on_files = move |ev: leptos::ev::Event| {
+        let picked = files::picked(&ev);
+        if picked.is_empty() {
+            return;
+        }
+        leptos::task::spawn_local(async move {
+            // A tokenizer file comes along for llama2.c models: tell it by name, else by size.
+            let mut list: Vec<(String, Vec<u8>)> = Vec::new();
+            for f in &picked {
+                match files::read_bytes(f).await {
+                    Ok(b) => list.push((f.name(), b)),
+                    Err(e) => {
+                        ctx.banner.set(Some(Banner { kind: ErrorKind::Invalid, message: e, fatal: false }));
+                        return;
+                    }
+                }
+            }
+            list.sort_by_key(|(n, b)| (n.to_lowercase().contains("tok"), std::cmp::Reverse(b.len())));
+            let (name, model) = list.remove(0);
+            let tokenizer = list.into_iter().next().map(|(_, b)| serde_bytes::ByteBuf::from(b));
+            load_model(ctx, ModelSource::Files { name, model, tokenizer });
+        });
+    };
+    view! {
+        <div class="modelbar">
+            <p class="model-status" aria-live="polite">{status}</p>
+            <Show when=move || ctx.loading.get() && ctx.progress.get().is_some()>
+                <progress aria-label="Model loading" max="1" value=move || ctx.progress.get().map(|p| p.fraction).unwrap_or(0.0)></progress>
+            </Show>
+            <details>
+                <summary>"Change model"</summary>
+                <div class="row">
+                    <button on:click=move |_| load_model(ctx, ModelSource::Url { model: absolute(DEFAULT_MODEL), tokenizer: None })>
+                        "Load SmolLM2-135M-Instruct"</button>
+                    <label>"Model file(s) "
+                        <input type="file" multiple accept=".gguf,.bin,.json" aria-label="Open model file"
+                            title="A GGUF file, or a llama2.c model.bin together with its tokenizer.bin" on:change=on_files/>
+                    </label>
+                </div>
+                <div class="row">
+                    <label>"Model URL " <input type="url" placeholder="https://…/model.gguf" prop:value=url
+                        on:input=move |ev| url.set(event_target_value(&ev))/></label>
+                    <button on:click=move |_| {
+                        let u = url.get();
+                        if !u.trim().is_empty() {
+                            load_model(ctx, ModelSource::Url { model: absolute(u.trim()), tokenizer: None });
+                        }
+                    }>"Load URL"</button>
+                </div>
+            </details>
+        </div>
+    }
+}
+
+#[component]
+fn Banners() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let restart = move |pref: BackendPref| {
+        ctx.banner.set(None);
+        ctx.backend_pref.set(pref);
+        start_engine(ctx);
+        ctx.notice.set(Some("Restarted the engine; your data and last adapter are kept.".into()));
+    };
+    view! {
+        {move || ctx.banner.get().map(|b| {
+            let device = b.fatal || matches!(b.kind, ErrorKind::Device | ErrorKind::OutOfMemory);
+            let title = match b.kind {
+                ErrorKind::NonFinite => "Training stopped: the numbers blew up",
+                ErrorKind::Device => "The compute device failed",
+                ErrorKind::OutOfMemory => "Out of memory",
+                ErrorKind::Network => "Download failed",
+                ErrorKind::Invalid => "That did not work",
+            };
+            let hint = match b.kind {
+                ErrorKind::NonFinite => "The last good weights are kept. Lower the learning rate or beta and train again.",
+                ErrorKind::OutOfMemory => "Your data and the last adapter are kept. Continue on the CPU, or use smaller settings (fewer samples, shorter answers, batch size 1).",
+                ErrorKind::Device => "Your data and the last adapter are kept. Restart on WebGPU, or continue on the CPU.",
+                _ => "",
+            };
+            view! {
+                <div class="banner error" role="alert">
+                    <strong>{title}</strong>
+                    <p>{b.message}</p>
+                    <p class="hint">{hint}</p>
+                    <Show when=move || device>
+                        <button on:click=move |_| restart(BackendPref::Cpu)>"Continue on CPU"</button>
+                        <button on:click=move |_| restart(BackendPref::Auto)>"Restart on WebGPU"</button>
+                    </Show>
+                    <button on:click=move |_| ctx.banner.set(None)>"Dismiss"</button>
+                </div>
+            }
+        })}
+        {move || ctx.storage_error.get().map(|e| view! {
+            <div class="banner warn" role="alert">
+                <strong>"Saving in this browser failed"</strong>
+                <p>{e}</p>
+                <p class="hint">"Nothing is lost from this page: export your data (Data tab) and adapter (Train tab) to keep them."</p>
+                <button on:click=move |_| ctx.storage_error.set(None)>"Dismiss"</button>
+            </div>
+        })}
+        {move || ctx.notice.get().map(|n| view! {
+            <div class="banner info" role="status"><span>{n}</span>
+                <button on:click=move |_| ctx.notice.set(None)>"OK"</button></div>
+        })}
+    }
+}

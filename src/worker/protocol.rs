@@ -1,0 +1,283 @@
+//! The typed messages between the page and the engine's Web Worker. Plain serde types, so they
+//! cross `postMessage` as structured clones (bytes as `Uint8Array`) and are tested natively.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::align::Encoding;
+use crate::align::dpo::DpoConfig;
+use crate::align::kto::KtoConfig;
+use crate::align::reward::RewardConfig;
+use crate::align::rl::RlConfig;
+use crate::align::train::TrainConfig;
+use crate::backend::BackendKind;
+use crate::data::{Demonstration, Preference, Unpaired};
+use crate::generate::SamplingConfig;
+use crate::judges::JudgeSpec;
+use crate::model::LoraConfig;
+
+/// Names one request's job, so its streamed events find their way back to the right panel.
+pub type JobId = u32;
+
+/// Which device the worker should open (`?backend=` on the page).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendPref {
+    /// WebGPU when the browser gives an adapter, else the CPU.
+    #[default]
+    Auto,
+    /// WebAssembly on the CPU (burn's Flex backend).
+    Cpu,
+    /// WebAssembly on the CPU with burn's NdArray backend (for comparison).
+    Ndarray,
+    /// WebGPU or an error saying why not.
+    Webgpu,
+}
+
+impl BackendPref {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Some(Self::Auto),
+            "cpu" | "flex" | "wasm" => Some(Self::Cpu),
+            "ndarray" => Some(Self::Ndarray),
+            "webgpu" | "gpu" | "wgpu" => Some(Self::Webgpu),
+            _ => None,
+        }
+    }
+}
+
+/// Where the model comes from: a URL (fetched once, then served from the browser's cache) or
+/// files the user dropped on the page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ModelSource {
+    Url { model: String, tokenizer: Option<String> },
+    Files {
+        name: String,
+        #[serde(with = "serde_bytes")]
+        model: Vec<u8>,
+        tokenizer: Option<serde_bytes::ByteBuf>,
+    },
+}
+
+/// Which weights answer: the policy (with what training changed) or the reference (adapters off).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Which {
+    #[default]
+    Policy,
+    Reference,
+}
+
+/// How a prompt becomes text for the model.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Prompting {
+    pub prompt: String,
+    /// System prompt for chat models (empty = the template's default).
+    pub system: String,
+    /// Use the model's chat template (ignored for models without one).
+    pub chat: bool,
+}
+
+/// Where RL's reward comes from.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum RewardSource {
+    Judges(Vec<(JudgeSpec, f64)>),
+    /// The reward model trained in this session.
+    RewardModel,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Method {
+    Dpo(DpoConfig),
+    Kto(KtoConfig),
+    Reward(RewardConfig),
+    Sft,
+    Rl { cfg: RlConfig, reward: RewardSource },
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Dpo(_) => "DPO",
+            Self::Kto(_) => "KTO",
+            Self::Reward(_) => "Reward model",
+            Self::Sft => "SFT",
+            Self::Rl { .. } => "RLHF",
+        }
+    }
+}
+
+/// The user's data, sent whole; each method takes what it trains on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainData {
+    pub pairs: Vec<Preference>,
+    pub unpaired: Vec<Unpaired>,
+    pub demos: Vec<Demonstration>,
+    pub prompts: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunSpec {
+    pub method: Method,
+    pub train: TrainConfig,
+    /// LoRA settings, or `None` for full fine-tuning (tiny models only).
+    pub lora: Option<LoraConfig>,
+    pub encoding: Encoding,
+    pub data: TrainData,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunControl {
+    Pause,
+    Resume,
+    Stop,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    Init { backend: BackendPref, judges_base: String },
+    Load { source: ModelSource },
+    Generate { job: JobId, prompting: Prompting, sampling: SamplingConfig, which: Which },
+    /// Per-token log-probs of `completion` under the policy and the reference (the heatmap).
+    Score { job: JobId, prompting: Prompting, completion: String },
+    /// Scores completions with judges and, when one was trained, the reward model.
+    Judge { job: JobId, prompting: Prompting, completions: Vec<String>, judges: Vec<(JudgeSpec, f64)> },
+    /// Generates N samples per prompt and labels best vs worst by the judges.
+    AutoLabel { job: JobId, prompts: Vec<String>, system: String, chat: bool, sampling: SamplingConfig, judges: Vec<(JudgeSpec, f64)> },
+    Train { job: JobId, run: RunSpec },
+    Control { job: JobId, action: RunControl },
+    Cancel { job: JobId },
+    ExportAdapter { job: JobId },
+    ImportAdapter {
+        config_json: String,
+        #[serde(with = "serde_bytes")]
+        safetensors: Vec<u8>,
+    },
+    ResetAdapter,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub name: String,
+    pub format: String,
+    pub parameters: usize,
+    pub layers: usize,
+    pub hidden: usize,
+    pub vocab: usize,
+    pub context: usize,
+    pub chat_template: bool,
+    pub load_ms: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleOut {
+    pub text: String,
+    pub tokens: usize,
+    pub finish: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorKind {
+    /// Bad input: a file that is not a model, a tokenizer that does not fit, bad settings.
+    Invalid,
+    /// NaN or infinity in training (the last good weights were kept).
+    NonFinite,
+    /// The GPU device was lost or a read failed.
+    Device,
+    /// Out of memory (GPU or wasm).
+    OutOfMemory,
+    Network,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    Finished,
+    Paused,
+    Stopped,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// The worker's wasm is running; requests sent before this would have been lost.
+    Hello,
+    Backend { kind: BackendKind, adapter: String, software: bool, fallback: Option<String> },
+    Progress { stage: String, fraction: f32, loaded: u64, total: Option<u64>, from_cache: bool },
+    ModelReady { info: ModelSummary },
+    Token { job: JobId, sample: usize, delta: String },
+    Generated { job: JobId, samples: Vec<SampleOut>, millis: f64, first_token_ms: f64, tokens_per_s: f64 },
+    Scored { job: JobId, pieces: Vec<String>, policy: Vec<f32>, reference: Vec<f32> },
+    Judged { job: JobId, judges: Vec<f64>, reward_model: Option<Vec<f64>> },
+    Labelled { job: JobId, pairs: Vec<Preference>, done: usize, total: usize },
+    TrainStarted { job: JobId, trainable: usize, total_steps: usize, examples: usize },
+    Metrics { job: JobId, values: BTreeMap<String, f64>, millis: f64 },
+    TrainEnded { job: JobId, state: RunState, message: Option<String> },
+    Adapter {
+        job: Option<JobId>,
+        config_json: String,
+        #[serde(with = "serde_bytes")]
+        safetensors: Vec<u8>,
+    },
+    /// What the policy is now: "base model", "LoRA r=8 on q,v (DPO, 10 steps)", ...
+    PolicyState { adapter: bool, description: String },
+    Done { job: JobId },
+    Error { job: Option<JobId>, kind: ErrorKind, message: String },
+    /// The worker cannot go on (a panic, a lost device): the page restarts it.
+    Fatal { message: String },
+}
+
+impl ErrorKind {
+    /// Sorts an engine error for the page: what happened decides what it offers.
+    pub fn of(e: &crate::Error) -> Self {
+        let text = e.to_string().to_lowercase();
+        if text.contains("out of memory") || text.contains("outofmemory") {
+            return Self::OutOfMemory;
+        }
+        match e {
+            crate::Error::Device(_) => Self::Device,
+            _ if text.contains("nan or infinite") || text.contains("gradient norm became") => Self::NonFinite,
+            _ => Self::Invalid,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_and_events_round_trip() {
+        let reqs = vec![
+            Request::Init { backend: BackendPref::Auto, judges_base: "models/judges/".into() },
+            Request::Load { source: ModelSource::Files { name: "m.bin".into(), model: vec![1, 2, 3], tokenizer: None } },
+            Request::Train {
+                job: 7,
+                run: RunSpec {
+                    method: Method::Rl { cfg: RlConfig::default(), reward: RewardSource::Judges(vec![(JudgeSpec::Sentiment, 1.0)]) },
+                    train: TrainConfig::default(),
+                    lora: Some(LoraConfig::default()),
+                    encoding: Encoding::default(),
+                    data: TrainData { prompts: vec!["hi".into()], ..Default::default() },
+                },
+            },
+        ];
+        for r in reqs {
+            let s = serde_json::to_string(&r).unwrap();
+            assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r, "{s}");
+        }
+        let ev = Event::Metrics { job: 1, values: [("loss".to_string(), 0.5)].into(), millis: 3.0 };
+        assert_eq!(serde_json::from_str::<Event>(&serde_json::to_string(&ev).unwrap()).unwrap(), ev);
+    }
+
+    #[test]
+    fn errors_are_sorted_for_the_page() {
+        assert_eq!(ErrorKind::of(&crate::Error::Device("lost".into())), ErrorKind::Device);
+        let nan = crate::Error::Invalid("training stopped at step 3: the loss became NaN (NaN or infinite).".into());
+        assert_eq!(ErrorKind::of(&nan), ErrorKind::NonFinite);
+        assert_eq!(ErrorKind::of(&crate::Error::Invalid("bad beta".into())), ErrorKind::Invalid);
+    }
+}
