@@ -1,0 +1,181 @@
+// The lab driven like a person, on the CPU path (WebAssembly, Flex) with the tiny stories260K model:
+// load by URL, generate, rank, collect pairs, export and re-import JSONL, train DPO and watch the
+// charts, see the policy change in Compare, reload and find everything still there.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { serve } from './server.mjs';
+import { HAVE_TINY, TINY, launch, modelReady, shot, setField } from './lib.mjs';
+
+const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
+
+test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload', { skip, timeout: 20 * 60_000 }, async (t) => {
+  const { server, base } = await serve();
+  const { ctx, page, errors, profile } = await launch();
+  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
+  const panel = () => page.getByRole('tabpanel');
+  const tab = (name) => page.getByRole('tab', { name }).click();
+
+  await t.test('loads the model by URL and says which backend', async () => {
+    await page.goto(`${base}/${TINY}&backend=cpu`);
+    await modelReady(page, 'stories260K.bin');
+    const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
+    assert.match(badge, /^CPU \(Flex, WebAssembly\): chosen on the page/);
+    const bar = await page.locator('.model-status').innerText();
+    assert.match(bar, /llama2\.c/);
+    assert.match(bar, /0\.\d M parameters · 5 layers/);
+  });
+
+  await t.test('greedy generation from BOS tells the known story', async () => {
+    const p = panel();
+    await p.getByLabel('Prompt', { exact: true }).fill('');
+    await setField(p, 'Samples', 1);
+    await setField(p, 'Temperature', 0);
+    await setField(p, 'Max tokens', 40);
+    await p.getByRole('button', { name: 'Generate', exact: true }).click();
+    await p.getByRole('article').filter({ hasText: 'stop' }).or(p.getByRole('article').filter({ hasText: 'length' })).first().waitFor({ timeout: 120_000 });
+    const text = await p.getByRole('article').first().innerText();
+    assert.match(text, /Once upon a time, there was a little girl named Lily\. She loved to play outside/);
+    assert.match(await p.locator('[aria-live=polite].muted').first().innerText(), /first token after [\d.]+ s, [\d.]+ tokens\/s/);
+    await shot(page, 'generate');
+  });
+
+  let pairsBefore;
+  await t.test('ranking with the keyboard makes preference pairs', async () => {
+    const p = panel();
+    await p.getByLabel('Prompt', { exact: true }).fill('Once upon a time');
+    await setField(p, 'Samples', 3);
+    await setField(p, 'Temperature', 1);
+    await setField(p, 'Max tokens', 20);
+    await p.getByRole('button', { name: 'Generate', exact: true }).click();
+    const save = p.getByRole('button', { name: 'Save ranking' });
+    await page.waitForFunction(() => [...document.querySelectorAll('button')].some((b) => b.textContent === 'Save ranking' && !b.disabled), null, { timeout: 120_000 });
+    const first = p.getByRole('article').first();
+    assert.match(await first.getAttribute('aria-label'), /^Sample 1, ranked 1 of 3/);
+    // Move sample 1 down with the arrow key, then sample 3 to the top with the number key.
+    await first.focus();
+    await page.keyboard.press('ArrowDown');
+    assert.match(await p.getByRole('article').nth(1).getAttribute('aria-label'), /^Sample 1, ranked 2 of 3/);
+    await p.locator('#card-2').focus();
+    await page.keyboard.press('1');
+    assert.match(await p.getByRole('article').first().getAttribute('aria-label'), /^Sample 3, ranked 1 of 3/);
+    // And drag the last card to the top.
+    await p.getByRole('article').nth(2).dragTo(p.getByRole('article').first());
+    const order = await p.getByRole('article').evaluateAll((els) => els.map((e) => e.getAttribute('aria-label').split(',')[0]));
+    assert.equal(order.length, 3);
+    assert.equal(order[0], 'Sample 1', `drag put sample 1 on top: ${order}`);
+    const texts = await p.locator('.sample-text').allInnerTexts();
+    await save.click();
+    await p.getByText(/Added \d preference pairs/).waitFor();
+    await shot(page, 'rank');
+    await tab('Data');
+    const rows = page.getByRole('table', { name: 'Preference pairs' }).locator('tbody tr');
+    pairsBefore = await rows.count();
+    assert.ok(pairsBefore >= 1 && pairsBefore <= 3, `${pairsBefore} pairs`);
+    // The best-ranked text is chosen in the first pair.
+    assert.equal((await rows.first().locator('td.chosen').innerText()).trim(), texts[0].trim());
+    assert.equal((await rows.first().locator('td').nth(1).innerText()).trim(), 'Once upon a time');
+  });
+
+  await t.test('exports pairs as TRL JSONL and re-imports them, reporting bad lines', async () => {
+    const p = panel();
+    const [download] = await Promise.all([page.waitForEvent('download'), p.getByRole('button', { name: 'Export pairs (JSONL)' }).click()]);
+    assert.equal(download.suggestedFilename(), 'preferences.jsonl');
+    const lines = readFileSync(await download.path(), 'utf8').trim().split('\n');
+    assert.equal(lines.length, pairsBefore);
+    for (const l of lines) assert.deepEqual(Object.keys(JSON.parse(l)).sort(), ['chosen', 'prompt', 'rejected']);
+    const file = join(mkdtempSync(join(tmpdir(), 'alab-')), 'import.jsonl');
+    writeFileSync(file, [lines[0], '{"prompt": "x", "chosen": 3}', 'not json', JSON.stringify({ prompt: 'Lily', chosen: 'a happy end', rejected: 'a sad end' })].join('\n'));
+    await p.getByLabel('Import JSONL').setInputFiles(file);
+    const note = await p.getByText(/Imported 2 preference pairs/).innerText();
+    assert.match(note, /Skipped 2 bad line\(s\): line 2: .*; line 3: /);
+    assert.equal(await page.getByRole('table', { name: 'Preference pairs' }).locator('tbody tr').count(), pairsBefore + 2);
+    // Edit a row and delete another.
+    const rows = page.getByRole('table', { name: 'Preference pairs' }).locator('tbody tr');
+    await p.getByRole('button', { name: `Edit pair ${pairsBefore + 2}` }).click();
+    await p.getByLabel(`Chosen of pair ${pairsBefore + 2}`).fill('a very happy end');
+    await p.getByRole('button', { name: 'Save', exact: true }).click();
+    assert.equal((await rows.nth(pairsBefore + 1).locator('td.chosen').innerText()).trim(), 'a very happy end');
+    await p.getByRole('button', { name: `Delete pair ${pairsBefore + 1}` }).click();
+    assert.equal(await rows.count(), pairsBefore + 1);
+    await shot(page, 'data');
+  });
+
+  let firstLoss, lastLoss;
+  await t.test('trains DPO with LoRA and the charts move', async () => {
+    await tab('Train');
+    const p = panel();
+    await setField(p, 'Steps', 6);
+    await setField(p, 'Learning rate', 0.01);
+    await p.getByRole('button', { name: 'Train', exact: true }).click();
+    const status = p.getByRole('status', { name: 'Training status' });
+    await page.waitForFunction(() => /^(finished|failed|stopped)/.test(document.querySelector('[aria-label="Training status"]')?.textContent ?? ''), null, { timeout: 300_000 });
+    assert.match(await status.innerText(), /^finished step 6 of 6/);
+    const points = await p.locator('svg[data-metric=loss] polyline').getAttribute('points');
+    assert.equal(points.trim().split(' ').length, 6, points);
+    for (const m of ['loss', 'rewards', 'margins', 'accuracy']) assert.equal(await p.locator(`svg[data-metric=${m}]`).count(), 1, m);
+    const cell = await page.getByRole('table', { name: 'Runs' }).locator('tbody tr').first().locator('td').nth(2).innerText();
+    [firstLoss, lastLoss] = cell.split('→').map(Number);
+    assert.ok(Math.abs(firstLoss - Math.LN2) < 1e-3, `DPO starts at ln 2: ${cell}`);
+    assert.ok(lastLoss < firstLoss, `loss went down: ${cell}`);
+    const margins = await p.locator('svg[data-metric=margins]').locator('..').locator('figcaption').innerText();
+    assert.ok(Number(margins.match(/rewards\/margins: (-?[\d.]+)/)[1]) > 0, margins);
+    assert.match(await p.getByText(/^Policy: /).first().innerText(), /LoRA r=8 alpha=16 on q_proj,v_proj after DPO \(6 steps\)/);
+    await shot(page, 'train');
+  });
+
+  await t.test('compare shows reference and policy side by side and a log-prob heatmap', async () => {
+    await tab('Compare');
+    const p = panel();
+    await p.getByLabel('Prompt (empty = the Generate tab\'s)').fill('Once upon a time');
+    await p.getByRole('button', { name: 'Compare', exact: true }).click();
+    // Both answers are in once both carry their judge scores.
+    await p.getByRole('article', { name: 'Reference' }).locator('.score').filter({ hasText: 'judges' }).waitFor({ timeout: 120_000 });
+    await p.getByRole('article', { name: 'Policy' }).locator('.score').filter({ hasText: 'judges' }).waitFor({ timeout: 120_000 });
+    const ref = await p.getByRole('article', { name: 'Reference' }).locator('.sample-text').innerText();
+    const pol = await p.getByRole('article', { name: 'Policy' }).locator('.sample-text').innerText();
+    assert.ok(ref.length > 0 && pol.length > 0);
+    await p.getByLabel('Text to inspect (as the answer to the prompt)').fill(' there was a little girl named Lily.');
+    await p.getByRole('button', { name: 'Show log-prob change' }).click();
+    const cells = p.getByRole('group', { name: 'Token heatmap' }).locator('.tok');
+    await cells.first().waitFor({ state: 'attached', timeout: 60_000 });
+    // One cell per token; together they spell the text (a lone SentencePiece "▁" shows as "·").
+    assert.equal((await cells.allInnerTexts()).join('').replace(/^·/, '').trim(), 'there was a little girl named Lily.');
+    assert.ok((await cells.count()) >= 5);
+    const titles = await cells.evaluateAll((els) => els.map((e) => e.getAttribute('title')));
+    const changes = titles.map((s) => Number(s.match(/change ([+-][\d.]+)/)[1]));
+    assert.ok(changes.some((c) => Math.abs(c) > 1e-3), `the adapter changed some log-prob: ${changes}`);
+    await shot(page, 'compare');
+  });
+
+  await t.test('after a reload the data, the run and the adapter are still there', async () => {
+    await page.reload();
+    await modelReady(page, 'stories260K.bin');
+    assert.match(await page.locator('.model-status').innerText(), /from the browser cache/);
+    await page.getByText('Restored your last adapter for this model.').waitFor({ timeout: 30_000 });
+    await tab('Data');
+    assert.equal(await page.getByRole('table', { name: 'Preference pairs' }).locator('tbody tr').count(), pairsBefore + 1);
+    await tab('Train');
+    assert.equal(await page.getByRole('table', { name: 'Runs' }).locator('tbody tr').count(), 1);
+    await page.getByRole('tabpanel').getByText(/^Policy: LoRA r=8/).waitFor();
+    await shot(page, 'reload');
+  });
+
+  await t.test('a file that is not a model gets a clear error and the data stays', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'alab-')), 'notes.bin');
+    writeFileSync(file, 'these are my lecture notes, not a model'.repeat(10));
+    await page.getByText('Change model').click();
+    await page.getByLabel('Open model file').setInputFiles(file);
+    const alert = page.getByRole('alert');
+    await alert.waitFor({ timeout: 30_000 });
+    assert.match(await alert.innerText(), /That did not work/);
+    await tab('Data');
+    assert.equal(await page.getByRole('table', { name: 'Preference pairs' }).locator('tbody tr').count(), pairsBefore + 1);
+    await shot(page, 'bad-model');
+  });
+
+  assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], 'no page errors');
+  void profile;
+});

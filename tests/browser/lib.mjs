@@ -1,0 +1,54 @@
+// Shared by the browser tests: launch Debian's Chromium (headless, fresh profile), open the app on
+// the tiny stories260K model, and small helpers. playwright-core has no `expect`: node:assert.
+import { chromium } from 'playwright-core';
+import { mkdtempSync, mkdirSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { SHARED_MODELS } from './server.mjs';
+
+export const SHOTS = resolve(import.meta.dirname, 'screenshots');
+mkdirSync(SHOTS, { recursive: true });
+
+export const HAVE_TINY = existsSync(join(SHARED_MODELS, 'stories260K.bin'));
+export const TINY = '?model=/test-models/stories260K.bin&tokenizer=/test-models/tok512.bin';
+
+const BASE_FLAGS = ['--no-sandbox', '--disable-background-networking', '--disable-component-update', '--disable-sync',
+  '--no-first-run', '--disable-quic', '--disable-dev-shm-usage'];
+// A real WebGPU adapter without a GPU: SwiftShader (CPU emulation of Vulkan).
+export const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader',
+  '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader'];
+
+/** A persistent context so IndexedDB and the Cache API survive a reload within one test. */
+export async function launch({ webgpu = false, profile } = {}) {
+  const dir = profile ?? mkdtempSync(join(tmpdir(), 'alignlab-chromium-'));
+  const ctx = await chromium.launchPersistentContext(dir, {
+    executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+    headless: true,
+    acceptDownloads: true,
+    viewport: { width: 1280, height: 900 },
+    args: [...BASE_FLAGS, ...(webgpu ? WEBGPU_FLAGS : [])],
+  });
+  const page = ctx.pages()[0] ?? (await ctx.newPage());
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  return { ctx, page, errors, profile: dir };
+}
+
+/** Waits until the model bar says the model is ready. */
+export async function modelReady(page, name, timeout = 180_000) {
+  await page.getByText(`${name} ·`, { exact: false }).first().waitFor({ timeout });
+}
+
+export async function shot(page, name) {
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+/** Fills a labelled number/text field and commits it (change event). */
+export async function setField(page, label, value) {
+  const f = page.getByLabel(label, { exact: true }).first();
+  await f.fill(String(value));
+  await f.dispatchEvent('change');
+}
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));

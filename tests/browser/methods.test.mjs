@@ -1,0 +1,150 @@
+// Every training method from the page, on the CPU path with the tiny stories260K model: thumbs
+// up/down then KTO, an ideal answer then SFT, auto-labelling with the judges, a reward model scoring
+// answers in Compare, RLHF against the judges, a NaN run that stops and keeps the last good weights,
+// and the adapter exported in PEFT's layout and imported back.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync, mkdtempSync, copyFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { serve } from './server.mjs';
+import { HAVE_TINY, TINY, launch, modelReady, shot, setField } from './lib.mjs';
+
+const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
+
+test('every method from the page, NaN handling and PEFT adapter export/import', { skip, timeout: 20 * 60_000 }, async (t) => {
+  const { server, base } = await serve();
+  const { ctx, page, errors } = await launch();
+  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
+  const panel = () => page.getByRole('tabpanel');
+  const tab = (name) => page.getByRole('tab', { name }).click();
+  const train = async (method, steps, lr, extra = async () => {}) => {
+    await tab('Train');
+    const p = panel();
+    await p.getByLabel('Method').selectOption(method);
+    await setField(p, 'Steps', steps);
+    await setField(p, 'Learning rate', lr);
+    await extra(p);
+    await p.getByRole('button', { name: 'Train', exact: true }).click();
+    await page.waitForFunction(() => /^(finished|failed|stopped)/.test(document.querySelector('[aria-label="Training status"]')?.textContent ?? ''), null, { timeout: 300_000 });
+    const status = await p.getByRole('status', { name: 'Training status' }).innerText();
+    const cell = await page.getByRole('table', { name: 'Runs' }).locator('tbody tr').first().locator('td').nth(2).innerText();
+    const [first, last] = cell.split('→').map(Number);
+    return { status, first, last };
+  };
+  await page.goto(`${base}/${TINY}&backend=cpu`);
+  await modelReady(page, 'stories260K.bin');
+  const dir = mkdtempSync(join(tmpdir(), 'alab-'));
+
+  await t.test('thumbs up/down feed KTO', async () => {
+    const p = panel();
+    await p.getByLabel('Prompt', { exact: true }).fill('Once upon a time');
+    await setField(p, 'Samples', 3);
+    await setField(p, 'Max tokens', 16);
+    await p.getByRole('button', { name: 'Generate', exact: true }).click();
+    await p.getByText(/first token after/).waitFor({ timeout: 120_000 });
+    assert.equal(await p.getByRole('article').count(), 3);
+    await p.getByLabel('Thumbs').check();
+    await p.getByRole('button', { name: 'Thumbs up for sample 1' }).click();
+    await p.getByRole('button', { name: 'Thumbs down for sample 2' }).click();
+    await p.getByRole('button', { name: 'Thumbs up for sample 3' }).click();
+    assert.equal(await p.getByRole('button', { name: 'Thumbs down for sample 2' }).getAttribute('aria-pressed'), 'true');
+    await tab('Data');
+    assert.equal(await page.getByRole('table', { name: 'Rated answers' }).locator('tbody tr').count(), 3);
+    const r = await train('kto', 4, 0.01);
+    assert.match(r.status, /^finished step 4 of 4/);
+    assert.ok(Number.isFinite(r.first) && Number.isFinite(r.last), `${r.first} ${r.last}`);
+    assert.equal(await panel().locator('svg[data-metric=KL] polyline').count(), 1, 'KTO reports its KL estimate');
+  });
+
+  await t.test('an ideal answer trains SFT and the loss falls', async () => {
+    await tab('Generate & rank');
+    const p = panel();
+    await p.getByText('Write the ideal answer (for SFT)').click();
+    await p.getByLabel('Ideal answer').fill(' there was a kind dragon who baked bread for the whole village.');
+    await p.getByRole('button', { name: 'Save ideal answer' }).click();
+    const r = await train('sft', 8, 0.01);
+    assert.match(r.status, /^finished step 8 of 8/);
+    assert.ok(r.last < r.first * 0.8, `SFT loss fell: ${r.first} → ${r.last}`);
+  });
+
+  await t.test('auto-labelling with the judges makes pairs', async () => {
+    await tab('Data');
+    const p = panel();
+    await p.getByLabel('Prompts').fill('Once upon a time\nOne day\nThe little dog');
+    await p.getByLabel('Prompts').dispatchEvent('change');
+    // Length judge too, so samples of different lengths always differ in score.
+    await p.getByRole('checkbox').nth(3).check();
+    await p.getByRole('button', { name: 'Auto-label', exact: true }).click();
+    await p.getByText(/Auto-labelled 3 of 3 prompts: \d+ pairs added/).waitFor({ timeout: 180_000 });
+    const n = await page.getByRole('table', { name: 'Preference pairs' }).locator('tbody tr').count();
+    assert.ok(n >= 2, `${n} auto-labelled pairs`);
+    await shot(page, 'autolabel');
+  });
+
+  await t.test('a reward model trains and scores answers in Compare', async () => {
+    const r = await train('reward', 6, 0.01);
+    assert.match(r.status, /^finished step 6 of 6/);
+    assert.ok(r.last < r.first, `RM loss fell: ${r.first} → ${r.last}`);
+    await tab('Compare');
+    const p = panel();
+    await p.getByRole('button', { name: 'Best of N' }).click();
+    await p.locator('ol.best li .score').filter({ hasText: 'reward model' }).first().waitFor({ timeout: 120_000 });
+    const scores = await p.locator('ol.best li .score').allInnerTexts();
+    const rm = scores.map((s) => Number(s.match(/reward model ([+-][\d.]+)/)[1]));
+    assert.deepEqual(rm, [...rm].sort((a, b) => b - a), `best first: ${scores}`);
+    await shot(page, 'best-of-n');
+  });
+
+  await t.test('RLHF against the judges runs and reports rewards', async () => {
+    const r = await train('rl', 2, 0.005, async (p) => {
+      await setField(p, 'Samples per prompt', 2);
+      await setField(p, 'Max tokens', 8);
+    });
+    assert.match(r.status, /^finished step 2 of 2/);
+    assert.equal(await panel().locator('svg[data-metric=reward] polyline').count(), 1);
+    await shot(page, 'rlhf');
+  });
+
+  await t.test('a diverging run stops on NaN and keeps the last good weights', async () => {
+    const r = await train('dpo', 5, 1e30);
+    assert.match(r.status, /^failed/);
+    const alert = page.getByRole('alert');
+    await alert.waitFor();
+    assert.match(await alert.innerText(), /Training stopped: the numbers blew up[\s\S]*(NaN or infinite|gradient norm became)[\s\S]*last good weights/);
+    await shot(page, 'nan');
+    await alert.getByRole('button', { name: 'Dismiss' }).click();
+  });
+
+  await t.test('the adapter exports in PEFT layout and imports back', async () => {
+    const r = await train('dpo', 2, 0.01);
+    assert.match(r.status, /^finished/);
+    const p = panel();
+    const downloads = [];
+    page.on('download', (d) => downloads.push(d));
+    await p.getByRole('button', { name: 'Export adapter' }).click();
+    await page.waitForFunction(() => true);
+    for (let i = 0; i < 50 && downloads.length < 2; i++) await new Promise((ok) => setTimeout(ok, 100));
+    const names = downloads.map((d) => d.suggestedFilename()).sort();
+    assert.deepEqual(names, ['adapter_config.json', 'adapter_model.safetensors']);
+    const cfgPath = join(dir, 'adapter_config.json'), stPath = join(dir, 'adapter_model.safetensors');
+    copyFileSync(await downloads.find((d) => d.suggestedFilename().endsWith('.json')).path(), cfgPath);
+    copyFileSync(await downloads.find((d) => d.suggestedFilename().endsWith('.safetensors')).path(), stPath);
+    const cfg = JSON.parse(readFileSync(cfgPath, 'utf8'));
+    assert.equal(cfg.peft_type, 'LORA');
+    assert.equal(cfg.task_type, 'CAUSAL_LM');
+    assert.equal(cfg.r, 8);
+    assert.deepEqual([...cfg.target_modules].sort(), ['q_proj', 'v_proj']);
+    const st = readFileSync(stPath);
+    const header = JSON.parse(st.subarray(8, 8 + Number(st.readBigUInt64LE(0))).toString('utf8'));
+    assert.deepEqual(header['base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight'].shape, [8, 64]);
+    assert.deepEqual(header['base_model.model.model.layers.4.self_attn.v_proj.lora_B.weight'].shape, [32, 8]);
+    await p.getByRole('button', { name: 'Reset to base model' }).click();
+    await p.getByText('Policy: the base model').waitFor();
+    await p.getByLabel('Import adapter').setInputFiles([cfgPath, stPath]);
+    await p.getByText(/^Policy: LoRA r=8 alpha=16 on q_proj,v_proj after an imported adapter/).waitFor();
+    await shot(page, 'adapter');
+  });
+
+  assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], 'no page errors');
+});

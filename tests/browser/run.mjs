@@ -1,0 +1,19 @@
+// Runs the browser tests one file at a time and ends with the line CI counts.
+import { run } from 'node:test';
+import { spec } from 'node:test/reporters';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+const only = process.argv.slice(2);
+const files = readdirSync(import.meta.dirname)
+  .filter((f) => f.endsWith('.test.mjs') && (only.length === 0 || only.some((o) => f.includes(o))))
+  .map((f) => join(import.meta.dirname, f));
+let passed = 0, failed = 0, skipped = 0;
+const stream = run({ files, concurrency: 1, timeout: 30 * 60_000 });
+stream.on('test:pass', (d) => { if (d.details?.type !== 'suite' && d.nesting === 0) { if (d.skip) skipped++; else passed++; } });
+stream.on('test:fail', (d) => { if (d.details?.type !== 'suite' && d.nesting === 0) failed++; });
+stream.compose(new spec()).pipe(process.stdout);
+stream.on('end', () => {
+  console.log(`browser: ${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ''}`);
+  process.exitCode = failed || !passed ? 1 : 0;
+});

@@ -1,0 +1,38 @@
+// A static file server for the tests: dist/ at /, and the tiny test models from ../shared at
+// /test-models/ (never copied into the repo). Listens on 127.0.0.1 on a free port.
+import { createServer } from 'node:http';
+import { createReadStream, existsSync, statSync } from 'node:fs';
+import { extname, join, normalize, resolve } from 'node:path';
+
+const ROOT = resolve(import.meta.dirname, '../..');
+export const DIST = join(ROOT, 'dist');
+export const SHARED_MODELS = resolve(ROOT, '../shared/models/stories260K');
+const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
+
+export function serve() {
+  const server = createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    let base = DIST, path = decodeURIComponent(url.pathname);
+    if (path.startsWith('/test-models/')) { base = SHARED_MODELS; path = path.slice('/test-models'.length); }
+    if (path.endsWith('/')) path += 'index.html';
+    const file = join(base, normalize(path));
+    if (!file.startsWith(base) || !existsSync(file) || !statSync(file).isFile()) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${path}`);
+      return;
+    }
+    res.writeHead(200, {
+      'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
+      'content-length': statSync(file).size,
+      'cache-control': 'no-cache',
+    });
+    createReadStream(file).pipe(res);
+  });
+  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, base: `http://127.0.0.1:${server.address().port}` })));
+}
+
+if (process.argv[1] === import.meta.filename) {
+  const port = Number(process.env.PORT ?? 8080);
+  const { server } = await serve();
+  server.close();
+  server.listen(port, '127.0.0.1', () => console.log(`serving dist/ on http://127.0.0.1:${port}`));
+}

@@ -1,0 +1,63 @@
+// The WebGPU path: headless Chromium with SwiftShader gives a real (software) WebGPU adapter.
+// SwiftShader is a CPU emulation, so this proves the path works on the tiny model; speed needs a GPU.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { serve } from './server.mjs';
+import { HAVE_TINY, TINY, launch, modelReady, shot, setField } from './lib.mjs';
+
+const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
+
+test('without a WebGPU adapter the page falls back to the CPU and says why', { skip, timeout: 5 * 60_000 }, async (t) => {
+  const { server, base } = await serve();
+  const { ctx, page } = await launch({ webgpu: false });
+  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
+  await page.goto(`${base}/${TINY}&backend=webgpu`);
+  await modelReady(page, 'stories260K.bin');
+  const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
+  assert.match(badge, /^CPU \(Flex, WebAssembly\): .*WebGPU/, badge);
+  await shot(page, 'fallback');
+});
+
+test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend', { skip, timeout: 15 * 60_000 }, async (t) => {
+  const { server, base } = await serve();
+  const { ctx, page, errors } = await launch({ webgpu: true });
+  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
+  await page.goto(`${base}/${TINY}&backend=webgpu`);
+  await modelReady(page, 'stories260K.bin', 300_000);
+  const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
+  assert.match(badge, /^WebGPU: .*\(software adapter, slow\)/, badge);
+
+  const p = page.getByRole('tabpanel');
+  await p.getByLabel('Prompt', { exact: true }).fill('');
+  await setField(p, 'Samples', 1);
+  await setField(p, 'Temperature', 0);
+  await setField(p, 'Max tokens', 12);
+  await p.getByRole('button', { name: 'Generate', exact: true }).click();
+  await page.waitForFunction(() => /first token after/.test(document.body.innerText), null, { timeout: 300_000 });
+  assert.match(await p.getByRole('article').first().innerText(), /Once upon a time, there was a little girl/);
+  await shot(page, 'webgpu-generate');
+
+  const file = join(mkdtempSync(join(tmpdir(), 'alab-')), 'pairs.jsonl');
+  writeFileSync(file, [
+    { prompt: 'Once upon a time', chosen: ' there was a happy dog.', rejected: ' there was a sad cat.' },
+    { prompt: 'One day', chosen: ' the sun was warm and kind.', rejected: ' the rain was cold and mean.' },
+  ].map((r) => JSON.stringify(r)).join('\n'));
+  await page.getByRole('tab', { name: 'Data' }).click();
+  await page.getByRole('tabpanel').getByLabel('Import JSONL').setInputFiles(file);
+  await page.getByText(/Imported 2 preference pairs/).waitFor();
+  await page.getByRole('tab', { name: 'Train' }).click();
+  const tp = page.getByRole('tabpanel');
+  await setField(tp, 'Steps', 3);
+  await setField(tp, 'Learning rate', 0.01);
+  await tp.getByRole('button', { name: 'Train', exact: true }).click();
+  await page.waitForFunction(() => /^(finished|failed|stopped)/.test(document.querySelector('[aria-label="Training status"]')?.textContent ?? ''), null, { timeout: 600_000 });
+  assert.match(await tp.getByRole('status', { name: 'Training status' }).innerText(), /^finished step 3 of 3/);
+  const cell = await page.getByRole('table', { name: 'Runs' }).locator('tbody tr').first().locator('td').nth(2).innerText();
+  const [first, last] = cell.split('→').map(Number);
+  assert.ok(Math.abs(first - Math.LN2) < 1e-3 && last < first, cell);
+  await shot(page, 'webgpu-train');
+  assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
+});
