@@ -20,8 +20,9 @@ const out = { model: tiny ? 'stories260K' : 'SmolLM2-135M-Instruct Q4_1', backen
 try {
   const t0 = Date.now();
   await page.goto(`${base}/${tiny ? TINY + '&' : '?'}backend=${a.backend}`);
-  await modelReady(page, tiny ? 'stories260K.bin' : 'SmolLM2', 900_000);
+  await modelReady(page, tiny ? 'stories260K.bin' : 'Mix1 Ep2', 900_000);
   out.load_s = (Date.now() - t0) / 1000;
+  console.error('bench: loaded', JSON.stringify(out));
   out.device = await page.getByRole('status', { name: 'Compute backend' }).innerText();
   const p = page.getByRole('tabpanel');
   await p.getByLabel('Prompt', { exact: true }).fill(tiny ? '' : 'What is the capital of France?');
@@ -35,6 +36,7 @@ try {
   out.first_token_s = Number(stats[1]);
   out.page_load_to_first_token_s = out.load_s + (t1 - t0 - out.load_s * 1000) / 1000 + out.first_token_s;
   out.decode_tokens_per_s = Number(stats[2]);
+  console.error('bench: generated', JSON.stringify(out));
   out.answer = (await p.getByRole('article').first().locator('.sample-text').innerText()).slice(0, 80);
 
   const file = join(mkdtempSync(join(tmpdir(), 'alab-')), 'pairs.jsonl');
