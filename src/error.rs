@@ -19,6 +19,9 @@ pub enum Error {
     /// A request the engine cannot serve (empty prompt, bad sampling parameter...).
     #[error("{0}")]
     Invalid(String),
+    /// Training produced NaN or infinity (the trainer kept the last good weights).
+    #[error("{0}")]
+    NonFinite(String),
     /// The compute device failed (lost device, out of memory, readback error).
     #[error("device: {0}")]
     Device(String),

@@ -9,7 +9,6 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::read_f32_async;
-use burn::module::Module;
 
 use crate::io::Tokenizer;
 use crate::model::{Batch, KvCache, Llama};
@@ -225,13 +224,7 @@ pub async fn generate_async(
     on_token: &mut dyn FnMut(TokenEvent) -> bool,
 ) -> Result<Vec<Sample>> {
     cfg.validate()?;
-    let frozen;
-    let model = if model.embed_tokens.weight.device().is_autodiff() {
-        frozen = model.clone().no_grad();
-        &frozen
-    } else {
-        model
-    };
+    let model = &*model.for_inference();
     if prompt.is_empty() {
         return Err(Error::Invalid("the prompt is empty; give at least one token".into()));
     }

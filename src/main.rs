@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use alignlab::backend::{self, BackendKind};
 use alignlab::generate::{SamplingConfig, generate};
-use alignlab::io::{Message, load_checkpoint};
+use alignlab::io::load_checkpoint;
 use alignlab::{LoadedModel, score};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -228,18 +228,7 @@ fn load(model: &Path, tokenizer: Option<&Path>, kind: BackendKind, autodiff: boo
 }
 
 fn prompt_ids(lm: &LoadedModel, p: &PromptArgs) -> Result<Vec<u32>> {
-    if p.chat {
-        let mut messages = Vec::new();
-        if let Some(s) = &p.system {
-            messages.push(Message::system(s));
-        }
-        messages.push(Message::user(&p.prompt));
-        let text = lm.chat_prompt(&messages, true)?;
-        // The template already holds the special tokens it wants.
-        Ok(lm.tokenizer.encode(&text, false)?)
-    } else {
-        Ok(lm.tokenizer.encode(&p.prompt, true)?)
-    }
+    Ok(lm.prompt_ids(&p.prompt, p.system.as_deref(), p.chat)?)
 }
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {

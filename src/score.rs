@@ -1,7 +1,6 @@
 //! Log-probabilities of completions given prompts: `log p(completion_t | prompt, completion_<t)`
 //! per completion token, batched. DPO, reward models and RL all start from this.
 
-use burn::module::Module;
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -139,13 +138,7 @@ pub fn score(lm: &LoadedModel, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Sco
 /// [`score`] with any model (a policy, or its reference with adapters off), awaiting the read.
 pub async fn score_async(model: &Llama, pad: u32, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
     let device = model.embed_tokens.weight.device();
-    let frozen;
-    let model = if device.is_autodiff() {
-        frozen = model.clone().no_grad();
-        &frozen
-    } else {
-        model
-    };
+    let model = &*model.for_inference();
     let sb = ScoringBatch::new(pairs, pad, &device)?;
     let [b, t1] = sb.completion_mask.dims();
     let lp = read_f32_async(token_logps(model, &sb)).await?;

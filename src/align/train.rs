@@ -157,7 +157,7 @@ impl<M: Module> Trainer<M> {
             let values = read_f32_async(Tensor::cat(parts, 0)).await?;
             if !values[0].is_finite() {
                 self.model = self.last_good.clone();
-                return Err(Error::Invalid(format!(
+                return Err(Error::NonFinite(format!(
                     "training stopped at step {}: the loss became {} (NaN or infinite). The last good \
                      weights are kept. Try a smaller learning rate or beta, or check the data.",
                     self.step + 1,
@@ -178,7 +178,7 @@ impl<M: Module> Trainer<M> {
         let norm = global_norm(&self.model, &mut grads).await?;
         if !norm.is_finite() {
             self.model = self.last_good.clone();
-            return Err(Error::Invalid(format!(
+            return Err(Error::NonFinite(format!(
                 "training stopped at step {}: the gradient norm became {norm}. The last good weights are \
                  kept. Try a smaller learning rate.",
                 self.step + 1

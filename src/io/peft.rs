@@ -125,18 +125,7 @@ pub async fn save_adapter_async(model: &Llama, cfg: &LoraConfig, base_model: &st
     save_adapter_with_async(model, cfg, base_model, "CAUSAL_LM", Vec::new()).await
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-pub fn save_adapter_with(
-    model: &Llama,
-    cfg: &LoraConfig,
-    base_model: &str,
-    task_type: &str,
-    extra: Vec<(String, String, burn::tensor::Tensor<2>)>,
-) -> Result<AdapterFiles> {
-    crate::backend::block_on(save_adapter_with_async(model, cfg, base_model, task_type, extra))
-}
-
-/// [`save_adapter`] with a task type and extra fully-trained tensors (PEFT's `modules_to_save`,
+/// [`save_adapter_async`] with a task type and extra fully-trained tensors (PEFT's `modules_to_save`,
 /// e.g. a reward model's `score` head), given as `(module name, PEFT key, tensor)`.
 pub async fn save_adapter_with_async(
     model: &Llama,

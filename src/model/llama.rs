@@ -170,6 +170,16 @@ impl Llama {
         self.embed_tokens.weight.dims()[0]
     }
 
+    /// The model for a pass without gradients: a policy in training (on an autodiff device) is
+    /// cloned without tracking (its tensors are shared, not copied); any other model is itself.
+    pub fn for_inference(&self) -> std::borrow::Cow<'_, Self> {
+        if self.embed_tokens.weight.device().is_autodiff() {
+            std::borrow::Cow::Owned(self.clone().no_grad())
+        } else {
+            std::borrow::Cow::Borrowed(self)
+        }
+    }
+
     pub fn num_layers(&self) -> usize {
         self.layers.len()
     }
