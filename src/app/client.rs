@@ -73,21 +73,8 @@ fn dispatch(ev: Event) {
         }
         return;
     }
-    let job = match &ev {
-        Event::Token { job, .. }
-        | Event::Generated { job, .. }
-        | Event::Scored { job, .. }
-        | Event::Judged { job, .. }
-        | Event::Labelled { job, .. }
-        | Event::TrainStarted { job, .. }
-        | Event::Metrics { job, .. }
-        | Event::TrainEnded { job, .. }
-        | Event::Done { job } => Some(*job),
-        Event::Adapter { job, .. } | Event::Error { job, .. } => *job,
-        _ => None,
-    };
     // Take the handler out while it runs: it may send requests (and so borrow the client).
-    if let Some(job) = job {
+    if let Some(job) = ev.job() {
         let h = CLIENT.with(|c| c.borrow_mut().jobs.remove(&job));
         if let Some(mut h) = h {
             let err = matches!(ev, Event::Error { .. });

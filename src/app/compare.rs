@@ -55,19 +55,17 @@ pub fn ComparePanel() -> impl IntoView {
         sampling.num_samples = 1;
         scores.set(None);
         heatmap.set(None);
-        run_generation(prompting(), sampling.clone(), Which::Reference, reference, ref_job, stats);
-        run_generation(prompting(), sampling, Which::Policy, policy, pol_job, stats2);
+        // Whichever answer finishes second scores both and offers the policy's for the heatmap.
+        let both_done = move || {
+            if ref_job.get_untracked().is_none() && pol_job.get_untracked().is_none() {
+                let (r, p) = (reference.get_untracked(), policy.get_untracked());
+                heat_text.set(p[0].text.clone());
+                judge(ctx, prompting(), vec![r[0].text.clone(), p[0].text.clone()], scores);
+            }
+        };
+        run_generation(prompting(), sampling.clone(), Which::Reference, reference, ref_job, stats, both_done);
+        run_generation(prompting(), sampling, Which::Policy, policy, pol_job, stats2, both_done);
     };
-    // Once both answers are in: score them, and offer the policy's answer for the heatmap.
-    Effect::new(move |_| {
-        let (r, p) = (reference.get(), policy.get());
-        let done = |c: &Vec<Card>| !c.is_empty() && c.iter().all(|c| c.done);
-        if done(&r) && done(&p) && scores.get_untracked().is_none() && ref_job.get().is_none() && pol_job.get().is_none() {
-            scores.set(Some((Vec::new(), None)));
-            heat_text.set(p[0].text.clone());
-            judge(ctx, prompting(), vec![r[0].text.clone(), p[0].text.clone()], scores);
-        }
-    });
     let show_heatmap = move |_| {
         let text = heat_text.get_untracked();
         let id = client::job(move |ev| {
@@ -79,15 +77,10 @@ pub fn ComparePanel() -> impl IntoView {
     };
     let best_of_n = move |_| {
         best_scores.set(None);
-        run_generation(prompting(), s.get_untracked().sampling(), Which::Policy, best, best_job, best_stats);
+        run_generation(prompting(), s.get_untracked().sampling(), Which::Policy, best, best_job, best_stats, move || {
+            judge(ctx, prompting(), best.get_untracked().iter().map(|c| c.text.clone()).collect(), best_scores);
+        });
     };
-    Effect::new(move |_| {
-        let b = best.get();
-        if !b.is_empty() && b.iter().all(|c| c.done) && best_job.get().is_none() && best_scores.get_untracked().is_none() {
-            best_scores.set(Some((Vec::new(), None)));
-            judge(ctx, prompting(), b.iter().map(|c| c.text.clone()).collect(), best_scores);
-        }
-    });
     let score_line = move |i: usize| {
         scores.get().and_then(|(j, rm)| {
             let js = j.get(i).map(|v| format!("judges {v:+.3}"));

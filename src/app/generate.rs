@@ -17,7 +17,8 @@ pub struct Card {
     pub rating: Option<bool>,
 }
 
-/// Streams a generation into `cards`; `on_done` sees the timing line.
+/// Streams a generation into `cards` (the timing line into `stats`); `on_done` runs once every
+/// card is finished.
 pub fn run_generation(
     prompting: Prompting,
     sampling: crate::generate::SamplingConfig,
@@ -25,6 +26,7 @@ pub fn run_generation(
     cards: RwSignal<Vec<Card>>,
     job: RwSignal<Option<JobId>>,
     stats: RwSignal<Option<String>>,
+    on_done: impl Fn() + 'static,
 ) {
     cards.set(vec![Card::default(); sampling.num_samples]);
     stats.set(None);
@@ -49,6 +51,7 @@ pub fn run_generation(
                 millis / 1000.0
             )));
             job.set(None);
+            on_done();
         }
         Event::Error { .. } => job.set(None),
         _ => {}
@@ -113,7 +116,7 @@ pub fn GeneratePanel() -> impl IntoView {
         order.set((0..st.num_samples).collect());
         ab.set(0);
         message.set(None);
-        run_generation(prompting, st.sampling(), Which::Policy, cards, job, stats);
+        run_generation(prompting, st.sampling(), Which::Policy, cards, job, stats, || {});
     };
     let stop = move || {
         if let Some(j) = job.get_untracked() {

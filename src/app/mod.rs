@@ -180,11 +180,11 @@ pub fn main() {
 fn start_engine(ctx: Ctx) {
     ctx.backend.set(None);
     ctx.model.set(None);
-    ctx.loading.set(ctx.model_source.get_untracked().is_some());
+    ctx.loading.set(false);
     client::spawn(move |ev| on_event(ctx, ev));
     client::send(&Request::Init { backend: ctx.backend_pref.get_untracked(), judges_base: absolute("models/judges/") });
     if let Some(src) = ctx.model_source.get_untracked() {
-        client::send(&Request::Load { source: src });
+        load_model(ctx, src);
     }
 }
 
@@ -202,7 +202,6 @@ fn on_event(ctx: Ctx, ev: Event) {
             ctx.backend.set(Some(BackendInfo { kind, adapter, software, fallback }));
         }
         Event::Progress { stage, fraction, loaded, total, from_cache } => {
-            let from_cache = from_cache || ctx.progress.get_untracked().is_some_and(|p| p.from_cache && stage != "download");
             ctx.progress.set(Some(LoadProgress { stage, fraction, loaded, total, from_cache }));
         }
         Event::ModelReady { info } => {
@@ -237,65 +236,55 @@ fn on_event(ctx: Ctx, ev: Event) {
     }
 }
 
-/// Loads what the last visit saved, then saves every change.
-fn persist(ctx: Ctx) {
-    leptos::task::spawn_local(async move {
-        let report = |r: Result<(), String>| {
-            if let Err(e) = r {
+/// Keeps `sig` under `key` in IndexedDB: saves every change once the last visit's data is back,
+/// and returns the future that restores it.
+fn keep<T>(ctx: Ctx, key: &'static str, sig: RwSignal<T>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
+where
+    T: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    Effect::new(move |_| {
+        let v = sig.get();
+        if !ctx.restored.get() {
+            return;
+        }
+        leptos::task::spawn_local(async move {
+            if let Err(e) = store::put(key, &v).await {
                 ctx.storage_error.set(Some(e));
             }
-        };
-        macro_rules! restore {
-            ($key:literal, $sig:expr) => {
-                match store::get($key).await {
-                    Ok(Some(v)) => $sig.set(v),
-                    Ok(None) => {}
-                    Err(e) => report(Err(e)),
-                }
-            };
-        }
-        restore!("pairs", ctx.pairs);
-        restore!("unpaired", ctx.unpaired);
-        restore!("demos", ctx.demos);
-        restore!("prompts", ctx.prompts);
-        restore!("runs", ctx.runs);
-        restore!("settings", ctx.settings);
-        match store::get::<SavedAdapter>("adapter").await {
-            Ok(Some(a)) => {
-                ctx.adapter.set(Some(a.clone()));
-                // The model may have loaded before the database answered.
-                if ctx.model.get_untracked().is_some_and(|m| m.name == a.model) && !ctx.policy.get_untracked().0 {
-                    client::send(&Request::ImportAdapter { config_json: a.config_json, safetensors: a.safetensors });
-                }
-            }
+        });
+    });
+    Box::pin(async move {
+        match store::get(key).await {
+            Ok(Some(v)) => sig.set(v),
             Ok(None) => {}
-            Err(e) => report(Err(e)),
+            Err(e) => ctx.storage_error.set(Some(e)),
+        }
+    })
+}
+
+/// Loads what the last visit saved, then saves every change.
+fn persist(ctx: Ctx) {
+    let restores = [
+        keep(ctx, "pairs", ctx.pairs),
+        keep(ctx, "unpaired", ctx.unpaired),
+        keep(ctx, "demos", ctx.demos),
+        keep(ctx, "prompts", ctx.prompts),
+        keep(ctx, "runs", ctx.runs),
+        keep(ctx, "settings", ctx.settings),
+        keep(ctx, "adapter", ctx.adapter),
+    ];
+    leptos::task::spawn_local(async move {
+        for r in restores {
+            r.await;
+        }
+        // The model may have loaded before the database answered.
+        if let Some(a) = ctx.adapter.get_untracked() {
+            if ctx.model.get_untracked().is_some_and(|m| m.name == a.model) && !ctx.policy.get_untracked().0 {
+                client::send(&Request::ImportAdapter { config_json: a.config_json, safetensors: a.safetensors });
+            }
         }
         ctx.restored.set(true);
     });
-    macro_rules! save_on_change {
-        ($key:literal, $sig:expr) => {
-            Effect::new(move |_| {
-                let v = $sig.get();
-                if !ctx.restored.get() {
-                    return;
-                }
-                leptos::task::spawn_local(async move {
-                    match store::put($key, &v).await {
-                        Ok(()) => {}
-                        Err(e) => ctx.storage_error.set(Some(e)),
-                    }
-                });
-            });
-        };
-    }
-    save_on_change!("pairs", ctx.pairs);
-    save_on_change!("unpaired", ctx.unpaired);
-    save_on_change!("demos", ctx.demos);
-    save_on_change!("prompts", ctx.prompts);
-    save_on_change!("runs", ctx.runs);
-    save_on_change!("settings", ctx.settings);
-    save_on_change!("adapter", ctx.adapter);
 }
 
 #[component]
@@ -328,7 +317,6 @@ fn App() -> impl IntoView {
     let model = query("model").unwrap_or_else(|| DEFAULT_MODEL.to_string());
     let tokenizer = query("tokenizer");
     ctx.model_source.set(Some(ModelSource::Url { model: absolute(&model), tokenizer: tokenizer.map(|t| absolute(&t)) }));
-    ctx.progress.set(Some(LoadProgress { stage: "starting".into(), fraction: 0.0, loaded: 0, total: None, from_cache: false }));
     start_engine(ctx);
 
     let tabs: [(&'static str, &'static str); 4] =
@@ -391,7 +379,7 @@ fn ModelBar() -> impl IntoView {
             m.layers,
             m.context,
             m.load_ms / 1000.0,
-            if ctx.progress.get().is_some_and(|p| p.from_cache) { " (from the browser cache)" } else { "" }
+            if m.from_cache { " (from the browser cache)" } else { "" }
         ),
         (_, Some(p)) => format!(
             "Loading: {}{}{}",

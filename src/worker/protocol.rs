@@ -169,6 +169,8 @@ pub struct ModelSummary {
     pub context: usize,
     pub chat_template: bool,
     pub load_ms: f64,
+    /// The file came from the browser's cache, not the network.
+    pub from_cache: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -230,16 +232,48 @@ pub enum Event {
     Fatal { message: String },
 }
 
+impl Request {
+    /// The job a request starts, if it starts one (its events and errors carry this id).
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Self::Generate { job, .. }
+            | Self::Score { job, .. }
+            | Self::Judge { job, .. }
+            | Self::AutoLabel { job, .. }
+            | Self::Train { job, .. }
+            | Self::ExportAdapter { job } => Some(*job),
+            _ => None,
+        }
+    }
+}
+
+impl Event {
+    /// The job an event belongs to; `None` for events about the worker, device or model.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            Self::Token { job, .. }
+            | Self::Generated { job, .. }
+            | Self::Scored { job, .. }
+            | Self::Judged { job, .. }
+            | Self::Labelled { job, .. }
+            | Self::TrainStarted { job, .. }
+            | Self::Metrics { job, .. }
+            | Self::TrainEnded { job, .. }
+            | Self::Done { job } => Some(*job),
+            Self::Adapter { job, .. } | Self::Error { job, .. } => *job,
+            _ => None,
+        }
+    }
+}
+
 impl ErrorKind {
     /// Sorts an engine error for the page: what happened decides what it offers.
     pub fn of(e: &crate::Error) -> Self {
-        let text = e.to_string().to_lowercase();
-        if text.contains("out of memory") || text.contains("outofmemory") {
-            return Self::OutOfMemory;
-        }
         match e {
+            crate::Error::NonFinite(_) => Self::NonFinite,
+            // wgpu reports an exhausted GPU as a device error; only its text tells them apart.
+            crate::Error::Device(m) if m.to_lowercase().replace(' ', "").contains("outofmemory") => Self::OutOfMemory,
             crate::Error::Device(_) => Self::Device,
-            _ if text.contains("nan or infinite") || text.contains("gradient norm became") => Self::NonFinite,
             _ => Self::Invalid,
         }
     }
@@ -276,8 +310,9 @@ mod tests {
     #[test]
     fn errors_are_sorted_for_the_page() {
         assert_eq!(ErrorKind::of(&crate::Error::Device("lost".into())), ErrorKind::Device);
-        let nan = crate::Error::Invalid("training stopped at step 3: the loss became NaN (NaN or infinite).".into());
+        let nan = crate::Error::NonFinite("training stopped at step 3: the loss became NaN (NaN or infinite).".into());
         assert_eq!(ErrorKind::of(&nan), ErrorKind::NonFinite);
         assert_eq!(ErrorKind::of(&crate::Error::Invalid("bad beta".into())), ErrorKind::Invalid);
+        assert_eq!(ErrorKind::of(&crate::Error::Device("Out of memory".into())), ErrorKind::OutOfMemory);
     }
 }

@@ -28,7 +28,7 @@ use crate::align::train::{Batches, LossOutput, Trainer};
 use crate::align::{Encoding, Reference};
 use crate::backend::BackendKind;
 use crate::generate::{FinishReason, SamplingConfig, generate_async};
-use crate::io::{Checkpoint, LoadedModel, Message};
+use crate::io::{Checkpoint, LoadedModel};
 use crate::judges::{JudgeData, JudgeSpec, Judges};
 use crate::model::{Llama, LoraConfig};
 use crate::score::score_async;
@@ -69,6 +69,7 @@ struct Worker {
     lora: Option<LoraConfig>,
     full_finetuned: bool,
     history: Vec<String>,
+    /// The reward model trained in this session (without gradient tracking).
     reward_model: Option<RewardModel>,
     paused: Option<Run>,
 }
@@ -115,15 +116,7 @@ pub fn main() {
 }
 
 async fn handle(req: Request) {
-    let job = match &req {
-        Request::Generate { job, .. }
-        | Request::Score { job, .. }
-        | Request::Judge { job, .. }
-        | Request::AutoLabel { job, .. }
-        | Request::Train { job, .. }
-        | Request::ExportAdapter { job } => Some(*job),
-        _ => None,
-    };
+    let job = req.job();
     let res = match req {
         Request::Init { backend, judges_base } => init(backend, judges_base).await,
         Request::Load { source } => load(source).await,
@@ -221,9 +214,15 @@ async fn init(pref: BackendPref, judges_base: String) -> Result<()> {
     Ok(())
 }
 
-/// Fetches `url` with progress, from the Cache API when it is there (a reload does not download
-/// the model again).
-async fn fetch_cached(url: &str, stage: &str) -> Result<Vec<u8>> {
+/// Fetches `url` from the Cache API when it is there (a reload does not download the model again),
+/// else from the network, storing it. Reports progress as `stage` when given. Returns the bytes
+/// and whether they came from the cache.
+async fn fetch_cached(url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bool)> {
+    let report = |fraction: f32, loaded: u64, total: Option<u64>, from_cache: bool| {
+        if let Some(stage) = stage {
+            post(&Event::Progress { stage: stage.into(), fraction, loaded, total, from_cache });
+        }
+    };
     let net = |m: String| Error::Invalid(m);
     let js = |e: JsValue| format!("{e:?}");
     let cache: Option<web_sys::Cache> = match scope().caches() {
@@ -239,8 +238,8 @@ async fn fetch_cached(url: &str, stage: &str) -> Result<Vec<u8>> {
                 let buf = JsFuture::from(resp.array_buffer().map_err(|e| net(js(e)))?).await.map_err(|e| net(js(e)))?;
                 let bytes = js_sys::Uint8Array::new(&buf).to_vec();
                 let n = bytes.len() as u64;
-                post(&Event::Progress { stage: stage.into(), fraction: 1.0, loaded: n, total: Some(n), from_cache: true });
-                return Ok(bytes);
+                report(1.0, n, Some(n), true);
+                return Ok((bytes, true));
             }
         }
     }
@@ -268,11 +267,11 @@ async fn fetch_cached(url: &str, stage: &str) -> Result<Vec<u8>> {
         if n - last_post > 1 << 20 {
             last_post = n;
             let fraction = total.map_or(0.0, |t| n as f32 / t.max(1) as f32);
-            post(&Event::Progress { stage: stage.into(), fraction, loaded: n, total, from_cache: false });
+            report(fraction, n, total, false);
         }
     }
     let n = bytes.len() as u64;
-    post(&Event::Progress { stage: stage.into(), fraction: 1.0, loaded: n, total: Some(n), from_cache: false });
+    report(1.0, n, Some(n), false);
     if let Some(cache) = &cache {
         // A full or refused cache only costs a download next time.
         let arr = js_sys::Uint8Array::from(bytes.as_slice());
@@ -280,7 +279,7 @@ async fn fetch_cached(url: &str, stage: &str) -> Result<Vec<u8>> {
             let _ = JsFuture::from(cache.put_with_str(url, &resp)).await;
         }
     }
-    Ok(bytes)
+    Ok((bytes, false))
 }
 
 async fn load(source: ModelSource) -> Result<()> {
@@ -295,26 +294,21 @@ async fn load(source: ModelSource) -> Result<()> {
         }
         gloo_timers::future::TimeoutFuture::new(20).await;
     };
-    let (name, model, tokenizer) = match source {
+    let (name, model, tokenizer, from_cache) = match source {
         ModelSource::Url { model, tokenizer } => {
             let name = model.rsplit('/').next().unwrap_or(&model).split('?').next().unwrap_or("model").to_string();
-            let m = fetch_cached(&model, "download").await?;
+            let (m, from_cache) = fetch_cached(&model, Some("download")).await?;
             let t = match tokenizer {
-                Some(t) => Some(fetch_cached(&t, "download tokenizer").await?),
+                Some(t) => Some(fetch_cached(&t, Some("download tokenizer")).await?.0),
                 None => None,
             };
-            (name, m, t)
+            (name, m, t, from_cache)
         }
-        ModelSource::Files { name, model, tokenizer } => (name, model, tokenizer.map(|t| t.into_vec())),
+        ModelSource::Files { name, model, tokenizer } => (name, model, tokenizer.map(|t| t.into_vec()), false),
     };
     let mut progress = |stage: &str, fraction: f32| {
-        let stage = match stage {
-            "read" => "read",
-            "dequantize" => "dequantize",
-            "upload" => "upload to device",
-            s => s,
-        };
-        post(&Event::Progress { stage: stage.into(), fraction, loaded: 0, total: None, from_cache: false });
+        let stage = if stage == "upload" { "upload to device" } else { stage };
+        post(&Event::Progress { stage: stage.into(), fraction, loaded: 0, total: None, from_cache });
     };
     let ckpt = Checkpoint::from_bytes(&model, tokenizer.as_deref(), &mut progress)?;
     drop(model);
@@ -331,9 +325,7 @@ async fn load(source: ModelSource) -> Result<()> {
         }
     }
     let mut lm = ckpt.into_model(&device, &mut progress)?;
-    if lm.info.name.is_none() {
-        lm.info.name = Some(name.clone());
-    }
+    let name = lm.info.name.get_or_insert(name).clone();
     // Warm-up: one forward pass compiles the kernels (WebGPU) before the first real token.
     progress("warm-up", 0.0);
     let bos = lm.tokenizer.bos_id.unwrap_or(0);
@@ -342,7 +334,7 @@ async fn load(source: ModelSource) -> Result<()> {
     progress("warm-up", 1.0);
     let c = &lm.config;
     let info = ModelSummary {
-        name: lm.info.name.clone().unwrap_or(name),
+        name,
         format: lm.info.format.clone(),
         parameters: lm.model.num_params(),
         layers: c.num_hidden_layers,
@@ -351,6 +343,7 @@ async fn load(source: ModelSource) -> Result<()> {
         context: c.max_position_embeddings,
         chat_template: lm.chat_template.is_some(),
         load_ms: t0.elapsed().as_secs_f64() * 1000.0,
+        from_cache,
     };
     let policy = lm.model.clone();
     with(|w| {
@@ -383,21 +376,12 @@ fn post_policy_state() {
 // ---------------------------------------------------------------------------------------------
 // Generate, score, judge
 
-/// Token ids of a prompt, through the chat template (with the system prompt) when asked and present.
+/// Token ids of a prompt: the chat template is used when asked for and the model has one.
 fn prompt_ids(lm: &LoadedModel, p: &Prompting) -> Result<Vec<u32>> {
-    if p.chat && lm.chat_template.is_some() {
-        let mut msgs = Vec::new();
-        if !p.system.trim().is_empty() {
-            msgs.push(Message::system(&p.system));
-        }
-        msgs.push(Message::user(&p.prompt));
-        lm.tokenizer.encode(&lm.chat_prompt(&msgs, true)?, false)
-    } else if p.prompt.is_empty() {
-        // Plain models (stories260K) may start from BOS alone.
-        Ok(lm.tokenizer.bos_id.into_iter().collect())
-    } else {
-        lm.tokenizer.encode(&p.prompt, true)
-    }
+    let system = Some(p.system.as_str()).filter(|s| !s.trim().is_empty());
+    let ids = lm.prompt_ids(&p.prompt, system, p.chat && lm.chat_template.is_some())?;
+    // An empty plain prompt starts from BOS alone (how llama2.c's stories begin).
+    Ok(if ids.is_empty() { lm.tokenizer.bos_id.into_iter().collect() } else { ids })
 }
 
 async fn generate(job: JobId, prompting: Prompting, sampling: SamplingConfig, which: Which) -> Result<()> {
@@ -460,9 +444,10 @@ async fn judge_data() -> Rc<JudgeData> {
         return d;
     }
     let base = with(|w| w.judges_base.clone());
-    let text = |b: Vec<u8>| String::from_utf8(b).ok();
-    let vader = fetch_cached(&format!("{base}vader_lexicon.txt"), "judge data").await.ok().and_then(text);
-    let profanity = fetch_cached(&format!("{base}profanity_wordlist.txt"), "judge data").await.ok().and_then(text);
+    // Quietly: the page's progress bar is the model's.
+    let text = |(b, _): (Vec<u8>, bool)| String::from_utf8(b).ok();
+    let vader = fetch_cached(&format!("{base}vader_lexicon.txt"), None).await.ok().and_then(text);
+    let profanity = fetch_cached(&format!("{base}profanity_wordlist.txt"), None).await.ok().and_then(text);
     let data = Rc::new(JudgeData::from_texts(vader.as_deref(), profanity.as_deref()).unwrap_or_default());
     with(|w| w.judges = Some(data.clone()));
     data
@@ -485,7 +470,6 @@ async fn judge(job: JobId, prompting: Prompting, completions: Vec<String>, judge
             let pairs: Vec<(Vec<u32>, Vec<u32>)> =
                 completions.iter().map(|c| Ok((p.clone(), enc.completion(&lm, c)?))).collect::<Result<_>>()?;
             let pad = lm.tokenizer.eos_id.unwrap_or(0);
-            let rm = RewardModel { backbone: rm.backbone.clone().no_grad(), score: rm.score.clone().no_grad() };
             Some(rm.score_pairs_async(&pairs, pad).await?.into_iter().map(|x| x as f64).collect())
         }
         None => None,
@@ -556,6 +540,23 @@ impl Examples {
 enum Learner {
     Policy { trainer: Trainer<Llama>, reference: Reference },
     Reward { trainer: Trainer<RewardModel> },
+}
+
+impl Learner {
+    /// Optimizer steps taken.
+    fn steps(&self) -> usize {
+        match self {
+            Self::Policy { trainer, .. } => trainer.step,
+            Self::Reward { trainer } => trainer.step,
+        }
+    }
+
+    fn done(&self) -> bool {
+        match self {
+            Self::Policy { trainer, .. } => trainer.done(),
+            Self::Reward { trainer } => trainer.done(),
+        }
+    }
 }
 
 struct Run {
@@ -686,11 +687,7 @@ async fn resume(job: JobId) -> Result<()> {
 async fn drive(mut run: Run) -> Result<()> {
     let job = run.job;
     loop {
-        let done = match &run.learner {
-            Learner::Policy { trainer, .. } => trainer.done(),
-            Learner::Reward { trainer } => trainer.done(),
-        };
-        if done {
+        if run.learner.done() {
             return finish(run, RunState::Finished, None).await;
         }
         match take_control(job) {
@@ -750,7 +747,6 @@ async fn step(run: &mut Run) -> Result<crate::align::train::Metrics> {
                     }
                     RewardSource::RewardModel => {
                         let rm = with(|w| w.reward_model.clone()).ok_or_else(|| Error::Invalid("no reward model".into()))?;
-                        let rm = RewardModel { backbone: rm.backbone.no_grad(), score: rm.score.no_grad() };
                         rm.score_pairs_async(&samples.pairs, pad).await?.into_iter().map(|x| x as f64).collect()
                     }
                 };
@@ -799,7 +795,8 @@ fn publish(run: &Run) {
             });
         }
         Learner::Reward { trainer } => {
-            let rm = RewardModel { backbone: trainer.model.backbone.clone(), score: trainer.model.score.clone() };
+            // Scoring needs no gradients: keep a copy that does not track them.
+            let rm = trainer.model.clone().no_grad();
             with(|w| w.reward_model = Some(rm));
         }
     }
@@ -807,10 +804,7 @@ fn publish(run: &Run) {
 
 async fn finish(run: Run, state: RunState, message: Option<String>) -> Result<()> {
     publish(&run);
-    let steps = match &run.learner {
-        Learner::Policy { trainer, .. } => trainer.step,
-        Learner::Reward { trainer } => trainer.step,
-    };
+    let steps = run.learner.steps();
     if steps > 0 && !matches!(run.learner, Learner::Reward { .. }) {
         with(|w| w.history.push(format!("{} ({steps} steps)", run.spec.method.name())));
     }
