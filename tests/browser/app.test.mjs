@@ -7,7 +7,7 @@ import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, launch, modelReady, shot, setField } from './lib.mjs';
+import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, shot, train } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -30,11 +30,7 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
 
   await t.test('greedy generation from BOS tells the known story', async () => {
     const p = panel();
-    await p.getByLabel('Prompt', { exact: true }).fill('');
-    await setField(p, 'Samples', 1);
-    await setField(p, 'Temperature', 0);
-    await setField(p, 'Max tokens', 40);
-    await p.getByRole('button', { name: 'Generate', exact: true }).click();
+    await generate(page, { prompt: '', samples: 1, temperature: 0, tokens: 40 });
     await p.getByRole('article').filter({ hasText: 'stop' }).or(p.getByRole('article').filter({ hasText: 'length' })).first().waitFor({ timeout: 120_000 });
     const text = await p.getByRole('article').first().innerText();
     assert.match(text, /Once upon a time, there was a little girl named Lily\. She loved to play outside/);
@@ -45,11 +41,7 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
   let pairsBefore;
   await t.test('ranking with the keyboard makes preference pairs', async () => {
     const p = panel();
-    await p.getByLabel('Prompt', { exact: true }).fill('Once upon a time');
-    await setField(p, 'Samples', 3);
-    await setField(p, 'Temperature', 1);
-    await setField(p, 'Max tokens', 20);
-    await p.getByRole('button', { name: 'Generate', exact: true }).click();
+    await generate(page, { prompt: 'Once upon a time', samples: 3, temperature: 1, tokens: 20 });
     const save = p.getByRole('button', { name: 'Save ranking' });
     await page.waitForFunction(() => [...document.querySelectorAll('button')].some((b) => b.textContent === 'Save ranking' && !b.disabled), null, { timeout: 120_000 });
     const first = p.getByRole('article').first();
@@ -86,9 +78,7 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     const lines = readFileSync(await download.path(), 'utf8').trim().split('\n');
     assert.equal(lines.length, pairsBefore);
     for (const l of lines) assert.deepEqual(Object.keys(JSON.parse(l)).sort(), ['chosen', 'prompt', 'rejected']);
-    const file = join(mkdtempSync(join(tmpdir(), 'alab-')), 'import.jsonl');
-    writeFileSync(file, [lines[0], '{"prompt": "x", "chosen": 3}', 'not json', JSON.stringify({ prompt: 'Lily', chosen: 'a happy end', rejected: 'a sad end' })].join('\n'));
-    await p.getByLabel('Import JSONL').setInputFiles(file);
+    await importJsonl(page, [lines[0], '{"prompt": "x", "chosen": 3}', 'not json', { prompt: 'Lily', chosen: 'a happy end', rejected: 'a sad end' }]);
     const note = await p.getByText(/Imported 2 preference pairs/).innerText();
     assert.match(note, /Skipped 2 bad line\(s\): line 2: .*; line 3: /);
     assert.equal(await page.getByRole('table', { name: 'Preference pairs' }).locator('tbody tr').count(), pairsBefore + 2);
@@ -105,18 +95,12 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
 
   let firstLoss, lastLoss;
   await t.test('trains DPO with LoRA and the charts move', async () => {
-    await tab('Train');
+    const { status, cell } = await train(page, { Steps: 6, 'Learning rate': 0.01 });
     const p = panel();
-    await setField(p, 'Steps', 6);
-    await setField(p, 'Learning rate', 0.01);
-    await p.getByRole('button', { name: 'Train', exact: true }).click();
-    const status = p.getByRole('status', { name: 'Training status' });
-    await page.waitForFunction(() => /^(finished|failed|stopped)/.test(document.querySelector('[aria-label="Training status"]')?.textContent ?? ''), null, { timeout: 300_000 });
-    assert.match(await status.innerText(), /^finished step 6 of 6/);
+    assert.match(status, /^finished step 6 of 6/);
     const points = await p.locator('svg[data-metric=loss] polyline').getAttribute('points');
     assert.equal(points.trim().split(' ').length, 6, points);
     for (const m of ['loss', 'rewards', 'margins', 'accuracy']) assert.equal(await p.locator(`svg[data-metric=${m}]`).count(), 1, m);
-    const cell = await page.getByRole('table', { name: 'Runs' }).locator('tbody tr').first().locator('td').nth(2).innerText();
     [firstLoss, lastLoss] = cell.split('→').map(Number);
     assert.ok(Math.abs(firstLoss - Math.LN2) < 1e-3, `DPO starts at ln 2: ${cell}`);
     assert.ok(lastLoss < firstLoss, `loss went down: ${cell}`);

@@ -1,7 +1,7 @@
 // Shared by the browser tests: launch Debian's Chromium (headless, fresh profile), open the app on
 // the tiny stories260K model, and small helpers. playwright-core has no `expect`: node:assert.
 import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SHARED_MODELS } from './server.mjs';
@@ -52,3 +52,37 @@ export async function setField(page, label, value) {
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Fills the Generate tab's form (fields left undefined keep their value) and clicks Generate. */
+export async function generate(page, { prompt, samples, temperature, tokens }) {
+  const p = page.getByRole('tabpanel');
+  await p.getByLabel('Prompt', { exact: true }).fill(prompt);
+  if (samples !== undefined) await setField(p, 'Samples', samples);
+  if (temperature !== undefined) await setField(p, 'Temperature', temperature);
+  if (tokens !== undefined) await setField(p, 'Max tokens', tokens);
+  await p.getByRole('button', { name: 'Generate', exact: true }).click();
+}
+
+/** Writes `rows` (objects, or raw lines as strings) to a JSONL file and imports it on the Data tab. */
+export async function importJsonl(page, rows) {
+  const file = join(mkdtempSync(join(tmpdir(), 'alignlab-')), 'import.jsonl');
+  writeFileSync(file, rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n'));
+  await page.getByRole('tab', { name: 'Data' }).click();
+  await page.getByRole('tabpanel').getByLabel('Import JSONL').setInputFiles(file);
+}
+
+/**
+ * On the Train tab: fills `fields` (label → value), clicks Train and waits for the run to end.
+ * Returns the status line and the newest run's first and last loss (from the Runs table).
+ */
+export async function train(page, fields = {}, timeout = 300_000) {
+  await page.getByRole('tab', { name: 'Train' }).click();
+  const p = page.getByRole('tabpanel');
+  for (const [label, value] of Object.entries(fields)) await setField(p, label, value);
+  await p.getByRole('button', { name: 'Train', exact: true }).click();
+  await page.waitForFunction(() => /^(finished|failed|stopped)/.test(document.querySelector('[aria-label="Training status"]')?.textContent ?? ''), null, { timeout });
+  const status = await p.getByRole('status', { name: 'Training status' }).innerText();
+  const cell = await page.getByRole('table', { name: 'Runs' }).locator('tbody tr').first().locator('td').nth(2).innerText();
+  const [first, last] = cell.split('→').map(Number);
+  return { status, first, last, cell };
+}

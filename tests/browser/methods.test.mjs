@@ -4,11 +4,11 @@
 // and the adapter exported in PEFT's layout and imported back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync, mkdtempSync, copyFileSync } from 'node:fs';
+import { readFileSync, mkdtempSync, copyFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, launch, modelReady, shot, setField } from './lib.mjs';
+import { HAVE_TINY, TINY, generate, launch, modelReady, shot, train as trainOn } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -18,19 +18,10 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   const panel = () => page.getByRole('tabpanel');
   const tab = (name) => page.getByRole('tab', { name }).click();
-  const train = async (method, steps, lr, extra = async () => {}) => {
+  const train = async (method, steps, lr, fields = {}) => {
     await tab('Train');
-    const p = panel();
-    await p.getByLabel('Method').selectOption(method);
-    await setField(p, 'Steps', steps);
-    await setField(p, 'Learning rate', lr);
-    await extra(p);
-    await p.getByRole('button', { name: 'Train', exact: true }).click();
-    await page.waitForFunction(() => /^(finished|failed|stopped)/.test(document.querySelector('[aria-label="Training status"]')?.textContent ?? ''), null, { timeout: 300_000 });
-    const status = await p.getByRole('status', { name: 'Training status' }).innerText();
-    const cell = await page.getByRole('table', { name: 'Runs' }).locator('tbody tr').first().locator('td').nth(2).innerText();
-    const [first, last] = cell.split('→').map(Number);
-    return { status, first, last };
+    await panel().getByLabel('Method').selectOption(method);
+    return trainOn(page, { Steps: steps, 'Learning rate': lr, ...fields });
   };
   await page.goto(`${base}/${TINY}&backend=cpu`);
   await modelReady(page, 'stories260K.bin');
@@ -38,10 +29,7 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
 
   await t.test('thumbs up/down feed KTO', async () => {
     const p = panel();
-    await p.getByLabel('Prompt', { exact: true }).fill('Once upon a time');
-    await setField(p, 'Samples', 3);
-    await setField(p, 'Max tokens', 16);
-    await p.getByRole('button', { name: 'Generate', exact: true }).click();
+    await generate(page, { prompt: 'Once upon a time', samples: 3, tokens: 16 });
     await p.getByText(/first token after/).waitFor({ timeout: 120_000 });
     assert.equal(await p.getByRole('article').count(), 3);
     await p.getByLabel('Thumbs').check();
@@ -97,10 +85,7 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
   });
 
   await t.test('RLHF against the judges runs and reports rewards', async () => {
-    const r = await train('rl', 2, 0.005, async (p) => {
-      await setField(p, 'Samples per prompt', 2);
-      await setField(p, 'Max tokens', 8);
-    });
+    const r = await train('rl', 2, 0.005, { 'Samples per prompt': 2, 'Max tokens': 8 });
     assert.match(r.status, /^finished step 2 of 2/);
     assert.equal(await panel().locator('svg[data-metric=reward] polyline').count(), 1);
     await shot(page, 'rlhf');

@@ -2,11 +2,8 @@
 // SwiftShader is a CPU emulation, so this proves the path works on the tiny model; speed needs a GPU.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, launch, modelReady, shot, setField } from './lib.mjs';
+import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, shot, train } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -31,32 +28,18 @@ test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend',
   assert.match(badge, /^WebGPU: .*\(software adapter, slow\)/, badge);
 
   const p = page.getByRole('tabpanel');
-  await p.getByLabel('Prompt', { exact: true }).fill('');
-  await setField(p, 'Samples', 1);
-  await setField(p, 'Temperature', 0);
-  await setField(p, 'Max tokens', 12);
-  await p.getByRole('button', { name: 'Generate', exact: true }).click();
+  await generate(page, { prompt: '', samples: 1, temperature: 0, tokens: 12 });
   await page.waitForFunction(() => /first token after/.test(document.body.innerText), null, { timeout: 300_000 });
   assert.match(await p.getByRole('article').first().innerText(), /Once upon a time, there was a little girl/);
   await shot(page, 'webgpu-generate');
 
-  const file = join(mkdtempSync(join(tmpdir(), 'alab-')), 'pairs.jsonl');
-  writeFileSync(file, [
+  await importJsonl(page, [
     { prompt: 'Once upon a time', chosen: ' there was a happy dog.', rejected: ' there was a sad cat.' },
     { prompt: 'One day', chosen: ' the sun was warm and kind.', rejected: ' the rain was cold and mean.' },
-  ].map((r) => JSON.stringify(r)).join('\n'));
-  await page.getByRole('tab', { name: 'Data' }).click();
-  await page.getByRole('tabpanel').getByLabel('Import JSONL').setInputFiles(file);
+  ]);
   await page.getByText(/Imported 2 preference pairs/).waitFor();
-  await page.getByRole('tab', { name: 'Train' }).click();
-  const tp = page.getByRole('tabpanel');
-  await setField(tp, 'Steps', 3);
-  await setField(tp, 'Learning rate', 0.01);
-  await tp.getByRole('button', { name: 'Train', exact: true }).click();
-  await page.waitForFunction(() => /^(finished|failed|stopped)/.test(document.querySelector('[aria-label="Training status"]')?.textContent ?? ''), null, { timeout: 600_000 });
-  assert.match(await tp.getByRole('status', { name: 'Training status' }).innerText(), /^finished step 3 of 3/);
-  const cell = await page.getByRole('table', { name: 'Runs' }).locator('tbody tr').first().locator('td').nth(2).innerText();
-  const [first, last] = cell.split('→').map(Number);
+  const { status, first, last, cell } = await train(page, { Steps: 3, 'Learning rate': 0.01 }, 600_000);
+  assert.match(status, /^finished step 3 of 3/);
   assert.ok(Math.abs(first - Math.LN2) < 1e-3 && last < first, cell);
   await shot(page, 'webgpu-train');
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
