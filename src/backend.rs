@@ -96,18 +96,11 @@ pub fn open(kind: BackendKind) -> Result<DeviceInfo> {
 /// Reads a float tensor to the host. The one read every engine path goes through: on WebGPU a
 /// read must be awaited (a blocking read panics in the browser), so the engine is async inside
 /// and the native API wraps it in `block_on`.
-pub async fn read_f32_async<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     let data = t.into_data_async().await.map_err(|e| Error::Device(format!("reading a tensor back failed: {e:?}")))?;
     #[cfg(target_arch = "wasm32")]
     yield_if_due().await;
     data.try_into_vec_as::<f32>().map_err(|e| Error::Device(format!("reading a tensor back failed: {e:?}")))
-}
-
-/// Reads a float tensor to the host, blocking (native only: the compiler finds any read the
-/// browser build would otherwise panic on).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
-    block_on(read_f32_async(t))
 }
 
 /// Runs an engine future to completion on the calling thread (native only).

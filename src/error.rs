@@ -22,6 +22,9 @@ pub enum Error {
     /// Training produced NaN or infinity (the trainer kept the last good weights).
     #[error("{0}")]
     NonFinite(String),
+    /// A download failed (no connection, a server error, a broken transfer).
+    #[error("{0}")]
+    Network(String),
     /// The compute device failed (lost device, out of memory, readback error).
     #[error("device: {0}")]
     Device(String),

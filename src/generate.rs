@@ -8,27 +8,33 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::read_f32_async;
+use crate::backend::read_f32;
 
 use crate::io::Tokenizer;
 use crate::model::{Batch, KvCache, Llama};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::LoadedModel;
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct SamplingConfig {
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = SamplingConfig::default().max_new_tokens))]
     pub max_new_tokens: usize,
     /// 0 means greedy (argmax).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = SamplingConfig::default().temperature))]
     pub temperature: f32,
     /// Keep only the `top_k` most likely tokens; 0 disables.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = SamplingConfig::default().top_k))]
     pub top_k: usize,
     /// Keep the smallest set of tokens whose probability reaches `top_p`; 1.0 disables.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = SamplingConfig::default().top_p))]
     pub top_p: f32,
     /// transformers' CTRL-style penalty on tokens already in the sequence; 1.0 disables.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = SamplingConfig::default().repetition_penalty))]
     pub repetition_penalty: f32,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = SamplingConfig::default().seed))]
     pub seed: u64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(short = 'n', long = "num-samples", default_value_t = SamplingConfig::default().num_samples))]
     pub num_samples: usize,
 }
 
@@ -190,33 +196,11 @@ impl TextStream {
     }
 }
 
-/// Generates `cfg.num_samples` continuations of `prompt` (token ids). `on_token` sees every token
-/// as it is chosen and returns `false` to stop all samples.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn generate(
-    lm: &LoadedModel,
-    prompt: &[u32],
-    cfg: &SamplingConfig,
-    on_token: &mut dyn FnMut(TokenEvent) -> bool,
-) -> Result<Vec<Sample>> {
-    generate_with(&lm.model, &lm.tokenizer, prompt, cfg, on_token)
-}
-
-/// [`generate`] with any model sharing the tokenizer: a policy in training, or its reference.
-/// Runs without gradient tracking even when `model` lives on an autodiff device.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn generate_with(
-    model: &Llama,
-    tokenizer: &Tokenizer,
-    prompt: &[u32],
-    cfg: &SamplingConfig,
-    on_token: &mut dyn FnMut(TokenEvent) -> bool,
-) -> Result<Vec<Sample>> {
-    crate::backend::block_on(generate_async(model, tokenizer, prompt, cfg, on_token))
-}
-
-/// The decoding loop ([`generate_with`]), awaiting each read of the logits (WebGPU needs that).
-pub async fn generate_async(
+/// Generates `cfg.num_samples` continuations of `prompt` (token ids) with any model sharing the
+/// tokenizer (a policy in training, or its reference), without gradient tracking. `on_token` sees
+/// every token as it is chosen and returns `false` to stop all samples. Each read of the logits
+/// is awaited (WebGPU needs that).
+pub async fn generate(
     model: &Llama,
     tokenizer: &Tokenizer,
     prompt: &[u32],
@@ -254,7 +238,7 @@ pub async fn generate_async(
     let vocab = model.vocab_size();
 
     for step in 0..max_new {
-        let mut rows = read_f32_async(logits).await?;
+        let mut rows = read_f32(logits).await?;
         let mut next = Vec::with_capacity(active.len());
         let mut cancelled = false;
         for (r, &s) in active.iter().enumerate() {

@@ -6,9 +6,10 @@
 //! - [`model`]: the Llama-family decoder (RMSNorm, RoPE, GQA attention, SwiGLU, KV cache).
 //! - [`io`]: checkpoint loaders (GGUF, HF safetensors, llama2.c) and tokenizers, chat templates.
 //! - [`generate`]: greedy and sampled decoding with streaming.
-//! - [`score`]: per-token log-probabilities of completions, the primitive alignment builds on.
+//! - [`logps`]: per-token log-probabilities of completions, the primitive alignment builds on.
 //! - [`align`]: DPO, KTO, reward models, SFT, RL on one trainer; [`judges`]; [`data`] (TRL JSONL).
-//! - [`worker`]: the browser app's worker protocol and runtime; `app` is the Leptos page.
+//! - [`lab`]: sessions, the policy, reward sources and runs: what the page and the CLI both drive.
+//! - [`worker`]: the browser app's worker protocol and router; `app` is the Leptos page.
 
 pub mod align;
 #[cfg(all(target_arch = "wasm32", feature = "web"))]
@@ -20,7 +21,8 @@ pub mod generate;
 pub mod io;
 pub mod judges;
 pub mod model;
-pub mod score;
+pub mod lab;
+pub mod logps;
 pub mod worker;
 
 pub use error::{Error, Result};

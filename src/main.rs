@@ -1,13 +1,19 @@
-//! `alignlab`: the native command line over the engine.
+//! `alignlab`: the native command line over the lab. Arguments are the engine's own settings
+//! (flattened from the same structs the page edits); every command opens a [`Session`] and
+//! blocks once, here at the edge, on the lab's async code.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use alignlab::backend::{self, BackendKind};
+use alignlab::align::Encoding;
+use alignlab::backend::{self, BackendKind, block_on};
 use alignlab::generate::{SamplingConfig, generate};
 use alignlab::io::load_checkpoint;
-use alignlab::{LoadedModel, score};
+use alignlab::io::peft::AdapterFiles;
+use alignlab::judges::JudgeData;
+use alignlab::lab::{Session, Which};
+use alignlab::logps::completion_logps;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -35,13 +41,13 @@ enum Command {
     /// Sample N answers per prompt, score them with judges or a reward model, write best-vs-worst pairs (JSONL).
     Pairs(train_cli::PairsArgs),
     /// Direct Preference Optimization on prompt/chosen/rejected pairs.
-    Dpo(train_cli::DpoArgs),
+    Dpo(train_cli::MethodArgs<alignlab::align::dpo::DpoConfig>),
     /// KTO on unpaired thumbs-up/down data (prompt/completion/label).
-    Kto(train_cli::KtoArgs),
+    Kto(train_cli::MethodArgs<alignlab::align::kto::KtoConfig>),
     /// Train a reward model (Bradley-Terry) on preference pairs.
-    Reward(train_cli::RewardArgs),
+    Reward(train_cli::MethodArgs<alignlab::align::reward::RewardConfig>),
     /// Supervised fine-tuning on prompt/completion demonstrations.
-    Sft(train_cli::SftArgs),
+    Sft(train_cli::MethodArgs<train_cli::NoKnobs>),
     /// Online RL (GRPO/RLOO with PPO clipping and a KL leash) against judges or a reward model.
     Rl(train_cli::RlArgs),
     /// Generate N answers and rank them by judges or a reward model.
@@ -51,20 +57,20 @@ enum Command {
 }
 
 #[derive(Args, Clone)]
-struct ModelArgs {
+pub struct ModelArgs {
     /// A .gguf file, an HF directory (config.json + model.safetensors + tokenizer.json), or a
     /// llama2.c .bin (then --tokenizer).
     #[arg(long, default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
-    model: PathBuf,
+    pub model: PathBuf,
     /// Tokenizer file (tokenizer.json or llama2.c tokenizer.bin) replacing the model's own.
     #[arg(long)]
-    tokenizer: Option<PathBuf>,
+    pub tokenizer: Option<PathBuf>,
     /// Compute backend: ndarray, flex (CPU) or wgpu (Vulkan; lavapipe without a GPU).
     #[arg(long, default_value = "flex")]
-    backend: BackendKind,
+    pub backend: BackendKind,
     /// A LoRA adapter directory in PEFT's layout (adapter_config.json + adapter_model.safetensors).
     #[arg(long)]
-    adapter: Option<PathBuf>,
+    pub adapter: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -75,8 +81,14 @@ struct PromptArgs {
     #[arg(long)]
     chat: bool,
     /// System message for --chat (otherwise the template's default).
-    #[arg(long)]
-    system: Option<String>,
+    #[arg(long, default_value = "")]
+    system: String,
+}
+
+impl PromptArgs {
+    fn encoding(&self) -> Encoding {
+        Encoding::untruncated(self.chat, &self.system)
+    }
 }
 
 #[derive(Args)]
@@ -85,23 +97,8 @@ struct GenerateArgs {
     model: ModelArgs,
     #[command(flatten)]
     prompt: PromptArgs,
-    #[arg(long, default_value_t = 128)]
-    max_new_tokens: usize,
-    /// 0 = greedy.
-    #[arg(long, default_value_t = 0.7)]
-    temperature: f32,
-    #[arg(long, default_value_t = 0.9)]
-    top_p: f32,
-    /// 0 = off.
-    #[arg(long, default_value_t = 0)]
-    top_k: usize,
-    #[arg(long, default_value_t = 1.0)]
-    repetition_penalty: f32,
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Number of samples, decoded together in one batch.
-    #[arg(short = 'n', long = "num-samples", default_value_t = 1)]
-    n: usize,
+    #[command(flatten)]
+    sampling: SamplingConfig,
     /// Print one JSON object instead of streaming text.
     #[arg(long)]
     json: bool,
@@ -129,22 +126,31 @@ struct InfoArgs {
     json: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Bench {
+    /// Prefill + decode tokens/s.
+    Generate,
+    /// Log-prob batches/s.
+    Score,
+    /// Seconds per LoRA DPO step (--batch pairs of 128 tokens).
+    Dpo,
+}
+
 #[derive(Args)]
 struct BenchArgs {
-    /// What to measure: `generate` (prefill + decode tokens/s), `score` (log-prob batches/s) or
-    /// `dpo` (seconds per LoRA DPO step; --batch pairs of 128 tokens).
-    what: String,
+    #[arg(value_enum)]
+    what: Bench,
     #[arg(long, default_value = "models/SmolLM2-135M-Instruct.Q4_1.gguf")]
     model: PathBuf,
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Comma-separated backends.
-    #[arg(long, default_value = "ndarray,flex,wgpu")]
-    backends: String,
+    #[arg(long, value_delimiter = ',', default_value = "ndarray,flex,wgpu")]
+    backends: Vec<BackendKind>,
     /// Tokens to decode (generate) or sequence length (score).
     #[arg(long, default_value_t = 64)]
     tokens: usize,
-    /// Batch size (samples decoded together, or sequences scored together).
+    /// Batch size (samples decoded together, sequences scored together, or DPO pairs).
     #[arg(long, default_value_t = 1)]
     batch: usize,
     #[arg(long, default_value_t = 3)]
@@ -166,7 +172,7 @@ fn main() {
         Command::Reward(a) => train_cli::reward(a),
         Command::Sft(a) => train_cli::sft(a),
         Command::Rl(a) => train_cli::rl(a),
-        Command::BestOfN(a) => train_cli::best_of_n_cmd(a),
+        Command::BestOfN(a) => train_cli::best_of_n(a),
         Command::Eval(a) => train_cli::eval(a),
     };
     if let Err(e) = res {
@@ -187,71 +193,50 @@ fn progress_bar(quiet: bool) -> impl FnMut(&str, f32) {
     }
 }
 
-fn load_with_adapter(m: &ModelArgs, quiet: bool) -> Result<LoadedModel> {
-    let mut lm = load(&m.model, m.tokenizer.as_deref(), m.backend, false, quiet)?;
-    apply_adapter(&mut lm, m.adapter.as_deref(), quiet)?;
-    Ok(lm)
-}
-
-/// Installs a PEFT adapter from `dir`, if one is given.
-fn apply_adapter(lm: &mut LoadedModel, dir: Option<&Path>, quiet: bool) -> Result<()> {
-    if let Some(dir) = dir {
-        let cfg = alignlab::io::peft::load_adapter_dir(&mut lm.model, dir).with_context(|| format!("loading adapter {}", dir.display()))?;
-        if !quiet {
-            eprintln!("adapter {}: LoRA r={} on {}", dir.display(), cfg.r, cfg.target_modules.join(","));
-        }
+/// Opens a session on `m` (on the autodiff device for training), with its adapter installed and
+/// the judges' word lists from models/judges. Every command starts here.
+pub fn open_session(m: &ModelArgs, autodiff: bool, quiet: bool) -> Result<Session> {
+    if !m.model.exists() {
+        bail!("model '{}' not found; run scripts/setup to fetch the default model, or pass --model", m.model.display());
     }
-    Ok(())
-}
-
-/// Loads a model onto `kind`'s device (with autodiff for training), with a progress bar unless
-/// `quiet`. Every subcommand loads through here.
-fn load(model: &Path, tokenizer: Option<&Path>, kind: BackendKind, autodiff: bool, quiet: bool) -> Result<LoadedModel> {
-    if !model.exists() {
-        bail!(
-            "model '{}' not found; run scripts/setup to fetch the default model, or pass --model",
-            model.display()
-        );
-    }
-    let dev = backend::open(kind)?;
+    let dev = backend::open(m.backend)?;
     let device = if autodiff { dev.device.autodiff() } else { dev.device };
     let mut progress = progress_bar(quiet);
-    let ckpt = load_checkpoint(model, tokenizer, &mut progress).with_context(|| format!("loading {}", model.display()))?;
-    let lm = ckpt.into_model(&device, &mut progress)?;
+    let ckpt = load_checkpoint(&m.model, m.tokenizer.as_deref(), &mut progress).with_context(|| format!("loading {}", m.model.display()))?;
+    let mut lm = ckpt.into_model(&device, &mut progress)?;
+    lm.info.name.get_or_insert_with(|| m.model.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
     if !quiet {
-        eprintln!("{} on {}", model.display(), dev.description);
+        eprintln!("{} on {}", m.model.display(), dev.description);
         for w in &lm.tokenizer.warnings {
             eprintln!("warning: {w}");
         }
     }
-    Ok(lm)
-}
-
-fn prompt_ids(lm: &LoadedModel, p: &PromptArgs) -> Result<Vec<u32>> {
-    Ok(lm.prompt_ids(&p.prompt, p.system.as_deref(), p.chat)?)
+    let mut session = Session::new(lm, JudgeData::load(Path::new("models/judges"))?);
+    if let Some(dir) = &m.adapter {
+        let files = AdapterFiles::read_dir(dir)?;
+        let lm = session.lm.clone();
+        let cfg = session.policy.import_adapter(&lm, files.config_json.as_bytes(), &files.safetensors).with_context(|| format!("loading adapter {}", dir.display()))?;
+        if !quiet {
+            eprintln!("adapter {}: LoRA r={} on {}", dir.display(), cfg.r, cfg.target_modules.join(","));
+        }
+    }
+    Ok(session)
 }
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {
-    let lm = load_with_adapter(&a.model, a.json)?;
-    let prompt = prompt_ids(&lm, &a.prompt)?;
-    let cfg = SamplingConfig {
-        max_new_tokens: a.max_new_tokens,
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        repetition_penalty: a.repetition_penalty,
-        seed: a.seed,
-        num_samples: a.n,
-    };
-    let stream = !a.json && a.n == 1;
+    let session = open_session(&a.model, false, a.json)?;
+    if a.prompt.chat && session.lm.chat_template.is_none() {
+        eprintln!("warning: this model has no chat template; the prompt is used as plain text");
+    }
+    let stream = !a.json && a.sampling.num_samples == 1;
     let mut out = std::io::stdout();
-    let samples = generate(&lm, &prompt, &cfg, &mut |ev| {
+    let (prompt, samples) = block_on(session.generate(Which::Policy, &a.prompt.encoding(), &a.prompt.prompt, &a.sampling, &mut |ev| {
         if stream {
             let _ = write!(out, "{}", ev.text_delta);
             let _ = out.flush();
         }
         true
-    })?;
+    }))?;
     if a.json {
         let samples: Vec<_> = samples.iter().map(|s| json!({"tokens": s.tokens, "text": s.text, "finish_reason": s.finish_reason})).collect();
         println!("{}", json!({"prompt_tokens": prompt, "samples": samples}));
@@ -266,21 +251,19 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
 }
 
 fn cmd_logprobs(a: LogprobsArgs) -> Result<()> {
-    let lm = load_with_adapter(&a.model, a.json)?;
-    let prompt = prompt_ids(&lm, &a.prompt)?;
-    let completion = lm.tokenizer.encode(&a.completion, false)?;
+    let session = open_session(&a.model, false, a.json)?;
+    let prompt = session.prompt_ids(&a.prompt.encoding(), &a.prompt.prompt)?;
+    let completion = session.lm.tokenizer.encode(&a.completion, false)?;
     if completion.is_empty() {
         bail!("the completion is empty; give some text to score");
     }
-    let scored = score::score(&lm, &[(prompt.clone(), completion.clone())])?.remove(0);
+    let pairs = [(prompt.clone(), completion.clone())];
+    let scored = block_on(completion_logps(&session.model(Which::Policy), session.pad(), &pairs))?.remove(0);
     if a.json {
-        println!(
-            "{}",
-            json!({"prompt_tokens": prompt, "completion_tokens": completion, "logprobs": scored.logprobs, "sum": scored.sum})
-        );
+        println!("{}", json!({"prompt_tokens": prompt, "completion_tokens": completion, "logprobs": scored.logprobs, "sum": scored.sum}));
     } else {
         for (t, lp) in completion.iter().zip(&scored.logprobs) {
-            println!("{:>8} {:>10.4}  {:?}", t, lp, lm.tokenizer.decode(&[*t]));
+            println!("{:>8} {:>10.4}  {:?}", t, lp, session.lm.tokenizer.decode(&[*t]));
         }
         println!("sum {:.4}", scored.sum);
     }
@@ -288,143 +271,83 @@ fn cmd_logprobs(a: LogprobsArgs) -> Result<()> {
 }
 
 fn cmd_info(a: InfoArgs) -> Result<()> {
-    let mut quiet = |_: &str, _: f32| {};
-    let ckpt = load_checkpoint(&a.model, a.tokenizer.as_deref(), &mut quiet)?;
-    let c = &ckpt.config;
-    let tok = ckpt.tokenizer.as_ref();
-    let special = |id: Option<u32>| id.and_then(|i| tok?.id_to_token(i).map(|s| format!("{s} ({i})")));
-    let v = json!({
-        "format": ckpt.info.format,
-        "name": ckpt.info.name,
-        "architecture": "llama",
-        "parameters": c.num_parameters(),
-        "config": c,
-        "tensor_types": ckpt.info.tensor_types,
-        "file_bytes": ckpt.info.file_bytes,
-        "tokenizer": tok.map(|t| json!({
-            "kind": t.kind, "vocab_size": t.vocab_size(), "bos": special(t.bos_id), "eos": special(t.eos_id),
-            "add_bos": t.add_bos, "stop_ids": t.stop_ids, "warnings": t.warnings,
-        })),
-        "chat_template": ckpt.chat_template.as_ref().map(|t| t.source.clone()),
-    });
+    let ckpt = load_checkpoint(&a.model, a.tokenizer.as_deref(), &mut |_, _| {})?;
     if a.json {
-        println!("{v}");
-        return Ok(());
-    }
-    println!("format        {}", ckpt.info.format);
-    if let Some(n) = &ckpt.info.name {
-        println!("name          {n}");
-    }
-    println!("architecture  llama: {} layers, hidden {}, ffn {}, heads {} (kv {}), head dim {}",
-        c.num_hidden_layers, c.hidden_size, c.intermediate_size, c.num_attention_heads, c.num_key_value_heads, c.head_dim);
-    println!("              rope theta {}, rms eps {:e}, context {}, head {}", c.rope_theta, c.rms_norm_eps,
-        c.max_position_embeddings, if c.tie_word_embeddings { "tied" } else { "separate" });
-    println!("parameters    {} ({:.1} M)", c.num_parameters(), c.num_parameters() as f64 / 1e6);
-    let types: Vec<String> = ckpt.info.tensor_types.iter().map(|(k, n)| format!("{k} x{n}")).collect();
-    println!("tensors       {} ({:.1} MB file)", types.join(", "), ckpt.info.file_bytes as f64 / 1e6);
-    match tok {
-        Some(t) => println!("tokenizer     {}, {} tokens, bos {}, eos {}, stops {:?}", t.kind, t.vocab_size(),
-            special(t.bos_id).unwrap_or("-".into()), special(t.eos_id).unwrap_or("-".into()), t.stop_ids),
-        None => println!("tokenizer     none embedded (pass --tokenizer)"),
-    }
-    match &ckpt.chat_template {
-        Some(t) => println!("chat template\n{}", t.source),
-        None => println!("chat template none"),
+        println!("{}", ckpt.describe_json());
+    } else {
+        println!("{}", ckpt.describe());
     }
     Ok(())
 }
 
+/// The best and median of `repeats` timed runs of `f`, after one warm-up run whose result is kept.
+fn timed<T>(repeats: usize, f: &mut dyn FnMut() -> Result<T>) -> Result<(T, f64, f64)> {
+    let first = f()?;
+    let mut times = Vec::new();
+    for _ in 0..repeats.max(1) {
+        let t = Instant::now();
+        f()?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok((first, times[0], times[times.len() / 2]))
+}
+
 fn cmd_bench(a: BenchArgs) -> Result<()> {
-    let kinds: Vec<BackendKind> = a.backends.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>()?;
-    let mut rows = Vec::new();
-    for kind in kinds {
+    let mut ran = 0;
+    for kind in a.backends.iter().copied() {
+        let m = ModelArgs { model: a.model.clone(), tokenizer: a.tokenizer.clone(), backend: kind, adapter: None };
         // The DPO benchmark trains, so its model lives on the autodiff device.
-        let lm = match load(&a.model, a.tokenizer.as_deref(), kind, a.what == "dpo", true) {
-            Ok(lm) => lm,
+        let session = match open_session(&m, a.what == Bench::Dpo, true) {
+            Ok(s) => s,
             Err(e) => {
                 eprintln!("{kind}: skipped ({e:#})");
                 continue;
             }
         };
         let desc = backend::open(kind)?.description;
-        let text = "The quick brown fox jumps over the lazy dog. ".repeat(64);
-        let mut ids = lm.tokenizer.encode(&text, true)?;
-        let row = match a.what.as_str() {
-            "generate" => {
+        let mut ids = session.lm.tokenizer.encode(&"The quick brown fox jumps over the lazy dog. ".repeat(64), true)?;
+        let (lm, model) = (&session.lm, session.model(Which::Policy));
+        let row = match a.what {
+            Bench::Generate => {
                 ids.truncate(32);
-                let cfg = SamplingConfig { max_new_tokens: a.tokens, num_samples: a.batch, ..SamplingConfig::greedy(a.tokens) };
-                // Warm-up compiles kernels (wgpu) and fills caches.
-                generate(&lm, &ids, &SamplingConfig { max_new_tokens: 4, ..cfg.clone() }, &mut |_| true)?;
-                let mut best = f64::MAX;
-                let mut produced = 0;
-                for _ in 0..a.repeats {
-                    let t = Instant::now();
-                    let s = generate(&lm, &ids, &cfg, &mut |_| true)?;
-                    best = best.min(t.elapsed().as_secs_f64());
-                    produced = s.iter().map(|s| s.tokens.len()).sum();
-                }
+                let cfg = SamplingConfig { num_samples: a.batch, ..SamplingConfig::greedy(a.tokens) };
+                let (produced, best, _) = timed(a.repeats, &mut || {
+                    let s = block_on(generate(&model, &lm.tokenizer, &ids, &cfg, &mut |_| true))?;
+                    Ok(s.iter().map(|s| s.tokens.len()).sum::<usize>())
+                })?;
                 json!({"backend": kind.name(), "device": desc, "what": "generate", "prompt_tokens": ids.len(),
                        "batch": a.batch, "new_tokens": produced, "seconds": best, "tokens_per_s": produced as f64 / best})
             }
-            "score" => {
+            Bench::Score => {
                 ids.truncate(a.tokens);
                 let half = ids.len() / 2;
                 let pairs: Vec<_> = (0..a.batch).map(|_| (ids[..half].to_vec(), ids[half..].to_vec())).collect();
-                score::score(&lm, &pairs)?;
-                let mut best = f64::MAX;
-                for _ in 0..a.repeats {
-                    let t = Instant::now();
-                    score::score(&lm, &pairs)?;
-                    best = best.min(t.elapsed().as_secs_f64());
-                }
-                let toks = a.batch * ids.len();
+                let (_, best, _) = timed(a.repeats, &mut || Ok(block_on(completion_logps(&model, session.pad(), &pairs))?))?;
                 json!({"backend": kind.name(), "device": desc, "what": "score", "batch": a.batch, "seq_len": ids.len(),
-                       "seconds": best, "tokens_per_s": toks as f64 / best})
+                       "seconds": best, "tokens_per_s": (a.batch * ids.len()) as f64 / best})
             }
-            "dpo" => {
-                // 4 pairs of 64-token prompts with 64-token chosen and rejected completions
-                // (128 tokens a sequence), LoRA r=8 on q_proj,v_proj: as scripts/bench_dpo_torch.py.
-                use alignlab::align::{Reference, dpo, train};
-                let tok = |i: usize| (i * 7919 % 40000 + 100) as u32;
-                let pairs: Vec<dpo::EncodedPair> = (0..a.batch.max(1))
-                    .map(|p| dpo::EncodedPair {
-                        prompt: (0..64).map(|i| tok(p * 1000 + i)).collect(),
-                        chosen: (0..64).map(|i| tok(p * 1000 + 100 + i)).collect(),
-                        rejected: (0..64).map(|i| tok(p * 1000 + 200 + i)).collect(),
-                    })
-                    .collect();
-                let mut model = lm.model.clone();
-                model.add_lora(&alignlab::model::LoraConfig { lora_dropout: 0.0, ..Default::default() })?;
-                let reference = Reference::for_policy(&model);
-                let mut tr = train::Trainer::new(model, train::TrainConfig { max_steps: 1000, ..Default::default() })?;
-                let cfg = dpo::DpoConfig::default();
-                let mut step = || tr.step(&mut |p, _| dpo::dpo_step(&cfg, p, &reference.model(p), &pairs, 0));
-                let first = step()?;
-                let mut times = Vec::new();
-                for _ in 0..a.repeats {
-                    let t = Instant::now();
-                    step()?;
-                    times.push(t.elapsed().as_secs_f64());
-                }
-                times.sort_by(f64::total_cmp);
-                json!({"backend": kind.name(), "device": desc, "what": "dpo", "pairs": pairs.len(), "seq_len": 128,
-                       "lora_r": 8, "first_loss": first["loss"], "seconds": times[0],
-                       "seconds_median": times[times.len() / 2], "tokens_per_s": (pairs.len() * 2 * 128) as f64 / times[0]})
+            Bench::Dpo => {
+                let mut run = train_cli::bench_dpo_run(&session, a.batch.max(1))?;
+                let (first, best, median) = timed(a.repeats, &mut || Ok(block_on(run.step())?))?;
+                let pairs = a.batch.max(1);
+                json!({"backend": kind.name(), "device": desc, "what": "dpo", "pairs": pairs, "seq_len": 128, "lora_r": 8,
+                       "first_loss": first["loss"], "seconds": best, "seconds_median": median,
+                       "tokens_per_s": (pairs * 2 * 128) as f64 / best})
             }
-            other => bail!("unknown benchmark '{other}'; use generate, score or dpo"),
         };
         if a.json {
             println!("{row}");
-        } else if a.what == "dpo" {
-            println!("{:8} dpo        {:>8.2} s/step (median {:.2})  {}", row["backend"].as_str().unwrap(),
-                row["seconds"].as_f64().unwrap(), row["seconds_median"].as_f64().unwrap(), desc);
+        } else if a.what == Bench::Dpo {
+            println!("{:8} dpo        {:>8.2} s/step (median {:.2})  {desc}", kind.name(), row["seconds"].as_f64().unwrap(),
+                row["seconds_median"].as_f64().unwrap());
         } else {
-            println!("{:8} {:10} {:>8.1} tokens/s  ({:.3} s)  {}", row["backend"].as_str().unwrap(), a.what,
-                row["tokens_per_s"].as_f64().unwrap(), row["seconds"].as_f64().unwrap(), desc);
+            println!("{:8} {:10} {:>8.1} tokens/s  ({:.3} s)  {desc}", kind.name(), row["what"].as_str().unwrap(),
+                row["tokens_per_s"].as_f64().unwrap(), row["seconds"].as_f64().unwrap());
         }
-        rows.push(row);
+        ran += 1;
     }
-    if rows.is_empty() {
+    if ran == 0 {
         bail!("no backend could run the benchmark");
     }
     Ok(())

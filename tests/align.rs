@@ -7,15 +7,15 @@ mod common;
 use alignlab::align::dpo::{DpoConfig, DpoLossType, dpo_losses, dpo_step, encode_pairs};
 use alignlab::align::kto::{KtoConfig, encode_examples, kto_losses, kto_step};
 use alignlab::align::reward::{RewardConfig, RewardModel, load_reward_model, reward_losses, reward_step, save_reward_model};
-use alignlab::align::rl::{RlConfig, rl_round};
+use alignlab::align::rl::{RlConfig, rl_sample, rl_update};
 use alignlab::align::sft::{encode_demos, sft_step};
 use alignlab::align::train::{Schedule, TrainConfig, Trainer};
 use alignlab::align::{Encoding, Reference};
-use alignlab::backend::{BackendKind, read_f32};
+use alignlab::backend::{BackendKind, block_on};
 use alignlab::data::{Demonstration, Preference, Unpaired};
 use alignlab::io::peft::{load_adapter, save_adapter};
 use alignlab::model::{Batch, Llama, LoraConfig};
-use alignlab::score::{ScoringBatch, sequence_logps};
+use alignlab::logps::{ScoringBatch, sequence_logps};
 use alignlab::LoadedModel;
 use burn::tensor::{Device, Tensor};
 use common::*;
@@ -183,7 +183,7 @@ fn peft_adapter_round_trips_exactly() {
     let cfg = lora(4, &["q_proj", "k_proj", "v_proj", "o_proj"]);
     let mut m = lm.model.clone();
     set_lora(&mut m, &cfg, 3, None);
-    let files = save_adapter(&m, &cfg, "tiny").unwrap();
+    let files = block_on(save_adapter(&m, &cfg, "tiny")).unwrap();
     let ac: serde_json::Value = serde_json::from_str(&files.config_json).unwrap();
     assert_eq!(ac["peft_type"], "LORA");
     assert_eq!(ac["task_type"], "CAUSAL_LM");
@@ -209,7 +209,7 @@ fn peft_adapter_round_trips_exactly() {
 // ---- trainers ---------------------------------------------------------------------------------------
 
 fn enc() -> Encoding {
-    Encoding { chat: false, max_prompt_length: 16, max_completion_length: 16 }
+    Encoding { chat: false, max_prompt_length: 16, max_completion_length: 16, ..Encoding::default() }
 }
 
 fn train_cfg(lr: f64, steps: usize) -> TrainConfig {
@@ -237,10 +237,10 @@ fn dpo_with_lora_raises_the_margin() {
     let cfg = DpoConfig::default();
     let mut history = Vec::new();
     while !tr.done() {
-        let m = tr.step(&mut |policy, i| {
+        let m = block_on(tr.step(&mut |policy, i| {
             let r = reference.model(policy);
             dpo_step(&cfg, policy, &r, &pairs[i * 4..i * 4 + 4], 1)
-        })
+        }))
         .unwrap();
         history.push(m);
     }
@@ -270,17 +270,17 @@ fn nan_loss_stops_training_and_keeps_the_last_good_weights() {
     let mut tr = Trainer::new(model, train_cfg(1e-2, 10)).unwrap();
     let cfg = DpoConfig::default();
     let seq = [3u32, 9, 27];
-    tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)).unwrap();
+    block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1))).unwrap();
     // Weights after step 1 gave a finite loss at step 2; step 2's update is the one suspected.
     let good = logits(&tr.model, &seq);
-    tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)).unwrap();
+    block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1))).unwrap();
     assert!(max_diff(&logits(&tr.model, &seq), &good) > 1e-5);
-    let err = tr
+    let err = block_on(tr
         .step(&mut |p, _| {
             let mut out = dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)?;
             out.loss = out.loss * f64::NAN;
             Ok(out)
-        })
+        }))
         .unwrap_err()
         .to_string();
     assert!(err.contains("NaN") && err.contains("last good weights"), "{err}");
@@ -300,22 +300,22 @@ fn reward_model_learns_the_preference_and_round_trips() {
     let mut first = None;
     let mut last = None;
     while !tr.done() {
-        let m = tr.step(&mut |rm, _| reward_step(&cfg, rm, train, 1)).unwrap();
+        let m = block_on(tr.step(&mut |rm, _| reward_step(&cfg, rm, train, 1))).unwrap();
         first.get_or_insert(m.clone());
         last = Some(m);
     }
     let (first, last) = (first.unwrap(), last.unwrap());
     assert!(last["loss"] < first["loss"] * 0.5, "{} -> {}", first["loss"], last["loss"]);
     let rm = &tr.model;
-    let score = |p: &alignlab::align::dpo::EncodedPair, c: &Vec<u32>| rm.score_pairs(&[(p.prompt.clone(), c.clone())], 1).unwrap()[0];
+    let score = |p: &alignlab::align::dpo::EncodedPair, c: &Vec<u32>| block_on(rm.rewards_for(&[(p.prompt.clone(), c.clone())], 1)).unwrap()[0];
     let acc = held_out.iter().filter(|p| score(p, &p.chosen) > score(p, &p.rejected)).count();
     assert_eq!(acc, held_out.len(), "held-out accuracy");
-    let files = save_reward_model(rm, &lora(4, &ALL), "tiny").unwrap();
+    let files = block_on(save_reward_model(rm, &lora(4, &ALL), "tiny")).unwrap();
     assert!(files.config_json.contains("\"SEQ_CLS\"") && files.config_json.contains("score"));
     let (back, _) = load_reward_model(lm.model.clone(), files.config_json.as_bytes(), &files.safetensors).unwrap();
     let p = &held_out[0];
-    let a = rm.score_pairs(&[(p.prompt.clone(), p.chosen.clone())], 1).unwrap();
-    let b = back.score_pairs(&[(p.prompt.clone(), p.chosen.clone())], 1).unwrap();
+    let a = block_on(rm.rewards_for(&[(p.prompt.clone(), p.chosen.clone())], 1)).unwrap();
+    let b = block_on(back.rewards_for(&[(p.prompt.clone(), p.chosen.clone())], 1)).unwrap();
     assert!((a[0] - b[0]).abs() < 1e-5);
 }
 
@@ -329,7 +329,7 @@ fn sft_lowers_completion_loss() {
     let mut tr = Trainer::new(model, train_cfg(2e-2, 15)).unwrap();
     let mut hist = Vec::new();
     while !tr.done() {
-        hist.push(tr.step(&mut |m, _| sft_step(m, &batch, 1)).unwrap());
+        hist.push(block_on(tr.step(&mut |m, _| sft_step(m, &batch, 1))).unwrap());
     }
     assert!(hist.last().unwrap()["loss"] < hist[0]["loss"] * 0.3, "{} -> {}", hist[0]["loss"], hist.last().unwrap()["loss"]);
     assert!(hist.last().unwrap()["mean_token_accuracy"] > hist[0]["mean_token_accuracy"]);
@@ -342,11 +342,11 @@ fn full_fine_tuning_without_adapters_also_trains() {
     let demos = vec![Demonstration { prompt: "t3".into(), completion: "t9 t8".into() }];
     let batch = encode_demos(&lm, &enc(), &demos).unwrap();
     let mut tr = Trainer::new(lm.model.clone(), train_cfg(1e-2, 8)).unwrap();
-    let a = tr.step(&mut |m, _| sft_step(m, &batch, 1)).unwrap()["loss"];
+    let a = block_on(tr.step(&mut |m, _| sft_step(m, &batch, 1))).unwrap()["loss"];
     for _ in 0..6 {
-        tr.step(&mut |m, _| sft_step(m, &batch, 1)).unwrap();
+        block_on(tr.step(&mut |m, _| sft_step(m, &batch, 1))).unwrap();
     }
-    let b = tr.step(&mut |m, _| sft_step(m, &batch, 1)).unwrap()["loss"];
+    let b = block_on(tr.step(&mut |m, _| sft_step(m, &batch, 1))).unwrap()["loss"];
     assert!(b < a * 0.5, "{a} -> {b}");
 }
 
@@ -368,7 +368,7 @@ fn kto_separates_desirable_from_undesirable() {
     let cfg = KtoConfig::default();
     let mut hist = Vec::new();
     while !tr.done() {
-        hist.push(tr.step(&mut |p, _| kto_step(&cfg, p, &reference.model(p), &ex, 1)).unwrap());
+        hist.push(block_on(tr.step(&mut |p, _| kto_step(&cfg, p, &reference.model(p), &ex, 1))).unwrap());
     }
     let (f, l) = (&hist[0], hist.last().unwrap());
     assert!((f["loss"] - 0.5).abs() < 1e-3, "policy = reference: each loss is 1 - σ(0) = 0.5, got {}", f["loss"]);
@@ -387,12 +387,17 @@ fn rl_raises_mean_reward() {
     let prompts: Vec<(String, Vec<u32>)> = ["t3 t4", "t20 t21"].iter().map(|p| (p.to_string(), lm.tokenizer.encode(p, true).unwrap())).collect();
     let cfg = RlConfig { num_generations: 6, max_new_tokens: 6, num_iterations: 2, beta: 0.01, ..Default::default() };
     // Reward: share of completion tokens that are t9.
-    let mut reward = |cands: &[alignlab::align::best_of_n::Candidate]| -> alignlab::Result<Vec<f64>> {
+    let reward = |cands: &[alignlab::align::best_of_n::Candidate]| -> alignlab::Result<Vec<f64>> {
         Ok(cands.iter().map(|c| c.completion_ids.iter().filter(|&&t| t == 9).count() as f64 / c.completion_ids.len() as f64).collect())
     };
     let mut rewards = Vec::new();
     for _ in 0..12 {
-        let m = rl_round(&cfg, &mut tr, &reference, &lm.tokenizer, &prompts, &mut reward).unwrap();
+        let m = block_on(async {
+            let samples = rl_sample(&cfg, &tr, &lm.tokenizer, &prompts).await?;
+            let rewards = reward(&samples.candidates(&prompts))?;
+            rl_update(&cfg, &mut tr, &reference, &lm.tokenizer, &samples, rewards).await
+        })
+        .unwrap();
         for key in ["reward", "reward_std", "kl", "entropy", "clip_ratio", "completions/mean_length", "loss"] {
             assert!(m.contains_key(key), "missing {key}");
         }
@@ -414,8 +419,8 @@ fn adapters_work_on_the_wgpu_backend_too() {
         let reference = Reference::for_policy(&model);
         let mut tr = Trainer::new(model, train_cfg(1e-2, 2)).unwrap();
         let cfg = DpoConfig::default();
-        tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)).unwrap();
-        tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)).unwrap()
+        block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1))).unwrap();
+        block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1))).unwrap()
     };
     let (cpu, gpu) = (run(BackendKind::Flex), run(BackendKind::Wgpu));
     for key in ["loss", "rewards/margins", "grad_norm"] {

@@ -3,10 +3,10 @@
 
 mod common;
 
-use alignlab::backend::{BackendKind, read_f32};
+use alignlab::backend::BackendKind;
 use alignlab::io::load_model;
 use alignlab::model::{Batch, KvCache};
-use alignlab::{LoadedModel, score};
+use alignlab::LoadedModel;
 use common::*;
 
 fn noop() -> impl FnMut(&str, f32) {
@@ -79,12 +79,12 @@ fn backends_agree_on_logits_and_logprobs() {
     let reference = tiny(BackendKind::Ndarray, false);
     let want = logits(&reference, &SEQ);
     let pairs = vec![(SEQ[..4].to_vec(), SEQ[4..].to_vec()), (SEQ[..2].to_vec(), SEQ[2..5].to_vec())];
-    let want_lp = score::score(&reference, &pairs).unwrap();
+    let want_lp = score(&reference, &pairs).unwrap();
     for kind in [BackendKind::Flex, BackendKind::Wgpu] {
         let lm = tiny(kind, false);
         let d = max_diff(&logits(&lm, &SEQ), &want);
         assert!(d < 1e-4, "{kind} logits differ from ndarray by {d}");
-        let got = score::score(&lm, &pairs).unwrap();
+        let got = score(&lm, &pairs).unwrap();
         for (g, w) in got.iter().zip(&want_lp) {
             assert!((g.sum - w.sum).abs() < 1e-4, "{kind} logprob sum {} vs {}", g.sum, w.sum);
         }
@@ -96,7 +96,7 @@ fn logprobs_are_log_softmax_of_logits() {
     let lm = tiny(BackendKind::Flex, false);
     let v = lm.config.vocab_size;
     let full = logits(&lm, &SEQ);
-    let scored = score::score(&lm, &[(SEQ[..6].to_vec(), SEQ[6..].to_vec())]).unwrap().remove(0);
+    let scored = score(&lm, &[(SEQ[..6].to_vec(), SEQ[6..].to_vec())]).unwrap().remove(0);
     assert_eq!(scored.logprobs.len(), 4);
     for (k, lp) in scored.logprobs.iter().enumerate() {
         let pos = 5 + k; // logits at pos predict token pos+1

@@ -7,12 +7,12 @@ mod common;
 
 use std::path::PathBuf;
 
-use alignlab::backend::{BackendKind, read_f32};
-use alignlab::generate::{SamplingConfig, generate};
+use alignlab::backend::BackendKind;
+use alignlab::generate::SamplingConfig;
 use alignlab::io::{Message, load_model};
 use alignlab::model::Batch;
-use alignlab::{LoadedModel, score};
-use common::device;
+use alignlab::LoadedModel;
+use common::{device, generate, read_f32, score};
 use serde_json::Value;
 
 fn root() -> PathBuf {
@@ -77,7 +77,7 @@ fn logits_and_logprobs_match_transformers() {
         assert_eq!(&lm.tokenizer.encode(c["completion"].as_str().unwrap(), false).unwrap(), comp);
         assert!(!p.is_empty());
     }
-    let scored = score::score(&lm, &pairs).unwrap();
+    let scored = score(&lm, &pairs).unwrap();
     for (c, s) in cases.iter().zip(&scored) {
         let want = c["sum"].as_f64().unwrap() as f32;
         assert!((s.sum - want).abs() < 0.05, "{}: sum {} vs transformers {want}", c["name"], s.sum);
@@ -126,7 +126,7 @@ fn wgpu_scores_match_transformers() {
     let r = reference();
     let lm = load(BackendKind::Wgpu);
     let c = &r["logprobs"][1];
-    let s = score::score(&lm, &[(ids(&c["prompt_ids"]), ids(&c["completion_ids"]))]).unwrap().remove(0);
+    let s = score(&lm, &[(ids(&c["prompt_ids"]), ids(&c["completion_ids"]))]).unwrap().remove(0);
     let want = c["sum"].as_f64().unwrap() as f32;
     assert!((s.sum - want).abs() < 0.05, "wgpu sum {} vs transformers {want}", s.sum);
 }

@@ -4,9 +4,9 @@
 mod common;
 
 use alignlab::backend::BackendKind;
-use alignlab::generate::{SamplingConfig, generate};
+use alignlab::generate::SamplingConfig;
 use alignlab::io::load_model;
-use common::{device, stories260k};
+use common::{device, generate, stories260k};
 
 const KNOWN: &str = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. \
 One day, she saw a big, red ball. She wanted to play with it, but it was too high.";

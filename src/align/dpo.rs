@@ -13,11 +13,12 @@ use super::Encoding;
 use super::train::LossOutput;
 use crate::data::Preference;
 use crate::model::Llama;
-use crate::score::{ScoringBatch, sequence_logps};
+use crate::logps::{ScoringBatch, sequence_logps};
 use crate::{Error, LoadedModel, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum DpoLossType {
     Sigmoid,
     Robust,
@@ -40,9 +41,13 @@ impl std::str::FromStr for DpoLossType {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct DpoConfig {
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DpoConfig::default().beta))]
     pub beta: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = DpoConfig::default().loss_type))]
     pub loss_type: DpoLossType,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DpoConfig::default().label_smoothing))]
     pub label_smoothing: f64,
 }
 

@@ -11,14 +11,18 @@ use super::Encoding;
 use super::train::LossOutput;
 use crate::data::Unpaired;
 use crate::model::Llama;
-use crate::score::{ScoringBatch, sequence_logps};
+use crate::logps::{ScoringBatch, sequence_logps};
 use crate::{Error, LoadedModel, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct KtoConfig {
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = KtoConfig::default().beta))]
     pub beta: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = KtoConfig::default().desirable_weight))]
     pub desirable_weight: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = KtoConfig::default().undesirable_weight))]
     pub undesirable_weight: f64,
 }
 

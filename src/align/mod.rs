@@ -14,32 +14,55 @@ use serde::{Deserialize, Serialize};
 use crate::io::Message;
 use crate::{LoadedModel, Result};
 
-/// How text becomes token ids for training, like TRL's processing: the prompt as a chat user
-/// turn (when the model has a template and `chat` is on) with the generation prompt; the
-/// completion tokenized on its own, followed by the end-of-turn token.
+/// How text becomes token ids, for generation, scoring and training alike (TRL's processing):
+/// the prompt as a chat user turn, after the system prompt, with the generation prompt (when the
+/// model has a template and `chat` is on), else the plain text after BOS; the completion
+/// tokenized on its own, followed by the end-of-turn token. Long prompts keep their end (where
+/// the question is); long completions their start.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 #[serde(default)]
 pub struct Encoding {
+    /// Use the model's chat template (ignored for models without one).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long = "no-chat", action = clap::ArgAction::SetFalse))]
     pub chat: bool,
+    /// System message for chat models (empty: the template's own default).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value = ""))]
+    pub system: String,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = Encoding::default().max_prompt_length))]
     pub max_prompt_length: usize,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = Encoding::default().max_completion_length))]
     pub max_completion_length: usize,
 }
 
 impl Default for Encoding {
     fn default() -> Self {
-        Self { chat: true, max_prompt_length: 128, max_completion_length: 128 }
+        Self { chat: true, system: String::new(), max_prompt_length: 128, max_completion_length: 128 }
     }
 }
 
 impl Encoding {
+    /// For generation and scoring: nothing is cut (the model's context is the only limit).
+    pub fn untruncated(chat: bool, system: &str) -> Self {
+        Self { chat, system: system.to_string(), max_prompt_length: usize::MAX, max_completion_length: usize::MAX }
+    }
+
     pub fn prompt(&self, lm: &LoadedModel, prompt: &str) -> Result<Vec<u32>> {
         let mut ids = if self.chat && lm.chat_template.is_some() {
-            let text = lm.chat_prompt(&[Message::user(prompt)], true)?;
-            lm.tokenizer.encode(&text, false)?
+            let mut messages = Vec::new();
+            if !self.system.trim().is_empty() {
+                messages.push(Message::system(&self.system));
+            }
+            messages.push(Message::user(prompt));
+            // The template already holds the special tokens it wants.
+            lm.tokenizer.encode(&lm.chat_prompt(&messages, true)?, false)?
         } else {
             lm.tokenizer.encode(prompt, true)?
         };
-        // Keep the end of a long prompt: that is where the question is.
+        // An empty plain prompt starts from BOS alone (how llama2.c's stories begin).
+        if ids.is_empty() {
+            ids.extend(lm.tokenizer.bos_id);
+        }
         if ids.len() > self.max_prompt_length {
             ids.drain(..ids.len() - self.max_prompt_length);
         }
@@ -69,7 +92,7 @@ pub enum Reference {
 
 impl Reference {
     pub fn for_policy(policy: &Llama) -> Self {
-        if policy.has_lora() { Self::AdaptersOff } else { Self::Frozen(Box::new(policy.clone().no_grad())) }
+        if policy.has_lora() { Self::AdaptersOff } else { Self::Frozen(Box::new(policy.clone().freeze())) }
     }
 
     pub fn model(&self, policy: &Llama) -> Llama {

@@ -12,15 +12,18 @@ use serde::{Deserialize, Serialize};
 
 use super::dpo::EncodedPair;
 use super::train::LossOutput;
-use crate::backend::read_f32_async;
+use crate::backend::read_f32;
 use crate::model::{Batch, Llama};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct RewardConfig {
     /// Required gap between chosen and rejected rewards (0 = plain Bradley-Terry).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RewardConfig::default().margin))]
     pub margin: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RewardConfig::default().center_rewards_coefficient))]
     pub center_rewards_coefficient: f64,
 }
 
@@ -72,14 +75,9 @@ impl RewardModel {
     }
 
     /// Host-side rewards for (prompt, completion) id pairs.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn score_pairs(&self, pairs: &[(Vec<u32>, Vec<u32>)], pad_id: u32) -> Result<Vec<f32>> {
-        crate::backend::block_on(self.score_pairs_async(pairs, pad_id))
-    }
-
-    pub async fn score_pairs_async(&self, pairs: &[(Vec<u32>, Vec<u32>)], pad_id: u32) -> Result<Vec<f32>> {
+    pub async fn rewards_for(&self, pairs: &[(Vec<u32>, Vec<u32>)], pad_id: u32) -> Result<Vec<f32>> {
         let seqs: Vec<Vec<u32>> = pairs.iter().map(|(p, c)| p.iter().chain(c).copied().collect()).collect();
-        read_f32_async(self.rewards(&seqs, pad_id)?).await
+        read_f32(self.rewards(&seqs, pad_id)?).await
     }
 }
 
@@ -115,14 +113,9 @@ pub fn reward_step(cfg: &RewardConfig, model: &RewardModel, pairs: &[EncodedPair
 
 /// Saves the reward model as PEFT does for `task_type = SEQ_CLS`: LoRA adapters plus the `score`
 /// head as a module to save (`base_model.model.score.weight`, `[1, hidden]`).
-#[cfg(not(target_arch = "wasm32"))]
-pub fn save_reward_model(rm: &RewardModel, cfg: &crate::model::LoraConfig, base_model: &str) -> Result<crate::io::peft::AdapterFiles> {
-    crate::backend::block_on(save_reward_model_async(rm, cfg, base_model))
-}
-
-pub async fn save_reward_model_async(rm: &RewardModel, cfg: &crate::model::LoraConfig, base_model: &str) -> Result<crate::io::peft::AdapterFiles> {
+pub async fn save_reward_model(rm: &RewardModel, cfg: &crate::model::LoraConfig, base_model: &str) -> Result<crate::io::peft::AdapterFiles> {
     let head = rm.score.weight.val().transpose(); // [1, hidden]
-    crate::io::peft::save_adapter_with_async(&rm.backbone, cfg, base_model, "SEQ_CLS", vec![(
+    crate::io::peft::save_adapter_with(&rm.backbone, cfg, base_model, "SEQ_CLS", vec![(
         "score".into(),
         "base_model.model.score.weight".into(),
         head,

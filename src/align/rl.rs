@@ -10,18 +10,17 @@ use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use super::best_of_n::Candidate;
-#[cfg(not(target_arch = "wasm32"))]
-use super::best_of_n::RewardFn;
 use super::train::{LossOutput, Metrics, Trainer};
 use super::Reference;
-use crate::backend::read_f32_async;
-use crate::generate::{FinishReason, SamplingConfig, generate_async};
+use crate::backend::read_f32;
+use crate::generate::{FinishReason, SamplingConfig, generate};
 use crate::io::Tokenizer;
-use crate::score::{ScoringBatch, token_logps, token_logps_and_entropy};
+use crate::logps::{ScoringBatch, token_logps, token_logps_and_entropy};
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Advantage {
     Grpo,
     Rloo,
@@ -29,6 +28,7 @@ pub enum Advantage {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum KlEstimator {
     K1,
     K3,
@@ -36,6 +36,7 @@ pub enum KlEstimator {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum KlPlacement {
     /// Subtract the sequence KL from the reward (PPO, RLOO).
     Reward,
@@ -45,25 +46,41 @@ pub enum KlPlacement {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct RlConfig {
+    /// Prompts sampled per round.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().prompts_per_step))]
+    pub prompts_per_step: usize,
     /// Completions per prompt (K).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().num_generations))]
     pub num_generations: usize,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().max_new_tokens))]
     pub max_new_tokens: usize,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().temperature))]
     pub temperature: f32,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().top_p))]
     pub top_p: f32,
     /// Inner optimisation epochs per batch of samples (TRL's `num_iterations`).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().num_iterations))]
     pub num_iterations: usize,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().epsilon))]
     pub epsilon: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().beta))]
     pub beta: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = RlConfig::default().advantage))]
     pub advantage: Advantage,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = RlConfig::default().kl_estimator))]
     pub kl_estimator: KlEstimator,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = RlConfig::default().kl_in))]
     pub kl_in: KlPlacement,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(skip))]
     pub seed: u64,
 }
 
 impl Default for RlConfig {
     fn default() -> Self {
         Self {
+            prompts_per_step: 2,
             num_generations: 4,
             max_new_tokens: 32,
             temperature: 1.0,
@@ -110,24 +127,6 @@ pub fn kl_estimate(kind: KlEstimator, logp: Tensor<2>, ref_logp: Tensor<2>) -> T
     }
 }
 
-/// One round: sample, score, and `num_iterations` optimizer steps on the samples.
-/// `prompts` are (text, ids). Returns the metrics of the last inner step plus the sampling ones.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn rl_round(
-    cfg: &RlConfig,
-    trainer: &mut Trainer,
-    reference: &Reference,
-    tokenizer: &Tokenizer,
-    prompts: &[(String, Vec<u32>)],
-    reward: &mut RewardFn,
-) -> Result<Metrics> {
-    crate::backend::block_on(async {
-        let samples = rl_sample(cfg, trainer, tokenizer, prompts).await?;
-        let raw = reward(&samples.candidates(prompts))?;
-        rl_update(cfg, trainer, reference, tokenizer, &samples, raw).await
-    })
-}
-
 /// The completions of one round: K per prompt, in prompt order.
 pub struct RlSamples {
     /// (prompt ids, completion ids + end-of-turn when the policy chose to stop).
@@ -154,8 +153,7 @@ pub async fn rl_sample(cfg: &RlConfig, trainer: &Trainer, tokenizer: &Tokenizer,
         return Err(Error::Invalid("RL needs at least 2 generations per prompt to compare them".into()));
     }
     let k = cfg.num_generations;
-    let pad = tokenizer.eos_id.unwrap_or(0);
-    let round = trainer.step as u64;
+        let round = trainer.step as u64;
     let mut pairs: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
     for (pi, (_, ids)) in prompts.iter().enumerate() {
@@ -168,11 +166,11 @@ pub async fn rl_sample(cfg: &RlConfig, trainer: &Trainer, tokenizer: &Tokenizer,
             seed: cfg.seed.wrapping_add(round * 7919 + pi as u64),
             num_samples: k,
         };
-        for s in generate_async(&trainer.model, tokenizer, ids, &sampling, &mut |_| true).await? {
+        for s in generate(&trainer.model, tokenizer, ids, &sampling, &mut |_| true).await? {
             let mut c = s.tokens.clone();
             // The end-of-turn token is part of what the policy chose: reinforce it too.
             if s.finish_reason == FinishReason::Stop || c.is_empty() {
-                c.push(tokenizer.stop_ids.first().copied().unwrap_or(pad));
+                c.push(tokenizer.end_of_turn());
             }
             pairs.push((ids.clone(), c));
             texts.push(s.text);
@@ -190,7 +188,7 @@ pub async fn rl_update(
     samples: &RlSamples,
     raw: Vec<f64>,
 ) -> Result<Metrics> {
-    let (k, pad, pairs) = (samples.k, tokenizer.eos_id.unwrap_or(0), &samples.pairs);
+    let (k, pad, pairs) = (samples.k, tokenizer.pad_id(), &samples.pairs);
     if raw.len() != pairs.len() {
         return Err(Error::Invalid(format!("{} rewards for {} samples", raw.len(), pairs.len())));
     }
@@ -207,7 +205,7 @@ pub async fn rl_update(
     let ref_lp = token_logps(&ref_model, &sb).detach();
     let mut rewards = raw.clone();
     if cfg.kl_in == KlPlacement::Reward && cfg.beta > 0.0 {
-        let seq_kl = read_f32_async((old.clone() - ref_lp.clone()).sum_dim(1).reshape([n])).await?;
+        let seq_kl = read_f32((old.clone() - ref_lp.clone()).sum_dim(1).reshape([n])).await?;
         for (r, kl) in rewards.iter_mut().zip(seq_kl) {
             *r -= cfg.beta * kl as f64;
         }
@@ -216,12 +214,12 @@ pub async fn rl_update(
     let adv_t = Tensor::<2>::from_data(TensorData::new(adv.iter().map(|&a| a as f32).collect::<Vec<_>>(), [n, 1]), &device);
     let mask = sb.completion_mask.clone();
     let lens = mask.clone().sum_dim(1).clamp_min(1.0); // [n, 1]
-    let n_tokens = read_f32_async(mask.clone().sum()).await?[0].max(1.0) as f64;
+    let n_tokens = read_f32(mask.clone().sum()).await?[0].max(1.0) as f64;
 
     // 4. Clipped surrogate for a few inner epochs.
     let mut metrics = Metrics::new();
     for _ in 0..cfg.num_iterations.max(1) {
-        metrics = trainer.step_async(&mut |model, _| {
+        metrics = trainer.step(&mut |model, _| {
             let (logp, entropy) = token_logps_and_entropy(model, &sb);
             let ratio = (logp.clone() - old.clone()).exp();
             let unclipped = ratio.clone() * adv_t.clone();

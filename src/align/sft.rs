@@ -5,7 +5,7 @@ use super::Encoding;
 use super::train::LossOutput;
 use crate::data::Demonstration;
 use crate::model::Llama;
-use crate::score::{ScoringBatch, token_stats};
+use crate::logps::{ScoringBatch, token_stats};
 use crate::{LoadedModel, Result};
 
 pub fn encode_demos(lm: &LoadedModel, enc: &Encoding, data: &[Demonstration]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {

@@ -12,12 +12,13 @@ use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOpti
 use burn::tensor::Tensor;
 use serde::{Deserialize, Serialize};
 
-use crate::backend::read_f32_async;
+use crate::backend::read_f32;
 use crate::model::Llama;
 use crate::{Error, Result};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum Schedule {
     Constant,
     Linear,
@@ -27,28 +28,42 @@ pub enum Schedule {
 /// Optimisation settings, named as in transformers' `TrainingArguments`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct TrainConfig {
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().learning_rate))]
     pub learning_rate: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().weight_decay))]
     pub weight_decay: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().adam_beta1))]
     pub adam_beta1: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().adam_beta2))]
     pub adam_beta2: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().adam_epsilon))]
     pub adam_epsilon: f64,
     /// Fraction of `max_steps` spent warming the learning rate up from 0.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().warmup_ratio))]
     pub warmup_ratio: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = TrainConfig::default().lr_scheduler_type))]
     pub lr_scheduler_type: Schedule,
     /// Clip the global gradient norm to this (0 = off).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().max_grad_norm))]
     pub max_grad_norm: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().gradient_accumulation_steps))]
     pub gradient_accumulation_steps: usize,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long = "batch-size", alias = "per-device-train-batch-size", default_value_t = TrainConfig::default().per_device_train_batch_size))]
     pub per_device_train_batch_size: usize,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().max_steps))]
     pub max_steps: usize,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().seed))]
     pub seed: u64,
 }
 
 impl Default for TrainConfig {
     fn default() -> Self {
         Self {
-            // TRL's DPO default is 1e-6 for full fine-tuning; LoRA adapters want a larger step.
-            learning_rate: 5e-5,
+            // TRL's DPO default is 1e-6 for full fine-tuning; LoRA adapters want a larger step,
+            // and a class wants to see the model move within a few steps.
+            learning_rate: 5e-4,
             weight_decay: 0.0,
             adam_beta1: 0.9,
             adam_beta2: 0.999,
@@ -57,8 +72,8 @@ impl Default for TrainConfig {
             lr_scheduler_type: Schedule::Linear,
             max_grad_norm: 1.0,
             gradient_accumulation_steps: 1,
-            per_device_train_batch_size: 4,
-            max_steps: 50,
+            per_device_train_batch_size: 2,
+            max_steps: 20,
             seed: 42,
         }
     }
@@ -139,13 +154,8 @@ impl<M: Module> Trainer<M> {
     /// One optimizer update over `gradient_accumulation_steps` micro-batches; `micro(model, i)`
     /// computes the loss of micro-batch `i`. On a non-finite loss or gradient nothing is updated,
     /// the weights go back to the last ones that gave a finite loss, and the error says so.
-    #[cfg(not(target_arch = "wasm32"))]
-    pub fn step(&mut self, micro: &mut dyn FnMut(&M, usize) -> Result<LossOutput>) -> Result<Metrics> {
-        crate::backend::block_on(self.step_async(micro))
-    }
-
-    /// [`Trainer::step`], awaiting its two reads (loss+metrics, gradient norm): the browser's path.
-    pub async fn step_async(&mut self, micro: &mut dyn FnMut(&M, usize) -> Result<LossOutput>) -> Result<Metrics> {
+    /// Two reads are awaited: loss and metrics, then the gradient norm.
+    pub async fn step(&mut self, micro: &mut dyn FnMut(&M, usize) -> Result<LossOutput>) -> Result<Metrics> {
         let accum = self.cfg.gradient_accumulation_steps;
         let mut acc = GradientsAccumulator::<M>::new();
         let mut sums: Vec<(String, f64)> = Vec::new();
@@ -154,7 +164,7 @@ impl<M: Module> Trainer<M> {
             // Loss and metrics come back in one read: [loss, m1, m2, ...].
             let mut parts = vec![out.loss.clone().detach()];
             parts.extend(out.metrics.iter().map(|(_, t)| t.clone().detach()));
-            let values = read_f32_async(Tensor::cat(parts, 0)).await?;
+            let values = read_f32(Tensor::cat(parts, 0)).await?;
             if !values[0].is_finite() {
                 self.model = self.last_good.clone();
                 return Err(Error::NonFinite(format!(
@@ -247,7 +257,7 @@ async fn global_norm<M: Module>(model: &M, grads: &mut GradientsParams) -> Resul
     let mut v = SumSq { grads, acc: None };
     model.visit(&mut v);
     match v.acc {
-        Some(t) => Ok((read_f32_async(t).await?[0] as f64).sqrt()),
+        Some(t) => Ok((read_f32(t).await?[0] as f64).sqrt()),
         None => Err(Error::Invalid("no parameter received a gradient: is anything trainable?".into())),
     }
 }

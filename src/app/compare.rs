@@ -9,14 +9,15 @@ use super::{Ctx, client};
 use crate::worker::protocol::*;
 
 /// Scores `texts` with the judges (and the reward model when one was trained) into `out`.
-fn judge(ctx: Ctx, prompting: Prompting, texts: Vec<String>, out: RwSignal<Option<(Vec<f64>, Option<Vec<f64>>)>>) {
-    let judges = ctx.settings.get_untracked().judge_specs().unwrap_or_default();
+fn judge(ctx: Ctx, prompt: String, texts: Vec<String>, out: RwSignal<Option<(Vec<f64>, Option<Vec<f64>>)>>) {
+    let st = ctx.settings.get_untracked();
+    let judges = st.judge_specs().unwrap_or_default();
     let id = client::job(move |ev| {
         if let Event::Judged { judges, reward_model, .. } = ev {
             out.set(Some((judges, reward_model)));
         }
     });
-    client::send(&Request::Judge { job: id, prompting, completions: texts, judges });
+    client::send(&Request::Judge { job: id, prompt, encoding: st.encoding(), completions: texts, judges });
 }
 
 /// Colour of a log-prob change: blue where the policy likes a token more, red where less.
@@ -44,14 +45,15 @@ pub fn ComparePanel() -> impl IntoView {
     let best_scores = RwSignal::new(None::<(Vec<f64>, Option<Vec<f64>>)>);
     let best_stats = RwSignal::new(None::<String>);
 
+    // The Compare prompt, else the Generate tab's.
     let prompting = move || {
-        let st = s.get_untracked();
         let p = prompt.get_untracked();
-        Prompting { prompt: if p.trim().is_empty() { st.prompt.clone() } else { p }, system: st.system.clone(), chat: st.chat }
+        if p.trim().is_empty() { s.get_untracked().prompt } else { p }
     };
+    let enc = move || s.get_untracked().encoding();
     let busy = move || ref_job.get().is_some() || pol_job.get().is_some() || best_job.get().is_some();
     let compare = move |_| {
-        let mut sampling = s.get_untracked().sampling();
+        let mut sampling = s.get_untracked().sampling;
         sampling.num_samples = 1;
         scores.set(None);
         heatmap.set(None);
@@ -63,21 +65,21 @@ pub fn ComparePanel() -> impl IntoView {
                 judge(ctx, prompting(), vec![r[0].text.clone(), p[0].text.clone()], scores);
             }
         };
-        run_generation(prompting(), sampling.clone(), Which::Reference, reference, ref_job, stats, both_done);
-        run_generation(prompting(), sampling, Which::Policy, policy, pol_job, stats2, both_done);
+        run_generation(prompting(), enc(), sampling.clone(), Which::Reference, reference, ref_job, stats, both_done);
+        run_generation(prompting(), enc(), sampling, Which::Policy, policy, pol_job, stats2, both_done);
     };
     let show_heatmap = move |_| {
         let text = heat_text.get_untracked();
         let id = client::job(move |ev| {
-            if let Event::Scored { pieces, policy, reference, .. } = ev {
+            if let Event::Logprobs { pieces, policy, reference, .. } = ev {
                 heatmap.set(Some((pieces, policy, reference)));
             }
         });
-        client::send(&Request::Score { job: id, prompting: prompting(), completion: text });
+        client::send(&Request::Logprobs { job: id, prompt: prompting(), encoding: enc(), completion: text });
     };
     let best_of_n = move |_| {
         best_scores.set(None);
-        run_generation(prompting(), s.get_untracked().sampling(), Which::Policy, best, best_job, best_stats, move || {
+        run_generation(prompting(), enc(), s.get_untracked().sampling, Which::Policy, best, best_job, best_stats, move || {
             judge(ctx, prompting(), best.get_untracked().iter().map(|c| c.text.clone()).collect(), best_scores);
         });
     };

@@ -86,7 +86,7 @@ pub fn DataPanel() -> impl IntoView {
             Ok(_) => return message.set(Some("Switch on at least one judge.".into())),
             Err(e) => return message.set(Some(e)),
         };
-        let mut sampling = st.sampling();
+        let mut sampling = st.sampling.clone();
         sampling.num_samples = sampling.num_samples.max(2);
         let added = RwSignal::new(0usize);
         let id = client::job(move |ev| match ev {
@@ -100,7 +100,7 @@ pub fn DataPanel() -> impl IntoView {
         });
         label_job.set(Some(id));
         label_progress.set(Some(format!("Auto-labelling {} prompts…", prompts.len())));
-        client::send(&Request::AutoLabel { job: id, prompts, system: st.system, chat: st.chat, sampling, judges });
+        client::send(&Request::AutoLabel { job: id, prompts, encoding: st.encoding(), sampling, reward: RewardSpec::Judges(judges) });
     };
 
     let pair_rows = move || {

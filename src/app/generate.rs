@@ -5,7 +5,9 @@
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
-use super::{Ctx, client};
+use super::fields::number;
+use super::{Ctx, Settings, client};
+use crate::align::Encoding;
 use crate::data::{Demonstration, Preference, Unpaired};
 use crate::worker::protocol::*;
 
@@ -20,7 +22,8 @@ pub struct Card {
 /// Streams a generation into `cards` (the timing line into `stats`); `on_done` runs once every
 /// card is finished.
 pub fn run_generation(
-    prompting: Prompting,
+    prompt: String,
+    encoding: Encoding,
     sampling: crate::generate::SamplingConfig,
     which: Which,
     cards: RwSignal<Vec<Card>>,
@@ -57,7 +60,7 @@ pub fn run_generation(
         _ => {}
     });
     job.set(Some(id));
-    client::send(&Request::Generate { job: id, prompting, sampling, which });
+    client::send(&Request::Generate { job: id, prompt, encoding, sampling, which });
 }
 
 fn focus_card(c: usize) {
@@ -111,12 +114,11 @@ pub fn GeneratePanel() -> impl IntoView {
 
     let generate = move || {
         let st = s.get_untracked();
-        let prompting = Prompting { prompt: st.prompt.clone(), system: st.system.clone(), chat: st.chat };
         asked.set(st.prompt.clone());
-        order.set((0..st.num_samples).collect());
+        order.set((0..st.sampling.num_samples).collect());
         ab.set(0);
         message.set(None);
-        run_generation(prompting, st.sampling(), Which::Policy, cards, job, stats, || {});
+        run_generation(st.prompt.clone(), st.encoding(), st.sampling.clone(), Which::Policy, cards, job, stats, || {});
     };
     let stop = move || {
         if let Some(j) = job.get_untracked() {
@@ -224,21 +226,19 @@ pub fn GeneratePanel() -> impl IntoView {
                         on:keydown=move |ev: leptos::ev::KeyboardEvent| if ev.key() == "Enter" && ev.ctrl_key() && ready() { generate() }></textarea>
                 </label>
                 <div class="row">
-                    <label title="How many answers to sample for the same prompt (to compare and rank).">"Samples"
-                        <input type="number" min="1" max="16" prop:value=move || s.get().num_samples
-                            on:change=move |ev| s.update(|x| x.num_samples = event_target_value(&ev).parse().unwrap_or(4).clamp(1, 16))/></label>
-                    <label title="Randomness: 0 always picks the likeliest token; around 1 samples freely.">"Temperature"
-                        <input type="number" min="0" max="2" step="0.1" prop:value=move || format!("{:.2}", s.get().temperature)
-                            on:change=move |ev| s.update(|x| x.temperature = event_target_value(&ev).parse().unwrap_or(0.8))/></label>
-                    <label title="Sample only from the smallest set of tokens whose probabilities add up to this.">"Top-p"
-                        <input type="number" min="0.05" max="1" step="0.05" prop:value=move || format!("{:.2}", s.get().top_p)
-                            on:change=move |ev| s.update(|x| x.top_p = event_target_value(&ev).parse().unwrap_or(0.95))/></label>
-                    <label title="Longest answer, in tokens.">"Max tokens"
-                        <input type="number" min="1" max="512" prop:value=move || s.get().max_new_tokens
-                            on:change=move |ev| s.update(|x| x.max_new_tokens = event_target_value(&ev).parse().unwrap_or(48).clamp(1, 2048))/></label>
-                    <label title="Same seed + same settings = same samples.">"Seed"
-                        <input type="number" min="0" prop:value=move || s.get().seed
-                            on:change=move |ev| s.update(|x| x.seed = event_target_value(&ev).parse().unwrap_or(1))/></label>
+                    {number(s, "Samples", "How many answers to sample for the same prompt (to compare and rank).", "1",
+                        |x: &Settings| x.sampling.num_samples, |x, v: usize| x.sampling.num_samples = v.clamp(1, 16))}
+                    {number(s, "Temperature", "Randomness: 0 always picks the likeliest token; around 1 samples freely.", "0.1",
+                        |x| x.sampling.temperature, |x, v| x.sampling.temperature = v)}
+                    {number(s, "Top-p", "Sample only from the smallest set of tokens whose probabilities add up to this.", "0.05",
+                        |x| x.sampling.top_p, |x, v| x.sampling.top_p = v)}
+                    {number(s, "Top-k", "Sample only from the k likeliest tokens (0 = no limit).", "1",
+                        |x| x.sampling.top_k, |x, v| x.sampling.top_k = v)}
+                    {number(s, "Repetition penalty", "Above 1, tokens already in the text become less likely (1 = off).", "0.05",
+                        |x| x.sampling.repetition_penalty, |x, v| x.sampling.repetition_penalty = v)}
+                    {number(s, "Max tokens", "Longest answer, in tokens.", "1",
+                        |x| x.sampling.max_new_tokens, |x, v: usize| x.sampling.max_new_tokens = v.clamp(1, 2048))}
+                    {number(s, "Seed", "Same seed + same settings = same samples.", "1", |x| x.sampling.seed, |x, v| x.sampling.seed = v)}
                     <label title="Wrap the prompt in the model's chat template (models that have one).">
                         <input type="checkbox" prop:checked=move || s.get().chat disabled=move || ctx.model.get().is_some_and(|m| !m.chat_template)
                             on:change=move |ev| s.update(|x| x.chat = event_target_checked(&ev))/>

@@ -9,18 +9,23 @@ mod chart;
 mod client;
 mod compare;
 mod data;
+mod fields;
 mod files;
 mod generate;
 mod store;
 mod train;
+mod train_form;
 
 use std::collections::BTreeMap;
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::align::Encoding;
 use crate::backend::BackendKind;
 use crate::data::{Demonstration, Preference, Unpaired};
+use crate::generate::SamplingConfig;
+use crate::lab::RunSettings;
 use crate::worker::protocol::*;
 
 /// The default model, copied into `dist/models/` by trunk (scripts/setup fetched it).
@@ -56,13 +61,28 @@ pub struct RunRecord {
     pub examples: usize,
 }
 
-/// The adapter the policy had last, kept so a reload or a lost device does not lose it.
+/// The adapter the policy had last (or the last reward model), kept so a reload or a lost device
+/// does not lose it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SavedAdapter {
     pub model: String,
     pub config_json: String,
     #[serde(with = "serde_bytes")]
     pub safetensors: Vec<u8>,
+}
+
+impl SavedAdapter {
+    /// PEFT's two files as the worker sends them.
+    fn from_files(model: String, files: Vec<FileOut>) -> Option<Self> {
+        let file = |suffix: &str| files.iter().find(|f| f.name.ends_with(suffix)).map(|f| f.bytes.clone());
+        let config_json = String::from_utf8(file(".json")?).ok()?;
+        Some(Self { model, config_json, safetensors: file(".safetensors")? })
+    }
+
+    /// Sends it back to the worker (after a reload, or a restart of the engine).
+    fn restore(&self, what: Artifact) {
+        client::send(&Request::Import { what, config_json: self.config_json.clone(), safetensors: self.safetensors.clone() });
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -94,6 +114,9 @@ pub struct Ctx {
     pub prompts: RwSignal<Vec<String>>,
     pub runs: RwSignal<Vec<RunRecord>>,
     pub adapter: RwSignal<Option<SavedAdapter>>,
+    pub reward_model: RwSignal<Option<SavedAdapter>>,
+    /// The worker holds a reward model (trained, imported or restored).
+    pub has_reward_model: RwSignal<bool>,
     pub settings: RwSignal<Settings>,
     pub backend_pref: RwSignal<BackendPref>,
     pub training: RwSignal<bool>,
@@ -106,13 +129,9 @@ pub struct Settings {
     pub system: String,
     pub prompt: String,
     pub chat: bool,
-    pub num_samples: usize,
-    pub temperature: f32,
-    pub top_p: f32,
-    pub max_new_tokens: usize,
-    pub seed: u64,
+    pub sampling: SamplingConfig,
     pub judges: Vec<(String, f64, bool)>,
-    pub train: train::TrainForm,
+    pub train: RunSettings,
 }
 
 impl Default for Settings {
@@ -121,33 +140,23 @@ impl Default for Settings {
             system: String::new(),
             prompt: "Write a short, friendly note to a neighbour.".into(),
             chat: true,
-            num_samples: 4,
-            temperature: 0.8,
-            top_p: 0.95,
-            max_new_tokens: 48,
-            seed: 1,
+            // A class compares a few short answers.
+            sampling: SamplingConfig { max_new_tokens: 48, temperature: 0.8, top_p: 0.95, seed: 1, num_samples: 4, ..SamplingConfig::default() },
             judges: vec![
                 ("sentiment".into(), 1.0, true),
                 ("politeness".into(), 1.0, false),
                 ("profanity".into(), 1.0, false),
                 ("length=30".into(), 1.0, false),
             ],
-            train: train::TrainForm::default(),
+            train: RunSettings::default(),
         }
     }
 }
 
 impl Settings {
-    pub fn sampling(&self) -> crate::generate::SamplingConfig {
-        crate::generate::SamplingConfig {
-            max_new_tokens: self.max_new_tokens,
-            temperature: self.temperature,
-            top_k: 0,
-            top_p: self.top_p,
-            repetition_penalty: 1.0,
-            seed: self.seed,
-            num_samples: self.num_samples,
-        }
+    /// How Generate, Compare and the judges turn a prompt into tokens.
+    pub fn encoding(&self) -> Encoding {
+        Encoding::untruncated(self.chat, &self.system)
     }
 
     /// The judges switched on, parsed (`sentiment`, `length=30`, `include=a+b`...), with weights.
@@ -207,18 +216,25 @@ fn on_event(ctx: Ctx, ev: Event) {
         Event::ModelReady { info } => {
             ctx.loading.set(false);
             ctx.model.set(Some(info.clone()));
-            // Bring back the adapter of the last session when it was trained on this model.
-            if let Some(a) = ctx.adapter.get_untracked() {
-                if a.model == info.name {
-                    client::send(&Request::ImportAdapter { config_json: a.config_json, safetensors: a.safetensors });
-                    ctx.notice.set(Some("Restored your last adapter for this model.".into()));
-                }
+            // A new model starts from its base weights (the worker says so next).
+            ctx.policy.set((false, "the base model".into()));
+            ctx.has_reward_model.set(false);
+            // Bring back the adapter and reward model of the last session, when made on this model.
+            if restore_saved(ctx, &info.name) {
+                ctx.notice.set(Some("Restored your last adapter and reward model for this model.".into()));
             }
         }
-        Event::PolicyState { adapter, description } => ctx.policy.set((adapter, description)),
-        Event::Adapter { job: None, config_json, safetensors } => {
+        Event::PolicyState { adapter, description, reward_model } => {
+            ctx.policy.set((adapter, description));
+            ctx.has_reward_model.set(reward_model);
+        }
+        Event::Files { job: None, what, files } => {
             let model = ctx.model.get_untracked().map(|m| m.name).unwrap_or_default();
-            ctx.adapter.set(Some(SavedAdapter { model, config_json, safetensors }));
+            let saved = SavedAdapter::from_files(model, files);
+            match what {
+                Artifact::RewardModel => ctx.reward_model.set(saved),
+                _ => ctx.adapter.set(saved),
+            }
         }
         Event::Error { kind, message, job } => {
             // A failed load leaves the model that was there (if any) in place.
@@ -228,7 +244,7 @@ fn on_event(ctx: Ctx, ev: Event) {
             ctx.banner.set(Some(Banner { kind, message, fatal: false }));
         }
         Event::Fatal { message } => {
-            let kind = if message.to_lowercase().contains("memory") { ErrorKind::OutOfMemory } else { ErrorKind::Device };
+            let kind = ErrorKind::of_crash(&message);
             ctx.training.set(false);
             ctx.banner.set(Some(Banner { kind, message, fatal: true }));
         }
@@ -262,6 +278,21 @@ where
     })
 }
 
+/// Sends the kept adapter and reward model back to the worker when they were made on `model` and
+/// the worker does not hold them yet. Says whether it sent anything.
+fn restore_saved(ctx: Ctx, model: &str) -> bool {
+    let mut sent = false;
+    if let Some(a) = ctx.adapter.get_untracked().filter(|a| a.model == model && !ctx.policy.get_untracked().0) {
+        a.restore(Artifact::Adapter);
+        sent = true;
+    }
+    if let Some(r) = ctx.reward_model.get_untracked().filter(|r| r.model == model && !ctx.has_reward_model.get_untracked()) {
+        r.restore(Artifact::RewardModel);
+        sent = true;
+    }
+    sent
+}
+
 /// Loads what the last visit saved, then saves every change.
 fn persist(ctx: Ctx) {
     let restores = [
@@ -272,16 +303,15 @@ fn persist(ctx: Ctx) {
         keep(ctx, "runs", ctx.runs),
         keep(ctx, "settings", ctx.settings),
         keep(ctx, "adapter", ctx.adapter),
+        keep(ctx, "reward_model", ctx.reward_model),
     ];
     leptos::task::spawn_local(async move {
         for r in restores {
             r.await;
         }
         // The model may have loaded before the database answered.
-        if let Some(a) = ctx.adapter.get_untracked() {
-            if ctx.model.get_untracked().is_some_and(|m| m.name == a.model) && !ctx.policy.get_untracked().0 {
-                client::send(&Request::ImportAdapter { config_json: a.config_json, safetensors: a.safetensors });
-            }
+        if let Some(m) = ctx.model.get_untracked() {
+            restore_saved(ctx, &m.name);
         }
         ctx.restored.set(true);
     });
@@ -308,6 +338,8 @@ fn App() -> impl IntoView {
         prompts: RwSignal::new(Vec::new()),
         runs: RwSignal::new(Vec::new()),
         adapter: RwSignal::new(None),
+        reward_model: RwSignal::new(None),
+        has_reward_model: RwSignal::new(false),
         settings: RwSignal::new(Settings::default()),
         backend_pref: RwSignal::new(pref),
         training: RwSignal::new(false),

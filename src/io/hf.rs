@@ -162,30 +162,30 @@ pub fn load(parts: HfParts, progress: &mut Progress) -> Result<Checkpoint> {
     Ok(Checkpoint { config, weights, tokenizer, chat_template, info })
 }
 
-/// Writes a model as an HF checkpoint (`config.json` + `model.safetensors`, f32, transformers'
-/// names; plus `tokenizer.json` when the tokenizer is an HF one): how a fully fine-tuned model
-/// leaves the lab. Adapters are merged in first by the caller if wanted.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn save_hf_dir(model: &crate::model::Llama, config: &LlamaConfig, tokenizer: &Tokenizer, dir: &std::path::Path) -> Result<()> {
+/// A model as the files of an HF checkpoint (`config.json` + `model.safetensors`, f32,
+/// transformers' names; plus `tokenizer.json` when the tokenizer is an HF one): how a fully
+/// fine-tuned model, or a policy with its adapter merged in, leaves the lab. Active adapters are
+/// merged into the weights written.
+pub async fn save_hf(model: &crate::model::Llama, config: &LlamaConfig, tokenizer: &Tokenizer) -> Result<Vec<(String, Vec<u8>)>> {
     use crate::backend::read_f32;
     use burn::tensor::Tensor;
     /// A tensor's shape and little-endian f32 bytes, whatever its rank.
-    fn host<const D: usize>(t: Tensor<D>) -> Result<(Vec<usize>, Vec<u8>)> {
+    async fn host<const D: usize>(t: Tensor<D>) -> Result<(Vec<usize>, Vec<u8>)> {
         let shape = t.dims().to_vec();
-        Ok((shape, read_f32(t)?.iter().flat_map(|x| x.to_le_bytes()).collect()))
+        Ok((shape, read_f32(t).await?.iter().flat_map(|x| x.to_le_bytes()).collect()))
     }
     let mut tensors: Vec<(String, (Vec<usize>, Vec<u8>))> = Vec::new();
-    tensors.push(("model.embed_tokens.weight".into(), host(model.embed_tokens.weight.val())?));
+    tensors.push(("model.embed_tokens.weight".into(), host(model.embed_tokens.weight.val()).await?));
     for (path, lin) in model.linears() {
-        tensors.push((format!("{path}.weight"), host(lin.effective_weight().transpose())?));
+        tensors.push((format!("{path}.weight"), host(lin.effective_weight().transpose()).await?));
     }
     for (i, b) in model.layers.iter().enumerate() {
-        tensors.push((format!("model.layers.{i}.input_layernorm.weight"), host(b.input_layernorm.gamma.val())?));
-        tensors.push((format!("model.layers.{i}.post_attention_layernorm.weight"), host(b.post_attention_layernorm.gamma.val())?));
+        tensors.push((format!("model.layers.{i}.input_layernorm.weight"), host(b.input_layernorm.gamma.val()).await?));
+        tensors.push((format!("model.layers.{i}.post_attention_layernorm.weight"), host(b.post_attention_layernorm.gamma.val()).await?));
     }
-    tensors.push(("model.norm.weight".into(), host(model.norm.gamma.val())?));
+    tensors.push(("model.norm.weight".into(), host(model.norm.gamma.val()).await?));
     if let Some(head) = &model.lm_head {
-        tensors.push(("lm_head.weight".into(), host(head.weight.val().transpose())?));
+        tensors.push(("lm_head.weight".into(), host(head.weight.val().transpose()).await?));
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
@@ -193,8 +193,7 @@ pub fn save_hf_dir(model: &crate::model::Llama, config: &LlamaConfig, tokenizer:
             Ok((n.clone(), safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), b).map_err(|e| Error::format(e.to_string()))?))
         })
         .collect::<Result<_>>()?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
-    safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).map_err(|e| Error::format(e.to_string()))?;
+    let weights = safetensors::serialize(views, None).map_err(|e| Error::format(e.to_string()))?;
     let cfg = serde_json::json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "vocab_size": config.vocab_size, "hidden_size": config.hidden_size,
@@ -204,13 +203,9 @@ pub fn save_hf_dir(model: &crate::model::Llama, config: &LlamaConfig, tokenizer:
         "max_position_embeddings": config.max_position_embeddings, "tie_word_embeddings": config.tie_word_embeddings,
         "bos_token_id": tokenizer.bos_id, "eos_token_id": tokenizer.eos_id, "torch_dtype": "float32",
     });
-    let write = |name: &str, text: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, text).map_err(|e| Error::io(p.display(), e))
-    };
-    write("config.json", serde_json::to_string_pretty(&cfg).unwrap())?;
+    let mut files = vec![("model.safetensors".to_string(), weights), ("config.json".into(), serde_json::to_vec_pretty(&cfg).unwrap())];
     if let Some(json) = tokenizer.to_hf_json() {
-        write("tokenizer.json", json)?;
+        files.push(("tokenizer.json".into(), json.into_bytes()));
     }
-    Ok(())
+    Ok(files)
 }

@@ -3,6 +3,7 @@
 //! a device.
 
 mod chat;
+mod describe;
 pub mod gguf;
 mod gguf_model;
 pub mod peft;
@@ -113,21 +114,6 @@ pub struct LoadedModel {
 }
 
 impl LoadedModel {
-    /// Token ids of a prompt: through the chat template (with an optional system prompt) when
-    /// `chat`, else the plain text with BOS as the model expects.
-    pub fn prompt_ids(&self, prompt: &str, system: Option<&str>, chat: bool) -> Result<Vec<u32>> {
-        if !chat {
-            return self.tokenizer.encode(prompt, true);
-        }
-        let mut messages = Vec::new();
-        if let Some(s) = system {
-            messages.push(Message::system(s));
-        }
-        messages.push(Message::user(prompt));
-        // The template already holds the special tokens it wants.
-        self.tokenizer.encode(&self.chat_prompt(&messages, true)?, false)
-    }
-
     /// Prompt text for `messages` using the checkpoint's chat template.
     pub fn chat_prompt(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let t = self.chat_template.as_ref().ok_or_else(|| {

@@ -6,7 +6,7 @@ use std::path::Path;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::read_f32_async;
+use crate::backend::read_f32;
 use crate::model::{Llama, LoraConfig};
 use crate::{Error, Result};
 
@@ -116,18 +116,13 @@ pub struct AdapterFiles {
 }
 
 /// Serialises the model's adapters (`cfg` as they were created) in PEFT's layout.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn save_adapter(model: &Llama, cfg: &LoraConfig, base_model: &str) -> Result<AdapterFiles> {
-    crate::backend::block_on(save_adapter_async(model, cfg, base_model))
+pub async fn save_adapter(model: &Llama, cfg: &LoraConfig, base_model: &str) -> Result<AdapterFiles> {
+    save_adapter_with(model, cfg, base_model, "CAUSAL_LM", Vec::new()).await
 }
 
-pub async fn save_adapter_async(model: &Llama, cfg: &LoraConfig, base_model: &str) -> Result<AdapterFiles> {
-    save_adapter_with_async(model, cfg, base_model, "CAUSAL_LM", Vec::new()).await
-}
-
-/// [`save_adapter_async`] with a task type and extra fully-trained tensors (PEFT's `modules_to_save`,
+/// [`save_adapter`] with a task type and extra fully-trained tensors (PEFT's `modules_to_save`,
 /// e.g. a reward model's `score` head), given as `(module name, PEFT key, tensor)`.
-pub async fn save_adapter_with_async(
+pub async fn save_adapter_with(
     model: &Llama,
     cfg: &LoraConfig,
     base_model: &str,
@@ -146,7 +141,7 @@ pub async fn save_adapter_with_async(
     let all = model.lora_tensors().into_iter().chain(extra.into_iter().map(|(_, k, t)| (k, t)));
     for (name, t) in all {
         let shape = t.dims().to_vec();
-        let data = read_f32_async(t).await?;
+        let data = read_f32(t).await?;
         tensors.push((name, shape, data.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()));
     }
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
@@ -207,20 +202,32 @@ pub fn load_adapter_with(
     Ok(cfg)
 }
 
-#[cfg(not(target_arch = "wasm32"))]
-pub fn save_adapter_dir(model: &Llama, cfg: &LoraConfig, base_model: &str, dir: &Path) -> Result<()> {
-    let files = save_adapter(model, cfg, base_model)?;
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
-    let cfg_path = dir.join("adapter_config.json");
-    std::fs::write(&cfg_path, files.config_json).map_err(|e| Error::io(cfg_path.display(), e))?;
-    let st_path = dir.join("adapter_model.safetensors");
-    std::fs::write(&st_path, files.safetensors).map_err(|e| Error::io(st_path.display(), e))
+impl AdapterFiles {
+    /// Writes `adapter_config.json` and `adapter_model.safetensors` into `dir`, each written whole
+    /// beside its name and then renamed, so a crash never leaves half a file.
+    pub fn write_dir(&self, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir.display(), e))?;
+        write_atomic(&dir.join("adapter_model.safetensors"), &self.safetensors)?;
+        write_atomic(&dir.join("adapter_config.json"), self.config_json.as_bytes())
+    }
+
+    /// Reads the two files of an adapter directory.
+    pub fn read_dir(dir: &Path) -> Result<Self> {
+        let read = |name: &str| {
+            let p = dir.join(name);
+            std::fs::read(&p).map_err(|e| Error::io(p.display(), e))
+        };
+        let config_json = String::from_utf8(read("adapter_config.json")?)
+            .map_err(|_| Error::format(format!("{}: adapter_config.json is not UTF-8 text", dir.display())))?;
+        Ok(Self { config_json, safetensors: read("adapter_model.safetensors")? })
+    }
 }
 
-pub fn load_adapter_dir(model: &mut Llama, dir: &Path) -> Result<LoraConfig> {
-    let read = |name: &str| {
-        let p = dir.join(name);
-        std::fs::read(&p).map_err(|e| Error::io(p.display(), e))
-    };
-    load_adapter(model, &read("adapter_config.json")?, &read("adapter_model.safetensors")?)
+/// Writes `path` through a temporary file and a rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".part");
+    let tmp = std::path::PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).map_err(|e| Error::io(tmp.display(), e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path.display(), e))
 }

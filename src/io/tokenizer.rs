@@ -158,6 +158,17 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// The id that pads batches: EOS, as TRL does for models without a pad token (padding is
+    /// masked out, so which id it is only has to be a valid row).
+    pub fn pad_id(&self) -> u32 {
+        self.eos_id.unwrap_or(0)
+    }
+
+    /// The token that ends an assistant turn (appended to training completions).
+    pub fn end_of_turn(&self) -> u32 {
+        self.stop_ids.first().copied().unwrap_or_else(|| self.pad_id())
+    }
+
     /// Text of `ids`, with special tokens left out.
     pub fn decode(&self, ids: &[u32]) -> String {
         match &self.inner {

@@ -57,4 +57,11 @@ impl LlamaConfig {
         let head = if self.tie_word_embeddings { 0 } else { v * d };
         v * d + self.num_hidden_layers * per_layer + d + head
     }
+
+    /// Bytes of the largest weight at f32 (the embedding or a feed-forward matrix): what one GPU
+    /// buffer must hold. Counted in u64, so a hostile header cannot wrap it on 32-bit wasm.
+    pub fn largest_weight_bytes(&self) -> u64 {
+        let rows = (self.vocab_size as u64).max(self.intermediate_size as u64);
+        rows.saturating_mul(self.hidden_size as u64).saturating_mul(4)
+    }
 }

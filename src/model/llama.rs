@@ -171,10 +171,11 @@ impl Llama {
     }
 
     /// The model for a pass without gradients: a policy in training (on an autodiff device) is
-    /// cloned without tracking (its tensors are shared, not copied); any other model is itself.
+    /// cloned without tracking and without dropout (its tensors are shared, not copied); any
+    /// other model is itself.
     pub fn for_inference(&self) -> std::borrow::Cow<'_, Self> {
         if self.embed_tokens.weight.device().is_autodiff() {
-            std::borrow::Cow::Owned(self.clone().no_grad())
+            std::borrow::Cow::Owned(self.clone().freeze())
         } else {
             std::borrow::Cow::Borrowed(self)
         }

@@ -20,15 +20,22 @@ use crate::{Error, Result};
 pub const TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct LoraConfig {
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long = "lora-r", default_value_t = LoraConfig::default().r))]
     pub r: usize,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = LoraConfig::default().lora_alpha))]
     pub lora_alpha: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = LoraConfig::default().lora_dropout))]
     pub lora_dropout: f64,
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_delimiter = ',', default_values_t = LoraConfig::default().target_modules))]
     pub target_modules: Vec<String>,
     /// rsLoRA: scale by alpha / sqrt(r) instead of alpha / r.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
     pub use_rslora: bool,
     /// Seed for A's initialisation.
     #[serde(default)]
+    #[cfg_attr(not(target_arch = "wasm32"), arg(skip))]
     pub seed: u64,
 }
 

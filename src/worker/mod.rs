@@ -1,10 +1,14 @@
-//! The engine's side of the browser app: typed messages ([`protocol`], compiled everywhere so they
-//! are tested natively) and the Web Worker that serves them (wasm32 with the `web` feature).
+//! The engine's side of the browser app: typed messages ([`protocol`]), the [`router`] that serves
+//! them on the lab (compiled everywhere, so it is tested natively), and the Web Worker around it
+//! (`web`, wasm32 with the `web` feature).
 
+mod jobs;
 pub mod protocol;
+pub mod router;
+mod training;
 
 #[cfg(all(target_arch = "wasm32", feature = "web"))]
-mod runtime;
+mod web;
 
 #[cfg(all(target_arch = "wasm32", feature = "web"))]
-pub use runtime::main;
+pub use web::main;

@@ -6,16 +6,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::align::Encoding;
-use crate::align::dpo::DpoConfig;
-use crate::align::kto::KtoConfig;
-use crate::align::reward::RewardConfig;
-use crate::align::rl::RlConfig;
-use crate::align::train::TrainConfig;
 use crate::backend::BackendKind;
-use crate::data::{Demonstration, Preference, Unpaired};
+use crate::data::Preference;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
-use crate::model::LoraConfig;
+pub use crate::lab::{Method, RewardSpec, RunSpec, TrainData, Which};
 
 /// Names one request's job, so its streamed events find their way back to the right panel.
 pub type JobId = u32;
@@ -60,73 +55,6 @@ pub enum ModelSource {
     },
 }
 
-/// Which weights answer: the policy (with what training changed) or the reference (adapters off).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Which {
-    #[default]
-    Policy,
-    Reference,
-}
-
-/// How a prompt becomes text for the model.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Prompting {
-    pub prompt: String,
-    /// System prompt for chat models (empty = the template's default).
-    pub system: String,
-    /// Use the model's chat template (ignored for models without one).
-    pub chat: bool,
-}
-
-/// Where RL's reward comes from.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum RewardSource {
-    Judges(Vec<(JudgeSpec, f64)>),
-    /// The reward model trained in this session.
-    RewardModel,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub enum Method {
-    Dpo(DpoConfig),
-    Kto(KtoConfig),
-    Reward(RewardConfig),
-    Sft,
-    Rl { cfg: RlConfig, reward: RewardSource },
-}
-
-impl Method {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Dpo(_) => "DPO",
-            Self::Kto(_) => "KTO",
-            Self::Reward(_) => "Reward model",
-            Self::Sft => "SFT",
-            Self::Rl { .. } => "RLHF",
-        }
-    }
-}
-
-/// The user's data, sent whole; each method takes what it trains on.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct TrainData {
-    pub pairs: Vec<Preference>,
-    pub unpaired: Vec<Unpaired>,
-    pub demos: Vec<Demonstration>,
-    pub prompts: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RunSpec {
-    pub method: Method,
-    pub train: TrainConfig,
-    /// LoRA settings, or `None` for full fine-tuning (tiny models only).
-    pub lora: Option<LoraConfig>,
-    pub encoding: Encoding,
-    pub data: TrainData,
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunControl {
@@ -135,22 +63,44 @@ pub enum RunControl {
     Stop,
 }
 
+/// Files as they cross to the page (an adapter, a reward model, a checkpoint).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FileOut {
+    pub name: String,
+    #[serde(with = "serde_bytes")]
+    pub bytes: Vec<u8>,
+}
+
+/// What the page can export (and keep in the browser).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Artifact {
+    /// The policy's LoRA adapter, PEFT layout.
+    Adapter,
+    /// The reward model, PEFT layout (SEQ_CLS with its score head).
+    RewardModel,
+    /// The policy with its adapter merged in, as an HF checkpoint.
+    Merged,
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     Init { backend: BackendPref, judges_base: String },
     Load { source: ModelSource },
-    Generate { job: JobId, prompting: Prompting, sampling: SamplingConfig, which: Which },
-    /// Per-token log-probs of `completion` under the policy and the reference (the heatmap).
-    Score { job: JobId, prompting: Prompting, completion: String },
-    /// Scores completions with judges and, when one was trained, the reward model.
-    Judge { job: JobId, prompting: Prompting, completions: Vec<String>, judges: Vec<(JudgeSpec, f64)> },
-    /// Generates N samples per prompt and labels best vs worst by the judges.
-    AutoLabel { job: JobId, prompts: Vec<String>, system: String, chat: bool, sampling: SamplingConfig, judges: Vec<(JudgeSpec, f64)> },
+    Generate { job: JobId, prompt: String, encoding: Encoding, sampling: SamplingConfig, which: Which },
+    /// Per-token log-probabilities of `completion` under the policy and the reference (the heatmap).
+    Logprobs { job: JobId, prompt: String, encoding: Encoding, completion: String },
+    /// Scores completions with judges and, when there is one, the reward model.
+    Judge { job: JobId, prompt: String, encoding: Encoding, completions: Vec<String>, judges: Vec<(JudgeSpec, f64)> },
+    /// Generates N samples per prompt and pairs best vs worst by the reward source.
+    AutoLabel { job: JobId, prompts: Vec<String>, encoding: Encoding, sampling: SamplingConfig, reward: RewardSpec },
     Train { job: JobId, run: RunSpec },
     Control { job: JobId, action: RunControl },
     Cancel { job: JobId },
-    ExportAdapter { job: JobId },
-    ImportAdapter {
+    Export { job: JobId, what: Artifact },
+    /// Brings back an adapter or a reward model (PEFT files).
+    Import {
+        what: Artifact,
         config_json: String,
         #[serde(with = "serde_bytes")]
         safetensors: Vec<u8>,
@@ -212,20 +162,16 @@ pub enum Event {
     ModelReady { info: ModelSummary },
     Token { job: JobId, sample: usize, delta: String },
     Generated { job: JobId, samples: Vec<SampleOut>, millis: f64, first_token_ms: f64, tokens_per_s: f64 },
-    Scored { job: JobId, pieces: Vec<String>, policy: Vec<f32>, reference: Vec<f32> },
+    Logprobs { job: JobId, pieces: Vec<String>, policy: Vec<f32>, reference: Vec<f32> },
     Judged { job: JobId, judges: Vec<f64>, reward_model: Option<Vec<f64>> },
     Labelled { job: JobId, pairs: Vec<Preference>, done: usize, total: usize },
-    TrainStarted { job: JobId, trainable: usize, total_steps: usize, examples: usize },
+    TrainStarted { job: JobId, trainable: usize, total_steps: usize, examples: usize, held_out: usize },
     Metrics { job: JobId, values: BTreeMap<String, f64>, millis: f64 },
     TrainEnded { job: JobId, state: RunState, message: Option<String> },
-    Adapter {
-        job: Option<JobId>,
-        config_json: String,
-        #[serde(with = "serde_bytes")]
-        safetensors: Vec<u8>,
-    },
+    /// Exported files. `job: None`: sent unasked after training, for the page to keep.
+    Files { job: Option<JobId>, what: Artifact, files: Vec<FileOut> },
     /// What the policy is now: "base model", "LoRA r=8 on q,v (DPO, 10 steps)", ...
-    PolicyState { adapter: bool, description: String },
+    PolicyState { adapter: bool, description: String, reward_model: bool },
     Done { job: JobId },
     Error { job: Option<JobId>, kind: ErrorKind, message: String },
     /// The worker cannot go on (a panic, a lost device): the page restarts it.
@@ -237,11 +183,11 @@ impl Request {
     pub fn job(&self) -> Option<JobId> {
         match self {
             Self::Generate { job, .. }
-            | Self::Score { job, .. }
+            | Self::Logprobs { job, .. }
             | Self::Judge { job, .. }
             | Self::AutoLabel { job, .. }
             | Self::Train { job, .. }
-            | Self::ExportAdapter { job } => Some(*job),
+            | Self::Export { job, .. } => Some(*job),
             _ => None,
         }
     }
@@ -253,14 +199,14 @@ impl Event {
         match self {
             Self::Token { job, .. }
             | Self::Generated { job, .. }
-            | Self::Scored { job, .. }
+            | Self::Logprobs { job, .. }
             | Self::Judged { job, .. }
             | Self::Labelled { job, .. }
             | Self::TrainStarted { job, .. }
             | Self::Metrics { job, .. }
             | Self::TrainEnded { job, .. }
             | Self::Done { job } => Some(*job),
-            Self::Adapter { job, .. } | Self::Error { job, .. } => *job,
+            Self::Files { job, .. } | Self::Error { job, .. } => *job,
             _ => None,
         }
     }
@@ -271,10 +217,20 @@ impl ErrorKind {
     pub fn of(e: &crate::Error) -> Self {
         match e {
             crate::Error::NonFinite(_) => Self::NonFinite,
-            // wgpu reports an exhausted GPU as a device error; only its text tells them apart.
-            crate::Error::Device(m) if m.to_lowercase().replace(' ', "").contains("outofmemory") => Self::OutOfMemory,
-            crate::Error::Device(_) => Self::Device,
+            crate::Error::Network(_) => Self::Network,
+            crate::Error::Device(m) => Self::of_crash(m),
             _ => Self::Invalid,
+        }
+    }
+
+    /// Sorts a device failure or a crashed worker by its message: wgpu and wasm report an exhausted
+    /// GPU or heap as a device error or a trap, and only the text tells them apart.
+    pub fn of_crash(message: &str) -> Self {
+        let m = message.to_lowercase().replace(' ', "");
+        if m.contains("outofmemory") || m.contains("memoryaccessoutofbounds") || m.contains("allocationfailed") {
+            Self::OutOfMemory
+        } else {
+            Self::Device
         }
     }
 }
@@ -282,6 +238,9 @@ impl ErrorKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::align::rl::RlConfig;
+    use crate::align::train::TrainConfig;
+    use crate::model::LoraConfig;
 
     #[test]
     fn requests_and_events_round_trip() {
@@ -291,10 +250,11 @@ mod tests {
             Request::Train {
                 job: 7,
                 run: RunSpec {
-                    method: Method::Rl { cfg: RlConfig::default(), reward: RewardSource::Judges(vec![(JudgeSpec::Sentiment, 1.0)]) },
+                    method: Method::Rl { cfg: RlConfig::default(), reward: RewardSpec::Judges(vec![(JudgeSpec::Sentiment, 1.0)]) },
                     train: TrainConfig::default(),
                     lora: Some(LoraConfig::default()),
                     encoding: Encoding::default(),
+                    eval: crate::lab::EvalConfig::default(),
                     data: TrainData { prompts: vec!["hi".into()], ..Default::default() },
                 },
             },

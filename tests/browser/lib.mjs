@@ -54,11 +54,12 @@ export async function setField(page, label, value) {
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Fills the Generate tab's form (fields left undefined keep their value) and clicks Generate. */
-export async function generate(page, { prompt, samples, temperature, tokens }) {
+export async function generate(page, { prompt, samples, temperature, tokens, topK }) {
   const p = page.getByRole('tabpanel');
   await p.getByLabel('Prompt', { exact: true }).fill(prompt);
   if (samples !== undefined) await setField(p, 'Samples', samples);
   if (temperature !== undefined) await setField(p, 'Temperature', temperature);
+  if (topK !== undefined) await setField(p, 'Top-k', topK);
   if (tokens !== undefined) await setField(p, 'Max tokens', tokens);
   await p.getByRole('button', { name: 'Generate', exact: true }).click();
 }

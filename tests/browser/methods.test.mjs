@@ -1,7 +1,8 @@
-// Every training method from the page, on the CPU path with the tiny stories260K model: thumbs
-// up/down then KTO, an ideal answer then SFT, auto-labelling with the judges, a reward model scoring
-// answers in Compare, RLHF against the judges, a NaN run that stops and keeps the last good weights,
-// and the adapter exported in PEFT's layout and imported back.
+// Every training method from the page, on the CPU path with the tiny stories260K model: top-k
+// sampling, thumbs up/down then KTO, an ideal answer then SFT, auto-labelling with the judges, a
+// reward model with its held-out accuracy scoring answers in Compare and still there after a
+// reload, RLHF against the judges with its knobs, a NaN run that stops and keeps the last good
+// weights, and the adapter exported in PEFT's layout and imported back.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdtempSync, copyFileSync } from 'node:fs';
@@ -26,6 +27,19 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
   await page.goto(`${base}/${TINY}&backend=cpu`);
   await modelReady(page, 'stories260K.bin');
   const dir = mkdtempSync(join(tmpdir(), 'alab-'));
+
+  await t.test('top-k 1 makes sampling greedy', async () => {
+    const p = panel();
+    await generate(page, { prompt: 'Once upon a time', samples: 3, temperature: 1.5, tokens: 12, topK: 1 });
+    await p.getByText(/first token after/).waitFor({ timeout: 120_000 });
+    const texts = await p.getByRole('article').locator('.sample-text').allInnerTexts();
+    assert.equal(texts.length, 3);
+    assert.ok(texts.every((x) => x === texts[0]) && texts[0].length > 0, `one answer at top-k 1: ${JSON.stringify(texts)}`);
+    await generate(page, { prompt: 'Once upon a time', samples: 3, temperature: 1.5, tokens: 12, topK: 0 });
+    await p.getByText(/first token after/).waitFor({ timeout: 120_000 });
+    const free = await p.getByRole('article').locator('.sample-text').allInnerTexts();
+    assert.ok(new Set(free).size > 1, `without top-k the samples differ: ${JSON.stringify(free)}`);
+  });
 
   await t.test('thumbs up/down feed KTO', async () => {
     const p = panel();
@@ -70,10 +84,15 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
     await shot(page, 'autolabel');
   });
 
-  await t.test('a reward model trains and scores answers in Compare', async () => {
-    const r = await train('reward', 6, 0.01);
+  await t.test('a reward model trains, reports held-out accuracy and scores answers in Compare', async () => {
+    const r = await train('reward', 6, 0.01, { 'Held out': 0.5, 'Evaluate every': 3 });
     assert.match(r.status, /^finished step 6 of 6/);
     assert.ok(r.last < r.first, `RM loss fell: ${r.first} → ${r.last}`);
+    const held = await panel().getByLabel('Held-out metrics').innerText();
+    const acc = Number(held.match(/accuracy ([\d.]+)/)?.[1]);
+    assert.ok(acc >= 0 && acc <= 1, `held-out accuracy shown: ${held}`);
+    await panel().getByText('Reward model: trained').waitFor();
+    await shot(page, 'reward-model');
     await tab('Compare');
     const p = panel();
     await p.getByRole('button', { name: 'Best of N' }).click();
@@ -84,8 +103,23 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
     await shot(page, 'best-of-n');
   });
 
-  await t.test('RLHF against the judges runs and reports rewards', async () => {
-    const r = await train('rl', 2, 0.005, { 'Samples per prompt': 2, 'Max tokens': 8 });
+  await t.test('the reward model is still there after a reload', async () => {
+    await page.reload();
+    await modelReady(page, 'stories260K.bin');
+    await tab('Train');
+    await panel().getByText('Reward model: trained').waitFor({ timeout: 60_000 });
+    await tab('Compare');
+    const p = panel();
+    await p.getByRole('button', { name: 'Best of N' }).click();
+    await p.locator('ol.best li .score').filter({ hasText: 'reward model' }).first().waitFor({ timeout: 120_000 });
+  });
+
+  await t.test('RLHF against the judges runs with its knobs and reports rewards', async () => {
+    await tab('Train');
+    await panel().getByLabel('Method').selectOption('rl');
+    await panel().getByLabel('KL estimator').selectOption('k1');
+    await panel().getByLabel('Advantage').selectOption('rloo');
+    const r = await train('rl', 2, 0.005, { 'Samples per prompt': 2, 'Max tokens': 8, 'Prompts per round': 1 });
     assert.match(r.status, /^finished step 2 of 2/);
     assert.equal(await panel().locator('svg[data-metric=reward] polyline').count(), 1);
     await shot(page, 'rlhf');

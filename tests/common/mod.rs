@@ -385,3 +385,25 @@ pub fn alignlab(args: &[&str]) -> (bool, String, String) {
         .unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
 }
+
+// ---- the tests' blocking edge over the engine's async API ------------------------------------------
+
+/// Reads a tensor to the host, blocking (the tests' edge, as the CLI's).
+pub fn read_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> alignlab::Result<Vec<f32>> {
+    alignlab::backend::block_on(alignlab::backend::read_f32(t))
+}
+
+/// Per-token log-probabilities of `(prompt, completion)` pairs under the loaded model.
+pub fn score(lm: &alignlab::LoadedModel, pairs: &[(Vec<u32>, Vec<u32>)]) -> alignlab::Result<Vec<alignlab::logps::CompletionLogps>> {
+    alignlab::backend::block_on(alignlab::logps::completion_logps(&lm.model, lm.tokenizer.pad_id(), pairs))
+}
+
+/// Samples from the loaded model, blocking.
+pub fn generate(
+    lm: &alignlab::LoadedModel,
+    prompt: &[u32],
+    cfg: &alignlab::generate::SamplingConfig,
+    on_token: &mut dyn FnMut(alignlab::generate::TokenEvent) -> bool,
+) -> alignlab::Result<Vec<alignlab::generate::Sample>> {
+    alignlab::backend::block_on(alignlab::generate::generate(&lm.model, &lm.tokenizer, prompt, cfg, on_token))
+}

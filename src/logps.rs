@@ -4,10 +4,8 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::backend::read_f32_async;
+use crate::backend::read_f32;
 use crate::model::{Batch, Llama};
-#[cfg(not(target_arch = "wasm32"))]
-use crate::LoadedModel;
 use crate::{Error, Result};
 
 /// A batch of prompt+completion sequences, right-padded, with the mask of completion targets.
@@ -123,32 +121,26 @@ pub fn sequence_logps(model: &Llama, sb: &ScoringBatch) -> Tensor<1> {
 
 /// Host-side result for one (prompt, completion) pair.
 #[derive(Clone, Debug, serde::Serialize)]
-pub struct Scored {
+pub struct CompletionLogps {
     pub logprobs: Vec<f32>,
     pub sum: f32,
 }
 
-/// Scores `(prompt ids, completion ids)` pairs in one batch.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn score(lm: &LoadedModel, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
-    let pad = lm.tokenizer.eos_id.unwrap_or(0);
-    crate::backend::block_on(score_async(&lm.model, pad, pairs))
-}
-
-/// [`score`] with any model (a policy, or its reference with adapters off), awaiting the read.
-pub async fn score_async(model: &Llama, pad: u32, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<Scored>> {
+/// Per-token log-probabilities of `(prompt ids, completion ids)` pairs, in one batch, under any
+/// model (a policy, or its reference with adapters off).
+pub async fn completion_logps(model: &Llama, pad: u32, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<CompletionLogps>> {
     let device = model.embed_tokens.weight.device();
     let model = &*model.for_inference();
     let sb = ScoringBatch::new(pairs, pad, &device)?;
     let [b, t1] = sb.completion_mask.dims();
-    let lp = read_f32_async(token_logps(model, &sb)).await?;
+    let lp = read_f32(token_logps(model, &sb)).await?;
     Ok((0..b)
         .map(|r| {
             let (p, c) = (&pairs[r].0, &pairs[r].1);
             let start = p.len() - 1;
             let logprobs: Vec<f32> = lp[r * t1 + start..r * t1 + start + c.len()].to_vec();
             let sum = logprobs.iter().map(|&x| x as f64).sum::<f64>() as f32;
-            Scored { logprobs, sum }
+            CompletionLogps { logprobs, sum }
         })
         .collect())
 }

@@ -1,0 +1,54 @@
+//! Evaluation on held-out prompts: fresh samples from a model, their mean reward and length, and
+//! the mean sequence KL to the reference, `KL ≈ mean over samples of log π(y) - log ref(y)`.
+
+use serde::Serialize;
+
+use super::rewards::Rewarder;
+use super::session::Session;
+use crate::align::Encoding;
+use crate::align::best_of_n::Candidate;
+use crate::backend::read_f32;
+use crate::generate::{SamplingConfig, generate};
+use crate::logps::{ScoringBatch, sequence_logps};
+use crate::model::Llama;
+use crate::Result;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub mean_score: f64,
+    pub kl: f64,
+    pub mean_length: f64,
+}
+
+/// Samples `sampling.num_samples` answers per prompt from `model` (seed + prompt index), scores
+/// them with `rewarder`, and measures their KL to `reference`.
+pub async fn evaluate(
+    session: &Session,
+    model: &Llama,
+    reference: &Llama,
+    enc: &Encoding,
+    prompts: &[String],
+    sampling: &SamplingConfig,
+    rewarder: &Rewarder,
+) -> Result<EvalReport> {
+    let (mut scores, mut kls, mut lens) = (Vec::new(), Vec::new(), Vec::new());
+    for (i, prompt) in prompts.iter().enumerate() {
+        let ids = session.prompt_ids(enc, prompt)?;
+        let cfg = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
+        let samples = generate(model, &session.lm.tokenizer, &ids, &cfg, &mut |_| true).await?;
+        let cands: Vec<Candidate> = samples
+            .iter()
+            .map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens })
+            .collect();
+        scores.extend(rewarder.rewards(&cands).await?);
+        let pairs: Vec<_> = samples.iter().filter(|s| !s.tokens.is_empty()).map(|s| (ids.clone(), s.tokens.clone())).collect();
+        if !pairs.is_empty() {
+            let sb = ScoringBatch::new(&pairs, session.pad(), &session.lm.device)?;
+            let kl = read_f32(sequence_logps(model, &sb) - sequence_logps(reference, &sb)).await?;
+            kls.extend(kl.into_iter().map(f64::from));
+        }
+        lens.extend(samples.iter().map(|s| s.tokens.len() as f64));
+    }
+    let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
+    Ok(EvalReport { mean_score: mean(&scores), kl: mean(&kls), mean_length: mean(&lens) })
+}

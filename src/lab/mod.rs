@@ -1,0 +1,26 @@
+//! The lab: everything the page and the CLI do with a model, below both of them, written once.
+//! No clap, no DOM, no globals; async at heart (the CLI blocks once, at its edge).
+//!
+//! - [`spec`]: what a run is ([`RunSpec`]), the methods, reward sources, form settings.
+//! - [`session`]: the loaded model with its policy, reward model and judges; generate, per-token
+//!   log-probabilities, scoring texts.
+//! - [`policy`]: base / LoRA / full fine-tune as one value, its reference, import and export.
+//! - [`rewards`]: judges and reward models as one async scorer.
+//! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained.
+//! - [`label`]: best-of-N and best-vs-worst pairs. [`evaluate`]: reward, length and KL on prompts.
+
+pub mod evaluate;
+pub mod label;
+pub mod policy;
+pub mod rewards;
+pub mod run;
+pub mod session;
+pub mod spec;
+
+pub use evaluate::{EvalReport, evaluate};
+pub use label::{best_of_n, pairs_from_ranking};
+pub use policy::{FULL_FINETUNE_MAX_PARAMS, Policy, PolicyKind};
+pub use rewards::{RewardHead, Rewarder};
+pub use run::{Run, Trained};
+pub use session::{Session, TokenLogps};
+pub use spec::*;

@@ -1,0 +1,344 @@
+//! A training run: a [`RunSpec`] made real on a session. [`Run::step`] is one optimizer update
+//! (one round of sampling and updates for RLHF) with its metrics by TRL's names, plus `eval/...`
+//! metrics on the held-out split every `eval_steps`. The caller decides when to step, so pausing,
+//! stopping and saving belong to whoever drives it.
+
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use burn::module::Module;
+use burn::tensor::Tensor;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use super::policy::Policy;
+use super::rewards::{RewardHead, Rewarder};
+use super::session::Session;
+use super::spec::{Method, MethodKind, RunSpec};
+use crate::align::Reference;
+use crate::align::dpo::{EncodedPair, dpo_step, encode_pairs};
+use crate::align::kto::{EncodedExample, encode_examples, kto_step};
+use crate::align::reward::{RewardModel, reward_step};
+use crate::align::rl::{RlConfig, rl_sample, rl_update};
+use crate::align::sft::{encode_demos, sft_step};
+use crate::align::train::{Batches, LossOutput, Metrics, Trainer};
+use crate::backend::read_f32;
+use crate::io::LoadedModel;
+use crate::model::{Llama, LoraConfig};
+use crate::{Error, Result};
+
+/// Encoded training examples, one kind per method.
+#[derive(Clone)]
+pub enum Examples {
+    Pairs(Vec<EncodedPair>),
+    Unpaired(Vec<EncodedExample>),
+    Demos(Vec<(Vec<u32>, Vec<u32>)>),
+    Prompts(Vec<(String, Vec<u32>)>),
+}
+
+impl Examples {
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Pairs(v) => v.len(),
+            Self::Unpaired(v) => v.len(),
+            Self::Demos(v) => v.len(),
+            Self::Prompts(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn pick(&self, idx: &[usize]) -> Self {
+        fn take<T: Clone>(v: &[T], idx: &[usize]) -> Vec<T> {
+            idx.iter().map(|&i| v[i].clone()).collect()
+        }
+        match self {
+            Self::Pairs(v) => Self::Pairs(take(v, idx)),
+            Self::Unpaired(v) => Self::Unpaired(take(v, idx)),
+            Self::Demos(v) => Self::Demos(take(v, idx)),
+            Self::Prompts(v) => Self::Prompts(take(v, idx)),
+        }
+    }
+
+    /// Encodes the spec's data for its method.
+    fn encode(lm: &LoadedModel, spec: &RunSpec) -> Result<Self> {
+        let (enc, d) = (&spec.encoding, &spec.data);
+        Ok(match spec.method.kind() {
+            MethodKind::Dpo | MethodKind::Reward => Self::Pairs(encode_pairs(lm, enc, &d.pairs)?),
+            MethodKind::Kto => Self::Unpaired(encode_examples(lm, enc, &d.unpaired)?),
+            MethodKind::Sft => Self::Demos(encode_demos(lm, enc, &d.demos)?),
+            MethodKind::Rl => {
+                // The prompts given, else the distinct prompts of the pairs, in order.
+                let mut seen = HashSet::new();
+                let from_pairs = d.pairs.iter().map(|p| p.prompt.clone());
+                let prompts: Vec<String> = if d.prompts.is_empty() { from_pairs.collect() } else { d.prompts.clone() };
+                let prompts = prompts.into_iter().filter(|p| seen.insert(p.clone()));
+                Self::Prompts(prompts.map(|p| Ok((p.clone(), enc.prompt(lm, &p)?))).collect::<Result<_>>()?)
+            }
+        })
+    }
+}
+
+enum Learner {
+    Policy { trainer: Trainer<Llama>, reference: Reference },
+    Reward { trainer: Trainer<RewardModel>, lora: LoraConfig },
+}
+
+/// What a run trained, for the session to take.
+pub enum Trained {
+    Policy { model: Llama, lora: Option<LoraConfig> },
+    RewardModel(RewardHead),
+}
+
+pub struct Run {
+    pub spec: RunSpec,
+    lm: Rc<LoadedModel>,
+    train: Examples,
+    held_out: Examples,
+    learner: Learner,
+    batches: Batches,
+    rewarder: Option<Rewarder>,
+    /// Steps as the user counts them (rounds for RLHF).
+    done: usize,
+}
+
+impl Run {
+    /// Checks the spec, encodes and splits the data, and sets up the model to train from the
+    /// session's policy (or, for a reward model, a fresh head on the base weights).
+    pub fn new(session: &Session, spec: RunSpec) -> Result<Self> {
+        spec.validate()?;
+        let examples = Examples::encode(&session.lm, &spec)?;
+        Self::from_examples(session, spec, examples)
+    }
+
+    /// [`Run::new`] on examples already encoded (benchmarks feed token ids directly).
+    pub fn from_examples(session: &Session, spec: RunSpec, examples: Examples) -> Result<Self> {
+        spec.validate()?;
+        let lm = session.lm.clone();
+        if !lm.device.is_autodiff() {
+            return Err(Error::Invalid("training needs the model on an autodiff device".into()));
+        }
+        let kind = spec.method.kind();
+        let min = if kind == MethodKind::Kto { 2 } else { 1 };
+        if examples.len() < min {
+            return Err(Error::Invalid(format!("{} needs {}", kind.name(), kind.needs())));
+        }
+        let (train, held_out) = split(examples, &spec, min);
+        // Dropout draws from the device's generator: seeded, the same spec is the same run.
+        lm.device.seed(spec.train.seed);
+        let rewarder = match &spec.method {
+            Method::Rl { reward, .. } => Some(session.rewarder(reward)?),
+            _ => None,
+        };
+        let mut train_cfg = spec.train.clone();
+        let learner = match &spec.method {
+            Method::Reward(_) => {
+                let lora = spec.lora.clone().expect("validated: a reward model has LoRA");
+                let mut backbone = lm.model.clone();
+                backbone.add_lora(&lora)?;
+                let trainer = Trainer::new(RewardModel::new(backbone, spec.train.seed), train_cfg)?;
+                Learner::Reward { trainer, lora }
+            }
+            method => {
+                if let Method::Rl { cfg, .. } = method {
+                    // The trainer's schedule counts optimizer steps: num_iterations per round.
+                    train_cfg.max_steps *= cfg.num_iterations;
+                }
+                let model = session.policy.for_training(spec.lora.as_ref())?;
+                let reference = Reference::for_policy(&model);
+                Learner::Policy { trainer: Trainer::new(model, train_cfg)?, reference }
+            }
+        };
+        let batch = match &spec.method {
+            Method::Rl { cfg, .. } => cfg.prompts_per_step,
+            _ => spec.train.per_device_train_batch_size,
+        };
+        let batches = Batches::new(train.len(), batch, spec.train.seed);
+        Ok(Self { spec, lm, train, held_out, learner, batches, rewarder, done: 0 })
+    }
+
+    /// Continues a stopped run at `step` (as counted by [`Run::steps_done`]): the schedule goes on
+    /// from there and batches are drawn afresh (AdamW's moments start anew).
+    pub fn resume_at(&mut self, step: usize) {
+        self.done = step.min(self.spec.train.max_steps);
+        let per = self.rl().map_or(1, |c| c.num_iterations);
+        match &mut self.learner {
+            Learner::Policy { trainer, .. } => trainer.step = self.done * per,
+            Learner::Reward { trainer, .. } => trainer.step = self.done,
+        }
+        let size = self.rl().map_or(self.spec.train.per_device_train_batch_size, |c| c.prompts_per_step);
+        self.batches = Batches::new(self.train.len(), size, self.spec.train.seed.wrapping_add(step as u64));
+    }
+
+    fn rl(&self) -> Option<&RlConfig> {
+        match &self.spec.method {
+            Method::Rl { cfg, .. } => Some(cfg),
+            _ => None,
+        }
+    }
+
+    /// Steps as the user counts them: optimizer steps, or rounds for RLHF.
+    pub fn total_steps(&self) -> usize {
+        self.spec.train.max_steps
+    }
+
+    pub fn steps_done(&self) -> usize {
+        self.done
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done >= self.total_steps()
+    }
+
+    pub fn examples(&self) -> usize {
+        self.train.len()
+    }
+
+    pub fn held_out(&self) -> usize {
+        self.held_out.len()
+    }
+
+    pub fn trainable(&self) -> usize {
+        match &self.learner {
+            Learner::Policy { trainer, .. } => Policy::trainable(&trainer.model),
+            Learner::Reward { trainer, .. } => trainer.model.backbone.num_trainable() + trainer.model.score.num_params(),
+        }
+    }
+
+    /// One optimizer step (one round for RLHF), then the held-out metrics when they are due.
+    pub async fn step(&mut self) -> Result<Metrics> {
+        if self.is_done() {
+            return Err(Error::Invalid("this run has taken all its steps".into()));
+        }
+        let idx = self.batches.next();
+        let batch = self.train.pick(&idx);
+        let pad = self.lm.tokenizer.pad_id();
+        let mut metrics = match (&mut self.learner, &self.spec.method) {
+            (Learner::Policy { trainer, reference }, Method::Rl { cfg, .. }) => {
+                let Examples::Prompts(prompts) = &batch else { unreachable!("RLHF encodes prompts") };
+                let samples = rl_sample(cfg, trainer, &self.lm.tokenizer, prompts).await?;
+                let rewarder = self.rewarder.as_ref().expect("RLHF has a reward source");
+                let rewards = rewarder.rewards(&samples.candidates(prompts)).await?;
+                rl_update(cfg, trainer, reference, &self.lm.tokenizer, &samples, rewards).await?
+            }
+            (Learner::Policy { trainer, reference }, method) => {
+                trainer.step(&mut |m, _| policy_loss(method, m, reference, &batch, pad)).await?
+            }
+            (Learner::Reward { trainer, .. }, Method::Reward(cfg)) => {
+                let Examples::Pairs(pairs) = &batch else { unreachable!("a reward model trains on pairs") };
+                trainer.step(&mut |m, _| reward_step(cfg, m, pairs, pad)).await?
+            }
+            (Learner::Reward { .. }, _) => unreachable!("only the reward method trains a reward model"),
+        };
+        self.done += 1;
+        metrics.insert("step".into(), self.done as f64);
+        if !self.held_out.is_empty() && (self.done % self.spec.eval.eval_steps == 0 || self.is_done()) {
+            metrics.extend(self.evaluate().await?);
+        }
+        Ok(metrics)
+    }
+
+    /// The method's loss and metrics on the held-out examples, without gradients, averaged over
+    /// batches, each named `eval/...`.
+    pub async fn evaluate(&self) -> Result<Metrics> {
+        let pad = self.lm.tokenizer.pad_id();
+        let n = self.held_out.len();
+        let size = self.spec.train.per_device_train_batch_size.max(2);
+        let mut sums: Vec<(String, f64)> = Vec::new();
+        let mut start = 0;
+        while start < n {
+            let idx: Vec<usize> = (start..(start + size).min(n)).collect();
+            let batch = self.held_out.pick(&idx);
+            let out = match (&self.learner, &self.spec.method) {
+                (Learner::Reward { trainer, .. }, Method::Reward(cfg)) => {
+                    let Examples::Pairs(p) = &batch else { unreachable!() };
+                    reward_step(cfg, &trainer.model.clone().freeze(), p, pad)?
+                }
+                (Learner::Policy { trainer, reference }, method) => {
+                    // KTO's KL estimate needs two examples: a lone last one borrows the first.
+                    let batch = match (&batch, &self.held_out) {
+                        (Examples::Unpaired(b), Examples::Unpaired(all)) if b.len() < 2 => {
+                            Examples::Unpaired(vec![b[0].clone(), all[0].clone()])
+                        }
+                        _ => batch,
+                    };
+                    policy_loss(method, &trainer.model.clone().freeze(), reference, &batch, pad)?
+                }
+                _ => unreachable!(),
+            };
+            let weight = idx.len() as f64 / n as f64;
+            let values = read_all(out).await?;
+            if sums.is_empty() {
+                sums = values.iter().map(|(k, _)| (format!("eval/{k}"), 0.0)).collect();
+            }
+            for (s, (_, v)) in sums.iter_mut().zip(values) {
+                s.1 += v * weight;
+            }
+            start += size;
+        }
+        Ok(sums.into_iter().collect())
+    }
+
+    /// What the run has trained so far.
+    pub fn trained(&self) -> Trained {
+        match &self.learner {
+            Learner::Policy { trainer, .. } => Trained::Policy { model: trainer.model.clone(), lora: self.spec.lora.clone() },
+            Learner::Reward { trainer, lora } => {
+                Trained::RewardModel(RewardHead { model: trainer.model.clone().freeze(), lora: lora.clone() })
+            }
+        }
+    }
+
+    /// Hands what the run has trained so far to the session: the policy, or the reward model.
+    /// Generate uses it from then on (a page publishes after every step).
+    pub fn publish(&self, session: &mut Session) {
+        match self.trained() {
+            Trained::Policy { model, lora } => session.policy.trained(model, lora),
+            Trained::RewardModel(head) => session.reward_model = Some(head),
+        }
+    }
+
+    /// The line a finished run adds to the policy's history: "DPO (20 steps)".
+    pub fn label(&self) -> String {
+        format!("{} ({} steps)", self.spec.method.name(), self.done)
+    }
+}
+
+/// The loss of one micro-batch for the policy methods.
+fn policy_loss(method: &Method, model: &Llama, reference: &Reference, batch: &Examples, pad: u32) -> Result<LossOutput> {
+    match (method, batch) {
+        (Method::Dpo(cfg), Examples::Pairs(b)) => dpo_step(cfg, model, &reference.model(model), b, pad),
+        (Method::Kto(cfg), Examples::Unpaired(b)) => kto_step(cfg, model, &reference.model(model), b, pad),
+        (Method::Sft, Examples::Demos(b)) => sft_step(model, b, pad),
+        _ => Err(Error::Invalid("this method does not fit this data".into())),
+    }
+}
+
+/// The loss and metrics of a [`LossOutput`], read back in one transfer.
+async fn read_all(out: LossOutput) -> Result<Vec<(String, f64)>> {
+    let mut parts = vec![out.loss.detach()];
+    parts.extend(out.metrics.iter().map(|(_, t)| t.clone().detach()));
+    let values = read_f32(Tensor::cat(parts, 0)).await?;
+    let names = std::iter::once("loss").chain(out.metrics.iter().map(|(n, _)| *n));
+    Ok(names.zip(values).map(|(n, v)| (n.to_string(), v as f64)).collect())
+}
+
+/// Shuffles (seeded) and holds out `eval_fraction` of the examples, leaving at least `min` to
+/// train on. RLHF's prompts are all trained on.
+fn split(examples: Examples, spec: &RunSpec, min: usize) -> (Examples, Examples) {
+    let n = examples.len();
+    let held = if spec.method.kind() == MethodKind::Rl {
+        0
+    } else {
+        ((n as f64 * spec.eval.eval_fraction).round() as usize).min(n.saturating_sub(min))
+    };
+    if held == 0 {
+        return (examples.clone(), examples.pick(&[]));
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(spec.train.seed));
+    let (train, eval) = order.split_at(n - held);
+    (examples.pick(train), examples.pick(eval))
+}

@@ -1,0 +1,150 @@
+//! A session: the loaded model, the policy, the reward model and the judges' word lists, with
+//! what a person does with them: generate, read log-probabilities, score with judges or the
+//! reward model, bring a reward model in and out. Cloning is cheap (weights are shared), so a
+//! front end can hand a copy to a long job and take its results back.
+
+use std::rc::Rc;
+
+use burn::module::Module;
+
+use super::policy::Policy;
+use super::rewards::{RewardHead, Rewarder};
+use super::spec::{RewardSpec, Which};
+use crate::align::Encoding;
+use crate::align::best_of_n::Candidate;
+use crate::align::reward::{load_reward_model, save_reward_model};
+use crate::generate::{Sample, SamplingConfig, TextStream, TokenEvent, generate};
+use crate::io::LoadedModel;
+use crate::io::peft::AdapterFiles;
+use crate::judges::{JudgeData, JudgeSpec};
+use crate::logps::completion_logps;
+use crate::model::Llama;
+use crate::{Error, Result};
+
+#[derive(Clone)]
+pub struct Session {
+    pub lm: Rc<LoadedModel>,
+    pub policy: Policy,
+    pub reward_model: Option<RewardHead>,
+    pub judge_data: Rc<JudgeData>,
+}
+
+/// Per-token log-probabilities of a text under the policy and the reference (the heatmap).
+pub struct TokenLogps {
+    /// What each token adds to the decoded text.
+    pub pieces: Vec<String>,
+    pub policy: Vec<f32>,
+    pub reference: Vec<f32>,
+}
+
+impl Session {
+    pub fn new(lm: LoadedModel, judge_data: JudgeData) -> Self {
+        let policy = Policy::base(&lm);
+        Self { lm: Rc::new(lm), policy, reward_model: None, judge_data: Rc::new(judge_data) }
+    }
+
+    /// The model's name: its metadata name, else what the caller knows it by.
+    pub fn model_name(&self) -> String {
+        self.lm.info.name.clone().unwrap_or_default()
+    }
+
+    pub fn pad(&self) -> u32 {
+        self.lm.tokenizer.pad_id()
+    }
+
+    pub fn prompt_ids(&self, enc: &Encoding, prompt: &str) -> Result<Vec<u32>> {
+        enc.prompt(&self.lm, prompt)
+    }
+
+    pub fn model(&self, which: Which) -> Llama {
+        match which {
+            Which::Policy => self.policy.model.clone(),
+            Which::Reference => self.policy.reference(&self.lm),
+        }
+    }
+
+    /// Samples for `prompt`; returns the prompt's ids and the samples.
+    pub async fn generate(
+        &self,
+        which: Which,
+        enc: &Encoding,
+        prompt: &str,
+        sampling: &SamplingConfig,
+        on_token: &mut dyn FnMut(TokenEvent) -> bool,
+    ) -> Result<(Vec<u32>, Vec<Sample>)> {
+        let ids = self.prompt_ids(enc, prompt)?;
+        let samples = generate(&self.model(which), &self.lm.tokenizer, &ids, sampling, on_token).await?;
+        Ok((ids, samples))
+    }
+
+    /// Per-token log-probabilities of `completion` after `prompt`, policy and reference.
+    pub async fn token_logps(&self, enc: &Encoding, prompt: &str, completion: &str) -> Result<TokenLogps> {
+        let p = self.prompt_ids(enc, prompt)?;
+        let c = self.lm.tokenizer.encode(completion, false)?;
+        if c.is_empty() {
+            return Err(Error::Invalid("there is no text to score: write or generate some first".into()));
+        }
+        let pairs = vec![(p, c.clone())];
+        let policy = completion_logps(&self.model(Which::Policy), self.pad(), &pairs).await?.remove(0);
+        let reference = completion_logps(&self.model(Which::Reference), self.pad(), &pairs).await?.remove(0);
+        let mut stream = TextStream::default();
+        let pieces = c.iter().map(|&t| stream.push(&self.lm.tokenizer, t)).collect();
+        Ok(TokenLogps { pieces, policy: policy.logprobs, reference: reference.logprobs })
+    }
+
+    /// The scorer a reward spec names.
+    pub fn rewarder(&self, spec: &RewardSpec) -> Result<Rewarder> {
+        match spec {
+            RewardSpec::Judges(j) => Rewarder::judges(j.clone(), self.judge_data.clone()),
+            RewardSpec::RewardModel => {
+                let head = self.reward_model.clone().ok_or_else(|| {
+                    Error::Invalid("there is no reward model yet: train one (or load one), or use judges".into())
+                })?;
+                let tok = &self.lm.tokenizer;
+                Ok(Rewarder::Model { head, pad: tok.pad_id(), end_of_turn: tok.end_of_turn(), stop_ids: tok.stop_ids.clone() })
+            }
+        }
+    }
+
+    /// Scores finished texts for `prompt`: the judges' weighted sum (empty judges: zeros) and,
+    /// when there is one, the reward model's score.
+    pub async fn judge_texts(
+        &self,
+        enc: &Encoding,
+        prompt: &str,
+        completions: &[String],
+        judges: Vec<(JudgeSpec, f64)>,
+    ) -> Result<(Vec<f64>, Option<Vec<f64>>)> {
+        let p = self.prompt_ids(enc, prompt)?;
+        let ids: Vec<Vec<u32>> = completions.iter().map(|c| enc.completion(&self.lm, c)).collect::<Result<_>>()?;
+        let cands: Vec<Candidate> = completions
+            .iter()
+            .zip(&ids)
+            .map(|(c, i)| Candidate { prompt, prompt_ids: &p, completion: c, completion_ids: i })
+            .collect();
+        let by_judges = if judges.is_empty() {
+            vec![0.0; completions.len()]
+        } else {
+            self.rewarder(&RewardSpec::Judges(judges))?.rewards(&cands).await?
+        };
+        let by_model = match self.reward_model {
+            Some(_) => Some(self.rewarder(&RewardSpec::RewardModel)?.rewards(&cands).await?),
+            None => None,
+        };
+        Ok((by_judges, by_model))
+    }
+
+    /// Loads a reward model saved in PEFT's layout (SEQ_CLS with a score head) on the base weights.
+    pub fn import_reward_model(&mut self, files: &AdapterFiles) -> Result<()> {
+        let backbone = self.lm.model.clone().no_grad();
+        let (model, lora) = load_reward_model(backbone, files.config_json.as_bytes(), &files.safetensors)?;
+        // Scoring only: no gradients and no dropout (`no_grad` alone keeps dropout on).
+        self.reward_model = Some(RewardHead { model: model.freeze(), lora });
+        Ok(())
+    }
+
+    pub async fn export_reward_model(&self) -> Result<AdapterFiles> {
+        let head = self.reward_model.as_ref().ok_or_else(|| Error::Invalid("there is no reward model to export: train one first".into()))?;
+        save_reward_model(&head.model, &head.lora, &self.model_name()).await
+    }
+}

@@ -1,0 +1,264 @@
+//! The worker's router: takes the page's requests, runs each as a job on the lab, and posts
+//! events back. It knows nothing of the browser: a [`Host`] posts events, fetches files and opens
+//! the device (the Web Worker in `web/`, or a test natively), so the same message handling is
+//! tested natively.
+//!
+//! State is never borrowed across an `.await`: a job clones the session (weights are shared,
+//! clones are cheap) and puts back only what it changed.
+
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+
+use burn::module::Module;
+use burn::tensor::Device;
+
+use super::protocol::*;
+use crate::backend::BackendKind;
+use crate::generate::SamplingConfig;
+use crate::io::Checkpoint;
+use crate::io::peft::AdapterFiles;
+use crate::judges::JudgeData;
+use crate::lab::{Run, Session};
+use crate::{Error, Result};
+
+/// A device the host opened, and how to describe it.
+pub struct OpenedDevice {
+    pub device: Device,
+    pub kind: BackendKind,
+    pub adapter: String,
+    pub software: bool,
+    /// Why the preferred device was not used, if it was not.
+    pub fallback: Option<String>,
+    /// The adapter's largest storage buffer (WebGPU), to refuse models that cannot fit.
+    pub max_binding: Option<u64>,
+}
+
+/// What the router needs from where it runs.
+#[allow(async_fn_in_trait)]
+pub trait Host {
+    fn post(&self, ev: Event);
+    /// The bytes at `url` and whether they came from a cache; progress is reported as `stage`.
+    async fn fetch(&self, url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bool)>;
+    /// Opens the preferred device, or falls back to the CPU and says why.
+    async fn open_device(&self, pref: BackendPref) -> OpenedDevice;
+    /// Gives the event loop a turn for `ms` milliseconds.
+    async fn sleep(&self, ms: u32);
+    /// Milliseconds on a monotonic clock.
+    fn now_ms(&self) -> f64;
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    device: Option<(Device, Option<u64>)>,
+    judges_base: String,
+    pub(super) session: Option<Session>,
+    /// A paused run, its job and its training time so far.
+    pub(super) paused: Option<(JobId, Run, f64)>,
+    pub(super) cancelled: HashSet<JobId>,
+    pub(super) control: Option<(JobId, RunControl)>,
+}
+
+pub struct Router<H: Host> {
+    pub(super) host: H,
+    pub(super) state: RefCell<State>,
+}
+
+impl<H: Host> Router<H> {
+    pub fn new(host: H) -> Rc<Self> {
+        Rc::new(Self { host, state: RefCell::default() })
+    }
+
+    pub(super) fn with<R>(&self, f: impl FnOnce(&mut State) -> R) -> R {
+        f(&mut self.state.borrow_mut())
+    }
+
+    /// A copy of the session, or the error the page shows when no model is loaded yet.
+    pub(super) fn session(&self) -> Result<Session> {
+        self.with(|s| s.session.clone())
+            .ok_or_else(|| Error::Invalid("no model is loaded yet: wait for loading to finish, or pick a model".into()))
+    }
+
+    pub(super) fn update(&self, f: impl FnOnce(&mut Session)) {
+        self.with(|s| s.session.as_mut().map(f));
+    }
+
+    pub(super) fn cancelled(&self, job: JobId) -> bool {
+        self.with(|s| s.cancelled.contains(&job))
+    }
+
+    pub(super) fn post_error(&self, job: Option<JobId>, e: &Error) {
+        self.host.post(Event::Error { job, kind: ErrorKind::of(e), message: e.to_string() });
+    }
+
+    /// Serves one request; its errors become an Error event for its job.
+    pub async fn handle(self: Rc<Self>, req: Request) {
+        let job = req.job();
+        let res = match req {
+            Request::Init { backend, judges_base } => self.init(backend, judges_base).await,
+            Request::Load { source } => self.load(source).await,
+            Request::Generate { job, prompt, encoding, sampling, which } => self.generate(job, prompt, encoding, sampling, which).await,
+            Request::Logprobs { job, prompt, encoding, completion } => self.logprobs(job, prompt, encoding, completion).await,
+            Request::Judge { job, prompt, encoding, completions, judges } => self.judge(job, prompt, encoding, completions, judges).await,
+            Request::AutoLabel { job, prompts, encoding, sampling, reward } => self.auto_label(job, prompts, encoding, sampling, reward).await,
+            Request::Train { job, run } => self.train(job, run).await,
+            Request::Control { job, action } => self.control(job, action).await,
+            Request::Cancel { job } => {
+                self.with(|s| s.cancelled.insert(job));
+                Ok(())
+            }
+            Request::Export { job, what } => self.export(Some(job), what).await,
+            Request::Import { what, config_json, safetensors } => self.import(what, AdapterFiles { config_json, safetensors }),
+            Request::ResetAdapter => {
+                self.with(|s| s.paused = None);
+                self.update(|s| {
+                    let lm = s.lm.clone();
+                    s.policy.reset(&lm)
+                });
+                self.post_policy_state();
+                Ok(())
+            }
+        };
+        if let Err(e) = res {
+            self.post_error(job, &e);
+        }
+    }
+
+    async fn init(&self, pref: BackendPref, judges_base: String) -> Result<()> {
+        let d = self.host.open_device(pref).await;
+        self.with(|s| {
+            s.judges_base = judges_base;
+            s.device = Some((d.device.autodiff(), d.max_binding));
+        });
+        self.host.post(Event::Backend { kind: d.kind, adapter: d.adapter, software: d.software, fallback: d.fallback });
+        Ok(())
+    }
+
+    /// The judges' word lists, fetched quietly (a judge whose list is missing says so when used).
+    async fn judge_data(&self) -> JudgeData {
+        let base = self.with(|s| s.judges_base.clone());
+        let text = |r: Result<(Vec<u8>, bool)>| r.ok().and_then(|(b, _)| String::from_utf8(b).ok());
+        let vader = text(self.host.fetch(&format!("{base}vader_lexicon.txt"), None).await);
+        let profanity = text(self.host.fetch(&format!("{base}profanity_wordlist.txt"), None).await);
+        JudgeData::from_texts(vader.as_deref(), profanity.as_deref()).unwrap_or_default()
+    }
+
+    async fn load(&self, source: ModelSource) -> Result<()> {
+        let t0 = self.host.now_ms();
+        // Opening WebGPU is async: a Load sent right after Init waits for it.
+        let (device, max_binding) = loop {
+            if let Some(d) = self.with(|s| s.device.clone()) {
+                break d;
+            }
+            if self.host.now_ms() - t0 > 120_000.0 {
+                return Err(Error::Device("the compute device did not open within 2 minutes; reload the page, or add ?backend=cpu".into()));
+            }
+            self.host.sleep(20).await;
+        };
+        let (name, model, tokenizer, from_cache) = match source {
+            ModelSource::Url { model, tokenizer } => {
+                let name = model.rsplit('/').next().unwrap_or(&model).split('?').next().unwrap_or("model").to_string();
+                let (m, from_cache) = self.host.fetch(&model, Some("download")).await?;
+                let t = match tokenizer {
+                    Some(t) => Some(self.host.fetch(&t, Some("download tokenizer")).await?.0),
+                    None => None,
+                };
+                (name, m, t, from_cache)
+            }
+            ModelSource::Files { name, model, tokenizer } => (name, model, tokenizer.map(|t| t.into_vec()), false),
+        };
+        let mut progress = |stage: &str, fraction: f32| {
+            let stage = if stage == "upload" { "upload to device" } else { stage };
+            self.host.post(Event::Progress { stage: stage.into(), fraction, loaded: 0, total: None, from_cache });
+        };
+        let ckpt = Checkpoint::from_bytes(&model, tokenizer.as_deref(), &mut progress)?;
+        drop(model);
+        let biggest = ckpt.config.largest_weight_bytes();
+        if let Some(limit) = max_binding {
+            if biggest > limit {
+                return Err(Error::Invalid(format!(
+                    "this model is too big for the GPU adapter: one weight needs {:.0} MB but the adapter allows {:.0} MB per buffer. \
+                     Pick a smaller model, or run on the CPU (?backend=cpu)",
+                    biggest as f64 / 1e6,
+                    limit as f64 / 1e6
+                )));
+            }
+        }
+        let mut lm = ckpt.into_model(&device, &mut progress)?;
+        let name = lm.info.name.get_or_insert(name).clone();
+        let session = Session::new(lm, self.judge_data().await);
+        // Warm-up: one forward pass compiles the kernels (WebGPU) before the first real token.
+        progress("warm-up", 0.0);
+        let warm = SamplingConfig::greedy(1);
+        let bos = session.lm.tokenizer.bos_id.unwrap_or(0);
+        crate::generate::generate(&session.lm.model, &session.lm.tokenizer, &[bos], &warm, &mut |_| true).await?;
+        progress("warm-up", 1.0);
+        let c = &session.lm.config;
+        let info = ModelSummary {
+            name,
+            format: session.lm.info.format.clone(),
+            parameters: session.lm.model.num_params(),
+            layers: c.num_hidden_layers,
+            hidden: c.hidden_size,
+            vocab: c.vocab_size,
+            context: c.max_position_embeddings,
+            chat_template: session.lm.chat_template.is_some(),
+            load_ms: self.host.now_ms() - t0,
+            from_cache,
+        };
+        self.with(|s| {
+            s.session = Some(session);
+            s.paused = None;
+        });
+        self.host.post(Event::ModelReady { info });
+        self.post_policy_state();
+        Ok(())
+    }
+
+    pub(super) fn post_policy_state(&self) {
+        let state = self.with(|s| s.session.as_ref().map(|s| (s.policy.is_trained(), s.policy.describe(), s.reward_model.is_some())));
+        if let Some((adapter, description, reward_model)) = state {
+            self.host.post(Event::PolicyState { adapter, description, reward_model });
+        }
+    }
+
+    /// Exported files for `what`; `job: None` hands them to the page to keep.
+    pub(super) async fn export(&self, job: Option<JobId>, what: Artifact) -> Result<()> {
+        let session = self.session()?;
+        let files = match what {
+            Artifact::Adapter => peft_files(session.policy.export_adapter(&session.model_name()).await?),
+            Artifact::RewardModel => peft_files(session.export_reward_model().await?),
+            Artifact::Merged => {
+                let files = crate::io::hf::save_hf(&session.policy.model, &session.lm.config, &session.lm.tokenizer).await?;
+                files.into_iter().map(|(name, bytes)| FileOut { name, bytes }).collect()
+            }
+        };
+        self.host.post(Event::Files { job, what, files });
+        Ok(())
+    }
+
+    fn import(&self, what: Artifact, files: AdapterFiles) -> Result<()> {
+        let mut session = self.session()?;
+        match what {
+            Artifact::Adapter => {
+                let lm = session.lm.clone();
+                session.policy.import_adapter(&lm, files.config_json.as_bytes(), &files.safetensors)?;
+            }
+            Artifact::RewardModel => session.import_reward_model(&files)?,
+            Artifact::Merged => return Err(Error::Invalid("a merged model is loaded as a model, not imported".into())),
+        }
+        self.update(|s| {
+            s.policy = session.policy;
+            s.reward_model = session.reward_model;
+        });
+        self.post_policy_state();
+        Ok(())
+    }
+}
+
+fn peft_files(f: AdapterFiles) -> Vec<FileOut> {
+    vec![
+        FileOut { name: "adapter_config.json".into(), bytes: f.config_json.into_bytes() },
+        FileOut { name: "adapter_model.safetensors".into(), bytes: f.safetensors },
+    ]
+}

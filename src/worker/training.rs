@@ -1,0 +1,105 @@
+//! The router's training job: start a [`Run`], step it until it is done, paused, stopped or
+//! fails, and after every step make what it trained the session's (Generate uses it at once).
+//! When a run ends the trained adapter or reward model goes to the page to keep.
+
+use std::rc::Rc;
+
+use super::protocol::*;
+use super::router::{Host, Router};
+use crate::lab::Run;
+use crate::Result;
+
+impl<H: Host> Router<H> {
+    pub(super) async fn train(self: &Rc<Self>, job: JobId, spec: RunSpec) -> Result<()> {
+        let run = Run::new(&self.session()?, spec)?;
+        self.host.post(Event::TrainStarted {
+            job,
+            trainable: run.trainable(),
+            total_steps: run.total_steps(),
+            examples: run.examples(),
+            held_out: run.held_out(),
+        });
+        self.with(|s| s.control = None);
+        self.drive(job, run, 0.0).await
+    }
+
+    pub(super) async fn control(self: &Rc<Self>, job: JobId, action: RunControl) -> Result<()> {
+        if action != RunControl::Resume {
+            self.with(|s| s.control = Some((job, action)));
+            // A paused run has no loop to see the Stop: end it here.
+            if action == RunControl::Stop {
+                if let Some((_, run, _)) = self.with(|s| s.paused.take_if(|(j, _, _)| *j == job)) {
+                    return self.finish(job, run, RunState::Stopped, None).await;
+                }
+            }
+            return Ok(());
+        }
+        let (j, run, millis) = self
+            .with(|s| s.paused.take())
+            .ok_or_else(|| crate::Error::Invalid("there is no paused run to resume".into()))?;
+        if j != job {
+            self.with(|s| s.paused = Some((j, run, millis)));
+            return Err(crate::Error::Invalid("that run is no longer paused".into()));
+        }
+        self.with(|s| s.control = None);
+        self.drive(job, run, millis).await
+    }
+
+    fn take_control(&self, job: JobId) -> Option<RunControl> {
+        self.with(|s| s.control.take_if(|(j, _)| *j == job)).map(|(_, a)| a)
+    }
+
+    /// Steps until done, paused, stopped or failed.
+    async fn drive(self: &Rc<Self>, job: JobId, mut run: Run, mut millis: f64) -> Result<()> {
+        loop {
+            if run.is_done() {
+                return self.finish(job, run, RunState::Finished, None).await;
+            }
+            match self.take_control(job) {
+                Some(RunControl::Pause) => {
+                    self.host.post(Event::TrainEnded { job, state: RunState::Paused, message: None });
+                    self.with(|s| s.paused = Some((job, run, millis)));
+                    return Ok(());
+                }
+                Some(RunControl::Stop) => return self.finish(job, run, RunState::Stopped, None).await,
+                _ => {}
+            }
+            let t0 = self.host.now_ms();
+            match run.step().await {
+                Ok(mut metrics) => {
+                    let ms = self.host.now_ms() - t0;
+                    millis += ms;
+                    metrics.insert("step_seconds".into(), ms / 1000.0);
+                    self.update(|s| run.publish(s));
+                    self.host.post(Event::Metrics { job, values: metrics, millis });
+                }
+                Err(e) => {
+                    // The trainer rolled back to the last good weights: keep them and stop.
+                    self.post_error(Some(job), &e);
+                    return self.finish(job, run, RunState::Failed, Some(e.to_string())).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes the run, notes it in the policy's history, and hands its result to the page.
+    async fn finish(&self, job: JobId, run: Run, state: RunState, message: Option<String>) -> Result<()> {
+        let is_reward = matches!(run.spec.method, Method::Reward(_));
+        self.update(|s| {
+            run.publish(s);
+            if run.steps_done() > 0 && !is_reward {
+                s.policy.history.push(run.label());
+            }
+        });
+        self.post_policy_state();
+        self.host.post(Event::TrainEnded { job, state, message });
+        // The page keeps a copy, so a reload or a lost device loses nothing.
+        let keep = if is_reward { Some(Artifact::RewardModel) } else { self.session()?.policy.lora().map(|_| Artifact::Adapter) };
+        if let Some(what) = keep.filter(|_| run.steps_done() > 0) {
+            if let Err(e) = self.export(None, what).await {
+                self.post_error(None, &e);
+            }
+        }
+        Ok(())
+    }
+}

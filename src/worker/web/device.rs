@@ -1,0 +1,41 @@
+//! Opening the compute device in the browser: WebGPU when `navigator.gpu` gives an adapter,
+//! else WebAssembly on the CPU (Flex, or NdArray when asked), saying why.
+
+use burn::tensor::Device;
+
+use super::scope;
+use crate::backend::BackendKind;
+use crate::worker::protocol::BackendPref;
+use crate::worker::router::OpenedDevice;
+
+fn cpu(pref: BackendPref, fallback: String) -> OpenedDevice {
+    #[allow(deprecated)]
+    let (device, kind) = if pref == BackendPref::Ndarray { (Device::ndarray(), BackendKind::Ndarray) } else { (Device::flex(), BackendKind::Flex) };
+    OpenedDevice { device, kind, adapter: "WebAssembly on the CPU".into(), software: true, fallback: Some(fallback), max_binding: None }
+}
+
+pub async fn open(pref: BackendPref) -> OpenedDevice {
+    if matches!(pref, BackendPref::Cpu | BackendPref::Ndarray) {
+        return cpu(pref, "chosen on the page (?backend=cpu)".into());
+    }
+    let has_gpu = js_sys::Reflect::get(&scope().navigator(), &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null());
+    if !has_gpu {
+        return cpu(pref, "this browser has no WebGPU (navigator.gpu is missing; Chrome/Edge 113+ or a flag in Firefox/Safari)".into());
+    }
+    match Device::wgpu_options().init_with_setup_async().await {
+        Ok((device, setup)) => {
+            let info = setup.adapter.get_info();
+            let software = format!("{:?}", info.device_type) == "Cpu";
+            // Browsers often hide the adapter's name; show what they do tell.
+            let told: Vec<&str> = [info.name.as_str(), info.driver.as_str(), info.driver_info.as_str()]
+                .into_iter()
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .collect();
+            let adapter = if told.is_empty() { "adapter name hidden by the browser".to_string() } else { told.join(" ") };
+            let max_binding = Some(setup.device.limits().max_storage_buffer_binding_size as u64);
+            OpenedDevice { device, kind: BackendKind::Wgpu, adapter, software, fallback: None, max_binding }
+        }
+        Err(e) => cpu(BackendPref::Cpu, format!("WebGPU gave no usable adapter ({e})")),
+    }
+}

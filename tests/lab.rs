@@ -1,0 +1,202 @@
+//! The lab below both front ends: the same run through the CLI and through the worker's message
+//! handling (the router, compiled natively) gives the same numbers, step for step; and the
+//! worker keeps, exports and re-imports what training made. On llama2.c's stories260K.
+
+mod common;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::rc::Rc;
+
+use alignlab::backend::{BackendKind, block_on};
+use alignlab::data::{self, Demonstration, Preference, PromptOnly, Unpaired};
+use alignlab::lab::{RunSpec, TrainData};
+use alignlab::worker::protocol::*;
+use alignlab::worker::router::{Host, OpenedDevice, Router};
+use burn::tensor::Device;
+use common::{alignlab, stories260k};
+
+/// Training draws dropout from the backend's one seeded generator: one test at a time, so a run
+/// in another thread does not draw from it in between.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The worker's host, natively: events into a list, files from disk, Flex on the CPU.
+struct TestHost(Rc<RefCell<Vec<Event>>>);
+
+impl Host for TestHost {
+    fn post(&self, ev: Event) {
+        self.0.borrow_mut().push(ev);
+    }
+    async fn fetch(&self, url: &str, _stage: Option<&str>) -> alignlab::Result<(Vec<u8>, bool)> {
+        std::fs::read(url).map(|b| (b, false)).map_err(|e| alignlab::Error::io(url, e))
+    }
+    async fn open_device(&self, _pref: BackendPref) -> OpenedDevice {
+        OpenedDevice { device: Device::flex(), kind: BackendKind::Flex, adapter: "test".into(), software: true, fallback: None, max_binding: None }
+    }
+    async fn sleep(&self, _ms: u32) {}
+    fn now_ms(&self) -> f64 {
+        0.0
+    }
+}
+
+struct Worker {
+    router: Rc<Router<TestHost>>,
+    events: Rc<RefCell<Vec<Event>>>,
+}
+
+impl Worker {
+    fn new(model: &Path, tok: &Path) -> Self {
+        let events = Rc::new(RefCell::new(Vec::new()));
+        let w = Self { router: Router::new(TestHost(events.clone())), events };
+        w.send(Request::Init { backend: BackendPref::Cpu, judges_base: "models/judges/".into() });
+        let (model, tokenizer) = (std::fs::read(model).unwrap(), std::fs::read(tok).unwrap());
+        w.send(Request::Load { source: ModelSource::Files { name: "stories260K.bin".into(), model, tokenizer: Some(tokenizer.into()) } });
+        assert!(w.take().iter().any(|e| matches!(e, Event::ModelReady { .. })), "the model loads");
+        w
+    }
+    fn send(&self, req: Request) {
+        block_on(self.router.clone().handle(req));
+    }
+    fn take(&self) -> Vec<Event> {
+        std::mem::take(&mut self.events.borrow_mut())
+    }
+}
+
+fn errors(events: &[Event]) -> Vec<String> {
+    events.iter().filter_map(|e| if let Event::Error { message, .. } = e { Some(message.clone()) } else { None }).collect()
+}
+
+/// Per-step metrics without the wall-clock ones.
+fn steps_of(events: &[Event]) -> Vec<BTreeMap<String, f64>> {
+    events
+        .iter()
+        .filter_map(|e| if let Event::Metrics { values, .. } = e { Some(values.clone()) } else { None })
+        .map(|mut m| {
+            m.remove("step_seconds");
+            m
+        })
+        .collect()
+}
+
+/// Equal keys and values, step for step; values to the last digit JSON keeps (serde_json's
+/// default float parsing may differ in the final bit).
+fn same_metrics(page: &[BTreeMap<String, f64>], cli: &[BTreeMap<String, f64>], method: &str) {
+    assert_eq!(page.len(), cli.len(), "{method}: as many steps");
+    for (i, (p, c)) in page.iter().zip(cli).enumerate() {
+        assert_eq!(p.keys().collect::<Vec<_>>(), c.keys().collect::<Vec<_>>(), "{method} step {}: the same metrics", i + 1);
+        for (k, v) in p {
+            let w = c[k];
+            assert!((v - w).abs() <= 1e-12 * v.abs().max(1.0), "{method} step {}: {k} is {v} in the worker, {w} in the CLI", i + 1);
+        }
+    }
+}
+
+fn write_jsonl<T: serde::Serialize>(path: &Path, rows: &[T]) {
+    std::fs::write(path, data::export(rows)).unwrap();
+}
+
+#[test]
+fn the_cli_and_the_worker_train_the_same_run_to_the_same_numbers() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((model, tok)) = stories260k() else { return };
+    let dir = common::temp_dir("lab-same-run");
+    let who = ["Lily", "Tom", "Ben", "Sue", "Max", "Anna"];
+    let prompt = |w: &str| format!("Once upon a time, {w} went to the park");
+    let pairs: Vec<Preference> = who.iter().map(|w| Preference { prompt: prompt(w), chosen: " and she was very happy.".into(), rejected: " and it was sad and dark.".into() }).collect();
+    let unpaired: Vec<Unpaired> = who
+        .iter()
+        .flat_map(|w| [(" and she was very happy.", true), (" and it was sad and dark.", false)].map(|(c, label)| Unpaired { prompt: prompt(w), completion: c.into(), label }))
+        .collect();
+    let demos: Vec<Demonstration> = who.iter().map(|w| Demonstration { prompt: prompt(w), completion: format!(" and {w} smiled.") }).collect();
+    let prompts: Vec<PromptOnly> = who.iter().map(|w| PromptOnly { prompt: format!("{w} had a") }).collect();
+    write_jsonl(&dir.join("pairs.jsonl"), &pairs);
+    write_jsonl(&dir.join("unpaired.jsonl"), &unpaired);
+    write_jsonl(&dir.join("demos.jsonl"), &demos);
+    write_jsonl(&dir.join("prompts.jsonl"), &prompts);
+    let data = TrainData { pairs, unpaired, demos, prompts: prompts.into_iter().map(|p| p.prompt).collect() };
+
+    let worker = Worker::new(&model, &tok);
+    let common_args = ["--max-steps", "3", "--learning-rate", "1e-2", "--batch-size", "2", "--lora-r", "4", "--eval-steps", "2"];
+    let methods: [(&str, &str, &[&str]); 5] = [
+        ("dpo", "pairs.jsonl", &["--beta", "0.2"]),
+        ("kto", "unpaired.jsonl", &[]),
+        ("sft", "demos.jsonl", &[]),
+        ("reward", "pairs.jsonl", &[]),
+        ("rl", "prompts.jsonl", &["--judge", "length=4", "--judge", "include=happy+ball", "--num-generations", "3", "--max-new-tokens", "6"]),
+    ];
+    for (job, (method, file, extra)) in methods.into_iter().enumerate() {
+        let out = dir.join(method);
+        let data_path = dir.join(file);
+        let mut args = vec![method, "--data", data_path.to_str().unwrap(), "--output-dir", out.to_str().unwrap(), "--model", model.to_str().unwrap(), "--tokenizer", tok.to_str().unwrap()];
+        args.extend(common_args);
+        args.extend(extra);
+        let (ok, _, err) = alignlab(&args);
+        assert!(ok, "{method}: {err}");
+        let cli: Vec<BTreeMap<String, f64>> =
+            std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+
+        // The spec the CLI ran (run.json has no data), sent with the same data to the worker.
+        let spec: RunSpec = serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+        // The page keeps training the policy it has; the CLI starts from the base: start both there.
+        worker.send(Request::ResetAdapter);
+        worker.take();
+        worker.send(Request::Train { job: job as u32, run: RunSpec { data: data.clone(), ..spec } });
+        let events = worker.take();
+        assert!(errors(&events).is_empty(), "{method}: {:?}", errors(&events));
+        let page = steps_of(&events);
+        assert_eq!(cli.len(), 3, "{method}: three steps in the CLI's log");
+        same_metrics(&page, &cli, method);
+        assert!(cli[0].contains_key("loss") || cli[0].contains_key("reward"), "{method}: {:?}", cli[0]);
+        if method != "rl" {
+            assert!(cli[1].keys().any(|k| k.starts_with("eval/")), "{method}: held-out metrics at step 2: {:?}", cli[1]);
+        }
+    }
+}
+
+#[test]
+fn the_worker_keeps_exports_and_reimports_a_reward_model() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((model, tok)) = stories260k() else { return };
+    let worker = Worker::new(&model, &tok);
+    let prompt = "Once upon a time, Lily went to the park";
+    let pairs: Vec<Preference> = (0..5).map(|i| Preference { prompt: format!("{prompt} {i}"), chosen: " and she was very happy.".into(), rejected: " and it was sad and dark.".into() }).collect();
+    let mut settings = alignlab::lab::RunSettings::default();
+    settings.method = alignlab::lab::MethodKind::Reward;
+    settings.train.max_steps = 6;
+    settings.train.learning_rate = 1e-2;
+    settings.lora.r = 4;
+    let spec = settings.spec(vec![], alignlab::align::Encoding::default(), TrainData { pairs, ..Default::default() });
+    worker.send(Request::Train { job: 1, run: spec });
+    let events = worker.take();
+    assert!(errors(&events).is_empty(), "{:?}", errors(&events));
+    let steps = steps_of(&events);
+    assert_eq!(steps.len(), 6);
+    assert!(steps[5].contains_key("eval/accuracy"), "the held-out accuracy is reported: {:?}", steps[5]);
+    // The finished run hands the page its reward model to keep.
+    let kept = events.iter().find_map(|e| match e {
+        Event::Files { job: None, what: Artifact::RewardModel, files } => Some(files.clone()),
+        _ => None,
+    });
+    let kept = kept.expect("the reward model is sent to the page to keep");
+    assert_eq!(kept.iter().map(|f| f.name.as_str()).collect::<Vec<_>>(), ["adapter_config.json", "adapter_model.safetensors"]);
+    assert!(events.iter().any(|e| matches!(e, Event::PolicyState { reward_model: true, .. })));
+
+    let judge = |w: &Worker| {
+        let texts = vec![" and she was very happy.".to_string(), " and it was sad and dark.".to_string()];
+        w.send(Request::Judge { job: 9, prompt: prompt.into(), encoding: Default::default(), completions: texts, judges: vec![] });
+        w.take().into_iter().find_map(|e| if let Event::Judged { reward_model, .. } = e { reward_model } else { None })
+    };
+    let before = judge(&worker).expect("the trained reward model scores");
+    assert!(before[0] > before[1], "it prefers the chosen style: {before:?}");
+
+    // A fresh worker (a reload) gets it back from the kept files and scores the same.
+    let fresh = Worker::new(&model, &tok);
+    assert!(judge(&fresh).is_none(), "a fresh worker has no reward model");
+    let file = |n: &str| kept.iter().find(|f| f.name.ends_with(n)).unwrap().bytes.clone();
+    fresh.send(Request::Import { what: Artifact::RewardModel, config_json: String::from_utf8(file(".json")).unwrap(), safetensors: file(".safetensors") });
+    let after = judge(&fresh).expect("the imported reward model scores");
+    for (a, b) in before.iter().zip(&after) {
+        assert!((a - b).abs() < 1e-5, "{before:?} vs {after:?}");
+    }
+}
