@@ -1,5 +1,5 @@
-//! Line charts of training metrics, as SVG straight from Leptos: one polyline per series, the axis
-//! range and the last value printed, no chart library.
+//! Line charts of training metrics, as SVG straight from Leptos: one polyline per series the run
+//! reports (held-out series dashed), the axis range and the last value printed, no chart library.
 
 use std::collections::BTreeMap;
 
@@ -34,11 +34,12 @@ pub fn MetricChart(title: &'static str, series: Vec<&'static str>, metrics: Sign
                     let x = move |s: f64| PAD + (s - 1.0) / (n - 1.0) * (W - PAD - 8.0);
                     let y = move |v: f64| H - 18.0 - (v - lo) / (hi - lo) * (H - 30.0);
                     let names = series.get_value();
-                    let lines = pts.iter().enumerate().map(|(i, p)| {
+                    // Only the series this run reports; held-out ones (eval/...) dashed.
+                    let lines = pts.iter().zip(names.iter()).filter(|(p, _)| !p.is_empty()).enumerate().map(|(i, (p, name))| {
                         let d = p.iter().filter(|(_, v)| v.is_finite()).map(|(s, v)| format!("{:.1},{:.1}", x(*s), y(*v))).collect::<Vec<_>>().join(" ");
                         let last = p.last().map(|(_, v)| *v);
                         let dot = p.iter().rev().find(|(_, v)| v.is_finite()).map(|(s, v)| (x(*s), y(*v)));
-                        (d, COLORS[i % 3], names[i], last, dot)
+                        (d, COLORS[i % 3], *name, last, dot)
                     }).collect::<Vec<_>>();
                     let label = format!("{title} over {} steps", n as usize);
                     let legend = lines.iter().map(|(_, c, name, last, _)| view! {
@@ -52,8 +53,8 @@ pub fn MetricChart(title: &'static str, series: Vec<&'static str>, metrics: Sign
                             <text x=2.0 y=14.0 class="tick">{format!("{hi:.3}")}</text>
                             <text x=2.0 y=H - 20.0 class="tick">{format!("{lo:.3}")}</text>
                             <text x=W - 40.0 y=H - 4.0 class="tick">{format!("step {}", n as usize)}</text>
-                            {lines.into_iter().map(|(d, c, _, _, dot)| view! {
-                                <polyline points=d fill="none" stroke=c stroke-width="2"/>
+                            {lines.into_iter().map(|(d, c, name, _, dot)| view! {
+                                <polyline points=d fill="none" stroke=c stroke-width="2" stroke-dasharray=name.starts_with("eval/").then_some("5 3")/>
                                 {dot.map(|(cx, cy)| view! { <circle cx=cx cy=cy r="3" fill=c/> })}
                             }).collect_view()}
                         </svg>

@@ -16,7 +16,11 @@ where
     view! {
         <label title=tip>{label}
             <input type="number" step=step aria-label=label prop:value=move || sig.with(|s| get(s).to_string())
-                on:change=move |ev| if let Ok(v) = event_target_value(&ev).trim().parse::<T>() { sig.update(|s| set(s, v)) }/>
+                on:change=move |ev| {
+                    if let Ok(v) = event_target_value(&ev).trim().parse::<T>() {
+                        sig.update(|s| set(s, v));
+                    }
+                }/>
         </label>
     }
 }

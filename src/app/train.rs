@@ -183,32 +183,49 @@ pub fn TrainPanel() -> impl IntoView {
                 <p class="notice" aria-live="polite">{move || message.get()}</p>
                 <p class="held-out" aria-label="Held-out metrics">{move || held_out_line(&metrics.get())}</p>
             </div>
-            <div class="charts">
-                <MetricChart title="loss" series=vec!["loss", "eval/loss"] metrics=series/>
-                <MetricChart title="rewards" series=vec!["rewards/chosen", "rewards/rejected"] metrics=series/>
-                <MetricChart title="margins" series=vec!["rewards/margins", "margin", "eval/rewards/margins", "eval/margin"] metrics=series/>
-                <MetricChart title="accuracy" series=vec!["rewards/accuracies", "accuracy", "mean_token_accuracy", "eval/rewards/accuracies", "eval/accuracy"] metrics=series/>
-                <MetricChart title="KL" series=vec!["kl"] metrics=series/>
-                <MetricChart title="reward" series=vec!["reward"] metrics=series/>
-            </div>
+            <Charts metrics=series/>
             <Artifacts busy=Signal::derive(move || job.get().is_some()) message=message/>
-            <h2>"Runs"</h2>
-            <table aria-label="Runs">
-                <thead><tr><th>"Method"</th><th>"Steps"</th><th>"First → last loss"</th><th>"State"</th><th></th></tr></thead>
-                <tbody>{move || ctx.runs.get().into_iter().rev().map(|r| {
-                    let first = r.metrics.first().and_then(|m| m.get("loss").copied());
-                    let last = r.metrics.last().and_then(|m| m.get("loss").copied());
-                    let m = r.metrics.clone();
-                    let name = format!("{}-{}.csv", r.method, r.id);
-                    view! { <tr>
-                        <td>{r.method.to_uppercase()}</td><td>{format!("{} / {}", r.metrics.len(), r.total_steps)}</td>
-                        <td>{match (first, last) { (Some(a), Some(b)) => format!("{a:.4} → {b:.4}"), _ => "–".into() }}</td>
-                        <td>{r.state.clone()}</td>
-                        <td><button class="small" on:click=move |_| { let _ = files::download(&name, "text/csv", csv(&m).as_bytes()); }>"Export metrics (CSV)"</button></td>
-                    </tr> }
-                }).collect_view()}</tbody>
-            </table>
+            <RunsTable/>
         </div>
+    }
+}
+
+/// TRL's metrics as live charts, held-out ones beside the training ones.
+#[component]
+fn Charts(metrics: Signal<Vec<BTreeMap<String, f64>>>) -> impl IntoView {
+    view! {
+        <div class="charts">
+            <MetricChart title="loss" series=vec!["loss", "eval/loss"] metrics=metrics/>
+            <MetricChart title="rewards" series=vec!["rewards/chosen", "rewards/rejected"] metrics=metrics/>
+            <MetricChart title="margins" series=vec!["rewards/margins", "margin", "eval/rewards/margins", "eval/margin"] metrics=metrics/>
+            <MetricChart title="accuracy" series=vec!["rewards/accuracies", "accuracy", "mean_token_accuracy", "eval/rewards/accuracies", "eval/accuracy"] metrics=metrics/>
+            <MetricChart title="KL" series=vec!["kl"] metrics=metrics/>
+            <MetricChart title="reward" series=vec!["reward"] metrics=metrics/>
+        </div>
+    }
+}
+
+/// Every run of this browser, newest first, with its metrics as CSV.
+#[component]
+fn RunsTable() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    view! {
+        <h2>"Runs"</h2>
+        <table aria-label="Runs">
+            <thead><tr><th>"Method"</th><th>"Steps"</th><th>"First → last loss"</th><th>"State"</th><th></th></tr></thead>
+            <tbody>{move || ctx.runs.get().into_iter().rev().map(|r| {
+                let first = r.metrics.first().and_then(|m| m.get("loss").copied());
+                let last = r.metrics.last().and_then(|m| m.get("loss").copied());
+                let m = r.metrics.clone();
+                let name = format!("{}-{}.csv", r.method, r.id);
+                view! { <tr>
+                    <td>{r.method.to_uppercase()}</td><td>{format!("{} / {}", r.metrics.len(), r.total_steps)}</td>
+                    <td>{match (first, last) { (Some(a), Some(b)) => format!("{a:.4} → {b:.4}"), _ => "–".into() }}</td>
+                    <td>{r.state.clone()}</td>
+                    <td><button class="small" on:click=move |_| { let _ = files::download(&name, "text/csv", csv(&m).as_bytes()); }>"Export metrics (CSV)"</button></td>
+                </tr> }
+            }).collect_view()}</tbody>
+        </table>
     }
 }
 
