@@ -220,8 +220,14 @@ fn on_event(ctx: Ctx, ev: Event) {
             ctx.policy.set((false, "the base model".into()));
             ctx.has_reward_model.set(false);
             // Bring back the adapter and reward model of the last session, when made on this model.
-            if restore_saved(ctx, &info.name) {
-                ctx.notice.set(Some("Restored your last adapter and reward model for this model.".into()));
+            let what = match restore_saved(ctx, &info.name) {
+                (true, true) => "adapter and reward model",
+                (true, false) => "adapter",
+                (false, true) => "reward model",
+                (false, false) => "",
+            };
+            if !what.is_empty() {
+                ctx.notice.set(Some(format!("Restored your last {what} for this model.")));
             }
         }
         Event::PolicyState { adapter, description, reward_model } => {
@@ -279,18 +285,17 @@ where
 }
 
 /// Sends the kept adapter and reward model back to the worker when they were made on `model` and
-/// the worker does not hold them yet. Says whether it sent anything.
-fn restore_saved(ctx: Ctx, model: &str) -> bool {
-    let mut sent = false;
-    if let Some(a) = ctx.adapter.get_untracked().filter(|a| a.model == model && !ctx.policy.get_untracked().0) {
+/// the worker does not hold them yet. Says which it sent (adapter, reward model).
+fn restore_saved(ctx: Ctx, model: &str) -> (bool, bool) {
+    let adapter = ctx.adapter.get_untracked().filter(|a| a.model == model && !ctx.policy.get_untracked().0);
+    let reward = ctx.reward_model.get_untracked().filter(|r| r.model == model && !ctx.has_reward_model.get_untracked());
+    if let Some(a) = &adapter {
         a.restore(Artifact::Adapter);
-        sent = true;
     }
-    if let Some(r) = ctx.reward_model.get_untracked().filter(|r| r.model == model && !ctx.has_reward_model.get_untracked()) {
+    if let Some(r) = &reward {
         r.restore(Artifact::RewardModel);
-        sent = true;
     }
-    sent
+    (adapter.is_some(), reward.is_some())
 }
 
 /// Loads what the last visit saved, then saves every change.

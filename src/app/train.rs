@@ -95,7 +95,8 @@ pub fn TrainPanel() -> impl IntoView {
             state.set("running".into());
             ctx.training.set(true);
             let held = if held_out > 0 { format!(" ({held_out} more held out)") } else { String::new() };
-            message.set(Some(format!("Training {trainable} parameters on {examples} examples{held}.")));
+            let plural = if examples == 1 { "" } else { "s" };
+            message.set(Some(format!("Training {trainable} parameters on {examples} example{plural}{held}.")));
         }
         Event::Metrics { values, millis, .. } => {
             metrics.update(|m| m.push(values));

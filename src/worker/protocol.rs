@@ -123,6 +123,24 @@ pub struct ModelSummary {
     pub from_cache: bool,
 }
 
+impl ModelSummary {
+    pub fn of(lm: &crate::io::LoadedModel, name: String, load_ms: f64, from_cache: bool) -> Self {
+        let c = &lm.config;
+        Self {
+            name,
+            format: lm.info.format.clone(),
+            parameters: c.num_parameters(),
+            layers: c.num_hidden_layers,
+            hidden: c.hidden_size,
+            vocab: c.vocab_size,
+            context: c.max_position_embeddings,
+            chat_template: lm.chat_template.is_some(),
+            load_ms,
+            from_cache,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SampleOut {
     pub text: String,

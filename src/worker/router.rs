@@ -10,7 +10,6 @@ use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
-use burn::module::Module;
 use burn::tensor::Device;
 
 use super::protocol::*;
@@ -155,18 +154,7 @@ impl<H: Host> Router<H> {
             }
             self.host.sleep(20).await;
         };
-        let (name, model, tokenizer, from_cache) = match source {
-            ModelSource::Url { model, tokenizer } => {
-                let name = model.rsplit('/').next().unwrap_or(&model).split('?').next().unwrap_or("model").to_string();
-                let (m, from_cache) = self.host.fetch(&model, Some("download")).await?;
-                let t = match tokenizer {
-                    Some(t) => Some(self.host.fetch(&t, Some("download tokenizer")).await?.0),
-                    None => None,
-                };
-                (name, m, t, from_cache)
-            }
-            ModelSource::Files { name, model, tokenizer } => (name, model, tokenizer.map(|t| t.into_vec()), false),
-        };
+        let (name, model, tokenizer, from_cache) = self.read_source(source).await?;
         let mut progress = |stage: &str, fraction: f32| {
             let stage = if stage == "upload" { "upload to device" } else { stage };
             self.host.post(Event::Progress { stage: stage.into(), fraction, loaded: 0, total: None, from_cache });
@@ -193,19 +181,7 @@ impl<H: Host> Router<H> {
         let bos = session.lm.tokenizer.bos_id.unwrap_or(0);
         crate::generate::generate(&session.lm.model, &session.lm.tokenizer, &[bos], &warm, &mut |_| true).await?;
         progress("warm-up", 1.0);
-        let c = &session.lm.config;
-        let info = ModelSummary {
-            name,
-            format: session.lm.info.format.clone(),
-            parameters: session.lm.model.num_params(),
-            layers: c.num_hidden_layers,
-            hidden: c.hidden_size,
-            vocab: c.vocab_size,
-            context: c.max_position_embeddings,
-            chat_template: session.lm.chat_template.is_some(),
-            load_ms: self.host.now_ms() - t0,
-            from_cache,
-        };
+        let info = ModelSummary::of(&session.lm, name, self.host.now_ms() - t0, from_cache);
         self.with(|s| {
             s.session = Some(session);
             s.paused = None;
@@ -213,6 +189,22 @@ impl<H: Host> Router<H> {
         self.host.post(Event::ModelReady { info });
         self.post_policy_state();
         Ok(())
+    }
+
+    /// The model's (and tokenizer's) bytes, its name, and whether they came from the cache.
+    async fn read_source(&self, source: ModelSource) -> Result<(String, Vec<u8>, Option<Vec<u8>>, bool)> {
+        Ok(match source {
+            ModelSource::Url { model, tokenizer } => {
+                let name = model.rsplit('/').next().unwrap_or(&model).split('?').next().unwrap_or("model").to_string();
+                let (m, from_cache) = self.host.fetch(&model, Some("download")).await?;
+                let t = match tokenizer {
+                    Some(t) => Some(self.host.fetch(&t, Some("download tokenizer")).await?.0),
+                    None => None,
+                };
+                (name, m, t, from_cache)
+            }
+            ModelSource::Files { name, model, tokenizer } => (name, model, tokenizer.map(|t| t.into_vec()), false),
+        })
     }
 
     pub(super) fn post_policy_state(&self) {

@@ -98,8 +98,12 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     const { status, cell } = await train(page, { Steps: 6, 'Learning rate': 0.01 });
     const p = panel();
     assert.match(status, /^finished step 6 of 6/);
-    const points = await p.locator('svg[data-metric=loss] polyline').getAttribute('points');
+    const points = await p.locator('svg[data-metric=loss] polyline:not([stroke-dasharray])').getAttribute('points');
     assert.equal(points.trim().split(' ').length, 6, points);
+    // The held-out pairs are scored at step 5 and after the last step: a dashed line of two points.
+    const held = await p.locator('svg[data-metric=loss] polyline[stroke-dasharray]').getAttribute('points');
+    assert.equal(held.trim().split(' ').length, 2, held);
+    assert.match(await p.getByLabel('Held-out metrics').innerText(), /^Held-out \(step 6\): .*margins -?[\d.]+/);
     for (const m of ['loss', 'rewards', 'margins', 'accuracy']) assert.equal(await p.locator(`svg[data-metric=${m}]`).count(), 1, m);
     [firstLoss, lastLoss] = cell.split('→').map(Number);
     assert.ok(Math.abs(firstLoss - Math.LN2) < 1e-3, `DPO starts at ln 2: ${cell}`);
