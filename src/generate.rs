@@ -18,6 +18,7 @@ use crate::{Error, Result};
 #[serde(default)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct SamplingConfig {
+    /// Longest answer, in tokens.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = SamplingConfig::default().max_new_tokens))]
     pub max_new_tokens: usize,
     /// 0 means greedy (argmax).
@@ -32,8 +33,10 @@ pub struct SamplingConfig {
     /// transformers' CTRL-style penalty on tokens already in the sequence; 1.0 disables.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = SamplingConfig::default().repetition_penalty))]
     pub repetition_penalty: f32,
+    /// Seed of the sampler: the same seed gives the same samples.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = SamplingConfig::default().seed))]
     pub seed: u64,
+    /// Samples decoded together in one batch.
     #[cfg_attr(not(target_arch = "wasm32"), arg(short = 'n', long = "num-samples", default_value_t = SamplingConfig::default().num_samples))]
     pub num_samples: usize,
 }

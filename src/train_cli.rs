@@ -38,6 +38,7 @@ pub struct TrainArgs {
     /// Training data (TRL JSONL).
     #[arg(long)]
     pub data: PathBuf,
+    /// Where metrics.jsonl, run.json and the trained adapter (or model) go.
     #[arg(long)]
     pub output_dir: PathBuf,
     #[command(flatten)]

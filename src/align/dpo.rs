@@ -43,10 +43,13 @@ impl std::str::FromStr for DpoLossType {
 #[serde(default)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct DpoConfig {
+    /// How far the policy may move from the reference: small beta = bolder changes.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DpoConfig::default().beta))]
     pub beta: f64,
+    /// The DPO loss: sigmoid (the paper), robust, ipo or hinge.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = DpoConfig::default().loss_type))]
     pub loss_type: DpoLossType,
+    /// Assumed fraction of flipped labels (conservative DPO).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DpoConfig::default().label_smoothing))]
     pub label_smoothing: f64,
 }

@@ -18,10 +18,13 @@ use crate::{Error, LoadedModel, Result};
 #[serde(default)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct KtoConfig {
+    /// How far the policy may move from the reference.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = KtoConfig::default().beta))]
     pub beta: f64,
+    /// Weight of thumbs-up examples.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = KtoConfig::default().desirable_weight))]
     pub desirable_weight: f64,
+    /// Weight of thumbs-down examples.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = KtoConfig::default().undesirable_weight))]
     pub undesirable_weight: f64,
 }

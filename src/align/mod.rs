@@ -24,13 +24,16 @@ use crate::{LoadedModel, Result};
 #[serde(default)]
 pub struct Encoding {
     /// Use the model's chat template (ignored for models without one).
-    #[cfg_attr(not(target_arch = "wasm32"), arg(long = "no-chat", action = clap::ArgAction::SetFalse))]
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long = "no-chat", action = clap::ArgAction::SetFalse,
+        help = "Plain-text prompts instead of the model's chat template"))]
     pub chat: bool,
     /// System message for chat models (empty: the template's own default).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value = ""))]
     pub system: String,
+    /// Longest prompt in tokens (longer ones keep their end).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = Encoding::default().max_prompt_length))]
     pub max_prompt_length: usize,
+    /// Longest completion in tokens, end-of-turn included.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = Encoding::default().max_completion_length))]
     pub max_completion_length: usize,
 }

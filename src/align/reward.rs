@@ -23,6 +23,7 @@ pub struct RewardConfig {
     /// Required gap between chosen and rejected rewards (0 = plain Bradley-Terry).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RewardConfig::default().margin))]
     pub margin: f64,
+    /// Pulls rewards towards 0: `coefficient * mean((r_chosen + r_rejected)^2)` is added.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RewardConfig::default().center_rewards_coefficient))]
     pub center_rewards_coefficient: f64,
 }

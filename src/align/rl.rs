@@ -54,23 +54,31 @@ pub struct RlConfig {
     /// Completions per prompt (K).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().num_generations))]
     pub num_generations: usize,
+    /// Longest sampled answer, in tokens.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().max_new_tokens))]
     pub max_new_tokens: usize,
+    /// Sampling temperature of the rounds' answers.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().temperature))]
     pub temperature: f32,
+    /// Nucleus sampling of the rounds' answers (1 = off).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().top_p))]
     pub top_p: f32,
     /// Inner optimisation epochs per batch of samples (TRL's `num_iterations`).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().num_iterations))]
     pub num_iterations: usize,
+    /// PPO clip range for the per-token probability ratio.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().epsilon))]
     pub epsilon: f64,
+    /// KL penalty towards the reference (0 = no leash).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RlConfig::default().beta))]
     pub beta: f64,
+    /// Group baseline: GRPO (mean and std) or RLOO (leave one out).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = RlConfig::default().advantage))]
     pub advantage: Advantage,
+    /// Per-token KL estimate: k1 (log ratio) or k3 (unbiased, never negative).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = RlConfig::default().kl_estimator))]
     pub kl_estimator: KlEstimator,
+    /// Where the KL penalty goes: the loss (GRPO) or the reward (PPO).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = RlConfig::default().kl_in))]
     pub kl_in: KlPlacement,
     #[cfg_attr(not(target_arch = "wasm32"), arg(skip))]

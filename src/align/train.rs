@@ -30,30 +30,40 @@ pub enum Schedule {
 #[serde(default)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct TrainConfig {
+    /// AdamW step size (peak, after warm-up).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().learning_rate))]
     pub learning_rate: f64,
+    /// AdamW weight decay.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().weight_decay))]
     pub weight_decay: f64,
+    /// AdamW first-moment decay.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().adam_beta1))]
     pub adam_beta1: f64,
+    /// AdamW second-moment decay.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().adam_beta2))]
     pub adam_beta2: f64,
+    /// AdamW epsilon.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().adam_epsilon))]
     pub adam_epsilon: f64,
     /// Fraction of `max_steps` spent warming the learning rate up from 0.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().warmup_ratio))]
     pub warmup_ratio: f64,
+    /// Learning-rate decay after warm-up.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_enum, default_value_t = TrainConfig::default().lr_scheduler_type))]
     pub lr_scheduler_type: Schedule,
     /// Clip the global gradient norm to this (0 = off).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().max_grad_norm))]
     pub max_grad_norm: f64,
+    /// Micro-batches whose gradients make one optimizer step.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().gradient_accumulation_steps))]
     pub gradient_accumulation_steps: usize,
+    /// Examples per micro-batch.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long = "batch-size", alias = "per-device-train-batch-size", default_value_t = TrainConfig::default().per_device_train_batch_size))]
     pub per_device_train_batch_size: usize,
+    /// Optimizer steps (rounds for RLHF).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().max_steps))]
     pub max_steps: usize,
+    /// Seed for shuffling, LoRA initialisation, dropout and sampling: the same seed is the same run.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().seed))]
     pub seed: u64,
 }

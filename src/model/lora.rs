@@ -22,12 +22,16 @@ pub const TARGETS: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_pr
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::Args))]
 pub struct LoraConfig {
+    /// Rank of the adapter matrices.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long = "lora-r", default_value_t = LoraConfig::default().r))]
     pub r: usize,
+    /// Scale of the update: alpha / r (or alpha / sqrt(r) with rsLoRA).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = LoraConfig::default().lora_alpha))]
     pub lora_alpha: f64,
+    /// Dropout on the adapter's input while training.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = LoraConfig::default().lora_dropout))]
     pub lora_dropout: f64,
+    /// Projections that get an adapter (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, value_delimiter = ',', default_values_t = LoraConfig::default().target_modules))]
     pub target_modules: Vec<String>,
     /// rsLoRA: scale by alpha / sqrt(r) instead of alpha / r.
