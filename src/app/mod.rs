@@ -129,9 +129,18 @@ pub struct Settings {
     pub system: String,
     pub prompt: String,
     pub chat: bool,
+    #[serde(deserialize_with = "or_default")]
     pub sampling: SamplingConfig,
     pub judges: Vec<(String, f64, bool)>,
+    #[serde(deserialize_with = "or_default")]
     pub train: RunSettings,
+}
+
+/// A part of the saved settings that an older version stored in another shape comes back as its
+/// default; the rest of the settings are kept.
+fn or_default<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned + Default>(d: D) -> Result<T, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(T::deserialize(v).unwrap_or_default())
 }
 
 impl Default for Settings {

@@ -164,6 +164,28 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     await shot(page, 'bad-model');
   });
 
+  await t.test('settings saved by an older version keep what still fits', async () => {
+    // The previous page kept the sampling knobs at the top level and the train form as strings.
+    await page.evaluate(() => new Promise((ok, fail) => {
+      const open = indexedDB.open('alignlab', 1);
+      open.onerror = () => fail(open.error);
+      open.onsuccess = () => {
+        const tx = open.result.transaction('kv', 'readwrite');
+        tx.objectStore('kv').put({ system: '', prompt: 'An old prompt', chat: true, num_samples: 3, temperature: 0.5,
+          judges: [['sentiment', 1, true]], train: { method: 'dpo', loss_type: 'sigmoid', lora: true, r: 8, targets: ['q_proj'] } }, 'settings');
+        tx.oncomplete = () => { open.result.close(); ok(); };
+        tx.onerror = () => fail(tx.error);
+      };
+    }));
+    await page.reload();
+    await modelReady(page, 'stories260K.bin');
+    await tab('Generate & rank');
+    assert.equal(await panel().getByLabel('Prompt', { exact: true }).inputValue(), 'An old prompt');
+    assert.equal(await page.getByText('Saving in this browser failed').count(), 0, 'no storage warning');
+    await tab('Train');
+    assert.equal(await panel().getByLabel('Method').inputValue(), 'dpo');
+  });
+
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], 'no page errors');
   void profile;
 });
