@@ -211,7 +211,7 @@ pub fn open_session(m: &ModelArgs, autodiff: bool, quiet: bool) -> Result<Sessio
             eprintln!("warning: {w}");
         }
     }
-    let mut session = Session::new(lm, JudgeData::load(Path::new("models/judges"))?);
+    let mut session = Session::new(lm, std::rc::Rc::new(JudgeData::load(Path::new("models/judges"))?));
     if let Some(dir) = &m.adapter {
         let files = AdapterFiles::read_dir(dir)?;
         let lm = session.lm.clone();

@@ -8,7 +8,7 @@ pub struct Candidate<'a> {
     pub prompt: &'a str,
     pub prompt_ids: &'a [u32],
     pub completion: &'a str,
-    /// The completion's tokens, with the end-of-turn token when the model chose to stop.
+    /// The completion's tokens (a reward model's scorer adds the end-of-turn token if missing).
     pub completion_ids: &'a [u32],
 }
 

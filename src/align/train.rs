@@ -130,6 +130,17 @@ pub struct LossOutput {
     pub metrics: Vec<(&'static str, Tensor<1>)>,
 }
 
+impl LossOutput {
+    /// The loss and the metrics by name, read back in one transfer: `[("loss", l), (m1, v1), ...]`.
+    pub async fn read(&self) -> Result<Vec<(&'static str, f64)>> {
+        let mut parts = vec![self.loss.clone().detach()];
+        parts.extend(self.metrics.iter().map(|(_, t)| t.clone().detach()));
+        let values = read_f32(Tensor::cat(parts, 0)).await?;
+        let names = std::iter::once("loss").chain(self.metrics.iter().map(|(n, _)| *n));
+        Ok(names.zip(values).map(|(n, v)| (n, v as f64)).collect())
+    }
+}
+
 /// The policy being trained, its optimizer and schedule.
 pub struct Trainer<M: Module = Llama> {
     pub model: M,
@@ -171,25 +182,21 @@ impl<M: Module> Trainer<M> {
         let mut sums: Vec<(String, f64)> = Vec::new();
         for i in 0..accum {
             let out = micro(&self.model, i)?;
-            // Loss and metrics come back in one read: [loss, m1, m2, ...].
-            let mut parts = vec![out.loss.clone().detach()];
-            parts.extend(out.metrics.iter().map(|(_, t)| t.clone().detach()));
-            let values = read_f32(Tensor::cat(parts, 0)).await?;
-            if !values[0].is_finite() {
+            let values = out.read().await?;
+            if !values[0].1.is_finite() {
                 self.model = self.last_good.clone();
                 return Err(Error::NonFinite(format!(
                     "training stopped at step {}: the loss became {} (NaN or infinite). The last good \
                      weights are kept. Try a smaller learning rate or beta, or check the data.",
                     self.step + 1,
-                    values[0]
+                    values[0].1
                 )));
             }
             if sums.is_empty() {
-                sums.push(("loss".into(), 0.0));
-                sums.extend(out.metrics.iter().map(|(n, _)| (n.to_string(), 0.0)));
+                sums = values.iter().map(|(n, _)| (n.to_string(), 0.0)).collect();
             }
-            for (s, v) in sums.iter_mut().zip(&values) {
-                s.1 += *v as f64 / accum as f64;
+            for (s, (_, v)) in sums.iter_mut().zip(&values) {
+                s.1 += v / accum as f64;
             }
             let grads = (out.loss / accum as f64).backward();
             acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));

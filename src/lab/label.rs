@@ -7,7 +7,7 @@ use super::spec::Which;
 use crate::align::Encoding;
 use crate::align::best_of_n::{Candidate, Ranked};
 use crate::data::Preference;
-use crate::generate::{FinishReason, SamplingConfig};
+use crate::generate::SamplingConfig;
 use crate::Result;
 
 /// Samples `sampling.num_samples` answers to `prompt` and ranks them by `rewarder`, best first.
@@ -22,22 +22,10 @@ pub async fn best_of_n(
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<Ranked>> {
     let (ids, samples) = session.generate(which, enc, prompt, sampling, &mut |_| keep_going()).await?;
-    let eot = session.lm.tokenizer.end_of_turn();
-    // A sample the model ended itself carries its end-of-turn token, as training data does.
-    let tokens: Vec<Vec<u32>> = samples
-        .iter()
-        .map(|s| {
-            let mut t = s.tokens.clone();
-            if s.finish_reason == FinishReason::Stop {
-                t.push(eot);
-            }
-            t
-        })
-        .collect();
+    // Ids as sampled: a reward model's scorer adds the end-of-turn token it learnt with.
     let cands: Vec<Candidate> = samples
         .iter()
-        .zip(&tokens)
-        .map(|(s, t)| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: t })
+        .map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens })
         .collect();
     let scores = rewarder.rewards(&cands).await?;
     let mut ranked: Vec<Ranked> =

@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::rc::Rc;
 
 use burn::module::Module;
-use burn::tensor::Tensor;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
@@ -22,7 +21,6 @@ use crate::align::reward::{RewardModel, reward_step};
 use crate::align::rl::{RlConfig, rl_sample, rl_update};
 use crate::align::sft::{encode_demos, sft_step};
 use crate::align::train::{Batches, LossOutput, Metrics, Trainer};
-use crate::backend::read_f32;
 use crate::io::LoadedModel;
 use crate::model::{Llama, LoraConfig};
 use crate::{Error, Result};
@@ -246,17 +244,22 @@ impl Run {
         let pad = self.lm.tokenizer.pad_id();
         let n = self.held_out.len();
         let size = self.spec.train.per_device_train_batch_size.max(2);
+        // Scoring only: one copy without gradients or dropout serves every batch.
+        let (policy, reward_model) = match &self.learner {
+            Learner::Policy { trainer, .. } => (Some(trainer.model.clone().freeze()), None),
+            Learner::Reward { trainer, .. } => (None, Some(trainer.model.clone().freeze())),
+        };
         let mut sums: Vec<(String, f64)> = Vec::new();
         let mut start = 0;
         while start < n {
             let idx: Vec<usize> = (start..(start + size).min(n)).collect();
             let batch = self.held_out.pick(&idx);
             let out = match (&self.learner, &self.spec.method) {
-                (Learner::Reward { trainer, .. }, Method::Reward(cfg)) => {
+                (Learner::Reward { .. }, Method::Reward(cfg)) => {
                     let Examples::Pairs(p) = &batch else { unreachable!() };
-                    reward_step(cfg, &trainer.model.clone().freeze(), p, pad)?
+                    reward_step(cfg, reward_model.as_ref().expect("frozen above"), p, pad)?
                 }
-                (Learner::Policy { trainer, reference }, method) => {
+                (Learner::Policy { reference, .. }, method) => {
                     // KTO's KL estimate needs two examples: a lone last one borrows the first.
                     let batch = match (&batch, &self.held_out) {
                         (Examples::Unpaired(b), Examples::Unpaired(all)) if b.len() < 2 => {
@@ -264,12 +267,12 @@ impl Run {
                         }
                         _ => batch,
                     };
-                    policy_loss(method, &trainer.model.clone().freeze(), reference, &batch, pad)?
+                    policy_loss(method, policy.as_ref().expect("frozen above"), reference, &batch, pad)?
                 }
                 _ => unreachable!(),
             };
             let weight = idx.len() as f64 / n as f64;
-            let values = read_all(out).await?;
+            let values = out.read().await?;
             if sums.is_empty() {
                 sums = values.iter().map(|(k, _)| (format!("eval/{k}"), 0.0)).collect();
             }
@@ -314,15 +317,6 @@ fn policy_loss(method: &Method, model: &Llama, reference: &Reference, batch: &Ex
         (Method::Sft, Examples::Demos(b)) => sft_step(model, b, pad),
         _ => Err(Error::Invalid("this method does not fit this data".into())),
     }
-}
-
-/// The loss and metrics of a [`LossOutput`], read back in one transfer.
-async fn read_all(out: LossOutput) -> Result<Vec<(String, f64)>> {
-    let mut parts = vec![out.loss.detach()];
-    parts.extend(out.metrics.iter().map(|(_, t)| t.clone().detach()));
-    let values = read_f32(Tensor::cat(parts, 0)).await?;
-    let names = std::iter::once("loss").chain(out.metrics.iter().map(|(n, _)| *n));
-    Ok(names.zip(values).map(|(n, v)| (n.to_string(), v as f64)).collect())
 }
 
 /// Shuffles (seeded) and holds out `eval_fraction` of the examples, leaving at least `min` to

@@ -38,9 +38,9 @@ pub struct TokenLogps {
 }
 
 impl Session {
-    pub fn new(lm: LoadedModel, judge_data: JudgeData) -> Self {
+    pub fn new(lm: LoadedModel, judge_data: Rc<JudgeData>) -> Self {
         let policy = Policy::base(&lm);
-        Self { lm: Rc::new(lm), policy, reward_model: None, judge_data: Rc::new(judge_data) }
+        Self { lm: Rc::new(lm), policy, reward_model: None, judge_data }
     }
 
     /// The model's name: its metadata name, else what the caller knows it by.

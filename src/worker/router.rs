@@ -51,6 +51,8 @@ pub trait Host {
 pub(super) struct State {
     device: Option<(Device, Option<u64>)>,
     judges_base: String,
+    /// The judges' word lists, fetched at the first model load and kept for later ones.
+    judge_data: Option<Rc<JudgeData>>,
     pub(super) session: Option<Session>,
     /// A paused run, its job and its training time so far.
     pub(super) paused: Option<(JobId, Run, f64)>,
@@ -133,13 +135,19 @@ impl<H: Host> Router<H> {
         Ok(())
     }
 
-    /// The judges' word lists, fetched quietly (a judge whose list is missing says so when used).
-    async fn judge_data(&self) -> JudgeData {
+    /// The judges' word lists, fetched quietly once (a judge whose list is missing says so when
+    /// used).
+    async fn judge_data(&self) -> Rc<JudgeData> {
+        if let Some(d) = self.with(|s| s.judge_data.clone()) {
+            return d;
+        }
         let base = self.with(|s| s.judges_base.clone());
         let text = |r: Result<(Vec<u8>, bool)>| r.ok().and_then(|(b, _)| String::from_utf8(b).ok());
         let vader = text(self.host.fetch(&format!("{base}vader_lexicon.txt"), None).await);
         let profanity = text(self.host.fetch(&format!("{base}profanity_wordlist.txt"), None).await);
-        JudgeData::from_texts(vader.as_deref(), profanity.as_deref()).unwrap_or_default()
+        let data = Rc::new(JudgeData::from_texts(vader.as_deref(), profanity.as_deref()).unwrap_or_default());
+        self.with(|s| s.judge_data = Some(data.clone()));
+        data
     }
 
     async fn load(&self, source: ModelSource) -> Result<()> {
