@@ -71,8 +71,8 @@ impl SamplingConfig {
         if !(self.repetition_penalty > 0.0 && self.repetition_penalty.is_finite()) {
             return bad("repetition_penalty must be > 0 (1 = off)");
         }
-        if self.num_samples == 0 {
-            return bad("the number of samples must be at least 1");
+        if self.num_samples == 0 || self.num_samples > 256 {
+            return bad("the number of samples must be between 1 and 256");
         }
         Ok(())
     }
@@ -224,7 +224,6 @@ pub async fn generate(
     }
     let max_new = cfg.max_new_tokens.min(max_pos - prompt.len());
     let n = cfg.num_samples;
-    let device = &model.embed_tokens.weight.device();
     let mut sampler = Sampler::new(cfg.clone());
     let mut cache = KvCache::new(model.num_layers());
 
@@ -236,7 +235,7 @@ pub async fn generate(
     let mut valid: Vec<Vec<bool>> = vec![vec![true; prompt.len()]; n];
 
     let prompts = vec![prompt.to_vec(); n];
-    let (batch, _) = Batch::left_padded(&prompts, 0, device);
+    let (batch, _) = Batch::left_padded(model, &prompts, 0)?;
     let mut logits = model.forward_last(&batch, Some(&mut cache));
     let vocab = model.vocab_size();
 
@@ -246,6 +245,13 @@ pub async fn generate(
         let mut cancelled = false;
         for (r, &s) in active.iter().enumerate() {
             let row = &mut rows[r * vocab..(r + 1) * vocab];
+            if row.iter().any(|x| x.is_nan() || *x == f32::INFINITY) {
+                return Err(Error::NonFinite(
+                    "the model produced NaN or infinite scores for the next token: its weights or its \
+                     adapter are broken (a diverged run?); reset the adapter or reload the model"
+                        .into(),
+                ));
+            }
             let tok = sampler.sample(row, prompt, &tokens[s]);
             if tokenizer.stop_ids.contains(&tok) {
                 finish[s] = Some(FinishReason::Stop);
@@ -281,7 +287,7 @@ pub async fn generate(
             v.push(true);
         }
         let positions: Vec<usize> = active.iter().map(|&s| prompt.len() + tokens[s].len() - 1).collect();
-        let batch = Batch::step(&next, &positions, &valid, device);
+        let batch = Batch::step(model, &next, &positions, &valid)?;
         logits = model.forward_last(&batch, Some(&mut cache));
     }
     Ok((0..n)

@@ -2,7 +2,7 @@
 //! per completion token, batched. DPO, reward models and RL all start from this.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::backend::read_f32;
 use crate::model::{Batch, Llama};
@@ -20,7 +20,8 @@ pub struct ScoringBatch {
 }
 
 impl ScoringBatch {
-    pub fn new(pairs: &[(Vec<u32>, Vec<u32>)], pad_id: u32, device: &Device) -> Result<Self> {
+    pub fn new(model: &Llama, pairs: &[(Vec<u32>, Vec<u32>)], pad_id: u32) -> Result<Self> {
+        let device = &model.embed_tokens.weight.device();
         if pairs.is_empty() {
             return Err(Error::Invalid("nothing to score".into()));
         }
@@ -31,7 +32,7 @@ impl ScoringBatch {
         if let Some((i, _)) = pairs.iter().enumerate().find(|(_, (p, _))| p.is_empty()) {
             return Err(Error::Invalid(format!("prompt #{i} is empty; a completion needs a prompt to follow")));
         }
-        let (batch, _) = Batch::right_padded(&seqs, pad_id, device);
+        let (batch, _) = Batch::right_padded(model, &seqs, pad_id)?;
         let t = seqs.iter().map(Vec::len).max().unwrap_or(1).max(2);
         let b = seqs.len();
         let mut targets = vec![pad_id as i32; b * (t - 1)];
@@ -129,9 +130,8 @@ pub struct CompletionLogps {
 /// Per-token log-probabilities of `(prompt ids, completion ids)` pairs, in one batch, under any
 /// model (a policy, or its reference with adapters off).
 pub async fn completion_logps(model: &Llama, pad: u32, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Vec<CompletionLogps>> {
-    let device = model.embed_tokens.weight.device();
     let model = &*model.for_inference();
-    let sb = ScoringBatch::new(pairs, pad, &device)?;
+    let sb = ScoringBatch::new(model, pairs, pad)?;
     let [b, t1] = sb.completion_mask.dims();
     let lp = read_f32(token_logps(model, &sb)).await?;
     Ok((0..b)

@@ -50,8 +50,7 @@ fn lora(r: usize, targets: &[&str]) -> LoraConfig {
 const ALL: [&str; 7] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"];
 
 fn logits(model: &Llama, seq: &[u32]) -> Vec<f32> {
-    let d = model.embed_tokens.weight.device();
-    let (b, _) = Batch::right_padded(&[seq.to_vec()], 0, &d);
+    let (b, _) = Batch::right_padded(model, &[seq.to_vec()], 0).unwrap();
     read_f32(model.forward(&b, None)).unwrap()
 }
 
@@ -150,8 +149,7 @@ fn lora_gradients_match_finite_differences() {
     let lm = tiny_lm();
     let cfg = lora(2, &["q_proj", "v_proj", "down_proj"]);
     let pairs = vec![(vec![3u32, 9, 27], vec![4u32, 51, 8]), (vec![12, 5], vec![7, 7, 30, 2])];
-    let d = dev();
-    let sb = ScoringBatch::new(&pairs, 0, &d).unwrap();
+    let sb = ScoringBatch::new(&lm.model, &pairs, 0).unwrap();
     let loss_of = |m: &Llama| sequence_logps(m, &sb).sum();
 
     let mut m = lm.model.clone();

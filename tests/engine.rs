@@ -19,7 +19,7 @@ fn tiny(kind: BackendKind, tied: bool) -> LoadedModel {
 
 /// Logits `[t, vocab]` of one sequence, flattened.
 fn logits(lm: &LoadedModel, seq: &[u32]) -> Vec<f32> {
-    let (batch, _) = Batch::right_padded(&[seq.to_vec()], 0, &lm.device);
+    let (batch, _) = Batch::right_padded(&lm.model, &[seq.to_vec()], 0).unwrap();
     read_f32(lm.model.forward(&batch, None)).unwrap()
 }
 
@@ -36,13 +36,13 @@ fn kv_cache_decoding_matches_full_forward() {
     let v = lm.config.vocab_size;
     let full = logits(&lm, &SEQ);
     let mut cache = KvCache::new(lm.model.num_layers());
-    let (prefill, _) = Batch::left_padded(&[SEQ[..4].to_vec()], 0, &lm.device);
+    let (prefill, _) = Batch::left_padded(&lm.model, &[SEQ[..4].to_vec()], 0).unwrap();
     let first = read_f32(lm.model.forward_last(&prefill, Some(&mut cache))).unwrap();
     assert!(max_diff(&first, &full[3 * v..4 * v]) < 1e-4);
     let mut valid = vec![vec![true; 4]];
     for (i, &tok) in SEQ.iter().enumerate().skip(4) {
         valid[0].push(true);
-        let step = Batch::step(&[tok], &[i], &valid, &lm.device);
+        let step = Batch::step(&lm.model, &[tok], &[i], &valid).unwrap();
         let got = read_f32(lm.model.forward_last(&step, Some(&mut cache))).unwrap();
         let d = max_diff(&got, &full[i * v..(i + 1) * v]);
         assert!(d < 1e-4, "position {i}: cached logits differ by {d}");
@@ -56,7 +56,7 @@ fn padded_batches_match_single_sequences() {
     let v = lm.config.vocab_size;
     let seqs = vec![SEQ.to_vec(), SEQ[..3].to_vec(), SEQ[2..9].to_vec()];
     // Right padding: every real position matches the sequence run alone.
-    let (batch, lens) = Batch::right_padded(&seqs, 1, &lm.device);
+    let (batch, lens) = Batch::right_padded(&lm.model, &seqs, 1).unwrap();
     let all = read_f32(lm.model.forward(&batch, None)).unwrap();
     let t = 10;
     for (r, s) in seqs.iter().enumerate() {
@@ -65,7 +65,7 @@ fn padded_batches_match_single_sequences() {
         assert!(max_diff(got, &alone) < 1e-4, "right-padded row {r}");
     }
     // Left padding (decoding layout): the last position matches.
-    let (batch, _) = Batch::left_padded(&seqs, 1, &lm.device);
+    let (batch, _) = Batch::left_padded(&lm.model, &seqs, 1).unwrap();
     let last = read_f32(lm.model.forward_last(&batch, None)).unwrap();
     for (r, s) in seqs.iter().enumerate() {
         let alone = logits(&lm, s);

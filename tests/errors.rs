@@ -130,3 +130,83 @@ fn corrupt_hf_directory_is_reported() {
     let e = err_of(load_checkpoint(&empty, None, &mut noop()));
     assert!(e.contains("not an HF checkpoint"), "{e}");
 }
+
+/// Overwrites the u32 value of GGUF key `key` in `bytes`.
+fn patch_gguf_u32(bytes: &mut [u8], key: &str, value: u32) {
+    let at = bytes.windows(key.len()).position(|w| w == key.as_bytes()).expect("key present") + key.len();
+    assert_eq!(u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()), 4, "{key} is stored as u32");
+    bytes[at + 4..at + 8].copy_from_slice(&value.to_le_bytes());
+}
+
+#[test]
+fn token_ids_outside_the_vocabulary_are_refused_where_they_enter() {
+    // A special id from the file's metadata beyond the vocabulary: refused at load, naming the key
+    // (before, the page's warm-up crashed the worker on it).
+    let (_dir, mut bytes) = tiny_gguf_bytes("eos-range", &[]);
+    patch_gguf_u32(&mut bytes, "tokenizer.ggml.eos_token_id", 9999);
+    let e = err_of(Checkpoint::from_bytes(&bytes, None, &mut noop()));
+    assert!(e.contains("tokenizer.ggml.eos_token_id") && e.contains("9999"), "{e}");
+
+    // A tokenizer whose ids run past the embedding, though its entry count fits: refused at load.
+    let lm_bytes = tiny_gguf_bytes("idrange", &[]).1;
+    let mut vocab: Vec<(String, u32)> = tiny_tokens(64).into_iter().enumerate().map(|(i, t)| (t, i as u32)).collect();
+    vocab[63].1 = 200; // 64 entries, largest id 200
+    let model = tokenizers::models::wordlevel::WordLevel::builder()
+        .vocab(vocab.into_iter().collect())
+        .unk_token("t0".into())
+        .build()
+        .unwrap();
+    let json = tokenizers::Tokenizer::new(model).to_string(false).unwrap();
+    let e = err_of(Checkpoint::from_bytes(&lm_bytes, Some(json.as_bytes()), &mut noop()).and_then(|c| c.into_model(&device(BackendKind::Flex), &mut noop())));
+    assert!(e.contains("token id 200") && e.contains("do not belong together"), "{e}");
+
+    // Ids and positions checked where a batch is built: scoring past the context is an error.
+    let lm = tiny_checkpoint(true, 1).into_model(&device(BackendKind::Flex), &mut noop()).unwrap();
+    let e = err_of(score(&lm, &[(vec![1; 60], vec![2; 10])]));
+    assert!(e.contains("context is 64 tokens"), "{e}");
+    let e = err_of(score(&lm, &[(vec![1, 2], vec![64])]));
+    assert!(e.contains("token id 64") && e.contains("vocabulary of 64"), "{e}");
+}
+
+#[test]
+fn hostile_hf_index_and_adapter_numbers_are_refused() {
+    let dir = temp_dir("hfindex");
+    let c = tiny_config(false);
+    write_hf(&dir, &c, &tiny_weights(&c, 2), &[]);
+    std::fs::rename(dir.join("model.safetensors"), dir.join("shard.safetensors")).unwrap();
+    for name in ["../../etc/passwd.safetensors", "/dev/zero", "sub/dir.safetensors", "..safetensors", "x.bin"] {
+        let index = serde_json::json!({"weight_map": {"model.norm.weight": name}});
+        std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+        let e = err_of(load_checkpoint(&dir, None, &mut noop()));
+        assert!(e.contains("not a plain") && e.contains(name), "{name}: {e}");
+    }
+    // The same index with a plain name loads.
+    let index = serde_json::json!({"weight_map": {"model.norm.weight": "shard.safetensors"}});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+    load_checkpoint(&dir, None, &mut noop()).unwrap();
+
+    // lora_alpha = 1e308 loaded before, and every output was NaN.
+    let config = r#"{"peft_type": "LORA", "r": 2, "lora_alpha": 1e308, "target_modules": ["q_proj"]}"#;
+    let mut model = tiny_checkpoint(true, 1).into_model(&device(BackendKind::Flex), &mut noop()).unwrap().model;
+    let e = err_of(alignlab::io::peft::load_adapter(&mut model, config.as_bytes(), b""));
+    assert!(e.contains("lora_alpha"), "{e}");
+}
+
+#[test]
+fn huge_texts_are_cut_before_tokenizing_with_the_same_ids() {
+    use alignlab::align::Encoding;
+    let lm = tiny_checkpoint(true, 1).into_model(&device(BackendKind::Flex), &mut noop()).unwrap();
+    let words: Vec<String> = (0..200_000).map(|i| format!("t{}", (i * 7) % 64)).collect();
+    let text = words.join(" "); // ~700 KB: the whole text would be 200k tokens
+    let enc = Encoding { chat: false, system: String::new(), max_prompt_length: 32, max_completion_length: 24 };
+    let full = lm.tokenizer.encode(&text, true).unwrap();
+    // TRL's rule on the whole text: the prompt keeps its last 32 ids, a completion its first 23
+    // plus end-of-turn. Cutting the text first gives the same ids.
+    assert_eq!(enc.prompt(&lm, &text).unwrap(), full[full.len() - 32..]);
+    let completion = enc.completion(&lm, &text).unwrap();
+    assert_eq!(completion[..23], full[..23]);
+    assert_eq!(completion.len(), 24);
+    // Where nothing may be cut (generation), a text that cannot fit the context is an error.
+    let e = err_of(Encoding::untruncated(false, "").prompt(&lm, &text));
+    assert!(e.contains("context of 64 tokens"), "{e}");
+}

@@ -62,7 +62,7 @@ fn logits_and_logprobs_match_transformers() {
     let r = reference();
     let lm = load(BackendKind::Flex);
     let head = &r["logits_head"];
-    let (batch, _) = Batch::right_padded(&[ids(&head["ids"])], 0, &lm.device);
+    let (batch, _) = Batch::right_padded(&lm.model, &[ids(&head["ids"])], 0).unwrap();
     let last = read_f32(lm.model.forward_last(&batch, None)).unwrap();
     for (got, want) in last.iter().zip(floats(&head["first8"])) {
         assert!((got - want).abs() < 2e-3, "logit {got} vs transformers {want}");

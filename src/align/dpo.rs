@@ -120,7 +120,7 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: &Llama, pairs: &[Enc
         .map(|p| (p.prompt.clone(), p.chosen.clone()))
         .chain(pairs.iter().map(|p| (p.prompt.clone(), p.rejected.clone())))
         .collect();
-    let sb = ScoringBatch::new(&seqs, pad_id, &device)?;
+    let sb = ScoringBatch::new(policy, &seqs, pad_id)?;
     let logps = sequence_logps(policy, &sb);
     let ref_logps = sequence_logps(reference, &sb).detach();
     let lens: Vec<f32> = sb.completion_lens.iter().map(|&l| l.max(1) as f32).collect();

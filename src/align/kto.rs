@@ -75,8 +75,8 @@ pub fn kto_step(cfg: &KtoConfig, policy: &Llama, reference: &Llama, batch: &[Enc
     // Mismatched pairs for the KL reference point.
     let kl_seqs: Vec<(Vec<u32>, Vec<u32>)> =
         (0..n).map(|i| (batch[i].prompt.clone(), batch[(i + 1) % n].completion.clone())).collect();
-    let sb = ScoringBatch::new(&seqs, pad_id, &device)?;
-    let kl_sb = ScoringBatch::new(&kl_seqs, pad_id, &device)?;
+    let sb = ScoringBatch::new(policy, &seqs, pad_id)?;
+    let kl_sb = ScoringBatch::new(policy, &kl_seqs, pad_id)?;
 
     let logps = sequence_logps(policy, &sb);
     let ref_logps = sequence_logps(reference, &sb).detach();

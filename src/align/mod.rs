@@ -12,7 +12,7 @@ pub mod train;
 use serde::{Deserialize, Serialize};
 
 use crate::io::Message;
-use crate::{LoadedModel, Result};
+use crate::{Error, LoadedModel, Result};
 
 /// How text becomes token ids, for generation, scoring and training alike (TRL's processing):
 /// the prompt as a chat user turn, after the system prompt, with the generation prompt (when the
@@ -51,6 +51,7 @@ impl Encoding {
     }
 
     pub fn prompt(&self, lm: &LoadedModel, prompt: &str) -> Result<Vec<u32>> {
+        let prompt = bounded_text(lm, prompt, self.max_prompt_length, Keep::End, "prompt")?;
         let mut ids = if self.chat && lm.chat_template.is_some() {
             let mut messages = Vec::new();
             if !self.system.trim().is_empty() {
@@ -73,6 +74,7 @@ impl Encoding {
     }
 
     pub fn completion(&self, lm: &LoadedModel, completion: &str) -> Result<Vec<u32>> {
+        let completion = bounded_text(lm, completion, self.max_completion_length, Keep::Start, "completion")?;
         let mut ids = lm.tokenizer.encode(completion, false)?;
         ids.truncate(self.max_completion_length.saturating_sub(1));
         if let Some(&eot) = lm.tokenizer.stop_ids.first() {
@@ -80,6 +82,42 @@ impl Encoding {
         }
         Ok(ids)
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Start,
+    End,
+}
+
+/// Text cut to what `max_tokens` tokens (and the model's context) can use, before the real
+/// encoding: truncation comes first, so a 10 MB line costs about what a short one does. The cut
+/// keeps a margin of 16 tokens beyond the limit, checked by tokenizing the cut alone (a tokenizer
+/// that drops whitespace covers more bytes per token than its longest piece: the cut then
+/// grows). Text that cannot fit the context at all is an error where nothing may be truncated
+/// (generation, scoring).
+fn bounded_text<'t>(lm: &LoadedModel, text: &'t str, max_tokens: usize, keep: Keep, what: &str) -> Result<&'t str> {
+    let context = lm.model.rope.max_positions;
+    let limit = max_tokens.min(context);
+    let mut budget = lm.tokenizer.text_budget(limit);
+    while text.len() > budget {
+        let cut = match keep {
+            Keep::Start => &text[..text.floor_char_boundary(budget)],
+            Keep::End => &text[text.ceil_char_boundary(text.len() - budget)..],
+        };
+        if lm.tokenizer.encode(cut, false)?.len() >= limit.saturating_add(16) {
+            if max_tokens >= context {
+                return Err(Error::Invalid(format!(
+                    "the {what} is {} characters long, more than the model's context of {context} \
+                     tokens can hold; shorten it",
+                    text.chars().count()
+                )));
+            }
+            return Ok(cut);
+        }
+        budget = budget.saturating_mul(4);
+    }
+    Ok(text)
 }
 
 use burn::module::Module;

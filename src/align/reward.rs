@@ -64,7 +64,7 @@ impl RewardModel {
             return Err(Error::Invalid("cannot score an empty sequence".into()));
         }
         let device = self.backbone.embed_tokens.weight.device();
-        let (batch, lens) = Batch::right_padded(seqs, pad_id, &device);
+        let (batch, lens) = Batch::right_padded(&self.backbone, seqs, pad_id)?;
         let h = self.backbone.hidden(&batch, None); // [b, t, d]
         let [b, _, d] = h.dims();
         let last: Vec<i32> = lens.iter().map(|&l| (l - 1) as i32).collect();

@@ -207,7 +207,7 @@ pub async fn rl_update(
 
     // 3. Old-policy and reference log-probs, without gradients.
     let device = trainer.model.embed_tokens.weight.device();
-    let sb = ScoringBatch::new(pairs, pad, &device)?;
+    let sb = ScoringBatch::new(&trainer.model, pairs, pad)?;
     let old = token_logps(&trainer.model, &sb).detach();
     let ref_model = reference.model(&trainer.model);
     let ref_lp = token_logps(&ref_model, &sb).detach();

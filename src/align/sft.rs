@@ -13,8 +13,7 @@ pub fn encode_demos(lm: &LoadedModel, enc: &Encoding, data: &[Demonstration]) ->
 }
 
 pub fn sft_step(policy: &Llama, batch: &[(Vec<u32>, Vec<u32>)], pad_id: u32) -> Result<LossOutput> {
-    let device = policy.embed_tokens.weight.device();
-    let sb = ScoringBatch::new(batch, pad_id, &device)?;
+    let sb = ScoringBatch::new(policy, batch, pad_id)?;
     let stats = token_stats(policy, &sb, false, true);
     let n_tokens = sb.completion_lens.iter().sum::<usize>().max(1) as f64;
     let loss = stats.logps.sum().neg() / n_tokens;

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use half::{bf16, f16};
 
+use super::bytes::{ByteReader, product, to_usize};
 use crate::{Error, Result};
 
 const MAGIC: &[u8; 4] = b"GGUF";
@@ -27,7 +28,75 @@ pub enum Value {
     F64(f64),
     Bool(bool),
     Str(String),
-    Array(Vec<Value>),
+    Array(Array),
+}
+
+/// A metadata array, stored as its element type (a vocabulary of 49k ids as 49k `u32`s, not 49k
+/// enum values: memory stays within a small multiple of the file's bytes).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Array {
+    U8(Vec<u8>),
+    I8(Vec<i8>),
+    U16(Vec<u16>),
+    I16(Vec<i16>),
+    U32(Vec<u32>),
+    I32(Vec<i32>),
+    U64(Vec<u64>),
+    I64(Vec<i64>),
+    F32(Vec<f32>),
+    F64(Vec<f64>),
+    Bool(Vec<bool>),
+    Str(Vec<String>),
+}
+
+impl Array {
+    pub fn len(&self) -> usize {
+        match self {
+            Array::U8(v) => v.len(),
+            Array::I8(v) => v.len(),
+            Array::U16(v) => v.len(),
+            Array::I16(v) => v.len(),
+            Array::U32(v) => v.len(),
+            Array::I32(v) => v.len(),
+            Array::U64(v) => v.len(),
+            Array::I64(v) => v.len(),
+            Array::F32(v) => v.len(),
+            Array::F64(v) => v.len(),
+            Array::Bool(v) => v.len(),
+            Array::Str(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Every element as f64, for a numeric array.
+    pub fn numbers(&self) -> Option<Vec<f64>> {
+        fn all<T: Copy + Into<f64>>(v: &[T]) -> Vec<f64> {
+            v.iter().map(|&x| x.into()).collect()
+        }
+        Some(match self {
+            Array::U8(v) => all(v),
+            Array::I8(v) => all(v),
+            Array::U16(v) => all(v),
+            Array::I16(v) => all(v),
+            Array::U32(v) => all(v),
+            Array::I32(v) => all(v),
+            Array::U64(v) => v.iter().map(|&x| x as f64).collect(),
+            Array::I64(v) => v.iter().map(|&x| x as f64).collect(),
+            Array::F32(v) => all(v),
+            Array::F64(v) => v.clone(),
+            Array::Bool(_) | Array::Str(_) => return None,
+        })
+    }
+
+    pub fn strings(&self) -> Option<&[String]> {
+        match self {
+            Array::Str(v) => Some(v),
+            _ => None,
+        }
+    }
 }
 
 impl Value {
@@ -63,7 +132,7 @@ impl Value {
             _ => None,
         }
     }
-    pub fn as_array(&self) -> Option<&[Value]> {
+    pub fn as_array(&self) -> Option<&Array> {
         match self {
             Value::Array(a) => Some(a),
             _ => None,
@@ -138,12 +207,10 @@ impl TensorInfo {
     pub fn type_name(&self) -> String {
         ggml_type_name(self.type_id)
     }
-    /// Row-major shape (outermost first), as transformers would write it.
-    pub fn shape(&self) -> Vec<usize> {
-        self.dims.iter().rev().map(|&d| d as usize).collect()
-    }
-    pub fn num_elements(&self) -> Option<usize> {
-        self.dims.iter().try_fold(1usize, |acc, &d| acc.checked_mul(usize::try_from(d).ok()?))
+    /// Row-major shape (outermost first), as transformers would write it. Checked: every tensor
+    /// of a parsed file fits in its bytes, so its dims fit in `usize`.
+    pub fn shape(&self) -> Result<Vec<usize>> {
+        self.dims.iter().rev().map(|&d| to_usize(d, &self.name)).collect()
     }
 }
 
@@ -155,91 +222,76 @@ pub struct GgufFile<'a> {
     data: &'a [u8],
 }
 
-struct Reader<'a> {
-    buf: &'a [u8],
-    pos: usize,
+/// GGUF's value type ids.
+fn value(r: &mut ByteReader, ty: u32, key: &str) -> Result<Value> {
+    Ok(match ty {
+        0 => Value::U8(r.u8(key)?),
+        1 => Value::I8(i8::from_le_bytes(r.array(key)?)),
+        2 => Value::U16(u16::from_le_bytes(r.array(key)?)),
+        3 => Value::I16(i16::from_le_bytes(r.array(key)?)),
+        4 => Value::U32(r.u32(key)?),
+        5 => Value::I32(r.i32(key)?),
+        6 => Value::F32(r.f32(key)?),
+        7 => Value::Bool(bool_byte(r, key)?),
+        8 => Value::Str(r.string(key)?),
+        9 => Value::Array(array(r, key)?),
+        10 => Value::U64(r.u64(key)?),
+        11 => Value::I64(i64::from_le_bytes(r.array(key)?)),
+        12 => Value::F64(f64::from_le_bytes(r.array(key)?)),
+        other => return Err(unknown_type(key, other)),
+    })
 }
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.buf.len()).ok_or_else(|| {
-            Error::format(format!(
-                "GGUF file is truncated: reading {what} at byte {} needs {n} bytes but the file has {} \
-                 in all; the download is probably incomplete, fetch it again",
-                self.pos,
-                self.buf.len()
-            ))
-        })?;
-        let s = &self.buf[self.pos..end];
-        self.pos = end;
-        Ok(s)
+fn unknown_type(key: &str, ty: u32) -> Error {
+    Error::format(format!(
+        "GGUF key '{key}' has unknown value type {ty}; the file is corrupt or from a newer GGUF version"
+    ))
+}
+
+fn bool_byte(r: &mut ByteReader, key: &str) -> Result<bool> {
+    match r.u8(key)? {
+        0 => Ok(false),
+        1 => Ok(true),
+        b => Err(Error::format(format!("GGUF key '{key}': invalid bool byte {b}"))),
     }
-    fn u32(&mut self, what: &str) -> Result<u32> {
-        Ok(u32::from_le_bytes(self.take(4, what)?.try_into().unwrap()))
-    }
-    fn u64(&mut self, what: &str) -> Result<u64> {
-        Ok(u64::from_le_bytes(self.take(8, what)?.try_into().unwrap()))
-    }
-    fn len(&mut self, what: &str) -> Result<usize> {
-        let n = self.u64(what)?;
-        // No length can exceed what is left of the file; reject before allocating.
-        if n > (self.buf.len() - self.pos) as u64 {
-            return Err(Error::format(format!(
-                "GGUF file is corrupt or truncated: {what} claims {n} entries/bytes at byte {}, \
-                 more than the {} bytes left",
-                self.pos,
-                self.buf.len() - self.pos
-            )));
-        }
-        Ok(n as usize)
-    }
-    fn string(&mut self, what: &str) -> Result<String> {
-        let n = self.len(what)?;
-        let bytes = self.take(n, what)?;
-        String::from_utf8(bytes.to_vec())
-            .map_err(|_| Error::format(format!("GGUF {what} is not valid UTF-8 (byte {})", self.pos)))
-    }
-    fn value(&mut self, ty: u32, key: &str, depth: usize) -> Result<Value> {
-        macro_rules! le {
-            ($t:ty, $v:ident) => {{
-                let b = self.take(std::mem::size_of::<$t>(), key)?;
-                Value::$v(<$t>::from_le_bytes(b.try_into().unwrap()))
-            }};
-        }
-        Ok(match ty {
-            0 => le!(u8, U8),
-            1 => le!(i8, I8),
-            2 => le!(u16, U16),
-            3 => le!(i16, I16),
-            4 => le!(u32, U32),
-            5 => le!(i32, I32),
-            6 => le!(f32, F32),
-            7 => match self.take(1, key)?[0] {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
-                b => return Err(Error::format(format!("GGUF key '{key}': invalid bool byte {b}"))),
-            },
-            8 => Value::Str(self.string(key)?),
-            9 if depth == 0 => {
-                let elem = self.u32(key)?;
-                let n = self.len(key)?;
-                let mut items = Vec::with_capacity(n.min(1 << 20));
-                for _ in 0..n {
-                    items.push(self.value(elem, key, depth + 1)?);
-                }
-                Value::Array(items)
+}
+
+/// A typed array: element type, count, elements. The count is checked against the bytes left
+/// (at the element's stored size) before the vector is allocated; arrays do not nest.
+fn array(r: &mut ByteReader, key: &str) -> Result<Array> {
+    let elem = r.u32(key)?;
+    let size: u64 = match elem {
+        0 | 1 | 7 => 1,
+        2 | 3 => 2,
+        4..=6 => 4,
+        8 | 10..=12 => 8, // a string is at least its 8-byte length
+        9 => return Err(Error::format(format!("GGUF key '{key}' nests arrays, which no model file does; the file is corrupt"))),
+        other => return Err(unknown_type(key, other)),
+    };
+    let n = r.count(size, key)?;
+    macro_rules! read {
+        ($variant:ident, $t:ty) => {{
+            let mut v = Vec::with_capacity(n);
+            for _ in 0..n {
+                v.push(<$t>::from_le_bytes(r.array(key)?));
             }
-            10 => le!(u64, U64),
-            11 => le!(i64, I64),
-            12 => le!(f64, F64),
-            other => {
-                return Err(Error::format(format!(
-                    "GGUF key '{key}' has unknown value type {other}; the file is corrupt or from a \
-                     newer GGUF version"
-                )));
-            }
-        })
+            Array::$variant(v)
+        }};
     }
+    Ok(match elem {
+        0 => read!(U8, u8),
+        1 => read!(I8, i8),
+        2 => read!(U16, u16),
+        3 => read!(I16, i16),
+        4 => read!(U32, u32),
+        5 => read!(I32, i32),
+        6 => read!(F32, f32),
+        10 => read!(U64, u64),
+        11 => read!(I64, i64),
+        12 => read!(F64, f64),
+        7 => Array::Bool((0..n).map(|_| bool_byte(r, key)).collect::<Result<_>>()?),
+        _ => Array::Str((0..n).map(|_| r.string(key)).collect::<Result<_>>()?),
+    })
 }
 
 impl<'a> GgufFile<'a> {
@@ -257,7 +309,8 @@ impl<'a> GgufFile<'a> {
                  directory (config.json + model.safetensors), or a llama2.c .bin with --tokenizer"
             )));
         }
-        let mut r = Reader { buf, pos: 4 };
+        let mut r = ByteReader::new(buf, "GGUF file");
+        r.take(4, "magic")?;
         let version = r.u32("version")?;
         if !(2..=3).contains(&version) {
             return Err(Error::Unsupported(format!(
@@ -266,21 +319,18 @@ impl<'a> GgufFile<'a> {
         }
         let n_tensors = r.u64("tensor count")?;
         let n_kv = r.u64("metadata count")?;
-        if n_tensors > buf.len() as u64 / 24 || n_kv > buf.len() as u64 / 12 {
-            return Err(Error::format(format!(
-                "GGUF header claims {n_tensors} tensors and {n_kv} metadata entries, impossible for a \
-                 {}-byte file; the file is corrupt",
-                buf.len()
-            )));
-        }
+        // A metadata entry takes at least 12 bytes (key length, type, one byte), a tensor entry 24.
+        let n_kv = r.check_count(n_kv, 13, "the metadata count")?;
+        r.check_count(n_tensors, 24, "the tensor count")?;
         let mut metadata = BTreeMap::new();
         for _ in 0..n_kv {
             let key = r.string("metadata key")?;
             let ty = r.u32(&key)?;
-            let value = r.value(ty, &key, 0)?;
+            let value = value(&mut r, ty, &key)?;
             metadata.insert(key, value);
         }
-        let mut tensors = Vec::with_capacity(n_tensors as usize);
+        let n_tensors = r.check_count(n_tensors, 24, "the tensor count")?;
+        let mut tensors = Vec::with_capacity(n_tensors);
         for _ in 0..n_tensors {
             let name = r.string("tensor name")?;
             let n_dims = r.u32(&name)?;
@@ -292,12 +342,14 @@ impl<'a> GgufFile<'a> {
             let offset = r.u64(&name)?;
             tensors.push(TensorInfo { name, dims, type_id, offset });
         }
-        let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32) as usize;
-        if alignment == 0 || !alignment.is_power_of_two() {
-            return Err(Error::format(format!("general.alignment = {alignment} is not a power of two")));
+        let alignment = metadata.get("general.alignment").and_then(Value::as_u64).unwrap_or(32);
+        if alignment == 0 || !alignment.is_power_of_two() || alignment > 1 << 16 {
+            return Err(Error::format(format!(
+                "general.alignment = {alignment} is not a power of two up to 65536; the file is corrupt"
+            )));
         }
-        let start = r.pos.div_ceil(alignment) * alignment;
-        let data = buf.get(start..).unwrap_or(&[]);
+        let start = (r.pos() as u64).div_ceil(alignment) * alignment;
+        let data = buf.get(to_usize(start, "the data offset").unwrap_or(usize::MAX)..).unwrap_or(&[]);
         let file = Self { version, metadata, tensors, data };
         // Check every tensor's extent now, so a truncated file fails at load with one message.
         for t in &file.tensors {
@@ -316,10 +368,12 @@ impl<'a> GgufFile<'a> {
         self.tensors.iter().find(|t| t.name == name)
     }
 
+    /// The stored bytes of `t`, checked in u64 against the data section.
     fn tensor_bytes(&self, t: &TensorInfo, ty: TensorType) -> Result<&'a [u8]> {
-        let n = t.num_elements().ok_or_else(|| Error::format(format!("tensor '{}' is too large", t.name)))?;
+        let what = format!("tensor '{}'", t.name);
+        let n = product(&t.dims, &what)?;
         let (block, block_bytes) = ty.block();
-        if t.dims[0] as usize % block != 0 {
+        if t.dims[0] % block as u64 != 0 {
             return Err(Error::format(format!(
                 "tensor '{}' of type {} has a row of {} elements, not a multiple of its block size {block}",
                 t.name,
@@ -327,18 +381,19 @@ impl<'a> GgufFile<'a> {
                 t.dims[0]
             )));
         }
-        let nbytes = n / block * block_bytes;
-        let start = t.offset as usize;
-        self.data.get(start..start.saturating_add(nbytes)).ok_or_else(|| {
+        let nbytes = product(&[n / block as u64, block_bytes as u64], &what)?;
+        let end = t.offset.checked_add(nbytes).filter(|&e| e <= self.data.len() as u64).ok_or_else(|| {
             Error::format(format!(
-                "GGUF file is truncated: tensor '{}' needs bytes {}..{} of the data section but it has \
-                 only {}; the download is probably incomplete, fetch it again",
+                "GGUF file is truncated or corrupt: tensor '{}' needs bytes {}..{} of the data section \
+                 but it has only {}; the download is probably incomplete, fetch it again",
                 t.name,
-                start,
-                start + nbytes,
+                t.offset,
+                t.offset as u128 + nbytes as u128,
                 self.data.len()
             ))
-        })
+        })?;
+        // Both ends are within the slice, so they fit in usize.
+        Ok(&self.data[t.offset as usize..end as usize])
     }
 
     /// Dequantizes a tensor to f32, in ggml's memory order (row-major over the reversed dims).
@@ -424,6 +479,6 @@ mod tests {
         f.extend(1u64.to_le_bytes());
         f.extend(u64::MAX.to_le_bytes()); // key length far beyond the file
         let err = GgufFile::parse(&f).err().unwrap().to_string();
-        assert!(err.contains("corrupt or truncated"), "{err}");
+        assert!(err.contains("truncated"), "{err}");
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use super::bytes::to_usize;
 use super::gguf::{GgufFile, Value};
 use super::spm::SpmTokenizer;
 use super::{ChatTemplate, Checkpoint, HostTensor, ModelInfo, Progress, Tokenizer, Weights, unpermute_rotary_rows};
@@ -37,7 +38,7 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
     for (i, t) in f.tensors.iter().enumerate() {
         let Some(name) = hf_name(&t.name) else { continue };
         *tensor_types.entry(t.type_name()).or_insert(0) += 1;
-        let mut host = HostTensor::new(t.shape(), f.dequantize(t)?);
+        let mut host = HostTensor::new(t.shape()?, f.dequantize(t)?);
         if name.ends_with("q_proj.weight") {
             host = unpermute_rotary_rows(&host, config.num_attention_heads)?;
         } else if name.ends_with("k_proj.weight") {
@@ -85,22 +86,26 @@ fn hf_name(gguf: &str) -> Option<String> {
 
 fn config(f: &GgufFile) -> Result<LlamaConfig> {
     let need = |key: &str| -> Result<usize> {
-        f.get(key).and_then(Value::as_u64).map(|v| v as usize).ok_or_else(|| {
-            Error::format(format!("GGUF metadata lacks '{key}', which a llama model must have"))
-        })
+        let v = f.get(key).and_then(Value::as_u64).ok_or_else(|| {
+            Error::format(format!("GGUF metadata lacks '{key}' (a non-negative integer), which a llama model must have"))
+        })?;
+        to_usize(v, key)
     };
+    let optional = |key: &str| f.get(key).and_then(Value::as_u64).map(|v| to_usize(v, key)).transpose();
     let hidden_size = need("llama.embedding_length")?;
     let heads = need("llama.attention.head_count")?;
     let kv_heads = need("llama.attention.head_count_kv").unwrap_or(heads);
-    let vocab_size = match f.get("llama.vocab_size").and_then(Value::as_u64) {
-        Some(v) => v as usize,
-        None => f
-            .tensor("token_embd.weight")
-            .and_then(|t| t.dims.get(1).copied())
-            .ok_or_else(|| Error::format("GGUF file has no token_embd.weight tensor"))? as usize,
+    let vocab_size = match optional("llama.vocab_size")? {
+        Some(v) => v,
+        None => to_usize(
+            f.tensor("token_embd.weight")
+                .and_then(|t| t.dims.get(1).copied())
+                .ok_or_else(|| Error::format("GGUF file has no token_embd.weight tensor"))?,
+            "the vocabulary size",
+        )?,
     };
-    let head_dim = match f.get("llama.attention.key_length").and_then(Value::as_u64) {
-        Some(v) => v as usize,
+    let head_dim = match optional("llama.attention.key_length")? {
+        Some(v) => v,
         None if heads > 0 => hidden_size / heads,
         None => 0,
     };
@@ -118,7 +123,7 @@ fn config(f: &GgufFile) -> Result<LlamaConfig> {
         tie_word_embeddings: true,
     };
     if let Some(rope_dims) = f.get("llama.rope.dimension_count").and_then(Value::as_u64) {
-        if rope_dims as usize != cfg.head_dim {
+        if rope_dims != cfg.head_dim as u64 {
             return Err(Error::Unsupported(format!(
                 "partial rotary embeddings (rope.dimension_count {rope_dims} < head size {}) are not supported",
                 cfg.head_dim
@@ -129,23 +134,35 @@ fn config(f: &GgufFile) -> Result<LlamaConfig> {
     Ok(cfg)
 }
 
-fn strings(f: &GgufFile, key: &str) -> Result<Option<Vec<String>>> {
+fn strings<'f>(f: &'f GgufFile, key: &str) -> Result<Option<&'f [String]>> {
     let Some(v) = f.get(key) else { return Ok(None) };
-    let arr = v.as_array().ok_or_else(|| Error::format(format!("GGUF '{key}' is not an array")))?;
-    arr.iter()
-        .map(|x| x.as_str().map(str::to_string).ok_or_else(|| Error::format(format!("GGUF '{key}' holds a non-string"))))
-        .collect::<Result<Vec<_>>>()
+    v.as_array()
+        .and_then(|a| a.strings())
         .map(Some)
+        .ok_or_else(|| Error::format(format!("GGUF '{key}' is not an array of strings")))
 }
 
 fn numbers(f: &GgufFile, key: &str) -> Option<Vec<f64>> {
-    f.get(key)?.as_array()?.iter().map(Value::as_f64).collect()
+    f.get(key)?.as_array()?.numbers()
 }
 
 fn tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
     let Some(tokens) = strings(f, "tokenizer.ggml.tokens")? else { return Ok(None) };
-    let id = |key: &str| f.get(key).and_then(Value::as_u64).map(|v| v as u32);
-    let (bos, eos) = (id("tokenizer.ggml.bos_token_id"), id("tokenizer.ggml.eos_token_id"));
+    if tokens.is_empty() {
+        return Err(Error::Tokenizer("the GGUF vocabulary (tokenizer.ggml.tokens) is empty".into()));
+    }
+    // Special ids are only kept when they name a token of the vocabulary.
+    let id = |key: &str| -> Result<Option<u32>> {
+        match f.get(key).and_then(Value::as_u64) {
+            Some(v) if v < tokens.len() as u64 => Ok(Some(v as u32)),
+            Some(v) => Err(Error::Tokenizer(format!(
+                "GGUF '{key}' = {v} is not a token of its {}-token vocabulary; the file is corrupt",
+                tokens.len()
+            ))),
+            None => Ok(None),
+        }
+    };
+    let (bos, eos) = (id("tokenizer.ggml.bos_token_id")?, id("tokenizer.ggml.eos_token_id")?);
     let types: Vec<i32> = numbers(f, "tokenizer.ggml.token_type")
         .map(|v| v.into_iter().map(|x| x as i32).collect())
         .unwrap_or_else(|| vec![1; tokens.len()]);
@@ -163,7 +180,7 @@ fn tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
             let merges = strings(f, "tokenizer.ggml.merges")?
                 .ok_or_else(|| Error::format("GGUF gpt2 tokenizer has no tokenizer.ggml.merges"))?;
             let pre = f.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-            Tokenizer::from_gguf_bpe(&tokens, &types, &merges, pre, bos, eos, add_bos.unwrap_or(false)).map(Some)
+            Tokenizer::from_gguf_bpe(tokens, &types, merges, pre, bos, eos, add_bos.unwrap_or(false)).map(Some)
         }
         "llama" => {
             let scores: Vec<f32> = numbers(f, "tokenizer.ggml.scores")
@@ -172,7 +189,7 @@ fn tokenizer(f: &GgufFile) -> Result<Option<Tokenizer>> {
                 .map(|x| x as f32)
                 .collect();
             let control = types.iter().map(|&t| t == 2 || t == 3).collect();
-            let mut spm = SpmTokenizer::new(tokens, scores, control, '\u{2581}');
+            let mut spm = SpmTokenizer::new(tokens.to_vec(), scores, control, '\u{2581}')?;
             spm.add_dummy_prefix = f.get("tokenizer.ggml.add_space_prefix").and_then(Value::as_bool).unwrap_or(true);
             let mut t = Tokenizer::from_spm(spm, bos, eos, "gguf llama SentencePiece");
             t.add_bos = add_bos.unwrap_or(true);

@@ -90,6 +90,38 @@ pub fn parse_config(config_json: &[u8]) -> Result<(LlamaConfig, Option<u32>, Opt
     Ok((cfg, first_id(&c.bos_token_id), first_id(&c.eos_token_id)))
 }
 
+/// The shard files `model.safetensors.index.json` names, sorted and once each. Each must be a
+/// plain `.safetensors` file name (no directory, no `..`, no absolute path), so a hostile index
+/// cannot point the loader outside the checkpoint's directory.
+pub fn shard_names(index_json: &[u8]) -> Result<Vec<String>> {
+    let index: serde_json::Value = serde_json::from_slice(index_json)
+        .map_err(|e| Error::format(format!("model.safetensors.index.json is invalid: {e}")))?;
+    let map = index.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| {
+        Error::format("model.safetensors.index.json has no weight_map object; the index is corrupt")
+    })?;
+    let mut files = Vec::new();
+    for v in map.values() {
+        let name = v.as_str().ok_or_else(|| Error::format("model.safetensors.index.json maps a tensor to a non-string"))?;
+        let plain = !name.is_empty()
+            && !name.contains(['/', '\\', ':', '\0'])
+            && !name.starts_with('.')
+            && name.ends_with(".safetensors");
+        if !plain {
+            return Err(Error::format(format!(
+                "model.safetensors.index.json names the shard '{name}', which is not a plain \
+                 .safetensors file name in the checkpoint's directory; the index is corrupt or hostile"
+            )));
+        }
+        files.push(name.to_string());
+    }
+    files.sort();
+    files.dedup();
+    if files.is_empty() {
+        return Err(Error::format("model.safetensors.index.json names no shards"));
+    }
+    Ok(files)
+}
+
 pub fn load(parts: HfParts, progress: &mut Progress) -> Result<Checkpoint> {
     let (mut config, bos_id, eos_id) = parse_config(parts.config_json)?;
     let mut weights = Weights::default();

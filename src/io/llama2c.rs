@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use super::bytes::{ByteReader, product};
 use super::spm::SpmTokenizer;
 use super::{Checkpoint, HostTensor, ModelInfo, Progress, Tokenizer, Weights, unpermute_rotary_rows};
 use crate::model::LlamaConfig;
@@ -50,18 +51,33 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
     let hs = config.head_dim;
     let kv = nkv * hs;
 
-    let floats = &bytes[28..];
-    let mut pos = 0usize;
+    // The exact size the header implies, counted in u64 before anything is read or allocated.
+    let (du, fu, lu, vu, su, kvu) = (d as u64, f as u64, l as u64, v as u64, s as u64, kv as u64);
+    let per_layer = product(&[du, du], "q/o")?
+        .checked_mul(2)
+        .and_then(|x| x.checked_add(product(&[kvu, du], "k/v").ok()?.checked_mul(2)?))
+        .and_then(|x| x.checked_add(product(&[fu, du], "ffn").ok()?.checked_mul(3)?))
+        .and_then(|x| x.checked_add(2 * du));
+    let classifier = if shared { Some(0) } else { product(&[su, hs as u64], "freq_cis")?.checked_add(product(&[vu, du], "wcls")?) };
+    let floats_needed = per_layer
+        .and_then(|p| p.checked_mul(lu))
+        .and_then(|x| x.checked_add(product(&[vu, du], "tok_embeddings").ok()?))
+        .and_then(|x| x.checked_add(du))
+        .and_then(|x| x.checked_add(classifier?))
+        .ok_or_else(|| Error::format("llama2.c header describes a model too large to exist; the file is corrupt"))?;
+    let have = (bytes.len() as u64 - 28) / 4;
+    if floats_needed > have {
+        return Err(Error::format(format!(
+            "llama2.c checkpoint is truncated: its header (dim={dim}, layers={layers}, vocab={vocab}) \
+             needs {} bytes but the file has {}; the download is probably incomplete",
+            floats_needed as u128 * 4 + 28,
+            bytes.len()
+        )));
+    }
+    // From here every size below fits in the file, hence in usize.
+    let mut r = ByteReader::new(&bytes[28..], "llama2.c checkpoint");
     let mut next = |n: usize, what: &str| -> Result<Vec<f32>> {
-        let end = (pos + n) * 4;
-        let chunk = floats.get(pos * 4..end).ok_or_else(|| {
-            Error::format(format!(
-                "llama2.c checkpoint is truncated: '{what}' needs bytes up to {} but the file has {}",
-                end + 28,
-                bytes.len()
-            ))
-        })?;
-        pos += n;
+        let chunk = r.take(n as u64 * 4, what)?;
         Ok(chunk.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect())
     };
 
@@ -106,28 +122,33 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
 /// llama2.c `tokenizer.bin`: i32 max_token_length, then per token f32 score, i32 length, bytes.
 pub fn load_tokenizer(bytes: &[u8], vocab_size: usize) -> Result<Tokenizer> {
     let bad = |m: String| Error::Tokenizer(format!("llama2.c tokenizer file is invalid: {m}"));
-    let mut pos = 4usize;
-    let mut pieces = Vec::with_capacity(vocab_size);
-    let mut scores = Vec::with_capacity(vocab_size);
-    for i in 0..vocab_size {
-        let head = bytes.get(pos..pos + 8).ok_or_else(|| {
-            bad(format!("it ends after {i} tokens but the model has {vocab_size}; tokenizer and model do not belong together"))
-        })?;
-        let score = f32::from_le_bytes(head[..4].try_into().unwrap());
-        let len = i32::from_le_bytes(head[4..].try_into().unwrap());
-        let len = usize::try_from(len).map_err(|_| bad(format!("token {i} has negative length")))?;
-        let piece = bytes.get(pos + 8..pos + 8 + len).ok_or_else(|| bad(format!("token {i} runs past the end")))?;
+    let mut r = ByteReader::new(bytes, "llama2.c tokenizer");
+    r.take(4, "max_token_length")?;
+    // Each token takes at least 8 bytes; a vocabulary the file cannot hold is refused unallocated.
+    let vocab = r.check_count(vocab_size as u64, 8, "the model's vocabulary").map_err(|_| {
+        bad(format!(
+            "it is {} bytes, too short for the model's {vocab_size} tokens; tokenizer and model do not belong together",
+            bytes.len()
+        ))
+    })?;
+    let mut pieces = Vec::with_capacity(vocab);
+    let mut scores = Vec::with_capacity(vocab);
+    for i in 0..vocab {
+        let score = r.f32("a token score")?;
+        let len = r.i32("a token length")?;
+        let len = u64::try_from(len).map_err(|_| bad(format!("token {i} has negative length {len}")))?;
+        let piece = r.take(len, "a token").map_err(|_| bad(format!("token {i} runs past the end")))?;
         pieces.push(String::from_utf8_lossy(piece).into_owned());
         scores.push(score);
-        pos += 8 + len;
     }
-    if pos != bytes.len() {
+    if !r.is_empty() {
         return Err(bad(format!(
             "{} bytes are left after {vocab_size} tokens; it was made for a model with a larger vocabulary",
-            bytes.len() - pos
+            r.remaining()
         )));
     }
-    let control = (0..vocab_size).map(|i| i < 3).collect();
-    let spm = SpmTokenizer::new(pieces, scores, control, ' ');
-    Ok(Tokenizer::from_spm(spm, Some(1), Some(2), "llama2.c tokenizer.bin"))
+    let control = (0..vocab).map(|i| i < 3).collect();
+    let spm = SpmTokenizer::new(pieces, scores, control, ' ')?;
+    let special = |id: u32| (id < vocab as u32).then_some(id);
+    Ok(Tokenizer::from_spm(spm, special(1), special(2), "llama2.c tokenizer.bin"))
 }

@@ -2,6 +2,7 @@
 //! (config, transformers-named host tensors, tokenizer, chat template); [`LoadedModel`] puts it on
 //! a device.
 
+mod bytes;
 mod chat;
 mod describe;
 pub mod gguf;
@@ -147,18 +148,11 @@ fn load_hf_dir(dir: &Path, tokenizer: Option<&Path>, progress: &mut Progress) ->
         vec![single]
     } else {
         let index_path = dir.join("model.safetensors.index.json");
-        let index: serde_json::Value = serde_json::from_slice(&read(&index_path).map_err(|_| {
+        let index = read(&index_path).map_err(|_| {
             Error::format(format!("{} has no model.safetensors (nor a sharded index)", dir.display()))
-        })?)
-        .map_err(|e| Error::format(format!("model.safetensors.index.json is invalid: {e}")))?;
-        let mut files: Vec<String> = index
-            .get("weight_map")
-            .and_then(|m| m.as_object())
-            .map(|m| m.values().filter_map(|v| v.as_str().map(str::to_string)).collect())
-            .unwrap_or_default();
-        files.sort();
-        files.dedup();
-        files.into_iter().map(|f| dir.join(f)).collect()
+        })?;
+        let files = hf::shard_names(&index)?;
+        files.iter().map(|f| shard_path(dir, f)).collect::<Result<_>>()?
     };
     let shards = shard_files.iter().map(|p| read(p)).collect::<Result<Vec<_>>>()?;
     let tok_path = dir.join("tokenizer.json");
@@ -185,6 +179,17 @@ fn load_hf_dir(dir: &Path, tokenizer: Option<&Path>, progress: &mut Progress) ->
         ckpt.tokenizer = Some(tokenizer_from_bytes(&read(path)?, ckpt.config.vocab_size)?);
     }
     Ok(ckpt)
+}
+
+/// A shard of the checkpoint in `dir` (its name checked by [`hf::shard_names`]): a regular file,
+/// not a device or a pipe (a link is followed: the Hugging Face cache links shards to its blobs).
+fn shard_path(dir: &Path, name: &str) -> Result<std::path::PathBuf> {
+    let path = dir.join(name);
+    let meta = std::fs::metadata(&path).map_err(|e| Error::io(path.display(), e))?;
+    if !meta.is_file() {
+        return Err(Error::format(format!("shard {} is not a regular file", path.display())));
+    }
+    Ok(path)
 }
 
 /// Loads a model from disk onto `device`.

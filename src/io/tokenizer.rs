@@ -42,14 +42,39 @@ pub struct Tokenizer {
     pub kind: String,
     /// Notes on approximations taken while building it (e.g. an unknown GGUF pre-tokenizer).
     pub warnings: Vec<String>,
+    /// The largest id the vocabulary can produce.
+    max_id: u32,
+    /// The longest token's text in bytes (capped): no token covers more of the input than this.
+    max_piece_bytes: usize,
 }
+
+/// Pieces longer than this are treated as this long when bounding how much text to tokenize.
+const MAX_PIECE_BYTES: usize = 256;
 
 /// End-of-turn markers of common chat formats; any present in the vocabulary stops generation.
 const END_OF_TURN: [&str; 5] = ["<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>", "<|endoftext|>"];
 
 impl Tokenizer {
     fn finish(inner: Inner, bos_id: Option<u32>, eos_id: Option<u32>, add_bos: bool, kind: String) -> Self {
-        let mut t = Self { inner, bos_id, eos_id, add_bos, stop_ids: Vec::new(), kind, warnings: Vec::new() };
+        let (max_id, max_piece_bytes) = match &inner {
+            Inner::Hf(t) => {
+                let vocab = t.get_vocab(true);
+                (vocab.values().copied().max().unwrap_or(0), vocab.keys().map(String::len).max().unwrap_or(1))
+            }
+            Inner::Spm(t) => ((t.vocab_size() - 1) as u32, t.max_piece_bytes()),
+        };
+        let max_piece_bytes = max_piece_bytes.clamp(1, MAX_PIECE_BYTES);
+        let mut t = Self {
+            inner,
+            bos_id,
+            eos_id,
+            add_bos,
+            stop_ids: Vec::new(),
+            kind,
+            warnings: Vec::new(),
+            max_id,
+            max_piece_bytes,
+        };
         t.stop_ids.extend(eos_id);
         for marker in END_OF_TURN {
             if let Some(id) = t.token_to_id(marker) {
@@ -64,6 +89,10 @@ impl Tokenizer {
     /// From an HF `tokenizer.json` (bytes). `tokenizer.json` does not say which tokens are BOS and
     /// EOS: `specials` does (from `tokenizer_config.json`, else `config.json`'s ids).
     pub fn from_hf_json(bytes: &[u8], specials: &HfSpecials) -> Result<Self> {
+        // tokenizers 0.22 panics (`expect("Helper")`) on a syntax error inside some sections
+        // instead of returning it; checked JSON never reaches that path.
+        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+            .map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
         let tk = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json could not be parsed: {e}")))?;
         let id = |name: &Option<String>, fallback: Option<u32>| name.as_deref().and_then(|n| tk.token_to_id(n)).or(fallback);
@@ -158,6 +187,13 @@ impl Tokenizer {
         Ok(ids)
     }
 
+    /// Bytes of text certain to hold more than `max_tokens` tokens: text beyond it can be cut
+    /// before tokenizing without changing the first (or last) `max_tokens` ids, so a 10 MB line
+    /// costs no more than a short one. A margin of 16 tokens covers the pieces that straddle the cut.
+    pub fn text_budget(&self, max_tokens: usize) -> usize {
+        max_tokens.saturating_add(16).saturating_mul(self.max_piece_bytes)
+    }
+
     /// The id that pads batches: EOS, as TRL does for models without a pad token (padding is
     /// masked out, so which id it is only has to be a valid row).
     pub fn pad_id(&self) -> u32 {
@@ -189,6 +225,13 @@ impl Tokenizer {
     /// another model is caught at load rather than as garbage text.
     pub fn check_fits(&self, model_vocab: usize) -> Result<()> {
         let n = self.vocab_size();
+        let specials = [self.bos_id, self.eos_id].into_iter().flatten().chain(self.stop_ids.iter().copied());
+        if let Some(id) = specials.chain([self.max_id]).find(|&id| id as usize >= model_vocab) {
+            return Err(Error::Tokenizer(format!(
+                "the tokenizer can produce token id {id} but the model's embedding has only {model_vocab} \
+                 rows: they do not belong together; pass the tokenizer that shipped with this model"
+            )));
+        }
         if n > model_vocab {
             return Err(Error::Tokenizer(format!(
                 "the tokenizer has {n} tokens but the model's embedding has only {model_vocab} rows: \

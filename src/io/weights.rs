@@ -18,6 +18,7 @@ impl HostTensor {
     }
 
     /// `[rows, cols] -> [cols, rows]`, e.g. HF `[out, in]` to burn's `[in, out]` Linear layout.
+    /// Only called on tensors whose shape [`Weights::take`] checked as 2-D.
     pub fn transposed(&self) -> Self {
         let (r, c) = (self.shape[0], self.shape[1]);
         let mut out = vec![0.0f32; r * c];
@@ -89,7 +90,12 @@ impl Weights {
 /// transformers' rotate-half layout into interleaved pairs. Row `h*hd + 2j + c` of the interleaved
 /// matrix goes back to row `h*hd + c*hd/2 + j`.
 pub fn unpermute_rotary_rows(t: &HostTensor, num_heads: usize) -> Result<HostTensor> {
-    let (rows, cols) = (t.shape[0], t.shape[1]);
+    let &[rows, cols] = t.shape.as_slice() else {
+        return Err(Error::format(format!(
+            "an attention weight has shape {:?} where a matrix was expected; the file is corrupt",
+            t.shape
+        )));
+    };
     if num_heads == 0 || rows % num_heads != 0 || (rows / num_heads) % 2 != 0 {
         return Err(Error::format(format!(
             "cannot split {rows} rows into {num_heads} rotary heads of even size"

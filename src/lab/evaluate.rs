@@ -43,7 +43,7 @@ pub async fn evaluate(
         scores.extend(rewarder.rewards(&cands).await?);
         let pairs: Vec<_> = samples.iter().filter(|s| !s.tokens.is_empty()).map(|s| (ids.clone(), s.tokens.clone())).collect();
         if !pairs.is_empty() {
-            let sb = ScoringBatch::new(&pairs, session.pad(), &session.lm.device)?;
+            let sb = ScoringBatch::new(&session.lm.model, &pairs, session.pad())?;
             let kl = read_f32(sequence_logps(model, &sb) - sequence_logps(reference, &sb)).await?;
             kls.extend(kl.into_iter().map(f64::from));
         }

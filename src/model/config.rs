@@ -45,10 +45,33 @@ impl LlamaConfig {
         if self.max_position_embeddings == 0 {
             return bad("max_position_embeddings must be positive".into());
         }
+        // Bounds far above any model this lab can run, so sizes computed from them cannot overflow
+        // and a corrupt header fails here, before a table or tensor is sized from it.
+        let limits = [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("hidden_size", self.hidden_size, 1 << 16),
+            ("intermediate_size", self.intermediate_size, 1 << 18),
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
+            ("num_attention_heads", self.num_attention_heads, 1 << 10),
+            ("head_dim", self.head_dim, 1 << 11),
+        ];
+        if let Some((name, v, max)) = limits.iter().find(|(_, v, max)| v > max) {
+            return bad(format!("{name} = {v} is larger than any supported model ({max} at most)"));
+        }
+        if self.intermediate_size == 0 {
+            return bad("intermediate_size must be positive".into());
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 1.0) {
+            return bad(format!("rope_theta = {} must be a finite number above 1", self.rope_theta));
+        }
+        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps > 0.0 && self.rms_norm_eps < 1.0) {
+            return bad(format!("rms_norm_eps = {} must be in (0, 1)", self.rms_norm_eps));
+        }
         Ok(())
     }
 
-    /// Number of parameters in the decoder (a tied head counts once).
+    /// Number of parameters in the decoder (a tied head counts once). Fits in usize for a
+    /// validated config on a 64-bit host; see [`Self::largest_weight_bytes`] for 32-bit checks.
     pub fn num_parameters(&self) -> usize {
         let (d, f, v) = (self.hidden_size, self.intermediate_size, self.vocab_size);
         let q = self.num_attention_heads * self.head_dim;

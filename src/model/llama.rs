@@ -6,7 +6,7 @@ use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use super::{Attention, KvCache, LlamaConfig, LoraLinear, Mlp, RopeAngles, RotaryEmbedding};
-use crate::Result;
+use crate::{Error, Result};
 use crate::io::{HostTensor, Weights};
 
 /// Additive mask value for hidden keys: very negative but finite, so a query with no visible key
@@ -57,7 +57,7 @@ pub struct Batch {
 impl Batch {
     /// Sequences of different lengths, padded on the right with `pad_id`; positions start at 0.
     /// Returns the batch and each sequence's real length.
-    pub fn right_padded(seqs: &[Vec<u32>], pad_id: u32, device: &Device) -> (Self, Vec<usize>) {
+    pub fn right_padded(model: &Llama, seqs: &[Vec<u32>], pad_id: u32) -> Result<(Self, Vec<usize>)> {
         let lens: Vec<usize> = seqs.iter().map(Vec::len).collect();
         let t = lens.iter().copied().max().unwrap_or(0).max(1);
         let valid: Vec<Vec<bool>> = lens.iter().map(|&l| (0..t).map(|j| j < l).collect()).collect();
@@ -66,12 +66,12 @@ impl Batch {
             .iter()
             .map(|s| s.iter().copied().chain(std::iter::repeat(pad_id)).take(t).collect())
             .collect();
-        (Self::build(&tokens, &positions, &valid, 0, device), lens)
+        Ok((Self::build(model, &tokens, &positions, &valid, 0)?, lens))
     }
 
     /// Sequences padded on the left (for decoding them together); positions count real tokens only.
     /// Returns the batch and, per row, the key validity to extend as decoding goes on.
-    pub fn left_padded(seqs: &[Vec<u32>], pad_id: u32, device: &Device) -> (Self, Vec<Vec<bool>>) {
+    pub fn left_padded(model: &Llama, seqs: &[Vec<u32>], pad_id: u32) -> Result<(Self, Vec<Vec<bool>>)> {
         let t = seqs.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let mut tokens = Vec::new();
         let mut positions = Vec::new();
@@ -82,25 +82,36 @@ impl Batch {
             positions.push((0..t).map(|j| j.saturating_sub(pad)).collect());
             valid.push((0..t).map(|j| j >= pad).collect());
         }
-        (Self::build(&tokens, &positions, &valid, 0, device), valid)
+        Ok((Self::build(model, &tokens, &positions, &valid, 0)?, valid))
     }
 
     /// A decoding step: one new token per row at `positions`, attending to `valid` keys (the cache
     /// plus this token).
-    pub fn step(tokens: &[u32], positions: &[usize], valid: &[Vec<bool>], device: &Device) -> Self {
+    pub fn step(model: &Llama, tokens: &[u32], positions: &[usize], valid: &[Vec<bool>]) -> Result<Self> {
         let tok: Vec<Vec<u32>> = tokens.iter().map(|&x| vec![x]).collect();
         let pos: Vec<Vec<usize>> = positions.iter().map(|&p| vec![p]).collect();
         let past = valid.first().map_or(1, Vec::len) - 1;
-        Self::build(&tok, &pos, valid, past, device)
+        Self::build(model, &tok, &pos, valid, past)
     }
 
-    fn build(
-        tokens: &[Vec<u32>],
-        positions: &[Vec<usize>],
-        valid: &[Vec<bool>],
-        past: usize,
-        device: &Device,
-    ) -> Self {
+    /// Where tokens enter the model: every id must name a row of the embedding and every position
+    /// a row of the rotary table, whatever tokenizer or file produced them (the CPU backends
+    /// panic on an index out of range, and WebGPU reads garbage).
+    fn build(model: &Llama, tokens: &[Vec<u32>], positions: &[Vec<usize>], valid: &[Vec<bool>], past: usize) -> Result<Self> {
+        let (vocab, context) = (model.vocab_size(), model.rope.max_positions);
+        if let Some(&id) = tokens.iter().flatten().find(|&&id| id as usize >= vocab) {
+            return Err(Error::Invalid(format!(
+                "token id {id} is outside the model's vocabulary of {vocab} tokens: the tokenizer does \
+                 not belong to this model"
+            )));
+        }
+        if let Some(&p) = positions.iter().flatten().find(|&&p| p >= context) {
+            return Err(Error::Invalid(format!(
+                "a sequence reaches position {p} but the model's context is {context} tokens; shorten \
+                 the prompt or the completion (max prompt/completion length)"
+            )));
+        }
+        let device = &model.embed_tokens.weight.device();
         let b = tokens.len();
         let t = tokens.first().map_or(0, Vec::len);
         let s = past + t;
@@ -118,11 +129,11 @@ impl Batch {
             }
             Tensor::from_data(TensorData::new(m, [b, 1, t, s]), device)
         });
-        Self {
+        Ok(Self {
             tokens: Tensor::from_data(TensorData::new(tok, [b, t]), device),
             positions: Tensor::from_data(TensorData::new(pos, [b, t]), device),
             mask,
-        }
+        })
     }
 }
 

@@ -62,8 +62,12 @@ impl LoraConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.r == 0 {
-            return Err(Error::Invalid("LoRA rank r must be at least 1".into()));
+        if self.r == 0 || self.r > 4096 {
+            return Err(Error::Invalid(format!("LoRA rank r = {} must be between 1 and 4096", self.r)));
+        }
+        // 1e308 would load, and every output would be NaN.
+        if !(self.lora_alpha.is_finite() && self.lora_alpha > 0.0 && self.lora_alpha <= 1e6) {
+            return Err(Error::Invalid(format!("lora_alpha = {} must be a positive number up to 1e6", self.lora_alpha)));
         }
         if !(0.0..1.0).contains(&self.lora_dropout) {
             return Err(Error::Invalid("lora_dropout must be in [0, 1)".into()));

@@ -1,0 +1,193 @@
+//! The fuzz targets' bodies, shared by `cargo fuzz` (`fuzz/fuzz_targets/*.rs`, run by
+//! `scripts/fuzz`) and the smoke run in the test command (`tests/fuzz_smoke.rs`). Each feeds
+//! bytes to one loader and, when the loader accepts them, uses what it built the way the app
+//! would (render, tokenize, one forward pass), and says whether the loader accepted them. An
+//! error is a pass; a panic, a hang or an allocation out of proportion to the input is a bug.
+#![allow(dead_code)]
+
+use alignlab::backend::{self, BackendKind, block_on};
+use alignlab::data::{self, Demonstration, Preference, PromptOnly, Unpaired};
+use alignlab::io::{self, ChatTemplate, Checkpoint, Message, hf, llama2c, peft};
+use alignlab::logps::completion_logps;
+use alignlab::model::{Llama, LlamaConfig};
+
+/// Every target by name: the directory names under `fuzz/corpus/` and `fuzz/regressions/`.
+pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
+    ("gguf", gguf),
+    ("llama2c", llama2c_model),
+    ("tokenizer_bin", tokenizer_bin),
+    ("tokenizer_json", tokenizer_json),
+    ("hf", hf_checkpoint),
+    ("peft", peft_adapter),
+    ("jsonl", jsonl),
+    ("chat_template", chat_template),
+];
+
+const TEXTS: [&str; 3] = ["Hello, world", "  wörld 123 <|im_end|> <s>", ""];
+
+fn quiet(_: &str, _: f32) {}
+
+fn device() -> burn::tensor::Device {
+    backend::open(BackendKind::Flex).expect("the Flex CPU device always opens").device
+}
+
+/// Splits `data` into `n` parts, each but the last prefixed by a little-endian u16 length.
+fn parts(data: &[u8], n: usize) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    for _ in 1..n {
+        let len = match rest {
+            [a, b, tail @ ..] => {
+                rest = tail;
+                (u16::from_le_bytes([*a, *b]) as usize).min(rest.len())
+            }
+            _ => 0,
+        };
+        out.push(&rest[..len]);
+        rest = &rest[len..];
+    }
+    out.push(rest);
+    out
+}
+
+/// What the app does with a model it loaded: render the chat template, tokenize, score.
+fn exercise(ckpt: Checkpoint) -> bool {
+    let Ok(lm) = ckpt.into_model(&device(), &mut quiet) else { return false };
+    for text in TEXTS {
+        let prompt = lm.chat_prompt(&[Message::system("Be brief."), Message::user(text)], true).unwrap_or_else(|_| text.to_string());
+        let Ok(ids) = lm.tokenizer.encode(&prompt, true) else { continue };
+        let _ = lm.tokenizer.decode(&ids);
+        if !ids.is_empty() {
+            let pairs = [(ids, vec![lm.tokenizer.end_of_turn()])];
+            let _ = block_on(completion_logps(&lm.model, lm.tokenizer.pad_id(), &pairs));
+        }
+    }
+    true
+}
+
+/// One forward pass of a model built from a checkpoint without a tokenizer.
+fn forward(mut ckpt: Checkpoint) -> bool {
+    let Ok(model) = Llama::from_weights(&ckpt.config, &mut ckpt.weights, &device()) else { return false };
+    let pairs = [(vec![0u32, 1], vec![2u32])];
+    block_on(completion_logps(&model, 0, &pairs)).is_ok()
+}
+
+pub fn gguf(data: &[u8]) -> bool {
+    let Ok(ckpt) = Checkpoint::from_bytes(data, None, &mut quiet) else { return false };
+    let _ = ckpt.describe();
+    exercise(ckpt)
+}
+
+pub fn llama2c_model(data: &[u8]) -> bool {
+    let Ok(ckpt) = llama2c::load(data, &mut quiet) else { return false };
+    forward(ckpt)
+}
+
+/// The first two bytes give the model's vocabulary size, the rest is `tokenizer.bin`.
+pub fn tokenizer_bin(data: &[u8]) -> bool {
+    let [a, b, file @ ..] = data else { return false };
+    let vocab = u16::from_le_bytes([*a, *b]) as usize;
+    let Ok(t) = llama2c::load_tokenizer(file, vocab) else { return false };
+    tokenize(&t, vocab)
+}
+
+/// Encodes and decodes a few texts; true when the tokenizer fits the model's vocabulary.
+fn tokenize(t: &io::Tokenizer, vocab: usize) -> bool {
+    for text in TEXTS {
+        if let Ok(ids) = t.encode(text, true) {
+            let _ = t.decode(&ids);
+        }
+    }
+    t.check_fits(vocab).is_ok()
+}
+
+/// A `tokenizer.json` paired with a 64-token model.
+pub fn tokenizer_json(data: &[u8]) -> bool {
+    let Ok(t) = io::tokenizer_from_bytes(data, 64) else { return false };
+    tokenize(&t, 64)
+}
+
+/// `config.json`, `model.safetensors.index.json` and `model.safetensors`.
+pub fn hf_checkpoint(data: &[u8]) -> bool {
+    let p = parts(data, 3);
+    let _ = hf::parse_config(p[0]);
+    let index = hf::shard_names(p[1]).is_ok();
+    let parts = hf::HfParts { config_json: p[0], safetensors: vec![p[2]], tokenizer_json: None, tokenizer_config_json: None, chat_template: None };
+    let Ok(ckpt) = hf::load(parts, &mut quiet) else { return false };
+    forward(ckpt) && index
+}
+
+/// A tiny model with every adapter target, built once per call (cheap at this size).
+pub fn tiny_model() -> Llama {
+    let c = LlamaConfig {
+        vocab_size: 16,
+        hidden_size: 8,
+        intermediate_size: 12,
+        num_hidden_layers: 1,
+        num_attention_heads: 2,
+        num_key_value_heads: 1,
+        head_dim: 4,
+        rope_theta: 10_000.0,
+        rms_norm_eps: 1e-5,
+        max_position_embeddings: 32,
+        tie_word_embeddings: true,
+    };
+    let mut w = io::Weights::default();
+    let mut put = |name: String, shape: Vec<usize>| {
+        let n = shape.iter().product();
+        w.insert(name, io::HostTensor::new(shape, (0..n).map(|i| ((i * 7 % 13) as f32 - 6.0) / 20.0).collect()));
+    };
+    put("model.embed_tokens.weight".into(), vec![16, 8]);
+    put("model.norm.weight".into(), vec![8]);
+    let p = "model.layers.0";
+    for (name, shape) in [
+        ("input_layernorm", vec![8]),
+        ("post_attention_layernorm", vec![8]),
+        ("self_attn.q_proj", vec![8, 8]),
+        ("self_attn.k_proj", vec![4, 8]),
+        ("self_attn.v_proj", vec![4, 8]),
+        ("self_attn.o_proj", vec![8, 8]),
+        ("mlp.gate_proj", vec![12, 8]),
+        ("mlp.up_proj", vec![12, 8]),
+        ("mlp.down_proj", vec![8, 12]),
+    ] {
+        put(format!("{p}.{name}.weight"), shape);
+    }
+    Llama::from_weights(&c, &mut w, &device()).expect("the tiny model is consistent")
+}
+
+/// `adapter_config.json` then `adapter_model.safetensors`, loaded into the tiny model.
+pub fn peft_adapter(data: &[u8]) -> bool {
+    let p = parts(data, 2);
+    let mut model = tiny_model();
+    if peft::load_adapter(&mut model, p[0], p[1]).is_err() {
+        return false;
+    }
+    let pairs = [(vec![0u32, 1], vec![2u32])];
+    block_on(completion_logps(&model, 0, &pairs)).is_ok()
+}
+
+/// TRL JSONL in every record type; what is imported exports and imports back unchanged.
+pub fn jsonl(data: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(data);
+    fn roundtrip<T: data::Record + PartialEq + std::fmt::Debug>(text: &str) -> bool {
+        let got = data::import::<T>(text);
+        let again = data::import::<T>(&data::export(&got.records));
+        assert_eq!(again.records, got.records, "export then import changed the records");
+        assert!(again.errors.is_empty(), "exported records failed to import: {:?}", again.errors);
+        !got.records.is_empty()
+    }
+    // Every record type, each on the whole text.
+    let found = [roundtrip::<Preference>(&text), roundtrip::<Unpaired>(&text), roundtrip::<PromptOnly>(&text), roundtrip::<Demonstration>(&text)];
+    found.iter().any(|&f| f)
+}
+
+/// A chat template from a model file, rendered as the app renders it.
+pub fn chat_template(data: &[u8]) -> bool {
+    let t = ChatTemplate::new(String::from_utf8_lossy(data), "<s>", "</s>");
+    let mut ok = true;
+    for text in TEXTS {
+        ok &= t.render(&[Message::system("Be brief."), Message::user(text), Message::assistant("Hi")], true).is_ok();
+    }
+    ok
+}
