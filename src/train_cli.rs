@@ -2,8 +2,9 @@
 //! `best-of-n`, `eval`. A training command builds a [`RunSpec`] from its arguments and steps a
 //! [`Run`]; it writes `run.json` (the spec without the data), `metrics.jsonl` (one line per step,
 //! TRL's names) and what it trained under `--output-dir`: the adapter in PEFT's layout, a reward
-//! model (PEFT SEQ_CLS), or an HF checkpoint for full fine-tuning. With `--save-steps N` it saves
-//! every N steps too, each file written whole and renamed, so a killed run resumes from there.
+//! model (PEFT SEQ_CLS), or an HF checkpoint for full fine-tuning. With `--save-steps N` it writes
+//! a checkpoint every N steps (adapter, optimizer state, step), whole or not at all, so a killed
+//! run resumes with `--resume-from` exactly where it was.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -21,7 +22,7 @@ use alignlab::io::hf::save_hf;
 use alignlab::io::peft::{AdapterFiles, write_atomic};
 use alignlab::judges::JudgeSpec;
 use alignlab::lab::run::Examples;
-use alignlab::lab::{EvalConfig, Method, RewardSpec, Rewarder, Run, RunSpec, Session, TrainData, Which};
+use alignlab::lab::{EvalConfig, Method, RewardSpec, Rewarder, Run, RunSpec, RunState, Session, TrainData, Which};
 use alignlab::model::LoraConfig;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -52,11 +53,15 @@ pub struct TrainArgs {
     pub encoding: Encoding,
     #[command(flatten)]
     pub eval: EvalConfig,
-    /// Continue a stopped run: load the adapter saved in DIR and go on from its last logged step
-    /// (the learning-rate schedule continues; AdamW's moments start afresh).
+    /// Continue a stopped run from DIR: an output directory (its newest checkpoint-N), a
+    /// checkpoint-N directory, or an adapter directory. With a checkpoint the run continues
+    /// exactly (adapter, AdamW's moments, schedule, batches); from a bare adapter AdamW's moments
+    /// start afresh.
     #[arg(long)]
     pub resume_from: Option<PathBuf>,
-    /// Save what is trained every N steps as well as at the end (0 = only at the end).
+    /// Save a checkpoint (adapter, optimizer state, step) every N steps into
+    /// OUTPUT_DIR/checkpoint-N, written whole then renamed; only the newest is kept. 0 = only
+    /// the final adapter.
     #[arg(long, default_value_t = 0)]
     pub save_steps: usize,
     /// Also write the policy with its adapter merged in as an HF checkpoint (OUTPUT_DIR/merged).
@@ -219,12 +224,26 @@ fn train(a: TrainArgs, mut method: Method, data: TrainData, reward: Option<&Rewa
         cfg.seed = a.train.seed;
     }
     let mut done = 0;
-    if let Some(dir) = &a.resume_from {
-        let files = AdapterFiles::read_dir(dir)?;
+    let mut restore = None;
+    if let Some(from) = &a.resume_from {
+        let dir = newest_checkpoint(from)?.unwrap_or_else(|| from.clone());
+        let files = AdapterFiles::read_dir(&dir)?;
         let lm = session.lm.clone();
         session.policy.import_adapter(&lm, files.config_json.as_bytes(), &files.safetensors).with_context(|| format!("resuming from {}", dir.display()))?;
-        done = last_logged_step(dir)?;
-        eprintln!("resuming from {} at step {done}", dir.display());
+        match read_checkpoint_state(&dir)? {
+            (Some(state), Some(optimizer)) => {
+                done = state.step;
+                eprintln!("resuming from {} at step {done} (adapter, optimizer state and batches as they were)", dir.display());
+                restore = Some((state, optimizer));
+            }
+            (state, _) => {
+                done = match state {
+                    Some(s) => s.step,
+                    None => last_logged_step(&dir)?,
+                };
+                eprintln!("resuming from {} at step {done}; it has no optimizer state, so AdamW's moments start afresh", dir.display());
+            }
+        }
     }
     let lora = (!a.full).then(|| LoraConfig { seed: a.train.seed, ..a.lora.clone() });
     let spec = RunSpec { method, train: a.train.clone(), lora, encoding: a.encoding.clone(), eval: a.eval.clone(), data };
@@ -232,7 +251,10 @@ fn train(a: TrainArgs, mut method: Method, data: TrainData, reward: Option<&Rewa
     let described = RunSpec { data: TrainData::default(), ..spec.clone() };
     write_atomic(&a.output_dir.join("run.json"), serde_json::to_string_pretty(&described)?.as_bytes())?;
     let mut run = Run::new(&session, spec)?;
-    run.resume_at(done);
+    match &restore {
+        Some((state, optimizer)) => run.restore(state, optimizer)?,
+        None => run.resume_at(done),
+    }
     eprintln!("{}: {} trainable parameters, {} examples ({} held out)", run.spec.method.name(), run.trainable(), run.examples(), run.held_out());
     let mut log = Log::new(&a.output_dir, run.total_steps(), done)?;
     let mut last = Metrics::new();
@@ -242,7 +264,7 @@ fn train(a: TrainArgs, mut method: Method, data: TrainData, reward: Option<&Rewa
                 log.step(&m)?;
                 last = m;
                 if a.save_steps > 0 && run.steps_done() % a.save_steps == 0 && !run.is_done() {
-                    save(&a, &run, &mut session, &last)?;
+                    checkpoint(&a, &run, &mut session)?;
                 }
             }
             Err(e) => {
@@ -292,6 +314,62 @@ fn save(a: &TrainArgs, run: &Run, session: &mut Session, last: &Metrics) -> Resu
     Ok(())
 }
 
+/// Writes OUTPUT_DIR/checkpoint-N (adapter, `optimizer.bpk`, `trainer_state.json`) into a
+/// `.part` directory renamed when whole, then drops older checkpoints: a kill at any moment
+/// leaves the previous checkpoint or the new one, never half of one.
+fn checkpoint(a: &TrainArgs, run: &Run, session: &mut Session) -> Result<()> {
+    let (state, optimizer) = match run.state() {
+        Ok(s) => s,
+        // Reward models and full fine-tunes save their weights only (no exact resume yet).
+        Err(_) => return save(a, run, session, &Metrics::new()),
+    };
+    run.publish(session);
+    let name = format!("checkpoint-{}", state.step);
+    let part = a.output_dir.join(format!("{name}.part"));
+    let _ = std::fs::remove_dir_all(&part);
+    block_on(session.policy.export_adapter(&session.model_name()))?.write_dir(&part)?;
+    std::fs::write(part.join("optimizer.bpk"), optimizer)?;
+    std::fs::write(part.join("trainer_state.json"), serde_json::to_vec_pretty(&state)?)?;
+    let dir = a.output_dir.join(&name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&part, &dir).with_context(|| format!("writing {}", dir.display()))?;
+    for old in checkpoints(&a.output_dir)?.into_iter().filter(|(step, _)| *step != state.step) {
+        let _ = std::fs::remove_dir_all(old.1);
+    }
+    Ok(())
+}
+
+/// The complete `checkpoint-N` directories in `dir`, by step.
+fn checkpoints(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(step) = name.strip_prefix("checkpoint-").and_then(|s| s.parse::<usize>().ok()) {
+            out.push((step, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// The newest checkpoint in an output directory, if `dir` is one that has any.
+fn newest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
+    if dir.join("trainer_state.json").exists() {
+        return Ok(Some(dir.to_path_buf()));
+    }
+    Ok(checkpoints(dir)?.pop().map(|(_, p)| p))
+}
+
+/// A checkpoint's `trainer_state.json` and `optimizer.bpk`, each when present.
+fn read_checkpoint_state(dir: &Path) -> Result<(Option<RunState>, Option<Vec<u8>>)> {
+    let (state, optimizer) = (dir.join("trainer_state.json"), dir.join("optimizer.bpk"));
+    let state = match std::fs::read(&state) {
+        Ok(text) => Some(serde_json::from_slice(&text).with_context(|| format!("{} is not a run state", state.display()))?),
+        Err(_) => None,
+    };
+    Ok((state, std::fs::read(&optimizer).ok()))
+}
+
 /// The last step logged in DIR's metrics.jsonl (0 without one).
 fn last_logged_step(dir: &Path) -> Result<usize> {
     let path = dir.join("metrics.jsonl");
@@ -309,6 +387,16 @@ struct Log {
 impl Log {
     fn new(dir: &Path, steps: usize, done: usize) -> Result<Self> {
         let path = dir.join("metrics.jsonl");
+        if done > 0 && path.exists() {
+            // A killed run may have logged steps past its checkpoint: they are run again.
+            let text = std::fs::read_to_string(&path)?;
+            let kept: String = text
+                .lines()
+                .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_f64()).is_some_and(|s| s as usize <= done))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            write_atomic(&path, kept.as_bytes())?;
+        }
         let file = std::fs::OpenOptions::new().create(true).append(done > 0).write(true).truncate(done == 0).open(&path)
             .with_context(|| format!("creating {}", path.display()))?;
         let bar = ProgressBar::new(steps as u64);

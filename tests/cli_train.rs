@@ -201,3 +201,53 @@ fn full_fine_tuning_saves_an_hf_checkpoint_that_loads_back() {
     let (t, b) = (tuned["sum"].as_f64().unwrap(), base["sum"].as_f64().unwrap());
     assert!((t - b).abs() > 1e-4, "two full fine-tuning steps must change the weights: {t} vs {b}");
 }
+
+#[test]
+fn a_killed_run_resumes_from_its_checkpoint_to_the_same_end() {
+    let Some(f) = Fixture::new("kill") else { return };
+    // Dropout on: the resumed run must draw the same masks as the uninterrupted one.
+    let args = |out: &str| -> Vec<String> {
+        ["dpo", "--data", &f.p("prefs.jsonl"), "--output-dir", out, "--max-steps", "60", "--learning-rate", "5e-3",
+         "--batch-size", "2", "--lora-r", "4", "--lora-dropout", "0.1", "--save-steps", "2", "--eval-fraction", "0",
+         "--model", &f.model, "--tokenizer", &f.tok].iter().map(|s| s.to_string()).collect()
+    };
+    let (whole, killed) = (f.p("whole"), f.p("killed"));
+    let (ok, _, err) = alignlab(&args(&whole).iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+
+    // The same run, killed (SIGKILL: no chance to save) once its step-4 checkpoint exists.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_alignlab"))
+        .args(args(&killed))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while !Path::new(&killed).join("checkpoint-4").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(started.elapsed().as_secs() < 120, "no checkpoint-4 after 2 minutes");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!Path::new(&killed).join("adapter_model.safetensors").exists(), "killed before its final save");
+    let before = metrics(Path::new(&killed)).len();
+    assert!(before < 60, "killed mid-way ({before} steps logged)");
+
+    let mut resume = args(&killed);
+    resume.extend(["--resume-from".to_string(), killed.clone()]);
+    let (ok, _, err) = alignlab(&resume.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(ok, "{err}");
+    assert!(err.contains("optimizer state"), "{err}");
+
+    let (a, b) = (metrics(Path::new(&whole)), metrics(Path::new(&killed)));
+    let steps: Vec<u64> = b.iter().map(|v| v["step"].as_f64().unwrap() as u64).collect();
+    assert_eq!(steps, (1..=60).collect::<Vec<_>>(), "each step logged once, the killed run's extra steps replaced");
+    for (x, y) in a.iter().zip(&b) {
+        for key in ["loss", "rewards/margins", "grad_norm", "learning_rate"] {
+            let (u, v) = (x[key].as_f64().unwrap(), y[key].as_f64().unwrap());
+            assert!((u - v).abs() <= 1e-5 * u.abs().max(1.0), "step {}: {key} {u} uninterrupted vs {v} resumed", x["step"]);
+        }
+    }
+    // And the run really moved: the margin grew.
+    assert!(a[59]["rewards/margins"].as_f64().unwrap() > a[0]["rewards/margins"].as_f64().unwrap() + 0.05);
+}

@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::Tensor;
+use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, OptimizerRecord};
+use burn::tensor::{Bytes, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::read_f32;
@@ -159,13 +159,24 @@ impl<M: Module> Trainer<M> {
         if !model.devices().first().is_some_and(|d| d.is_autodiff()) {
             return Err(Error::Invalid("training needs the model on an autodiff device (Device::autodiff)".into()));
         }
-        let optim = AdamWConfig::new()
-            .with_beta_1(cfg.adam_beta1 as f32)
-            .with_beta_2(cfg.adam_beta2 as f32)
-            .with_epsilon(cfg.adam_epsilon as f32)
-            .with_weight_decay(cfg.weight_decay as f32)
-            .init();
-        Ok(Self { last_good: model.clone(), model, cfg, step: 0, optim })
+        Ok(Self { last_good: model.clone(), optim: adamw(&cfg), model, cfg, step: 0 })
+    }
+
+    /// The optimizer's state (AdamW's moments and step count, keyed by parameter id), as
+    /// burnpack bytes: saved beside the weights, it lets a stopped run continue exactly.
+    pub fn optimizer_state(&self) -> Result<Vec<u8>> {
+        let bytes = self.optim.to_record().into_bytes().map_err(|e| Error::Device(format!("saving the optimizer state failed: {e:?}")))?;
+        Ok(bytes.to_vec())
+    }
+
+    /// Restores [`Self::optimizer_state`]; the model's parameters must carry the ids it was
+    /// saved under.
+    pub fn load_optimizer_state(&mut self, bytes: &[u8]) -> Result<()> {
+        let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
+            .map_err(|e| Error::format(format!("the saved optimizer state is corrupt: {e:?}")))?;
+        let fresh = adamw(&self.cfg);
+        self.optim = std::mem::replace(&mut self.optim, fresh).load_record(record);
+        Ok(())
     }
 
     pub fn done(&self) -> bool {
@@ -225,6 +236,15 @@ impl<M: Module> Trainer<M> {
         m.insert("step".into(), self.step as f64);
         Ok(m)
     }
+}
+
+fn adamw(cfg: &TrainConfig) -> ModuleOptimizer {
+    AdamWConfig::new()
+        .with_beta_1(cfg.adam_beta1 as f32)
+        .with_beta_2(cfg.adam_beta2 as f32)
+        .with_epsilon(cfg.adam_epsilon as f32)
+        .with_weight_decay(cfg.weight_decay as f32)
+        .init()
 }
 
 /// Hands out micro-batches of example indices: shuffled each epoch (seeded), fixed size.

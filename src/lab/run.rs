@@ -90,6 +90,15 @@ pub enum Trained {
     RewardModel(RewardHead),
 }
 
+/// A run's position beside its saved adapter and optimizer state (`trainer_state.json`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct RunState {
+    /// Steps taken (rounds for RLHF).
+    pub step: usize,
+    /// The adapter's parameter ids by PEFT tensor name: the optimizer state's keys.
+    pub param_ids: std::collections::BTreeMap<String, u64>,
+}
+
 pub struct Run {
     pub spec: RunSpec,
     lm: Rc<LoadedModel>,
@@ -158,7 +167,8 @@ impl Run {
     }
 
     /// Continues a stopped run at `step` (as counted by [`Run::steps_done`]): the schedule goes on
-    /// from there and batches are drawn afresh (AdamW's moments start anew).
+    /// from there and the batches are the ones the run would have drawn next. AdamW's moments
+    /// start anew unless [`Run::restore`] brings them back.
     pub fn resume_at(&mut self, step: usize) {
         self.done = step.min(self.spec.train.max_steps);
         let per = self.rl().map_or(1, |c| c.num_iterations);
@@ -167,7 +177,34 @@ impl Run {
             Learner::Reward { trainer, .. } => trainer.step = self.done,
         }
         let size = self.rl().map_or(self.spec.train.per_device_train_batch_size, |c| c.prompts_per_step);
-        self.batches = Batches::new(self.train.len(), size, self.spec.train.seed.wrapping_add(step as u64));
+        self.batches = Batches::new(self.train.len(), size, self.spec.train.seed);
+        for _ in 0..self.done {
+            self.batches.next();
+        }
+    }
+
+    /// Where the run stands, to save beside its adapter: the steps taken and the optimizer's state
+    /// with the ids it is keyed by. Policy runs with LoRA only.
+    pub fn state(&self) -> Result<(RunState, Vec<u8>)> {
+        match &self.learner {
+            Learner::Policy { trainer, .. } if trainer.model.has_lora() => {
+                Ok((RunState { step: self.done, param_ids: trainer.model.lora_param_ids() }, trainer.optimizer_state()?))
+            }
+            _ => Err(Error::Unsupported("only LoRA policy runs save their optimizer state so far".into())),
+        }
+    }
+
+    /// Continues exactly where [`Run::state`] left off: the session's policy must hold the adapter
+    /// saved with it.
+    pub fn restore(&mut self, state: &RunState, optimizer: &[u8]) -> Result<()> {
+        self.resume_at(state.step);
+        match &mut self.learner {
+            Learner::Policy { trainer, .. } => {
+                trainer.model.set_lora_param_ids(&state.param_ids)?;
+                trainer.load_optimizer_state(optimizer)
+            }
+            Learner::Reward { .. } => Err(Error::Unsupported("reward-model runs cannot be resumed yet".into())),
+        }
     }
 
     fn rl(&self) -> Option<&RlConfig> {
@@ -210,6 +247,9 @@ impl Run {
         if self.is_done() {
             return Err(Error::Invalid("this run has taken all its steps".into()));
         }
+        // Dropout draws from the device's generator, seeded per step: a resumed run draws what
+        // the uninterrupted one would have.
+        self.lm.device.seed(self.spec.train.seed.wrapping_add((self.done as u64).wrapping_mul(0x9E37_79B9)));
         let idx = self.batches.next();
         let batch = self.train.pick(&idx);
         let pad = self.lm.tokenizer.pad_id();

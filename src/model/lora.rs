@@ -302,6 +302,39 @@ impl Llama {
         out
     }
 
+    /// Each adapter matrix's parameter id under its PEFT name (see [`Llama::lora_tensors`]): what
+    /// an optimizer's state is keyed by.
+    pub fn lora_param_ids(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for (path, lin) in self.linears() {
+            if let Some(l) = &lin.lora {
+                out.insert(format!("base_model.model.{path}.lora_A.weight"), l.a.id.val());
+                out.insert(format!("base_model.model.{path}.lora_B.weight"), l.b.id.val());
+            }
+        }
+        out
+    }
+
+    /// Gives the adapter matrices the ids `ids` names (from [`Llama::lora_param_ids`] of the run
+    /// that saved an optimizer state), so that state applies to them again.
+    pub fn set_lora_param_ids(&mut self, ids: &std::collections::BTreeMap<String, u64>) -> Result<()> {
+        let mut set = 0;
+        for (path, _, lin) in self.linears_mut() {
+            if let Some(l) = &mut lin.lora {
+                for (part, param) in [("lora_A", &mut l.a), ("lora_B", &mut l.b)] {
+                    let key = format!("base_model.model.{path}.{part}.weight");
+                    let id = ids.get(&key).ok_or_else(|| Error::format(format!("the saved run state has no id for '{key}'")))?;
+                    param.id = burn::module::ParamId::from(*id);
+                    set += 1;
+                }
+            }
+        }
+        if set != ids.len() {
+            return Err(Error::format("the saved run state names adapters this model does not have"));
+        }
+        Ok(())
+    }
+
     /// Installs adapters from PEFT-named host tensors (see [`Llama::lora_tensors`]), freezing the
     /// base. Every target layer must be present and every shape must fit.
     pub fn load_lora(&mut self, cfg: &LoraConfig, get: &mut dyn FnMut(&str) -> Option<(Vec<usize>, Vec<f32>)>) -> Result<()> {
