@@ -183,6 +183,22 @@ fn query(name: &str) -> Option<String> {
     web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(name)
 }
 
+/// The origin of `url` when it is not the page's own: a link can name any server's model.
+fn foreign_origin(url: &str) -> Option<String> {
+    let own = web_sys::window()?.location().origin().ok()?;
+    let origin = web_sys::Url::new(url).ok()?.origin();
+    (origin != own).then_some(origin)
+}
+
+/// Asks before the page contacts another site for a model a link names.
+fn confirm_foreign(origin: &str) -> bool {
+    let ask = format!(
+        "This link asks the lab to download a model from {origin}, a site other than this one.\n\n\
+         Load it? (Cancel: nothing is downloaded from that site.)"
+    );
+    web_sys::window().and_then(|w| w.confirm_with_message(&ask).ok()).unwrap_or(false)
+}
+
 /// An absolute URL for `path`, relative to the page (the worker resolves against its script).
 fn absolute(path: &str) -> String {
     let base = web_sys::window().and_then(|w| w.document()).and_then(|d| d.base_uri().ok().flatten()).unwrap_or_default();
@@ -360,9 +376,20 @@ fn App() -> impl IntoView {
     };
     provide_context(ctx);
     persist(ctx);
-    let model = query("model").unwrap_or_else(|| DEFAULT_MODEL.to_string());
-    let tokenizer = query("tokenizer");
-    ctx.model_source.set(Some(ModelSource::Url { model: absolute(&model), tokenizer: tokenizer.map(|t| absolute(&t)) }));
+    let model = absolute(&query("model").unwrap_or_else(|| DEFAULT_MODEL.to_string()));
+    let tokenizer = query("tokenizer").map(|t| absolute(&t));
+    let foreign = [Some(&model), tokenizer.as_ref()].into_iter().flatten().find_map(|u| foreign_origin(u));
+    match foreign {
+        Some(origin) if !confirm_foreign(&origin) => ctx.banner.set(Some(Banner {
+            kind: ErrorKind::Invalid,
+            message: format!(
+                "This link asked to load a model from {origin}, another site; you declined, so nothing was \
+                 downloaded. Open a model with Change model."
+            ),
+            fatal: false,
+        })),
+        _ => ctx.model_source.set(Some(ModelSource::Url { model, tokenizer })),
+    }
     start_engine(ctx);
 
     let tabs: [(&'static str, &'static str); 4] =

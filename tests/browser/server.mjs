@@ -10,7 +10,9 @@ export const SHARED_MODELS = resolve(ROOT, '../shared/models/stories260K');
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
 export function serve() {
+  const hosts = [];
   const server = createServer((req, res) => {
+    hosts.push(req.headers.host);
     const url = new URL(req.url, 'http://x');
     let base = DIST, path = decodeURIComponent(url.pathname);
     if (path.startsWith('/test-models/')) { base = SHARED_MODELS; path = path.slice('/test-models'.length); }
@@ -24,10 +26,12 @@ export function serve() {
       'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
       'content-length': statSync(file).size,
       'cache-control': 'no-cache',
+      // Lets the tests load a model "from another site" (localhost vs 127.0.0.1).
+      'access-control-allow-origin': '*',
     });
     createReadStream(file).pipe(res);
   });
-  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, base: `http://127.0.0.1:${server.address().port}` })));
+  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, hosts, base: `http://127.0.0.1:${server.address().port}` })));
 }
 
 if (process.argv[1] === import.meta.filename) {
