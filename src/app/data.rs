@@ -161,6 +161,7 @@ pub fn DataPanel() -> impl IntoView {
                 }>"Clear all"</button>
             </div>
             <p class="notice" role="status" aria-live="polite">{move || message.get()}</p>
+            <super::unreadable::Unreadable/>
 
             <table aria-label="Preference pairs">
                 <caption>{move || format!("Preference pairs ({}), TRL format: prompt / chosen / rejected", ctx.pairs.get().len())}</caption>

@@ -15,6 +15,7 @@ mod generate;
 mod store;
 mod train;
 mod train_form;
+mod unreadable;
 
 use std::collections::BTreeMap;
 
@@ -245,15 +246,7 @@ fn on_event(ctx: Ctx, ev: Event) {
             ctx.policy.set((false, "the base model".into()));
             ctx.has_reward_model.set(false);
             // Bring back the adapter and reward model of the last session, when made on this model.
-            let what = match restore_saved(ctx, &info.name) {
-                (true, true) => "adapter and reward model",
-                (true, false) => "adapter",
-                (false, true) => "reward model",
-                (false, false) => "",
-            };
-            if !what.is_empty() {
-                ctx.notice.set(Some(format!("Restored your last {what} for this model.")));
-            }
+            restore_saved(ctx, &info.name);
         }
         Event::PolicyState { adapter, description, reward_model } => {
             ctx.policy.set((adapter, description));
@@ -289,15 +282,31 @@ fn keep<T>(ctx: Ctx, key: &'static str, sig: RwSignal<T>) -> std::pin::Pin<Box<d
 where
     T: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
 {
+    // One write in flight per record: changes made meanwhile are written once it lands (a run
+    // that logs many steps a second must not queue a write for each).
+    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let dirty = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     Effect::new(move |_| {
-        let v = sig.get();
+        use std::sync::atomic::Ordering::SeqCst;
+        sig.track();
         if !ctx.restored.get() {
             return;
         }
+        if busy.swap(true, SeqCst) {
+            dirty.store(true, SeqCst);
+            return;
+        }
+        let (busy, dirty) = (busy.clone(), dirty.clone());
         leptos::task::spawn_local(async move {
-            if let Err(e) = store::put(key, &v).await {
-                ctx.storage_error.set(Some(e));
+            loop {
+                if let Err(e) = store::put(key, &sig.get_untracked()).await {
+                    ctx.storage_error.set(Some(e));
+                }
+                if !dirty.swap(false, SeqCst) {
+                    break;
+                }
             }
+            busy.store(false, SeqCst);
         });
     });
     Box::pin(async move {
@@ -310,8 +319,9 @@ where
 }
 
 /// Sends the kept adapter and reward model back to the worker when they were made on `model` and
-/// the worker does not hold them yet. Says which it sent (adapter, reward model).
-fn restore_saved(ctx: Ctx, model: &str) -> (bool, bool) {
+/// the worker does not hold them yet, and says what came back (the model may be ready before or
+/// after the database answers: both paths come here).
+fn restore_saved(ctx: Ctx, model: &str) {
     let adapter = ctx.adapter.get_untracked().filter(|a| a.model == model && !ctx.policy.get_untracked().0);
     let reward = ctx.reward_model.get_untracked().filter(|r| r.model == model && !ctx.has_reward_model.get_untracked());
     if let Some(a) = &adapter {
@@ -320,7 +330,13 @@ fn restore_saved(ctx: Ctx, model: &str) -> (bool, bool) {
     if let Some(r) = &reward {
         r.restore(Artifact::RewardModel);
     }
-    (adapter.is_some(), reward.is_some())
+    let what = match (adapter.is_some(), reward.is_some()) {
+        (true, true) => "adapter and reward model",
+        (true, false) => "adapter",
+        (false, true) => "reward model",
+        (false, false) => return,
+    };
+    ctx.notice.set(Some(format!("Restored your last {what} for this model.")));
 }
 
 /// Loads what the last visit saved, then saves every change.

@@ -1,6 +1,11 @@
 //! What the user made survives a reload: preferences, ratings, ideal answers, prompts, runs,
 //! the last adapter and the settings live in IndexedDB (rexie), one record per collection.
 //! A write that fails (storage full or refused) is reported; the data stays in memory.
+//!
+//! Records are stored as `{version, data}` ([`VERSION`]); a record from before versions (the bare
+//! value) still reads. A record that cannot be read (damaged, or from a newer version) is copied
+//! aside under `unreadable:<key>:<time>` before anything can overwrite it, and offered for
+//! download on the Data tab.
 
 use std::cell::RefCell;
 
@@ -34,27 +39,74 @@ fn to_js<T: Serialize>(v: &T) -> Result<JsValue, String> {
     v.serialize(&ser).map_err(|e| e.to_string())
 }
 
+/// The version of the records this page writes. Version 1 is the bare value, before envelopes.
+pub const VERSION: u32 = 2;
+
+#[derive(Serialize)]
+struct Envelope<'a, T> {
+    version: u32,
+    data: &'a T,
+}
+
 pub async fn put<T: Serialize>(key: &str, value: &T) -> Result<(), String> {
+    put_js(key, &to_js(&Envelope { version: VERSION, data: value })?).await
+}
+
+async fn put_js(key: &str, v: &JsValue) -> Result<(), String> {
     let d = db().await?;
-    let v = to_js(value)?;
     let tx = d.transaction(&[STORE], TransactionMode::ReadWrite).map_err(|e| e.to_string())?;
     let store = tx.store(STORE).map_err(|e| e.to_string())?;
-    store.put(&v, Some(&JsValue::from_str(key))).await.map_err(|e| describe(&e.to_string()))?;
+    store.put(v, Some(&JsValue::from_str(key))).await.map_err(|e| describe(&e.to_string()))?;
     tx.done().await.map_err(|e| describe(&e.to_string()))?;
     Ok(())
 }
 
-pub async fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
+async fn get_js(key: &str) -> Result<Option<JsValue>, String> {
     let d = db().await?;
     let tx = d.transaction(&[STORE], TransactionMode::ReadOnly).map_err(|e| e.to_string())?;
     let store = tx.store(STORE).map_err(|e| e.to_string())?;
     let v = store.get(JsValue::from_str(key)).await.map_err(|e| e.to_string())?;
-    match v {
-        Some(v) if !v.is_undefined() => serde_wasm_bindgen::from_value(v)
-            .map(Some)
-            .map_err(|e| format!("the saved '{key}' could not be read ({e}); it was left as it is")),
-        _ => Ok(None),
+    Ok(v.filter(|v| !v.is_undefined() && !v.is_null()))
+}
+
+/// The record under `key`, of any version this page reads. One it cannot read is kept aside (see
+/// the module doc) and the error says so; the caller starts from empty.
+pub async fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
+    let Some(raw) = get_js(key).await? else { return Ok(None) };
+    let field = |name: &str| js_sys::Reflect::get(&raw, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
+    // An envelope's `data` may be absent: serde_wasm_bindgen writes `None` as undefined.
+    let version = if raw.is_object() && !js_sys::Array::is_array(&raw) { field("version").as_f64() } else { None };
+    let parsed = match version {
+        Some(v) if v as u32 <= VERSION => serde_wasm_bindgen::from_value(field("data")).map_err(|e| e.to_string()),
+        Some(v) => Err(format!("it was saved by a newer version of the lab (record version {v})")),
+        None => serde_wasm_bindgen::from_value(raw.clone()).map_err(|e| e.to_string()),
+    };
+    match parsed {
+        Ok(v) => Ok(Some(v)),
+        Err(why) => {
+            let aside = format!("unreadable:{key}:{}", js_sys::Date::now() as u64);
+            put_js(&aside, &raw).await?;
+            Err(format!(
+                "the saved '{key}' could not be read ({why}). It is kept aside as '{aside}': download it \
+                 from the Data tab (Records the lab could not read)"
+            ))
+        }
     }
+}
+
+/// Keys of the records kept aside as unreadable.
+pub async fn unreadable() -> Result<Vec<String>, String> {
+    let d = db().await?;
+    let tx = d.transaction(&[STORE], TransactionMode::ReadOnly).map_err(|e| e.to_string())?;
+    let store = tx.store(STORE).map_err(|e| e.to_string())?;
+    let keys = store.get_all_keys(None, None).await.map_err(|e| e.to_string())?;
+    Ok(keys.iter().filter_map(|k| k.as_string()).filter(|k| k.starts_with("unreadable:")).collect())
+}
+
+/// A kept-aside record as JSON text, exactly as it was stored.
+pub async fn raw_json(key: &str) -> Result<String, String> {
+    let v = get_js(key).await?.ok_or_else(|| format!("'{key}' is gone"))?;
+    js_sys::JSON::stringify(&v).map(String::from).map_err(|e| format!("{e:?}"))
 }
 
 pub async fn clear() -> Result<(), String> {

@@ -1,6 +1,7 @@
 //! The router's training job: start a [`Run`], step it until it is done, paused, stopped or
 //! fails, and after every step make what it trained the session's (Generate uses it at once).
-//! When a run ends the trained adapter or reward model goes to the page to keep.
+//! While it trains, and when it ends, the trained adapter or reward model goes to the page to
+//! keep (IndexedDB), so a crashed worker or a reload loses at most [`SNAPSHOT_MS`] of training.
 
 use std::rc::Rc;
 
@@ -8,6 +9,9 @@ use super::protocol::*;
 use super::router::{Host, Router};
 use crate::lab::Run;
 use crate::Result;
+
+/// How often a running job hands its adapter (or reward model) to the page to keep.
+const SNAPSHOT_MS: f64 = 5_000.0;
 
 impl<H: Host> Router<H> {
     pub(super) async fn train(self: &Rc<Self>, job: JobId, spec: RunSpec) -> Result<()> {
@@ -51,12 +55,14 @@ impl<H: Host> Router<H> {
 
     /// Steps until done, paused, stopped or failed.
     async fn drive(self: &Rc<Self>, job: JobId, mut run: Run, mut millis: f64) -> Result<()> {
+        let mut last_snapshot = self.host.now_ms();
         loop {
             if run.is_done() {
                 return self.finish(job, run, RunState::Finished, None).await;
             }
             match self.take_control(job) {
                 Some(RunControl::Pause) => {
+                    self.snapshot(&run).await;
                     self.host.post(Event::TrainEnded { job, state: RunState::Paused, message: None });
                     self.with(|s| s.paused = Some((job, run, millis)));
                     return Ok(());
@@ -72,6 +78,10 @@ impl<H: Host> Router<H> {
                     metrics.insert("step_seconds".into(), ms / 1000.0);
                     self.update(|s| run.publish(s));
                     self.host.post(Event::Metrics { job, values: metrics, millis });
+                    if self.host.now_ms() - last_snapshot >= SNAPSHOT_MS && !run.is_done() {
+                        self.snapshot(&run).await;
+                        last_snapshot = self.host.now_ms();
+                    }
                 }
                 Err(e) => {
                     // The trainer rolled back to the last good weights: keep them and stop.
@@ -94,12 +104,24 @@ impl<H: Host> Router<H> {
         self.post_policy_state();
         self.host.post(Event::TrainEnded { job, state, message });
         // The page keeps a copy, so a reload or a lost device loses nothing.
-        let keep = if is_reward { Some(Artifact::RewardModel) } else { self.session()?.policy.lora().map(|_| Artifact::Adapter) };
-        if let Some(what) = keep.filter(|_| run.steps_done() > 0) {
+        self.snapshot(&run).await;
+        Ok(())
+    }
+
+    /// Hands what `run` trained so far (published to the session) to the page to keep: the
+    /// adapter or the reward model. A full fine-tune stays in the worker (too big to copy often).
+    async fn snapshot(&self, run: &Run) {
+        if run.steps_done() == 0 {
+            return;
+        }
+        let keep = match run.spec.method {
+            Method::Reward(_) => Some(Artifact::RewardModel),
+            _ => self.session().ok().and_then(|s| s.policy.lora().map(|_| Artifact::Adapter)),
+        };
+        if let Some(what) = keep {
             if let Err(e) = self.export(None, what).await {
                 self.post_error(None, &e);
             }
         }
-        Ok(())
     }
 }
