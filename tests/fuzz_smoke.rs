@@ -88,6 +88,8 @@ fn run(name: &str, target: fn(&[u8]) -> bool, input: &[u8], origin: &str) -> boo
 #[test]
 fn every_target_survives_its_seeds_regressions_and_mutations() {
     const MUTATIONS: usize = 1000;
+    // Model-shaped seeds are written from the test builders, never committed.
+    write_seeds();
     for &(name, target) in targets::TARGETS {
         let seeds = files(&fuzz_dir().join("corpus").join(name));
         let seeds: Vec<PathBuf> = seeds.into_iter().filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("seed-")).collect();
@@ -121,6 +123,10 @@ fn every_target_survives_its_seeds_regressions_and_mutations() {
 #[test]
 #[ignore = "writes fuzz/corpus; run by scripts/fuzz --seeds"]
 fn write_seed_corpus() {
+    write_seeds();
+}
+
+fn write_seeds() {
     let c = alignlab::model::LlamaConfig {
         vocab_size: 40,
         hidden_size: 16,
