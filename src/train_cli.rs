@@ -22,6 +22,7 @@ use alignlab::io::hf::save_hf;
 use alignlab::io::peft::{AdapterFiles, write_atomic};
 use alignlab::judges::JudgeSpec;
 use alignlab::lab::run::Examples;
+use alignlab::lab::handoff::Handoff;
 use alignlab::lab::{EvalConfig, Method, RewardSpec, Rewarder, Run, RunSpec, RunState, Session, TrainData, Which};
 use alignlab::model::LoraConfig;
 use anyhow::{Context, Result, bail};
@@ -67,6 +68,14 @@ pub struct TrainArgs {
     /// Also write the policy with its adapter merged in as an HF checkpoint (OUTPUT_DIR/merged).
     #[arg(long)]
     pub merge: bool,
+    /// Also write OUTPUT_DIR/trl: this run's data (split as it was), its adapter and a TRL
+    /// script with the same hyperparameters, to take the run further on a GPU box.
+    #[arg(long)]
+    pub handoff: bool,
+    /// The base model the TRL script loads (a hub id, an HF directory or a .gguf file); default
+    /// --model as given.
+    #[arg(long)]
+    pub base_model: Option<String>,
 }
 
 /// A training command: the common arguments and the method's own knobs.
@@ -284,7 +293,11 @@ fn save(a: &TrainArgs, run: &Run, session: &mut Session, last: &Metrics) -> Resu
     run.publish(session);
     let out = &a.output_dir;
     if let Method::Reward(_) = run.spec.method {
-        block_on(session.export_reward_model())?.write_dir(out)?;
+        let rm = block_on(session.export_reward_model())?;
+        rm.write_dir(out)?;
+        if a.handoff {
+            handoff(a, run, session, Some(rm))?;
+        }
         if let Some(acc) = last.get("eval/accuracy") {
             let report = json!({"eval_pairs": run.held_out(), "eval_accuracy": acc});
             println!("{report}");
@@ -301,16 +314,42 @@ fn save(a: &TrainArgs, run: &Run, session: &mut Session, last: &Metrics) -> Resu
         Ok(())
     };
     if session.policy.lora().is_some() {
-        block_on(session.policy.export_adapter(&session.model_name()))?.write_dir(out)?;
+        let adapter = block_on(session.policy.export_adapter(&session.model_name()))?;
+        adapter.write_dir(out)?;
         eprintln!("adapter saved to {} (PEFT layout)", out.display());
+        if a.handoff {
+            handoff(a, run, session, Some(adapter))?;
+        }
     } else {
         write_hf(&out.join("model"))?;
         eprintln!("model saved to {} (HF safetensors)", out.join("model").display());
+        if a.handoff {
+            handoff(a, run, session, None)?;
+        }
     }
     if a.merge {
         write_hf(&out.join("merged"))?;
         eprintln!("merged model saved to {} (HF safetensors)", out.join("merged").display());
     }
+    Ok(())
+}
+
+/// Writes OUTPUT_DIR/trl: the run handed off to TRL (`lab::handoff`).
+fn handoff(a: &TrainArgs, run: &Run, session: &Session, adapter: Option<AdapterFiles>) -> Result<()> {
+    let reward_model = match &run.spec.method {
+        Method::Rl { reward: RewardSpec::RewardModel, .. } => Some(block_on(session.export_reward_model())?),
+        _ => None,
+    };
+    let base_model = a.base_model.clone().unwrap_or_else(|| a.model.model.display().to_string());
+    let has_chat_template = session.lm.chat_template.is_some();
+    let h = Handoff { spec: &run.spec, base_model, adapter, reward_model, judge_data: &session.judge_data, has_chat_template };
+    let dir = a.output_dir.join("trl");
+    for (name, bytes) in h.files()? {
+        let path = dir.join(&name);
+        std::fs::create_dir_all(path.parent().unwrap_or(&dir))?;
+        write_atomic(&path, &bytes)?;
+    }
+    eprintln!("TRL hand-off written to {} (see its README.md)", dir.display());
     Ok(())
 }
 

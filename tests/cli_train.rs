@@ -68,10 +68,18 @@ fn dpo_writes_metrics_and_an_adapter_that_shifts_logprobs() {
     let out = f.p("dpo");
     let (ok, _, err) = f.run(&["dpo", "--data", &f.p("prefs.jsonl"), "--output-dir", &out, "--max-steps", "8",
         "--learning-rate", "1e-2", "--batch-size", "3", "--lora-r", "4", "--target-modules", "q_proj,v_proj,o_proj",
-        "--warmup-ratio", "0", "--lora-dropout", "0"]);
+        "--warmup-ratio", "0", "--lora-dropout", "0", "--handoff"]);
     assert!(ok, "{err}");
     let m = metrics(Path::new(&out));
     assert_eq!(m.len(), 8);
+    // --handoff: the same adapter, every pair once (held out as the run said), a script for TRL.
+    let trl = f.dir.join("dpo/trl");
+    assert_eq!(std::fs::read(trl.join("adapter/adapter_model.safetensors")).unwrap(), std::fs::read(f.dir.join("dpo/adapter_model.safetensors")).unwrap());
+    let count = |name: &str| std::fs::read_to_string(trl.join(name)).map(|t| t.lines().count()).unwrap_or(0);
+    let held: usize = err.split(" held out").next().and_then(|s| s.rsplit('(').next()).and_then(|n| n.trim().parse().ok()).expect("the run reports its held-out count");
+    assert_eq!((count("train.jsonl"), count("eval.jsonl")), (6 - held, held));
+    let script = std::fs::read_to_string(trl.join("train_trl.py")).unwrap();
+    assert!(script.contains("CONFIG = \"DPOConfig\"") && script.contains("learning_rate=0.01,") && script.contains(&format!("BASE_MODEL = {:?}", f.model)), "{script}");
     for key in ["loss", "rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "grad_norm", "learning_rate"] {
         assert!(m[0].get(key).is_some(), "metric {key} missing");
     }

@@ -257,7 +257,8 @@ fn on_event(ctx: Ctx, ev: Event) {
             let saved = SavedAdapter::from_files(model, files);
             match what {
                 Artifact::RewardModel => ctx.reward_model.set(saved),
-                _ => ctx.adapter.set(saved),
+                Artifact::Adapter => ctx.adapter.set(saved),
+                Artifact::Merged | Artifact::TrlHandoff => {}
             }
         }
         Event::Error { kind, message, job } => {

@@ -236,17 +236,32 @@ fn RunsTable() -> impl IntoView {
 fn Artifacts(busy: Signal<bool>, message: RwSignal<Option<String>>) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let picked = RwSignal::new(Vec::<(String, Vec<u8>)>::new());
-    let export = move |what: Artifact| {
-        let id = client::job(move |ev| {
-            if let Event::Files { files: out, .. } = ev {
+    // Files that come back for a job are offered as downloads.
+    let downloads = move || {
+        client::job(move |ev| match ev {
+            Event::Files { files: out, what, .. } => {
                 for f in out {
                     if let Err(e) = files::download(&f.name, "application/octet-stream", &f.bytes) {
                         message.set(Some(format!("Export failed: {e}")));
                     }
                 }
+                if what == Artifact::TrlHandoff {
+                    message.set(Some("TRL hand-off downloaded: unzip it and follow its README (python train_trl.py).".into()));
+                }
             }
-        });
-        client::send(&Request::Export { job: id, what });
+            Event::Error { message: m, .. } => message.set(Some(format!("Export failed: {m}"))),
+            _ => {}
+        })
+    };
+    let export = move |what: Artifact| client::send(&Request::Export { job: downloads(), what });
+    // The run as the form describes it (method, settings, data) with what was trained.
+    let handoff = move |_| match spec(ctx) {
+        Ok(run) => {
+            let base_model = ctx.model_source.get_untracked().map(|s| s.file_name()).unwrap_or_default();
+            client::send(&Request::Handoff { job: downloads(), run, base_model });
+            message.set(Some("Preparing the TRL hand-off…".into()));
+        }
+        Err(e) => message.set(Some(format!("Cannot hand off: {e}"))),
     };
     // PEFT's two files may come in one pick or two.
     let import = move |what: Artifact, ev: leptos::ev::Event| {
@@ -286,6 +301,8 @@ fn Artifacts(busy: Signal<bool>, message: RwSignal<Option<String>>) -> impl Into
                 on:change=move |ev| import(Artifact::Adapter, ev)/></label>
             <button title="The policy with its adapter added into the weights, as an HF checkpoint (config.json + model.safetensors) that transformers loads. Large."
                 disabled=move || !ctx.policy.get().0 || busy.get() on:click=move |_| export(Artifact::Merged)>"Export merged model"</button>
+            <button title="One zip to continue in Hugging Face TRL on a GPU box: your data (split as the run splits it), the adapter, and a script with this form's settings."
+                disabled=move || busy.get() on:click=handoff>"Take it further in TRL"</button>
             <button disabled=move || !ctx.policy.get().0 || busy.get() on:click=move |_| {
                 client::send(&Request::ResetAdapter);
                 ctx.adapter.set(None);

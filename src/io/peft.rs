@@ -110,6 +110,7 @@ impl AdapterConfig {
 }
 
 /// The two files of an adapter, in memory.
+#[derive(Clone, Debug)]
 pub struct AdapterFiles {
     pub config_json: String,
     pub safetensors: Vec<u8>,

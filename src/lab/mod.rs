@@ -7,9 +7,11 @@
 //! - [`policy`]: base / LoRA / full fine-tune as one value, its reference, import and export.
 //! - [`rewards`]: judges and reward models as one async scorer.
 //! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained.
+//! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
 //! - [`label`]: best-of-N and best-vs-worst pairs. [`evaluate`]: reward, length and KL on prompts.
 
 pub mod evaluate;
+pub mod handoff;
 pub mod label;
 pub mod policy;
 pub mod rewards;

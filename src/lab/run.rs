@@ -362,17 +362,23 @@ fn policy_loss(method: &Method, model: &Llama, reference: &Reference, batch: &Ex
 /// Shuffles (seeded) and holds out `eval_fraction` of the examples, leaving at least `min` to
 /// train on. RLHF's prompts are all trained on.
 fn split(examples: Examples, spec: &RunSpec, min: usize) -> (Examples, Examples) {
-    let n = examples.len();
+    let (train, eval) = split_indices(examples.len(), spec, min);
+    (examples.pick(&train), examples.pick(&eval))
+}
+
+/// The indices of [`split`]: (trained on, held out), the held-out ones in the seeded order. The
+/// TRL hand-off writes its `train.jsonl` and `eval.jsonl` with these, so both tools see one split.
+pub fn split_indices(n: usize, spec: &RunSpec, min: usize) -> (Vec<usize>, Vec<usize>) {
     let held = if spec.method.kind() == MethodKind::Rl {
         0
     } else {
         ((n as f64 * spec.eval.eval_fraction).round() as usize).min(n.saturating_sub(min))
     };
     if held == 0 {
-        return (examples.clone(), examples.pick(&[]));
+        return ((0..n).collect(), Vec::new());
     }
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(spec.train.seed));
     let (train, eval) = order.split_at(n - held);
-    (examples.pick(train), examples.pick(eval))
+    (train.to_vec(), eval.to_vec())
 }

@@ -72,6 +72,16 @@ pub struct FileOut {
 }
 
 /// What the page can export (and keep in the browser).
+impl ModelSource {
+    /// The model file's name: the URL's last segment, or the picked file's name.
+    pub fn file_name(&self) -> String {
+        match self {
+            Self::Url { model, .. } => model.split(['?', '#']).next().unwrap_or("").rsplit('/').next().unwrap_or("").to_string(),
+            Self::Files { name, .. } => name.clone(),
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Artifact {
@@ -81,6 +91,8 @@ pub enum Artifact {
     RewardModel,
     /// The policy with its adapter merged in, as an HF checkpoint.
     Merged,
+    /// The run handed off to TRL: data, adapter and script, one zip (`lab::handoff`).
+    TrlHandoff,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -98,6 +110,9 @@ pub enum Request {
     Control { job: JobId, action: RunControl },
     Cancel { job: JobId },
     Export { job: JobId, what: Artifact },
+    /// The run `run` with the policy (or reward model) as trained, handed off to TRL as one zip;
+    /// `base_model` is what the script loads by default.
+    Handoff { job: JobId, run: RunSpec, base_model: String },
     /// Brings back an adapter or a reward model (PEFT files).
     Import {
         what: Artifact,
@@ -205,7 +220,8 @@ impl Request {
             | Self::Judge { job, .. }
             | Self::AutoLabel { job, .. }
             | Self::Train { job, .. }
-            | Self::Export { job, .. } => Some(*job),
+            | Self::Export { job, .. }
+            | Self::Handoff { job, .. } => Some(*job),
             _ => None,
         }
     }

@@ -2,10 +2,11 @@
 // sampling, thumbs up/down then KTO, an ideal answer then SFT, auto-labelling with the judges, a
 // reward model with its held-out accuracy scoring answers in Compare and still there after a
 // reload, RLHF against the judges with its knobs, a NaN run that stops and keeps the last good
-// weights, and the adapter exported in PEFT's layout and imported back.
+// weights, the adapter exported in PEFT's layout and imported back, and the run handed off to TRL.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, mkdtempSync, copyFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve } from './server.mjs';
@@ -163,6 +164,33 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
     await p.getByLabel('Import adapter').setInputFiles([cfgPath, stPath]);
     await p.getByText(/^Policy: LoRA r=8 alpha=16 on q_proj,v_proj after an imported adapter/).waitFor();
     await shot(page, 'adapter');
+  });
+
+  await t.test('the run is handed off to TRL as one zip: data, adapter and script', async () => {
+    const p = panel();
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 60_000 }),
+      p.getByRole('button', { name: 'Take it further in TRL' }).click()]);
+    assert.equal(download.suggestedFilename(), 'alignlab-dpo-trl.zip');
+    await p.getByText(/TRL hand-off downloaded/).waitFor();
+    const zip = join(dir, 'handoff.zip');
+    copyFileSync(await download.path(), zip);
+    // Python's zipfile reads it (an independent reader), and the script's head is run for its settings.
+    const out = JSON.parse(execFileSync('python3', ['-c', `
+import json, sys, zipfile
+z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None
+script = z.read('train_trl.py').decode()
+ns = {}; exec(script.split('# ---- Below:')[0], ns)
+rows = [json.loads(l) for n in ('train.jsonl', 'eval.jsonl') if n in z.namelist() for l in z.read(n).decode().splitlines()]
+compile(script, 'train_trl.py', 'exec')
+print(json.dumps({'names': sorted(z.namelist()), 'method': ns['METHOD'], 'chat': ns['CHAT'], 'config': ns['CONFIG'],
+  'steps': ns['ARGS']['max_steps'], 'lr': ns['ARGS']['learning_rate'], 'base': ns['BASE_MODEL'], 'rows': rows,
+  'adapter': z.read('adapter/adapter_model.safetensors').hex()}))`, zip]).toString());
+    assert.deepEqual(out.names, ['README.md', 'adapter/adapter_config.json', 'adapter/adapter_model.safetensors', 'eval.jsonl', 'train.jsonl', 'train_trl.py']);
+    assert.deepEqual([out.method, out.chat, out.config, out.steps, out.lr], ['dpo', false, 'DPOConfig', 2, 0.01]);
+    assert.equal(out.base, 'stories260K.bin');
+    assert.ok(out.rows.length >= 4 && out.rows.every((r) => typeof r.prompt === 'string' && r.chosen && r.rejected), 'plain-text pairs: this model has no chat template');
+    assert.equal(out.adapter, readFileSync(join(dir, 'adapter_model.safetensors')).toString('hex'), 'the adapter the page holds');
+    await shot(page, 'trl-handoff');
   });
 
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], 'no page errors');
