@@ -94,6 +94,37 @@ pub struct Banner {
     pub fatal: bool,
 }
 
+/// What went wrong with the browser's storage, for the banner that says so.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StorageProblem {
+    /// A write to IndexedDB failed (quota, private mode).
+    Write(String),
+    /// A stored record could not be read; it is kept aside, not overwritten.
+    Read(String),
+}
+
+impl StorageProblem {
+    fn title(&self) -> &'static str {
+        match self {
+            Self::Write(_) => "Saving in this browser failed",
+            Self::Read(_) => "A saved record could not be read",
+        }
+    }
+
+    fn message(&self) -> &str {
+        match self {
+            Self::Write(m) | Self::Read(m) => m,
+        }
+    }
+
+    fn hint(&self) -> &'static str {
+        match self {
+            Self::Write(_) => "Nothing is lost from this page: export your data (Data tab) and adapter (Train tab) to keep them.",
+            Self::Read(_) => "Everything else is restored, and new work is saved as usual. The damaged copy is kept aside: download it from the Data tab.",
+        }
+    }
+}
+
 /// Everything panels share. Signals are `Copy`; the context is provided once.
 #[derive(Clone, Copy)]
 pub struct Ctx {
@@ -106,7 +137,7 @@ pub struct Ctx {
     pub policy: RwSignal<(bool, String)>,
     pub banner: RwSignal<Option<Banner>>,
     pub notice: RwSignal<Option<String>>,
-    pub storage_error: RwSignal<Option<String>>,
+    pub storage_error: RwSignal<Option<StorageProblem>>,
     pub restored: RwSignal<bool>,
     pub tab: RwSignal<&'static str>,
     pub pairs: RwSignal<Vec<Preference>>,
@@ -301,7 +332,7 @@ where
         leptos::task::spawn_local(async move {
             loop {
                 if let Err(e) = store::put(key, &sig.get_untracked()).await {
-                    ctx.storage_error.set(Some(e));
+                    ctx.storage_error.set(Some(StorageProblem::Write(e)));
                 }
                 if !dirty.swap(false, SeqCst) {
                     break;
@@ -314,7 +345,7 @@ where
         match store::get(key).await {
             Ok(Some(v)) => sig.set(v),
             Ok(None) => {}
-            Err(e) => ctx.storage_error.set(Some(e)),
+            Err(e) => ctx.storage_error.set(Some(StorageProblem::Read(e))),
         }
     })
 }
@@ -577,9 +608,9 @@ fn Banners() -> impl IntoView {
         })}
         {move || ctx.storage_error.get().map(|e| view! {
             <div class="banner warn" role="alert">
-                <strong>"Saving in this browser failed"</strong>
-                <p>{e}</p>
-                <p class="hint">"Nothing is lost from this page: export your data (Data tab) and adapter (Train tab) to keep them."</p>
+                <strong>{e.title()}</strong>
+                <p>{e.message().to_string()}</p>
+                <p class="hint">{e.hint()}</p>
                 <button on:click=move |_| ctx.storage_error.set(None)>"Dismiss"</button>
             </div>
         })}

@@ -65,6 +65,7 @@ test('snapshots during training and unreadable records kept aside', { skip, time
     const alert = page.getByRole('alert').filter({ hasText: 'could not be read' });
     await alert.waitFor({ timeout: 30_000 });
     assert.match(await alert.innerText(), /the saved 'pairs' could not be read .* kept aside as 'unreadable:pairs:\d+'/s);
+    assert.match(await alert.innerText(), /^A saved record could not be read\s/, 'titled as a read, not a failed save');
     // New work is saved as usual; the damaged copy stays.
     await importJsonl(page, [{ prompt: 'A new prompt', chosen: 'yes', rejected: 'no' }]);
     await page.waitForTimeout(500);

