@@ -67,10 +67,15 @@ def selective_log_softmax(logits, index):
     return selected - lse
 
 
-def sequence_logps(model, input_ids, attention_mask, completion_mask):
+def sequence_logps(model, input_ids, attention_mask, completion_mask, keep=0):
     """Summed log-probabilities of the completion tokens, one per sequence (TRL's
-    concatenated_forward: shift by one, mask the prompt out, sum)."""
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+    concatenated_forward: shift by one, mask the prompt out, sum). keep > 0: the head runs on the
+    last `keep` positions only (TRL's use_logits_to_keep; keep = completion length + 1)."""
+    if keep:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False, logits_to_keep=keep).logits
+        input_ids, completion_mask = input_ids[:, -keep:], completion_mask[:, -keep:]
+    else:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
     labels = input_ids[:, 1:]
     logits = logits[:, :-1, :]
     loss_mask = completion_mask[:, 1:].bool()
@@ -99,6 +104,8 @@ def main():
     ap.add_argument("--attn", default="sdpa", choices=["sdpa", "eager"],
                     help="transformers attention implementation (sdpa: PyTorch's fused kernel, the default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--logits-to-keep", action="store_true",
+                    help="the head on completion positions only (TRL's use_logits_to_keep; alignlab's default)")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -132,10 +139,12 @@ def main():
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
 
+    keep = C + 1 if args.logits_to_keep else 0
+
     def step():
         with torch.no_grad(), model.disable_adapter():
-            ref = sequence_logps(model, input_ids, attention_mask, completion_mask)
-        pol = sequence_logps(model, input_ids, attention_mask, completion_mask)
+            ref = sequence_logps(model, input_ids, attention_mask, completion_mask, keep)
+        pol = sequence_logps(model, input_ids, attention_mask, completion_mask, keep)
         loss, cr, rr = dpo_loss(pol[:B], pol[B:], ref[:B], ref[B:], beta)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
@@ -170,6 +179,7 @@ def main():
         "torch": torch.__version__,
         "peft": peft.__version__,
         "transformers": transformers.__version__,
+        "logits_to_keep": keep,
         "threads": args.threads,
         "pairs": B,
         "seq_len": P + C,

@@ -17,6 +17,9 @@ pub struct ScoringBatch {
     pub completion_mask: Tensor<2>,
     /// Completion length of each row.
     pub completion_lens: Vec<usize>,
+    /// The target positions that hold any row's completion: only these need the vocabulary
+    /// projection (TRL's `logits_to_keep`), a large saving when prompts are long.
+    pub window: std::ops::Range<usize>,
 }
 
 impl ScoringBatch {
@@ -45,8 +48,14 @@ impl ScoringBatch {
                 }
             }
         }
+        let spans = pairs.iter().filter(|(_, c)| !c.is_empty()).map(|(p, c)| (p.len() - 1, p.len() - 1 + c.len()));
+        let window = match (spans.clone().map(|s| s.0).min(), spans.map(|s| s.1).max()) {
+            (Some(lo), Some(hi)) => lo..hi.min(t - 1),
+            _ => 0..1,
+        };
         Ok(Self {
             batch,
+            window,
             targets: Tensor::from_data(TensorData::new(targets, [b, t - 1]), device),
             completion_mask: Tensor::from_data(TensorData::new(mask, [b, t - 1]), device),
             completion_lens: pairs.iter().map(|(_, c)| c.len()).collect(),
@@ -70,30 +79,44 @@ pub struct TokenStats {
     pub correct: Option<Tensor<2>>,
 }
 
-/// One forward pass over the batch; the vocabulary projection and log-softmax run in chunks of
-/// sequences (see [`MAX_LOGITS_BYTES`]). Differentiable in `logps`.
+/// One forward pass over the batch; the vocabulary projection and log-softmax run only on the
+/// batch's completion window, in chunks of sequences (see [`MAX_LOGITS_BYTES`]). Differentiable
+/// in `logps`.
 pub fn token_stats(model: &Llama, sb: &ScoringBatch, entropy: bool, correct: bool) -> TokenStats {
-    let hidden = model.hidden(&sb.batch, None);
-    let [b, t, _] = hidden.dims();
+    let [b, t1] = sb.completion_mask.dims();
+    let (lo, w) = (sb.window.start, sb.window.len());
+    let hidden = model.hidden(&sb.batch, None).narrow(1, lo, w);
     let v = model.vocab_size();
-    let rows = (MAX_LOGITS_BYTES / (t * v * 4).max(1)).clamp(1, b);
+    let rows = (MAX_LOGITS_BYTES / (w * v * 4).max(1)).clamp(1, b);
     let (mut lp, mut ent, mut hit) = (Vec::new(), Vec::new(), Vec::new());
     for start in (0..b).step_by(rows) {
         let n = rows.min(b - start);
-        let logits = model.head(hidden.clone().narrow(0, start, n).narrow(1, 0, t - 1));
-        let targets = sb.targets.clone().narrow(0, start, n);
+        let logits = model.head(hidden.clone().narrow(0, start, n));
+        let targets = sb.targets.clone().narrow(0, start, n).narrow(1, lo, w);
         let logp = log_softmax(logits, 2);
         if entropy {
-            ent.push((logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([n, t - 1]).detach());
+            ent.push((logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([n, w]).detach());
         }
         if correct {
-            let predicted = logp.clone().detach().argmax(2).reshape([n, t - 1]);
+            let predicted = logp.clone().detach().argmax(2).reshape([n, w]);
             hit.push(predicted.equal(targets.clone()).float());
         }
-        lp.push(logp.gather(2, targets.unsqueeze_dim::<3>(2)).reshape([n, t - 1]));
+        lp.push(logp.gather(2, targets.unsqueeze_dim::<3>(2)).reshape([n, w]));
     }
     let mask = sb.completion_mask.clone();
-    let join = |parts: Vec<Tensor<2>>| Tensor::cat(parts, 0) * mask.clone();
+    let device = mask.device();
+    // Back to `[batch, seq-1]`, zero outside the window.
+    let join = |parts: Vec<Tensor<2>>| {
+        let mut cols = Vec::new();
+        if lo > 0 {
+            cols.push(Tensor::zeros([b, lo], &device));
+        }
+        cols.push(Tensor::cat(parts, 0));
+        if lo + w < t1 {
+            cols.push(Tensor::zeros([b, t1 - lo - w], &device));
+        }
+        Tensor::cat(cols, 1) * mask.clone()
+    };
     TokenStats {
         logps: join(lp),
         entropy: entropy.then(|| join(ent)),

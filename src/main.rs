@@ -12,7 +12,7 @@ use alignlab::generate::{SamplingConfig, generate};
 use alignlab::io::load_checkpoint;
 use alignlab::io::peft::AdapterFiles;
 use alignlab::judges::JudgeData;
-use alignlab::lab::{Session, Which};
+use alignlab::lab::{AdapterFrom, Session, Which};
 use alignlab::logps::completion_logps;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
@@ -155,6 +155,10 @@ struct BenchArgs {
     batch: usize,
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// DPO: keep the reference log-probabilities after the first step (false: the reference pass
+    /// runs every step, as TRL's default and the PyTorch benchmark do).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    precompute_ref_log_probs: bool,
     #[arg(long)]
     json: bool,
 }
@@ -215,7 +219,7 @@ pub fn open_session(m: &ModelArgs, autodiff: bool, quiet: bool) -> Result<Sessio
     if let Some(dir) = &m.adapter {
         let files = AdapterFiles::read_dir(dir)?;
         let lm = session.lm.clone();
-        let cfg = session.policy.import_adapter(&lm, files.config_json.as_bytes(), &files.safetensors).with_context(|| format!("loading adapter {}", dir.display()))?;
+        let cfg = session.policy.import_adapter(&lm, files.config_json.as_bytes(), &files.safetensors, AdapterFrom::File).with_context(|| format!("loading adapter {}", dir.display()))?;
         if !quiet {
             eprintln!("adapter {}: LoRA r={} on {}", dir.display(), cfg.r, cfg.target_modules.join(","));
         }
@@ -328,10 +332,11 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                        "seconds": best, "tokens_per_s": (a.batch * ids.len()) as f64 / best})
             }
             Bench::Dpo => {
-                let mut run = train_cli::bench_dpo_run(&session, a.batch.max(1))?;
+                let mut run = train_cli::bench_dpo_run(&session, a.batch.max(1), a.precompute_ref_log_probs)?;
                 let (first, best, median) = timed(a.repeats, &mut || Ok(block_on(run.step())?))?;
                 let pairs = a.batch.max(1);
                 json!({"backend": kind.name(), "device": desc, "what": "dpo", "pairs": pairs, "seq_len": 128, "lora_r": 8,
+                       "precompute_ref_log_probs": a.precompute_ref_log_probs,
                        "first_loss": first["loss"], "seconds": best, "seconds_median": median,
                        "tokens_per_s": (pairs * 2 * 128) as f64 / best})
             }

@@ -23,7 +23,7 @@ use alignlab::io::peft::{AdapterFiles, write_atomic};
 use alignlab::judges::JudgeSpec;
 use alignlab::lab::run::Examples;
 use alignlab::lab::handoff::Handoff;
-use alignlab::lab::{EvalConfig, Method, RewardSpec, Rewarder, Run, RunSpec, RunState, Session, TrainData, Which};
+use alignlab::lab::{AdapterFrom, EvalConfig, Method, RewardSpec, Rewarder, Run, RunSpec, RunState, Session, TrainData, Which};
 use alignlab::model::LoraConfig;
 use anyhow::{Context, Result, bail};
 use clap::Args;
@@ -238,7 +238,7 @@ fn train(a: TrainArgs, mut method: Method, data: TrainData, reward: Option<&Rewa
         let dir = newest_checkpoint(from)?.unwrap_or_else(|| from.clone());
         let files = AdapterFiles::read_dir(&dir)?;
         let lm = session.lm.clone();
-        session.policy.import_adapter(&lm, files.config_json.as_bytes(), &files.safetensors).with_context(|| format!("resuming from {}", dir.display()))?;
+        session.policy.import_adapter(&lm, files.config_json.as_bytes(), &files.safetensors, AdapterFrom::File).with_context(|| format!("resuming from {}", dir.display()))?;
         match read_checkpoint_state(&dir)? {
             (Some(state), Some(optimizer)) => {
                 done = state.step;
@@ -296,7 +296,7 @@ fn save(a: &TrainArgs, run: &Run, session: &mut Session, last: &Metrics) -> Resu
         let rm = block_on(session.export_reward_model())?;
         rm.write_dir(out)?;
         if a.handoff {
-            handoff(a, run, session, Some(rm))?;
+            handoff(a, run, session)?;
         }
         if let Some(acc) = last.get("eval/accuracy") {
             let report = json!({"eval_pairs": run.held_out(), "eval_accuracy": acc});
@@ -318,13 +318,13 @@ fn save(a: &TrainArgs, run: &Run, session: &mut Session, last: &Metrics) -> Resu
         adapter.write_dir(out)?;
         eprintln!("adapter saved to {} (PEFT layout)", out.display());
         if a.handoff {
-            handoff(a, run, session, Some(adapter))?;
+            handoff(a, run, session)?;
         }
     } else {
         write_hf(&out.join("model"))?;
         eprintln!("model saved to {} (HF safetensors)", out.join("model").display());
         if a.handoff {
-            handoff(a, run, session, None)?;
+            handoff(a, run, session)?;
         }
     }
     if a.merge {
@@ -335,14 +335,9 @@ fn save(a: &TrainArgs, run: &Run, session: &mut Session, last: &Metrics) -> Resu
 }
 
 /// Writes OUTPUT_DIR/trl: the run handed off to TRL (`lab::handoff`).
-fn handoff(a: &TrainArgs, run: &Run, session: &Session, adapter: Option<AdapterFiles>) -> Result<()> {
-    let reward_model = match &run.spec.method {
-        Method::Rl { reward: RewardSpec::RewardModel, .. } => Some(block_on(session.export_reward_model())?),
-        _ => None,
-    };
+fn handoff(a: &TrainArgs, run: &Run, session: &Session) -> Result<()> {
     let base_model = a.base_model.clone().unwrap_or_else(|| a.model.model.display().to_string());
-    let has_chat_template = session.lm.chat_template.is_some();
-    let h = Handoff { spec: &run.spec, base_model, adapter, reward_model, judge_data: &session.judge_data, has_chat_template };
+    let h = block_on(Handoff::from_session(session, &run.spec, base_model))?;
     let dir = a.output_dir.join("trl");
     for (name, bytes) in h.files()? {
         let path = dir.join(&name);
@@ -456,12 +451,12 @@ impl Log {
 
 /// The DPO run `alignlab bench dpo` times: `pairs` pairs of 64-token prompts with 64-token
 /// chosen and rejected completions, LoRA r=8 on q_proj,v_proj, as scripts/bench_dpo_torch.py.
-pub fn bench_dpo_run(session: &Session, pairs: usize) -> Result<Run> {
+pub fn bench_dpo_run(session: &Session, pairs: usize, precompute_ref_log_probs: bool) -> Result<Run> {
     let tok = |i: usize| (i * 7919 % 40000 + 100) as u32 % session.lm.config.vocab_size as u32;
     let seq = |p: usize, off: usize| (0..64).map(|i| tok(p * 1000 + off + i)).collect::<Vec<u32>>();
     let examples = Examples::Pairs((0..pairs).map(|p| EncodedPair { prompt: seq(p, 0), chosen: seq(p, 100), rejected: seq(p, 200) }).collect());
     let spec = RunSpec {
-        method: Method::Dpo(DpoConfig::default()),
+        method: Method::Dpo(DpoConfig { precompute_ref_log_probs, ..Default::default() }),
         train: TrainConfig { max_steps: 1000, per_device_train_batch_size: pairs, ..Default::default() },
         lora: Some(LoraConfig { lora_dropout: 0.0, ..Default::default() }),
         encoding: Encoding::default(),

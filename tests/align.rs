@@ -4,7 +4,7 @@
 
 mod common;
 
-use alignlab::align::dpo::{DpoConfig, DpoLossType, dpo_losses, dpo_step, encode_pairs};
+use alignlab::align::dpo::{DpoConfig, DpoLossType, RefLogps, dpo_losses, dpo_step, encode_pairs};
 use alignlab::align::kto::{KtoConfig, encode_examples, kto_losses, kto_step};
 use alignlab::align::reward::{RewardConfig, RewardModel, load_reward_model, reward_losses, reward_step, save_reward_model};
 use alignlab::align::rl::{RlConfig, rl_sample, rl_update};
@@ -68,7 +68,7 @@ fn dpo_losses_match_hand_computed_values() {
     let run = |cfg: DpoConfig| {
         read_f32(dpo_losses(&cfg, t(&pc, &d), t(&pr, &d), t(&rc, &d), t(&rr, &d), t(&lc, &d), t(&lr, &d))).unwrap()
     };
-    let cfg = |loss_type, label_smoothing| DpoConfig { beta: 0.1, loss_type, label_smoothing };
+    let cfg = |loss_type, label_smoothing| DpoConfig { beta: 0.1, loss_type, label_smoothing, ..Default::default() };
     close(&run(cfg(DpoLossType::Sigmoid, 0.0)), &[0.6209570477895321, 0.7981388693815918, 0.5981388693815918], 1e-5);
     close(&run(cfg(DpoLossType::Sigmoid, 0.1)), &[0.6359570477895321, 0.7781388693815918, 0.6181388693815918], 1e-5);
     close(&run(cfg(DpoLossType::Robust, 0.1)), &[0.602207047789532, 0.8231388693815919, 0.5731388693815918], 1e-5);
@@ -237,7 +237,7 @@ fn dpo_with_lora_raises_the_margin() {
     while !tr.done() {
         let m = block_on(tr.step(&mut |policy, i| {
             let r = reference.model(policy);
-            dpo_step(&cfg, policy, &r, &pairs[i * 4..i * 4 + 4], 1)
+            dpo_step(&cfg, policy, RefLogps::Model(&r), &pairs[i * 4..i * 4 + 4], 1)
         }))
         .unwrap();
         history.push(m);
@@ -268,14 +268,14 @@ fn nan_loss_stops_training_and_keeps_the_last_good_weights() {
     let mut tr = Trainer::new(model, train_cfg(1e-2, 10)).unwrap();
     let cfg = DpoConfig::default();
     let seq = [3u32, 9, 27];
-    block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1))).unwrap();
+    block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, RefLogps::Model(&reference.model(p)), &pairs[..4], 1))).unwrap();
     // Weights after step 1 gave a finite loss at step 2; step 2's update is the one suspected.
     let good = logits(&tr.model, &seq);
-    block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1))).unwrap();
+    block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, RefLogps::Model(&reference.model(p)), &pairs[..4], 1))).unwrap();
     assert!(max_diff(&logits(&tr.model, &seq), &good) > 1e-5);
     let err = block_on(tr
         .step(&mut |p, _| {
-            let mut out = dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1)?;
+            let mut out = dpo_step(&cfg, p, RefLogps::Model(&reference.model(p)), &pairs[..4], 1)?;
             out.loss = out.loss * f64::NAN;
             Ok(out)
         }))
@@ -417,11 +417,93 @@ fn adapters_work_on_the_wgpu_backend_too() {
         let reference = Reference::for_policy(&model);
         let mut tr = Trainer::new(model, train_cfg(1e-2, 2)).unwrap();
         let cfg = DpoConfig::default();
-        block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1))).unwrap();
-        block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, &reference.model(p), &pairs[..4], 1))).unwrap()
+        block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, RefLogps::Model(&reference.model(p)), &pairs[..4], 1))).unwrap();
+        block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, RefLogps::Model(&reference.model(p)), &pairs[..4], 1))).unwrap()
     };
     let (cpu, gpu) = (run(BackendKind::Flex), run(BackendKind::Wgpu));
     for key in ["loss", "rewards/margins", "grad_norm"] {
         assert!((cpu[key] - gpu[key]).abs() < 1e-3 * cpu[key].abs().max(1.0), "{key}: flex {} vs wgpu {}", cpu[key], gpu[key]);
+    }
+}
+
+fn dpo_run_spec(precompute_ref_log_probs: bool, batch: usize, accumulation: usize) -> alignlab::lab::RunSpec {
+    use alignlab::lab::{EvalConfig, Method, RunSpec, TrainData};
+    RunSpec {
+        method: Method::Dpo(DpoConfig { precompute_ref_log_probs, ..Default::default() }),
+        train: TrainConfig { per_device_train_batch_size: batch, gradient_accumulation_steps: accumulation, ..train_cfg(1e-2, 6) },
+        lora: Some(lora(4, &["q_proj", "v_proj"])),
+        encoding: enc(),
+        eval: EvalConfig { eval_fraction: 0.25, eval_steps: 2 },
+        data: TrainData { pairs: prefs(), ..Default::default() },
+    }
+}
+
+fn run_all(spec: alignlab::lab::RunSpec) -> Vec<alignlab::align::train::Metrics> {
+    let session = alignlab::lab::Session::new(tiny_lm(), std::rc::Rc::new(Default::default()));
+    let mut run = alignlab::lab::Run::new(&session, spec).unwrap();
+    let mut steps = Vec::new();
+    while !run.is_done() {
+        steps.push(block_on(run.step()).unwrap());
+    }
+    steps
+}
+
+#[test]
+fn kept_reference_logps_give_the_run_it_would_have_had() {
+    // The reference is fixed for a run, so keeping its log-probabilities (computed once per pair,
+    // in whatever batch the pair first came in) changes no number: every step's loss, margin
+    // and held-out metrics match a run that recomputes them, over more than one epoch.
+    let (kept, fresh) = (run_all(dpo_run_spec(true, 2, 1)), run_all(dpo_run_spec(false, 2, 1)));
+    assert_eq!(kept.len(), 6);
+    for (i, (k, f)) in kept.iter().zip(&fresh).enumerate() {
+        assert_eq!(k.keys().collect::<Vec<_>>(), f.keys().collect::<Vec<_>>());
+        for (name, v) in f {
+            assert!((k[name] - v).abs() <= 1e-5 * v.abs().max(1.0), "step {}: {name} kept {} vs recomputed {v}", i + 1, k[name]);
+        }
+    }
+    let (first, last) = (&kept[0], kept.last().unwrap());
+    assert!(last["loss"] < first["loss"] - 0.1 && last["rewards/margins"] > 0.1, "training moved the loss and margin: {kept:?}");
+    assert!(last.contains_key("eval/loss"), "the held-out split was scored with kept reference values too");
+}
+
+#[test]
+fn gradient_accumulation_draws_a_new_micro_batch_each_time() {
+    // Two micro-batches of one pair accumulate to the gradient of one batch of two: the same
+    // pairs, the same mean loss, the same update (each micro-batch is a different pair).
+    let (one, two) = (run_all(dpo_run_spec(true, 2, 1)), run_all(dpo_run_spec(true, 1, 2)));
+    for (i, (a, b)) in one.iter().zip(&two).take(3).enumerate() {
+        for name in ["loss", "rewards/margins", "grad_norm"] {
+            assert!((a[name] - b[name]).abs() <= 1e-4 * a[name].abs().max(1.0), "step {}: {name} batch of 2 {} vs 2 x 1 {}", i + 1, a[name], b[name]);
+        }
+    }
+}
+
+#[test]
+fn scoring_a_mixed_batch_gives_each_row_what_it_gets_alone() {
+    // Rows with different prompt and completion lengths share one batch: the vocabulary
+    // projection runs only on the window that holds completions, and each row's log-probs
+    // must still be those it has when scored alone.
+    let lm = tiny_lm();
+    let pairs: Vec<(Vec<u32>, Vec<u32>)> = vec![
+        (vec![3, 9, 27, 4, 5, 6, 7, 8], vec![11, 12]),
+        (vec![3], vec![13, 14, 15, 16, 17]),
+        (vec![3, 9, 2], vec![18]),
+    ];
+    let together = score(&lm, &pairs).unwrap();
+    for (i, p) in pairs.iter().enumerate() {
+        let alone = &score(&lm, std::slice::from_ref(p)).unwrap()[0];
+        assert_eq!(together[i].logprobs.len(), p.1.len());
+        assert!(max_diff(&together[i].logprobs, &alone.logprobs) < 1e-5, "row {i}: {:?} vs {:?}", together[i].logprobs, alone.logprobs);
+    }
+    // And the full forward pass agrees: log-softmax of the logits at each completion position.
+    let (p, c) = &pairs[1];
+    let seq: Vec<u32> = p.iter().chain(c).copied().collect();
+    let full = logits(&lm.model, &seq);
+    let v = lm.model.vocab_size();
+    for (j, &tok) in c.iter().enumerate() {
+        let row = &full[(p.len() - 1 + j) * v..(p.len() + j) * v];
+        let m = row.iter().fold(f32::MIN, |a, &b| a.max(b));
+        let lse = m + row.iter().map(|x| (x - m).exp()).sum::<f32>().ln();
+        assert!((together[1].logprobs[j] - (row[tok as usize] - lse)).abs() < 1e-4);
     }
 }

@@ -194,7 +194,7 @@ fn the_worker_keeps_exports_and_reimports_a_reward_model() {
     let fresh = Worker::new(&model, &tok);
     assert!(judge(&fresh).is_none(), "a fresh worker has no reward model");
     let file = |n: &str| kept.iter().find(|f| f.name.ends_with(n)).unwrap().bytes.clone();
-    fresh.send(Request::Import { what: Artifact::RewardModel, config_json: String::from_utf8(file(".json")).unwrap(), safetensors: file(".safetensors") });
+    fresh.send(Request::Import { what: Artifact::RewardModel, config_json: String::from_utf8(file(".json")).unwrap(), safetensors: file(".safetensors"), from: Default::default() });
     let after = judge(&fresh).expect("the imported reward model scores");
     for (a, b) in before.iter().zip(&after) {
         assert!((a - b).abs() < 1e-5, "{before:?} vs {after:?}");

@@ -13,6 +13,7 @@ use super::Encoding;
 use super::train::LossOutput;
 use crate::data::Preference;
 use crate::model::Llama;
+use crate::backend::read_f32;
 use crate::logps::{ScoringBatch, sequence_logps};
 use crate::{Error, LoadedModel, Result};
 
@@ -52,11 +53,17 @@ pub struct DpoConfig {
     /// Assumed fraction of flipped labels (conservative DPO).
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DpoConfig::default().label_smoothing))]
     pub label_smoothing: f64,
+    /// Compute the reference model's log-probabilities of each pair once and keep them for the
+    /// run (TRL's option of this name): later epochs and evaluations skip the reference pass.
+    /// The reference does not change during a run, so the loss is the same either way.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DpoConfig::default().precompute_ref_log_probs,
+        action = clap::ArgAction::Set, value_name = "BOOL"))]
+    pub precompute_ref_log_probs: bool,
 }
 
 impl Default for DpoConfig {
     fn default() -> Self {
-        Self { beta: 0.1, loss_type: DpoLossType::Sigmoid, label_smoothing: 0.0 }
+        Self { beta: 0.1, loss_type: DpoLossType::Sigmoid, label_smoothing: 0.0, precompute_ref_log_probs: true }
     }
 }
 
@@ -109,20 +116,41 @@ pub fn encode_pairs(lm: &LoadedModel, enc: &Encoding, pairs: &[Preference]) -> R
         .collect()
 }
 
-/// The DPO loss of one micro-batch of pairs: chosen and rejected go through the policy in one
-/// batch, and through the reference (`reference`: adapters off, or a frozen copy) without
-/// gradients.
-pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: &Llama, pairs: &[EncodedPair], pad_id: u32) -> Result<LossOutput> {
-    let b = pairs.len();
-    let device = policy.embed_tokens.weight.device();
-    let seqs: Vec<(Vec<u32>, Vec<u32>)> = pairs
+/// Where a DPO step gets the reference model's log-probabilities: a forward pass of the reference
+/// (adapters off, or a frozen copy), or values kept from an earlier pass ([`RefLogpsCache`]).
+#[derive(Clone, Copy)]
+pub enum RefLogps<'a> {
+    Model(&'a Llama),
+    /// Summed log-probabilities of each pair's `[chosen, rejected]` completion, in batch order.
+    Values(&'a [[f32; 2]]),
+}
+
+/// The chosen and rejected sequences of pairs as one scoring batch: chosen rows first.
+fn pair_sequences(pairs: &[EncodedPair]) -> Vec<(Vec<u32>, Vec<u32>)> {
+    pairs
         .iter()
         .map(|p| (p.prompt.clone(), p.chosen.clone()))
         .chain(pairs.iter().map(|p| (p.prompt.clone(), p.rejected.clone())))
-        .collect();
-    let sb = ScoringBatch::new(policy, &seqs, pad_id)?;
+        .collect()
+}
+
+/// The DPO loss of one micro-batch of pairs: chosen and rejected go through the policy in one
+/// batch, and through the reference without gradients unless its values are given.
+pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[EncodedPair], pad_id: u32) -> Result<LossOutput> {
+    let b = pairs.len();
+    let device = policy.embed_tokens.weight.device();
+    let sb = ScoringBatch::new(policy, &pair_sequences(pairs), pad_id)?;
     let logps = sequence_logps(policy, &sb);
-    let ref_logps = sequence_logps(reference, &sb).detach();
+    let ref_logps = match reference {
+        RefLogps::Model(m) => sequence_logps(m, &sb).detach(),
+        RefLogps::Values(v) if v.len() == b => {
+            let flat: Vec<f32> = v.iter().map(|r| r[0]).chain(v.iter().map(|r| r[1])).collect();
+            Tensor::<1>::from_floats(flat.as_slice(), &device)
+        }
+        RefLogps::Values(v) => {
+            return Err(Error::Invalid(format!("{} reference values for a batch of {b} pairs", v.len())));
+        }
+    };
     let lens: Vec<f32> = sb.completion_lens.iter().map(|&l| l.max(1) as f32).collect();
     let lens = Tensor::<1>::from_floats(lens.as_slice(), &device);
 
@@ -144,4 +172,34 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: &Llama, pairs: &[Enc
             ("logps/rejected", pr.detach().mean()),
         ],
     })
+}
+
+/// The reference's log-probabilities of a set of pairs, each computed the first time its pair is
+/// drawn and kept (TRL computes them all before training; drawing them lazily gives the same
+/// numbers without a long wait before the first step). Valid while the reference is unchanged:
+/// a run owns one, and its reference is fixed for the run.
+pub struct RefLogpsCache {
+    values: Vec<Option<[f32; 2]>>,
+}
+
+impl RefLogpsCache {
+    pub fn new(pairs: usize) -> Self {
+        Self { values: vec![None; pairs] }
+    }
+
+    /// The values of `pairs[i]` for each `i` in `idx`, computing the missing ones in one batch.
+    pub async fn get(&mut self, reference: &Llama, pairs: &[EncodedPair], idx: &[usize], pad_id: u32) -> Result<Vec<[f32; 2]>> {
+        let missing: Vec<usize> = idx.iter().copied().filter(|&i| self.values[i].is_none()).collect();
+        if !missing.is_empty() {
+            let batch: Vec<EncodedPair> = missing.iter().map(|&i| pairs[i].clone()).collect();
+            let reference = reference.for_inference();
+            let sb = ScoringBatch::new(&reference, &pair_sequences(&batch), pad_id)?;
+            let sums = read_f32(sequence_logps(&reference, &sb)).await?;
+            let n = missing.len();
+            for (k, &i) in missing.iter().enumerate() {
+                self.values[i] = Some([sums[k], sums[n + k]]);
+            }
+        }
+        Ok(idx.iter().map(|&i| self.values[i].expect("computed above")).collect())
+    }
 }

@@ -26,7 +26,7 @@ use crate::align::Encoding;
 use crate::backend::BackendKind;
 use crate::data::{Demonstration, Preference, Unpaired};
 use crate::generate::SamplingConfig;
-use crate::lab::RunSettings;
+use crate::lab::{AdapterFrom, RunSettings};
 use crate::worker::protocol::*;
 
 /// The default model, copied into `dist/models/` by trunk (scripts/setup fetched it).
@@ -82,7 +82,8 @@ impl SavedAdapter {
 
     /// Sends it back to the worker (after a reload, or a restart of the engine).
     fn restore(&self, what: Artifact) {
-        client::send(&Request::Import { what, config_json: self.config_json.clone(), safetensors: self.safetensors.clone() });
+        let (config_json, safetensors) = (self.config_json.clone(), self.safetensors.clone());
+        client::send(&Request::Import { what, config_json, safetensors, from: AdapterFrom::Kept });
     }
 }
 
@@ -289,7 +290,7 @@ fn on_event(ctx: Ctx, ev: Event) {
             match what {
                 Artifact::RewardModel => ctx.reward_model.set(saved),
                 Artifact::Adapter => ctx.adapter.set(saved),
-                Artifact::Merged | Artifact::TrlHandoff => {}
+                Artifact::Merged => {}
             }
         }
         Event::Error { kind, message, job } => {
@@ -428,14 +429,11 @@ fn App() -> impl IntoView {
     let tokenizer = query("tokenizer").map(|t| absolute(&t));
     let foreign = [Some(&model), tokenizer.as_ref()].into_iter().flatten().find_map(|u| foreign_origin(u));
     match foreign {
-        Some(origin) if !confirm_foreign(&origin) => ctx.banner.set(Some(Banner {
-            kind: ErrorKind::Invalid,
-            message: format!(
-                "This link asked to load a model from {origin}, another site; you declined, so nothing was \
-                 downloaded. Open a model with Change model."
-            ),
-            fatal: false,
-        })),
+        // Declining is the user's choice, not a failure: a notice, not an error.
+        Some(origin) if !confirm_foreign(&origin) => ctx.notice.set(Some(format!(
+            "This link asked to load a model from {origin}, another site; you declined, so nothing was \
+             downloaded. Open a model with Change model."
+        ))),
         _ => ctx.model_source.set(Some(ModelSource::Url { model, tokenizer })),
     }
     start_engine(ctx);

@@ -11,7 +11,7 @@ use super::chart::MetricChart;
 use super::train_form::TrainForm;
 use super::{Ctx, RunRecord, client, files};
 use crate::align::Encoding;
-use crate::lab::{MethodKind, RunSpec, TrainData};
+use crate::lab::{AdapterFrom, MethodKind, RunSpec, TrainData};
 use crate::worker::protocol::*;
 
 fn csv(metrics: &[BTreeMap<String, f64>]) -> String {
@@ -239,16 +239,17 @@ fn Artifacts(busy: Signal<bool>, message: RwSignal<Option<String>>) -> impl Into
     // Files that come back for a job are offered as downloads.
     let downloads = move || {
         client::job(move |ev| match ev {
-            Event::Files { files: out, what, .. } => {
+            Event::Files { files: out, .. } => {
                 for f in out {
                     if let Err(e) = files::download(&f.name, "application/octet-stream", &f.bytes) {
                         message.set(Some(format!("Export failed: {e}")));
                     }
                 }
-                if what == Artifact::TrlHandoff {
-                    message.set(Some("TRL hand-off downloaded: unzip it and follow its README (python train_trl.py).".into()));
-                }
             }
+            Event::Handoff { zip, .. } => match files::download(&zip.name, "application/zip", &zip.bytes) {
+                Ok(()) => message.set(Some("TRL hand-off downloaded: unzip it and follow its README (python train_trl.py).".into())),
+                Err(e) => message.set(Some(format!("Export failed: {e}"))),
+            },
             Event::Error { message: m, .. } => message.set(Some(format!("Export failed: {m}"))),
             _ => {}
         })
@@ -280,7 +281,7 @@ fn Artifacts(busy: Signal<bool>, message: RwSignal<Option<String>>) -> impl Into
                 (Some((_, c)), Some((_, s))) => {
                     picked.set(Vec::new());
                     let config_json = String::from_utf8_lossy(&c).into_owned();
-                    client::send(&Request::Import { what, config_json, safetensors: s });
+                    client::send(&Request::Import { what, config_json, safetensors: s, from: AdapterFrom::File });
                     message.set(Some(match what {
                         Artifact::RewardModel => "Reward model imported: Compare and RLHF now use it.".into(),
                         _ => "Adapter imported: Generate now uses it.".into(),

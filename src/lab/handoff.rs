@@ -11,6 +11,7 @@
 use serde_json::{Value, json};
 
 use super::run::split_indices;
+use super::session::Session;
 use super::spec::{Method, MethodKind, RewardSpec, RunSpec};
 use crate::align::dpo::DpoLossType;
 use crate::align::rl::{Advantage, KlEstimator, KlPlacement};
@@ -52,7 +53,25 @@ const JUDGE_PROBES: &[&str] = &[
     "",
 ];
 
-impl Handoff<'_> {
+impl<'a> Handoff<'a> {
+    /// What `session` holds for a run of `spec`: the adapter the run trained (the policy's, or the
+    /// reward model for a reward-model run), the reward model an RLHF run scored with, the judges'
+    /// data. Both front ends hand off through this.
+    pub async fn from_session(session: &'a Session, spec: &'a RunSpec, base_model: String) -> Result<Self> {
+        let adapter = match spec.method.kind() {
+            MethodKind::Reward if session.reward_model.is_some() => Some(session.export_reward_model().await?),
+            MethodKind::Reward => None,
+            _ if session.policy.lora().is_some() => Some(session.policy.export_adapter(&session.model_name()).await?),
+            _ => None,
+        };
+        let reward_model = match &spec.method {
+            Method::Rl { reward: RewardSpec::RewardModel, .. } => Some(session.export_reward_model().await?),
+            _ => None,
+        };
+        let has_chat_template = session.lm.chat_template.is_some();
+        Ok(Self { spec, base_model, adapter, reward_model, judge_data: &session.judge_data, has_chat_template })
+    }
+
     /// The files, by relative path.
     pub fn files(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let spec = self.spec;
@@ -249,13 +268,7 @@ impl Handoff<'_> {
             Method::Rl { reward: RewardSpec::RewardModel, .. } => py_str("reward_model"),
             _ => "None".into(),
         };
-        let config = match kind {
-            MethodKind::Dpo => "DPOConfig",
-            MethodKind::Kto => "KTOConfig",
-            MethodKind::Reward => "RewardConfig",
-            MethodKind::Sft => "SFTConfig",
-            MethodKind::Rl => rl_config(spec),
-        };
+        let config = trl_config(spec);
         let args: Vec<String> = args.iter().map(|(k, v)| format!("    {k}={v},")).collect();
         let notes: String = notes.iter().map(|n| format!("# Differs from the alignlab run: {n}.\n")).collect();
         format!(
@@ -322,16 +335,21 @@ impl Handoff<'_> {
              and loads back into alignlab (Data tab, or `alignlab generate --adapter trl-output`).\n",
             name = spec.method.name(),
             form = if self.chat() { "conversational: TRL applies the model's chat template, as the run did" } else { "plain text, no chat template, as the run used" },
-            config = match kind {
-                MethodKind::Dpo => "DPOConfig",
-                MethodKind::Kto => "KTOConfig",
-                MethodKind::Reward => "RewardConfig",
-                MethodKind::Sft => "SFTConfig",
-                MethodKind::Rl => rl_config(spec),
-            },
+            config = trl_config(spec),
             extra = if judges.is_empty() { "" } else { " vaderSentiment==3.3.2 better-profanity==0.7.0" },
             base = self.base_model,
         )
+    }
+}
+
+/// The TRL config class a run of `spec` continues under.
+fn trl_config(spec: &RunSpec) -> &'static str {
+    match spec.method.kind() {
+        MethodKind::Dpo => "DPOConfig",
+        MethodKind::Kto => "KTOConfig",
+        MethodKind::Reward => "RewardConfig",
+        MethodKind::Sft => "SFTConfig",
+        MethodKind::Rl => rl_config(spec),
     }
 }
 

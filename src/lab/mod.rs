@@ -21,7 +21,7 @@ pub mod spec;
 
 pub use evaluate::{EvalReport, evaluate};
 pub use label::{best_of_n, pairs_from_ranking};
-pub use policy::{FULL_FINETUNE_MAX_PARAMS, Policy, PolicyKind};
+pub use policy::{AdapterFrom, FULL_FINETUNE_MAX_PARAMS, Policy, PolicyKind};
 pub use rewards::{RewardHead, Rewarder};
 pub use run::{Run, RunState, Trained};
 pub use session::{Session, TokenLogps};

@@ -29,6 +29,26 @@ pub struct Policy {
     pub history: Vec<String>,
 }
 
+/// Where an installed adapter came from, for the policy's history.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdapterFrom {
+    /// A file the user opened.
+    #[default]
+    File,
+    /// The adapter the page kept from the last visit (or from before the engine restarted).
+    Kept,
+}
+
+impl AdapterFrom {
+    fn label(self) -> &'static str {
+        match self {
+            Self::File => "an imported adapter",
+            Self::Kept => "the adapter kept from your last session",
+        }
+    }
+}
+
 impl Policy {
     pub fn base(lm: &LoadedModel) -> Self {
         Self { model: lm.model.clone(), kind: PolicyKind::Base, history: Vec::new() }
@@ -110,10 +130,10 @@ impl Policy {
     }
 
     /// Installs a PEFT adapter on the base weights, replacing any adapter.
-    pub fn import_adapter(&mut self, lm: &LoadedModel, config_json: &[u8], safetensors: &[u8]) -> Result<LoraConfig> {
+    pub fn import_adapter(&mut self, lm: &LoadedModel, config_json: &[u8], safetensors: &[u8], from: AdapterFrom) -> Result<LoraConfig> {
         let mut model = lm.model.clone();
         let cfg = peft::load_adapter(&mut model, config_json, safetensors)?;
-        *self = Self { model, kind: PolicyKind::Lora(cfg.clone()), history: vec!["an imported adapter".into()] };
+        *self = Self { model, kind: PolicyKind::Lora(cfg.clone()), history: vec![from.label().into()] };
         Ok(cfg)
     }
 

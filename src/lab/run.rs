@@ -15,7 +15,7 @@ use super::rewards::{RewardHead, Rewarder};
 use super::session::Session;
 use super::spec::{Method, MethodKind, RunSpec};
 use crate::align::Reference;
-use crate::align::dpo::{EncodedPair, dpo_step, encode_pairs};
+use crate::align::dpo::{EncodedPair, RefLogps, RefLogpsCache, dpo_step, encode_pairs};
 use crate::align::kto::{EncodedExample, encode_examples, kto_step};
 use crate::align::reward::{RewardModel, reward_step};
 use crate::align::rl::{RlConfig, rl_sample, rl_update};
@@ -107,6 +107,8 @@ pub struct Run {
     learner: Learner,
     batches: Batches,
     rewarder: Option<Rewarder>,
+    /// DPO's reference log-probabilities of the training and held-out pairs, when kept.
+    ref_logps: Option<[RefLogpsCache; 2]>,
     /// Steps as the user counts them (rounds for RLHF).
     done: usize,
 }
@@ -163,7 +165,13 @@ impl Run {
             _ => spec.train.per_device_train_batch_size,
         };
         let batches = Batches::new(train.len(), batch, spec.train.seed);
-        Ok(Self { spec, lm, train, held_out, learner, batches, rewarder, done: 0 })
+        let ref_logps = match &spec.method {
+            Method::Dpo(c) if c.precompute_ref_log_probs => {
+                Some([RefLogpsCache::new(train.len()), RefLogpsCache::new(held_out.len())])
+            }
+            _ => None,
+        };
+        Ok(Self { spec, lm, train, held_out, learner, batches, rewarder, ref_logps, done: 0 })
     }
 
     /// Continues a stopped run at `step` (as counted by [`Run::steps_done`]): the schedule goes on
@@ -178,7 +186,7 @@ impl Run {
         }
         let size = self.rl().map_or(self.spec.train.per_device_train_batch_size, |c| c.prompts_per_step);
         self.batches = Batches::new(self.train.len(), size, self.spec.train.seed);
-        for _ in 0..self.done {
+        for _ in 0..self.done * self.micro_batches() {
             self.batches.next();
         }
     }
@@ -212,6 +220,12 @@ impl Run {
             Method::Rl { cfg, .. } => Some(cfg),
             _ => None,
         }
+    }
+
+    /// Micro-batches drawn per step: each gradient-accumulation step gets its own (RLHF draws
+    /// one set of prompts per round).
+    fn micro_batches(&self) -> usize {
+        if self.rl().is_some() { 1 } else { self.spec.train.gradient_accumulation_steps }
     }
 
     /// Steps as the user counts them: optimizer steps, or rounds for RLHF.
@@ -250,23 +264,36 @@ impl Run {
         // Dropout draws from the device's generator, seeded per step: a resumed run draws what
         // the uninterrupted one would have.
         self.lm.device.seed(self.spec.train.seed.wrapping_add((self.done as u64).wrapping_mul(0x9E37_79B9)));
-        let idx = self.batches.next();
-        let batch = self.train.pick(&idx);
+        let idx: Vec<Vec<usize>> = (0..self.micro_batches()).map(|_| self.batches.next()).collect();
         let pad = self.lm.tokenizer.pad_id();
         let mut metrics = match (&mut self.learner, &self.spec.method) {
             (Learner::Policy { trainer, reference }, Method::Rl { cfg, .. }) => {
-                let Examples::Prompts(prompts) = &batch else { unreachable!("RLHF encodes prompts") };
-                let samples = rl_sample(cfg, trainer, &self.lm.tokenizer, prompts).await?;
+                let Examples::Prompts(prompts) = self.train.pick(&idx[0]) else { unreachable!("RLHF encodes prompts") };
+                let samples = rl_sample(cfg, trainer, &self.lm.tokenizer, &prompts).await?;
                 let rewarder = self.rewarder.as_ref().expect("RLHF has a reward source");
-                let rewards = rewarder.rewards(&samples.candidates(prompts)).await?;
+                let rewards = rewarder.rewards(&samples.candidates(&prompts)).await?;
                 rl_update(cfg, trainer, reference, &self.lm.tokenizer, &samples, rewards).await?
             }
             (Learner::Policy { trainer, reference }, method) => {
-                trainer.step(&mut |m, _| policy_loss(method, m, reference, &batch, pad)).await?
+                let batches: Vec<Examples> = idx.iter().map(|i| self.train.pick(i)).collect();
+                let mut kept = Vec::new();
+                if let (Some([cache, _]), Examples::Pairs(all)) = (&mut self.ref_logps, &self.train) {
+                    for i in &idx {
+                        kept.push(cache.get(&reference.model(&trainer.model), all, i, pad).await?);
+                    }
+                }
+                trainer
+                    .step(&mut |m, i| policy_loss(method, m, reference, kept.get(i).map(Vec::as_slice), &batches[i], pad))
+                    .await?
             }
             (Learner::Reward { trainer, .. }, Method::Reward(cfg)) => {
-                let Examples::Pairs(pairs) = &batch else { unreachable!("a reward model trains on pairs") };
-                trainer.step(&mut |m, _| reward_step(cfg, m, pairs, pad)).await?
+                let batches: Vec<Examples> = idx.iter().map(|i| self.train.pick(i)).collect();
+                trainer
+                    .step(&mut |m, i| {
+                        let Examples::Pairs(pairs) = &batches[i] else { unreachable!("a reward model trains on pairs") };
+                        reward_step(cfg, m, pairs, pad)
+                    })
+                    .await?
             }
             (Learner::Reward { .. }, _) => unreachable!("only the reward method trains a reward model"),
         };
@@ -280,7 +307,7 @@ impl Run {
 
     /// The method's loss and metrics on the held-out examples, without gradients, averaged over
     /// batches, each named `eval/...`.
-    pub async fn evaluate(&self) -> Result<Metrics> {
+    pub async fn evaluate(&mut self) -> Result<Metrics> {
         let pad = self.lm.tokenizer.pad_id();
         let n = self.held_out.len();
         let size = self.spec.train.per_device_train_batch_size.max(2);
@@ -294,6 +321,12 @@ impl Run {
         while start < n {
             let idx: Vec<usize> = (start..(start + size).min(n)).collect();
             let batch = self.held_out.pick(&idx);
+            let kept = match (&mut self.ref_logps, &self.held_out, &self.learner) {
+                (Some([_, cache]), Examples::Pairs(all), Learner::Policy { trainer, reference }) => {
+                    Some(cache.get(&reference.model(&trainer.model), all, &idx, pad).await?)
+                }
+                _ => None,
+            };
             let out = match (&self.learner, &self.spec.method) {
                 (Learner::Reward { .. }, Method::Reward(cfg)) => {
                     let Examples::Pairs(p) = &batch else { unreachable!() };
@@ -307,7 +340,7 @@ impl Run {
                         }
                         _ => batch,
                     };
-                    policy_loss(method, policy.as_ref().expect("frozen above"), reference, &batch, pad)?
+                    policy_loss(method, policy.as_ref().expect("frozen above"), reference, kept.as_deref(), &batch, pad)?
                 }
                 _ => unreachable!(),
             };
@@ -349,10 +382,14 @@ impl Run {
     }
 }
 
-/// The loss of one micro-batch for the policy methods.
-fn policy_loss(method: &Method, model: &Llama, reference: &Reference, batch: &Examples, pad: u32) -> Result<LossOutput> {
+/// The loss of one micro-batch for the policy methods; `kept`: DPO's reference log-probabilities
+/// of the batch when the run keeps them.
+fn policy_loss(method: &Method, model: &Llama, reference: &Reference, kept: Option<&[[f32; 2]]>, batch: &Examples, pad: u32) -> Result<LossOutput> {
     match (method, batch) {
-        (Method::Dpo(cfg), Examples::Pairs(b)) => dpo_step(cfg, model, &reference.model(model), b, pad),
+        (Method::Dpo(cfg), Examples::Pairs(b)) => match kept {
+            Some(values) => dpo_step(cfg, model, RefLogps::Values(values), b, pad),
+            None => dpo_step(cfg, model, RefLogps::Model(&reference.model(model)), b, pad),
+        },
         (Method::Kto(cfg), Examples::Unpaired(b)) => kto_step(cfg, model, &reference.model(model), b, pad),
         (Method::Sft, Examples::Demos(b)) => sft_step(model, b, pad),
         _ => Err(Error::Invalid("this method does not fit this data".into())),

@@ -10,7 +10,7 @@ use crate::backend::BackendKind;
 use crate::data::Preference;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
-pub use crate::lab::{Method, RewardSpec, RunSpec, TrainData, Which};
+pub use crate::lab::{AdapterFrom, Method, RewardSpec, RunSpec, TrainData, Which};
 
 /// Names one request's job, so its streamed events find their way back to the right panel.
 pub type JobId = u32;
@@ -91,8 +91,6 @@ pub enum Artifact {
     RewardModel,
     /// The policy with its adapter merged in, as an HF checkpoint.
     Merged,
-    /// The run handed off to TRL: data, adapter and script, one zip (`lab::handoff`).
-    TrlHandoff,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -119,6 +117,8 @@ pub enum Request {
         config_json: String,
         #[serde(with = "serde_bytes")]
         safetensors: Vec<u8>,
+        #[serde(default)]
+        from: AdapterFrom,
     },
     ResetAdapter,
 }
@@ -203,6 +203,8 @@ pub enum Event {
     TrainEnded { job: JobId, state: RunState, message: Option<String> },
     /// Exported files. `job: None`: sent unasked after training, for the page to keep.
     Files { job: Option<JobId>, what: Artifact, files: Vec<FileOut> },
+    /// A run handed off to TRL: data, adapter and script, one zip (`lab::handoff`).
+    Handoff { job: JobId, zip: FileOut },
     /// What the policy is now: "base model", "LoRA r=8 on q,v (DPO, 10 steps)", ...
     PolicyState { adapter: bool, description: String, reward_model: bool },
     Done { job: JobId },
@@ -239,6 +241,7 @@ impl Event {
             | Self::TrainStarted { job, .. }
             | Self::Metrics { job, .. }
             | Self::TrainEnded { job, .. }
+            | Self::Handoff { job, .. }
             | Self::Done { job } => Some(*job),
             Self::Files { job, .. } | Self::Error { job, .. } => *job,
             _ => None,

@@ -19,7 +19,7 @@ use crate::io::Checkpoint;
 use crate::io::peft::AdapterFiles;
 use crate::judges::JudgeData;
 use crate::lab::handoff::{Handoff, zip};
-use crate::lab::{Method, MethodKind, RewardSpec, Run, RunSpec, Session};
+use crate::lab::{AdapterFrom, Run, RunSpec, Session};
 use crate::{Error, Result};
 
 /// A device the host opened, and how to describe it.
@@ -111,7 +111,7 @@ impl<H: Host> Router<H> {
             }
             Request::Export { job, what } => self.export(Some(job), what).await,
             Request::Handoff { job, run, base_model } => self.handoff(job, run, base_model).await,
-            Request::Import { what, config_json, safetensors } => self.import(what, AdapterFiles { config_json, safetensors }),
+            Request::Import { what, config_json, safetensors, from } => self.import(what, AdapterFiles { config_json, safetensors }, from),
             Request::ResetAdapter => {
                 self.with(|s| s.paused = None);
                 self.update(|s| {
@@ -234,7 +234,6 @@ impl<H: Host> Router<H> {
                 let files = crate::io::hf::save_hf(&session.policy.model, &session.lm.config, &session.lm.tokenizer).await?;
                 files.into_iter().map(|(name, bytes)| FileOut { name, bytes }).collect()
             }
-            Artifact::TrlHandoff => return Err(Error::Invalid("a TRL hand-off needs the run's settings: use Request::Handoff".into())),
         };
         self.host.post(Event::Files { job, what, files });
         Ok(())
@@ -245,35 +244,21 @@ impl<H: Host> Router<H> {
     async fn handoff(&self, job: JobId, run: RunSpec, base_model: String) -> Result<()> {
         run.validate()?;
         let session = self.session()?;
-        let adapter = match run.method.kind() {
-            MethodKind::Reward => match session.reward_model {
-                Some(_) => Some(session.export_reward_model().await?),
-                None => None,
-            },
-            _ if session.policy.lora().is_some() => Some(session.policy.export_adapter(&session.model_name()).await?),
-            _ => None,
-        };
-        let reward_model = match &run.method {
-            Method::Rl { reward: RewardSpec::RewardModel, .. } => Some(session.export_reward_model().await?),
-            _ => None,
-        };
-        let has_chat_template = session.lm.chat_template.is_some();
-        let h = Handoff { spec: &run, base_model, adapter, reward_model, judge_data: &session.judge_data, has_chat_template };
-        let bytes = zip(&h.files()?)?;
+        let bytes = zip(&Handoff::from_session(&session, &run, base_model).await?.files()?)?;
         let name = format!("alignlab-{}-trl.zip", run.method.kind().id());
-        self.host.post(Event::Files { job: Some(job), what: Artifact::TrlHandoff, files: vec![FileOut { name, bytes }] });
+        self.host.post(Event::Handoff { job, zip: FileOut { name, bytes } });
         Ok(())
     }
 
-    fn import(&self, what: Artifact, files: AdapterFiles) -> Result<()> {
+    fn import(&self, what: Artifact, files: AdapterFiles, from: AdapterFrom) -> Result<()> {
         let mut session = self.session()?;
         match what {
             Artifact::Adapter => {
                 let lm = session.lm.clone();
-                session.policy.import_adapter(&lm, files.config_json.as_bytes(), &files.safetensors)?;
+                session.policy.import_adapter(&lm, files.config_json.as_bytes(), &files.safetensors, from)?;
             }
             Artifact::RewardModel => session.import_reward_model(&files)?,
-            Artifact::Merged | Artifact::TrlHandoff => return Err(Error::Invalid("a merged model or a hand-off is not imported as an adapter".into())),
+            Artifact::Merged => return Err(Error::Invalid("a merged model is not imported as an adapter".into())),
         }
         self.update(|s| {
             s.policy = session.policy;

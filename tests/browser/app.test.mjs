@@ -147,7 +147,7 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     assert.equal(await page.getByRole('table', { name: 'Preference pairs' }).locator('tbody tr').count(), pairsBefore + 1);
     await tab('Train');
     assert.equal(await page.getByRole('table', { name: 'Runs' }).locator('tbody tr').count(), 1);
-    await page.getByRole('tabpanel').getByText(/^Policy: LoRA r=8/).waitFor();
+    await page.getByRole('tabpanel').getByText(/^Policy: LoRA r=8 .* after the adapter kept from your last session/).waitFor();
     await shot(page, 'reload');
   });
 
