@@ -200,3 +200,58 @@ fn the_worker_keeps_exports_and_reimports_a_reward_model() {
         assert!((a - b).abs() < 1e-5, "{before:?} vs {after:?}");
     }
 }
+
+#[test]
+fn the_worker_keeps_a_full_fine_tune_and_a_fresh_worker_restores_it() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((model, tok)) = stories260k() else { return };
+    let worker = Worker::new(&model, &tok);
+    let prompt = "Once upon a time, Lily went to the park";
+    let pairs: Vec<Preference> = (0..4).map(|i| Preference { prompt: format!("{prompt} {i}"), chosen: " and she was very happy.".into(), rejected: " and it was sad and dark.".into() }).collect();
+    let mut settings = alignlab::lab::RunSettings::default();
+    settings.method = alignlab::lab::MethodKind::Dpo;
+    settings.full_finetune = true;
+    settings.train.max_steps = 3;
+    settings.train.learning_rate = 1e-3;
+    let spec = settings.spec(vec![], alignlab::align::Encoding::default(), TrainData { pairs, ..Default::default() });
+    worker.send(Request::Train { job: 1, run: spec });
+    let events = worker.take();
+    assert!(errors(&events).is_empty(), "{:?}", errors(&events));
+    // Every weight goes to the page to keep, as an HF checkpoint.
+    let kept = events.iter().rev().find_map(|e| match e {
+        Event::Files { job: None, what: Artifact::Merged, files } => Some(files.clone()),
+        _ => None,
+    });
+    let kept = kept.expect("the fully fine-tuned weights are sent to the page to keep");
+    let file = |n: &str| kept.iter().find(|f| f.name == n).unwrap_or_else(|| panic!("{n} kept")).bytes.clone();
+
+    let logprobs = |w: &Worker| {
+        w.send(Request::Logprobs { job: 9, prompt: prompt.into(), encoding: Default::default(), completion: " and she was very happy.".into() });
+        w.take().into_iter().find_map(|e| if let Event::Logprobs { policy, reference, .. } = e { Some((policy, reference)) } else { None }).unwrap()
+    };
+    let (trained, base) = logprobs(&worker);
+    assert!(max_abs_diff(&trained, &base) > 1e-3, "training moved the policy: {trained:?} vs {base:?}");
+
+    // A fresh worker (a reload) gets the same policy back from the kept files.
+    let fresh = Worker::new(&model, &tok);
+    let config_json = String::from_utf8(file("config.json")).unwrap();
+    fresh.send(Request::Import { what: Artifact::Merged, config_json: config_json.clone(), safetensors: file("model.safetensors"), from: AdapterFrom::Kept });
+    let restored = fresh.take();
+    assert!(errors(&restored).is_empty(), "{:?}", errors(&restored));
+    assert!(restored.iter().any(|e| matches!(e, Event::PolicyState { adapter: true, description, .. } if description.starts_with("fully fine-tuned weights"))), "{restored:?}");
+    let (again, base_again) = logprobs(&fresh);
+    assert!(max_abs_diff(&again, &trained) < 1e-5, "{again:?} vs {trained:?}");
+    assert!(max_abs_diff(&base_again, &base) < 1e-6, "the reference is still the loaded model");
+
+    // Weights of another shape are refused with a clear error, and the policy stays as it was.
+    let mut wrong = file("model.safetensors");
+    wrong.truncate(wrong.len() / 2);
+    fresh.send(Request::Import { what: Artifact::Merged, config_json, safetensors: wrong, from: AdapterFrom::Kept });
+    assert!(!errors(&fresh.take()).is_empty(), "a cut file is an error");
+    assert!(max_abs_diff(&logprobs(&fresh).0, &trained) < 1e-5, "the restored policy is kept");
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

@@ -62,8 +62,8 @@ pub struct RunRecord {
     pub examples: usize,
 }
 
-/// The adapter the policy had last (or the last reward model), kept so a reload or a lost device
-/// does not lose it.
+/// The adapter the policy had last (or the last reward model, or a full fine-tune's weights as an
+/// HF checkpoint), kept so a reload or a lost device does not lose it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SavedAdapter {
     pub model: String,
@@ -73,10 +73,11 @@ pub struct SavedAdapter {
 }
 
 impl SavedAdapter {
-    /// PEFT's two files as the worker sends them.
+    /// The config and the tensors as the worker sends them (PEFT's `adapter_config.json`, or an
+    /// HF checkpoint's `config.json`; its `tokenizer.json` is not needed to restore it).
     fn from_files(model: String, files: Vec<FileOut>) -> Option<Self> {
         let file = |suffix: &str| files.iter().find(|f| f.name.ends_with(suffix)).map(|f| f.bytes.clone());
-        let config_json = String::from_utf8(file(".json")?).ok()?;
+        let config_json = String::from_utf8(file("config.json")?).ok()?;
         Some(Self { model, config_json, safetensors: file(".safetensors")? })
     }
 
@@ -147,6 +148,8 @@ pub struct Ctx {
     pub prompts: RwSignal<Vec<String>>,
     pub runs: RwSignal<Vec<RunRecord>>,
     pub adapter: RwSignal<Option<SavedAdapter>>,
+    /// A full fine-tune's weights (tiny models), kept as the adapter is; one of the two at most.
+    pub weights: RwSignal<Option<SavedAdapter>>,
     pub reward_model: RwSignal<Option<SavedAdapter>>,
     /// The worker holds a reward model (trained, imported or restored).
     pub has_reward_model: RwSignal<bool>,
@@ -287,10 +290,17 @@ fn on_event(ctx: Ctx, ev: Event) {
         Event::Files { job: None, what, files } => {
             let model = ctx.model.get_untracked().map(|m| m.name).unwrap_or_default();
             let saved = SavedAdapter::from_files(model, files);
+            // The policy is an adapter or a full fine-tune: keep the newer, drop the other.
             match what {
                 Artifact::RewardModel => ctx.reward_model.set(saved),
-                Artifact::Adapter => ctx.adapter.set(saved),
-                Artifact::Merged => {}
+                Artifact::Adapter => {
+                    ctx.adapter.set(saved);
+                    ctx.weights.set(None);
+                }
+                Artifact::Merged => {
+                    ctx.weights.set(saved);
+                    ctx.adapter.set(None);
+                }
             }
         }
         Event::Error { kind, message, job } => {
@@ -355,19 +365,25 @@ where
 /// the worker does not hold them yet, and says what came back (the model may be ready before or
 /// after the database answers: both paths come here).
 fn restore_saved(ctx: Ctx, model: &str) {
-    let adapter = ctx.adapter.get_untracked().filter(|a| a.model == model && !ctx.policy.get_untracked().0);
+    let untrained = !ctx.policy.get_untracked().0;
+    let adapter = ctx.adapter.get_untracked().filter(|a| a.model == model && untrained);
+    let weights = ctx.weights.get_untracked().filter(|w| w.model == model && untrained && adapter.is_none());
     let reward = ctx.reward_model.get_untracked().filter(|r| r.model == model && !ctx.has_reward_model.get_untracked());
     if let Some(a) = &adapter {
         a.restore(Artifact::Adapter);
     }
+    if let Some(w) = &weights {
+        w.restore(Artifact::Merged);
+    }
     if let Some(r) = &reward {
         r.restore(Artifact::RewardModel);
     }
-    let what = match (adapter.is_some(), reward.is_some()) {
-        (true, true) => "adapter and reward model",
-        (true, false) => "adapter",
-        (false, true) => "reward model",
-        (false, false) => return,
+    let policy = if adapter.is_some() { Some("adapter") } else { weights.as_ref().map(|_| "fine-tuned weights") };
+    let what = match (policy, reward.is_some()) {
+        (Some(p), true) => format!("{p} and reward model"),
+        (Some(p), false) => p.to_string(),
+        (None, true) => "reward model".into(),
+        (None, false) => return,
     };
     ctx.notice.set(Some(format!("Restored your last {what} for this model.")));
 }
@@ -382,6 +398,7 @@ fn persist(ctx: Ctx) {
         keep(ctx, "runs", ctx.runs),
         keep(ctx, "settings", ctx.settings),
         keep(ctx, "adapter", ctx.adapter),
+        keep(ctx, "weights", ctx.weights),
         keep(ctx, "reward_model", ctx.reward_model),
     ];
     leptos::task::spawn_local(async move {
@@ -417,6 +434,7 @@ fn App() -> impl IntoView {
         prompts: RwSignal::new(Vec::new()),
         runs: RwSignal::new(Vec::new()),
         adapter: RwSignal::new(None),
+        weights: RwSignal::new(None),
         reward_model: RwSignal::new(None),
         has_reward_model: RwSignal::new(false),
         settings: RwSignal::new(Settings::default()),

@@ -307,6 +307,7 @@ fn Artifacts(busy: Signal<bool>, message: RwSignal<Option<String>>) -> impl Into
             <button disabled=move || !ctx.policy.get().0 || busy.get() on:click=move |_| {
                 client::send(&Request::ResetAdapter);
                 ctx.adapter.set(None);
+                ctx.weights.set(None);
             }>"Reset to base model"</button>
         </div>
         <div class="row">

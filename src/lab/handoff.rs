@@ -411,6 +411,12 @@ fn py_json(v: &Value) -> String {
     }
 }
 
+/// Without the `zip` feature (the fuzzing build of the loaders) there is no archive writer.
+#[cfg(not(feature = "zip"))]
+pub fn zip(_files: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {
+    Err(Error::Unsupported("this build has no zip writer (cargo feature `zip`)".into()))
+}
+
 /// The files as one zip archive (deflated), for a single download in the page.
 #[cfg(feature = "zip")]
 pub fn zip(files: &[(String, Vec<u8>)]) -> Result<Vec<u8>> {

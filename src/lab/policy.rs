@@ -6,6 +6,7 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use crate::io::LoadedModel;
+use crate::io::hf;
 use crate::io::peft::{self, AdapterFiles};
 use crate::model::{Llama, LoraConfig};
 use crate::{Error, Result};
@@ -135,6 +136,20 @@ impl Policy {
         let cfg = peft::load_adapter(&mut model, config_json, safetensors)?;
         *self = Self { model, kind: PolicyKind::Lora(cfg.clone()), history: vec![from.label().into()] };
         Ok(cfg)
+    }
+
+    /// Installs fully fine-tuned weights as the policy: an HF checkpoint (`config.json` +
+    /// `model.safetensors`) of this model's shapes, as [`crate::io::hf::save_hf`] writes it. How
+    /// a full fine-tune the page kept comes back after a reload.
+    pub fn import_weights(&mut self, lm: &LoadedModel, config_json: &[u8], safetensors: &[u8]) -> Result<()> {
+        let parts = hf::HfParts { config_json, safetensors: vec![safetensors], tokenizer_json: None, tokenizer_config_json: None, chat_template: None };
+        let mut ckpt = hf::load(parts, &mut |_, _| {})?;
+        // Every shape is checked against the loaded model's config: weights of another model fail.
+        let model = Llama::from_weights(&lm.config, &mut ckpt.weights, &lm.device).map_err(|e| {
+            Error::Invalid(format!("these fine-tuned weights do not fit the loaded model: {e}"))
+        })?;
+        *self = Self { model, kind: PolicyKind::Full, history: vec!["training in your last session".into()] };
+        Ok(())
     }
 
     /// The adapter in PEFT's layout.

@@ -89,7 +89,8 @@ pub enum Artifact {
     Adapter,
     /// The reward model, PEFT layout (SEQ_CLS with its score head).
     RewardModel,
-    /// The policy with its adapter merged in, as an HF checkpoint.
+    /// The policy with its adapter merged in, or a full fine-tune's weights, as an HF checkpoint.
+    /// Imported back only as the page's kept copy of a full fine-tune.
     Merged,
 }
 

@@ -258,7 +258,10 @@ impl<H: Host> Router<H> {
                 session.policy.import_adapter(&lm, files.config_json.as_bytes(), &files.safetensors, from)?;
             }
             Artifact::RewardModel => session.import_reward_model(&files)?,
-            Artifact::Merged => return Err(Error::Invalid("a merged model is not imported as an adapter".into())),
+            Artifact::Merged => {
+                let lm = session.lm.clone();
+                session.policy.import_weights(&lm, files.config_json.as_bytes(), &files.safetensors)?;
+            }
         }
         self.update(|s| {
             s.policy = session.policy;

@@ -1,7 +1,8 @@
 //! The router's training job: start a [`Run`], step it until it is done, paused, stopped or
 //! fails, and after every step make what it trained the session's (Generate uses it at once).
-//! While it trains, and when it ends, the trained adapter or reward model goes to the page to
-//! keep (IndexedDB), so a crashed worker or a reload loses at most [`SNAPSHOT_MS`] of training.
+//! While it trains, and when it ends, the trained adapter, reward model or fully fine-tuned weights
+//! go to the page to keep (IndexedDB), so a crashed worker or a reload loses at most
+//! [`SNAPSHOT_MS`] of training.
 
 use std::rc::Rc;
 
@@ -109,19 +110,19 @@ impl<H: Host> Router<H> {
     }
 
     /// Hands what `run` trained so far (published to the session) to the page to keep: the
-    /// adapter or the reward model. A full fine-tune stays in the worker (too big to copy often).
+    /// adapter, the reward model, or every weight of a full fine-tune (tiny models only, so a
+    /// copy every few seconds is cheap).
     async fn snapshot(&self, run: &Run) {
         if run.steps_done() == 0 {
             return;
         }
-        let keep = match run.spec.method {
-            Method::Reward(_) => Some(Artifact::RewardModel),
-            _ => self.session().ok().and_then(|s| s.policy.lora().map(|_| Artifact::Adapter)),
+        let what = match run.spec.method {
+            Method::Reward(_) => Artifact::RewardModel,
+            _ if run.spec.lora.is_some() => Artifact::Adapter,
+            _ => Artifact::Merged,
         };
-        if let Some(what) = keep {
-            if let Err(e) = self.export(None, what).await {
-                self.post_error(None, &e);
-            }
+        if let Err(e) = self.export(None, what).await {
+            self.post_error(None, &e);
         }
     }
 }

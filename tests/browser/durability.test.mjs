@@ -1,5 +1,5 @@
 // Nothing the user made is lost: a page reloaded (its worker killed) in the middle of training
-// finds the last snapshot of the adapter restored, and a stored record that cannot be read is kept
+// finds the last snapshot of the adapter (or of a full fine-tune's weights) restored, and a stored record that cannot be read is kept
 // aside and offered for download, never overwritten.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -47,6 +47,29 @@ test('snapshots during training and unreadable records kept aside', { skip, time
     await page.getByRole('tab', { name: 'Generate & rank' }).click();
     await page.getByRole('tabpanel').getByText(/^Policy: LoRA r=8/).waitFor({ timeout: 30_000 });
     await shot(page, 'snapshot-restored');
+  });
+
+  await t.test('a full fine-tune is kept too, and comes back after a reload', async () => {
+    await page.getByRole('tab', { name: 'Train' }).click();
+    const p = page.getByRole('tabpanel');
+    await p.getByRole('button', { name: 'Reset to base model' }).click();
+    await p.getByText(/^Policy: the base model/).waitFor();
+    await p.getByLabel('LoRA', { exact: true }).uncheck();
+    await setField(p, 'Steps', 3);
+    await p.getByRole('button', { name: 'Train', exact: true }).click();
+    await page.waitForFunction(() => /^finished/.test(document.querySelector('[aria-label="Training status"]')?.textContent ?? ''), null, { timeout: 120_000 });
+    await p.getByText(/^Policy: fully fine-tuned weights after DPO \(3 steps\)/).waitFor({ timeout: 30_000 });
+    await page.waitForTimeout(1_000); // the snapshot's write to IndexedDB
+    const all = await keys(page);
+    assert.ok(all.includes('weights'), `the weights are stored: ${all}`);
+    await page.reload();
+    await modelReady(page, 'stories260K.bin');
+    await page.getByText('Restored your last fine-tuned weights').waitFor({ timeout: 60_000 });
+    await page.getByRole('tab', { name: 'Train' }).click();
+    await page.getByRole('tabpanel').getByText(/^Policy: fully fine-tuned weights after training in your last session/).waitFor({ timeout: 30_000 });
+    await shot(page, 'full-finetune-restored');
+    // Back to LoRA for what follows.
+    await page.getByRole('tabpanel').getByLabel('LoRA', { exact: true }).check();
   });
 
   await t.test('a damaged record is kept aside, offered for download, and not overwritten', async () => {
