@@ -238,7 +238,7 @@ fn the_worker_keeps_a_full_fine_tune_and_a_fresh_worker_restores_it() {
     fresh.send(Request::Import { what: Artifact::Merged, config_json: config_json.clone(), safetensors: file("model.safetensors"), from: AdapterFrom::Kept });
     let restored = fresh.take();
     assert!(errors(&restored).is_empty(), "{:?}", errors(&restored));
-    assert!(restored.iter().any(|e| matches!(e, Event::PolicyState { adapter: true, description, .. } if description.starts_with("fully fine-tuned weights"))), "{restored:?}");
+    assert!(restored.iter().any(|e| matches!(e, Event::PolicyState { kind: PolicyKind::Full, description, .. } if description.starts_with("fully fine-tuned weights"))), "{restored:?}");
     let (again, base_again) = logprobs(&fresh);
     assert!(max_abs_diff(&again, &trained) < 1e-5, "{again:?} vs {trained:?}");
     assert!(max_abs_diff(&base_again, &base) < 1e-6, "the reference is still the loaded model");

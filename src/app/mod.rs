@@ -26,7 +26,7 @@ use crate::align::Encoding;
 use crate::backend::BackendKind;
 use crate::data::{Demonstration, Preference, Unpaired};
 use crate::generate::SamplingConfig;
-use crate::lab::{AdapterFrom, RunSettings};
+use crate::lab::{AdapterFrom, PolicyKind, RunSettings};
 use crate::worker::protocol::*;
 
 /// The default model, copied into `dist/models/` by trunk (scripts/setup fetched it).
@@ -136,7 +136,8 @@ pub struct Ctx {
     pub model_source: RwSignal<Option<ModelSource>>,
     /// A model is being loaded (the old one, if any, still answers until the new one is ready).
     pub loading: RwSignal<bool>,
-    pub policy: RwSignal<(bool, String)>,
+    /// What the worker's policy is (base, LoRA or a full fine-tune) and its one-line description.
+    pub policy: RwSignal<(PolicyKind, String)>,
     pub banner: RwSignal<Option<Banner>>,
     pub notice: RwSignal<Option<String>>,
     pub storage_error: RwSignal<Option<StorageProblem>>,
@@ -278,13 +279,13 @@ fn on_event(ctx: Ctx, ev: Event) {
             ctx.loading.set(false);
             ctx.model.set(Some(info.clone()));
             // A new model starts from its base weights (the worker says so next).
-            ctx.policy.set((false, "the base model".into()));
+            ctx.policy.set((PolicyKind::Base, "the base model".into()));
             ctx.has_reward_model.set(false);
             // Bring back the adapter and reward model of the last session, when made on this model.
             restore_saved(ctx, &info.name);
         }
-        Event::PolicyState { adapter, description, reward_model } => {
-            ctx.policy.set((adapter, description));
+        Event::PolicyState { kind, description, reward_model } => {
+            ctx.policy.set((kind, description));
             ctx.has_reward_model.set(reward_model);
         }
         Event::Files { job: None, what, files } => {
@@ -365,7 +366,7 @@ where
 /// the worker does not hold them yet, and says what came back (the model may be ready before or
 /// after the database answers: both paths come here).
 fn restore_saved(ctx: Ctx, model: &str) {
-    let untrained = !ctx.policy.get_untracked().0;
+    let untrained = ctx.policy.get_untracked().0 == PolicyKind::Base;
     let adapter = ctx.adapter.get_untracked().filter(|a| a.model == model && untrained);
     let weights = ctx.weights.get_untracked().filter(|w| w.model == model && untrained && adapter.is_none());
     let reward = ctx.reward_model.get_untracked().filter(|r| r.model == model && !ctx.has_reward_model.get_untracked());
@@ -422,7 +423,7 @@ fn App() -> impl IntoView {
         model: RwSignal::new(None),
         model_source: RwSignal::new(None),
         loading: RwSignal::new(true),
-        policy: RwSignal::new((false, "the base model".into())),
+        policy: RwSignal::new((PolicyKind::Base, "the base model".into())),
         banner: RwSignal::new(None),
         notice: RwSignal::new(None),
         storage_error: RwSignal::new(None),

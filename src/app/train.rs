@@ -11,7 +11,7 @@ use super::chart::MetricChart;
 use super::train_form::TrainForm;
 use super::{Ctx, RunRecord, client, files};
 use crate::align::Encoding;
-use crate::lab::{AdapterFrom, MethodKind, RunSpec, TrainData};
+use crate::lab::{AdapterFrom, MethodKind, PolicyKind, RunSpec, TrainData};
 use crate::worker::protocol::*;
 
 fn csv(metrics: &[BTreeMap<String, f64>]) -> String {
@@ -297,14 +297,14 @@ fn Artifacts(busy: Signal<bool>, message: RwSignal<Option<String>>) -> impl Into
     view! {
         <div class="row">
             <span>{move || format!("Policy: {}", ctx.policy.get().1)}</span>
-            <button disabled=move || !ctx.policy.get().0 on:click=move |_| export(Artifact::Adapter)>"Export adapter"</button>
+            <button disabled=move || !matches!(ctx.policy.get().0, PolicyKind::Lora(_)) on:click=move |_| export(Artifact::Adapter)>"Export adapter"</button>
             <label class="file">"Import adapter "<input type="file" multiple accept=".json,.safetensors" aria-label="Import adapter"
                 on:change=move |ev| import(Artifact::Adapter, ev)/></label>
             <button title="The policy with its adapter added into the weights, as an HF checkpoint (config.json + model.safetensors) that transformers loads. Large."
-                disabled=move || !ctx.policy.get().0 || busy.get() on:click=move |_| export(Artifact::Merged)>"Export merged model"</button>
+                disabled=move || ctx.policy.get().0 == PolicyKind::Base || busy.get() on:click=move |_| export(Artifact::Merged)>"Export merged model"</button>
             <button title="One zip to continue in Hugging Face TRL on a GPU box: your data (split as the run splits it), the adapter, and a script with this form's settings."
                 disabled=move || busy.get() on:click=handoff>"Take it further in TRL"</button>
-            <button disabled=move || !ctx.policy.get().0 || busy.get() on:click=move |_| {
+            <button disabled=move || ctx.policy.get().0 == PolicyKind::Base || busy.get() on:click=move |_| {
                 client::send(&Request::ResetAdapter);
                 ctx.adapter.set(None);
                 ctx.weights.set(None);

@@ -89,10 +89,13 @@ impl Tokenizer {
     /// From an HF `tokenizer.json` (bytes). `tokenizer.json` does not say which tokens are BOS and
     /// EOS: `specials` does (from `tokenizer_config.json`, else `config.json`'s ids).
     pub fn from_hf_json(bytes: &[u8], specials: &HfSpecials) -> Result<Self> {
-        // tokenizers 0.22 panics (`expect("Helper")`) on a syntax error inside some sections
-        // instead of returning it; checked JSON never reaches that path.
-        serde_json::from_slice::<serde::de::IgnoredAny>(bytes)
+        // tokenizers 0.22 panics instead of returning an error on two kinds of input, so both are
+        // refused here first: JSON it cannot read inside some sections (`expect("Helper")`: a
+        // string that is not UTF-8 or a lone surrogate, found by fuzzing), and a `Precompiled`
+        // normalizer whose fields do not parse (`expect("Precompiled")`).
+        let json: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
+        check_precompiled(&json)?;
         let tk = tokenizers::Tokenizer::from_bytes(bytes)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json could not be parsed: {e}")))?;
         let id = |name: &Option<String>, fallback: Option<u32>| name.as_deref().and_then(|n| tk.token_to_id(n)).or(fallback);
@@ -275,5 +278,24 @@ fn byte_level_pre_tokenizer(pre: &str) -> (PreTokenizerWrapper, Option<String>) 
             byte_level(true),
             Some(format!("unknown GGUF pre-tokenizer '{other}': using GPT-2's split, tokens may differ slightly")),
         ),
+    }
+}
+
+/// Every `{"type": "Precompiled", ...}` object in a tokenizer.json must parse as a precompiled
+/// normalizer: tokenizers panics on one that does not. Nesting is bounded by serde_json's
+/// recursion limit, so the walk is too.
+fn check_precompiled(v: &serde_json::Value) -> Result<()> {
+    match v {
+        serde_json::Value::Object(o) => {
+            if o.get("type").and_then(|t| t.as_str()) == Some("Precompiled") {
+                // As tokenizers reads it: through the JSON text.
+                serde_json::from_str::<tokenizers::normalizers::Precompiled>(&v.to_string()).map_err(|e| {
+                    Error::Tokenizer(format!("tokenizer.json has a Precompiled normalizer that cannot be read: {e}"))
+                })?;
+            }
+            o.values().try_for_each(check_precompiled)
+        }
+        serde_json::Value::Array(a) => a.iter().try_for_each(check_precompiled),
+        _ => Ok(()),
     }
 }

@@ -10,7 +10,7 @@ use crate::backend::BackendKind;
 use crate::data::Preference;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
-pub use crate::lab::{AdapterFrom, Method, RewardSpec, RunSpec, TrainData, Which};
+pub use crate::lab::{AdapterFrom, Method, PolicyKind, RewardSpec, RunSpec, TrainData, Which};
 
 /// Names one request's job, so its streamed events find their way back to the right panel.
 pub type JobId = u32;
@@ -207,7 +207,7 @@ pub enum Event {
     /// A run handed off to TRL: data, adapter and script, one zip (`lab::handoff`).
     Handoff { job: JobId, zip: FileOut },
     /// What the policy is now: "base model", "LoRA r=8 on q,v (DPO, 10 steps)", ...
-    PolicyState { adapter: bool, description: String, reward_model: bool },
+    PolicyState { kind: PolicyKind, description: String, reward_model: bool },
     Done { job: JobId },
     Error { job: Option<JobId>, kind: ErrorKind, message: String },
     /// The worker cannot go on (a panic, a lost device): the page restarts it.

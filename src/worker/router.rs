@@ -218,9 +218,9 @@ impl<H: Host> Router<H> {
     }
 
     pub(super) fn post_policy_state(&self) {
-        let state = self.with(|s| s.session.as_ref().map(|s| (s.policy.is_trained(), s.policy.describe(), s.reward_model.is_some())));
-        if let Some((adapter, description, reward_model)) = state {
-            self.host.post(Event::PolicyState { adapter, description, reward_model });
+        let state = self.with(|s| s.session.as_ref().map(|s| (s.policy.kind.clone(), s.policy.describe(), s.reward_model.is_some())));
+        if let Some((kind, description, reward_model)) = state {
+            self.host.post(Event::PolicyState { kind, description, reward_model });
         }
     }
 

@@ -67,6 +67,10 @@ test('snapshots during training and unreadable records kept aside', { skip, time
     await page.getByText('Restored your last fine-tuned weights').waitFor({ timeout: 60_000 });
     await page.getByRole('tab', { name: 'Train' }).click();
     await page.getByRole('tabpanel').getByText(/^Policy: fully fine-tuned weights after training in your last session/).waitFor({ timeout: 30_000 });
+    // No adapter to export from a full fine-tune; its weights leave as an HF checkpoint.
+    const panel = page.getByRole('tabpanel');
+    assert.ok(await panel.getByRole('button', { name: 'Export adapter' }).isDisabled(), 'Export adapter is off for a full fine-tune');
+    assert.ok(await panel.getByRole('button', { name: 'Export merged model' }).isEnabled());
     await shot(page, 'full-finetune-restored');
     // Back to LoRA for what follows.
     await page.getByRole('tabpanel').getByLabel('LoRA', { exact: true }).check();
