@@ -154,13 +154,20 @@ fn the_cli_and_the_worker_train_the_same_run_to_the_same_numbers() {
     }
 }
 
+const PARK: &str = "Once upon a time, Lily went to the park";
+
+/// `n` pairs that prefer a happy ending to a sad one, on prompts that differ by a number.
+fn park_pairs(n: usize) -> Vec<Preference> {
+    (0..n).map(|i| Preference { prompt: format!("{PARK} {i}"), chosen: " and she was very happy.".into(), rejected: " and it was sad and dark.".into() }).collect()
+}
+
 #[test]
 fn the_worker_keeps_exports_and_reimports_a_reward_model() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some((model, tok)) = stories260k() else { return };
     let worker = Worker::new(&model, &tok);
-    let prompt = "Once upon a time, Lily went to the park";
-    let pairs: Vec<Preference> = (0..5).map(|i| Preference { prompt: format!("{prompt} {i}"), chosen: " and she was very happy.".into(), rejected: " and it was sad and dark.".into() }).collect();
+    let prompt = PARK;
+    let pairs = park_pairs(5);
     let mut settings = alignlab::lab::RunSettings::default();
     settings.method = alignlab::lab::MethodKind::Reward;
     settings.train.max_steps = 6;
@@ -206,8 +213,8 @@ fn the_worker_keeps_a_full_fine_tune_and_a_fresh_worker_restores_it() {
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let Some((model, tok)) = stories260k() else { return };
     let worker = Worker::new(&model, &tok);
-    let prompt = "Once upon a time, Lily went to the park";
-    let pairs: Vec<Preference> = (0..4).map(|i| Preference { prompt: format!("{prompt} {i}"), chosen: " and she was very happy.".into(), rejected: " and it was sad and dark.".into() }).collect();
+    let prompt = PARK;
+    let pairs = park_pairs(4);
     let mut settings = alignlab::lab::RunSettings::default();
     settings.method = alignlab::lab::MethodKind::Dpo;
     settings.full_finetune = true;

@@ -265,21 +265,22 @@ impl Run {
         // the uninterrupted one would have.
         self.lm.device.seed(self.spec.train.seed.wrapping_add((self.done as u64).wrapping_mul(0x9E37_79B9)));
         let idx: Vec<Vec<usize>> = (0..self.micro_batches()).map(|_| self.batches.next()).collect();
+        let batches: Vec<Examples> = idx.iter().map(|i| self.train.pick(i)).collect();
         let pad = self.lm.tokenizer.pad_id();
         let mut metrics = match (&mut self.learner, &self.spec.method) {
             (Learner::Policy { trainer, reference }, Method::Rl { cfg, .. }) => {
-                let Examples::Prompts(prompts) = self.train.pick(&idx[0]) else { unreachable!("RLHF encodes prompts") };
-                let samples = rl_sample(cfg, trainer, &self.lm.tokenizer, &prompts).await?;
+                let Examples::Prompts(prompts) = &batches[0] else { unreachable!("RLHF encodes prompts") };
+                let samples = rl_sample(cfg, trainer, &self.lm.tokenizer, prompts).await?;
                 let rewarder = self.rewarder.as_ref().expect("RLHF has a reward source");
-                let rewards = rewarder.rewards(&samples.candidates(&prompts)).await?;
+                let rewards = rewarder.rewards(&samples.candidates(prompts)).await?;
                 rl_update(cfg, trainer, reference, &self.lm.tokenizer, &samples, rewards).await?
             }
             (Learner::Policy { trainer, reference }, method) => {
-                let batches: Vec<Examples> = idx.iter().map(|i| self.train.pick(i)).collect();
                 let mut kept = Vec::new();
                 if let (Some([cache, _]), Examples::Pairs(all)) = (&mut self.ref_logps, &self.train) {
+                    let reference = reference.model(&trainer.model);
                     for i in &idx {
-                        kept.push(cache.get(&reference.model(&trainer.model), all, i, pad).await?);
+                        kept.push(cache.get(&reference, all, i, pad).await?);
                     }
                 }
                 trainer
@@ -287,7 +288,6 @@ impl Run {
                     .await?
             }
             (Learner::Reward { trainer, .. }, Method::Reward(cfg)) => {
-                let batches: Vec<Examples> = idx.iter().map(|i| self.train.pick(i)).collect();
                 trainer
                     .step(&mut |m, i| {
                         let Examples::Pairs(pairs) = &batches[i] else { unreachable!("a reward model trains on pairs") };
