@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+mod lab_cli;
 mod train_cli;
 
 #[derive(Parser)]
@@ -54,6 +55,8 @@ enum Command {
     BestOfN(train_cli::BestOfNArgs),
     /// Mean judge/reward score of fresh samples, and KL to the reference.
     Eval(train_cli::EvalArgs),
+    /// Lab files (lessons): list the built-in ones, check a teacher's, show one as text.
+    Lab(lab_cli::LabArgs),
 }
 
 #[derive(Args, Clone)]
@@ -178,6 +181,7 @@ fn main() {
         Command::Rl(a) => train_cli::rl(a),
         Command::BestOfN(a) => train_cli::best_of_n(a),
         Command::Eval(a) => train_cli::eval(a),
+        Command::Lab(a) => lab_cli::lab(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

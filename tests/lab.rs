@@ -262,3 +262,23 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+#[test]
+fn the_worker_fetches_a_lab_file_for_the_page_and_refuses_an_oversized_one() {
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let router = Router::new(TestHost(events.clone()));
+    let dir = common::temp_dir("lab-fetch");
+    let (lab, big) = (dir.join("lab.json"), dir.join("big.json"));
+    std::fs::write(&lab, include_bytes!("../www/labs/lora.json")).unwrap();
+    std::fs::write(&big, vec![b' '; alignlab::lab::lesson::MAX_LAB_BYTES + 1]).unwrap();
+    block_on(router.clone().handle(Request::Fetch { job: 7, url: lab.to_string_lossy().into() }));
+    block_on(router.clone().handle(Request::Fetch { job: 8, url: big.to_string_lossy().into() }));
+    let got = std::mem::take(&mut *events.borrow_mut());
+    match &got[..] {
+        [Event::Fetched { job: 7, bytes }, Event::Error { job: Some(8), message, .. }] => {
+            assert_eq!(bytes.as_slice(), include_bytes!("../www/labs/lora.json"));
+            assert!(message.contains("more than a lab file may hold (1 MiB)"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

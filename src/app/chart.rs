@@ -1,5 +1,6 @@
 //! Line charts of training metrics, as SVG straight from Leptos: one polyline per series the run
-//! reports (held-out series dashed), the axis range and the last value printed, no chart library.
+//! reports (held-out series dashed), labelled axes, a line on what the chart shows, and each
+//! step's numbers on hover. No chart library.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +13,15 @@ const COLORS: [&str; 3] = ["#2563eb", "#dc2626", "#059669"];
 
 /// A chart of `series` (metric names) over steps, from the metrics of every step so far.
 #[component]
-pub fn MetricChart(title: &'static str, series: Vec<&'static str>, metrics: Signal<Vec<BTreeMap<String, f64>>>) -> impl IntoView {
+pub fn MetricChart(
+    title: &'static str,
+    /// What the chart shows, in one line.
+    about: &'static str,
+    /// What the vertical axis measures.
+    unit: &'static str,
+    series: Vec<&'static str>,
+    metrics: Signal<Vec<BTreeMap<String, f64>>>,
+) -> impl IntoView {
     let series = StoredValue::new(series);
     let points = move || {
         let m = metrics.get();
@@ -45,18 +54,30 @@ pub fn MetricChart(title: &'static str, series: Vec<&'static str>, metrics: Sign
                     let legend = lines.iter().map(|(_, c, name, last, _)| view! {
                         <span class="legend" style:color=*c>{format!("{name}: {}", last.map(|v| format!("{v:.4}")).unwrap_or_default())}</span>
                     }).collect_view();
+                    // Each step's numbers on hover: a transparent column per step with a tooltip.
+                    let m = metrics.get();
+                    let step_w = (W - PAD - 8.0) / (n - 1.0).max(1.0);
+                    let hovers = (1..=n as usize).map(|s| {
+                        let vals: Vec<String> = names.iter().filter_map(|k| m.get(s - 1).and_then(|row| row.get(*k)).map(|v| format!("{k} {v:.4}"))).collect();
+                        let tip = format!("step {s}: {}", if vals.is_empty() { "—".to_string() } else { vals.join(", ") });
+                        view! { <rect x=x(s as f64) - step_w / 2.0 y=8.0 width=step_w height=H - 26.0 class="hover"><title>{tip}</title></rect> }
+                    }).collect_view();
                     view! {
                         <figcaption>{title}" "{legend}</figcaption>
+                        <p class="about">{about}</p>
                         <svg viewBox=format!("0 0 {W} {H}") role="img" aria-label=label class="chart-svg" data-metric=title>
                             <line x1=PAD y1=H - 18.0 x2=W - 8.0 y2=H - 18.0 class="axis"/>
                             <line x1=PAD y1=8.0 x2=PAD y2=H - 18.0 class="axis"/>
                             <text x=2.0 y=14.0 class="tick">{format!("{hi:.3}")}</text>
                             <text x=2.0 y=H - 20.0 class="tick">{format!("{lo:.3}")}</text>
                             <text x=W - 40.0 y=H - 4.0 class="tick">{format!("step {}", n as usize)}</text>
+                            <text x=PAD y=H - 4.0 class="axis-label">"training step →"</text>
+                            <text x=9.0 y=H / 2.0 + 20.0 class="axis-label" transform=format!("rotate(-90 9 {})", H / 2.0 + 20.0)>{unit}</text>
                             {lines.into_iter().map(|(d, c, name, _, dot)| view! {
                                 <polyline points=d fill="none" stroke=c stroke-width="2" stroke-dasharray=name.starts_with("eval/").then_some("5 3")/>
                                 {dot.map(|(cx, cy)| view! { <circle cx=cx cy=cy r="3" fill=c/> })}
                             }).collect_view()}
+                            {hovers}
                         </svg>
                     }
                 }}

@@ -5,19 +5,24 @@
 use leptos::prelude::*;
 
 use super::generate::{Card, run_generation};
-use super::{Ctx, client};
+use super::{Ctx, client, lesson};
+use crate::lab::lesson::{Action, record};
 use crate::worker::protocol::*;
 
-/// Scores `texts` with the judges (and the reward model when one was trained) into `out`.
-fn judge(ctx: Ctx, prompt: String, texts: Vec<String>, out: RwSignal<Option<(Vec<f64>, Option<Vec<f64>>)>>) {
+/// Scores `texts` with the judges (and the reward model when one was trained), then `on_scores`.
+pub(super) fn judge(ctx: Ctx, prompt: String, texts: Vec<String>, on_scores: impl Fn(Vec<f64>, Option<Vec<f64>>) + 'static) {
     let st = ctx.settings.get_untracked();
     let judges = st.judge_specs().unwrap_or_default();
     let id = client::job(move |ev| {
         if let Event::Judged { judges, reward_model, .. } = ev {
-            out.set(Some((judges, reward_model)));
+            on_scores(judges, reward_model);
         }
     });
     client::send(&Request::Judge { job: id, prompt, encoding: st.encoding(), completions: texts, judges });
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
 /// Colour of a log-prob change: blue where the policy likes a token more, red where less.
@@ -52,7 +57,7 @@ pub fn ComparePanel() -> impl IntoView {
     };
     let enc = move || s.get_untracked().encoding();
     let busy = move || ref_job.get().is_some() || pol_job.get().is_some() || best_job.get().is_some();
-    let compare = move |_| {
+    let compare = move || {
         let mut sampling = s.get_untracked().sampling;
         sampling.num_samples = 1;
         scores.set(None);
@@ -62,7 +67,20 @@ pub fn ComparePanel() -> impl IntoView {
             if ref_job.get_untracked().is_none() && pol_job.get_untracked().is_none() {
                 let (r, p) = (reference.get_untracked(), policy.get_untracked());
                 heat_text.set(p[0].text.clone());
-                judge(ctx, prompting(), vec![r[0].text.clone(), p[0].text.clone()], scores);
+                judge(ctx, prompting(), vec![r[0].text.clone(), p[0].text.clone()], move |j, rm| {
+                    lesson::note(ctx, |r| {
+                        for (i, side) in ["reference", "policy"].into_iter().enumerate() {
+                            if let Some(v) = j.get(i) {
+                                record(r, &format!("compare/{side}"), *v);
+                            }
+                            if let Some(v) = rm.as_ref().and_then(|rm| rm.get(i)) {
+                                record(r, &format!("compare/{side}_rm"), *v);
+                            }
+                        }
+                    });
+                    scores.set(Some((j, rm)));
+                    lesson::finished(ctx, Action::Compare);
+                });
             }
         };
         run_generation(prompting(), enc(), sampling.clone(), Which::Reference, reference, ref_job, stats, both_done);
@@ -77,12 +95,23 @@ pub fn ComparePanel() -> impl IntoView {
         });
         client::send(&Request::Logprobs { job: id, prompt: prompting(), encoding: enc(), completion: text });
     };
-    let best_of_n = move |_| {
+    let best_of_n = move || {
         best_scores.set(None);
         run_generation(prompting(), enc(), s.get_untracked().sampling, Which::Policy, best, best_job, best_stats, move || {
-            judge(ctx, prompting(), best.get_untracked().iter().map(|c| c.text.clone()).collect(), best_scores);
+            judge(ctx, prompting(), best.get_untracked().iter().map(|c| c.text.clone()).collect(), move |j, rm| {
+                // The critic is the reward model when there is one, else the judges.
+                let by = rm.clone().unwrap_or_else(|| j.clone());
+                lesson::note(ctx, |r| {
+                    record(r, "best_of_n/best", by.iter().copied().fold(f64::NEG_INFINITY, f64::max));
+                    record(r, "best_of_n/mean", mean(&by));
+                });
+                best_scores.set(Some((j, rm)));
+                lesson::finished(ctx, Action::BestOfN);
+            });
         });
     };
+    lesson::on_asked(ctx, Action::Compare, compare);
+    lesson::on_asked(ctx, Action::BestOfN, best_of_n);
     let score_line = move |i: usize| {
         scores.get().and_then(|(j, rm)| {
             let js = j.get(i).map(|v| format!("judges {v:+.3}"));
@@ -105,8 +134,8 @@ pub fn ComparePanel() -> impl IntoView {
             <label class="wide">"Prompt (empty = the Generate tab's)"
                 <textarea rows="2" prop:value=prompt on:input=move |ev| prompt.set(event_target_value(&ev))></textarea></label>
             <div class="row">
-                <button class="primary" disabled=move || ctx.model.get().is_none() || busy() on:click=compare>"Compare"</button>
-                <button disabled=move || ctx.model.get().is_none() || busy() on:click=best_of_n>"Best of N"</button>
+                <button class="primary" disabled=move || ctx.model.get().is_none() || busy() on:click=move |_| compare()>"Compare"</button>
+                <button disabled=move || ctx.model.get().is_none() || busy() on:click=move |_| best_of_n()>"Best of N"</button>
             </div>
             <div class="side-by-side">
                 {side("Reference", reference, 0, stats)}

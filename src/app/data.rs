@@ -50,10 +50,12 @@ pub fn DataPanel() -> impl IntoView {
     let prompts_text = RwSignal::new(String::new());
     let label_job = RwSignal::new(None::<JobId>);
     let label_progress = RwSignal::new(None::<String>);
+    let lines = |t: &str| t.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect::<Vec<String>>();
     Effect::new(move |_| {
-        // Show the saved prompts once they are restored.
-        if ctx.restored.get() {
-            prompts_text.set(ctx.prompts.get_untracked().join("\n"));
+        // Show the saved prompts once they are restored, and prompts a lesson adds.
+        let saved = ctx.prompts.get();
+        if ctx.restored.get() && lines(&prompts_text.get_untracked()) != saved {
+            prompts_text.set(saved.join("\n"));
         }
     });
 
@@ -190,7 +192,7 @@ pub fn DataPanel() -> impl IntoView {
             <h2>"Prompts and auto-labelling"</h2>
             <p class="hint">"Prompts for RLHF and auto-labelling, one per line. Auto-labelling samples each prompt (Generate tab settings), scores the samples with the judges below, and keeps best-vs-worst as a pair."</p>
             <label class="wide">"Prompts"<textarea rows="5" prop:value=prompts_text on:input=move |ev| prompts_text.set(event_target_value(&ev))
-                on:change=move |_| ctx.prompts.set(prompts_text.get_untracked().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect())></textarea></label>
+                on:change=move |_| ctx.prompts.set(lines(&prompts_text.get_untracked()))></textarea></label>
             <JudgePicker/>
             <div class="row">
                 <button disabled=move || ctx.model.get().is_none() || label_job.get().is_some() on:click=auto_label>"Auto-label"</button>

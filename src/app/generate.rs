@@ -6,7 +6,8 @@ use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
 use super::fields::number;
-use super::{Ctx, Settings, client};
+use super::{Ctx, Settings, client, lesson};
+use crate::lab::lesson::{Action, record};
 use crate::align::Encoding;
 use crate::data::{Demonstration, Preference, Unpaired};
 use crate::worker::protocol::*;
@@ -17,6 +18,8 @@ pub struct Card {
     pub done: bool,
     pub finish: String,
     pub rating: Option<bool>,
+    /// The switched-on judges' weighted score, once judged.
+    pub score: Option<f64>,
 }
 
 /// Streams a generation into `cards` (the timing line into `stats`); `on_done` runs once every
@@ -61,6 +64,23 @@ pub fn run_generation(
     });
     job.set(Some(id));
     client::send(&Request::Generate { job: id, prompt, encoding, sampling, which });
+}
+
+/// Scores finished samples with the switched-on judges, for the cards and the lesson's readings
+/// (`samples/score`, `samples/words`).
+fn score(ctx: Ctx, prompt: String, cards: RwSignal<Vec<Card>>) {
+    let texts: Vec<String> = cards.get_untracked().iter().map(|c| c.text.clone()).collect();
+    let words = texts.iter().map(|t| t.split_whitespace().count() as f64).sum::<f64>() / texts.len().max(1) as f64;
+    lesson::note(ctx, |r| record(r, "samples/words", words));
+    if ctx.settings.get_untracked().judge_specs().map_or(true, |j| j.is_empty()) {
+        return lesson::finished(ctx, Action::Generate);
+    }
+    super::compare::judge(ctx, prompt, texts, move |judges, _| {
+        cards.update(|c| c.iter_mut().zip(&judges).for_each(|(c, s)| c.score = Some(*s)));
+        let mean = judges.iter().sum::<f64>() / judges.len().max(1) as f64;
+        lesson::note(ctx, |r| record(r, "samples/score", mean));
+        lesson::finished(ctx, Action::Generate);
+    });
 }
 
 fn focus_card(c: usize) {
@@ -118,8 +138,9 @@ pub fn GeneratePanel() -> impl IntoView {
         order.set((0..st.sampling.num_samples).collect());
         ab.set(0);
         message.set(None);
-        run_generation(st.prompt.clone(), st.encoding(), st.sampling.clone(), Which::Policy, cards, job, stats, || {});
+        run_generation(st.prompt.clone(), st.encoding(), st.sampling.clone(), Which::Policy, cards, job, stats, move || score(ctx, asked.get_untracked(), cards));
     };
+    lesson::on_asked(ctx, Action::Generate, generate);
     let stop = move || {
         if let Some(j) = job.get_untracked() {
             client::send(&Request::Cancel { job: j });
@@ -196,7 +217,8 @@ pub fn GeneratePanel() -> impl IntoView {
                 }>
                 <header>
                     <span class="rank">{format!("#{}", pos + 1)}</span>
-                    <span class="muted">{format!("sample {}", ci + 1)}{if card.done { format!(" · {}", card.finish) } else { " · writing…".into() }}</span>
+                    <span class="muted">{format!("sample {}", ci + 1)}{if card.done { format!(" · {}", card.finish) } else { " · writing…".into() }}
+                        {card.score.map(|v| format!(" · judges {v:+.3}"))}</span>
                     <Show when=move || mode.get() == "rank">
                         <button class="small" aria-label=format!("Move sample {} up", ci + 1) disabled=pos == 0
                             on:click=move |_| { move_card(order, pos, pos.saturating_sub(1)); }>"↑"</button>

@@ -1,7 +1,7 @@
 //! The page (Leptos, client-side rendered). It owns the user's data and settings and talks to the
 //! engine's worker with typed messages; the engine never blocks it.
 //!
-//! Panels, one file each: generate (samples, ranking, ratings), data (table, import/export,
+//! Panels, one file each: lesson (the lesson list and the card that guides a lesson), generate (samples, ranking, ratings), data (table, import/export,
 //! auto-labelling), train (methods, knobs, live charts), compare (reference vs policy, heatmap,
 //! best-of-N). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
 
@@ -12,6 +12,7 @@ mod data;
 mod fields;
 mod files;
 mod generate;
+mod lesson;
 mod store;
 mod train;
 mod train_form;
@@ -26,6 +27,7 @@ use crate::align::Encoding;
 use crate::backend::BackendKind;
 use crate::data::{Demonstration, Preference, Unpaired};
 use crate::generate::SamplingConfig;
+use crate::lab::lesson::{Panel, Readings};
 use crate::lab::{AdapterFrom, PolicyKind, RunSettings};
 use crate::worker::protocol::*;
 
@@ -127,6 +129,29 @@ impl StorageProblem {
     }
 }
 
+/// The page's tabs: the lessons, then the panels a lesson's steps point at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tab {
+    Lessons,
+    Panel(Panel),
+}
+
+impl From<Panel> for Tab {
+    fn from(p: Panel) -> Self {
+        Self::Panel(p)
+    }
+}
+
+impl Tab {
+    const ALL: [(Tab, &'static str, &'static str); 5] = [
+        (Tab::Lessons, "lessons", "Lessons"),
+        (Tab::Panel(Panel::Generate), "generate", "Generate & rank"),
+        (Tab::Panel(Panel::Data), "data", "Data"),
+        (Tab::Panel(Panel::Train), "train", "Train"),
+        (Tab::Panel(Panel::Compare), "compare", "Compare"),
+    ];
+}
+
 /// Everything panels share. Signals are `Copy`; the context is provided once.
 #[derive(Clone, Copy)]
 pub struct Ctx {
@@ -142,7 +167,13 @@ pub struct Ctx {
     pub notice: RwSignal<Option<String>>,
     pub storage_error: RwSignal<Option<StorageProblem>>,
     pub restored: RwSignal<bool>,
-    pub tab: RwSignal<&'static str>,
+    pub tab: RwSignal<Tab>,
+    /// The lesson in progress, if any.
+    pub lesson: RwSignal<Option<lesson::LessonState>>,
+    /// The numbers the panels last reported (training metrics, judge scores), for lessons.
+    pub readings: RwSignal<Readings>,
+    /// A lesson step's action, asked of a panel and reported back.
+    pub act: RwSignal<lesson::Act>,
     pub pairs: RwSignal<Vec<Preference>>,
     pub unpaired: RwSignal<Vec<Unpaired>>,
     pub demos: RwSignal<Vec<Demonstration>>,
@@ -232,6 +263,15 @@ fn confirm_foreign(origin: &str) -> bool {
     let ask = format!(
         "This link asks the lab to download a model from {origin}, a site other than this one.\n\n\
          Load it? (Cancel: nothing is downloaded from that site.)"
+    );
+    web_sys::window().and_then(|w| w.confirm_with_message(&ask).ok()).unwrap_or(false)
+}
+
+/// Asks before the page fetches a lab file from another site.
+fn confirm_foreign_lab(origin: &str) -> bool {
+    let ask = format!(
+        "This link opens a lesson (lab file) from {origin}, a site other than this one. A lab file can change \
+         your settings and add examples to your data (nothing is deleted).\n\nOpen it? (Cancel: nothing is downloaded from that site.)"
     );
     web_sys::window().and_then(|w| w.confirm_with_message(&ask).ok()).unwrap_or(false)
 }
@@ -401,6 +441,8 @@ fn persist(ctx: Ctx) {
         keep(ctx, "adapter", ctx.adapter),
         keep(ctx, "weights", ctx.weights),
         keep(ctx, "reward_model", ctx.reward_model),
+        keep(ctx, "lesson", ctx.lesson),
+        keep(ctx, "readings", ctx.readings),
     ];
     leptos::task::spawn_local(async move {
         for r in restores {
@@ -428,7 +470,10 @@ fn App() -> impl IntoView {
         notice: RwSignal::new(None),
         storage_error: RwSignal::new(None),
         restored: RwSignal::new(false),
-        tab: RwSignal::new("generate"),
+        tab: RwSignal::new(Tab::Lessons),
+        lesson: RwSignal::new(None),
+        readings: RwSignal::new(Readings::new()),
+        act: RwSignal::new(lesson::Act::Idle),
         pairs: RwSignal::new(Vec::new()),
         unpaired: RwSignal::new(Vec::new()),
         demos: RwSignal::new(Vec::new()),
@@ -456,9 +501,15 @@ fn App() -> impl IntoView {
         _ => ctx.model_source.set(Some(ModelSource::Url { model, tokenizer })),
     }
     start_engine(ctx);
-
-    let tabs: [(&'static str, &'static str); 4] =
-        [("generate", "Generate & rank"), ("data", "Data"), ("train", "Train"), ("compare", "Compare")];
+    if let Some(lab) = query("lab").map(|l| absolute(&l)) {
+        match foreign_origin(&lab) {
+            Some(origin) if !confirm_foreign_lab(&origin) => ctx.notice.set(Some(format!(
+                "This link asked to open a lab file from {origin}, another site; you declined, so nothing was downloaded."
+            ))),
+            _ => lesson::open_url(ctx, lab),
+        }
+    }
+    let panel = move |t: Tab| move || ctx.tab.get() != t;
     view! {
         <header>
             <h1>"alignlab"</h1>
@@ -468,16 +519,18 @@ fn App() -> impl IntoView {
         </header>
         <Banners/>
         <nav role="tablist" aria-label="Panels">
-            {tabs.into_iter().map(|(id, label)| view! {
-                <button role="tab" id=format!("tab-{id}") aria-selected=move || (ctx.tab.get() == id).to_string()
-                    class:active=move || ctx.tab.get() == id on:click=move |_| ctx.tab.set(id)>{label}</button>
+            {Tab::ALL.into_iter().map(|(tab, id, label)| view! {
+                <button role="tab" id=format!("tab-{id}") aria-selected=move || (ctx.tab.get() == tab).to_string()
+                    class:active=move || ctx.tab.get() == tab on:click=move |_| ctx.tab.set(tab)>{label}</button>
             }).collect_view()}
         </nav>
+        <lesson::LessonCard/>
         <main>
-            <section role="tabpanel" aria-labelledby="tab-generate" hidden=move || ctx.tab.get() != "generate"><generate::GeneratePanel/></section>
-            <section role="tabpanel" aria-labelledby="tab-data" hidden=move || ctx.tab.get() != "data"><data::DataPanel/></section>
-            <section role="tabpanel" aria-labelledby="tab-train" hidden=move || ctx.tab.get() != "train"><train::TrainPanel/></section>
-            <section role="tabpanel" aria-labelledby="tab-compare" hidden=move || ctx.tab.get() != "compare"><compare::ComparePanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-lessons" hidden=panel(Tab::Lessons)><lesson::LessonList/></section>
+            <section role="tabpanel" aria-labelledby="tab-generate" hidden=panel(Panel::Generate.into())><generate::GeneratePanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-data" hidden=panel(Panel::Data.into())><data::DataPanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-train" hidden=panel(Panel::Train.into())><train::TrainPanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-compare" hidden=panel(Panel::Compare.into())><compare::ComparePanel/></section>
         </main>
         <footer>"Everything runs on this device: the model, the training and your data (kept in this browser)."</footer>
     }
@@ -511,7 +564,7 @@ fn ModelBar() -> impl IntoView {
     let status = move || match (ctx.model.get(), ctx.progress.get().filter(|_| ctx.loading.get())) {
         (Some(m), None) => format!(
             "{} · {} · {:.1} M parameters · {} layers · context {} · loaded in {:.1} s{}",
-            m.name,
+            if m.title.is_empty() { &m.name } else { &m.title },
             m.format,
             m.parameters as f64 / 1e6,
             m.layers,

@@ -9,7 +9,8 @@ use leptos::prelude::*;
 
 use super::chart::MetricChart;
 use super::train_form::TrainForm;
-use super::{Ctx, RunRecord, client, files};
+use super::{Ctx, RunRecord, client, files, lesson};
+use crate::lab::lesson::{Action, record_run};
 use crate::align::Encoding;
 use crate::lab::{AdapterFrom, MethodKind, PolicyKind, RunSpec, TrainData};
 use crate::worker::protocol::*;
@@ -58,9 +59,13 @@ pub fn TrainPanel() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     // The form is part of the saved settings: restored once they are read, saved on every change.
     let form = RwSignal::new(ctx.settings.get_untracked().train);
+    // A lesson (or the restore) changes the saved settings: the form follows.
     Effect::new(move |_| {
         if ctx.restored.get() {
-            form.set(ctx.settings.get_untracked().train);
+            let saved = ctx.settings.with(|s| s.train.clone());
+            if form.get_untracked() != saved {
+                form.set(saved);
+            }
         }
     });
     Effect::new(move |_| {
@@ -100,6 +105,7 @@ pub fn TrainPanel() -> impl IntoView {
         }
         Event::Metrics { values, millis, .. } => {
             metrics.update(|m| m.push(values));
+            lesson::note(ctx, |r| record_run(r, &metrics.get_untracked()));
             elapsed_ms.set(millis);
             record("running");
         }
@@ -119,17 +125,22 @@ pub fn TrainPanel() -> impl IntoView {
                 message.set(Some(m));
             }
             record(st);
+            lesson::finished(ctx, Action::Train);
         }
         Event::Error { .. } if state.get_untracked() != "running" => {
             job.set(None);
             state.set("idle".into());
+            lesson::finished(ctx, Action::Train);
         }
         _ => {}
     };
-    let start = move |_| {
+    let start = move || {
         let spec = match spec(ctx) {
             Ok(s) => s,
-            Err(e) => return message.set(Some(e)),
+            Err(e) => {
+                message.set(Some(e));
+                return lesson::finished(ctx, Action::Train);
+            }
         };
         message.set(None);
         metrics.set(Vec::new());
@@ -141,6 +152,7 @@ pub fn TrainPanel() -> impl IntoView {
         state.set("starting".into());
         client::send(&Request::Train { job: id, run: spec });
     };
+    lesson::on_asked(ctx, Action::Train, start);
     let control = move |action: RunControl| {
         if let Some(j) = job.get_untracked() {
             if action == RunControl::Resume {
@@ -172,7 +184,7 @@ pub fn TrainPanel() -> impl IntoView {
             <div class="form">
                 <TrainForm form=form/>
                 <div class="row">
-                    <button class="primary" disabled=move || ctx.model.get().is_none() || job.get().is_some() on:click=start>"Train"</button>
+                    <button class="primary" disabled=move || ctx.model.get().is_none() || job.get().is_some() on:click=move |_| start()>"Train"</button>
                     <button disabled=move || state.get() != "running" on:click=move |_| control(RunControl::Pause)>"Pause"</button>
                     <button disabled=move || state.get() != "paused" on:click=move |_| control(RunControl::Resume)>"Resume"</button>
                     <button disabled=move || job.get().is_none() on:click=move |_| control(RunControl::Stop)>"Stop"</button>
@@ -196,12 +208,20 @@ pub fn TrainPanel() -> impl IntoView {
 fn Charts(metrics: Signal<Vec<BTreeMap<String, f64>>>) -> impl IntoView {
     view! {
         <div class="charts">
-            <MetricChart title="loss" series=vec!["loss", "eval/loss"] metrics=metrics/>
-            <MetricChart title="rewards" series=vec!["rewards/chosen", "rewards/rejected"] metrics=metrics/>
-            <MetricChart title="margins" series=vec!["rewards/margins", "margin", "eval/rewards/margins", "eval/margin"] metrics=metrics/>
-            <MetricChart title="accuracy" series=vec!["rewards/accuracies", "accuracy", "mean_token_accuracy", "eval/rewards/accuracies", "eval/accuracy"] metrics=metrics/>
-            <MetricChart title="KL" series=vec!["kl"] metrics=metrics/>
-            <MetricChart title="reward" series=vec!["reward"] metrics=metrics/>
+            <MetricChart title="loss" unit="loss" metrics=metrics series=vec!["loss", "eval/loss"]
+                about="What the optimizer lowers. Dashed: the same on held-out examples it never trains on."/>
+            <MetricChart title="rewards" unit="β·log-ratio" metrics=metrics series=vec!["rewards/chosen", "rewards/rejected"]
+                about="Implicit rewards: how much more (above 0) or less likely than the reference the policy makes chosen and rejected answers."/>
+            <MetricChart title="log-probs" unit="log p" metrics=metrics series=vec!["logps/chosen", "logps/rejected"]
+                about="Log-probability of whole answers. Both can fall while the gap grows: DPO only needs rejected to fall faster."/>
+            <MetricChart title="margins" unit="margin" metrics=metrics series=vec!["rewards/margins", "margin", "eval/rewards/margins", "eval/margin"]
+                about="Chosen minus rejected reward: the gap the method widens."/>
+            <MetricChart title="accuracy" unit="share" metrics=metrics series=vec!["rewards/accuracies", "accuracy", "mean_token_accuracy", "eval/rewards/accuracies", "eval/accuracy"]
+                about="Share of pairs ranked the right way (SFT: tokens predicted right). 1 on easy pairs comes fast; held-out accuracy is the honest one."/>
+            <MetricChart title="KL" unit="KL (nats)" metrics=metrics series=vec!["kl"]
+                about="How far the policy has moved from the reference: the leash. Growing KL with little reward gain is a warning."/>
+            <MetricChart title="reward" unit="reward" metrics=metrics series=vec!["reward"]
+                about="Mean reward of this round's samples, from the judges or the reward model."/>
         </div>
     }
 }

@@ -8,11 +8,13 @@
 //! - [`rewards`]: judges and reward models as one async scorer.
 //! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained.
 //! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
+//! - [`lesson`]: lab files: a teacher's lesson as steps of settings, one action and what to notice.
 //! - [`label`]: best-of-N and best-vs-worst pairs. [`evaluate`]: reward, length and KL on prompts.
 
 pub mod evaluate;
 pub mod handoff;
 pub mod label;
+pub mod lesson;
 pub mod policy;
 pub mod rewards;
 pub mod run;

@@ -224,10 +224,12 @@ impl RunSpec {
 
 /// Where RLHF's reward comes from, as a form offers it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum RewardChoice {
     #[default]
     Judges,
+    /// (Saved settings of earlier versions spell it `rewardmodel`.)
+    #[serde(alias = "rewardmodel")]
     RewardModel,
 }
 

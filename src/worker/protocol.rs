@@ -122,11 +122,19 @@ pub enum Request {
         from: AdapterFrom,
     },
     ResetAdapter,
+    /// A small file a link names (a lab file): the worker may fetch from other sites, the page
+    /// may not (its Content-Security-Policy), and the page asked the user first.
+    Fetch { job: JobId, url: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ModelSummary {
+    /// The model's own name (a GGUF's `general.name`), else its file's: what saved adapters are
+    /// matched by.
     pub name: String,
+    /// The name shown: the file's, when it names the model better than its metadata does.
+    #[serde(default)]
+    pub title: String,
     pub format: String,
     pub parameters: usize,
     pub layers: usize,
@@ -140,9 +148,10 @@ pub struct ModelSummary {
 }
 
 impl ModelSummary {
-    pub fn of(lm: &crate::io::LoadedModel, name: String, load_ms: f64, from_cache: bool) -> Self {
+    pub fn of(lm: &crate::io::LoadedModel, name: String, file: &str, load_ms: f64, from_cache: bool) -> Self {
         let c = &lm.config;
         Self {
+            title: title(&name, file),
             name,
             format: lm.info.format.clone(),
             parameters: c.num_parameters(),
@@ -154,6 +163,18 @@ impl ModelSummary {
             load_ms,
             from_cache,
         }
+    }
+}
+
+/// What to call a model: a GGUF file's name says it as its makers wrote it
+/// ("SmolLM2-135M-Instruct.Q4_1.gguf" → "SmolLM2-135M-Instruct (Q4_1)"), where the metadata's
+/// `general.name` is often machine-made ("Smollm2 135M 8k Lc100K Mix1 Ep2").
+pub fn title(name: &str, file: &str) -> String {
+    let file = file.rsplit('/').next().unwrap_or(file).split(['?', '#']).next().unwrap_or(file);
+    let Some(stem) = file.strip_suffix(".gguf").filter(|s| !s.is_empty()) else { return name.to_string() };
+    match stem.rsplit_once('.') {
+        Some((model, quant)) if quant.len() <= 8 && quant.starts_with(['Q', 'q', 'F', 'f', 'I', 'B']) && !model.is_empty() => format!("{model} ({quant})"),
+        _ => stem.to_string(),
     }
 }
 
@@ -206,6 +227,11 @@ pub enum Event {
     Files { job: Option<JobId>, what: Artifact, files: Vec<FileOut> },
     /// A run handed off to TRL: data, adapter and script, one zip (`lab::handoff`).
     Handoff { job: JobId, zip: FileOut },
+    Fetched {
+        job: JobId,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
     /// What the policy is now: "base model", "LoRA r=8 on q,v (DPO, 10 steps)", ...
     PolicyState { kind: PolicyKind, description: String, reward_model: bool },
     Done { job: JobId },
@@ -224,7 +250,8 @@ impl Request {
             | Self::AutoLabel { job, .. }
             | Self::Train { job, .. }
             | Self::Export { job, .. }
-            | Self::Handoff { job, .. } => Some(*job),
+            | Self::Handoff { job, .. }
+            | Self::Fetch { job, .. } => Some(*job),
             _ => None,
         }
     }
@@ -243,6 +270,7 @@ impl Event {
             | Self::Metrics { job, .. }
             | Self::TrainEnded { job, .. }
             | Self::Handoff { job, .. }
+            | Self::Fetched { job, .. }
             | Self::Done { job } => Some(*job),
             Self::Files { job, .. } | Self::Error { job, .. } => *job,
             _ => None,
@@ -279,6 +307,15 @@ mod tests {
     use crate::align::rl::RlConfig;
     use crate::align::train::TrainConfig;
     use crate::model::LoraConfig;
+
+    #[test]
+    fn a_model_is_called_by_its_file_when_that_says_more() {
+        let gguf = "Smollm2 135M 8k Lc100K Mix1 Ep2";
+        assert_eq!(title(gguf, "SmolLM2-135M-Instruct.Q4_1.gguf"), "SmolLM2-135M-Instruct (Q4_1)");
+        assert_eq!(title(gguf, "http://x/models/tiny.gguf?v=2"), "tiny");
+        assert_eq!(title("stories260K.bin", "stories260K.bin"), "stories260K.bin");
+        assert_eq!(title("m", ".gguf"), "m");
+    }
 
     #[test]
     fn requests_and_events_round_trip() {

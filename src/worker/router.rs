@@ -112,6 +112,7 @@ impl<H: Host> Router<H> {
             Request::Export { job, what } => self.export(Some(job), what).await,
             Request::Handoff { job, run, base_model } => self.handoff(job, run, base_model).await,
             Request::Import { what, config_json, safetensors, from } => self.import(what, AdapterFiles { config_json, safetensors }, from),
+            Request::Fetch { job, url } => self.fetch_small(job, &url).await,
             Request::ResetAdapter => {
                 self.with(|s| s.paused = None);
                 self.update(|s| {
@@ -183,6 +184,7 @@ impl<H: Host> Router<H> {
             }
         }
         let mut lm = ckpt.into_model(&device, &mut progress)?;
+        let file = name.clone();
         let name = lm.info.name.get_or_insert(name).clone();
         let session = Session::new(lm, self.judge_data().await);
         // Warm-up: one forward pass compiles the kernels (WebGPU) before the first real token.
@@ -191,7 +193,7 @@ impl<H: Host> Router<H> {
         let bos = session.lm.tokenizer.bos_id.unwrap_or(0);
         crate::generate::generate(&session.lm.model, &session.lm.tokenizer, &[bos], &warm, &mut |_| true).await?;
         progress("warm-up", 1.0);
-        let info = ModelSummary::of(&session.lm, name, self.host.now_ms() - t0, from_cache);
+        let info = ModelSummary::of(&session.lm, name, &file, self.host.now_ms() - t0, from_cache);
         self.with(|s| {
             s.session = Some(session);
             s.paused = None;
@@ -236,6 +238,16 @@ impl<H: Host> Router<H> {
             }
         };
         self.host.post(Event::Files { job, what, files });
+        Ok(())
+    }
+
+    /// A lab file a link names, refused past the size a lab file may have.
+    async fn fetch_small(&self, job: JobId, url: &str) -> Result<()> {
+        let (bytes, _) = self.host.fetch(url, None).await?;
+        if bytes.len() > crate::lab::lesson::MAX_LAB_BYTES {
+            return Err(Error::Invalid(format!("{url} is {} bytes, more than a lab file may hold (1 MiB)", bytes.len())));
+        }
+        self.host.post(Event::Fetched { job, bytes });
         Ok(())
     }
 

@@ -17,7 +17,7 @@ const out = { model: tiny ? 'stories260K' : 'SmolLM2-135M-Instruct Q4_1', backen
 try {
   const t0 = Date.now();
   await page.goto(`${base}/${tiny ? TINY + '&' : '?'}backend=${a.backend}`);
-  await modelReady(page, tiny ? 'stories260K.bin' : 'Mix1 Ep2', 900_000);
+  await modelReady(page, tiny ? 'stories260K.bin' : 'SmolLM2-135M-Instruct (Q4_1)', 900_000);
   out.load_s = (Date.now() - t0) / 1000;
   console.error('bench: loaded', JSON.stringify(out));
   out.device = await page.getByRole('status', { name: 'Compute backend' }).innerText();

@@ -55,6 +55,7 @@ export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Fills the Generate tab's form (fields left undefined keep their value) and clicks Generate. */
 export async function generate(page, { prompt, samples, temperature, tokens, topK }) {
+  await page.getByRole('tab', { name: 'Generate & rank' }).click();
   const p = page.getByRole('tabpanel');
   await p.getByLabel('Prompt', { exact: true }).fill(prompt);
   if (samples !== undefined) await setField(p, 'Samples', samples);
@@ -86,4 +87,43 @@ export async function train(page, fields = {}, timeout = 300_000) {
   const cell = await page.getByRole('table', { name: 'Runs' }).locator('tbody tr').first().locator('td').nth(2).innerText();
   const [first, last] = cell.split('→').map(Number);
   return { status, first, last, cell };
+}
+
+/**
+ * Walks a lesson as a student would: starts it from the Lessons tab, and on every step presses
+ * Try it (when there is one), waits for the action to end and reads the watched numbers, then goes
+ * on. `onStep` sees each step (for screenshots). Returns each step's title, wall time, the watched
+ * lines ({ metric, state: 'yes' | 'no' | 'shown' | 'pending', text }) and the error banner, if any.
+ */
+export async function walkLesson(page, title, { onStep = async () => {}, timeout = 600_000 } = {}) {
+  await page.getByRole('tab', { name: 'Lessons' }).click();
+  await page.getByRole('button', { name: `Start lesson: ${title}` }).click();
+  const card = page.getByRole('complementary', { name: 'Lesson' });
+  const steps = [];
+  for (let i = 0; ; i++) {
+    await card.getByText(new RegExp(`step ${i + 1} of \\d+`)).waitFor();
+    const name = await card.locator('h2').innerText();
+    const t0 = Date.now();
+    const tryIt = card.getByRole('button', { name: /^Try it/ });
+    let error = null;
+    if (await tryIt.count()) {
+      await tryIt.click();
+      await page.waitForFunction(() => document.querySelector('[aria-label="Lesson action"]')?.textContent === 'Done.', null, { timeout });
+      const alert = page.getByRole('alert');
+      if (await alert.count()) {
+        error = (await alert.first().innerText()).replace(/\s+/g, ' ');
+        await alert.first().getByRole('button', { name: 'Dismiss' }).click();
+      }
+    }
+    const watches = await card.locator('.watch li').evaluateAll((lis) => lis.map((li) => ({ metric: li.dataset.metric, state: li.dataset.expected, text: li.textContent })));
+    const step = { title: name, ms: Date.now() - t0, watches, error };
+    steps.push(step);
+    await onStep(i, step);
+    const next = card.getByRole('button', { name: 'Next step' });
+    if (await next.count()) await next.click();
+    else {
+      await card.getByRole('button', { name: 'Finish lesson' }).click();
+      return steps;
+    }
+  }
 }

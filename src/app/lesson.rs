@@ -1,0 +1,288 @@
+//! Guided lessons over the real panels. The Lessons tab lists the built-in lab files and opens one
+//! from a file; `?lab=URL` names one in a link. A lesson's card sits above every panel: the step's
+//! text, "Try it" (the panel runs its own action, so nothing here trains or generates), then what
+//! to notice with the numbers that show it, and a question. The student can leave at any step and
+//! keep working: the settings and data stay as the lesson left them.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{Ctx, Tab, client, files};
+use crate::lab::{PolicyKind, TrainData};
+use crate::lab::lesson::{Action, Lesson, Outcome, Preset, Readings, built_in};
+use crate::worker::protocol::*;
+
+/// The lesson in progress, kept across reloads: the step, and the readings when it began.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LessonState {
+    #[serde(with = "as_lab_file")]
+    pub lesson: Lesson,
+    pub step: usize,
+    pub before: Readings,
+    /// "Try it" was pressed on this step.
+    pub tried: bool,
+}
+
+/// The lesson kept as its lab file's JSON text: the browser's store turns every number into a
+/// float, and a lab's settings must come back as written (`"max_steps": 7`, not `7.0`).
+mod as_lab_file {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _, ser::Error as _};
+
+    use crate::lab::lesson::Lesson;
+
+    pub fn serialize<S: Serializer>(l: &Lesson, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&serde_json::to_string(l).map_err(S::Error::custom)?)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Lesson, D::Error> {
+        let text = String::deserialize(d)?;
+        Lesson::parse(text.as_bytes()).map_err(D::Error::custom)
+    }
+}
+
+/// A step's action as the panels see it: asked by the card, running in a panel, done.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Act {
+    #[default]
+    Idle,
+    Asked(Action),
+    Running(Action),
+    Done(Action),
+}
+
+/// Called by a panel: runs `f` when the card asked for `action`, and marks it running.
+pub fn on_asked(ctx: Ctx, action: Action, f: impl Fn() + 'static) {
+    Effect::new(move |_| {
+        if ctx.act.get() == Act::Asked(action) {
+            ctx.act.set(Act::Running(action));
+            f();
+        }
+    });
+}
+
+/// Called by a panel when its action ended (however it ended).
+pub fn finished(ctx: Ctx, action: Action) {
+    if ctx.act.get_untracked() == Act::Running(action) {
+        ctx.act.set(Act::Done(action));
+    }
+}
+
+/// Records readings (a panel's numbers the lesson can watch).
+pub fn note(ctx: Ctx, f: impl FnOnce(&mut Readings)) {
+    ctx.readings.update(f);
+}
+
+/// Puts a preset's settings in place and adds its examples to the student's data.
+fn apply(ctx: Ctx, p: &Preset) {
+    ctx.settings.update(|s| {
+        if let Some(x) = &p.system {
+            s.system = x.clone();
+        }
+        if let Some(x) = &p.prompt {
+            s.prompt = x.clone();
+        }
+        if let Some(x) = p.chat {
+            s.chat = x;
+        }
+        s.sampling = p.sampling(&s.sampling);
+        s.judges = p.judges(&s.judges);
+        s.train = p.train(&s.train);
+    });
+    let mut data = TrainData { pairs: ctx.pairs.get_untracked(), unpaired: ctx.unpaired.get_untracked(), demos: ctx.demos.get_untracked(), prompts: ctx.prompts.get_untracked() };
+    if p.add_data(&mut data) > 0 {
+        ctx.pairs.set(data.pairs);
+        ctx.unpaired.set(data.unpaired);
+        ctx.demos.set(data.demos);
+        ctx.prompts.set(data.prompts);
+    }
+}
+
+fn enter(ctx: Ctx, lesson: Lesson, step: usize) {
+    let Some(s) = lesson.steps.get(step) else { return };
+    apply(ctx, &s.set);
+    ctx.tab.set(Tab::from(s.panel));
+    ctx.act.set(Act::Idle);
+    ctx.lesson.set(Some(LessonState { lesson, step, before: ctx.readings.get_untracked(), tried: false }));
+}
+
+/// Starts `lesson` at its first step.
+pub fn start(ctx: Ctx, lesson: Lesson) {
+    apply(ctx, &lesson.setup);
+    enter(ctx, lesson, 0);
+}
+
+/// Opens the lab file a link names (`?lab=URL`): fetched by the worker, which may reach other
+/// sites (the page itself may not); the page asked first when the URL is another site's.
+pub fn open_url(ctx: Ctx, url: String) {
+    let shown = url.clone();
+    let id = client::job(move |ev| match ev {
+        Event::Fetched { bytes, .. } => match Lesson::parse(&bytes) {
+            Ok(l) => leptos::task::spawn_local(async move {
+                // After the last visit's settings are back, or they would overwrite the lesson's.
+                while !ctx.restored.get_untracked() {
+                    gloo_timers::future::TimeoutFuture::new(20).await;
+                }
+                // Reloading a page opened by a lab link keeps the student's place in that lesson.
+                if ctx.lesson.get_untracked().is_none_or(|st| st.lesson != l) {
+                    start(ctx, l);
+                }
+            }),
+            Err(e) => ctx.banner.set(Some(super::Banner { kind: ErrorKind::Invalid, message: format!("The lab at {shown} could not be opened: {e}"), fatal: false })),
+        },
+        _ => {}
+    });
+    client::send(&Request::Fetch { job: id, url });
+}
+
+fn outcome_line(metric: &str, o: Option<Outcome>) -> (String, &'static str) {
+    match o {
+        None => (format!("{metric}: not measured yet"), "pending"),
+        Some(o) => {
+            let moved = match o.from {
+                Some(f) => format!("{metric}: {f:.4} → {:.4}", o.to),
+                None => format!("{metric}: {:.4}", o.to),
+            };
+            match o.as_expected {
+                Some(true) => (format!("{moved} ✓ as the lesson expects"), "yes"),
+                Some(false) => (format!("{moved} ✗ not the way the lesson expects this time: why might that be?"), "no"),
+                None => (moved, "shown"),
+            }
+        }
+    }
+}
+
+/// The card of the lesson in progress, above every panel.
+#[component]
+pub fn LessonCard() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let go = move |delta: isize| {
+        if let Some(st) = ctx.lesson.get_untracked() {
+            let to = st.step as isize + delta;
+            if to >= 0 && (to as usize) < st.lesson.steps.len() {
+                enter(ctx, st.lesson, to as usize);
+            }
+        }
+    };
+    let try_it = move |_| {
+        let Some(mut st) = ctx.lesson.get_untracked() else { return };
+        let Some(step) = st.lesson.steps.get(st.step) else { return };
+        ctx.tab.set(Tab::from(step.panel));
+        st.before = ctx.readings.get_untracked();
+        st.tried = true;
+        let action = step.action;
+        if step.from_base && ctx.policy.get_untracked().0 != PolicyKind::Base {
+            // As the Train tab's "Reset to base model" does (the worker takes requests in order).
+            client::send(&Request::ResetAdapter);
+            ctx.adapter.set(None);
+            ctx.weights.set(None);
+        }
+        ctx.lesson.set(Some(st));
+        ctx.act.set(Act::Asked(action));
+    };
+    let busy = move || matches!(ctx.act.get(), Act::Asked(_) | Act::Running(_));
+    // An action that failed (the banner says why) is over too.
+    Effect::new(move |_| {
+        if ctx.banner.get().is_some() {
+            if let Act::Asked(a) | Act::Running(a) = ctx.act.get_untracked() {
+                ctx.act.set(Act::Done(a));
+            }
+        }
+    });
+    view! {
+        {move || ctx.lesson.get().map(|st| {
+            let n = st.lesson.steps.len();
+            let step = st.lesson.steps[st.step.min(n - 1)].clone();
+            let action = step.action;
+            let fresh = if step.from_base { " (from the base model)" } else { "" };
+            let show_after = action == Action::None || (st.tried && ctx.act.get() == Act::Done(action));
+            let before = st.before.clone();
+            let watch = step.watch.clone();
+            view! {
+                <aside class="lesson" aria-label="Lesson">
+                    <header>
+                        <span class="muted">{format!("Lesson: {} · step {} of {n}", st.lesson.title, st.step + 1)}</span>
+                        <button class="small" on:click=move |_| { ctx.lesson.set(None); ctx.act.set(Act::Idle); }
+                            title="Close the lesson; your settings and data stay as they are">"Leave lesson"</button>
+                    </header>
+                    <h2>{step.title.clone()}</h2>
+                    <p>{step.text.clone()}</p>
+                    <Show when=move || action != Action::None>
+                        <div class="row">
+                            <button class="primary" disabled=move || busy() || ctx.model.get().is_none() on:click=try_it>
+                                {format!("Try it: {}{fresh}", action.label())}</button>
+                            <span class="muted" role="status" aria-label="Lesson action">{move || match ctx.act.get() {
+                                Act::Asked(_) | Act::Running(_) => "Running… (watch the panel below)",
+                                Act::Done(_) => "Done.",
+                                Act::Idle => "",
+                            }}</span>
+                        </div>
+                    </Show>
+                    <Show when=move || show_after>
+                        <p class="notice">{step.notice.clone()}</p>
+                        <ul class="watch" aria-label="Numbers to watch">
+                            {watch.iter().map(|w| {
+                                let (w, before) = (w.clone(), before.clone());
+                                move || {
+                                    let (text, state) = outcome_line(&w.metric, w.outcome(&before, &ctx.readings.get()));
+                                    view! { <li data-metric=w.metric.clone() data-expected=state>{text}</li> }
+                                }
+                            }).collect_view()}
+                        </ul>
+                        {step.question.clone().map(|q| view! { <p class="question"><strong>"Question for the class: "</strong>{q}</p> })}
+                    </Show>
+                    <div class="row">
+                        <button disabled=st.step == 0 on:click=move |_| go(-1)>"Back"</button>
+                        {if st.step + 1 < n {
+                            view! { <button on:click=move |_| go(1)>"Next step"</button> }.into_any()
+                        } else {
+                            view! { <button on:click=move |_| { ctx.lesson.set(None); ctx.tab.set(Tab::Lessons); }>"Finish lesson"</button> }.into_any()
+                        }}
+                    </div>
+                </aside>
+            }
+        })}
+    }
+}
+
+/// The Lessons tab: the built-in lessons with one obvious start, and a teacher's lab file.
+#[component]
+pub fn LessonList() -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    let lessons = StoredValue::new(built_in());
+    let on_file = move |ev: leptos::ev::Event| {
+        let Some(f) = files::picked(&ev).into_iter().next() else { return };
+        leptos::task::spawn_local(async move {
+            let parsed = match files::read_bytes(&f).await {
+                Ok(b) => Lesson::parse(&b).map_err(|e| e.to_string()),
+                Err(e) => Err(e),
+            };
+            match parsed {
+                Ok(l) => start(ctx, l),
+                Err(e) => ctx.banner.set(Some(super::Banner { kind: ErrorKind::Invalid, message: format!("{}: {e}", f.name()), fatal: false })),
+            }
+        });
+    };
+    view! {
+        <div class="panel lessons">
+            <p class="lead">"Each lesson runs on the model above: read a step, press Try it, and see what changed. Leave any time and keep working in the tabs."</p>
+            <ol class="lesson-list">
+                {lessons.get_value().into_iter().enumerate().map(|(i, l)| {
+                    let title = l.title.clone();
+                    let meta = l.minutes.map(|m| format!("about {m} min · {} steps", l.steps.len())).unwrap_or_else(|| format!("{} steps", l.steps.len()));
+                    let summary = l.summary.clone();
+                    view! {
+                        <li>
+                            <button class=if i == 0 { "primary" } else { "" } aria-label=format!("Start lesson: {title}")
+                                on:click=move |_| start(ctx, l.clone())>{if i == 0 { "Start here" } else { "Start" }}</button>
+                            <strong>{title.clone()}</strong>" "<span class="muted">{meta}</span>
+                            <p>{summary}</p>
+                        </li>
+                    }
+                }).collect_view()}
+            </ol>
+            <label>"Open a lab file (JSON) "
+                <input type="file" accept=".json,application/json" aria-label="Open lab file" on:change=on_file/></label>
+            <p class="hint">"Teachers: the format is in docs/lab-files.md; the built-in lessons are in the app's labs/ folder as examples."</p>
+        </div>
+    }
+}

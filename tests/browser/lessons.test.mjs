@@ -1,0 +1,123 @@
+// The guided lessons, on the CPU path with the tiny stories260K model: the page opens on the lesson
+// list with one start; a malformed lab file is refused naming the field; a lab from another site is
+// opened only after the page asks; a lesson survives a reload; and every built-in lesson is walked
+// step by step like a student would (Try it, then the watched numbers), with a screenshot of each
+// step. Every number a lesson expects to move must move that way, and every action must produce
+// the numbers its step watches.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { serve } from './server.mjs';
+import { HAVE_TINY, TINY, launch, modelReady, shot, walkLesson } from './lib.mjs';
+
+const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
+const LABS = resolve(import.meta.dirname, '../../www/labs');
+const lessons = JSON.parse(readFileSync(join(LABS, 'index.json'), 'utf8')).map((f) => JSON.parse(readFileSync(join(LABS, f), 'utf8')));
+
+test('guided lessons: list, lab files, links from other sites, and every built-in lesson walked', { skip, timeout: 40 * 60_000 }, async (t) => {
+  const { server, base, hosts } = await serve();
+  const { ctx, page, errors } = await launch();
+  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
+  await page.goto(`${base}/${TINY}&backend=cpu`);
+  await modelReady(page, 'stories260K.bin');
+  const card = page.getByRole('complementary', { name: 'Lesson' });
+
+  await t.test('the first visit opens on the lesson list with one obvious start', async () => {
+    assert.equal(await page.getByRole('tab', { name: 'Lessons' }).getAttribute('aria-selected'), 'true');
+    const items = page.locator('.lesson-list li');
+    assert.equal(await items.count(), lessons.length);
+    const starts = page.locator('.lesson-list button.primary');
+    assert.equal(await starts.count(), 1);
+    assert.equal(await starts.innerText(), 'Start here');
+    assert.match(await items.first().innerText(), new RegExp(lessons[0].title));
+    await shot(page, 'lessons-list');
+  });
+
+  await t.test('a malformed lab file is refused, naming the field and what is wrong', async () => {
+    const bad = structuredClone(lessons[2]);
+    bad.steps[1].set = { train: { dpo: { betta: 0.1 } } };
+    const file = join(mkdtempSync(join(tmpdir(), 'alab-')), 'bad-lab.json');
+    writeFileSync(file, JSON.stringify(bad));
+    await page.getByLabel('Open lab file').setInputFiles(file);
+    const alert = page.getByRole('alert').filter({ hasText: 'bad-lab.json' });
+    await alert.waitFor({ timeout: 10_000 });
+    assert.match(await alert.innerText(), /steps\[1\]\.set\.train\.dpo\.betta: no such setting; known: beta/);
+    assert.equal(await card.count(), 0, 'no lesson started');
+    await shot(page, 'lessons-bad-file');
+    await alert.getByRole('button', { name: 'Dismiss' }).click();
+  });
+
+  await t.test('a lab from another site loads only after the page says where it comes from', async () => {
+    const other = base.replace('127.0.0.1', 'localhost');
+    const asked = [];
+    page.once('dialog', (d) => { asked.push(d.message()); d.dismiss(); });
+    await page.goto(`${base}/${TINY}&backend=cpu&lab=${other}/labs/lora.json`);
+    await page.getByText(/you declined, so nothing was downloaded/).waitFor({ timeout: 30_000 });
+    assert.match(asked[0] ?? '', /opens a lesson \(lab file\) from http:\/\/localhost:\d+, a site other than this one/);
+    assert.ok(!hosts.some((h) => h.startsWith('localhost')), `nothing fetched from the other site: ${hosts}`);
+    page.once('dialog', (d) => { asked.push(d.message()); d.accept(); });
+    await page.goto(`${base}/${TINY}&backend=cpu&lab=${other}/labs/lora.json`);
+    await card.getByText('Lesson: LoRA').waitFor({ timeout: 60_000 });
+    assert.ok(hosts.some((h) => h.startsWith('localhost')), 'accepted: the lab came from the other site');
+    // The page's own lab files open without asking.
+    const unexpected = (d) => { asked.push(`unexpected: ${d.message()}`); d.dismiss(); };
+    page.on('dialog', unexpected);
+    await page.goto(`${base}/${TINY}&backend=cpu&lab=labs/what-is-alignment.json`);
+    await card.getByText(`Lesson: ${lessons[0].title}`).waitFor({ timeout: 60_000 });
+    page.off('dialog', unexpected);
+    assert.equal(asked.length, 2, asked.join(' | '));
+  });
+
+  await t.test('a lesson in progress survives a reload, and leaving keeps the settings', async () => {
+    await modelReady(page, 'stories260K.bin');
+    await card.getByRole('button', { name: 'Next step' }).click();
+    await card.getByText('step 2 of').waitFor();
+    const system = lessons[0].steps[1].set?.system;
+    await page.reload();
+    await modelReady(page, 'stories260K.bin');
+    await card.getByText('step 2 of').waitFor({ timeout: 30_000 });
+    await card.getByRole('button', { name: 'Leave lesson' }).click();
+    assert.equal(await card.count(), 0);
+    if (system !== undefined) {
+      await page.getByRole('tab', { name: 'Generate & rank' }).click();
+      assert.equal(await page.getByRole('tabpanel').getByLabel('System prompt').inputValue(), system);
+    }
+  });
+
+  const times = [];
+  for (const lesson of lessons) {
+    await t.test(`lesson: ${lesson.title}`, async () => {
+      const t0 = Date.now();
+      const onStep = async (i, step) => {
+        await shot(page, `lesson-${lesson.id}-${String(i + 1).padStart(2, '0')}`);
+        // Do what a reading step asks where a later step depends on it.
+        if (/click Clear all/.test(lesson.steps[i].text)) {
+          await page.getByRole('tab', { name: 'Data' }).click();
+          page.once('dialog', (d) => d.accept());
+          await page.getByRole('tabpanel').getByRole('button', { name: 'Clear all' }).click();
+          await page.waitForFunction(() => /Preference pairs \(0\)/.test(document.querySelector('table[aria-label="Preference pairs"] caption')?.textContent ?? ''));
+        }
+      };
+      const steps = await walkLesson(page, lesson.title, { onStep });
+      times.push(`${lesson.id} ${((Date.now() - t0) / 1000).toFixed(1)} s [${steps.map((s) => (s.ms / 1000).toFixed(1)).join(" ")}]`);
+      assert.equal(steps.length, lesson.steps.length);
+      lesson.steps.forEach((spec, i) => {
+        const got = steps[i];
+        const where = `${lesson.id} step ${i + 1} (${spec.title}): ${JSON.stringify(got)}`;
+        // Breaking training is that lesson's point; elsewhere an error banner is a failure.
+        if (lesson.id !== 'break-it') assert.equal(got.error, null, where);
+        for (const [k, w] of (spec.watch ?? []).entries()) {
+          const line = got.watches[k];
+          assert.equal(line.metric, w.metric, where);
+          if (w.expect) assert.equal(line.state, 'yes', `expected ${w.metric} to go ${w.expect}: ${where}`);
+        }
+        // The action produced at least one of the numbers it says to watch.
+        if ((spec.watch ?? []).length && !got.error) assert.ok(got.watches.some((l) => l.state !== 'pending'), `nothing measured: ${where}`);
+      });
+    });
+  }
+  console.log(`lesson walk-throughs on stories260K (CPU): ${times.join(', ')}`);
+  assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
+});
