@@ -3,9 +3,10 @@
 //!
 //! Panels, one file each: lesson (the lesson list and the card that guides a lesson), generate (samples, ranking, ratings), data (table, import/export,
 //! auto-labelling), train (methods, knobs, live charts), compare (reference vs policy, heatmap,
-//! best-of-N). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
+//! best-of-N), class (hand in work; the teacher's view of many students' files). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
 
 mod chart;
+mod class;
 mod client;
 mod compare;
 mod data;
@@ -134,6 +135,8 @@ impl StorageProblem {
 pub enum Tab {
     Lessons,
     Panel(Panel),
+    /// Hand in your work; the teacher's view of the class's files.
+    Class,
 }
 
 impl From<Panel> for Tab {
@@ -143,12 +146,13 @@ impl From<Panel> for Tab {
 }
 
 impl Tab {
-    const ALL: [(Tab, &'static str, &'static str); 5] = [
+    const ALL: [(Tab, &'static str, &'static str); 6] = [
         (Tab::Lessons, "lessons", "Lessons"),
         (Tab::Panel(Panel::Generate), "generate", "Generate & rank"),
         (Tab::Panel(Panel::Data), "data", "Data"),
         (Tab::Panel(Panel::Train), "train", "Train"),
         (Tab::Panel(Panel::Compare), "compare", "Compare"),
+        (Tab::Class, "class", "Class"),
     ];
 }
 
@@ -531,6 +535,7 @@ fn App() -> impl IntoView {
             <section role="tabpanel" aria-labelledby="tab-data" hidden=panel(Panel::Data.into())><data::DataPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-train" hidden=panel(Panel::Train.into())><train::TrainPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-compare" hidden=panel(Panel::Compare.into())><compare::ComparePanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-class" hidden=panel(Tab::Class)><class::ClassPanel/></section>
         </main>
         <footer>"Everything runs on this device: the model, the training and your data (kept in this browser)."</footer>
     }

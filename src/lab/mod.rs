@@ -8,9 +8,11 @@
 //! - [`rewards`]: judges and reward models as one async scorer.
 //! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained.
 //! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
+//! - [`class`]: a class's work pooled: rater agreement (rate, Cohen's kappa), a merged set, runs.
 //! - [`lesson`]: lab files: a teacher's lesson as steps of settings, one action and what to notice.
 //! - [`label`]: best-of-N and best-vs-worst pairs. [`evaluate`]: reward, length and KL on prompts.
 
+pub mod class;
 pub mod evaluate;
 pub mod handoff;
 pub mod label;

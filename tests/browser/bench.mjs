@@ -1,14 +1,19 @@
 // Browser benchmark (not a test): page load to first token, tokens/s and seconds per DPO step,
 // driving the built app like the tests do. Run after scripts/build-web:
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16]
-// Prints one JSON line. WebGPU here is SwiftShader (software) unless the machine has a GPU.
+//   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
+// Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
+// following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
 import { parseArgs } from 'node:util';
 import { serve } from './server.mjs';
-import { TINY, generate, importJsonl, launch, modelReady, train } from './lib.mjs';
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { TINY, followReadingStep, generate, importJsonl, launch, modelReady, train, walkLesson } from './lib.mjs';
 
 const { values: a } = parseArgs({ options: {
   model: { type: 'string', default: 'tiny' }, backend: { type: 'string', default: 'cpu' },
   steps: { type: 'string', default: '2' }, tokens: { type: 'string', default: '16' },
+  lessons: { type: 'string' },
 } });
 const tiny = a.model === 'tiny';
 const { server, base } = await serve();
@@ -21,25 +26,39 @@ try {
   out.load_s = (Date.now() - t0) / 1000;
   console.error('bench: loaded', JSON.stringify(out));
   out.device = await page.getByRole('status', { name: 'Compute backend' }).innerText();
-  const p = page.getByRole('tabpanel');
-  const t1 = Date.now();
-  await generate(page, { prompt: tiny ? '' : 'What is the capital of France?', samples: 1, temperature: 0, tokens: Number(a.tokens) });
-  await page.waitForFunction(() => /first token after/.test(document.body.innerText), null, { timeout: 900_000 });
-  const stats = await page.evaluate(() => document.body.innerText.match(/first token after ([\d.]+) s, ([\d.]+) tokens\/s/));
-  out.first_token_s = Number(stats[1]);
-  out.page_load_to_first_token_s = (t1 - t0) / 1000 + out.first_token_s;
-  out.decode_tokens_per_s = Number(stats[2]);
-  console.error('bench: generated', JSON.stringify(out));
-  out.answer = (await p.getByRole('article').first().locator('.sample-text').innerText()).slice(0, 80);
+  if (a.lessons !== undefined) {
+    const labs = resolve(import.meta.dirname, '../../www/labs');
+    const want = a.lessons === 'all' || a.lessons === '' ? null : a.lessons.split(',');
+    out.lessons = [];
+    for (const f of JSON.parse(readFileSync(join(labs, 'index.json'), 'utf8'))) {
+      const lesson = JSON.parse(readFileSync(join(labs, f), 'utf8'));
+      if (want && !want.includes(lesson.id)) continue;
+      const t = Date.now();
+      const steps = await walkLesson(page, lesson.title, { timeout: 3_600_000, onStep: (i) => followReadingStep(page, lesson.steps[i]) });
+      out.lessons.push({ id: lesson.id, seconds: (Date.now() - t) / 1000, steps: steps.map((s) => [s.title, s.ms / 1000, s.error]) });
+      console.error('bench:', JSON.stringify(out.lessons.at(-1)));
+    }
+  } else {
+    const p = page.getByRole('tabpanel');
+    const t1 = Date.now();
+    await generate(page, { prompt: tiny ? '' : 'What is the capital of France?', samples: 1, temperature: 0, tokens: Number(a.tokens) });
+    await page.waitForFunction(() => /first token after/.test(document.body.innerText), null, { timeout: 900_000 });
+    const stats = await page.evaluate(() => document.body.innerText.match(/first token after ([\d.]+) s, ([\d.]+) tokens\/s/));
+    out.first_token_s = Number(stats[1]);
+    out.page_load_to_first_token_s = (t1 - t0) / 1000 + out.first_token_s;
+    out.decode_tokens_per_s = Number(stats[2]);
+    console.error('bench: generated', JSON.stringify(out));
+    out.answer = (await p.getByRole('article').first().locator('.sample-text').innerText()).slice(0, 80);
 
-  await importJsonl(page, [
-    { prompt: 'Tell me about your day.', chosen: 'It was a lovely, sunny day and I met good friends.', rejected: 'It was awful and boring.' },
-    { prompt: 'How is the weather?', chosen: 'Warm and bright, a perfect day for a walk.', rejected: 'Cold, grey and miserable.' },
-  ]);
-  const { status } = await train(page, { Steps: Number(a.steps), 'Batch size': 2 }, 1_800_000);
-  out.train_status = status;
-  out.dpo_seconds_per_step = Number(status.match(/([\d.]+) s\/step/)?.[1]);
-  out.dpo = 'batch 2 pairs, LoRA r=8 on q,v';
+    await importJsonl(page, [
+      { prompt: 'Tell me about your day.', chosen: 'It was a lovely, sunny day and I met good friends.', rejected: 'It was awful and boring.' },
+      { prompt: 'How is the weather?', chosen: 'Warm and bright, a perfect day for a walk.', rejected: 'Cold, grey and miserable.' },
+    ]);
+    const { status } = await train(page, { Steps: Number(a.steps), 'Batch size': 2 }, 1_800_000);
+    out.train_status = status;
+    out.dpo_seconds_per_step = Number(status.match(/([\d.]+) s\/step/)?.[1]);
+    out.dpo = 'batch 2 pairs, LoRA r=8 on q,v';
+  }
   if (errors.length) out.errors = errors;
 } finally {
   console.log(JSON.stringify(out));

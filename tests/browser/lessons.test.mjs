@@ -10,7 +10,7 @@ import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, launch, modelReady, shot, walkLesson } from './lib.mjs';
+import { HAVE_TINY, TINY, followReadingStep, generate, launch, modelReady, shot, walkLesson } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 const LABS = resolve(import.meta.dirname, '../../www/labs');
@@ -92,13 +92,7 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
       const t0 = Date.now();
       const onStep = async (i, step) => {
         await shot(page, `lesson-${lesson.id}-${String(i + 1).padStart(2, '0')}`);
-        // Do what a reading step asks where a later step depends on it.
-        if (/click Clear all/.test(lesson.steps[i].text)) {
-          await page.getByRole('tab', { name: 'Data' }).click();
-          page.once('dialog', (d) => d.accept());
-          await page.getByRole('tabpanel').getByRole('button', { name: 'Clear all' }).click();
-          await page.waitForFunction(() => /Preference pairs \(0\)/.test(document.querySelector('table[aria-label="Preference pairs"] caption')?.textContent ?? ''));
-        }
+        await followReadingStep(page, lesson.steps[i]);
       };
       const steps = await walkLesson(page, lesson.title, { onStep });
       times.push(`${lesson.id} ${((Date.now() - t0) / 1000).toFixed(1)} s [${steps.map((s) => (s.ms / 1000).toFixed(1)).join(" ")}]`);
@@ -119,5 +113,53 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
     });
   }
   console.log(`lesson walk-throughs on stories260K (CPU): ${times.join(', ')}`);
+
+  await t.test('class files: a student hands in, the teacher sees agreement, a merged set and the runs', async () => {
+    await page.getByRole('tab', { name: 'Class' }).click();
+    const p = page.getByRole('tabpanel');
+    await p.getByLabel('Rater name').fill('Ana');
+    const [download] = await Promise.all([page.waitForEvent('download'), p.getByRole('button', { name: 'Export my class file' }).click()]);
+    assert.equal(download.suggestedFilename(), 'class-Ana.json');
+    const ana = JSON.parse(readFileSync(await download.path(), 'utf8'));
+    assert.equal(ana.rater, 'Ana');
+    assert.ok(ana.pairs.length >= 4 && ana.runs.length >= 1, `${ana.pairs.length} pairs, ${ana.runs.length} runs`);
+    assert.ok(ana.runs.every((r) => r.method && r.steps > 0 && Object.keys(r.last).length > 0), JSON.stringify(ana.runs[0]));
+    // The comparisons Ana judged (either order of the two answers is one comparison).
+    const key = (x) => JSON.stringify([x.prompt.trim(), ...[x.chosen.trim(), x.rejected.trim()].sort()]);
+    const distinct = [...new Map(ana.pairs.filter((x) => x.chosen.trim() !== x.rejected.trim()).map((x) => [key(x), x])).values()];
+    const n = distinct.length;
+    // Ben judged the same comparisons and disagreed on two.
+    const flip = new Set([key(distinct[0]), key(distinct[1])]);
+    const ben = { ...ana, rater: 'Ben', pairs: distinct.map((x) => (flip.has(key(x)) ? { ...x, chosen: x.rejected, rejected: x.chosen } : x)) };
+    const dir = mkdtempSync(join(tmpdir(), 'alab-class-'));
+    const files = [['ana.json', ana], ['ben.json', ben], ['nobody.json', { ...ana, rater: ' ' }]].map(([f, v]) => { writeFileSync(join(dir, f), JSON.stringify(v)); return join(dir, f); });
+    await p.getByLabel('Open class files').setInputFiles(files);
+    const table = page.getByRole('table', { name: 'Rater agreement' });
+    await table.waitFor();
+    const row = (r) => table.locator('tbody tr').nth(r).locator('td');
+    assert.match(await row(0).nth(0).innerText(), new RegExp(`^100% of ${n}\\b`));
+    assert.match(await row(0).nth(1).innerText(), new RegExp(`^${Math.round(((n - 2) / n) * 100)}% of ${n}`));
+    assert.match(await p.getByRole('alert').filter({ hasText: 'nobody.json' }).innerText(), /rater: give a name/);
+    assert.match(await p.getByLabel('Merged preferences').innerText(), new RegExp(`^${n - 2} pairs from 2 raters: .* ${n} judged by several raters, 2 even splits left out`));
+    assert.equal(await page.getByRole('table', { name: 'Class runs' }).locator('tbody tr').count(), 2 * ana.runs.length);
+    await shot(page, 'class-teacher-view');
+  });
+
+  await t.test('after a visit the whole lab opens and runs with no network', async () => {
+    await page.reload();
+    await modelReady(page, 'stories260K.bin');
+    await page.waitForFunction(() => navigator.serviceWorker?.controller != null, null, { timeout: 30_000 });
+    await ctx.setOffline(true);
+    try {
+      await page.reload();
+      await modelReady(page, 'stories260K.bin');
+      assert.equal(await page.locator('.lesson-list li').count(), lessons.length);
+      await generate(page, { prompt: 'Once upon a time', samples: 2, tokens: 8 });
+      await page.getByRole('tabpanel').getByText(/first token after/).waitFor({ timeout: 60_000 });
+      await shot(page, 'offline');
+    } finally {
+      await ctx.setOffline(false);
+    }
+  });
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
 });

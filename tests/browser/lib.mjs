@@ -127,3 +127,13 @@ export async function walkLesson(page, title, { onStep = async () => {}, timeout
     }
   }
 }
+
+/** Does what a reading step asks when a later step depends on it (the lab format has no action for it). */
+export async function followReadingStep(page, spec) {
+  if (/click Clear all/.test(spec.text)) {
+    await page.getByRole('tab', { name: 'Data' }).click();
+    page.once('dialog', (d) => d.accept());
+    await page.getByRole('tabpanel').getByRole('button', { name: 'Clear all' }).click();
+    await page.waitForFunction(() => /Preference pairs \(0\)/.test(document.querySelector('table[aria-label="Preference pairs"] caption')?.textContent ?? ''));
+  }
+}

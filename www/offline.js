@@ -1,0 +1,14 @@
+// Registers the service worker (sw.js) that lets the lab open without a network after the first
+// visit, and keeps this visit's files at once (they were fetched before the service worker ran).
+// A file of its own: the page's Content-Security-Policy forbids inline scripts.
+if ('serviceWorker' in navigator && 'caches' in window) {
+  navigator.serviceWorker.register('sw.js').catch((e) => console.warn('alignlab: no offline copy:', e));
+  window.addEventListener('load', async () => {
+    const own = (u) => new URL(u, location.href).origin === location.origin && !/\.(gguf|bin|safetensors)$/.test(new URL(u, location.href).pathname);
+    const loaded = performance.getEntriesByType('resource').map((e) => e.name).filter(own);
+    // The engine's worker loads its own files; the page does not see them in its timeline.
+    const urls = [location.pathname, 'worker_loader.js', 'worker.js', 'worker_bg.wasm', ...loaded];
+    const cache = await caches.open('alignlab-app-v1');
+    await Promise.all(urls.map(async (u) => { if (!(await cache.match(u))) await cache.add(u).catch(() => {}); }));
+  });
+}
