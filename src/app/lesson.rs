@@ -73,7 +73,7 @@ pub fn note(ctx: Ctx, f: impl FnOnce(&mut Readings)) {
 }
 
 /// Puts a preset's settings in place and adds its examples to the student's data.
-fn apply(ctx: Ctx, p: &Preset) {
+pub fn apply(ctx: Ctx, p: &Preset) {
     ctx.settings.update(|s| {
         if let Some(x) = &p.system {
             s.system = x.clone();
@@ -109,6 +109,35 @@ fn enter(ctx: Ctx, lesson: Lesson, step: usize) {
 pub fn start(ctx: Ctx, lesson: Lesson) {
     apply(ctx, &lesson.setup);
     enter(ctx, lesson, 0);
+}
+
+/// Puts in place the settings a link carries (`?set=` JSON), once the last visit's are back.
+pub fn open_settings_link(ctx: Ctx, json: String) {
+    match Preset::parse(&json) {
+        Ok(p) => leptos::task::spawn_local(async move {
+            while !ctx.restored.get_untracked() {
+                gloo_timers::future::TimeoutFuture::new(20).await;
+            }
+            apply(ctx, &p);
+            ctx.notice.set(Some("This link set the lab's settings (prompt, sampling, judges and training): see the tabs.".into()));
+        }),
+        Err(e) => ctx.banner.set(Some(super::Banner { kind: ErrorKind::Invalid, message: format!("{e}. Your own settings are unchanged."), fatal: false })),
+    }
+}
+
+/// The page's address with every current setting in it, for a teacher to share.
+fn settings_link(ctx: Ctx) -> String {
+    let s = ctx.settings.get_untracked();
+    let p = Preset::of(&s.system, &s.prompt, s.chat, &s.sampling, &s.judges, &s.train);
+    let json = serde_json::to_string(&p).unwrap_or_default();
+    let Some(loc) = web_sys::window().map(|w| w.location()) else { return String::new() };
+    let params = web_sys::UrlSearchParams::new_with_str(&loc.search().unwrap_or_default()).ok();
+    if let Some(q) = &params {
+        // The link sets the settings; a lab or another preset in the current address would fight it.
+        q.delete("lab");
+        q.set("set", &json);
+    }
+    format!("{}{}?{}", loc.origin().unwrap_or_default(), loc.pathname().unwrap_or_default(), params.map(|q| String::from(q.to_string())).unwrap_or_default())
 }
 
 /// Opens the lab file a link names (`?lab=URL`): fetched by the worker, which may reach other
@@ -249,6 +278,7 @@ pub fn LessonCard() -> impl IntoView {
 pub fn LessonList() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let lessons = StoredValue::new(built_in());
+    let link = RwSignal::new(String::new());
     let on_file = move |ev: leptos::ev::Event| {
         let Some(f) = files::picked(&ev).into_iter().next() else { return };
         leptos::task::spawn_local(async move {
@@ -283,6 +313,13 @@ pub fn LessonList() -> impl IntoView {
             <label>"Open a lab file (JSON) "
                 <input type="file" accept=".json,application/json" aria-label="Open lab file" on:change=on_file/></label>
             <p class="hint">"Teachers: the format is in docs/lab-files.md; the built-in lessons are in the app's labs/ folder as examples."</p>
+            <div class="row">
+                <button on:click=move |_| link.set(settings_link(ctx))
+                    title="A link that opens this page with your current prompt, sampling, judges and training settings">"Share these settings as a link"</button>
+                <Show when=move || !link.get().is_empty()>
+                    <input type="text" readonly class="wide" aria-label="Settings link" prop:value=link/>
+                </Show>
+            </div>
         </div>
     }
 }

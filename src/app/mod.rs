@@ -513,6 +513,9 @@ fn App() -> impl IntoView {
             _ => lesson::open_url(ctx, lab),
         }
     }
+    if let Some(set) = query("set") {
+        lesson::open_settings_link(ctx, set);
+    }
     let panel = move |t: Tab| move || ctx.tab.get() != t;
     view! {
         <header>

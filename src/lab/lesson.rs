@@ -26,6 +26,8 @@ const MAX_STEPS: usize = 40;
 const MAX_TEXT: usize = 4000;
 const MAX_ROWS: usize = 2000;
 const MAX_WATCH: usize = 8;
+/// Largest preset a settings link may carry, in bytes.
+pub const MAX_PRESET_BYTES: usize = 16 << 10;
 
 /// Where a step happens: the page's panels (the CLI runs the same action without them).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -423,6 +425,34 @@ impl Preset {
         add(&mut data.pairs, &d.pairs) + add(&mut data.unpaired, &d.unpaired) + add(&mut data.demos, &d.demos) + add(&mut data.prompts, &d.prompts)
     }
 
+    /// A preset on its own, as a shared link carries it (`?set=` JSON): the same fields, bounds
+    /// and errors as a lab file's `setup`.
+    pub fn parse(json: &str) -> Result<Self> {
+        if json.len() > MAX_PRESET_BYTES {
+            return Err(Error::Invalid(format!("settings link: {} bytes of settings; at most {MAX_PRESET_BYTES}", json.len())));
+        }
+        let de = &mut serde_json::Deserializer::from_str(json);
+        let p: Self = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            Error::Invalid(format!("settings link: {path}: {}", e.into_inner()))
+        })?;
+        p.validate("set").map_err(|e| Error::Invalid(e.to_string().replacen("lab file: ", "settings link: ", 1)))?;
+        Ok(p)
+    }
+
+    /// Every setting the page has, as a preset (what "Share these settings" puts in a link).
+    pub fn of(system: &str, prompt: &str, chat: bool, sampling: &SamplingConfig, judges: &[(String, f64, bool)], train: &RunSettings) -> Self {
+        Self {
+            system: Some(system.to_string()),
+            prompt: Some(prompt.to_string()),
+            chat: Some(chat),
+            sampling: serde_json::to_value(sampling).ok(),
+            judges: Some(judges.iter().filter(|(_, _, on)| *on).map(|(j, w, _)| LabJudge { judge: j.clone(), weight: *w }).collect()),
+            train: serde_json::to_value(train).ok(),
+            data: None,
+        }
+    }
+
     /// The method a step's preset chooses, if it chooses one.
     pub fn method(&self) -> Option<MethodKind> {
         self.train.as_ref()?.get("method").and_then(|m| serde_json::from_value(m.clone()).ok())
@@ -633,6 +663,24 @@ mod tests {
         assert_eq!(set.add_data(&mut data), 1, "the pair is new, the prompt was there");
         assert_eq!(data.prompts, vec!["Hi".to_string(), "mine".to_string()]);
         assert_eq!(set.method(), Some(MethodKind::Rl));
+    }
+
+    #[test]
+    fn a_settings_link_carries_every_setting_and_comes_back_the_same() {
+        let mut train = RunSettings::default();
+        train.method = MethodKind::Kto;
+        train.kto.beta = 0.3;
+        let sampling = SamplingConfig { temperature: 0.25, seed: 3, ..SamplingConfig::default() };
+        let judges = vec![("sentiment".to_string(), 2.0, true), ("profanity".to_string(), 1.0, false)];
+        let p = Preset::of("Be brief.", "Hi", true, &sampling, &judges, &train);
+        let back = Preset::parse(&serde_json::to_string(&p).unwrap()).unwrap();
+        assert_eq!(back.train(&RunSettings::default()), train);
+        assert_eq!(back.sampling(&SamplingConfig::default()), sampling);
+        assert_eq!(back.judges(&[]), vec![("sentiment".to_string(), 2.0, true)]);
+        let e = Preset::parse(r#"{"sampling": {"temprature": 1}}"#).unwrap_err().to_string();
+        assert!(e.starts_with("settings link: set.sampling.temprature: no such setting"), "{e}");
+        let e = Preset::parse(r#"{"promt": "x"}"#).unwrap_err().to_string();
+        assert!(e.starts_with("settings link: promt: unknown field"), "{e}");
     }
 
     #[test]

@@ -114,6 +114,34 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
   }
   console.log(`lesson walk-throughs on stories260K (CPU): ${times.join(', ')}`);
 
+  await t.test('settings travel in a link a teacher shares, and a bad link names the setting', async () => {
+    await page.getByRole('tab', { name: 'Generate & rank' }).click();
+    await page.getByRole('tabpanel').getByLabel('Prompt', { exact: true }).fill('A prompt the teacher chose');
+    await page.getByRole('tab', { name: 'Train' }).click();
+    await page.getByRole('tabpanel').getByLabel('Method').selectOption('kto');
+    await page.getByRole('tab', { name: 'Lessons' }).click();
+    await page.getByRole('button', { name: 'Share these settings as a link' }).click();
+    const link = await page.getByLabel('Settings link').inputValue();
+    assert.match(link, /[?&]set=/);
+    // A student opens it in their own browser.
+    const student = await launch();
+    try {
+      await student.page.goto(link);
+      await modelReady(student.page, 'stories260K.bin');
+      await student.page.getByText('This link set the lab').waitFor({ timeout: 30_000 });
+      await student.page.getByRole('tab', { name: 'Generate & rank' }).click();
+      assert.equal(await student.page.getByRole('tabpanel').getByLabel('Prompt', { exact: true }).inputValue(), 'A prompt the teacher chose');
+      await student.page.getByRole('tab', { name: 'Train' }).click();
+      assert.equal(await student.page.getByRole('tabpanel').getByLabel('Method').inputValue(), 'kto');
+      await student.page.goto(`${base}/${TINY}&backend=cpu&set=${encodeURIComponent('{"sampling": {"temprature": 1}}')}`);
+      const alert = student.page.getByRole('alert').filter({ hasText: 'settings link' });
+      await alert.waitFor({ timeout: 30_000 });
+      assert.match(await alert.innerText(), /settings link: set\.sampling\.temprature: no such setting; known: .*temperature.*Your own settings are unchanged/s);
+    } finally {
+      await student.ctx.close();
+    }
+  });
+
   await t.test('class files: a student hands in, the teacher sees agreement, a merged set and the runs', async () => {
     await page.getByRole('tab', { name: 'Class' }).click();
     const p = page.getByRole('tabpanel');
