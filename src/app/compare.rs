@@ -21,7 +21,8 @@ pub(super) fn judge(ctx: Ctx, prompt: String, texts: Vec<String>, on_scores: imp
     client::send(&Request::Judge { job: id, prompt, encoding: st.encoding(), completions: texts, judges });
 }
 
-fn mean(v: &[f64]) -> f64 {
+/// The mean of `v` (0 when empty).
+pub(super) fn mean(v: &[f64]) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 

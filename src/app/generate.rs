@@ -70,14 +70,14 @@ pub fn run_generation(
 /// (`samples/score`, `samples/words`).
 fn score(ctx: Ctx, prompt: String, cards: RwSignal<Vec<Card>>) {
     let texts: Vec<String> = cards.get_untracked().iter().map(|c| c.text.clone()).collect();
-    let words = texts.iter().map(|t| t.split_whitespace().count() as f64).sum::<f64>() / texts.len().max(1) as f64;
+    let words = super::compare::mean(&texts.iter().map(|t| t.split_whitespace().count() as f64).collect::<Vec<_>>());
     lesson::note(ctx, |r| record(r, "samples/words", words));
     if ctx.settings.get_untracked().judge_specs().map_or(true, |j| j.is_empty()) {
         return lesson::finished(ctx, Action::Generate);
     }
     super::compare::judge(ctx, prompt, texts, move |judges, _| {
         cards.update(|c| c.iter_mut().zip(&judges).for_each(|(c, s)| c.score = Some(*s)));
-        let mean = judges.iter().sum::<f64>() / judges.len().max(1) as f64;
+        let mean = super::compare::mean(&judges);
         lesson::note(ctx, |r| record(r, "samples/score", mean));
         lesson::finished(ctx, Action::Generate);
     });

@@ -111,13 +111,21 @@ pub fn start(ctx: Ctx, lesson: Lesson) {
     enter(ctx, lesson, 0);
 }
 
+/// Runs `f` once the last visit's settings and lesson are back from the browser's store: a link's
+/// settings or lesson put in place before would be overwritten by them.
+fn after_restore(ctx: Ctx, f: impl FnOnce() + 'static) {
+    leptos::task::spawn_local(async move {
+        while !ctx.restored.get_untracked() {
+            gloo_timers::future::TimeoutFuture::new(20).await;
+        }
+        f();
+    });
+}
+
 /// Puts in place the settings a link carries (`?set=` JSON), once the last visit's are back.
 pub fn open_settings_link(ctx: Ctx, json: String) {
     match Preset::parse(&json) {
-        Ok(p) => leptos::task::spawn_local(async move {
-            while !ctx.restored.get_untracked() {
-                gloo_timers::future::TimeoutFuture::new(20).await;
-            }
+        Ok(p) => after_restore(ctx, move || {
             apply(ctx, &p);
             ctx.notice.set(Some("This link set the lab's settings (prompt, sampling, judges and training): see the tabs.".into()));
         }),
@@ -146,12 +154,8 @@ pub fn open_url(ctx: Ctx, url: String) {
     let shown = url.clone();
     let id = client::job(move |ev| match ev {
         Event::Fetched { bytes, .. } => match Lesson::parse(&bytes) {
-            Ok(l) => leptos::task::spawn_local(async move {
-                // After the last visit's settings are back, or they would overwrite the lesson's.
-                while !ctx.restored.get_untracked() {
-                    gloo_timers::future::TimeoutFuture::new(20).await;
-                }
-                // Reloading a page opened by a lab link keeps the student's place in that lesson.
+            // Reloading a page opened by a lab link keeps the student's place in that lesson.
+            Ok(l) => after_restore(ctx, move || {
                 if ctx.lesson.get_untracked().is_none_or(|st| st.lesson != l) {
                     start(ctx, l);
                 }
@@ -200,10 +204,7 @@ pub fn LessonCard() -> impl IntoView {
         st.tried = true;
         let action = step.action;
         if step.from_base && ctx.policy.get_untracked().0 != PolicyKind::Base {
-            // As the Train tab's "Reset to base model" does (the worker takes requests in order).
-            client::send(&Request::ResetAdapter);
-            ctx.adapter.set(None);
-            ctx.weights.set(None);
+            super::train::reset_to_base(ctx);
         }
         ctx.lesson.set(Some(st));
         ctx.act.set(Act::Asked(action));

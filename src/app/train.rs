@@ -203,6 +203,14 @@ pub fn TrainPanel() -> impl IntoView {
     }
 }
 
+/// Drops the policy's adapter (or fine-tuned weights) in the worker and in the page's keeping, so
+/// the next run starts from the base model (the worker takes requests in order).
+pub(super) fn reset_to_base(ctx: Ctx) {
+    client::send(&Request::ResetAdapter);
+    ctx.adapter.set(None);
+    ctx.weights.set(None);
+}
+
 /// TRL's metrics as live charts, held-out ones beside the training ones.
 #[component]
 fn Charts(metrics: Signal<Vec<BTreeMap<String, f64>>>) -> impl IntoView {
@@ -324,11 +332,7 @@ fn Artifacts(busy: Signal<bool>, message: RwSignal<Option<String>>) -> impl Into
                 disabled=move || ctx.policy.get().0 == PolicyKind::Base || busy.get() on:click=move |_| export(Artifact::Merged)>"Export merged model"</button>
             <button title="One zip to continue in Hugging Face TRL on a GPU box: your data (split as the run splits it), the adapter, and a script with this form's settings."
                 disabled=move || busy.get() on:click=handoff>"Take it further in TRL"</button>
-            <button disabled=move || ctx.policy.get().0 == PolicyKind::Base || busy.get() on:click=move |_| {
-                client::send(&Request::ResetAdapter);
-                ctx.adapter.set(None);
-                ctx.weights.set(None);
-            }>"Reset to base model"</button>
+            <button disabled=move || ctx.policy.get().0 == PolicyKind::Base || busy.get() on:click=move |_| reset_to_base(ctx)>"Reset to base model"</button>
         </div>
         <div class="row">
             <span>{move || if ctx.has_reward_model.get() { "Reward model: trained" } else { "Reward model: none yet" }}</span>
