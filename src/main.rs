@@ -19,7 +19,9 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+mod docs_cli;
 mod lab_cli;
+mod prompts_cli;
 mod train_cli;
 
 #[derive(Parser)]
@@ -55,6 +57,10 @@ enum Command {
     BestOfN(train_cli::BestOfNArgs),
     /// Mean judge/reward score of fresh samples, and KL to the reference.
     Eval(train_cli::EvalArgs),
+    /// One question under prompt variants (system prompt, examples, step by step), side by side.
+    Prompts(prompts_cli::PromptsArgs),
+    /// Retrieval over local documents (BM25): search, answer with and without them, a fact set.
+    Docs(docs_cli::DocsArgs),
     /// Lab files (lessons): list the built-in ones, check a teacher's, show one as text.
     Lab(lab_cli::LabArgs),
 }
@@ -182,6 +188,8 @@ fn main() {
         Command::BestOfN(a) => train_cli::best_of_n(a),
         Command::Eval(a) => train_cli::eval(a),
         Command::Lab(a) => lab_cli::lab(a),
+        Command::Prompts(a) => prompts_cli::prompts(a),
+        Command::Docs(a) => docs_cli::docs(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -121,6 +121,15 @@ impl RewardSourceArgs {
         }
     }
 
+    /// For scoring finished texts: loads the reward model (if one is named) into the session and
+    /// returns the judges, which may be none.
+    pub fn load(&self, session: &mut Session) -> Result<Vec<(JudgeSpec, f64)>> {
+        if self.reward_model.is_some() {
+            self.spec(session)?;
+        }
+        Ok(self.judges.clone())
+    }
+
     fn rewarder(&self, session: &mut Session) -> Result<Rewarder> {
         let spec = self.spec(session)?;
         Ok(session.rewarder(&spec)?)

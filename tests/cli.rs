@@ -90,3 +90,86 @@ fn bad_files_fail_with_a_message_not_a_panic() {
     let (ok, _, err) = alignlab(&["generate", "--prompt", "hi", "--backend", "tpu"]);
     assert!(!ok && err.contains("unknown backend"), "{err}");
 }
+
+/// Prompting as alignment: what the examples say steers the model. A reference answer is likelier
+/// after an example that answers the same way than after one that answers otherwise; each variant
+/// is scored by the judges and measured the same way as `logprobs` measures it.
+#[test]
+fn prompt_variants_steer_the_reference_answer() {
+    let Some((m, t)) = stories() else { return };
+    let dir = temp_dir("variants");
+    let reference = "Lily went to the park with her mom.";
+    let q = "Who went to the park?";
+    let variants = serde_json::json!([
+        {"name": "plain"},
+        {"name": "agrees", "shots": [{"user": q, "assistant": reference}]},
+        {"name": "disagrees", "shots": [{"user": q, "assistant": "Tom ate a big red apple at home."}]},
+    ]);
+    let file = dir.join("variants.json");
+    std::fs::write(&file, variants.to_string()).unwrap();
+    let (ok, out, err) = alignlab(&["prompts", "--model", &m, "--tokenizer", &t, "--no-chat", "--question", q, "--variants",
+        file.to_str().unwrap(), "--reference", reference, "--judge", "sentiment", "--max-new-tokens", "16", "--seed", "5", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    let rows = v["variants"].as_array().unwrap();
+    let lp = |i: usize| rows[i]["reference_logp_per_token"].as_f64().unwrap();
+    eprintln!("reference answer, nats/token: plain {:.3}, agreeing example {:.3}, disagreeing example {:.3}", lp(0), lp(1), lp(2));
+    assert!(lp(1) > lp(2) + 0.2, "the agreeing example makes the reference likelier: {} vs {}", lp(1), lp(2));
+    // Examples lengthen the prompt; each answer was judged.
+    assert!(rows[1]["prompt_tokens"].as_u64() > rows[0]["prompt_tokens"].as_u64());
+    assert!(rows.iter().all(|r| r["judges"].as_f64().is_some_and(f64::is_finite) && r["tokens"].as_u64().unwrap() <= 16));
+    // The plain variant's measure is the `logprobs` command's on the same prompt.
+    let (ok, out, err) = alignlab(&["logprobs", "--model", &m, "--tokenizer", &t, "--prompt", &format!("Question: {q}\nAnswer:"), "--completion", reference, "--json"]);
+    assert!(ok, "{err}");
+    let lps: Value = serde_json::from_str(out.trim()).unwrap();
+    let per_token = lps["sum"].as_f64().unwrap() / lps["logprobs"].as_array().unwrap().len() as f64;
+    assert!((per_token - lp(0)).abs() < 1e-4, "{per_token} vs {}", lp(0));
+
+    // A bad variants file names the field; a prompt past the context is refused, not truncated.
+    std::fs::write(&file, r#"[{"name": "x", "shot": []}]"#).unwrap();
+    let (ok, _, err) = alignlab(&["prompts", "--model", &m, "--tokenizer", &t, "--question", q, "--variants", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("[0]") && err.contains("shot"), "{err}");
+    let long = "Once upon a time there was a girl who liked to play. ".repeat(12);
+    let shots: Vec<_> = (0..8).map(|_| serde_json::json!({"user": long, "assistant": long})).collect();
+    std::fs::write(&file, serde_json::json!([{"name": "too long", "shots": shots}]).to_string()).unwrap();
+    let (ok, _, err) = alignlab(&["prompts", "--model", &m, "--tokenizer", &t, "--no-chat", "--question", q, "--variants", file.to_str().unwrap()]);
+    assert!(!ok && err.contains("too long: the prompt is") && err.contains("context of 512"), "{err}");
+}
+
+/// Retrieval from the shell: BM25 over the sample set and over a student's folder, and the
+/// fact set's report with its shares.
+#[test]
+fn docs_search_ask_and_facts_from_the_shell() {
+    let (ok, out, err) = alignlab(&["docs", "search", "When was the lighthouse first lit?", "--k", "2", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["hits"][0]["doc"], "lighthouse.md", "{v}");
+    assert!(v["hits"][0]["text"].as_str().unwrap().contains("1887"));
+    let dir = temp_dir("docs");
+    std::fs::write(dir.join("pets.md"), "# Pets\n\nOur cat Pumpernickel sleeps on the blue sofa.\n\nThe dog is called Rufus.").unwrap();
+    std::fs::write(dir.join("notes.txt"), "Shopping: eggs, flour, milk.").unwrap();
+    std::fs::write(dir.join("image.png"), [0x89, b'P', b'N', b'G']).unwrap();
+    let (ok, out, err) = alignlab(&["docs", "search", "Where does the cat sleep?", "--docs", dir.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["passages"], 3, "a heading with its paragraph, a paragraph, the notes; the PNG is not read: {v}");
+    assert!(v["hits"][0]["text"].as_str().unwrap().contains("Pumpernickel"), "{v}");
+    std::fs::write(dir.join("bad.md"), [0xff, 0xfe, 0x00]).unwrap();
+    let (ok, _, err) = alignlab(&["docs", "search", "cat", "--docs", dir.join("bad.md").to_str().unwrap()]);
+    assert!(!ok && err.contains("bad.md is not UTF-8 text"), "{err}");
+
+    let Some((m, t)) = stories() else { return };
+    let facts = dir.join("facts.json");
+    std::fs::write(&facts, r#"{"alignlab_facts": 1, "facts": [
+        {"question": "Where does the cat sleep?", "answers": ["sofa"], "source": "pets.md"},
+        {"question": "What is on the shopping list?", "answers": ["flour"], "source": "notes.txt"}]}"#).unwrap();
+    let (ok, out, err) = alignlab(&["docs", "facts", "--model", &m, "--tokenizer", &t, "--no-chat", "--docs", dir.join("pets.md").to_str().unwrap(),
+        dir.join("notes.txt").to_str().unwrap(), "--facts", facts.to_str().unwrap(), "--max-new-tokens", "8", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["summary"]["questions"], 2);
+    assert_eq!(v["summary"]["retrieved"], 1.0, "{v}");
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows[0]["answer"]["hits"][0]["text"].as_str().unwrap().contains("Pumpernickel"), "{v}");
+    assert!(rows.iter().all(|r| r["answer"]["plain"].is_string() && r["answer"]["grounded"].is_string()));
+}

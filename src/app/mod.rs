@@ -3,17 +3,20 @@
 //!
 //! Panels, one file each: lesson (the lesson list and the card that guides a lesson), generate (samples, ranking, ratings), data (table, import/export,
 //! auto-labelling), train (methods, knobs, live charts), compare (reference vs policy, heatmap,
-//! best-of-N), class (hand in work; the teacher's view of many students' files). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
+//! best-of-N), prompting (one question under prompt variants), documents (answers with and without
+//! retrieved passages, a fact set), class (hand in work; the teacher's view of many students' files). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
 
 mod chart;
 mod class;
 mod client;
 mod compare;
 mod data;
+mod documents;
 mod fields;
 mod files;
 mod generate;
 mod lesson;
+mod prompting;
 mod store;
 mod train;
 mod train_form;
@@ -146,12 +149,14 @@ impl From<Panel> for Tab {
 }
 
 impl Tab {
-    const ALL: [(Tab, &'static str, &'static str); 6] = [
+    const ALL: [(Tab, &'static str, &'static str); 8] = [
         (Tab::Lessons, "lessons", "Lessons"),
         (Tab::Panel(Panel::Generate), "generate", "Generate & rank"),
         (Tab::Panel(Panel::Data), "data", "Data"),
         (Tab::Panel(Panel::Train), "train", "Train"),
         (Tab::Panel(Panel::Compare), "compare", "Compare"),
+        (Tab::Panel(Panel::Prompting), "prompting", "Prompting"),
+        (Tab::Panel(Panel::Documents), "documents", "Documents"),
         (Tab::Class, "class", "Class"),
     ];
 }
@@ -190,6 +195,10 @@ pub struct Ctx {
     /// The worker holds a reward model (trained, imported or restored).
     pub has_reward_model: RwSignal<bool>,
     pub settings: RwSignal<Settings>,
+    /// The Prompting tab's variants and reference answer.
+    pub prompting: RwSignal<prompting::PromptingState>,
+    /// The Documents tab's files and question.
+    pub shelf: RwSignal<documents::Shelf>,
     pub backend_pref: RwSignal<BackendPref>,
     pub training: RwSignal<bool>,
 }
@@ -442,6 +451,8 @@ fn persist(ctx: Ctx) {
         keep(ctx, "prompts", ctx.prompts),
         keep(ctx, "runs", ctx.runs),
         keep(ctx, "settings", ctx.settings),
+        keep(ctx, "prompting", ctx.prompting),
+        keep(ctx, "documents", ctx.shelf),
         keep(ctx, "adapter", ctx.adapter),
         keep(ctx, "weights", ctx.weights),
         keep(ctx, "reward_model", ctx.reward_model),
@@ -488,6 +499,8 @@ fn App() -> impl IntoView {
         reward_model: RwSignal::new(None),
         has_reward_model: RwSignal::new(false),
         settings: RwSignal::new(Settings::default()),
+        prompting: RwSignal::new(prompting::PromptingState::default()),
+        shelf: RwSignal::new(documents::Shelf::default()),
         backend_pref: RwSignal::new(pref),
         training: RwSignal::new(false),
     };
@@ -538,6 +551,8 @@ fn App() -> impl IntoView {
             <section role="tabpanel" aria-labelledby="tab-data" hidden=panel(Panel::Data.into())><data::DataPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-train" hidden=panel(Panel::Train.into())><train::TrainPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-compare" hidden=panel(Panel::Compare.into())><compare::ComparePanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-prompting" hidden=panel(Panel::Prompting.into())><prompting::PromptingPanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-documents" hidden=panel(Panel::Documents.into())><documents::DocumentsPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-class" hidden=panel(Tab::Class)><class::ClassPanel/></section>
         </main>
         <footer>"Everything runs on this device: the model, the training and your data (kept in this browser)."</footer>

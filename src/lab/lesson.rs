@@ -38,6 +38,10 @@ pub enum Panel {
     Data,
     Train,
     Compare,
+    /// One question under prompt variants, side by side.
+    Prompting,
+    /// Answers with and without passages retrieved from documents.
+    Documents,
 }
 
 impl Panel {
@@ -48,6 +52,8 @@ impl Panel {
             Self::Data => "data",
             Self::Train => "train",
             Self::Compare => "compare",
+            Self::Prompting => "prompting",
+            Self::Documents => "documents",
         }
     }
 }
@@ -67,6 +73,12 @@ pub enum Action {
     Compare,
     /// N samples from the policy; the judges (and reward model) pick the best.
     BestOfN,
+    /// The Prompting tab's question under each of its variants.
+    Variants,
+    /// The Documents tab's question, answered without and with retrieved passages.
+    Ask,
+    /// The fact set, without and with the documents.
+    Facts,
 }
 
 impl Action {
@@ -77,6 +89,9 @@ impl Action {
             Self::Train => "Train",
             Self::Compare => "Compare",
             Self::BestOfN => "Best of N",
+            Self::Variants => "Try the variants",
+            Self::Ask => "Ask",
+            Self::Facts => "Check the facts",
         }
     }
 }
@@ -114,7 +129,7 @@ pub struct Watch {
 }
 
 /// Readings the panels report besides the training metrics.
-pub const PAGE_READINGS: [(&str, &str); 8] = [
+pub const PAGE_READINGS: [(&str, &str); 13] = [
     ("samples/score", "mean weighted judge score of the generated samples"),
     ("samples/words", "mean length of the generated samples, in words"),
     ("compare/reference", "judge score of the reference's answer in Compare"),
@@ -123,6 +138,11 @@ pub const PAGE_READINGS: [(&str, &str); 8] = [
     ("compare/policy_rm", "reward-model score of the policy's answer in Compare"),
     ("best_of_n/best", "score of the best of the N samples"),
     ("best_of_n/mean", "mean score of the N samples (what one sample would get on average)"),
+    ("variants/best", "judge score of the best-scoring prompt variant"),
+    ("variants/reference_gain", "log-prob per token of the reference answer under the best variant, minus under the first"),
+    ("documents/retrieved", "share of fact questions whose document BM25 retrieved"),
+    ("documents/plain_right", "share of fact questions answered right without the documents"),
+    ("documents/grounded_right", "share of fact questions answered right with the retrieved passages"),
 ];
 
 /// Metrics a training run logs (TRL's names); each also as `eval/NAME` on the held-out split.
@@ -495,8 +515,9 @@ fn patch<T: Serialize>(current: &T, patch: &Value, at: &str) -> Result<Value> {
 
 /// The lessons that ship with the app, in order: the files in `www/labs/`, compiled in so they
 /// work offline and in the CLI.
-const BUILT_IN: [&str; 9] = [
+const BUILT_IN: [&str; 11] = [
     include_str!("../../www/labs/what-is-alignment.json"),
+    include_str!("../../www/labs/prompting.json"),
     include_str!("../../www/labs/rlhf-three-steps.json"),
     include_str!("../../www/labs/dpo-without-reward-model.json"),
     include_str!("../../www/labs/lora.json"),
@@ -504,6 +525,7 @@ const BUILT_IN: [&str; 9] = [
     include_str!("../../www/labs/best-of-n.json"),
     include_str!("../../www/labs/reward-kl-tradeoff.json"),
     include_str!("../../www/labs/kto-from-thumbs.json"),
+    include_str!("../../www/labs/answers-from-documents.json"),
     include_str!("../../www/labs/break-it.json"),
 ];
 

@@ -10,6 +10,8 @@
 //! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
 //! - [`class`]: a class's work pooled: rater agreement (rate, Cohen's kappa), a merged set, runs.
 //! - [`lesson`]: lab files: a teacher's lesson as steps of settings, one action and what to notice.
+//! - [`prompting`]: one question under prompt variants. [`retrieve`]: BM25 over documents, answers
+//!   with and without them, a fact set.
 //! - [`label`]: best-of-N and best-vs-worst pairs. [`evaluate`]: reward, length and KL on prompts.
 
 pub mod class;
@@ -18,6 +20,8 @@ pub mod handoff;
 pub mod label;
 pub mod lesson;
 pub mod policy;
+pub mod prompting;
+pub mod retrieve;
 pub mod rewards;
 pub mod run;
 pub mod session;

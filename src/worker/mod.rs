@@ -3,6 +3,7 @@
 //! (`web`, wasm32 with the `web` feature).
 
 mod jobs;
+mod prompting;
 pub mod protocol;
 pub mod router;
 mod training;

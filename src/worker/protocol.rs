@@ -10,6 +10,8 @@ use crate::backend::BackendKind;
 use crate::data::Preference;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
+pub use crate::lab::prompting::{Shot, Variant, VariantResult};
+pub use crate::lab::retrieve::{Answer, Document, Fact, FactRow, Hit};
 pub use crate::lab::{AdapterFrom, Method, PolicyKind, RewardSpec, RunSpec, TrainData, Which};
 
 /// Names one request's job, so its streamed events find their way back to the right panel.
@@ -122,6 +124,20 @@ pub enum Request {
         from: AdapterFrom,
     },
     ResetAdapter,
+    /// One question under each prompt variant (same seed), each scored; a `VariantTried` each.
+    Variants {
+        job: JobId,
+        question: String,
+        encoding: Encoding,
+        sampling: SamplingConfig,
+        variants: Vec<Variant>,
+        reference: Option<String>,
+        judges: Vec<(JudgeSpec, f64)>,
+    },
+    /// A question answered without `docs` and with the `k` passages BM25 finds in them.
+    Ask { job: JobId, question: String, encoding: Encoding, sampling: SamplingConfig, docs: Vec<Document>, k: usize },
+    /// A fact set run with and without `docs`: a `FactChecked` per question, then `Done`.
+    CheckFacts { job: JobId, facts: Vec<Fact>, encoding: Encoding, sampling: SamplingConfig, docs: Vec<Document>, k: usize },
     /// A small file a link names (a lab file): the worker may fetch from other sites, the page
     /// may not (its Content-Security-Policy), and the page asked the user first.
     Fetch { job: JobId, url: String },
@@ -227,6 +243,9 @@ pub enum Event {
     Files { job: Option<JobId>, what: Artifact, files: Vec<FileOut> },
     /// A run handed off to TRL: data, adapter and script, one zip (`lab::handoff`).
     Handoff { job: JobId, zip: FileOut },
+    VariantTried { job: JobId, index: usize, result: VariantResult },
+    Answered { job: JobId, answer: Answer },
+    FactChecked { job: JobId, row: FactRow, done: usize, total: usize },
     Fetched {
         job: JobId,
         #[serde(with = "serde_bytes")]
@@ -251,6 +270,9 @@ impl Request {
             | Self::Train { job, .. }
             | Self::Export { job, .. }
             | Self::Handoff { job, .. }
+            | Self::Variants { job, .. }
+            | Self::Ask { job, .. }
+            | Self::CheckFacts { job, .. }
             | Self::Fetch { job, .. } => Some(*job),
             _ => None,
         }
@@ -271,6 +293,9 @@ impl Event {
             | Self::TrainEnded { job, .. }
             | Self::Handoff { job, .. }
             | Self::Fetched { job, .. }
+            | Self::VariantTried { job, .. }
+            | Self::Answered { job, .. }
+            | Self::FactChecked { job, .. }
             | Self::Done { job } => Some(*job),
             Self::Files { job, .. } | Self::Error { job, .. } => *job,
             _ => None,

@@ -113,6 +113,11 @@ impl<H: Host> Router<H> {
             Request::Handoff { job, run, base_model } => self.handoff(job, run, base_model).await,
             Request::Import { what, config_json, safetensors, from } => self.import(what, AdapterFiles { config_json, safetensors }, from),
             Request::Fetch { job, url } => self.fetch_small(job, &url).await,
+            Request::Variants { job, question, encoding, sampling, variants, reference, judges } => {
+                self.variants(job, question, encoding, sampling, variants, reference, judges).await
+            }
+            Request::Ask { job, question, encoding, sampling, docs, k } => self.ask(job, question, encoding, sampling, docs, k).await,
+            Request::CheckFacts { job, facts, encoding, sampling, docs, k } => self.check_facts(job, facts, encoding, sampling, docs, k).await,
             Request::ResetAdapter => {
                 self.with(|s| s.paused = None);
                 self.update(|s| {

@@ -1,0 +1,384 @@
+//! Retrieval-augmented answers: the student's documents cut into passages, indexed with BM25,
+//! and the best passages put into the prompt ahead of the question.
+//!
+//! BM25 (Robertson & Zaragoza), as the `bm25` crate scores it after stemming and dropping English
+//! stop words, with k1 = 1.2 and b = 0.75:
+//! `score(D, Q) = Σ_{q ∈ Q} IDF(q) · f(q, D) · (k1 + 1) / (f(q, D) + k1 · (1 - b + b · |D| / avgdl))`.
+//!
+//! A fact set (questions with the answers a document gives) measures it: how often the passage
+//! holding the answer is retrieved, and how often the model's answer holds the right fact without
+//! the documents and with them.
+
+use bm25::{Language, SearchEngine, SearchEngineBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::session::Session;
+use super::spec::Which;
+use crate::align::Encoding;
+use crate::generate::SamplingConfig;
+use crate::{Error, Result};
+
+/// Largest document: a long handbook, not a book.
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+/// Largest library, all documents together.
+pub const MAX_LIBRARY_BYTES: usize = 8 << 20;
+pub const MAX_DOCUMENTS: usize = 200;
+/// A passage is a paragraph (its heading kept with it); longer ones are cut at sentence ends.
+pub const MAX_PASSAGE_CHARS: usize = 700;
+/// Passages put into one prompt, at most.
+pub const MAX_TOP_K: usize = 8;
+pub const MAX_FACTS: usize = 500;
+const MAX_FACTS_BYTES: usize = 1 << 20;
+
+/// A text or Markdown file the student added (or one of the sample set).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Document {
+    pub name: String,
+    pub text: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Passage {
+    /// The document it comes from.
+    pub doc: String,
+    pub text: String,
+}
+
+/// A retrieved passage and its BM25 score.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hit {
+    pub doc: String,
+    pub text: String,
+    pub score: f32,
+}
+
+/// The documents as passages, with their BM25 index.
+pub struct Library {
+    passages: Vec<Passage>,
+    engine: SearchEngine<u32>,
+}
+
+impl Library {
+    /// Cuts `docs` into passages and indexes them. Refuses empty, oversized or too many files.
+    pub fn new(docs: &[Document]) -> Result<Self> {
+        if docs.len() > MAX_DOCUMENTS {
+            return Err(Error::Invalid(format!("{} documents is more than the {MAX_DOCUMENTS} a library may hold; remove some", docs.len())));
+        }
+        let mut total = 0usize;
+        let mut passages = Vec::new();
+        for d in docs {
+            if d.text.len() > MAX_DOCUMENT_BYTES {
+                return Err(Error::Invalid(format!(
+                    "{} is {:.1} MB, more than a document may be (1 MB); split it into smaller files",
+                    d.name,
+                    d.text.len() as f64 / 1e6
+                )));
+            }
+            total = total.saturating_add(d.text.len());
+            if total > MAX_LIBRARY_BYTES {
+                return Err(Error::Invalid("the documents come to more than 8 MB together; remove some".into()));
+            }
+            passages.extend(split(&d.text).into_iter().map(|text| Passage { doc: d.name.clone(), text }));
+        }
+        if passages.is_empty() {
+            return Err(Error::Invalid("there are no documents to search: add a text or Markdown file, or use the sample set".into()));
+        }
+        let corpus: Vec<bm25::Document<u32>> =
+            passages.iter().enumerate().map(|(i, p)| bm25::Document::new(i as u32, p.text.clone())).collect();
+        let engine = SearchEngineBuilder::<u32>::with_documents(Language::English, corpus).build();
+        Ok(Self { passages, engine })
+    }
+
+    pub fn passages(&self) -> &[Passage] {
+        &self.passages
+    }
+
+    /// The `k` passages that best match `query`, best first (none when no word of it matches).
+    pub fn search(&self, query: &str, k: usize) -> Vec<Hit> {
+        self.engine
+            .search(query, k.min(MAX_TOP_K))
+            .into_iter()
+            .filter_map(|r| {
+                let p = self.passages.get(r.document.id as usize)?;
+                Some(Hit { doc: p.doc.clone(), text: p.text.clone(), score: r.score })
+            })
+            .collect()
+    }
+}
+
+/// Paragraphs (split at blank lines), a heading kept with the paragraph after it, long ones cut at
+/// sentence ends so a passage stays near [`MAX_PASSAGE_CHARS`].
+fn split(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut heading = String::new();
+    for block in text.replace("\r\n", "\n").split("\n\n").map(str::trim).filter(|b| !b.is_empty()) {
+        if block.starts_with('#') && !block.contains('\n') {
+            heading.push_str(block);
+            heading.push('\n');
+            continue;
+        }
+        let block = std::mem::take(&mut heading) + block;
+        let mut piece = String::new();
+        for sentence in block.split_inclusive(". ") {
+            if !piece.is_empty() && piece.chars().count() + sentence.chars().count() > MAX_PASSAGE_CHARS {
+                out.push(std::mem::take(&mut piece).trim().to_string());
+            }
+            piece.push_str(sentence);
+            // A single run-on "sentence" longer than a passage is cut where it passes the limit.
+            while piece.chars().count() > MAX_PASSAGE_CHARS {
+                let cut = piece.char_indices().nth(MAX_PASSAGE_CHARS).map_or(piece.len(), |(i, _)| i);
+                out.push(piece[..cut].trim().to_string());
+                piece = piece[cut..].to_string();
+            }
+        }
+        if !piece.trim().is_empty() {
+            out.push(piece.trim().to_string());
+        }
+    }
+    if !heading.trim().is_empty() {
+        out.push(heading.trim().to_string());
+    }
+    out
+}
+
+/// The prompt with the passages ahead of the question, numbered, each with its document's name.
+pub fn augmented_prompt(question: &str, hits: &[Hit]) -> String {
+    let mut p = String::from("Answer the question using the passages below. If they do not say, say that you do not know.\n\n");
+    for (i, h) in hits.iter().enumerate() {
+        p.push_str(&format!("[{}] ({}) {}\n\n", i + 1, h.doc, h.text));
+    }
+    p.push_str("Question: ");
+    p.push_str(question);
+    p
+}
+
+/// The sample library shipped with the project (a fictional island no model has read about), in
+/// the order `www/library/index.json` lists it.
+pub fn sample_documents() -> Vec<Document> {
+    macro_rules! doc {
+        ($f:literal) => {
+            Document { name: $f.into(), text: include_str!(concat!("../../www/library/", $f)).into() }
+        };
+    }
+    vec![
+        doc!("ferry.md"),
+        doc!("lighthouse.md"),
+        doc!("field-station.md"),
+        doc!("bird-reserve.md"),
+        doc!("school.md"),
+        doc!("festival.md"),
+    ]
+}
+
+/// One question of a fact set, the answers that count as right, and the document that says so.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fact {
+    pub question: String,
+    /// Accepted spellings ("7", "seven"); an answer is right when it holds one.
+    pub answers: Vec<String>,
+    /// The document holding the answer.
+    #[serde(default)]
+    pub source: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FactFile {
+    alignlab_facts: u32,
+    facts: Vec<Fact>,
+}
+
+impl Fact {
+    /// Whether `answer` holds one of the accepted answers (case and spacing ignored).
+    pub fn is_answered_by(&self, answer: &str) -> bool {
+        let norm = |s: &str| s.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
+        let a = norm(answer);
+        self.answers.iter().map(|x| norm(x)).any(|x| !x.is_empty() && a.contains(&x))
+    }
+}
+
+/// Reads a fact file (`{"alignlab_facts": 1, "facts": [{question, answers, source}]}`).
+pub fn parse_facts(bytes: &[u8]) -> Result<Vec<Fact>> {
+    if bytes.len() > MAX_FACTS_BYTES {
+        return Err(Error::Invalid("this fact file is over 1 MiB; a fact set is a few hundred questions at most".into()));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let f: FactFile = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| Error::Invalid(format!("not a fact file: {}: {}", e.path(), e.inner())))?;
+    if f.alignlab_facts != 1 {
+        return Err(Error::Invalid(format!("fact file version {} is newer than this app reads (1); update alignlab", f.alignlab_facts)));
+    }
+    if f.facts.is_empty() || f.facts.len() > MAX_FACTS {
+        return Err(Error::Invalid(format!("a fact file holds 1 to {MAX_FACTS} questions; this one has {}", f.facts.len())));
+    }
+    for (i, fact) in f.facts.iter().enumerate() {
+        if fact.question.trim().is_empty() || fact.answers.iter().all(|a| a.trim().is_empty()) {
+            return Err(Error::Invalid(format!("facts[{i}]: a fact needs a question and at least one answer")));
+        }
+    }
+    Ok(f.facts)
+}
+
+/// The sample fact set, about the sample library.
+pub fn sample_facts() -> Vec<Fact> {
+    parse_facts(include_bytes!("../../www/library/facts.json")).expect("the shipped fact set reads")
+}
+
+/// One question answered twice with the same seed: from the model alone, and with the passages.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    pub hits: Vec<Hit>,
+    pub plain: String,
+    pub grounded: String,
+}
+
+/// Answers `question` by `which` model without documents and with the top `k` passages.
+pub async fn answer(
+    session: &Session,
+    which: Which,
+    enc: &Encoding,
+    library: &Library,
+    question: &str,
+    k: usize,
+    sampling: &SamplingConfig,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<Answer> {
+    if question.trim().is_empty() {
+        return Err(Error::Invalid("write a question first".into()));
+    }
+    let hits = library.search(question, k);
+    let one = SamplingConfig { num_samples: 1, ..sampling.clone() };
+    let (_, plain) = session.generate(which, enc, question, &one, &mut |_| keep_going()).await?;
+    let (_, grounded) = session.generate(which, enc, &augmented_prompt(question, &hits), &one, &mut |_| keep_going()).await?;
+    let text = |s: Vec<crate::generate::Sample>| s.into_iter().next().map(|s| s.text).unwrap_or_default();
+    Ok(Answer { hits, plain: text(plain), grounded: text(grounded) })
+}
+
+/// A fact checked: was its document retrieved, and did each answer hold the fact.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FactRow {
+    pub question: String,
+    pub expected: String,
+    pub retrieved: bool,
+    pub plain_right: bool,
+    pub grounded_right: bool,
+    pub answer: Answer,
+}
+
+impl FactRow {
+    pub async fn check(
+        session: &Session,
+        which: Which,
+        enc: &Encoding,
+        library: &Library,
+        fact: &Fact,
+        k: usize,
+        sampling: &SamplingConfig,
+        keep_going: &mut dyn FnMut() -> bool,
+    ) -> Result<Self> {
+        let answer = answer(session, which, enc, library, &fact.question, k, sampling, keep_going).await?;
+        Ok(Self {
+            question: fact.question.clone(),
+            expected: fact.answers.first().cloned().unwrap_or_default(),
+            retrieved: answer.hits.iter().any(|h| h.doc == fact.source),
+            plain_right: fact.is_answered_by(&answer.plain),
+            grounded_right: fact.is_answered_by(&answer.grounded),
+            answer,
+        })
+    }
+}
+
+/// A fact set's totals: shares of questions whose source was retrieved, answered right without
+/// documents, and answered right with them (1 - each answer share is its hallucination rate).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FactSummary {
+    pub questions: usize,
+    pub retrieved: f64,
+    pub plain_right: f64,
+    pub grounded_right: f64,
+}
+
+impl FactSummary {
+    pub fn of(rows: &[FactRow]) -> Self {
+        let share = |f: fn(&FactRow) -> bool| rows.iter().filter(|r| f(r)).count() as f64 / rows.len().max(1) as f64;
+        Self { questions: rows.len(), retrieved: share(|r| r.retrieved), plain_right: share(|r| r.plain_right), grounded_right: share(|r| r.grounded_right) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bm25_finds_the_passage_holding_each_answer() {
+        let lib = Library::new(&sample_documents()).unwrap();
+        let facts = sample_facts();
+        assert!(facts.len() >= 15, "{} facts", facts.len());
+        let (mut top1, mut top3) = (0, 0);
+        for f in &facts {
+            let hits = lib.search(&f.question, 3);
+            // The passage holds the answer, not just the right document.
+            let holds = |h: &Hit| h.doc == f.source && f.is_answered_by(&h.text);
+            top1 += hits.first().is_some_and(holds) as usize;
+            top3 += hits.iter().any(holds) as usize;
+        }
+        let n = facts.len() as f64;
+        eprintln!("BM25 on the sample facts: recall@1 {:.2}, recall@3 {:.2}", top1 as f64 / n, top3 as f64 / n);
+        assert!(top1 as f64 / n >= 0.8, "recall@1 {top1}/{n}");
+        assert!(top3 as f64 / n >= 0.9, "recall@3 {top3}/{n}");
+        // An unrelated question finds nothing of it, or scores far lower.
+        let best = lib.search(&facts[0].question, 1)[0].score;
+        let stray = lib.search("quantum chromodynamics of gluons", 1);
+        assert!(stray.first().map_or(true, |h| h.score < best / 2.0), "{stray:?}");
+    }
+
+    #[test]
+    fn every_sample_fact_is_in_its_document() {
+        let docs = sample_documents();
+        for f in sample_facts() {
+            let d = docs.iter().find(|d| d.name == f.source).unwrap_or_else(|| panic!("{}: no document {}", f.question, f.source));
+            assert!(f.is_answered_by(&d.text), "{}: {:?} not in {}", f.question, f.answers, f.source);
+        }
+    }
+
+    #[test]
+    fn passages_keep_headings_and_stay_short() {
+        let long = "Word ".repeat(400) + ". Tail sentence.";
+        let text = format!("# Title\n\nFirst para. Two.\n\n## Sub\n\nSecond para.\r\n\r\n{long}");
+        let p = split(&text);
+        assert_eq!(p[0], "# Title\nFirst para. Two.");
+        assert_eq!(p[1], "## Sub\nSecond para.");
+        assert!(p.len() >= 4, "{p:?}");
+        assert!(p.iter().all(|x| x.chars().count() <= MAX_PASSAGE_CHARS), "{p:?}");
+        assert_eq!(p.concat().matches("Word").count(), 400);
+    }
+
+    #[test]
+    fn bad_libraries_and_fact_files_say_what_is_wrong() {
+        let err = |r: Result<Library>| r.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(Library::new(&[])).contains("no documents"));
+        let big = Document { name: "big.txt".into(), text: "a".repeat(MAX_DOCUMENT_BYTES + 1) };
+        assert!(err(Library::new(&[big])).contains("big.txt is 1.0 MB"));
+        let e = parse_facts(br#"{"alignlab_facts": 1, "facts": [{"question": "q", "answer": ["x"]}]}"#).unwrap_err().to_string();
+        assert!(e.contains("facts[0]") && e.contains("answer"), "{e}");
+        let e = parse_facts(br#"{"alignlab_facts": 1, "facts": [{"question": "q", "answers": [" "]}]}"#).unwrap_err().to_string();
+        assert!(e.contains("facts[0]: a fact needs"), "{e}");
+        assert!(parse_facts(br#"{"alignlab_facts": 2, "facts": []}"#).unwrap_err().to_string().contains("newer"));
+    }
+
+    #[test]
+    fn an_answer_counts_when_it_holds_an_accepted_spelling() {
+        let f = Fact { question: "q".into(), answers: vec!["Maren  Holt".into(), "seven".into()], source: String::new() };
+        assert!(f.is_answered_by("It was maren\nholt, I think."));
+        assert!(f.is_answered_by("Seven boats"));
+        assert!(!f.is_answered_by("Nobody knows."));
+    }
+
+    #[test]
+    fn the_prompt_numbers_the_passages_and_ends_with_the_question() {
+        let hits = vec![Hit { doc: "a.md".into(), text: "The ferry is blue.".into(), score: 2.0 }];
+        let p = augmented_prompt("What colour is the ferry?", &hits);
+        assert!(p.contains("[1] (a.md) The ferry is blue.") && p.ends_with("Question: What colour is the ferry?"), "{p}");
+    }
+}

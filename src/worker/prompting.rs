@@ -1,0 +1,75 @@
+//! The router's inference-time jobs: prompt variants side by side, and answers with and without
+//! retrieved passages (one question, or a whole fact set). Each is a call into the lab.
+
+use std::rc::Rc;
+
+use super::protocol::*;
+use super::router::{Host, Router};
+use crate::align::Encoding;
+use crate::generate::SamplingConfig;
+use crate::judges::JudgeSpec;
+use crate::lab::prompting::try_variant;
+use crate::lab::retrieve::{self, Library};
+use crate::{Error, Result};
+
+impl<H: Host> Router<H> {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn variants(
+        self: &Rc<Self>,
+        job: JobId,
+        question: String,
+        enc: Encoding,
+        sampling: SamplingConfig,
+        variants: Vec<Variant>,
+        reference: Option<String>,
+        judges: Vec<(JudgeSpec, f64)>,
+    ) -> Result<()> {
+        if variants.is_empty() || variants.len() > crate::lab::prompting::MAX_VARIANTS {
+            return Err(Error::Invalid(format!("give 1 to {} variants", crate::lab::prompting::MAX_VARIANTS)));
+        }
+        let session = self.session()?;
+        for (index, v) in variants.iter().enumerate() {
+            if self.cancelled(job) {
+                break;
+            }
+            let result = try_variant(&session, Which::Policy, &enc, &question, v, reference.as_deref(), &sampling, judges.clone(), &mut || !self.cancelled(job)).await?;
+            self.host.post(Event::VariantTried { job, index, result });
+        }
+        self.with(|s| s.cancelled.remove(&job));
+        self.host.post(Event::Done { job });
+        Ok(())
+    }
+
+    pub(super) async fn ask(self: &Rc<Self>, job: JobId, question: String, enc: Encoding, sampling: SamplingConfig, docs: Vec<Document>, k: usize) -> Result<()> {
+        let library = Library::new(&docs)?;
+        let session = self.session()?;
+        let answer = retrieve::answer(&session, Which::Policy, &enc, &library, &question, k, &sampling, &mut || !self.cancelled(job)).await?;
+        self.host.post(Event::Answered { job, answer });
+        self.with(|s| s.cancelled.remove(&job));
+        Ok(())
+    }
+
+    pub(super) async fn check_facts(
+        self: &Rc<Self>,
+        job: JobId,
+        facts: Vec<Fact>,
+        enc: Encoding,
+        sampling: SamplingConfig,
+        docs: Vec<Document>,
+        k: usize,
+    ) -> Result<()> {
+        let library = Library::new(&docs)?;
+        let session = self.session()?;
+        let total = facts.len();
+        for (i, fact) in facts.iter().enumerate() {
+            if self.cancelled(job) {
+                break;
+            }
+            let row = retrieve::FactRow::check(&session, Which::Policy, &enc, &library, fact, k, &sampling, &mut || !self.cancelled(job)).await?;
+            self.host.post(Event::FactChecked { job, row, done: i + 1, total });
+        }
+        self.with(|s| s.cancelled.remove(&job));
+        self.host.post(Event::Done { job });
+        Ok(())
+    }
+}
