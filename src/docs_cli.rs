@@ -7,7 +7,7 @@ use alignlab::align::Encoding;
 use alignlab::backend::block_on;
 use alignlab::generate::SamplingConfig;
 use alignlab::lab::Which;
-use alignlab::lab::retrieve::{Document, FactRow, FactSummary, Library, parse_facts, sample_documents, sample_facts};
+use alignlab::lab::retrieve::{Document, FactRow, answer, FactSummary, Library, parse_facts, sample_documents, sample_facts};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -99,15 +99,12 @@ fn read_documents(paths: &[PathBuf]) -> Result<Vec<Document>> {
     files.iter().map(|f| read_document(f)).collect()
 }
 
+/// A file's size is checked before it is read.
 fn read_document(f: &Path) -> Result<Document> {
-    let len = std::fs::metadata(f).with_context(|| format!("reading {}", f.display()))?.len();
-    if len > alignlab::lab::retrieve::MAX_DOCUMENT_BYTES as u64 {
-        bail!("{} is {:.1} MB, more than a document may be (1 MB); split it into smaller files", f.display(), len as f64 / 1e6);
-    }
-    let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
-    let text = String::from_utf8(bytes).map_err(|_| anyhow::anyhow!("{} is not UTF-8 text; save it as plain text or Markdown", f.display()))?;
     let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    Ok(Document { name, text })
+    Document::check_size(&name, std::fs::metadata(f).with_context(|| format!("reading {}", f.display()))?.len())?;
+    let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+    Ok(Document::from_bytes(name, bytes)?)
 }
 
 pub fn docs(a: DocsArgs) -> Result<()> {
@@ -126,7 +123,7 @@ pub fn docs(a: DocsArgs) -> Result<()> {
         DocsCommand::Ask { question, a } => {
             let lib = Library::new(&read_documents(&a.library.docs)?)?;
             let session = crate::open_session(&a.model, false, a.json)?;
-            let ans = block_on(alignlab::lab::retrieve::answer(&session, Which::Policy, &a.encoding, &lib, &question, a.library.k, &a.sampling, &mut || true))?;
+            let ans = block_on(answer(&session, Which::Policy, &a.encoding, &lib, &question, a.library.k, &a.sampling, &mut || true))?;
             if a.json {
                 println!("{}", json!({"question": question, "answer": ans}));
             } else {
@@ -145,7 +142,8 @@ pub fn docs(a: DocsArgs) -> Result<()> {
             let session = crate::open_session(&a.model, false, a.json)?;
             let mut rows = Vec::new();
             for f in &facts {
-                let row = block_on(FactRow::check(&session, Which::Policy, &a.encoding, &lib, f, a.library.k, &a.sampling, &mut || true))?;
+                let ans = block_on(answer(&session, Which::Policy, &a.encoding, &lib, &f.question, a.library.k, &a.sampling, &mut || true))?;
+                let row = FactRow::of(f, ans);
                 if !a.json {
                     let mark = |b: bool| if b { "right" } else { "wrong" };
                     println!("{:70} retrieved {:5}  without {}  with {}", f.question, row.retrieved, mark(row.plain_right), mark(row.grounded_right));

@@ -2,29 +2,20 @@
 
 use std::path::PathBuf;
 
-use alignlab::align::Encoding;
 use alignlab::backend::block_on;
-use alignlab::generate::SamplingConfig;
 use alignlab::lab::Which;
 use alignlab::lab::prompting::{Variant, parse_variants, starter_variants, try_variant};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
 
-use crate::ModelArgs;
-use crate::train_cli::RewardSourceArgs;
+use crate::train_cli::SampleArgs;
 
 #[derive(Args)]
 pub struct PromptsArgs {
+    /// The model, sampling, and the judges (and reward model) that score each answer.
     #[command(flatten)]
-    pub model: ModelArgs,
-    /// Judges score each answer (and the reward model, when --reward-model names one).
-    #[command(flatten)]
-    pub reward: RewardSourceArgs,
-    #[command(flatten)]
-    pub encoding: Encoding,
-    #[command(flatten)]
-    pub sampling: SamplingConfig,
+    pub s: SampleArgs,
     #[arg(long)]
     pub question: String,
     /// A JSON list of variants ({name, system, shots: [{user, assistant}], instruction});
@@ -39,15 +30,15 @@ pub struct PromptsArgs {
 }
 
 pub fn prompts(a: PromptsArgs) -> Result<()> {
-    let mut session = crate::open_session(&a.model, false, a.json)?;
-    let judges = a.reward.load(&mut session)?;
+    let mut session = crate::open_session(&a.s.model, false, a.json)?;
+    let judges = a.s.reward.load(&mut session)?;
     let variants: Vec<Variant> = match &a.variants {
         Some(p) => parse_variants(&std::fs::read(p).with_context(|| format!("reading {}", p.display()))?)?,
         None => starter_variants(),
     };
     let mut rows = Vec::new();
     for v in &variants {
-        let r = block_on(try_variant(&session, Which::Policy, &a.encoding, &a.question, v, a.reference.as_deref(), &a.sampling, judges.clone(), &mut || true))?;
+        let r = block_on(try_variant(&session, Which::Policy, &a.s.encoding, &a.question, v, a.reference.as_deref(), &a.s.sampling, judges.clone(), &mut || true))?;
         if !a.json {
             let rm = r.reward_model.map(|x| format!("  reward model {x:+.3}")).unwrap_or_default();
             let lp = r.reference_logp_per_token.map(|x| format!("  reference {x:.3} nats/token")).unwrap_or_default();

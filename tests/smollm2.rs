@@ -136,7 +136,7 @@ fn wgpu_scores_match_transformers() {
 /// makes facts up alone and mostly gets them right from the passage.
 #[test]
 fn retrieved_passages_turn_made_up_facts_into_right_ones() {
-    use alignlab::lab::retrieve::{FactRow, FactSummary, Library, sample_documents, sample_facts};
+    use alignlab::lab::retrieve::{FactRow, FactSummary, Library, answer, sample_documents, sample_facts};
     use alignlab::lab::{Session, Which};
     let session = Session::new(load(BackendKind::Flex), std::rc::Rc::new(Default::default()));
     let library = Library::new(&sample_documents()).unwrap();
@@ -145,7 +145,7 @@ fn retrieved_passages_turn_made_up_facts_into_right_ones() {
     let rows: Vec<FactRow> = sample_facts()
         .iter()
         .step_by(4)
-        .map(|f| alignlab::backend::block_on(FactRow::check(&session, Which::Policy, &enc, &library, f, 1, &sampling, &mut || true)).unwrap())
+        .map(|f| FactRow::of(f, alignlab::backend::block_on(answer(&session, Which::Policy, &enc, &library, &f.question, 1, &sampling, &mut || true)).unwrap()))
         .collect();
     let s = FactSummary::of(&rows);
     eprintln!("{} facts: retrieved {:.2}, right without documents {:.2}, with the passage {:.2}", s.questions, s.retrieved, s.plain_right, s.grounded_right);

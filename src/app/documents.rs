@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Ctx, client, files, lesson};
 use crate::lab::lesson::{Action, record};
-use crate::lab::retrieve::{FactSummary, MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, MAX_TOP_K, parse_facts, sample_documents, sample_facts};
+use crate::lab::retrieve::{FactSummary, MAX_DOCUMENTS, MAX_TOP_K, parse_facts, sample_documents, sample_facts};
 use crate::worker::protocol::*;
 
 /// The documents and question the tab remembers between visits.
@@ -43,12 +43,13 @@ fn add_files(shelf: RwSignal<Shelf>, problems: RwSignal<Vec<String>>, picked: Ve
         let mut bad = Vec::new();
         for f in picked {
             let name = f.name();
-            if f.size() > MAX_DOCUMENT_BYTES as f64 {
-                bad.push(format!("{name} is {:.1} MB, more than a document may be (1 MB); split it into smaller files", f.size() / 1e6));
-                continue;
-            }
-            let text = match files::read_bytes(&f).await.and_then(|b| String::from_utf8(b).map_err(|_| format!("{name} is not UTF-8 text; save it as plain text or Markdown"))) {
-                Ok(t) => t,
+            // The size first: a big file is refused before it is read.
+            let read = match Document::check_size(&name, f.size() as u64) {
+                Ok(()) => files::read_bytes(&f).await.and_then(|b| Document::from_bytes(name.clone(), b).map_err(|e| e.to_string())),
+                Err(e) => Err(e.to_string()),
+            };
+            let doc = match read {
+                Ok(d) => d,
                 Err(e) => {
                     bad.push(e);
                     continue;
@@ -59,8 +60,8 @@ fn add_files(shelf: RwSignal<Shelf>, problems: RwSignal<Vec<String>>, picked: Ve
                 continue;
             }
             shelf.update(|s| {
-                s.own.retain(|d| d.name != name);
-                s.own.push(Document { name, text });
+                s.own.retain(|d| d.name != doc.name);
+                s.own.push(doc);
             });
         }
         problems.set(bad);
@@ -88,12 +89,8 @@ pub fn DocumentsPanel() -> impl IntoView {
     let job = RwSignal::new(None::<JobId>);
     let facts = RwSignal::new(sample_facts());
     let facts_name = RwSignal::new("the sample set (20 questions about Quenby)".to_string());
-    let settings = move || {
-        let s = ctx.settings.get_untracked();
-        let mut sampling = s.sampling.clone();
-        sampling.num_samples = 1;
-        (s.encoding(), sampling)
-    };
+    // One answer each way: the lab samples one whatever `num_samples` says.
+    let settings = move || ctx.settings.with_untracked(|s| (s.encoding(), s.sampling.clone()));
 
     let ask = move || {
         let (encoding, sampling) = settings();
@@ -214,6 +211,7 @@ pub fn DocumentsPanel() -> impl IntoView {
                         s.questions, total.get(), s.plain_right * 100.0, s.grounded_right * 100.0, s.retrieved * 100.0)
                 })
             }}</p>
+            <Show when=move || !rows.with(Vec::is_empty)>
             <table aria-label="Fact checks">
                 <thead><tr><th>"Question"</th><th>"Expected"</th><th>"Retrieved"</th><th>"Without"</th><th>"With"</th></tr></thead>
                 <tbody>{move || rows.get().into_iter().map(|r| view! {
@@ -221,6 +219,7 @@ pub fn DocumentsPanel() -> impl IntoView {
                         <td title=r.answer.plain.clone()>{mark(r.plain_right)}</td><td title=r.answer.grounded.clone()>{mark(r.grounded_right)}</td></tr>
                 }).collect_view()}</tbody>
             </table>
+            </Show>
         </div>
     }
 }

@@ -141,7 +141,7 @@ pub fn PromptingPanel() -> impl IntoView {
         let name = move || st.with(|s| s.variants.get(i).map(|v| v.name.clone()).unwrap_or_default());
         view! {
             <article class="card" class:best=move || best.get() == Some(i) aria-label=move || format!("Answer under {}", name())>
-                <header><strong>{name}</strong><span class="muted">{move || r().map(|r| format!("{} prompt tokens", r.prompt_tokens))}</span></header>
+                <header><strong>{name}</strong><Show when=move || best.get() == Some(i)><span class="best-mark">"best judge score"</span></Show><span class="muted">{move || r().map(|r| format!("{} prompt tokens", r.prompt_tokens))}</span></header>
                 <p class="sample-text">{move || r().map(|r| r.text).unwrap_or_else(|| if job.get().is_some() { "…".into() } else { String::new() })}</p>
                 <p class="score">{move || r().map(|r| {
                     let mut parts = vec![format!("judges {:+.3}", r.judges), format!("{} words", r.words)];

@@ -175,11 +175,16 @@ pub fn parse_variants(bytes: &[u8]) -> Result<Vec<Variant>> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let v: Vec<Variant> = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| Error::Invalid(format!("not a list of prompt variants: {}: {}", e.path(), e.inner())))?;
-    if v.is_empty() || v.len() > MAX_VARIANTS {
-        return Err(Error::Invalid(format!("give 1 to {MAX_VARIANTS} variants; this file has {}", v.len())));
-    }
-    v.iter().try_for_each(Variant::validate)?;
+    validate_all(&v)?;
     Ok(v)
+}
+
+/// 1 to [`MAX_VARIANTS`] variants, each valid.
+pub fn validate_all(variants: &[Variant]) -> Result<()> {
+    if variants.is_empty() || variants.len() > MAX_VARIANTS {
+        return Err(Error::Invalid(format!("give 1 to {MAX_VARIANTS} variants, not {}", variants.len())));
+    }
+    variants.iter().try_for_each(Variant::validate)
 }
 
 /// Four variants a lesson starts from: the bare question, a system prompt, two examples, and a

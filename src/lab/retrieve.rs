@@ -52,6 +52,28 @@ pub struct Hit {
     pub score: f32,
 }
 
+impl Document {
+    /// Refuses a document over [`MAX_DOCUMENT_BYTES`] before it is read (`len` is the file's size).
+    pub fn check_size(name: &str, len: u64) -> Result<()> {
+        if len > MAX_DOCUMENT_BYTES as u64 {
+            return Err(Error::Invalid(format!(
+                "{name} is {:.1} MB, more than a document may be (1 MB); split it into smaller files",
+                len as f64 / 1e6
+            )));
+        }
+        Ok(())
+    }
+
+    /// A file the student gave: at most [`MAX_DOCUMENT_BYTES`], and UTF-8 text.
+    pub fn from_bytes(name: String, bytes: Vec<u8>) -> Result<Self> {
+        Self::check_size(&name, bytes.len() as u64)?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Ok(Self { name, text }),
+            Err(_) => Err(Error::Invalid(format!("{name} is not UTF-8 text; save it as plain text or Markdown"))),
+        }
+    }
+}
+
 /// The documents as passages, with their BM25 index.
 pub struct Library {
     passages: Vec<Passage>,
@@ -67,13 +89,7 @@ impl Library {
         let mut total = 0usize;
         let mut passages = Vec::new();
         for d in docs {
-            if d.text.len() > MAX_DOCUMENT_BYTES {
-                return Err(Error::Invalid(format!(
-                    "{} is {:.1} MB, more than a document may be (1 MB); split it into smaller files",
-                    d.name,
-                    d.text.len() as f64 / 1e6
-                )));
-            }
+            Document::check_size(&d.name, d.text.len() as u64)?;
             total = total.saturating_add(d.text.len());
             if total > MAX_LIBRARY_BYTES {
                 return Err(Error::Invalid("the documents come to more than 8 MB together; remove some".into()));
@@ -267,25 +283,16 @@ pub struct FactRow {
 }
 
 impl FactRow {
-    pub async fn check(
-        session: &Session,
-        which: Which,
-        enc: &Encoding,
-        library: &Library,
-        fact: &Fact,
-        k: usize,
-        sampling: &SamplingConfig,
-        keep_going: &mut dyn FnMut() -> bool,
-    ) -> Result<Self> {
-        let answer = answer(session, which, enc, library, &fact.question, k, sampling, keep_going).await?;
-        Ok(Self {
+    /// Marks `answer` (from [`answer`]) against `fact`.
+    pub fn of(fact: &Fact, answer: Answer) -> Self {
+        Self {
             question: fact.question.clone(),
             expected: fact.answers.first().cloned().unwrap_or_default(),
             retrieved: answer.hits.iter().any(|h| h.doc == fact.source),
             plain_right: fact.is_answered_by(&answer.plain),
             grounded_right: fact.is_answered_by(&answer.grounded),
             answer,
-        })
+        }
     }
 }
 
@@ -360,6 +367,8 @@ mod tests {
         assert!(err(Library::new(&[])).contains("no documents"));
         let big = Document { name: "big.txt".into(), text: "a".repeat(MAX_DOCUMENT_BYTES + 1) };
         assert!(err(Library::new(&[big])).contains("big.txt is 1.0 MB"));
+        let e = Document::from_bytes("photo.md".into(), vec![0xff, 0xfe]).unwrap_err().to_string();
+        assert!(e.contains("photo.md is not UTF-8 text"), "{e}");
         let e = parse_facts(br#"{"alignlab_facts": 1, "facts": [{"question": "q", "answer": ["x"]}]}"#).unwrap_err().to_string();
         assert!(e.contains("facts[0]") && e.contains("answer"), "{e}");
         let e = parse_facts(br#"{"alignlab_facts": 1, "facts": [{"question": "q", "answers": [" "]}]}"#).unwrap_err().to_string();

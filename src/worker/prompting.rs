@@ -8,9 +8,9 @@ use super::router::{Host, Router};
 use crate::align::Encoding;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
-use crate::lab::prompting::try_variant;
+use crate::lab::prompting::{try_variant, validate_all};
 use crate::lab::retrieve::{self, Library};
-use crate::{Error, Result};
+use crate::Result;
 
 impl<H: Host> Router<H> {
     #[allow(clippy::too_many_arguments)]
@@ -24,9 +24,7 @@ impl<H: Host> Router<H> {
         reference: Option<String>,
         judges: Vec<(JudgeSpec, f64)>,
     ) -> Result<()> {
-        if variants.is_empty() || variants.len() > crate::lab::prompting::MAX_VARIANTS {
-            return Err(Error::Invalid(format!("give 1 to {} variants", crate::lab::prompting::MAX_VARIANTS)));
-        }
+        validate_all(&variants)?;
         let session = self.session()?;
         for (index, v) in variants.iter().enumerate() {
             if self.cancelled(job) {
@@ -65,7 +63,8 @@ impl<H: Host> Router<H> {
             if self.cancelled(job) {
                 break;
             }
-            let row = retrieve::FactRow::check(&session, Which::Policy, &enc, &library, fact, k, &sampling, &mut || !self.cancelled(job)).await?;
+            let answer = retrieve::answer(&session, Which::Policy, &enc, &library, &fact.question, k, &sampling, &mut || !self.cancelled(job)).await?;
+            let row = retrieve::FactRow::of(fact, answer);
             self.host.post(Event::FactChecked { job, row, done: i + 1, total });
         }
         self.with(|s| s.cancelled.remove(&job));
