@@ -21,6 +21,7 @@ use serde_json::json;
 
 mod docs_cli;
 mod lab_cli;
+mod probes_cli;
 mod prompts_cli;
 mod train_cli;
 
@@ -61,6 +62,8 @@ enum Command {
     Prompts(prompts_cli::PromptsArgs),
     /// Retrieval over local documents (BM25): search, answer with and without them, a fact set.
     Docs(docs_cli::DocsArgs),
+    /// Adversarial probes before and after alignment (the --adapter), judged; pairs against what triggers.
+    Probes(probes_cli::ProbesArgs),
     /// Lab files (lessons): list the built-in ones, check a teacher's, show one as text.
     Lab(lab_cli::LabArgs),
 }
@@ -190,6 +193,7 @@ fn main() {
         Command::Lab(a) => lab_cli::lab(a),
         Command::Prompts(a) => prompts_cli::prompts(a),
         Command::Docs(a) => docs_cli::docs(a),
+        Command::Probes(a) => probes_cli::probes(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -4,7 +4,7 @@
 //! Panels, one file each: lesson (the lesson list and the card that guides a lesson), generate (samples, ranking, ratings), data (table, import/export,
 //! auto-labelling), train (methods, knobs, live charts), compare (reference vs policy, heatmap,
 //! best-of-N), prompting (one question under prompt variants), documents (answers with and without
-//! retrieved passages, a fact set), class (hand in work; the teacher's view of many students' files). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
+//! retrieved passages, a fact set), probes (adversarial prompts before and after alignment), class (hand in work; the teacher's view of many students' files). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
 
 mod chart;
 mod class;
@@ -16,6 +16,7 @@ mod fields;
 mod files;
 mod generate;
 mod lesson;
+mod probes;
 mod prompting;
 mod store;
 mod train;
@@ -149,7 +150,7 @@ impl From<Panel> for Tab {
 }
 
 impl Tab {
-    const ALL: [(Tab, &'static str, &'static str); 8] = [
+    const ALL: [(Tab, &'static str, &'static str); 9] = [
         (Tab::Lessons, "lessons", "Lessons"),
         (Tab::Panel(Panel::Generate), "generate", "Generate & rank"),
         (Tab::Panel(Panel::Data), "data", "Data"),
@@ -157,6 +158,7 @@ impl Tab {
         (Tab::Panel(Panel::Compare), "compare", "Compare"),
         (Tab::Panel(Panel::Prompting), "prompting", "Prompting"),
         (Tab::Panel(Panel::Documents), "documents", "Documents"),
+        (Tab::Panel(Panel::Probes), "probes", "Probes"),
         (Tab::Class, "class", "Class"),
     ];
 }
@@ -199,6 +201,8 @@ pub struct Ctx {
     pub prompting: RwSignal<prompting::PromptingState>,
     /// The Documents tab's files and question.
     pub shelf: RwSignal<documents::Shelf>,
+    /// The Probes tab's own probes and last results.
+    pub probes: RwSignal<probes::ProbesState>,
     pub backend_pref: RwSignal<BackendPref>,
     pub training: RwSignal<bool>,
 }
@@ -453,6 +457,7 @@ fn persist(ctx: Ctx) {
         keep(ctx, "settings", ctx.settings),
         keep(ctx, "prompting", ctx.prompting),
         keep(ctx, "documents", ctx.shelf),
+        keep(ctx, "probes", ctx.probes),
         keep(ctx, "adapter", ctx.adapter),
         keep(ctx, "weights", ctx.weights),
         keep(ctx, "reward_model", ctx.reward_model),
@@ -501,6 +506,7 @@ fn App() -> impl IntoView {
         settings: RwSignal::new(Settings::default()),
         prompting: RwSignal::new(prompting::PromptingState::default()),
         shelf: RwSignal::new(documents::Shelf::default()),
+        probes: RwSignal::new(probes::ProbesState::default()),
         backend_pref: RwSignal::new(pref),
         training: RwSignal::new(false),
     };
@@ -553,6 +559,7 @@ fn App() -> impl IntoView {
             <section role="tabpanel" aria-labelledby="tab-compare" hidden=panel(Panel::Compare.into())><compare::ComparePanel/></section>
             <section role="tabpanel" aria-labelledby="tab-prompting" hidden=panel(Panel::Prompting.into())><prompting::PromptingPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-documents" hidden=panel(Panel::Documents.into())><documents::DocumentsPanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-probes" hidden=panel(Panel::Probes.into())><probes::ProbesPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-class" hidden=panel(Tab::Class)><class::ClassPanel/></section>
         </main>
         <footer>"Everything runs on this device: the model, the training and your data (kept in this browser)."</footer>

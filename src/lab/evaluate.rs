@@ -8,7 +8,7 @@ use super::session::Session;
 use crate::align::Encoding;
 use crate::align::best_of_n::Candidate;
 use crate::backend::read_f32;
-use crate::generate::{SamplingConfig, generate};
+use crate::generate::{Sample, SamplingConfig, generate};
 use crate::logps::{ScoringBatch, sequence_logps};
 use crate::model::Llama;
 use crate::Result;
@@ -41,14 +41,20 @@ pub async fn evaluate(
             .map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens })
             .collect();
         scores.extend(rewarder.rewards(&cands).await?);
-        let pairs: Vec<_> = samples.iter().filter(|s| !s.tokens.is_empty()).map(|s| (ids.clone(), s.tokens.clone())).collect();
-        if !pairs.is_empty() {
-            let sb = ScoringBatch::new(&session.lm.model, &pairs, session.pad())?;
-            let kl = read_f32(sequence_logps(model, &sb) - sequence_logps(reference, &sb)).await?;
-            kls.extend(kl.into_iter().map(f64::from));
-        }
+        kls.extend(sequence_kl(session, model, reference, &ids, &samples).await?);
         lens.extend(samples.iter().map(|s| s.tokens.len() as f64));
     }
     let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };
     Ok(EvalReport { mean_score: mean(&scores), kl: mean(&kls), mean_length: mean(&lens) })
+}
+
+/// `log π(y | x) - log ref(y | x)` for each non-empty sample `y` of the prompt `x` (`prompt_ids`).
+pub async fn sequence_kl(session: &Session, model: &Llama, reference: &Llama, prompt_ids: &[u32], samples: &[Sample]) -> Result<Vec<f64>> {
+    let pairs: Vec<_> = samples.iter().filter(|s| !s.tokens.is_empty()).map(|s| (prompt_ids.to_vec(), s.tokens.clone())).collect();
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sb = ScoringBatch::new(&session.lm.model, &pairs, session.pad())?;
+    let kl = read_f32(sequence_logps(model, &sb) - sequence_logps(reference, &sb)).await?;
+    Ok(kl.into_iter().map(f64::from).collect())
 }

@@ -42,6 +42,8 @@ pub enum Panel {
     Prompting,
     /// Answers with and without passages retrieved from documents.
     Documents,
+    /// Adversarial probes answered before and after alignment.
+    Probes,
 }
 
 impl Panel {
@@ -54,6 +56,7 @@ impl Panel {
             Self::Compare => "compare",
             Self::Prompting => "prompting",
             Self::Documents => "documents",
+            Self::Probes => "probes",
         }
     }
 }
@@ -79,6 +82,8 @@ pub enum Action {
     Ask,
     /// The fact set, without and with the documents.
     Facts,
+    /// The Probes tab's probes, answered by the reference and the policy.
+    Probes,
 }
 
 impl Action {
@@ -92,6 +97,7 @@ impl Action {
             Self::Variants => "Try the variants",
             Self::Ask => "Ask",
             Self::Facts => "Check the facts",
+            Self::Probes => "Run the probes",
         }
     }
 }
@@ -129,7 +135,7 @@ pub struct Watch {
 }
 
 /// Readings the panels report besides the training metrics.
-pub const PAGE_READINGS: [(&str, &str); 13] = [
+pub const PAGE_READINGS: [(&str, &str); 17] = [
     ("samples/score", "mean weighted judge score of the generated samples"),
     ("samples/words", "mean length of the generated samples, in words"),
     ("compare/reference", "judge score of the reference's answer in Compare"),
@@ -143,6 +149,10 @@ pub const PAGE_READINGS: [(&str, &str); 13] = [
     ("documents/retrieved", "share of fact questions whose document BM25 retrieved"),
     ("documents/plain_right", "share of fact questions answered right without the documents"),
     ("documents/grounded_right", "share of fact questions answered right with the retrieved passages"),
+    ("probes/triggered_before", "share of the probes' answers that showed the behaviour, before alignment (the reference)"),
+    ("probes/triggered_after", "share of the probes' answers that showed the behaviour, after alignment (the policy)"),
+    ("probes/spread_after", "standard deviation of the probes' mean scores after alignment: how much the prompt decides"),
+    ("probes/kl", "mean KL of the policy's probe answers to the reference, in nats"),
 ];
 
 /// Metrics a training run logs (TRL's names); each also as `eval/NAME` on the held-out split.
@@ -515,7 +525,7 @@ fn patch<T: Serialize>(current: &T, patch: &Value, at: &str) -> Result<Value> {
 
 /// The lessons that ship with the app, in order: the files in `www/labs/`, compiled in so they
 /// work offline and in the CLI.
-const BUILT_IN: [&str; 11] = [
+const BUILT_IN: [&str; 12] = [
     include_str!("../../www/labs/what-is-alignment.json"),
     include_str!("../../www/labs/prompting.json"),
     include_str!("../../www/labs/rlhf-three-steps.json"),
@@ -526,6 +536,7 @@ const BUILT_IN: [&str; 11] = [
     include_str!("../../www/labs/reward-kl-tradeoff.json"),
     include_str!("../../www/labs/kto-from-thumbs.json"),
     include_str!("../../www/labs/answers-from-documents.json"),
+    include_str!("../../www/labs/red-teaming.json"),
     include_str!("../../www/labs/break-it.json"),
 ];
 

@@ -12,6 +12,7 @@
 //! - [`lesson`]: lab files: a teacher's lesson as steps of settings, one action and what to notice.
 //! - [`prompting`]: one question under prompt variants. [`retrieve`]: BM25 over documents, answers
 //!   with and without them, a fact set.
+//! - [`probes`]: adversarial prompts answered before and after alignment, judged.
 //! - [`label`]: best-of-N and best-vs-worst pairs. [`evaluate`]: reward, length and KL on prompts.
 
 pub mod class;
@@ -20,6 +21,7 @@ pub mod handoff;
 pub mod label;
 pub mod lesson;
 pub mod policy;
+pub mod probes;
 pub mod prompting;
 pub mod retrieve;
 pub mod rewards;

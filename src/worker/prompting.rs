@@ -1,5 +1,6 @@
-//! The router's inference-time jobs: prompt variants side by side, and answers with and without
-//! retrieved passages (one question, or a whole fact set). Each is a call into the lab.
+//! The router's inference-time jobs: prompt variants side by side, answers with and without
+//! retrieved passages (one question, or a whole fact set), and the adversarial probes before and
+//! after alignment. Each is a call into the lab.
 
 use std::rc::Rc;
 
@@ -8,6 +9,7 @@ use super::router::{Host, Router};
 use crate::align::Encoding;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
+use crate::lab::probes::{self, run_probe};
 use crate::lab::prompting::{try_variant, validate_all};
 use crate::lab::retrieve::{self, Library};
 use crate::Result;
@@ -66,6 +68,24 @@ impl<H: Host> Router<H> {
             let answer = retrieve::answer(&session, Which::Policy, &enc, &library, &fact.question, k, &sampling, &mut || !self.cancelled(job)).await?;
             let row = retrieve::FactRow::of(fact, answer);
             self.host.post(Event::FactChecked { job, row, done: i + 1, total });
+        }
+        self.with(|s| s.cancelled.remove(&job));
+        self.host.post(Event::Done { job });
+        Ok(())
+    }
+
+    pub(super) async fn probes(self: &Rc<Self>, job: JobId, probes: Vec<Probe>, enc: Encoding, sampling: SamplingConfig) -> Result<()> {
+        probes::validate_all(&probes)?;
+        let session = self.session()?;
+        let total = probes.len();
+        for (i, probe) in probes.iter().enumerate() {
+            if self.cancelled(job) {
+                break;
+            }
+            // Each probe its own seed, as the CLI does: one probe's answers do not depend on the others.
+            let sampling = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
+            let result = run_probe(&session, &enc, probe, &sampling, &mut || !self.cancelled(job)).await?;
+            self.host.post(Event::ProbeAnswered { job, result, done: i + 1, total });
         }
         self.with(|s| s.cancelled.remove(&job));
         self.host.post(Event::Done { job });

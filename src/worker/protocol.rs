@@ -10,6 +10,7 @@ use crate::backend::BackendKind;
 use crate::data::Preference;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
+pub use crate::lab::probes::{Category, Probe, ProbeResult};
 pub use crate::lab::prompting::{Shot, Variant, VariantResult};
 pub use crate::lab::retrieve::{Answer, Document, Fact, FactRow, Hit};
 pub use crate::lab::{AdapterFrom, Method, PolicyKind, RewardSpec, RunSpec, TrainData, Which};
@@ -138,6 +139,9 @@ pub enum Request {
     Ask { job: JobId, question: String, encoding: Encoding, sampling: SamplingConfig, docs: Vec<Document>, k: usize },
     /// A fact set run with and without `docs`: a `FactChecked` per question, then `Done`.
     CheckFacts { job: JobId, facts: Vec<Fact>, encoding: Encoding, sampling: SamplingConfig, docs: Vec<Document>, k: usize },
+    /// Each probe answered by the reference and the policy (same seed), judged: a `ProbeAnswered`
+    /// each, then `Done`.
+    Probes { job: JobId, probes: Vec<Probe>, encoding: Encoding, sampling: SamplingConfig },
     /// A small file a link names (a lab file): the worker may fetch from other sites, the page
     /// may not (its Content-Security-Policy), and the page asked the user first.
     Fetch { job: JobId, url: String },
@@ -246,6 +250,7 @@ pub enum Event {
     VariantTried { job: JobId, index: usize, result: VariantResult },
     Answered { job: JobId, answer: Answer },
     FactChecked { job: JobId, row: FactRow, done: usize, total: usize },
+    ProbeAnswered { job: JobId, result: ProbeResult, done: usize, total: usize },
     Fetched {
         job: JobId,
         #[serde(with = "serde_bytes")]
@@ -273,6 +278,7 @@ impl Request {
             | Self::Variants { job, .. }
             | Self::Ask { job, .. }
             | Self::CheckFacts { job, .. }
+            | Self::Probes { job, .. }
             | Self::Fetch { job, .. } => Some(*job),
             _ => None,
         }
@@ -296,6 +302,7 @@ impl Event {
             | Self::VariantTried { job, .. }
             | Self::Answered { job, .. }
             | Self::FactChecked { job, .. }
+            | Self::ProbeAnswered { job, .. }
             | Self::Done { job } => Some(*job),
             Self::Files { job, .. } | Self::Error { job, .. } => *job,
             _ => None,
