@@ -20,6 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 mod docs_cli;
+mod groups_cli;
 mod lab_cli;
 mod probes_cli;
 mod prompts_cli;
@@ -64,6 +65,8 @@ enum Command {
     Docs(docs_cli::DocsArgs),
     /// Adversarial probes before and after alignment (the --adapter), judged; pairs against what triggers.
     Probes(probes_cli::ProbesArgs),
+    /// Whose preferences: rater groups' agreement, one DPO adapter per group and one merged, each on every group's held-out pairs.
+    Groups(groups_cli::GroupsArgs),
     /// Lab files (lessons): list the built-in ones, check a teacher's, show one as text.
     Lab(lab_cli::LabArgs),
 }
@@ -194,6 +197,7 @@ fn main() {
         Command::Prompts(a) => prompts_cli::prompts(a),
         Command::Docs(a) => docs_cli::docs(a),
         Command::Probes(a) => probes_cli::probes(a),
+        Command::Groups(a) => groups_cli::groups(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

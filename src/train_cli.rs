@@ -191,7 +191,7 @@ pub struct EvalArgs {
     pub prompts: PathBuf,
 }
 
-fn read_data<T: Record>(path: &Path) -> Result<Vec<T>> {
+pub fn read_data<T: Record>(path: &Path) -> Result<Vec<T>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let got = data::import::<T>(&text);
     for e in &got.errors {

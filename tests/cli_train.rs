@@ -310,3 +310,56 @@ fn probes_find_a_behaviour_and_their_pairs_train_it_away() {
     let (ok, _, err) = f.run(&["probes", "--category", "mean"]);
     assert!(!ok && err.contains("unknown category 'mean'"), "{err}");
 }
+
+/// Whose preferences, from the shell: two groups that judge the same comparisons the opposite way
+/// (one wants happy endings, the other gloomy ones). They never agree (rate 0, κ below 0; each
+/// agrees with itself, κ 1); each group's adapter wins on its own held-out pairs and loses on the other's.
+#[test]
+fn group_adapters_each_win_on_their_own_groups_pairs() {
+    let Some(f) = Fixture::new("groups") else { return };
+    let endings = [
+        (" and she was very happy.", " and it was sad and dark."),
+        (" and all was bright and warm.", " and then the cold rain came."),
+        (" and they played all day.", " and he cried all night."),
+    ];
+    let (mut happy, mut gloomy) = (String::new(), String::new());
+    for (i, who) in ["Lily", "Tom", "Ben", "Sue", "Max", "Anna", "Mia", "Sam", "Zoe", "Leo", "Ava", "Jack"].iter().enumerate() {
+        let (up, down) = endings[i % 3];
+        let p = format!("Once upon a time, {who} went to the park");
+        happy += &format!("{}\n", serde_json::json!({"prompt": p, "chosen": up, "rejected": down}));
+        gloomy += &format!("{}\n", serde_json::json!({"prompt": p, "chosen": down, "rejected": up}));
+    }
+    std::fs::write(f.dir.join("happy.jsonl"), happy).unwrap();
+    std::fs::write(f.dir.join("gloomy.jsonl"), gloomy).unwrap();
+    let out = f.p("groups");
+    let (ok, stdout, err) = f.run(&["groups", "--group", &format!("happy={}", f.p("happy.jsonl")), "--group", &format!("gloomy={}", f.p("gloomy.jsonl")),
+        "--eval-fraction", "0.25", "--max-steps", "12", "--learning-rate", "1e-2", "--per-device-train-batch-size", "3", "--lora-r", "4",
+        "--target-modules", "q_proj,v_proj,o_proj", "--output-dir", &out, "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["groups"], serde_json::json!(["happy", "gloomy"]));
+    let agree = |i: usize, j: usize| (v["agreement"][i][j]["rate"].as_f64().unwrap(), v["agreement"][i][j]["kappa"].as_f64().unwrap());
+    assert_eq!(agree(0, 0), (1.0, 1.0));
+    // The happy group picks the answer that sorts first in 4 of 12 comparisons, the gloomy one in
+    // 8: chance agreement p_e = (1/3)(2/3) + (2/3)(1/3) = 4/9, so κ = (0 - 4/9)/(5/9) = -0.8.
+    let (rate, kappa) = agree(0, 1);
+    assert!(rate == 0.0 && (kappa + 0.8).abs() < 1e-9, "{rate} {kappa}");
+    let acc = |row: usize, group: usize| v["adapters"][row]["scores"][group]["accuracy"].as_f64().unwrap();
+    let margin = |row: usize, group: usize| v["adapters"][row]["scores"][group]["margin"].as_f64().unwrap();
+    eprintln!("held-out accuracy: happy adapter {:.2}/{:.2}, gloomy adapter {:.2}/{:.2}, merged {:.2}/{:.2} (on happy/gloomy pairs)",
+        acc(0, 0), acc(0, 1), acc(1, 0), acc(1, 1), acc(2, 0), acc(2, 1));
+    assert_eq!(v["adapters"][2]["adapter"], "merged");
+    assert_eq!((v["adapters"][0]["trained_on"].as_u64(), v["adapters"][2]["trained_on"].as_u64()), (Some(9), Some(18)));
+    assert_eq!(v["adapters"][0]["scores"][0]["pairs"].as_u64(), Some(3));
+    assert!(acc(0, 0) > acc(1, 0) && acc(1, 1) > acc(0, 1), "each group's adapter wins on its own pairs: {v}");
+    assert!(margin(0, 0) > 0.0 && margin(1, 1) > 0.0 && margin(0, 1) < 0.0 && margin(1, 0) < 0.0, "{v}");
+    // The merged data contradicts itself: its adapter cannot side with both groups as strongly.
+    assert!(margin(2, 0).abs() < margin(0, 0) && margin(2, 1).abs() < margin(1, 1), "{v}");
+    for name in ["happy", "gloomy", "merged"] {
+        assert!(f.dir.join("groups").join(name).join("adapter_model.safetensors").exists(), "{name} adapter saved");
+    }
+
+    // One group, or a group too small to test, is refused with the reason.
+    let (ok, _, err) = f.run(&["groups", "--group", &format!("happy={}", f.p("happy.jsonl"))]);
+    assert!(!ok && err.contains("compare 2 to 8 groups"), "{err}");
+}

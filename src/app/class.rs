@@ -3,10 +3,35 @@
 //! preference set to train on, and the class's runs side by side. The arithmetic is in
 //! `lab::class`; this file only shows it.
 
-use leptos::prelude::*;
+use std::collections::BTreeMap;
 
-use super::{Ctx, files};
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{Ctx, files, groups};
 use crate::lab::class::{CLASS_FORMAT, ClassFile, RunReport, agreement, merge};
+use crate::lab::groups::{AdapterRow, sample_class};
+
+/// The teacher's side, kept across a reload.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ClassRoom {
+    /// The class files opened, one per rater.
+    pub files: Vec<ClassFile>,
+    /// Rater → group; a rater without one is a group of their own.
+    pub groups: BTreeMap<String, String>,
+    /// The last group adapters' rows, and the groups they were scored on.
+    pub adapters: Vec<AdapterRow>,
+    pub scored: Vec<String>,
+}
+
+impl ClassRoom {
+    /// The made-up class of `lab::groups::sample_class`, with its groups.
+    pub fn sample() -> Self {
+        let (files, groups) = sample_class();
+        Self { files, groups, ..Self::default() }
+    }
+}
 
 /// The metrics the runs table shows, when a run logged them.
 const COLUMNS: [&str; 7] = ["loss", "eval/loss", "rewards/margins", "eval/rewards/accuracies", "eval/accuracy", "reward", "kl"];
@@ -20,7 +45,8 @@ fn file_name(rater: &str) -> String {
 pub fn ClassPanel() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let rater = RwSignal::new(String::new());
-    let handed_in = RwSignal::new(Vec::<ClassFile>::new());
+    let room = ctx.class;
+    let handed_in = Signal::derive(move || room.with(|r| r.files.clone()));
     let problems = RwSignal::new(Vec::<String>::new());
     let message = RwSignal::new(None::<String>);
 
@@ -54,9 +80,9 @@ pub fn ClassPanel() -> impl IntoView {
             for f in picked {
                 match files::read_bytes(&f).await.and_then(|b| ClassFile::parse(&b).map_err(|e| e.to_string())) {
                     // The same rater handing in again replaces their earlier file.
-                    Ok(c) => handed_in.update(|v| {
-                        v.retain(|x| x.rater.trim() != c.rater.trim());
-                        v.push(c);
+                    Ok(c) => room.update(|r| {
+                        r.files.retain(|x| x.rater.trim() != c.rater.trim());
+                        r.files.push(c);
                     }),
                     Err(e) => bad.push(format!("{}: {e}", f.name())),
                 }
@@ -90,7 +116,11 @@ pub fn ClassPanel() -> impl IntoView {
             <p class="notice" role="status" aria-live="polite">{move || message.get()}</p>
 
             <h2>"Teacher: the class's files"</h2>
-            <label>"Open class files " <input type="file" multiple accept=".json,application/json" aria-label="Open class files" on:change=open/></label>
+            <div class="row">
+                <label>"Open class files " <input type="file" multiple accept=".json,application/json" aria-label="Open class files" on:change=open/></label>
+                <button on:click=move |_| room.set(ClassRoom::sample()) title="Four made-up raters in two groups: brief (Ana, Ben) and thorough (Chloe, Dev)">"Open the sample class"</button>
+                <button disabled=move || room.with(|r| r.files.is_empty()) on:click=move |_| room.set(ClassRoom::default())>"Close the class's files"</button>
+            </div>
             <ul class="problems">{move || problems.get().into_iter().map(|p| view! { <li role="alert">{p}</li> }).collect_view()}</ul>
             <Show when=move || !handed_in.get().is_empty()>
                 <h3>"How often raters agree"</h3>
@@ -118,15 +148,18 @@ pub fn ClassPanel() -> impl IntoView {
                     format!("{} pairs from {} raters: each comparison won by the answer most chose; {} judged by several raters, {} even splits left out.", m.pairs.len(), handed_in.get().len(), m.contested, m.ties)
                 }}</p>
                 <button on:click=add_merged>"Add merged pairs to my data"</button>
-                <h3>"The class's runs"</h3>
-                <table aria-label="Class runs">
-                    <thead><tr><th>"Rater"</th><th>"Method"</th><th>"Steps"</th><th>"State"</th>{COLUMNS.map(|c| view! { <th>{c}</th> }).collect_view()}</tr></thead>
-                    <tbody>{move || handed_in.get().into_iter().flat_map(|f| f.runs.into_iter().map(move |r| (f.rater.clone(), r))).map(|(who, r)| view! {
-                        <tr><td>{who}</td><td>{r.method.to_uppercase()}</td><td>{r.steps}</td><td>{r.state.clone()}</td>
-                            {COLUMNS.map(|c| view! { <td>{r.last.get(c).map(|v| format!("{v:.4}")).unwrap_or_default()}</td> }).collect_view()}</tr>
-                    }).collect_view()}</tbody>
-                </table>
+                <Show when=move || room.with(|r| r.files.iter().any(|f| !f.runs.is_empty()))>
+                    <h3>"The class's runs"</h3>
+                    <table aria-label="Class runs">
+                        <thead><tr><th>"Rater"</th><th>"Method"</th><th>"Steps"</th><th>"State"</th>{COLUMNS.map(|c| view! { <th>{c}</th> }).collect_view()}</tr></thead>
+                        <tbody>{move || handed_in.get().into_iter().flat_map(|f| f.runs.into_iter().map(move |r| (f.rater.clone(), r))).map(|(who, r)| view! {
+                            <tr><td>{who}</td><td>{r.method.to_uppercase()}</td><td>{r.steps}</td><td>{r.state.clone()}</td>
+                                {COLUMNS.map(|c| view! { <td>{r.last.get(c).map(|v| format!("{v:.4}")).unwrap_or_default()}</td> }).collect_view()}</tr>
+                        }).collect_view()}</tbody>
+                    </table>
+                </Show>
             </Show>
+            <groups::GroupsSection/>
         </div>
     }
 }

@@ -4,7 +4,7 @@
 //! Panels, one file each: lesson (the lesson list and the card that guides a lesson), generate (samples, ranking, ratings), data (table, import/export,
 //! auto-labelling), train (methods, knobs, live charts), compare (reference vs policy, heatmap,
 //! best-of-N), prompting (one question under prompt variants), documents (answers with and without
-//! retrieved passages, a fact set), probes (adversarial prompts before and after alignment), class (hand in work; the teacher's view of many students' files). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
+//! retrieved passages, a fact set), probes (adversarial prompts before and after alignment), class (hand in work; the teacher's view of many students' files), groups (one adapter per rater group). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
 
 mod chart;
 mod class;
@@ -15,6 +15,7 @@ mod documents;
 mod fields;
 mod files;
 mod generate;
+mod groups;
 mod lesson;
 mod probes;
 mod prompting;
@@ -139,8 +140,6 @@ impl StorageProblem {
 pub enum Tab {
     Lessons,
     Panel(Panel),
-    /// Hand in your work; the teacher's view of the class's files.
-    Class,
 }
 
 impl From<Panel> for Tab {
@@ -159,7 +158,7 @@ impl Tab {
         (Tab::Panel(Panel::Prompting), "prompting", "Prompting"),
         (Tab::Panel(Panel::Documents), "documents", "Documents"),
         (Tab::Panel(Panel::Probes), "probes", "Probes"),
-        (Tab::Class, "class", "Class"),
+        (Tab::Panel(Panel::Class), "class", "Class"),
     ];
 }
 
@@ -203,6 +202,8 @@ pub struct Ctx {
     pub shelf: RwSignal<documents::Shelf>,
     /// The Probes tab's own probes and last results.
     pub probes: RwSignal<probes::ProbesState>,
+    /// The class files the teacher opened, the rater groups and the group adapters' results.
+    pub class: RwSignal<class::ClassRoom>,
     pub backend_pref: RwSignal<BackendPref>,
     pub training: RwSignal<bool>,
 }
@@ -458,6 +459,7 @@ fn persist(ctx: Ctx) {
         keep(ctx, "prompting", ctx.prompting),
         keep(ctx, "documents", ctx.shelf),
         keep(ctx, "probes", ctx.probes),
+        keep(ctx, "class", ctx.class),
         keep(ctx, "adapter", ctx.adapter),
         keep(ctx, "weights", ctx.weights),
         keep(ctx, "reward_model", ctx.reward_model),
@@ -507,6 +509,7 @@ fn App() -> impl IntoView {
         prompting: RwSignal::new(prompting::PromptingState::default()),
         shelf: RwSignal::new(documents::Shelf::default()),
         probes: RwSignal::new(probes::ProbesState::default()),
+        class: RwSignal::new(class::ClassRoom::default()),
         backend_pref: RwSignal::new(pref),
         training: RwSignal::new(false),
     };
@@ -560,7 +563,7 @@ fn App() -> impl IntoView {
             <section role="tabpanel" aria-labelledby="tab-prompting" hidden=panel(Panel::Prompting.into())><prompting::PromptingPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-documents" hidden=panel(Panel::Documents.into())><documents::DocumentsPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-probes" hidden=panel(Panel::Probes.into())><probes::ProbesPanel/></section>
-            <section role="tabpanel" aria-labelledby="tab-class" hidden=panel(Tab::Class)><class::ClassPanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-class" hidden=panel(Panel::Class.into())><class::ClassPanel/></section>
         </main>
         <footer>"Everything runs on this device: the model, the training and your data (kept in this browser)."</footer>
     }

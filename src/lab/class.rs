@@ -87,7 +87,14 @@ impl ClassFile {
 }
 
 /// A comparison: a prompt and two answers, the pair sorted so that either order is the same key.
-type Comparison = (String, String, String);
+pub type Comparison = (String, String, String);
+
+/// The comparison a pair judges.
+pub fn comparison(p: &Preference) -> Comparison {
+    let (c, r) = (p.chosen.trim(), p.rejected.trim());
+    let (a, b) = if c < r { (c, r) } else { (r, c) };
+    (p.prompt.trim().to_string(), a.to_string(), b.to_string())
+}
 
 /// Each comparison a rater judged, and whether they chose the answer that sorts first (a rater who
 /// judged the same comparison twice counts by their last judgement).
@@ -98,15 +105,13 @@ fn judgements(pairs: &[Preference]) -> BTreeMap<Comparison, bool> {
         if c == r {
             continue;
         }
-        let first_wins = c < r;
-        let (a, b) = if first_wins { (c, r) } else { (r, c) };
-        out.insert((p.prompt.trim().to_string(), a.to_string(), b.to_string()), first_wins);
+        out.insert(comparison(p), c < r);
     }
     out
 }
 
 /// How two raters agree on the comparisons both judged.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Agreement {
     pub shared: usize,
     pub rate: f64,

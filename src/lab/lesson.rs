@@ -44,6 +44,8 @@ pub enum Panel {
     Documents,
     /// Adversarial probes answered before and after alignment.
     Probes,
+    /// The class's files: rater agreement, merged preferences, rater groups.
+    Class,
 }
 
 impl Panel {
@@ -57,6 +59,7 @@ impl Panel {
             Self::Prompting => "prompting",
             Self::Documents => "documents",
             Self::Probes => "probes",
+            Self::Class => "class",
         }
     }
 }
@@ -84,6 +87,8 @@ pub enum Action {
     Facts,
     /// The Probes tab's probes, answered by the reference and the policy.
     Probes,
+    /// One DPO adapter per rater group and one merged, each scored on every group's held-out pairs.
+    Groups,
 }
 
 impl Action {
@@ -98,6 +103,7 @@ impl Action {
             Self::Ask => "Ask",
             Self::Facts => "Check the facts",
             Self::Probes => "Run the probes",
+            Self::Groups => "Train the group adapters",
         }
     }
 }
@@ -135,7 +141,7 @@ pub struct Watch {
 }
 
 /// Readings the panels report besides the training metrics.
-pub const PAGE_READINGS: [(&str, &str); 17] = [
+pub const PAGE_READINGS: [(&str, &str); 21] = [
     ("samples/score", "mean weighted judge score of the generated samples"),
     ("samples/words", "mean length of the generated samples, in words"),
     ("compare/reference", "judge score of the reference's answer in Compare"),
@@ -153,6 +159,10 @@ pub const PAGE_READINGS: [(&str, &str); 17] = [
     ("probes/triggered_after", "share of the probes' answers that showed the behaviour, after alignment (the policy)"),
     ("probes/spread_after", "standard deviation of the probes' mean scores after alignment: how much the prompt decides"),
     ("probes/kl", "mean KL of the policy's probe answers to the reference, in nats"),
+    ("groups/agreement", "mean agreement rate between different rater groups, on the comparisons both judged"),
+    ("groups/own_accuracy", "mean accuracy of each group's adapter on its own group's held-out pairs"),
+    ("groups/other_accuracy", "mean accuracy of the group adapters on the other groups' held-out pairs"),
+    ("groups/merged_accuracy", "mean accuracy of the adapter trained on every group's pairs, over the groups"),
 ];
 
 /// Metrics a training run logs (TRL's names); each also as `eval/NAME` on the held-out split.
@@ -525,7 +535,7 @@ fn patch<T: Serialize>(current: &T, patch: &Value, at: &str) -> Result<Value> {
 
 /// The lessons that ship with the app, in order: the files in `www/labs/`, compiled in so they
 /// work offline and in the CLI.
-const BUILT_IN: [&str; 12] = [
+const BUILT_IN: [&str; 13] = [
     include_str!("../../www/labs/what-is-alignment.json"),
     include_str!("../../www/labs/prompting.json"),
     include_str!("../../www/labs/rlhf-three-steps.json"),
@@ -537,6 +547,7 @@ const BUILT_IN: [&str; 12] = [
     include_str!("../../www/labs/kto-from-thumbs.json"),
     include_str!("../../www/labs/answers-from-documents.json"),
     include_str!("../../www/labs/red-teaming.json"),
+    include_str!("../../www/labs/whose-preferences.json"),
     include_str!("../../www/labs/break-it.json"),
 ];
 

@@ -9,6 +9,8 @@
 //! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained.
 //! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
 //! - [`class`]: a class's work pooled: rater agreement (rate, Cohen's kappa), a merged set, runs.
+//! - [`groups`]: whose preferences: one adapter per rater group and one merged, each scored on
+//!   every group's held-out pairs.
 //! - [`lesson`]: lab files: a teacher's lesson as steps of settings, one action and what to notice.
 //! - [`prompting`]: one question under prompt variants. [`retrieve`]: BM25 over documents, answers
 //!   with and without them, a fact set.
@@ -17,6 +19,7 @@
 
 pub mod class;
 pub mod evaluate;
+pub mod groups;
 pub mod handoff;
 pub mod label;
 pub mod lesson;

@@ -2,6 +2,7 @@
 //! them on the lab (compiled everywhere, so it is tested natively), and the Web Worker around it
 //! (`web`, wasm32 with the `web` feature).
 
+mod groups;
 mod jobs;
 mod prompting;
 pub mod protocol;

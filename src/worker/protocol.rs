@@ -10,6 +10,7 @@ use crate::backend::BackendKind;
 use crate::data::Preference;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
+pub use crate::lab::groups::{AdapterRow, Group, PairScore};
 pub use crate::lab::probes::{Category, Probe, ProbeResult};
 pub use crate::lab::prompting::{Shot, Variant, VariantResult};
 pub use crate::lab::retrieve::{Answer, Document, Fact, FactRow, Hit};
@@ -142,6 +143,9 @@ pub enum Request {
     /// Each probe answered by the reference and the policy (same seed), judged: a `ProbeAnswered`
     /// each, then `Done`.
     Probes { job: JobId, probes: Vec<Probe>, encoding: Encoding, sampling: SamplingConfig },
+    /// One DPO adapter per rater group and one merged (`run`'s settings, from the base model),
+    /// each scored on every group's held-out pairs: `GroupStep`s, a `GroupTrained` per adapter, `Done`.
+    Groups { job: JobId, groups: Vec<Group>, run: RunSpec },
     /// A small file a link names (a lab file): the worker may fetch from other sites, the page
     /// may not (its Content-Security-Policy), and the page asked the user first.
     Fetch { job: JobId, url: String },
@@ -251,6 +255,8 @@ pub enum Event {
     Answered { job: JobId, answer: Answer },
     FactChecked { job: JobId, row: FactRow, done: usize, total: usize },
     ProbeAnswered { job: JobId, result: ProbeResult, done: usize, total: usize },
+    GroupStep { job: JobId, adapter: String, step: usize, steps: usize },
+    GroupTrained { job: JobId, row: AdapterRow },
     Fetched {
         job: JobId,
         #[serde(with = "serde_bytes")]
@@ -279,6 +285,7 @@ impl Request {
             | Self::Ask { job, .. }
             | Self::CheckFacts { job, .. }
             | Self::Probes { job, .. }
+            | Self::Groups { job, .. }
             | Self::Fetch { job, .. } => Some(*job),
             _ => None,
         }
@@ -303,6 +310,8 @@ impl Event {
             | Self::Answered { job, .. }
             | Self::FactChecked { job, .. }
             | Self::ProbeAnswered { job, .. }
+            | Self::GroupStep { job, .. }
+            | Self::GroupTrained { job, .. }
             | Self::Done { job } => Some(*job),
             Self::Files { job, .. } | Self::Error { job, .. } => *job,
             _ => None,

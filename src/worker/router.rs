@@ -119,6 +119,7 @@ impl<H: Host> Router<H> {
             Request::Ask { job, question, encoding, sampling, docs, k } => self.ask(job, question, encoding, sampling, docs, k).await,
             Request::CheckFacts { job, facts, encoding, sampling, docs, k } => self.check_facts(job, facts, encoding, sampling, docs, k).await,
             Request::Probes { job, probes, encoding, sampling } => self.probes(job, probes, encoding, sampling).await,
+            Request::Groups { job, groups, run } => self.groups(job, groups, run).await,
             Request::ResetAdapter => {
                 self.with(|s| s.paused = None);
                 self.update(|s| {
