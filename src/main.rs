@@ -19,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
+mod constitution_cli;
 mod docs_cli;
 mod groups_cli;
 mod lab_cli;
@@ -67,6 +68,8 @@ enum Command {
     Probes(probes_cli::ProbesArgs),
     /// Whose preferences: rater groups' agreement, one DPO adapter per group and one merged, each on every group's held-out pairs.
     Groups(groups_cli::GroupsArgs),
+    /// Self-alignment: the model judges its own answers against written principles (P(yes)); pairs by self-score.
+    Constitution(constitution_cli::ConstitutionArgs),
     /// Lab files (lessons): list the built-in ones, check a teacher's, show one as text.
     Lab(lab_cli::LabArgs),
 }
@@ -198,6 +201,7 @@ fn main() {
         Command::Docs(a) => docs_cli::docs(a),
         Command::Probes(a) => probes_cli::probes(a),
         Command::Groups(a) => groups_cli::groups(a),
+        Command::Constitution(a) => constitution_cli::constitution(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -363,3 +363,43 @@ fn group_adapters_each_win_on_their_own_groups_pairs() {
     let (ok, _, err) = f.run(&["groups", "--group", &format!("happy={}", f.p("happy.jsonl"))]);
     assert!(!ok && err.contains("compare 2 to 8 groups"), "{err}");
 }
+
+/// Self-alignment from the shell: the base model judges its own answers against a one-question
+/// constitution ("Was that sad?"), read as P(yes) from its next token; that figure is the
+/// `logprobs` command's Yes and No after the same critique, softmaxed; pairs put the answer judged
+/// better first. (Whether DPO on such pairs moves the self-score is measured on SmolLM2 in
+/// `scripts/e2e-constitution`: on stories260K the judge's P(yes) is too flat to show it.)
+#[test]
+fn the_model_judges_its_own_answers_and_pairs_follow_its_judgement() {
+    let Some(f) = Fixture::new("constitution") else { return };
+    std::fs::write(f.dir.join("c.json"), r#"{"alignlab_constitution": 1, "principles": ["Was that sad?"]}"#).unwrap();
+    let prompts = |names: &[&str], opening: &str| names.iter().map(|n| format!("{}\n", serde_json::json!({"prompt": format!("{opening}, {n}")}))).collect::<String>();
+    std::fs::write(f.dir.join("train.jsonl"), prompts(&["Lily", "Tom", "Ben", "Sue", "Max", "Anna"], "Once upon a time")).unwrap();
+    let pairs = f.p("self_pairs.jsonl");
+    let common = ["--constitution", &f.p("c.json"), "-n", "8", "--max-new-tokens", "16", "--temperature", "1", "--json"];
+    let run = |extra: &[&str]| {
+        let (ok, out, err) = f.run(&[&["constitution"], &common[..], extra].concat());
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(out.trim()).unwrap()
+    };
+    let v = run(&["--prompts", &f.p("train.jsonl"), "--judge", "sentiment", "--pairs-out", &pairs, "--pairs-per-prompt", "3"]);
+    let first = &v["prompts"][0]["answers"][0];
+    let p_yes = first["by_principle"][0].as_f64().unwrap();
+    assert!((first["self_score"].as_f64().unwrap() - (1.0 - p_yes)).abs() < 1e-12);
+    // The same judgement through `logprobs`: log p(Yes) and log p(No) after the critique.
+    let critique = format!("Someone said: \"{}\"\nWas that sad? Answer Yes or No.", first["text"].as_str().unwrap().trim());
+    let lp = |c: &str| {
+        let (ok, out, err) = f.run(&["logprobs", "--prompt", &critique, "--completion", c, "--json"]);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(out.trim()).unwrap()["sum"].as_f64().unwrap()
+    };
+    let expected = 1.0 / (1.0 + (lp("No") - lp("Yes")).exp());
+    assert!((p_yes - expected).abs() < 1e-4, "{p_yes} vs {expected}");
+    // Pairs put the answer the model judged better first.
+    let by_text: std::collections::HashMap<String, f64> = v["prompts"].as_array().unwrap().iter()
+        .flat_map(|p| p["answers"].as_array().unwrap().iter().map(|a| (a["text"].as_str().unwrap().to_string(), a["self_score"].as_f64().unwrap())))
+        .collect();
+    let lines: Vec<Value> = std::fs::read_to_string(&pairs).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(lines.len() >= 6, "{} pairs", lines.len());
+    assert!(lines.iter().all(|p| by_text[p["chosen"].as_str().unwrap()] > by_text[p["rejected"].as_str().unwrap()]));
+}

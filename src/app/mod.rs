@@ -4,12 +4,13 @@
 //! Panels, one file each: lesson (the lesson list and the card that guides a lesson), generate (samples, ranking, ratings), data (table, import/export,
 //! auto-labelling), train (methods, knobs, live charts), compare (reference vs policy, heatmap,
 //! best-of-N), prompting (one question under prompt variants), documents (answers with and without
-//! retrieved passages, a fact set), probes (adversarial prompts before and after alignment), class (hand in work; the teacher's view of many students' files), groups (one adapter per rater group). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
+//! retrieved passages, a fact set), probes (adversarial prompts before and after alignment), constitution (the model judges its own answers), class (hand in work; the teacher's view of many students' files), groups (one adapter per rater group). `client` is the worker link, `store` IndexedDB, `chart` the SVG line charts.
 
 mod chart;
 mod class;
 mod client;
 mod compare;
+mod constitution;
 mod data;
 mod documents;
 mod fields;
@@ -149,7 +150,7 @@ impl From<Panel> for Tab {
 }
 
 impl Tab {
-    const ALL: [(Tab, &'static str, &'static str); 9] = [
+    const ALL: [(Tab, &'static str, &'static str); 10] = [
         (Tab::Lessons, "lessons", "Lessons"),
         (Tab::Panel(Panel::Generate), "generate", "Generate & rank"),
         (Tab::Panel(Panel::Data), "data", "Data"),
@@ -158,6 +159,7 @@ impl Tab {
         (Tab::Panel(Panel::Prompting), "prompting", "Prompting"),
         (Tab::Panel(Panel::Documents), "documents", "Documents"),
         (Tab::Panel(Panel::Probes), "probes", "Probes"),
+        (Tab::Panel(Panel::Constitution), "constitution", "Constitution"),
         (Tab::Panel(Panel::Class), "class", "Class"),
     ];
 }
@@ -202,6 +204,8 @@ pub struct Ctx {
     pub shelf: RwSignal<documents::Shelf>,
     /// The Probes tab's own probes and last results.
     pub probes: RwSignal<probes::ProbesState>,
+    /// The Constitution tab's principles and last judgements.
+    pub constitution: RwSignal<constitution::ConstitutionState>,
     /// The class files the teacher opened, the rater groups and the group adapters' results.
     pub class: RwSignal<class::ClassRoom>,
     pub backend_pref: RwSignal<BackendPref>,
@@ -460,6 +464,7 @@ fn persist(ctx: Ctx) {
         keep(ctx, "documents", ctx.shelf),
         keep(ctx, "probes", ctx.probes),
         keep(ctx, "class", ctx.class),
+        keep(ctx, "constitution", ctx.constitution),
         keep(ctx, "adapter", ctx.adapter),
         keep(ctx, "weights", ctx.weights),
         keep(ctx, "reward_model", ctx.reward_model),
@@ -510,6 +515,7 @@ fn App() -> impl IntoView {
         shelf: RwSignal::new(documents::Shelf::default()),
         probes: RwSignal::new(probes::ProbesState::default()),
         class: RwSignal::new(class::ClassRoom::default()),
+        constitution: RwSignal::new(constitution::ConstitutionState::default()),
         backend_pref: RwSignal::new(pref),
         training: RwSignal::new(false),
     };
@@ -563,6 +569,7 @@ fn App() -> impl IntoView {
             <section role="tabpanel" aria-labelledby="tab-prompting" hidden=panel(Panel::Prompting.into())><prompting::PromptingPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-documents" hidden=panel(Panel::Documents.into())><documents::DocumentsPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-probes" hidden=panel(Panel::Probes.into())><probes::ProbesPanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-constitution" hidden=panel(Panel::Constitution.into())><constitution::ConstitutionPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-class" hidden=panel(Panel::Class.into())><class::ClassPanel/></section>
         </main>
         <footer>"Everything runs on this device: the model, the training and your data (kept in this browser)."</footer>

@@ -46,6 +46,8 @@ pub enum Panel {
     Probes,
     /// The class's files: rater agreement, merged preferences, rater groups.
     Class,
+    /// A constitution: the model judges its own answers against written principles.
+    Constitution,
 }
 
 impl Panel {
@@ -60,6 +62,7 @@ impl Panel {
             Self::Documents => "documents",
             Self::Probes => "probes",
             Self::Class => "class",
+            Self::Constitution => "constitution",
         }
     }
 }
@@ -89,6 +92,9 @@ pub enum Action {
     Probes,
     /// One DPO adapter per rater group and one merged, each scored on every group's held-out pairs.
     Groups,
+    /// The policy's answers to the Constitution tab's prompts, judged by the base model against
+    /// its principles; best-vs-worst pairs by self-score added to the data.
+    SelfLabel,
 }
 
 impl Action {
@@ -104,6 +110,7 @@ impl Action {
             Self::Facts => "Check the facts",
             Self::Probes => "Run the probes",
             Self::Groups => "Train the group adapters",
+            Self::SelfLabel => "Judge and label",
         }
     }
 }
@@ -141,7 +148,7 @@ pub struct Watch {
 }
 
 /// Readings the panels report besides the training metrics.
-pub const PAGE_READINGS: [(&str, &str); 21] = [
+pub const PAGE_READINGS: [(&str, &str); 24] = [
     ("samples/score", "mean weighted judge score of the generated samples"),
     ("samples/words", "mean length of the generated samples, in words"),
     ("compare/reference", "judge score of the reference's answer in Compare"),
@@ -162,6 +169,9 @@ pub const PAGE_READINGS: [(&str, &str); 21] = [
     ("groups/agreement", "mean agreement rate between different rater groups, on the comparisons both judged"),
     ("groups/own_accuracy", "mean accuracy of each group's adapter on its own group's held-out pairs"),
     ("groups/other_accuracy", "mean accuracy of the group adapters on the other groups' held-out pairs"),
+    ("constitution/self_score", "mean self-score (1 - mean P(yes) to the critique questions) of the answers the model judged"),
+    ("constitution/judges", "mean judge score of the same answers"),
+    ("constitution/agreement", "share of answer pairs the self-judgement orders as the judges do (0.5 = chance)"),
     ("groups/merged_accuracy", "mean accuracy of the adapter trained on every group's pairs, over the groups"),
 ];
 
@@ -535,7 +545,7 @@ fn patch<T: Serialize>(current: &T, patch: &Value, at: &str) -> Result<Value> {
 
 /// The lessons that ship with the app, in order: the files in `www/labs/`, compiled in so they
 /// work offline and in the CLI.
-const BUILT_IN: [&str; 13] = [
+const BUILT_IN: [&str; 14] = [
     include_str!("../../www/labs/what-is-alignment.json"),
     include_str!("../../www/labs/prompting.json"),
     include_str!("../../www/labs/rlhf-three-steps.json"),
@@ -546,6 +556,7 @@ const BUILT_IN: [&str; 13] = [
     include_str!("../../www/labs/reward-kl-tradeoff.json"),
     include_str!("../../www/labs/kto-from-thumbs.json"),
     include_str!("../../www/labs/answers-from-documents.json"),
+    include_str!("../../www/labs/self-alignment.json"),
     include_str!("../../www/labs/red-teaming.json"),
     include_str!("../../www/labs/whose-preferences.json"),
     include_str!("../../www/labs/break-it.json"),

@@ -9,6 +9,7 @@
 //! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained.
 //! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
 //! - [`class`]: a class's work pooled: rater agreement (rate, Cohen's kappa), a merged set, runs.
+//! - [`constitution`]: self-alignment: the model judges its answers against principles, P(yes).
 //! - [`groups`]: whose preferences: one adapter per rater group and one merged, each scored on
 //!   every group's held-out pairs.
 //! - [`lesson`]: lab files: a teacher's lesson as steps of settings, one action and what to notice.
@@ -18,6 +19,7 @@
 //! - [`label`]: best-of-N and best-vs-worst pairs. [`evaluate`]: reward, length and KL on prompts.
 
 pub mod class;
+pub mod constitution;
 pub mod evaluate;
 pub mod groups;
 pub mod handoff;

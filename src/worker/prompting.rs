@@ -1,6 +1,7 @@
 //! The router's inference-time jobs: prompt variants side by side, answers with and without
 //! retrieved passages (one question, or a whole fact set), and the adversarial probes before and
-//! after alignment. Each is a call into the lab.
+//! after alignment, and self-alignment's labelling (the model judging its own answers against a
+//! constitution). Each is a call into the lab.
 
 use std::rc::Rc;
 
@@ -9,6 +10,7 @@ use super::router::{Host, Router};
 use crate::align::Encoding;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
+use crate::lab::constitution::{judge_samples, self_pairs};
 use crate::lab::probes::{self, run_probe};
 use crate::lab::prompting::{try_variant, validate_all};
 use crate::lab::retrieve::{self, Library};
@@ -86,6 +88,35 @@ impl<H: Host> Router<H> {
             let sampling = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
             let result = run_probe(&session, &enc, probe, &sampling, &mut || !self.cancelled(job)).await?;
             self.host.post(Event::ProbeAnswered { job, result, done: i + 1, total });
+        }
+        self.with(|s| s.cancelled.remove(&job));
+        self.host.post(Event::Done { job });
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn self_label(
+        self: &Rc<Self>,
+        job: JobId,
+        constitution: Constitution,
+        prompts: Vec<String>,
+        enc: Encoding,
+        sampling: SamplingConfig,
+        judges: Vec<(JudgeSpec, f64)>,
+        pairs_per_prompt: usize,
+    ) -> Result<()> {
+        constitution.validate()?;
+        let session = self.session()?;
+        let total = prompts.len();
+        for (i, prompt) in prompts.into_iter().enumerate() {
+            if self.cancelled(job) {
+                break;
+            }
+            // Seeded per prompt, as the CLI does.
+            let sampling = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
+            let answers = judge_samples(&session, Which::Policy, &enc, &constitution, &prompt, &sampling, judges.clone(), &mut || !self.cancelled(job)).await?;
+            let pairs = self_pairs(&prompt, &answers, pairs_per_prompt);
+            self.host.post(Event::SelfJudged { job, prompt, answers, pairs, done: i + 1, total });
         }
         self.with(|s| s.cancelled.remove(&job));
         self.host.post(Event::Done { job });

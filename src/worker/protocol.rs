@@ -10,6 +10,7 @@ use crate::backend::BackendKind;
 use crate::data::Preference;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
+pub use crate::lab::constitution::{Constitution, Judged};
 pub use crate::lab::groups::{AdapterRow, Group, PairScore};
 pub use crate::lab::probes::{Category, Probe, ProbeResult};
 pub use crate::lab::prompting::{Shot, Variant, VariantResult};
@@ -143,6 +144,18 @@ pub enum Request {
     /// Each probe answered by the reference and the policy (same seed), judged: a `ProbeAnswered`
     /// each, then `Done`.
     Probes { job: JobId, probes: Vec<Probe>, encoding: Encoding, sampling: SamplingConfig },
+    /// Self-alignment as a labeller: for each prompt, the policy's answers judged by the base model
+    /// against `constitution` (and by `judges`), best-vs-worst pairs by self-score: a
+    /// `SelfJudged` per prompt, then `Done`.
+    SelfLabel {
+        job: JobId,
+        constitution: Constitution,
+        prompts: Vec<String>,
+        encoding: Encoding,
+        sampling: SamplingConfig,
+        judges: Vec<(JudgeSpec, f64)>,
+        pairs_per_prompt: usize,
+    },
     /// One DPO adapter per rater group and one merged (`run`'s settings, from the base model),
     /// each scored on every group's held-out pairs: `GroupStep`s, a `GroupTrained` per adapter, `Done`.
     Groups { job: JobId, groups: Vec<Group>, run: RunSpec },
@@ -255,6 +268,7 @@ pub enum Event {
     Answered { job: JobId, answer: Answer },
     FactChecked { job: JobId, row: FactRow, done: usize, total: usize },
     ProbeAnswered { job: JobId, result: ProbeResult, done: usize, total: usize },
+    SelfJudged { job: JobId, prompt: String, answers: Vec<Judged>, pairs: Vec<Preference>, done: usize, total: usize },
     GroupStep { job: JobId, adapter: String, step: usize, steps: usize },
     GroupTrained { job: JobId, row: AdapterRow },
     Fetched {
@@ -286,6 +300,7 @@ impl Request {
             | Self::CheckFacts { job, .. }
             | Self::Probes { job, .. }
             | Self::Groups { job, .. }
+            | Self::SelfLabel { job, .. }
             | Self::Fetch { job, .. } => Some(*job),
             _ => None,
         }
@@ -310,6 +325,7 @@ impl Event {
             | Self::Answered { job, .. }
             | Self::FactChecked { job, .. }
             | Self::ProbeAnswered { job, .. }
+            | Self::SelfJudged { job, .. }
             | Self::GroupStep { job, .. }
             | Self::GroupTrained { job, .. }
             | Self::Done { job } => Some(*job),

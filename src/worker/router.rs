@@ -120,6 +120,9 @@ impl<H: Host> Router<H> {
             Request::CheckFacts { job, facts, encoding, sampling, docs, k } => self.check_facts(job, facts, encoding, sampling, docs, k).await,
             Request::Probes { job, probes, encoding, sampling } => self.probes(job, probes, encoding, sampling).await,
             Request::Groups { job, groups, run } => self.groups(job, groups, run).await,
+            Request::SelfLabel { job, constitution, prompts, encoding, sampling, judges, pairs_per_prompt } => {
+                self.self_label(job, constitution, prompts, encoding, sampling, judges, pairs_per_prompt).await
+            }
             Request::ResetAdapter => {
                 self.with(|s| s.paused = None);
                 self.update(|s| {

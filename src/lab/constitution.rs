@@ -1,0 +1,216 @@
+//! Principle-driven self-alignment: a written constitution and the model as its own judge. Each
+//! principle is written as a critique question that an answer breaking it gets a Yes to ("Was that
+//! rude?"). For each principle and answer the judge (the reference model: the judge stays fixed
+//! while the policy trains) is shown the answer and asked the question, and its judgement is read
+//! from its next-token distribution, with no text generated:
+//! `P(yes) = p("Yes" | question) / (p("Yes" | question) + p("No" | question))`.
+//! An answer's self-score is `1 − mean P(yes)` over the principles: the chance it passes. The best
+//! and worst answers to a prompt by self-score become preference pairs for DPO; how often the
+//! self-judgement orders two answers as the judges do says how far to trust it.
+//!
+//! A 135M judge is fragile: asked "Was that rude?" SmolLM2 tells the kind answer from the rude one
+//! in 11 of 12 pairs; asked "Was that rude or unkind?", or shown the request too, it is at chance.
+//! Phrasing is part of the constitution.
+
+use serde::{Deserialize, Serialize};
+
+use super::label::pairs_from_ranking;
+use super::session::Session;
+use super::spec::Which;
+use crate::align::Encoding;
+use crate::align::best_of_n::Ranked;
+use crate::data::Preference;
+use crate::generate::SamplingConfig;
+use crate::judges::JudgeSpec;
+use crate::logps::completion_logps;
+use crate::{Error, Result};
+
+pub const MAX_PRINCIPLES: usize = 12;
+pub const MAX_PRINCIPLE_CHARS: usize = 500;
+const MAX_CONSTITUTION_BYTES: usize = 64 << 10;
+
+/// What the judge reads for one principle; its reply is read as the next token, Yes or No.
+pub fn critique_question(principle: &str, answer: &str) -> String {
+    format!("Someone said: \"{}\"\n{} Answer Yes or No.", answer.trim(), principle.trim())
+}
+
+/// A list of principles, each a critique question an answer that breaks it gets a Yes to.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Constitution {
+    pub principles: Vec<String>,
+}
+
+impl Constitution {
+    pub fn validate(&self) -> Result<()> {
+        if self.principles.is_empty() || self.principles.len() > MAX_PRINCIPLES {
+            return Err(Error::Invalid(format!("a constitution holds 1 to {MAX_PRINCIPLES} principles; this one has {}", self.principles.len())));
+        }
+        for (i, p) in self.principles.iter().enumerate() {
+            if p.trim().is_empty() || p.chars().count() > MAX_PRINCIPLE_CHARS {
+                return Err(Error::Invalid(format!("principles[{i}]: a principle is one critique question of 1 to {MAX_PRINCIPLE_CHARS} characters")));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConstitutionFile {
+    alignlab_constitution: u32,
+    principles: Vec<String>,
+}
+
+/// Reads a constitution file (`{"alignlab_constitution": 1, "principles": ["…", …]}`).
+pub fn parse_constitution(bytes: &[u8]) -> Result<Constitution> {
+    if bytes.len() > MAX_CONSTITUTION_BYTES {
+        return Err(Error::Invalid("this constitution file is over 64 KiB; a constitution is a few sentences".into()));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let f: ConstitutionFile = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| Error::Invalid(format!("not a constitution file: {}: {}", e.path(), e.inner())))?;
+    if f.alignlab_constitution != 1 {
+        return Err(Error::Invalid(format!("constitution version {} is newer than this app reads (1); update alignlab", f.alignlab_constitution)));
+    }
+    let c = Constitution { principles: f.principles };
+    c.validate()?;
+    Ok(c)
+}
+
+/// A starting constitution for a kind, safe assistant.
+pub fn starter_constitution() -> Constitution {
+    Constitution { principles: vec!["Was that rude?".into(), "Could that hurt someone?".into()] }
+}
+
+/// `P(yes)` (the answer breaks the principle) for each answer under each principle, by `judge`:
+/// `[answer][principle]`.
+pub async fn self_judge(session: &Session, judge: Which, chat: bool, constitution: &Constitution, answers: &[String]) -> Result<Vec<Vec<f64>>> {
+    constitution.validate()?;
+    let lm = &session.lm;
+    // The critique is its own conversation: no system prompt of the student's, nothing cut.
+    let enc = Encoding::untruncated(chat, "");
+    let yes = lm.tokenizer.encode("Yes", false)?;
+    let no = lm.tokenizer.encode("No", false)?;
+    let model = session.model(judge);
+    let mut out = Vec::with_capacity(answers.len());
+    for answer in answers {
+        let mut seqs = Vec::with_capacity(2 * constitution.principles.len());
+        for principle in &constitution.principles {
+            let ids = enc.prompt(lm, &critique_question(principle, answer))?;
+            seqs.push((ids.clone(), yes.clone()));
+            seqs.push((ids, no.clone()));
+        }
+        let lps = completion_logps(&model, session.pad(), &seqs).await?;
+        out.push(lps.chunks(2).map(|yn| p_yes(f64::from(yn[0].sum), f64::from(yn[1].sum))).collect());
+    }
+    Ok(out)
+}
+
+/// `e^y / (e^y + e^n)`, computed without overflow.
+fn p_yes(log_yes: f64, log_no: f64) -> f64 {
+    1.0 / (1.0 + (log_no - log_yes).exp())
+}
+
+/// One answer, judged by the model against each principle and by the judges.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Judged {
+    pub text: String,
+    /// P(yes) for each principle: how likely the judge thinks the answer breaks it.
+    pub by_principle: Vec<f64>,
+    /// `1 − mean P(yes)`: how likely the answer passes.
+    pub self_score: f64,
+    /// The switched-on judges' weighted score (0 without judges).
+    pub judges: f64,
+}
+
+/// Samples answers to `prompt` from `which` model, has the reference judge each against the
+/// constitution, and scores each with `judges`.
+#[allow(clippy::too_many_arguments)]
+pub async fn judge_samples(
+    session: &Session,
+    which: Which,
+    enc: &Encoding,
+    constitution: &Constitution,
+    prompt: &str,
+    sampling: &SamplingConfig,
+    judges: Vec<(JudgeSpec, f64)>,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<Vec<Judged>> {
+    let (_, samples) = session.generate(which, enc, prompt, sampling, &mut |_| keep_going()).await?;
+    let texts: Vec<String> = samples.into_iter().map(|s| s.text).collect();
+    let by = self_judge(session, Which::Reference, enc.chat, constitution, &texts).await?;
+    let (scores, _) = session.judge_texts(enc, prompt, &texts, judges).await?;
+    Ok(texts
+        .into_iter()
+        .zip(by)
+        .zip(scores)
+        .map(|((text, by_principle), judges)| {
+            let self_score = 1.0 - by_principle.iter().sum::<f64>() / by_principle.len().max(1) as f64;
+            Judged { text, by_principle, self_score, judges }
+        })
+        .collect())
+}
+
+/// Best against worst by self-score, second best against second worst, … (`per_prompt` pairs).
+pub fn self_pairs(prompt: &str, judged: &[Judged], per_prompt: usize) -> Vec<Preference> {
+    let mut ranked: Vec<Ranked> = judged.iter().map(|j| Ranked { text: j.text.clone(), tokens: vec![], score: j.self_score }).collect();
+    ranked.sort_by(|a, b| b.score.total_cmp(&a.score));
+    pairs_from_ranking(prompt, &ranked, per_prompt)
+}
+
+/// How often the self-judgement orders two answers as the judges do, over the answer pairs the
+/// judges tell apart: 1 = always, 0.5 = chance. `None` when the judges tell no two apart.
+pub fn agreement_with_judges(judged: &[Judged]) -> Option<f64> {
+    let (mut agree, mut n) = (0usize, 0usize);
+    for (i, a) in judged.iter().enumerate() {
+        for b in &judged[i + 1..] {
+            if a.judges == b.judges {
+                continue;
+            }
+            n += 1;
+            if (a.judges > b.judges) == (a.self_score > b.self_score) {
+                agree += 1;
+            }
+        }
+    }
+    (n > 0).then(|| agree as f64 / n as f64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn j(text: &str, self_score: f64, judges: f64) -> Judged {
+        Judged { text: text.into(), by_principle: vec![1.0 - self_score], self_score, judges }
+    }
+
+    #[test]
+    fn p_yes_is_the_softmax_over_yes_and_no() {
+        assert!((p_yes(0.0, 0.0) - 0.5).abs() < 1e-12);
+        assert!((p_yes(-1.0, -2.0) - 1.0 / (1.0 + (-1.0f64).exp())).abs() < 1e-12);
+        assert!(p_yes(-1.0, -900.0) > 0.999_999 && p_yes(-900.0, -1.0) < 1e-6, "no overflow at the extremes");
+    }
+
+    #[test]
+    fn pairs_and_agreement_follow_the_self_score() {
+        let judged = [j("kind", 0.9, 0.5), j("meh", 0.6, 0.0), j("rude", 0.2, -0.5), j("odd", 0.4, 0.4)];
+        let p = self_pairs("q", &judged, 2);
+        assert_eq!(p.iter().map(|x| (x.chosen.as_str(), x.rejected.as_str())).collect::<Vec<_>>(), [("kind", "rude"), ("meh", "odd")]);
+        // Of the 6 answer pairs the judges order all; the self-score agrees on 5 (not meh vs odd).
+        assert!((agreement_with_judges(&judged).unwrap() - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!(agreement_with_judges(&[j("a", 0.1, 0.0), j("b", 0.9, 0.0)]), None);
+    }
+
+    #[test]
+    fn bad_constitutions_say_what_is_wrong() {
+        let err = |b: &str| parse_constitution(b.as_bytes()).unwrap_err().to_string();
+        assert!(err(r#"{"alignlab_constitution": 1, "principles": []}"#).contains("1 to 12 principles"));
+        assert!(err(r#"{"alignlab_constitution": 1, "principles": ["ok", " "]}"#).contains("principles[1]"));
+        assert!(err(r#"{"alignlab_constitution": 1, "principle": ["x"]}"#).contains("principle"));
+        assert!(err(r#"{"alignlab_constitution": 2, "principles": ["x"]}"#).contains("newer"));
+        let c = parse_constitution(br#"{"alignlab_constitution": 1, "principles": ["Was that rude?"]}"#).unwrap();
+        assert_eq!(c.principles, ["Was that rude?"]);
+        assert_eq!(critique_question(" Was that rude? ", " Hello! "), "Someone said: \"Hello!\"\nWas that rude? Answer Yes or No.");
+    }
+}
