@@ -67,10 +67,11 @@ pub fn ConstitutionPanel() -> impl IntoView {
     let st = ctx.constitution;
     let job = RwSignal::new(None::<JobId>);
     let status = RwSignal::new(String::new());
-    // The Data tab's prompts when there are any, else the Generate tab's prompt.
+    // The Data tab's prompts when there are any, else the Generate tab's prompt. Untracked: a
+    // lesson's action runs inside an effect, which must not re-run (and drop its state) on them.
     let prompts = move || {
-        let list = ctx.prompts.get();
-        if list.is_empty() { vec![ctx.settings.with(|s| s.prompt.clone())] } else { list }
+        let list = ctx.prompts.get_untracked();
+        if list.is_empty() { vec![ctx.settings.with_untracked(|s| s.prompt.clone())] } else { list }
     };
     let run = move || {
         let constitution = Constitution { principles: st.with_untracked(|s| s.principles.iter().map(|p| p.trim().to_string()).filter(|p| !p.is_empty()).collect()) };
@@ -85,13 +86,15 @@ pub fn ConstitutionPanel() -> impl IntoView {
         };
         let list = prompts();
         st.update(|s| s.judged.clear());
-        let added = RwSignal::new(0usize);
+        // A plain counter: a signal made here would belong to the lesson's effect and could be
+        // disposed while the job still reports.
+        let added = std::rc::Rc::new(std::cell::Cell::new(0usize));
         let id = client::job(move |ev| match ev {
             Event::SelfJudged { prompt, answers, pairs, done, total, .. } => {
-                added.update(|a| *a += pairs.len());
+                added.set(added.get() + pairs.len());
                 ctx.pairs.update(|p| p.extend(pairs));
                 st.update(|s| s.judged.push((prompt, answers)));
-                status.set(format!("Judged the answers to {done} of {total} prompts: {} pairs added to your data.", added.get_untracked()));
+                status.set(format!("Judged the answers to {done} of {total} prompts: {} pairs added to your data.", added.get()));
             }
             Event::Done { .. } | Event::Error { .. } => {
                 job.set(None);
@@ -132,8 +135,8 @@ pub fn ConstitutionPanel() -> impl IntoView {
             }).collect_view()}</ol>
             <button disabled=move || { count() >= MAX_PRINCIPLES } on:click=move |_| st.update(|s| s.principles.push(String::new()))>"+ principle"</button>
             <p class="muted">{move || {
-                let p = prompts();
-                if ctx.prompts.with(Vec::is_empty) { format!("Prompt: the Generate tab's, \"{}\". Add prompts on the Data tab to judge many.", p[0]) } else { format!("Prompts: the Data tab's {}.", p.len()) }
+                let n = ctx.prompts.with(Vec::len);
+                if n == 0 { format!("Prompt: the Generate tab's, \"{}\". Add prompts on the Data tab to judge many.", ctx.settings.with(|s| s.prompt.clone())) } else { format!("Prompts: the Data tab's {n}.") }
             }}</p>
             <div class="row">
                 <button class="primary" disabled=move || !idle() on:click=move |_| run()>"Judge and label"</button>

@@ -47,7 +47,6 @@ pub fn GroupsSection() -> impl IntoView {
     let room = ctx.class;
     let job = RwSignal::new(None::<JobId>);
     let progress = RwSignal::new(String::new());
-    let problem = RwSignal::new(None::<String>);
     let groups = Memo::new(move |_| room.with(|r| groups_of(&r.files, &r.groups)));
 
     let train = move || {
@@ -62,7 +61,6 @@ pub fn GroupsSection() -> impl IntoView {
         let run = settings.spec(Vec::new(), encoding, TrainData::default());
         let list = groups.get_untracked();
         let names: Vec<String> = list.iter().map(|g| g.name.clone()).collect();
-        problem.set(None);
         room.update(|r| {
             r.adapters.clear();
             r.scored = names.clone();
@@ -70,10 +68,8 @@ pub fn GroupsSection() -> impl IntoView {
         let id = client::job(move |ev| match ev {
             Event::GroupStep { adapter, step, steps, .. } => progress.set(format!("Training {adapter}: step {step} of {steps}")),
             Event::GroupTrained { row, .. } => room.update(|r| r.adapters.push(row)),
+            // An error also reaches the page's banner.
             Event::Done { .. } | Event::Error { .. } => {
-                if let Event::Error { message, .. } = &ev {
-                    problem.set(Some(message.clone()));
-                }
                 job.set(None);
                 progress.set(String::new());
                 let (rows, names) = room.with_untracked(|r| (r.adapters.clone(), r.scored.clone()));
@@ -105,7 +101,7 @@ pub fn GroupsSection() -> impl IntoView {
     let download = move |_| {
         let json = room.with_untracked(|r| serde_json::to_string_pretty(&serde_json::json!({"groups": r.scored, "adapters": r.adapters})).unwrap_or_default());
         if let Err(e) = files::download("group-adapters.json", "application/json", json.as_bytes()) {
-            problem.set(Some(format!("Download failed: {e}")));
+            ctx.notice.set(Some(format!("Download failed: {e}")));
         }
     };
 
@@ -142,7 +138,6 @@ pub fn GroupsSection() -> impl IntoView {
             <button disabled=move || job.get().is_none() on:click=stop>"Stop"</button>
             <span class="muted" role="status" aria-label="Group progress">{move || progress.get()}</span>
         </div>
-        <p class="problems" role="alert">{move || problem.get()}</p>
         <Show when=move || room.with(|r| !r.adapters.is_empty())>
             {move || room.with(adapters_table)}
             <p aria-label="Group summary">{move || room.with(|r| GroupSummary::of(&r.adapters, &r.scored).map(|s| format!(

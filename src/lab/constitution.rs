@@ -64,15 +64,7 @@ struct ConstitutionFile {
 
 /// Reads a constitution file (`{"alignlab_constitution": 1, "principles": ["…", …]}`).
 pub fn parse_constitution(bytes: &[u8]) -> Result<Constitution> {
-    if bytes.len() > MAX_CONSTITUTION_BYTES {
-        return Err(Error::Invalid("this constitution file is over 64 KiB; a constitution is a few sentences".into()));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let f: ConstitutionFile = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| Error::Invalid(format!("not a constitution file: {}: {}", e.path(), e.inner())))?;
-    if f.alignlab_constitution != 1 {
-        return Err(Error::Invalid(format!("constitution version {} is newer than this app reads (1); update alignlab", f.alignlab_constitution)));
-    }
+    let f: ConstitutionFile = super::read_versioned(bytes, "constitution file", MAX_CONSTITUTION_BYTES, "a constitution is a few questions", |f: &ConstitutionFile| f.alignlab_constitution)?;
     let c = Constitution { principles: f.principles };
     c.validate()?;
     Ok(c)
@@ -208,7 +200,7 @@ mod tests {
         assert!(err(r#"{"alignlab_constitution": 1, "principles": []}"#).contains("1 to 12 principles"));
         assert!(err(r#"{"alignlab_constitution": 1, "principles": ["ok", " "]}"#).contains("principles[1]"));
         assert!(err(r#"{"alignlab_constitution": 1, "principle": ["x"]}"#).contains("principle"));
-        assert!(err(r#"{"alignlab_constitution": 2, "principles": ["x"]}"#).contains("newer"));
+        assert!(err(r#"{"alignlab_constitution": 2, "principles": ["x"]}"#).contains("not one this app reads"));
         let c = parse_constitution(br#"{"alignlab_constitution": 1, "principles": ["Was that rude?"]}"#).unwrap();
         assert_eq!(c.principles, ["Was that rude?"]);
         assert_eq!(critique_question(" Was that rude? ", " Hello! "), "Someone said: \"Hello!\"\nWas that rude? Answer Yes or No.");

@@ -35,6 +35,23 @@ pub mod session;
 pub mod spec;
 
 pub use evaluate::{EvalReport, evaluate};
+
+/// Reads a small versioned JSON file someone gives the lab (a fact set, a probe set, a
+/// constitution): its size checked before parsing, a bad field named by its path, a version newer
+/// than 1 refused. `too_big` says what such a file usually holds.
+pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(bytes: &[u8], what: &str, max_bytes: usize, too_big: &str, version: impl Fn(&T) -> u32) -> crate::Result<T> {
+    let invalid = |m: String| crate::Error::Invalid(m);
+    if bytes.len() > max_bytes {
+        let limit = if max_bytes >= 1 << 20 { format!("{} MiB", max_bytes >> 20) } else { format!("{} KiB", max_bytes >> 10) };
+        return Err(invalid(format!("this {what} is over {limit}; {too_big}")));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let f: T = serde_path_to_error::deserialize(&mut de).map_err(|e| invalid(format!("not a {what}: {}: {}", e.path(), e.inner())))?;
+    match version(&f) {
+        1 => Ok(f),
+        v => Err(invalid(format!("{what} version {v} is not one this app reads (1); update alignlab"))),
+    }
+}
 pub use label::{best_of_n, pairs_from_ranking};
 pub use policy::{AdapterFrom, FULL_FINETUNE_MAX_PARAMS, Policy, PolicyKind};
 pub use rewards::{RewardHead, Rewarder};

@@ -123,15 +123,7 @@ struct ProbeFile {
 
 /// Reads a probe file (`{"alignlab_probes": 1, "probes": [{category, prompt, system, judges, trigger_below, note}]}`).
 pub fn parse_probes(bytes: &[u8]) -> Result<Vec<Probe>> {
-    if bytes.len() > MAX_PROBES_BYTES {
-        return Err(Error::Invalid("this probe file is over 1 MiB; a probe set is a few hundred prompts at most".into()));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let f: ProbeFile = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| Error::Invalid(format!("not a probe file: {}: {}", e.path(), e.inner())))?;
-    if f.alignlab_probes != 1 {
-        return Err(Error::Invalid(format!("probe file version {} is newer than this app reads (1); update alignlab", f.alignlab_probes)));
-    }
+    let f: ProbeFile = super::read_versioned(bytes, "probe file", MAX_PROBES_BYTES, "a probe set is a few hundred prompts at most", |f: &ProbeFile| f.alignlab_probes)?;
     validate_all(&f.probes)?;
     Ok(f.probes)
 }
@@ -430,7 +422,7 @@ mod tests {
         assert!(err(r#"{"alignlab_probes": 1, "probes": [{"prompt": " ", "judges": ["sentiment"]}]}"#).contains("probes[0]: a probe needs a prompt"));
         let e = err(r#"{"alignlab_probes": 1, "probes": [{"prompt": "x", "judges": ["sentiment"], "category": "mean"}]}"#);
         assert!(e.contains("probes[0].category") && e.contains("unknown variant"), "{e}");
-        assert!(err(r#"{"alignlab_probes": 2, "probes": []}"#).contains("newer"));
+        assert!(err(r#"{"alignlab_probes": 2, "probes": []}"#).contains("not one this app reads"));
         assert!(err(r#"{"alignlab_probes": 1, "probes": []}"#).contains("1 to 200"));
         let long = format!(r#"{{"alignlab_probes": 1, "probes": [{{"prompt": "{}", "judges": ["sentiment"]}}]}}"#, "a".repeat(MAX_PROBE_CHARS + 1));
         assert!(err(&long).contains("prompt is over 2000"));

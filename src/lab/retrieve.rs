@@ -216,15 +216,7 @@ impl Fact {
 
 /// Reads a fact file (`{"alignlab_facts": 1, "facts": [{question, answers, source}]}`).
 pub fn parse_facts(bytes: &[u8]) -> Result<Vec<Fact>> {
-    if bytes.len() > MAX_FACTS_BYTES {
-        return Err(Error::Invalid("this fact file is over 1 MiB; a fact set is a few hundred questions at most".into()));
-    }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
-    let f: FactFile = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| Error::Invalid(format!("not a fact file: {}: {}", e.path(), e.inner())))?;
-    if f.alignlab_facts != 1 {
-        return Err(Error::Invalid(format!("fact file version {} is newer than this app reads (1); update alignlab", f.alignlab_facts)));
-    }
+    let f: FactFile = super::read_versioned(bytes, "fact file", MAX_FACTS_BYTES, "a fact set is a few hundred questions at most", |f: &FactFile| f.alignlab_facts)?;
     if f.facts.is_empty() || f.facts.len() > MAX_FACTS {
         return Err(Error::Invalid(format!("a fact file holds 1 to {MAX_FACTS} questions; this one has {}", f.facts.len())));
     }
@@ -373,7 +365,7 @@ mod tests {
         assert!(e.contains("facts[0]") && e.contains("answer"), "{e}");
         let e = parse_facts(br#"{"alignlab_facts": 1, "facts": [{"question": "q", "answers": [" "]}]}"#).unwrap_err().to_string();
         assert!(e.contains("facts[0]: a fact needs"), "{e}");
-        assert!(parse_facts(br#"{"alignlab_facts": 2, "facts": []}"#).unwrap_err().to_string().contains("newer"));
+        assert!(parse_facts(br#"{"alignlab_facts": 2, "facts": []}"#).unwrap_err().to_string().contains("not one this app reads"));
     }
 
     #[test]

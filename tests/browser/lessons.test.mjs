@@ -160,6 +160,9 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
     const flip = new Set([key(distinct[0]), key(distinct[1])]);
     const ben = { ...ana, rater: 'Ben', pairs: distinct.map((x) => (flip.has(key(x)) ? { ...x, chosen: x.rejected, rejected: x.chosen } : x)) };
     const dir = mkdtempSync(join(tmpdir(), 'alab-class-'));
+    // The teacher's view keeps the last class (a lesson opened the sample one): start afresh.
+    const close = p.getByRole('button', { name: "Close the class's files" });
+    if (await close.isEnabled()) await close.click();
     const files = [['ana.json', ana], ['ben.json', ben], ['nobody.json', { ...ana, rater: ' ' }]].map(([f, v]) => { writeFileSync(join(dir, f), JSON.stringify(v)); return join(dir, f); });
     await p.getByLabel('Open class files').setInputFiles(files);
     const table = page.getByRole('table', { name: 'Rater agreement' });
