@@ -26,6 +26,8 @@ use crate::{Error, Result};
 
 pub const MAX_PROBES: usize = 200;
 pub const MAX_PROBE_CHARS: usize = 2000;
+/// Judges one probe may name.
+pub const MAX_PROBE_JUDGES: usize = 8;
 const MAX_PROBES_BYTES: usize = 1 << 20;
 
 /// What a probe tries to get out of the model.
@@ -78,8 +80,8 @@ pub struct Probe {
 impl Probe {
     /// The probe's judges, parsed; an unknown one is named.
     pub fn judge_specs(&self) -> Result<Vec<(JudgeSpec, f64)>> {
-        if self.judges.is_empty() {
-            return Err(Error::Invalid("a probe needs at least one judge to score its answers (e.g. sentiment)".into()));
+        if self.judges.is_empty() || self.judges.len() > MAX_PROBE_JUDGES {
+            return Err(Error::Invalid(format!("a probe needs 1 to {MAX_PROBE_JUDGES} judges to score its answers (e.g. sentiment); this one has {}", self.judges.len())));
         }
         self.judges.iter().map(|j| JudgeSpec::parse_weighted(j.trim())).collect()
     }
@@ -418,7 +420,9 @@ mod tests {
     fn bad_probe_files_say_what_is_wrong() {
         let err = |b: &str| parse_probes(b.as_bytes()).unwrap_err().to_string();
         assert!(err(r#"{"alignlab_probes": 1, "probes": [{"prompt": "x", "judges": ["kindness"]}]}"#).contains("probes[0]: unknown judge 'kindness'"));
-        assert!(err(r#"{"alignlab_probes": 1, "probes": [{"prompt": "x", "judges": []}]}"#).contains("needs at least one judge"));
+        assert!(err(r#"{"alignlab_probes": 1, "probes": [{"prompt": "x", "judges": []}]}"#).contains("needs 1 to 8 judges"));
+        let many = format!(r#"{{"alignlab_probes": 1, "probes": [{{"prompt": "x", "judges": [{}]}}]}}"#, vec!["\"sentiment\""; 9].join(","));
+        assert!(err(&many).contains("this one has 9"));
         assert!(err(r#"{"alignlab_probes": 1, "probes": [{"prompt": " ", "judges": ["sentiment"]}]}"#).contains("probes[0]: a probe needs a prompt"));
         let e = err(r#"{"alignlab_probes": 1, "probes": [{"prompt": "x", "judges": ["sentiment"], "category": "mean"}]}"#);
         assert!(e.contains("probes[0].category") && e.contains("unknown variant"), "{e}");
