@@ -8,7 +8,7 @@ use alignlab::backend::block_on;
 use alignlab::data::{self, PromptOnly};
 use alignlab::generate::SamplingConfig;
 use alignlab::lab::Which;
-use alignlab::lab::constitution::{Constitution, agreement_with_judges, judge_samples, parse_constitution, self_pairs, starter_constitution};
+use alignlab::lab::constitution::{Constitution, Judged, Summary, agreement_with_judges, judge_samples, parse_constitution, self_pairs, starter_constitution};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
@@ -51,7 +51,7 @@ pub fn constitution(a: ConstitutionArgs) -> Result<()> {
     };
     let mut session = crate::open_session(&a.s.model, false, a.json)?;
     let judges = a.s.reward.load(&mut session)?;
-    let (mut rows, mut pairs, mut all) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut rows, mut pairs, mut all) = (Vec::new(), Vec::new(), Vec::<Vec<Judged>>::new());
     for (i, prompt) in prompts.iter().enumerate() {
         let sampling = SamplingConfig { seed: a.s.sampling.seed.wrapping_add(i as u64), ..a.s.sampling.clone() };
         let judged = block_on(judge_samples(&session, Which::Policy, &a.s.encoding, &constitution, prompt, &sampling, judges.clone(), &mut || true))?;
@@ -63,26 +63,23 @@ pub fn constitution(a: ConstitutionArgs) -> Result<()> {
             }
         }
         pairs.extend(self_pairs(prompt, &judged, a.pairs_per_prompt));
-        all.extend(judged.iter().cloned());
         rows.push(json!({"prompt": prompt, "answers": judged, "agreement": agreement_with_judges(&judged)}));
+        all.push(judged);
     }
-    let mean = |f: fn(&alignlab::lab::constitution::Judged) -> f64| all.iter().map(f).sum::<f64>() / all.len().max(1) as f64;
-    // Agreement over every prompt's answer pairs, each prompt's pairs on their own.
-    let agreements: Vec<f64> = rows.iter().filter_map(|r| r["agreement"].as_f64()).collect();
-    let agreement = (!agreements.is_empty()).then(|| agreements.iter().sum::<f64>() / agreements.len() as f64);
+    let sum = Summary::of(all.iter().map(Vec::as_slice)).unwrap_or_default();
     if let Some(path) = &a.pairs_out {
         std::fs::write(path, data::export(&pairs)).with_context(|| format!("writing {}", path.display()))?;
     }
-    let summary = json!({"answers": all.len(), "self_score": mean(|j| j.self_score), "judges": mean(|j| j.judges), "agreement": agreement, "pairs": pairs.len()});
+    let summary = json!({"answers": sum.answers, "self_score": sum.self_score, "judges": sum.judges, "agreement": sum.agreement, "pairs": pairs.len()});
     if a.json {
         println!("{}", json!({"principles": constitution.principles, "summary": summary, "prompts": rows}));
     } else {
         println!(
             "\n{} answers: mean self-score {:.3}, mean judge score {:+.3}; the self-judgement orders answer pairs as the judges do {}; {} pairs",
-            all.len(),
-            mean(|j| j.self_score),
-            mean(|j| j.judges),
-            agreement.map_or("(no pair the judges tell apart)".into(), |x| format!("{:.0}% of the time", 100.0 * x)),
+            sum.answers,
+            sum.self_score,
+            sum.judges,
+            sum.agreement.map_or("(no pair the judges tell apart)".into(), |x| format!("{:.0}% of the time", 100.0 * x)),
             pairs.len()
         );
     }

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{Ctx, client, lesson};
-use crate::lab::constitution::{MAX_PRINCIPLES, agreement_with_judges, starter_constitution};
+use crate::lab::constitution::{MAX_PRINCIPLES, Summary, starter_constitution};
 use crate::lab::lesson::{Action, record};
 use crate::worker::protocol::*;
 
@@ -30,15 +30,8 @@ impl Default for ConstitutionState {
     }
 }
 
-fn summary(judged: &[(String, Vec<Judged>)]) -> Option<(usize, f64, f64, Option<f64>)> {
-    let all: Vec<&Judged> = judged.iter().flat_map(|(_, a)| a).collect();
-    if all.is_empty() {
-        return None;
-    }
-    let n = all.len() as f64;
-    let agree: Vec<f64> = judged.iter().filter_map(|(_, a)| agreement_with_judges(a)).collect();
-    let agreement = (!agree.is_empty()).then(|| agree.iter().sum::<f64>() / agree.len() as f64);
-    Some((all.len(), all.iter().map(|j| j.self_score).sum::<f64>() / n, all.iter().map(|j| j.judges).sum::<f64>() / n, agreement))
+fn summary(judged: &[(String, Vec<Judged>)]) -> Option<Summary> {
+    Summary::of(judged.iter().map(|(_, a)| a.as_slice()))
 }
 
 fn judged_table(principles: Vec<String>, judged: Vec<(String, Vec<Judged>)>) -> impl IntoView {
@@ -98,11 +91,11 @@ pub fn ConstitutionPanel() -> impl IntoView {
             }
             Event::Done { .. } | Event::Error { .. } => {
                 job.set(None);
-                if let Some((_, self_score, judges, agreement)) = st.with_untracked(|s| summary(&s.judged)) {
+                if let Some(sum) = st.with_untracked(|s| summary(&s.judged)) {
                     lesson::note(ctx, |r| {
-                        record(r, "constitution/self_score", self_score);
-                        record(r, "constitution/judges", judges);
-                        if let Some(a) = agreement {
+                        record(r, "constitution/self_score", sum.self_score);
+                        record(r, "constitution/judges", sum.judges);
+                        if let Some(a) = sum.agreement {
                             record(r, "constitution/agreement", a);
                         }
                     });
@@ -143,9 +136,10 @@ pub fn ConstitutionPanel() -> impl IntoView {
                 <button disabled=move || job.get().is_none() on:click=stop>"Stop"</button>
             </div>
             <p role="status" aria-label="Self-alignment status">{move || status.get()}</p>
-            <p aria-label="Self-judgement summary">{move || st.with(|s| summary(&s.judged)).map(|(n, self_score, judges, agreement)| format!(
-                "{n} answers: mean self-score {self_score:.2}, mean judge score {judges:+.2}; the self-judgement orders answer pairs as the judges do {}.",
-                agreement.map_or("— (the judges told no two apart)".to_string(), |a| format!("{:.0}% of the time (50% = chance)", 100.0 * a))))}</p>
+            <p aria-label="Self-judgement summary">{move || st.with(|s| summary(&s.judged)).map(|sum| format!(
+                "{} answers: mean self-score {:.2}, mean judge score {:+.2}; the self-judgement orders answer pairs as the judges do {}.",
+                sum.answers, sum.self_score, sum.judges,
+                sum.agreement.map_or("— (the judges told no two apart)".to_string(), |a| format!("{:.0}% of the time (50% = chance)", 100.0 * a))))}</p>
             {move || st.with(|s| (!s.judged.is_empty()).then(|| judged_table(s.principles.clone(), s.judged.clone())))}
         </div>
     }

@@ -169,6 +169,35 @@ pub fn agreement_with_judges(judged: &[Judged]) -> Option<f64> {
     (n > 0).then(|| agree as f64 / n as f64)
 }
 
+/// A run over several prompts in four numbers; agreement is each prompt's, averaged (answers to
+/// different prompts are not compared).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub answers: usize,
+    pub self_score: f64,
+    pub judges: f64,
+    pub agreement: Option<f64>,
+}
+
+impl Summary {
+    /// `None` before any answer was judged.
+    pub fn of<'a>(by_prompt: impl IntoIterator<Item = &'a [Judged]>) -> Option<Self> {
+        let (mut n, mut self_score, mut judges, mut agree) = (0usize, 0.0, 0.0, Vec::new());
+        for answers in by_prompt {
+            n += answers.len();
+            self_score += answers.iter().map(|j| j.self_score).sum::<f64>();
+            judges += answers.iter().map(|j| j.judges).sum::<f64>();
+            agree.extend(agreement_with_judges(answers));
+        }
+        (n > 0).then(|| Self {
+            answers: n,
+            self_score: self_score / n as f64,
+            judges: judges / n as f64,
+            agreement: (!agree.is_empty()).then(|| agree.iter().sum::<f64>() / agree.len() as f64),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -191,7 +220,14 @@ mod tests {
         assert_eq!(p.iter().map(|x| (x.chosen.as_str(), x.rejected.as_str())).collect::<Vec<_>>(), [("kind", "rude"), ("meh", "odd")]);
         // Of the 6 answer pairs the judges order all; the self-score agrees on 5 (not meh vs odd).
         assert!((agreement_with_judges(&judged).unwrap() - 5.0 / 6.0).abs() < 1e-12);
-        assert_eq!(agreement_with_judges(&[j("a", 0.1, 0.0), j("b", 0.9, 0.0)]), None);
+        let tied = [j("a", 0.1, 0.0), j("b", 0.9, 0.0)];
+        assert_eq!(agreement_with_judges(&tied), None);
+        // Over two prompts: means over all six answers, agreement only from the first prompt's.
+        let s = Summary::of([&judged[..], &tied[..]]).unwrap();
+        assert_eq!(s.answers, 6);
+        assert!((s.self_score - (0.9 + 0.6 + 0.2 + 0.4 + 0.1 + 0.9) / 6.0).abs() < 1e-12 && (s.judges - 0.4 / 6.0).abs() < 1e-12);
+        assert!((s.agreement.unwrap() - 5.0 / 6.0).abs() < 1e-12);
+        assert_eq!(Summary::of(std::iter::empty::<&[Judged]>()), None);
     }
 
     #[test]

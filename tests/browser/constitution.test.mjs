@@ -4,19 +4,12 @@
 // and the judgements.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, launch, modelReady, setField, shot } from './lib.mjs';
+import { HAVE_TINY, openTiny, modelReady, setField, shot } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
 test('a constitution: the model judges its own answers and labels pairs', { skip, timeout: 10 * 60_000 }, async (t) => {
-  const { server, base } = await serve();
-  const { ctx, page, errors } = await launch();
-  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
-  const panel = () => page.getByRole('tabpanel');
-  const tab = (name) => page.getByRole('tab', { name, exact: true }).click();
-  await page.goto(`${base}/${TINY}&backend=cpu`);
-  await modelReady(page, 'stories260K.bin');
+  const { page, errors, panel, tab } = await openTiny(t);
   await tab('Generate & rank');
   await panel().getByLabel('Prompt', { exact: true }).fill('Once upon a time, Lily went to the park');
   await setField(page, 'Samples', 4);

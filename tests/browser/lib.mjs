@@ -4,7 +4,7 @@ import { chromium } from 'playwright-core';
 import { mkdtempSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { SHARED_MODELS } from './server.mjs';
+import { SHARED_MODELS, serve } from './server.mjs';
 
 export const SHOTS = resolve(import.meta.dirname, 'screenshots');
 mkdirSync(SHOTS, { recursive: true });
@@ -36,6 +36,19 @@ export async function launch({ webgpu = false, profile } = {}) {
 }
 
 /** Waits until the model bar says the model is ready. */
+/**
+ * Serves the app and opens it on the tiny model on the CPU, ready; closes both when `t` ends.
+ * `panel()` is the shown tab's panel, `tab(name)` clicks a tab.
+ */
+export async function openTiny(t) {
+  const { server, base } = await serve();
+  const { ctx, page, errors } = await launch();
+  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
+  await page.goto(`${base}/${TINY}&backend=cpu`);
+  await modelReady(page, 'stories260K.bin');
+  return { page, errors, panel: () => page.getByRole('tabpanel'), tab: (name) => page.getByRole('tab', { name, exact: true }).click() };
+}
+
 export async function modelReady(page, name, timeout = 180_000) {
   await page.getByText(`${name} ·`, { exact: false }).first().waitFor({ timeout });
 }

@@ -5,8 +5,7 @@
 // a reload keeps the probes and the results.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, launch, modelReady, setField, shot, train } from './lib.mjs';
+import { HAVE_TINY, openTiny, modelReady, setField, shot, train } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -18,13 +17,7 @@ const rates = (text) => {
 };
 
 test('probes before and after DPO on their own pairs', { skip, timeout: 10 * 60_000 }, async (t) => {
-  const { server, base } = await serve();
-  const { ctx, page, errors } = await launch();
-  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
-  const panel = () => page.getByRole('tabpanel');
-  const tab = (name) => page.getByRole('tab', { name, exact: true }).click();
-  await page.goto(`${base}/${TINY}&backend=cpu`);
-  await modelReady(page, 'stories260K.bin');
+  const { page, errors, panel, tab } = await openTiny(t);
   await tab('Generate & rank');
   await setField(page, 'Samples', 8);
   await setField(page, 'Temperature', 1);

@@ -4,19 +4,12 @@
 // add your own file, a refused file, the fact set's table and shares, kept after a reload).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, launch, modelReady, setField, shot } from './lib.mjs';
+import { HAVE_TINY, openTiny, modelReady, setField, shot } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
 test('prompt variants and answers from documents', { skip, timeout: 15 * 60_000 }, async (t) => {
-  const { server, base } = await serve();
-  const { ctx, page, errors } = await launch();
-  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
-  const panel = () => page.getByRole('tabpanel');
-  const tab = (name) => page.getByRole('tab', { name, exact: true }).click();
-  await page.goto(`${base}/${TINY}&backend=cpu`);
-  await modelReady(page, 'stories260K.bin');
+  const { page, errors, panel, tab } = await openTiny(t);
   // Short answers keep the tiny model quick; greedy so reruns agree.
   await tab('Generate & rank');
   await setField(page, 'Max tokens', 12);
