@@ -21,6 +21,7 @@ use serde_json::json;
 
 mod constitution_cli;
 mod docs_cli;
+mod ensemble_cli;
 mod groups_cli;
 mod lab_cli;
 mod probes_cli;
@@ -68,6 +69,8 @@ enum Command {
     Probes(probes_cli::ProbesArgs),
     /// Whose preferences: rater groups' agreement, one DPO adapter per group and one merged, each on every group's held-out pairs.
     Groups(groups_cli::GroupsArgs),
+    /// Reward-model ensembles: several reward models (seeds or bootstrap), held-out accuracy alone and combined, where they disagree.
+    Ensemble(ensemble_cli::EnsembleArgs),
     /// Self-alignment: the model judges its own answers against written principles (P(yes)); pairs by self-score.
     Constitution(constitution_cli::ConstitutionArgs),
     /// Lab files (lessons): list the built-in ones, check a teacher's, show one as text.
@@ -202,6 +205,7 @@ fn main() {
         Command::Probes(a) => probes_cli::probes(a),
         Command::Groups(a) => groups_cli::groups(a),
         Command::Constitution(a) => constitution_cli::constitution(a),
+        Command::Ensemble(a) => ensemble_cli::ensemble(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

@@ -21,6 +21,7 @@ use alignlab::generate::SamplingConfig;
 use alignlab::io::hf::save_hf;
 use alignlab::io::peft::{AdapterFiles, write_atomic};
 use alignlab::judges::JudgeSpec;
+use alignlab::lab::ensemble::{Combine, MAX_MEMBERS};
 use alignlab::lab::run::Examples;
 use alignlab::lab::handoff::Handoff;
 use alignlab::lab::{AdapterFrom, EvalConfig, Method, RewardSpec, Rewarder, Run, RunSpec, RunState, Session, TrainData, Which};
@@ -98,9 +99,14 @@ pub struct RewardSourceArgs {
     /// each optionally *WEIGHT.
     #[arg(long = "judge", value_parser = parse_judge)]
     pub judges: Vec<(JudgeSpec, f64)>,
-    /// A reward model adapter directory (from `alignlab reward`) instead of judges.
+    /// A reward model adapter directory (from `alignlab reward`) instead of judges. Repeat it
+    /// for an ensemble (the member directories `alignlab ensemble` writes), combined by --combine.
     #[arg(long)]
-    pub reward_model: Option<PathBuf>,
+    pub reward_model: Vec<PathBuf>,
+    /// How an ensemble's rewards become one: mean, min, or mean-minus-spread (the mean less the
+    /// members' standard deviation).
+    #[arg(long, value_enum, default_value_t = Combine::Mean)]
+    pub combine: Combine,
 }
 
 fn parse_judge(s: &str) -> Result<(JudgeSpec, f64), String> {
@@ -110,21 +116,30 @@ fn parse_judge(s: &str) -> Result<(JudgeSpec, f64), String> {
 impl RewardSourceArgs {
     /// The reward source, with the reward model (if one is named) loaded into the session.
     fn spec(&self, session: &mut Session) -> Result<RewardSpec> {
-        match &self.reward_model {
-            Some(dir) => {
-                let files = AdapterFiles::read_dir(dir)?;
-                session.import_reward_model(&files).with_context(|| format!("loading the reward model {}", dir.display()))?;
+        let mut heads = Vec::with_capacity(self.reward_model.len());
+        for dir in &self.reward_model {
+            let files = AdapterFiles::read_dir(dir)?;
+            heads.push(session.read_reward_model(&files).with_context(|| format!("loading the reward model {}", dir.display()))?);
+        }
+        match heads.len() {
+            0 if self.judges.is_empty() => bail!("say how to score completions: --judge sentiment (etc.) or --reward-model DIR"),
+            0 => Ok(RewardSpec::Judges(self.judges.clone())),
+            1 => {
+                session.reward_model = heads.pop();
                 Ok(RewardSpec::RewardModel)
             }
-            None if self.judges.is_empty() => bail!("say how to score completions: --judge sentiment (etc.) or --reward-model DIR"),
-            None => Ok(RewardSpec::Judges(self.judges.clone())),
+            n if n > MAX_MEMBERS => bail!("an ensemble has at most {MAX_MEMBERS} members; {n} --reward-model directories were given"),
+            _ => {
+                session.ensemble = heads;
+                Ok(RewardSpec::Ensemble(self.combine))
+            }
         }
     }
 
     /// For scoring finished texts: loads the reward model (if one is named) into the session and
     /// returns the judges, which may be none.
     pub fn load(&self, session: &mut Session) -> Result<Vec<(JudgeSpec, f64)>> {
-        if self.reward_model.is_some() {
+        if !self.reward_model.is_empty() {
             self.spec(session)?;
         }
         Ok(self.judges.clone())

@@ -403,3 +403,65 @@ fn the_model_judges_its_own_answers_and_pairs_follow_its_judgement() {
     assert!(lines.len() >= 6, "{} pairs", lines.len());
     assert!(lines.iter().all(|p| by_text[p["chosen"].as_str().unwrap()] > by_text[p["rejected"].as_str().unwrap()]));
 }
+
+/// Reward-model ensembles from the shell: three reward models from three seeds on happy-vs-sad
+/// story endings; each and every combination ranks the held-out pairs, the members disagree more
+/// on texts unlike anything they were trained on than on held-out endings, and the members, saved,
+/// serve `best-of-n` as one reward, combined as `--combine` says.
+#[test]
+fn an_ensembles_members_disagree_more_off_their_training_data() {
+    let Some(f) = Fixture::new("ensemble") else { return };
+    let endings = [
+        (" and she was very happy.", " and it was sad and dark."),
+        (" and all was bright and warm.", " and then the cold rain came."),
+        (" and they played all day.", " and he cried all night."),
+    ];
+    let mut prefs = String::new();
+    for (i, who) in ["Lily", "Tom", "Ben", "Sue", "Max", "Anna", "Mia", "Sam", "Zoe", "Leo", "Ava", "Jack", "Tim", "Kim", "Pat", "Ned"].iter().enumerate() {
+        let (up, down) = endings[i % 3];
+        prefs += &format!("{}\n", serde_json::json!({"prompt": format!("Once upon a time, {who} went to the park"), "chosen": up, "rejected": down}));
+    }
+    std::fs::write(f.dir.join("prefs.jsonl"), prefs).unwrap();
+    let odd = ["7 + 12 = 19; 19 * 3 = 57.", "SELECT name FROM users WHERE id = 4;", "Zxq vrb kklm pwwt ghjj.", "}}{{ ## ;; <> ~~ %%"];
+    let texts: String = odd.iter().map(|t| format!("{}\n", serde_json::json!({"prompt": "Once upon a time, Ned went to the park", "completion": t}))).collect();
+    std::fs::write(f.dir.join("odd.jsonl"), texts).unwrap();
+    let out = f.p("members");
+    let (ok, stdout, err) = f.run(&["ensemble", "--data", &f.p("prefs.jsonl"), "--members", "3", "--texts", &f.p("odd.jsonl"), "--output-dir", &out,
+        "--eval-fraction", "0.25", "--max-steps", "12", "--learning-rate", "1e-2", "--per-device-train-batch-size", "4", "--lora-r", "4", "--seed", "42", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let held = &v["held_out"];
+    assert_eq!(held["pairs"].as_u64(), Some(4));
+    let members: Vec<f64> = held["members"].as_array().unwrap().iter().map(|a| a.as_f64().unwrap()).collect();
+    let combined: Vec<f64> = held["combined"].as_array().unwrap().iter().map(|c| c[1].as_f64().unwrap()).collect();
+    let (spread_in, spread_odd) = (held["spread"].as_f64().unwrap(), v["texts_spread"].as_f64().unwrap());
+    eprintln!("held-out accuracy: members {members:?}, mean/min/mean-spread {combined:?}; spread held-out {spread_in:.3}, odd texts {spread_odd:.3}");
+    assert!(members.iter().chain(&combined).all(|&a| a >= 0.75), "each member and each combination learnt the preference: {v}");
+    assert!(spread_odd > spread_in, "the members disagree more on texts unlike their training data: {spread_odd} vs {spread_in}");
+    // Each text's spread is its members' sample standard deviation.
+    for t in v["texts"].as_array().unwrap() {
+        let m: Vec<f64> = t["members"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        let mean = m.iter().sum::<f64>() / 3.0;
+        let sd = (m.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+        assert!((t["spread"].as_f64().unwrap() - sd).abs() < 1e-9 && (t["mean"].as_f64().unwrap() - mean).abs() < 1e-9);
+    }
+
+    // The saved members as one reward: best-of-n's scores are the members' minimum.
+    let member = |k: usize| format!("{out}/member-{k}");
+    let (m1, m2, m3) = (member(1), member(2), member(3));
+    let bon = |extra: &[&str]| {
+        let args = [&["best-of-n", "--prompt", "Once upon a time, Ned went to the park", "-n", "4", "--max-new-tokens", "12", "--temperature", "1", "--json"], extra].concat();
+        let (ok, out, err) = f.run(&args);
+        assert!(ok, "{err}");
+        serde_json::from_str::<Value>(out.trim()).unwrap()
+    };
+    let scores = |v: &Value| -> Vec<(String, f64)> { v["ranked"].as_array().unwrap().iter().map(|r| (r["text"].as_str().unwrap().to_string(), r["score"].as_f64().unwrap())).collect() };
+    let min = scores(&bon(&["--reward-model", &m1, "--reward-model", &m2, "--reward-model", &m3, "--combine", "min"]));
+    let each: Vec<Vec<(String, f64)>> = [&m1, &m2, &m3].iter().map(|m| scores(&bon(&["--reward-model", m]))).collect();
+    for (text, score) in &min {
+        let by_member: Vec<f64> = each.iter().map(|e| e.iter().find(|(t, _)| t == text).unwrap().1).collect();
+        let lowest = by_member.iter().copied().fold(f64::INFINITY, f64::min);
+        assert!((score - lowest).abs() < 1e-4, "{text}: {score} vs members {by_member:?}");
+    }
+    assert!(min.windows(2).all(|w| w[0].1 >= w[1].1), "ranked best first: {min:?}");
+}

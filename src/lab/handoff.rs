@@ -75,6 +75,9 @@ impl<'a> Handoff<'a> {
     /// The files, by relative path.
     pub fn files(&self) -> Result<Vec<(String, Vec<u8>)>> {
         let spec = self.spec;
+        if matches!(spec.method, Method::Rl { reward: RewardSpec::Ensemble(_), .. }) {
+            return Err(Error::Unsupported("TRL has no reward-model ensemble to hand this run to: hand off a run rewarded by judges or by one reward model".into()));
+        }
         if matches!(spec.method, Method::Rl { reward: RewardSpec::RewardModel, .. }) && self.reward_model.is_none() {
             return Err(Error::Invalid("this RLHF run used the reward model: export needs it, train or load one first".into()));
         }

@@ -9,6 +9,8 @@
 //! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained.
 //! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
 //! - [`class`]: a class's work pooled: rater agreement (rate, Cohen's kappa), a merged set, runs.
+//! - [`ensemble`]: reward models from several seeds or resamples, combined (mean, min, mean −
+//!   spread); where the members disagree.
 //! - [`constitution`]: self-alignment: the model judges its answers against principles, P(yes).
 //! - [`groups`]: whose preferences: one adapter per rater group and one merged, each scored on
 //!   every group's held-out pairs.
@@ -20,6 +22,7 @@
 
 pub mod class;
 pub mod constitution;
+pub mod ensemble;
 pub mod evaluate;
 pub mod groups;
 pub mod handoff;

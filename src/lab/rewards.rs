@@ -1,9 +1,11 @@
 //! Reward sources as one async scorer: weighted judges, or a reward model. RLHF, best-of-N,
 //! auto-labelling, Compare and evaluation all score through [`Rewarder::rewards`]; a new source
-//! (an ensemble, the model as its own judge) is a new variant here, and no front end changes.
+//! (an ensemble of reward models) is a new variant here, and no front end changes.
 
 use std::rc::Rc;
 
+use super::ensemble::Combine;
+use super::session::Session;
 use crate::align::best_of_n::Candidate;
 use crate::align::reward::RewardModel;
 use crate::judges::{JudgeData, JudgeSpec, Judges};
@@ -22,6 +24,8 @@ pub struct RewardHead {
 pub enum Rewarder {
     Judges { judges: Vec<(JudgeSpec, f64)>, data: Rc<JudgeData> },
     Model { head: RewardHead, pad: u32, end_of_turn: u32, stop_ids: Vec<u32> },
+    /// Reward models combined into one reward ([`super::ensemble`]).
+    Ensemble { members: Vec<Rewarder>, combine: Combine },
 }
 
 impl Rewarder {
@@ -34,9 +38,22 @@ impl Rewarder {
         Ok(Self::Judges { judges, data })
     }
 
+    /// A reward model scoring the session's model's texts.
+    pub fn model(session: &Session, head: RewardHead) -> Self {
+        let tok = &session.lm.tokenizer;
+        Self::Model { head, pad: tok.pad_id(), end_of_turn: tok.end_of_turn(), stop_ids: tok.stop_ids.clone() }
+    }
+
     /// One reward per candidate, higher is better.
     pub async fn rewards(&self, cands: &[Candidate<'_>]) -> Result<Vec<f64>> {
         match self {
+            Self::Ensemble { members, combine } => {
+                let mut by_member = Vec::with_capacity(members.len());
+                for m in members {
+                    by_member.push(Box::pin(m.rewards(cands)).await?);
+                }
+                Ok((0..cands.len()).map(|i| combine.of(&by_member.iter().map(|r| r[i]).collect::<Vec<_>>())).collect())
+            }
             Self::Judges { judges, data } => {
                 let j = Judges::new(judges.clone(), data)?;
                 Ok(cands.iter().map(|c| j.score(c.completion)).collect())

@@ -26,6 +26,8 @@ pub struct Session {
     pub lm: Rc<LoadedModel>,
     pub policy: Policy,
     pub reward_model: Option<RewardHead>,
+    /// The members of a reward-model ensemble, when one has been trained.
+    pub ensemble: Vec<RewardHead>,
     pub judge_data: Rc<JudgeData>,
 }
 
@@ -40,7 +42,7 @@ pub struct TokenLogps {
 impl Session {
     pub fn new(lm: LoadedModel, judge_data: Rc<JudgeData>) -> Self {
         let policy = Policy::base(&lm);
-        Self { lm: Rc::new(lm), policy, reward_model: None, judge_data }
+        Self { lm: Rc::new(lm), policy, reward_model: None, ensemble: Vec::new(), judge_data }
     }
 
     /// The model's name: its metadata name, else what the caller knows it by.
@@ -100,8 +102,13 @@ impl Session {
                 let head = self.reward_model.clone().ok_or_else(|| {
                     Error::Invalid("there is no reward model yet: train one (or load one), or use judges".into())
                 })?;
-                let tok = &self.lm.tokenizer;
-                Ok(Rewarder::Model { head, pad: tok.pad_id(), end_of_turn: tok.end_of_turn(), stop_ids: tok.stop_ids.clone() })
+                Ok(Rewarder::model(self, head))
+            }
+            RewardSpec::Ensemble(combine) => {
+                if self.ensemble.len() < 2 {
+                    return Err(Error::Invalid("there is no reward-model ensemble yet: train one (2 members or more), or use judges".into()));
+                }
+                Ok(Rewarder::Ensemble { members: self.ensemble.iter().map(|h| Rewarder::model(self, h.clone())).collect(), combine: *combine })
             }
         }
     }
@@ -136,11 +143,16 @@ impl Session {
 
     /// Loads a reward model saved in PEFT's layout (SEQ_CLS with a score head) on the base weights.
     pub fn import_reward_model(&mut self, files: &AdapterFiles) -> Result<()> {
+        self.reward_model = Some(self.read_reward_model(files)?);
+        Ok(())
+    }
+
+    /// A reward model from PEFT files, ready to score (the session is left as it was).
+    pub fn read_reward_model(&self, files: &AdapterFiles) -> Result<RewardHead> {
         let backbone = self.lm.model.clone().no_grad();
         let (model, lora) = load_reward_model(backbone, files.config_json.as_bytes(), &files.safetensors)?;
         // Scoring only: no gradients and no dropout (`no_grad` alone keeps dropout on).
-        self.reward_model = Some(RewardHead { model: model.freeze(), lora });
-        Ok(())
+        Ok(RewardHead { model: model.freeze(), lora })
     }
 
     pub async fn export_reward_model(&self) -> Result<AdapterFiles> {

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::ensemble::Combine;
 use crate::align::Encoding;
 use crate::align::dpo::DpoConfig;
 use crate::align::kto::KtoConfig;
@@ -32,6 +33,8 @@ pub enum RewardSpec {
     Judges(Vec<(JudgeSpec, f64)>),
     /// The reward model trained (or loaded) in this session.
     RewardModel,
+    /// The session's reward-model ensemble, its members' rewards combined.
+    Ensemble(Combine),
 }
 
 /// A method and its settings.
@@ -231,6 +234,8 @@ pub enum RewardChoice {
     /// (Saved settings of earlier versions spell it `rewardmodel`.)
     #[serde(alias = "rewardmodel")]
     RewardModel,
+    /// The reward-model ensemble, combined as [`RunSettings::combine`] says.
+    Ensemble,
 }
 
 /// Every knob of every method at once, as a form keeps them: switching method keeps the others'
@@ -244,6 +249,8 @@ pub struct RunSettings {
     pub reward: RewardConfig,
     pub rl: RlConfig,
     pub rl_reward: RewardChoice,
+    /// How an ensemble's rewards combine when it is the reward.
+    pub combine: Combine,
     /// Train every weight instead of a LoRA adapter (tiny models only).
     pub full_finetune: bool,
     pub lora: LoraConfig,
@@ -266,6 +273,7 @@ impl RunSettings {
                 reward: match self.rl_reward {
                     RewardChoice::Judges => RewardSpec::Judges(judges),
                     RewardChoice::RewardModel => RewardSpec::RewardModel,
+                    RewardChoice::Ensemble => RewardSpec::Ensemble(self.combine),
                 },
             },
         };
