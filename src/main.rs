@@ -20,6 +20,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 mod constitution_cli;
+mod distill_cli;
 mod docs_cli;
 mod ensemble_cli;
 mod groups_cli;
@@ -69,6 +70,10 @@ enum Command {
     Probes(probes_cli::ProbesArgs),
     /// Whose preferences: rater groups' agreement, one DPO adapter per group and one merged, each on every group's held-out pairs.
     Groups(groups_cli::GroupsArgs),
+    /// Distillation: SFT on a teacher's answers (a second model, a file, the best of N), the gap recovered on held-out prompts.
+    Distill(distill_cli::DistillArgs),
+    /// Weak-to-strong: a weak critic picks among the model's samples; how good its picks are by the judges.
+    WeakToStrong(distill_cli::WeakToStrongArgs),
     /// Reward-model ensembles: several reward models (seeds or bootstrap), held-out accuracy alone and combined, where they disagree.
     Ensemble(ensemble_cli::EnsembleArgs),
     /// Self-alignment: the model judges its own answers against written principles (P(yes)); pairs by self-score.
@@ -206,6 +211,8 @@ fn main() {
         Command::Groups(a) => groups_cli::groups(a),
         Command::Constitution(a) => constitution_cli::constitution(a),
         Command::Ensemble(a) => ensemble_cli::ensemble(a),
+        Command::Distill(a) => distill_cli::distill(a),
+        Command::WeakToStrong(a) => distill_cli::weak_to_strong(a),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");

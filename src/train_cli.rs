@@ -145,7 +145,7 @@ impl RewardSourceArgs {
         Ok(self.judges.clone())
     }
 
-    fn rewarder(&self, session: &mut Session) -> Result<Rewarder> {
+    pub fn rewarder(&self, session: &mut Session) -> Result<Rewarder> {
         let spec = self.spec(session)?;
         Ok(session.rewarder(&spec)?)
     }

@@ -465,3 +465,62 @@ fn an_ensembles_members_disagree_more_off_their_training_data() {
     }
     assert!(min.windows(2).all(|w| w[0].1 >= w[1].1), "ranked best first: {min:?}");
 }
+
+/// Distillation from the shell: a teacher made by fully fine-tuning stories260K to end park
+/// stories with "smiled", saved as an HF checkpoint, answers the training prompts; the base model
+/// learns its answers by SFT (LoRA) and, on held-out names, reads more like the teacher (its
+/// log-probability per token rises towards the teacher's own) and says "smiled" more often.
+/// Then weak-to-strong: a one-word critic picks among samples, measured by a truth judge.
+#[test]
+fn a_student_distilled_from_a_teacher_closes_part_of_the_gap() {
+    let Some(f) = Fixture::new("distill") else { return };
+    let teacher = f.p("teacher");
+    let (ok, _, err) = f.run(&["sft", "--data", &f.p("demos.jsonl"), "--output-dir", &teacher, "--full", "--max-steps", "30",
+        "--learning-rate", "3e-3", "--batch-size", "3", "--eval-fraction", "0"]);
+    assert!(ok, "{err}");
+    let prompts = |names: &[&str]| names.iter().map(|n| format!("{}\n", serde_json::json!({"prompt": format!("Once upon a time, {n} went to the park")}))).collect::<String>();
+    std::fs::write(f.dir.join("train.jsonl"), prompts(&["Lily", "Tom", "Ben", "Sue", "Max", "Anna", "Mia", "Sam"])).unwrap();
+    std::fs::write(f.dir.join("eval.jsonl"), prompts(&["Zoe", "Leo", "Ava", "Jack"])).unwrap();
+    let demos = f.p("demos_out.jsonl");
+    let (ok, stdout, err) = f.run(&["distill", "--teacher", &format!("{teacher}/model"), "--teacher-tokenizer", &f.tok, "--prompts", &f.p("train.jsonl"),
+        "--eval-prompts", &f.p("eval.jsonl"), "--judge", "include=smiled", "--demos-out", &demos, "-n", "4", "--max-new-tokens", "12", "--temperature", "0.7",
+        "--max-steps", "16", "--learning-rate", "5e-3", "--batch-size", "4", "--lora-r", "8", "--target-modules", "q_proj,k_proj,v_proj,o_proj", "--eval-fraction", "0", "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let s = |who: &str, what: &str| v[who][what].as_f64().unwrap();
+    eprintln!("teacher logp/token: student {:.3} -> {:.3}, teacher {:.3}; judge: student {:.2} -> {:.2}, teacher {:.2}; recovered {} / {}",
+        s("before", "teacher_logp"), s("after", "teacher_logp"), s("teacher", "teacher_logp"), s("before", "judges"), s("after", "judges"), s("teacher", "judges"),
+        v["recovered_teacher"], v["recovered_judges"]);
+    assert_eq!(v["demos"].as_u64(), Some(8));
+    let lines = std::fs::read_to_string(&demos).unwrap();
+    assert_eq!(lines.lines().count(), 8, "the teacher's answers, one line each");
+    assert!(s("teacher", "teacher_logp") > s("before", "teacher_logp"), "the teacher reads its own answers as likelier than the student's");
+    assert!(s("after", "teacher_logp") > s("before", "teacher_logp"), "after SFT the student's answers read more like the teacher's");
+    assert!(s("after", "judges") > s("before", "judges"), "and say 'smiled' more often");
+    let rec = v["recovered_teacher"].as_f64().unwrap();
+    assert!(rec > 0.0, "{rec}");
+
+    // Weak-to-strong: VADER's sentiment is the truth; the weak critic knows three happy words.
+    let pairs = f.p("weak_pairs.jsonl");
+    let (ok, stdout, err) = f.run(&["weak-to-strong", "--prompts", &f.p("train.jsonl"), "--judge", "sentiment", "--weak", "include=happy+smiled+fun",
+        "-n", "8", "--max-new-tokens", "24", "--temperature", "1", "--pairs-out", &pairs, "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let s = &v["summary"];
+    let (random, weak, strong) = (s["random"].as_f64().unwrap(), s["weak"].as_f64().unwrap(), s["strong"].as_f64().unwrap());
+    eprintln!("weak-to-strong: truth's score of random {random:.3}, weak {weak:.3}, strong {strong:.3}; recovered {}, label accuracy {}", s["recovered"], s["label_accuracy"]);
+    // Each figure is the mean over prompts of the truth's score of that prompt's pick.
+    let rows = v["prompts"].as_array().unwrap();
+    let truth_of = |r: &Value, key: usize| {
+        let samples = r["samples"].as_array().unwrap();
+        let best = samples.iter().max_by(|a, b| a[key].as_f64().unwrap().total_cmp(&b[key].as_f64().unwrap())).unwrap();
+        best[2].as_f64().unwrap()
+    };
+    let mean = |key: usize| rows.iter().map(|r| truth_of(r, key)).sum::<f64>() / rows.len() as f64;
+    assert!((mean(1) - weak).abs() < 1e-12 && (mean(2) - strong).abs() < 1e-12);
+    assert!(strong >= weak && strong > random, "the truth's own pick is the ceiling");
+    assert!(weak > random, "three happy words are a better critic than none");
+    let recovered = s["recovered"].as_f64().unwrap();
+    assert!((recovered - (weak - random) / (strong - random)).abs() < 1e-9 && recovered > 0.0 && recovered <= 1.0);
+    assert!(std::fs::read_to_string(&pairs).unwrap().lines().count() >= 1, "the weak critic's pairs are written");
+}

@@ -9,6 +9,8 @@
 //! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained.
 //! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
 //! - [`class`]: a class's work pooled: rater agreement (rate, Cohen's kappa), a merged set, runs.
+//! - [`distill`]: SFT on a teacher's answers (a second model, a file, best-of-N), the gap
+//!   recovered; weak-to-strong: a weak critic picking a stronger model's samples.
 //! - [`ensemble`]: reward models from several seeds or resamples, combined (mean, min, mean −
 //!   spread); where the members disagree.
 //! - [`constitution`]: self-alignment: the model judges its answers against principles, P(yes).
@@ -22,6 +24,7 @@
 
 pub mod class;
 pub mod constitution;
+pub mod distill;
 pub mod ensemble;
 pub mod evaluate;
 pub mod groups;
