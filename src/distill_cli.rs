@@ -190,7 +190,7 @@ pub fn weak_to_strong(a: WeakToStrongArgs) -> Result<()> {
             println!("the weak critic recovered {:.0}% of the gap", 100.0 * g);
         }
         if let Some(acc) = summary.label_accuracy {
-            println!("its best-vs-worst pairs agree with the truth {:.0}% of the time", 100.0 * acc);
+            println!("its {} best-vs-worst pairs agree with the truth {:.0}% of the time", summary.pairs, 100.0 * acc);
         }
     }
     Ok(())

@@ -51,3 +51,19 @@ pub async fn read_text(file: &File) -> Result<String, String> {
     let t = JsFuture::from(file.text()).await.map_err(|e| format!("could not read {}: {e:?}", file.name()))?;
     t.as_string().ok_or_else(|| format!("{} is not text", file.name()))
 }
+
+/// A model from the files a person picked: the biggest is the model, and a tokenizer file comes
+/// along for llama2.c models (told by name, else by size).
+pub async fn model_source(picked: &[File]) -> Result<crate::worker::protocol::ModelSource, String> {
+    let mut list: Vec<(String, Vec<u8>)> = Vec::new();
+    for f in picked {
+        list.push((f.name(), read_bytes(f).await?));
+    }
+    if list.is_empty() {
+        return Err("no file was picked".into());
+    }
+    list.sort_by_key(|(n, b)| (n.to_lowercase().contains("tok"), std::cmp::Reverse(b.len())));
+    let (name, model) = list.remove(0);
+    let tokenizer = list.into_iter().next().map(|(_, b)| serde_bytes::ByteBuf::from(b));
+    Ok(crate::worker::protocol::ModelSource::Files { name, model, tokenizer })
+}

@@ -11,6 +11,8 @@ mod class;
 mod client;
 mod compare;
 mod constitution;
+mod distill;
+mod ensemble;
 mod data;
 mod documents;
 mod fields;
@@ -150,7 +152,7 @@ impl From<Panel> for Tab {
 }
 
 impl Tab {
-    const ALL: [(Tab, &'static str, &'static str); 10] = [
+    const ALL: [(Tab, &'static str, &'static str); 12] = [
         (Tab::Lessons, "lessons", "Lessons"),
         (Tab::Panel(Panel::Generate), "generate", "Generate & rank"),
         (Tab::Panel(Panel::Data), "data", "Data"),
@@ -160,6 +162,8 @@ impl Tab {
         (Tab::Panel(Panel::Documents), "documents", "Documents"),
         (Tab::Panel(Panel::Probes), "probes", "Probes"),
         (Tab::Panel(Panel::Constitution), "constitution", "Constitution"),
+        (Tab::Panel(Panel::Ensemble), "ensemble", "Ensemble"),
+        (Tab::Panel(Panel::Distill), "distill", "Distill"),
         (Tab::Panel(Panel::Class), "class", "Class"),
     ];
 }
@@ -197,6 +201,8 @@ pub struct Ctx {
     pub reward_model: RwSignal<Option<SavedAdapter>>,
     /// The worker holds a reward model (trained, imported or restored).
     pub has_reward_model: RwSignal<bool>,
+    /// Members of the worker's reward-model ensemble (0: none yet).
+    pub ensemble_members: RwSignal<usize>,
     pub settings: RwSignal<Settings>,
     /// The Prompting tab's variants and reference answer.
     pub prompting: RwSignal<prompting::PromptingState>,
@@ -206,6 +212,10 @@ pub struct Ctx {
     pub probes: RwSignal<probes::ProbesState>,
     /// The Constitution tab's principles and last judgements.
     pub constitution: RwSignal<constitution::ConstitutionState>,
+    /// The Ensemble tab's settings, last report and scored answers.
+    pub ensemble: RwSignal<ensemble::EnsembleState>,
+    /// The Distill tab's teacher, held-out prompts and last results.
+    pub distill: RwSignal<distill::DistillState>,
     /// The class files the teacher opened, the rater groups and the group adapters' results.
     pub class: RwSignal<class::ClassRoom>,
     pub backend_pref: RwSignal<BackendPref>,
@@ -346,9 +356,10 @@ fn on_event(ctx: Ctx, ev: Event) {
             // Bring back the adapter and reward model of the last session, when made on this model.
             restore_saved(ctx, &info.name);
         }
-        Event::PolicyState { kind, description, reward_model } => {
+        Event::PolicyState { kind, description, reward_model, ensemble } => {
             ctx.policy.set((kind, description));
             ctx.has_reward_model.set(reward_model);
+            ctx.ensemble_members.set(ensemble);
         }
         Event::Files { job: None, what, files } => {
             let model = ctx.model.get_untracked().map(|m| m.name).unwrap_or_default();
@@ -465,6 +476,8 @@ fn persist(ctx: Ctx) {
         keep(ctx, "probes", ctx.probes),
         keep(ctx, "class", ctx.class),
         keep(ctx, "constitution", ctx.constitution),
+        keep(ctx, "ensemble", ctx.ensemble),
+        keep(ctx, "distill", ctx.distill),
         keep(ctx, "adapter", ctx.adapter),
         keep(ctx, "weights", ctx.weights),
         keep(ctx, "reward_model", ctx.reward_model),
@@ -510,12 +523,15 @@ fn App() -> impl IntoView {
         weights: RwSignal::new(None),
         reward_model: RwSignal::new(None),
         has_reward_model: RwSignal::new(false),
+        ensemble_members: RwSignal::new(0),
         settings: RwSignal::new(Settings::default()),
         prompting: RwSignal::new(prompting::PromptingState::default()),
         shelf: RwSignal::new(documents::Shelf::default()),
         probes: RwSignal::new(probes::ProbesState::default()),
         class: RwSignal::new(class::ClassRoom::default()),
         constitution: RwSignal::new(constitution::ConstitutionState::default()),
+        ensemble: RwSignal::new(ensemble::EnsembleState::default()),
+        distill: RwSignal::new(distill::DistillState::default()),
         backend_pref: RwSignal::new(pref),
         training: RwSignal::new(false),
     };
@@ -570,6 +586,8 @@ fn App() -> impl IntoView {
             <section role="tabpanel" aria-labelledby="tab-documents" hidden=panel(Panel::Documents.into())><documents::DocumentsPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-probes" hidden=panel(Panel::Probes.into())><probes::ProbesPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-constitution" hidden=panel(Panel::Constitution.into())><constitution::ConstitutionPanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-ensemble" hidden=panel(Panel::Ensemble.into())><ensemble::EnsemblePanel/></section>
+            <section role="tabpanel" aria-labelledby="tab-distill" hidden=panel(Panel::Distill.into())><distill::DistillPanel/></section>
             <section role="tabpanel" aria-labelledby="tab-class" hidden=panel(Panel::Class.into())><class::ClassPanel/></section>
         </main>
         <footer>"Everything runs on this device: the model, the training and your data (kept in this browser)."</footer>
@@ -630,21 +648,10 @@ fn ModelBar() -> impl IntoView {
             return;
         }
         leptos::task::spawn_local(async move {
-            // A tokenizer file comes along for llama2.c models: tell it by name, else by size.
-            let mut list: Vec<(String, Vec<u8>)> = Vec::new();
-            for f in &picked {
-                match files::read_bytes(f).await {
-                    Ok(b) => list.push((f.name(), b)),
-                    Err(e) => {
-                        ctx.banner.set(Some(Banner { kind: ErrorKind::Invalid, message: e, fatal: false }));
-                        return;
-                    }
-                }
+            match files::model_source(&picked).await {
+                Ok(source) => load_model(ctx, source),
+                Err(message) => ctx.banner.set(Some(Banner { kind: ErrorKind::Invalid, message, fatal: false })),
             }
-            list.sort_by_key(|(n, b)| (n.to_lowercase().contains("tok"), std::cmp::Reverse(b.len())));
-            let (name, model) = list.remove(0);
-            let tokenizer = list.into_iter().next().map(|(_, b)| serde_bytes::ByteBuf::from(b));
-            load_model(ctx, ModelSource::Files { name, model, tokenizer });
         });
     };
     view! {

@@ -8,6 +8,7 @@ use super::fields::{check, choice, number};
 use crate::align::dpo::DpoLossType;
 use crate::align::rl::{Advantage, KlEstimator, KlPlacement};
 use crate::align::train::Schedule;
+use crate::lab::ensemble::Combine;
 use crate::lab::{MethodKind, RewardChoice, RunSettings};
 use crate::model::lora::TARGETS;
 
@@ -23,8 +24,16 @@ const LOSSES: [(DpoLossType, &str, &str); 4] = [
     (DpoLossType::Ipo, "ipo", "ipo"),
     (DpoLossType::Hinge, "hinge", "hinge"),
 ];
-const REWARDS: [(RewardChoice, &str, &str); 2] =
-    [(RewardChoice::Judges, "judges", "Judges"), (RewardChoice::RewardModel, "rm", "Reward model")];
+const REWARDS: [(RewardChoice, &str, &str); 3] = [
+    (RewardChoice::Judges, "judges", "Judges"),
+    (RewardChoice::RewardModel, "rm", "Reward model"),
+    (RewardChoice::Ensemble, "ensemble", "Reward-model ensemble"),
+];
+const COMBINES: [(Combine, &str, &str); 3] = [
+    (Combine::Mean, "mean", "mean"),
+    (Combine::Min, "min", "min (the most pessimistic member)"),
+    (Combine::MeanMinusSpread, "mean_minus_spread", "mean − spread"),
+];
 const ADVANTAGES: [(Advantage, &str, &str); 2] = [(Advantage::Grpo, "grpo", "GRPO (mean/std)"), (Advantage::Rloo, "rloo", "RLOO (leave one out)")];
 const ESTIMATORS: [(KlEstimator, &str, &str); 2] = [(KlEstimator::K3, "k3", "k3 (unbiased, ≥ 0)"), (KlEstimator::K1, "k1", "k1 (log ratio)")];
 const PLACEMENTS: [(KlPlacement, &str, &str); 2] = [(KlPlacement::Loss, "loss", "in the loss (GRPO)"), (KlPlacement::Reward, "reward", "in the reward (PPO)")];
@@ -69,7 +78,10 @@ pub fn TrainForm(form: RwSignal<RunSettings>) -> impl IntoView {
         </Show>
         <Show when=move || is(MethodKind::Rl)>
             <div class="row">
-                {choice(form, "Reward source", "What rewards the samples: the judges (below) or the reward model you trained.", &REWARDS, |f| f.rl_reward, |f, v| f.rl_reward = v)}
+                {choice(form, "Reward source", "What rewards the samples: the judges (below), the reward model you trained, or the ensemble from the Ensemble tab.", &REWARDS, |f| f.rl_reward, |f, v| f.rl_reward = v)}
+                <Show when=move || form.with(|f| f.rl_reward == RewardChoice::Ensemble)>
+                    {choice(form, "Combine", "How the members' rewards become one: their mean, the lowest, or the mean less their spread (uncertain answers marked down).", &COMBINES, |f| f.combine, |f, v| f.combine = v)}
+                </Show>
                 {number(form, "Samples per prompt", "Each is compared with its group's mean reward.", "1", |f| f.rl.num_generations, |f, v| f.rl.num_generations = v)}
                 {number(form, "Prompts per round", "Prompts sampled each round.", "1", |f| f.rl.prompts_per_step, |f, v| f.rl.prompts_per_step = v)}
                 {number(form, "KL beta", "The leash: penalty on drifting from the reference (0 = no leash).", "0.01", |f| f.rl.beta, |f, v| f.rl.beta = v)}

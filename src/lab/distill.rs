@@ -331,6 +331,8 @@ pub struct RerankSummary {
     pub recovered: Option<f64>,
     /// `None` when the weak critic made no pair.
     pub label_accuracy: Option<f64>,
+    /// The weak critic's pairs (one per prompt where it told two answers apart).
+    pub pairs: usize,
 }
 
 impl RerankSummary {
@@ -355,7 +357,7 @@ impl RerankSummary {
             }
         }
         let label_accuracy = (pairs > 0).then(|| right as f64 / pairs as f64);
-        Some(Self { random, weak, strong, recovered: recovered(random, weak, strong), label_accuracy })
+        Some(Self { random, weak, strong, recovered: recovered(random, weak, strong), label_accuracy, pairs })
     }
 }
 
@@ -387,7 +389,7 @@ mod tests {
         let s = RerankSummary::of(&[a, b]).unwrap();
         assert!((s.random - 0.2).abs() < 1e-12 && (s.weak - 0.2).abs() < 1e-12 && (s.strong - 0.6).abs() < 1e-12, "{s:?}");
         assert_eq!(s.recovered, Some(0.0));
-        assert_eq!(s.label_accuracy, Some(0.5));
+        assert_eq!((s.label_accuracy, s.pairs), (Some(0.5), 2));
         assert_eq!(RerankSummary::of(&[]), None);
     }
 }

@@ -48,6 +48,10 @@ pub enum Panel {
     Class,
     /// A constitution: the model judges its own answers against written principles.
     Constitution,
+    /// Several reward models combined; where they disagree.
+    Ensemble,
+    /// A student learning from a teacher's answers; a weak critic picking a strong model's samples.
+    Distill,
 }
 
 impl Panel {
@@ -63,6 +67,8 @@ impl Panel {
             Self::Probes => "probes",
             Self::Class => "class",
             Self::Constitution => "constitution",
+            Self::Ensemble => "ensemble",
+            Self::Distill => "distill",
         }
     }
 }
@@ -95,6 +101,14 @@ pub enum Action {
     /// The policy's answers to the Constitution tab's prompts, judged by the base model against
     /// its principles; best-vs-worst pairs by self-score added to the data.
     SelfLabel,
+    /// Reward models from several seeds (or resamples) of the data's pairs, as the session's ensemble.
+    Ensemble,
+    /// The Ensemble tab's answers scored by every member.
+    EnsembleScore,
+    /// SFT on the teacher's answers to the Data tab's prompts, measured on held-out prompts.
+    Distill,
+    /// The weak critic's picks among the policy's samples, scored by the judges.
+    WeakToStrong,
 }
 
 impl Action {
@@ -111,6 +125,10 @@ impl Action {
             Self::Probes => "Run the probes",
             Self::Groups => "Train the group adapters",
             Self::SelfLabel => "Judge and label",
+            Self::Ensemble => "Train the ensemble",
+            Self::EnsembleScore => "Score the answers",
+            Self::Distill => "Distill",
+            Self::WeakToStrong => "Rerank with the weak critic",
         }
     }
 }
@@ -148,7 +166,7 @@ pub struct Watch {
 }
 
 /// Readings the panels report besides the training metrics.
-pub const PAGE_READINGS: [(&str, &str); 24] = [
+pub const PAGE_READINGS: [(&str, &str); 34] = [
     ("samples/score", "mean weighted judge score of the generated samples"),
     ("samples/words", "mean length of the generated samples, in words"),
     ("compare/reference", "judge score of the reference's answer in Compare"),
@@ -173,6 +191,16 @@ pub const PAGE_READINGS: [(&str, &str); 24] = [
     ("constitution/judges", "mean judge score of the same answers"),
     ("constitution/agreement", "share of answer pairs the self-judgement orders as the judges do (0.5 = chance)"),
     ("groups/merged_accuracy", "mean accuracy of the adapter trained on every group's pairs, over the groups"),
+    ("ensemble/member_accuracy", "mean held-out accuracy of the ensemble's members, each alone"),
+    ("ensemble/mean_accuracy", "held-out accuracy of the members' mean reward"),
+    ("ensemble/spread_held_out", "mean spread (members' standard deviation) of the rewards on the held-out answers"),
+    ("ensemble/spread_answers", "mean spread of the rewards on the answers scored in the Ensemble tab"),
+    ("distill/before", "judges' mean score of the student's held-out answers before learning from the teacher"),
+    ("distill/after", "judges' mean score of the student's held-out answers after"),
+    ("distill/teacher", "judges' mean score of the teacher's held-out answers"),
+    ("distill/recovered", "share of the gap between student and teacher the student closed, by the judges"),
+    ("weak_to_strong/recovered", "share of the gap between a random pick and the truth's own pick that the weak critic's picks closed"),
+    ("weak_to_strong/label_accuracy", "share of the weak critic's best-vs-worst pairs the truth orders the same way"),
 ];
 
 /// Metrics a training run logs (TRL's names); each also as `eval/NAME` on the held-out split.

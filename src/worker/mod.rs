@@ -2,6 +2,8 @@
 //! them on the lab (compiled everywhere, so it is tested natively), and the Web Worker around it
 //! (`web`, wasm32 with the `web` feature).
 
+mod distill;
+mod ensemble;
 mod groups;
 mod jobs;
 mod prompting;

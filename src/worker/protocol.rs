@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::align::Encoding;
 use crate::backend::BackendKind;
-use crate::data::Preference;
+use crate::data::{Demonstration, Preference};
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
 pub use crate::lab::constitution::{Constitution, Judged};
+pub use crate::lab::distill::{Progress as DistillProgress, Report as DistillReport, RerankSummary, Reranked};
+pub use crate::lab::ensemble::{Combine, Report as EnsembleReport, Resample, Scored};
 pub use crate::lab::groups::{AdapterRow, Group, PairScore};
 pub use crate::lab::probes::{Category, Probe, ProbeResult};
 pub use crate::lab::prompting::{Shot, Variant, VariantResult};
@@ -159,9 +161,40 @@ pub enum Request {
     /// One DPO adapter per rater group and one merged (`run`'s settings, from the base model),
     /// each scored on every group's held-out pairs: `GroupStep`s, a `GroupTrained` per adapter, `Done`.
     Groups { job: JobId, groups: Vec<Group>, run: RunSpec },
+    /// `members` reward models from `run` (the reward-model method, with its pairs), differing by
+    /// seed or bootstrap resample, become the session's ensemble: `EnsembleStep`s, `EnsembleTrained`.
+    Ensemble { job: JobId, run: RunSpec, members: usize, resample: Resample },
+    /// `completions` to `prompt` scored by every member of the ensemble: `EnsembleScored`.
+    EnsembleScore { job: JobId, prompt: String, encoding: Encoding, completions: Vec<String> },
+    /// A second model to teach from (distillation): `TeacherReady`.
+    LoadTeacher { job: JobId, source: ModelSource },
+    /// SFT on a teacher's answers, measured on held-out prompts: `Distilling`s, then `Distilled`.
+    Distill {
+        job: JobId,
+        teacher: TeacherChoice,
+        judges: Vec<(JudgeSpec, f64)>,
+        run: RunSpec,
+        prompts: Vec<String>,
+        eval_prompts: Vec<String>,
+        sampling: SamplingConfig,
+    },
+    /// A weak critic (judges) picks among the policy's samples; the judges `truth` score the
+    /// picks: a `Reranked` per prompt, then `Done`.
+    WeakToStrong { job: JobId, prompts: Vec<String>, encoding: Encoding, sampling: SamplingConfig, weak: Vec<(JudgeSpec, f64)>, truth: Vec<(JudgeSpec, f64)> },
     /// A small file a link names (a lab file): the worker may fetch from other sites, the page
     /// may not (its Content-Security-Policy), and the page asked the user first.
     Fetch { job: JobId, url: String },
+}
+
+/// The teacher a distillation learns from, as the page names it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TeacherChoice {
+    /// The student's best of `n` samples under the judges.
+    BestOfN { n: usize },
+    /// The second model loaded with `LoadTeacher`.
+    Model,
+    /// Answers written down (the Data tab's ideal answers).
+    Answers(Vec<Demonstration>),
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -271,13 +304,27 @@ pub enum Event {
     SelfJudged { job: JobId, prompt: String, answers: Vec<Judged>, pairs: Vec<Preference>, done: usize, total: usize },
     GroupStep { job: JobId, adapter: String, step: usize, steps: usize },
     GroupTrained { job: JobId, row: AdapterRow },
+    EnsembleStep { job: JobId, member: usize, members: usize, step: usize, steps: usize },
+    EnsembleTrained { job: JobId, report: EnsembleReport },
+    EnsembleScored { job: JobId, scored: Vec<Scored> },
+    TeacherReady { job: JobId, name: String, parameters: usize },
+    Distilling { job: JobId, progress: DistillProgress },
+    Distilled { job: JobId, report: DistillReport },
+    Reranked { job: JobId, row: Reranked, done: usize, total: usize },
     Fetched {
         job: JobId,
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
     /// What the policy is now: "base model", "LoRA r=8 on q,v (DPO, 10 steps)", ...
-    PolicyState { kind: PolicyKind, description: String, reward_model: bool },
+    PolicyState {
+        kind: PolicyKind,
+        description: String,
+        reward_model: bool,
+        /// Members in the session's reward-model ensemble (0: none).
+        #[serde(default)]
+        ensemble: usize,
+    },
     Done { job: JobId },
     Error { job: Option<JobId>, kind: ErrorKind, message: String },
     /// The worker cannot go on (a panic, a lost device): the page restarts it.
@@ -301,6 +348,11 @@ impl Request {
             | Self::Probes { job, .. }
             | Self::Groups { job, .. }
             | Self::SelfLabel { job, .. }
+            | Self::Ensemble { job, .. }
+            | Self::EnsembleScore { job, .. }
+            | Self::LoadTeacher { job, .. }
+            | Self::Distill { job, .. }
+            | Self::WeakToStrong { job, .. }
             | Self::Fetch { job, .. } => Some(*job),
             _ => None,
         }
@@ -328,6 +380,13 @@ impl Event {
             | Self::SelfJudged { job, .. }
             | Self::GroupStep { job, .. }
             | Self::GroupTrained { job, .. }
+            | Self::EnsembleStep { job, .. }
+            | Self::EnsembleTrained { job, .. }
+            | Self::EnsembleScored { job, .. }
+            | Self::TeacherReady { job, .. }
+            | Self::Distilling { job, .. }
+            | Self::Distilled { job, .. }
+            | Self::Reranked { job, .. }
             | Self::Done { job } => Some(*job),
             Self::Files { job, .. } | Self::Error { job, .. } => *job,
             _ => None,

@@ -58,6 +58,8 @@ pub(super) struct State {
     /// A paused run, its job and its training time so far.
     pub(super) paused: Option<(JobId, Run, f64)>,
     pub(super) cancelled: HashSet<JobId>,
+    /// A second model loaded to teach from (distillation).
+    pub(super) teacher: Option<Rc<crate::io::LoadedModel>>,
     pub(super) control: Option<(JobId, RunControl)>,
 }
 
@@ -123,6 +125,13 @@ impl<H: Host> Router<H> {
             Request::SelfLabel { job, constitution, prompts, encoding, sampling, judges, pairs_per_prompt } => {
                 self.self_label(job, constitution, prompts, encoding, sampling, judges, pairs_per_prompt).await
             }
+            Request::Ensemble { job, run, members, resample } => self.ensemble(job, run, members, resample).await,
+            Request::EnsembleScore { job, prompt, encoding, completions } => self.ensemble_score(job, prompt, encoding, completions).await,
+            Request::LoadTeacher { job, source } => self.load_teacher(job, source).await,
+            Request::Distill { job, teacher, judges, run, prompts, eval_prompts, sampling } => {
+                self.distill(job, teacher, judges, run, prompts, eval_prompts, sampling).await
+            }
+            Request::WeakToStrong { job, prompts, encoding, sampling, weak, truth } => self.weak_to_strong(job, prompts, encoding, sampling, weak, truth).await,
             Request::ResetAdapter => {
                 self.with(|s| s.paused = None);
                 self.update(|s| {
@@ -207,6 +216,7 @@ impl<H: Host> Router<H> {
         self.with(|s| {
             s.session = Some(session);
             s.paused = None;
+            s.teacher = None;
         });
         self.host.post(Event::ModelReady { info });
         self.post_policy_state();
@@ -214,7 +224,7 @@ impl<H: Host> Router<H> {
     }
 
     /// The model's (and tokenizer's) bytes, its name, and whether they came from the cache.
-    async fn read_source(&self, source: ModelSource) -> Result<(String, Vec<u8>, Option<Vec<u8>>, bool)> {
+    pub(super) async fn read_source(&self, source: ModelSource) -> Result<(String, Vec<u8>, Option<Vec<u8>>, bool)> {
         Ok(match source {
             ModelSource::Url { model, tokenizer } => {
                 let name = model.rsplit('/').next().unwrap_or(&model).split('?').next().unwrap_or("model").to_string();
@@ -230,9 +240,9 @@ impl<H: Host> Router<H> {
     }
 
     pub(super) fn post_policy_state(&self) {
-        let state = self.with(|s| s.session.as_ref().map(|s| (s.policy.kind.clone(), s.policy.describe(), s.reward_model.is_some())));
-        if let Some((kind, description, reward_model)) = state {
-            self.host.post(Event::PolicyState { kind, description, reward_model });
+        let state = self.with(|s| s.session.as_ref().map(|s| (s.policy.kind.clone(), s.policy.describe(), s.reward_model.is_some(), s.ensemble.len())));
+        if let Some((kind, description, reward_model, ensemble)) = state {
+            self.host.post(Event::PolicyState { kind, description, reward_model, ensemble });
         }
     }
 
