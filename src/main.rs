@@ -25,6 +25,7 @@ mod docs_cli;
 mod ensemble_cli;
 mod groups_cli;
 mod lab_cli;
+mod pipeline_cli;
 mod probes_cli;
 mod prompts_cli;
 mod train_cli;
@@ -74,6 +75,10 @@ enum Command {
     Distill(distill_cli::DistillArgs),
     /// Weak-to-strong: a weak critic picks among the model's samples; how good its picks are by the judges.
     WeakToStrong(distill_cli::WeakToStrongArgs),
+    /// A curriculum: preference pairs ordered by a reward source's margin (easy or hard first), for --in-order training.
+    Curriculum(pipeline_cli::CurriculumArgs),
+    /// Stages one after another on one policy (sft, reward, rl, dpo, kto), each measured on held-out prompts and saved.
+    Pipeline(pipeline_cli::PipelineArgs),
     /// Reward-model ensembles: several reward models (seeds or bootstrap), held-out accuracy alone and combined, where they disagree.
     Ensemble(ensemble_cli::EnsembleArgs),
     /// Self-alignment: the model judges its own answers against written principles (P(yes)); pairs by self-score.
@@ -211,6 +216,8 @@ fn main() {
         Command::Groups(a) => groups_cli::groups(a),
         Command::Constitution(a) => constitution_cli::constitution(a),
         Command::Ensemble(a) => ensemble_cli::ensemble(a),
+        Command::Curriculum(a) => pipeline_cli::curriculum(a),
+        Command::Pipeline(a) => pipeline_cli::pipeline(a),
         Command::Distill(a) => distill_cli::distill(a),
         Command::WeakToStrong(a) => distill_cli::weak_to_strong(a),
     };

@@ -524,3 +524,60 @@ fn a_student_distilled_from_a_teacher_closes_part_of_the_gap() {
     assert!((recovered - (weak - random) / (strong - random)).abs() < 1e-9 && recovered > 0.0 && recovered <= 1.0);
     assert!(std::fs::read_to_string(&pairs).unwrap().lines().count() >= 1, "the weak critic's pairs are written");
 }
+
+/// A pipeline from the shell: SFT on demonstrations, a reward model on pairs, then RLHF against
+/// that reward model, one after another on one adapter; each stage measured on held-out prompts
+/// beside the base model and saved as it ends. Then a curriculum: pairs ordered by the judges'
+/// margin, a mislabelled pair last, and DPO taking them in that order.
+#[test]
+fn a_pipeline_runs_its_stages_in_turn_and_measures_each() {
+    let Some(f) = Fixture::new("pipeline") else { return };
+    let out = f.p("pipe");
+    let held: String = ["Zoe", "Leo", "Ava"].iter().map(|n| format!("{}\n", serde_json::json!({"prompt": format!("Once upon a time, {n} went to the park")}))).collect();
+    std::fs::write(f.dir.join("held.jsonl"), held).unwrap();
+    let (ok, stdout, err) = f.run(&["pipeline", "--stage", &format!("sft={},steps=16,lr=5e-3", f.p("demos.jsonl")),
+        "--stage", &format!("reward={},steps=8,lr=1e-2", f.p("prefs.jsonl")), "--stage", &format!("rl={},steps=2", f.p("prompts.jsonl")),
+        "--eval-prompts", &f.p("held.jsonl"), "--judge", "include=smiled", "--eval-samples", "4", "--eval-max-new-tokens", "12",
+        "--batch-size", "3", "--lora-r", "8", "--target-modules", "q_proj,k_proj,v_proj,o_proj", "--eval-fraction", "0", "--output-dir", &out, "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let stages = v["stages"].as_array().unwrap();
+    let labels: Vec<&str> = stages.iter().map(|s| s["label"].as_str().unwrap()).collect();
+    assert_eq!(labels, ["base model", "SFT (16 steps)", "Reward model (8 steps)", "RLHF (2 steps)"]);
+    let e = |i: usize, k: &str| stages[i]["eval"][k].as_f64().unwrap();
+    eprintln!("judges: base {:.2}, SFT {:.2}, RLHF {:.2}; KL to base: SFT {:.2}, RLHF {:.2}", e(0, "mean_score"), e(1, "mean_score"), e(3, "mean_score"), e(1, "kl"), e(3, "kl"));
+    assert_eq!(e(0, "kl"), 0.0, "the base model against itself");
+    assert!(e(1, "mean_score") > e(0, "mean_score"), "SFT on '... smiled.' makes 'smiled' likelier");
+    assert!(e(1, "kl") > 0.0 && e(3, "kl") > 0.0);
+    assert!(stages[2]["eval"].is_null(), "a reward stage leaves the policy as it was: not measured again");
+    assert!(stages[2]["last"]["accuracy"].as_f64().is_some() && stages[1]["last"]["loss"].as_f64().is_some());
+    for d in ["stage-1-sft", "stage-2-reward", "stage-3-rl"] {
+        assert!(f.dir.join("pipe").join(d).join("adapter_model.safetensors").exists(), "{d} saved");
+    }
+    assert!(f.dir.join("pipe/pipeline.json").exists());
+    // Stages that train the policy share one adapter shape.
+    let (ok, _, err) = f.run(&["pipeline", "--stage", &format!("sft={}", f.p("demos.jsonl")), "--stage", &format!("dpo={},lr=x", f.p("prefs.jsonl"))]);
+    assert!(!ok && err.contains("'x' is not a number for lr"), "{err}");
+
+    // A curriculum by the judges' margin: the happiest gap first, the mislabelled pair last.
+    let pairs = [("Lily", " and she was very happy and glad.", " and it was sad and dark."), ("Tom", " and he was happy.", " and it was a day."),
+        ("Ben", " and it was sad.", " and he was happy.")];
+    let text: String = pairs.iter().map(|(w, c, r)| format!("{}\n", serde_json::json!({"prompt": format!("Once upon a time, {w} went to the park"), "chosen": c, "rejected": r}))).collect();
+    std::fs::write(f.dir.join("mixed.jsonl"), text).unwrap();
+    let sorted = f.p("sorted.jsonl");
+    let (ok, stdout, err) = f.run(&["curriculum", "--data", &f.p("mixed.jsonl"), "--judge", "sentiment", "--output", &sorted, "--json"]);
+    assert!(ok, "{err}");
+    let v: Value = serde_json::from_str(stdout.trim()).unwrap();
+    let margins: Vec<f64> = v["pairs"].as_array().unwrap().iter().map(|p| p["margin"].as_f64().unwrap()).collect();
+    let order: Vec<&str> = v["pairs"].as_array().unwrap().iter().map(|p| p["prompt"].as_str().unwrap().split(", ").nth(1).unwrap().split(' ').next().unwrap()).collect();
+    assert_eq!(order, ["Lily", "Tom", "Ben"], "{margins:?}");
+    assert!(margins[0] > margins[1] && margins[1] > 0.0 && margins[2] < 0.0, "{margins:?}");
+    let written: Vec<Value> = std::fs::read_to_string(&sorted).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(written.len(), 3);
+    assert!(written[2]["prompt"].as_str().unwrap().contains("Ben"));
+    let dpo = f.p("dpo-in-order");
+    let (ok, _, err) = f.run(&["dpo", "--data", &sorted, "--output-dir", &dpo, "--max-steps", "3", "--batch-size", "1", "--eval-fraction", "0", "--in-order"]);
+    assert!(ok, "{err}");
+    let run: Value = serde_json::from_str(&std::fs::read_to_string(f.dir.join("dpo-in-order/run.json")).unwrap()).unwrap();
+    assert_eq!(run["train"]["in_order"], true, "{run}");
+}

@@ -66,6 +66,10 @@ pub struct TrainConfig {
     /// Seed for shuffling, LoRA initialisation, dropout and sampling: the same seed is the same run.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = TrainConfig::default().seed))]
     pub seed: u64,
+    /// Take the training examples in the order given, epoch after epoch, instead of shuffling
+    /// them: a curriculum (order them first, for example easy pairs first).
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long))]
+    pub in_order: bool,
 }
 
 impl Default for TrainConfig {
@@ -85,6 +89,7 @@ impl Default for TrainConfig {
             per_device_train_batch_size: 2,
             max_steps: 20,
             seed: 42,
+            in_order: false,
         }
     }
 }
@@ -253,19 +258,23 @@ pub struct Batches {
     pos: usize,
     size: usize,
     rng: rand::rngs::StdRng,
+    in_order: bool,
 }
 
 impl Batches {
-    pub fn new(n: usize, size: usize, seed: u64) -> Self {
+    /// Batches of `size` indices into `n` examples: each epoch shuffled (seeded), or `in_order`.
+    pub fn new(n: usize, size: usize, seed: u64, in_order: bool) -> Self {
         use rand::SeedableRng;
-        // pos = n: the first call shuffles.
-        Self { order: (0..n).collect(), pos: n, size: size.min(n).max(1), rng: rand::rngs::StdRng::seed_from_u64(seed) }
+        // pos = n: the first call starts an epoch.
+        Self { order: (0..n).collect(), pos: n, size: size.min(n).max(1), rng: rand::rngs::StdRng::seed_from_u64(seed), in_order }
     }
 
     pub fn next(&mut self) -> Vec<usize> {
         use rand::seq::SliceRandom;
         if self.pos + self.size > self.order.len() {
-            self.order.shuffle(&mut self.rng);
+            if !self.in_order {
+                self.order.shuffle(&mut self.rng);
+            }
             self.pos = 0;
         }
         let out = self.order[self.pos..self.pos + self.size].to_vec();

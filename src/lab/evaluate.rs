@@ -1,7 +1,7 @@
 //! Evaluation on held-out prompts: fresh samples from a model, their mean reward and length, and
 //! the mean sequence KL to the reference, `KL ≈ mean over samples of log π(y) - log ref(y)`.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::rewards::Rewarder;
 use super::session::Session;
@@ -13,7 +13,7 @@ use crate::logps::{ScoringBatch, sequence_logps};
 use crate::model::Llama;
 use crate::Result;
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
     pub mean_score: f64,
     pub kl: f64,

@@ -204,6 +204,9 @@ impl<'a> Handoff<'a> {
             args.push(("max_length", n.to_string()));
         }
         let mut notes: Vec<String> = Vec::new();
+        if spec.train.in_order {
+            notes.push("alignlab took the training examples in the order of train.jsonl (a curriculum); TRL's trainer shuffles them".into());
+        }
         match &spec.method {
             Method::Dpo(c) => {
                 args.push(("beta", py_f64(c.beta)));

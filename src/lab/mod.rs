@@ -9,6 +9,7 @@
 //! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained.
 //! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
 //! - [`class`]: a class's work pooled: rater agreement (rate, Cohen's kappa), a merged set, runs.
+//! - [`curriculum`]: pairs ordered by a reward source's margin, easy or hard first.
 //! - [`distill`]: SFT on a teacher's answers (a second model, a file, best-of-N), the gap
 //!   recovered; weak-to-strong: a weak critic picking a stronger model's samples.
 //! - [`ensemble`]: reward models from several seeds or resamples, combined (mean, min, mean −
@@ -16,6 +17,8 @@
 //! - [`constitution`]: self-alignment: the model judges its answers against principles, P(yes).
 //! - [`groups`]: whose preferences: one adapter per rater group and one merged, each scored on
 //!   every group's held-out pairs.
+//! - [`pipeline`]: stages (SFT, reward model, RLHF, DPO...) one after another on one policy,
+//!   each measured on held-out prompts.
 //! - [`lesson`]: lab files: a teacher's lesson as steps of settings, one action and what to notice.
 //! - [`prompting`]: one question under prompt variants. [`retrieve`]: BM25 over documents, answers
 //!   with and without them, a fact set.
@@ -24,6 +27,7 @@
 
 pub mod class;
 pub mod constitution;
+pub mod curriculum;
 pub mod distill;
 pub mod ensemble;
 pub mod evaluate;
@@ -31,6 +35,7 @@ pub mod groups;
 pub mod handoff;
 pub mod label;
 pub mod lesson;
+pub mod pipeline;
 pub mod policy;
 pub mod probes;
 pub mod prompting;

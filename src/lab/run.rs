@@ -164,7 +164,7 @@ impl Run {
             Method::Rl { cfg, .. } => cfg.prompts_per_step,
             _ => spec.train.per_device_train_batch_size,
         };
-        let batches = Batches::new(train.len(), batch, spec.train.seed);
+        let batches = Batches::new(train.len(), batch, spec.train.seed, spec.train.in_order);
         let ref_logps = match &spec.method {
             Method::Dpo(c) if c.precompute_ref_log_probs => {
                 Some([RefLogpsCache::new(train.len()), RefLogpsCache::new(held_out.len())])
@@ -185,7 +185,7 @@ impl Run {
             Learner::Reward { trainer, .. } => trainer.step = self.done,
         }
         let size = self.rl().map_or(self.spec.train.per_device_train_batch_size, |c| c.prompts_per_step);
-        self.batches = Batches::new(self.train.len(), size, self.spec.train.seed);
+        self.batches = Batches::new(self.train.len(), size, self.spec.train.seed, self.spec.train.in_order);
         for _ in 0..self.done * self.micro_batches() {
             self.batches.next();
         }
@@ -417,5 +417,10 @@ pub fn split_indices(n: usize, spec: &RunSpec, min: usize) -> (Vec<usize>, Vec<u
     let mut order: Vec<usize> = (0..n).collect();
     order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(spec.train.seed));
     let (train, eval) = order.split_at(n - held);
-    (train.to_vec(), eval.to_vec())
+    let mut train = train.to_vec();
+    if spec.train.in_order {
+        // A curriculum: what is trained on keeps the order it was given in.
+        train.sort_unstable();
+    }
+    (train, eval.to_vec())
 }

@@ -1,0 +1,81 @@
+//! Curricula: preference pairs ordered by how hard they are before training takes them in that
+//! order (`TrainConfig::in_order`). A pair's difficulty is read from a reward source (judges, a
+//! reward model or an ensemble) as its margin `r(chosen) − r(rejected)`: a large margin is a pair
+//! the reward source finds easy to tell apart, a small or negative one a hard (or mislabelled) one.
+
+use serde::{Deserialize, Serialize};
+
+use super::rewards::Rewarder;
+use super::session::Session;
+use crate::align::Encoding;
+use crate::align::best_of_n::Candidate;
+use crate::data::Preference;
+use crate::Result;
+
+/// Which pairs come first.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum Order {
+    /// Largest margin first.
+    #[default]
+    EasyFirst,
+    /// Smallest margin first.
+    HardFirst,
+}
+
+/// Each pair's margin under `rewarder`, in the pairs' order.
+pub async fn margins(session: &Session, rewarder: &Rewarder, enc: &Encoding, pairs: &[Preference]) -> Result<Vec<f64>> {
+    let lm = &session.lm;
+    let mut out = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let prompt = enc.prompt(lm, &p.prompt)?;
+        let (c, r) = (enc.completion(lm, &p.chosen)?, enc.completion(lm, &p.rejected)?);
+        let cands = [
+            Candidate { prompt: &p.prompt, prompt_ids: &prompt, completion: &p.chosen, completion_ids: &c },
+            Candidate { prompt: &p.prompt, prompt_ids: &prompt, completion: &p.rejected, completion_ids: &r },
+        ];
+        let s = rewarder.rewards(&cands).await?;
+        out.push(s[0] - s[1]);
+    }
+    Ok(out)
+}
+
+/// The pairs with their margins, sorted as `order` says; ties keep the order given.
+pub fn order(pairs: &[Preference], margins: &[f64], order: Order) -> Vec<(Preference, f64)> {
+    let mut v: Vec<(Preference, f64)> = pairs.iter().cloned().zip(margins.iter().copied()).collect();
+    match order {
+        Order::EasyFirst => v.sort_by(|a, b| b.1.total_cmp(&a.1)),
+        Order::HardFirst => v.sort_by(|a, b| a.1.total_cmp(&b.1)),
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::align::train::Batches;
+
+    fn p(name: &str) -> Preference {
+        Preference { prompt: name.into(), chosen: "a".into(), rejected: "b".into() }
+    }
+
+    #[test]
+    fn pairs_sort_by_margin_and_ties_keep_their_order() {
+        let pairs = [p("x"), p("y"), p("z"), p("w")];
+        let m = [0.5, 2.0, 0.5, -1.0];
+        let names = |v: Vec<(Preference, f64)>| v.into_iter().map(|(p, _)| p.prompt).collect::<Vec<_>>();
+        assert_eq!(names(order(&pairs, &m, Order::EasyFirst)), ["y", "x", "z", "w"]);
+        assert_eq!(names(order(&pairs, &m, Order::HardFirst)), ["w", "x", "z", "y"]);
+    }
+
+    #[test]
+    fn in_order_batches_walk_the_examples_as_given_every_epoch() {
+        let mut b = Batches::new(5, 2, 1, true);
+        let got: Vec<Vec<usize>> = (0..4).map(|_| b.next()).collect();
+        assert_eq!(got, [vec![0, 1], vec![2, 3], vec![0, 1], vec![2, 3]]);
+        let mut s = Batches::new(50, 5, 1, false);
+        let first: Vec<usize> = (0..10).flat_map(|_| s.next()).collect();
+        assert_ne!(first, (0..50).collect::<Vec<_>>(), "shuffled by default");
+    }
+}
