@@ -170,6 +170,7 @@ pub fn DataPanel() -> impl IntoView {
                 <thead><tr><th>"#"</th><th>"Prompt"</th><th>"Chosen"</th><th>"Rejected"</th><th></th></tr></thead>
                 <tbody>{pair_rows}</tbody>
             </table>
+            <super::curriculum::CurriculumSection/>
 
             <table aria-label="Rated answers">
                 <caption>{move || format!("Rated answers for KTO ({})", ctx.unpaired.get().len())}</caption>

@@ -11,6 +11,7 @@ mod class;
 mod client;
 mod compare;
 mod constitution;
+mod curriculum;
 mod distill;
 mod ensemble;
 mod data;
@@ -21,6 +22,7 @@ mod generate;
 mod groups;
 mod lesson;
 mod probes;
+mod pipeline;
 mod prompting;
 mod store;
 mod train;
@@ -216,6 +218,8 @@ pub struct Ctx {
     pub ensemble: RwSignal<ensemble::EnsembleState>,
     /// The Distill tab's teacher, held-out prompts and last results.
     pub distill: RwSignal<distill::DistillState>,
+    /// The Train tab's pipeline: its stages, held-out prompts and last table.
+    pub pipeline: RwSignal<pipeline::PipelineState>,
     /// The class files the teacher opened, the rater groups and the group adapters' results.
     pub class: RwSignal<class::ClassRoom>,
     pub backend_pref: RwSignal<BackendPref>,
@@ -478,6 +482,7 @@ fn persist(ctx: Ctx) {
         keep(ctx, "constitution", ctx.constitution),
         keep(ctx, "ensemble", ctx.ensemble),
         keep(ctx, "distill", ctx.distill),
+        keep(ctx, "pipeline", ctx.pipeline),
         keep(ctx, "adapter", ctx.adapter),
         keep(ctx, "weights", ctx.weights),
         keep(ctx, "reward_model", ctx.reward_model),
@@ -532,6 +537,7 @@ fn App() -> impl IntoView {
         constitution: RwSignal::new(constitution::ConstitutionState::default()),
         ensemble: RwSignal::new(ensemble::EnsembleState::default()),
         distill: RwSignal::new(distill::DistillState::default()),
+        pipeline: RwSignal::new(pipeline::PipelineState::default()),
         backend_pref: RwSignal::new(pref),
         training: RwSignal::new(false),
     };

@@ -197,6 +197,7 @@ pub fn TrainPanel() -> impl IntoView {
                 <p class="held-out" aria-label="Held-out metrics">{move || held_out_line(&metrics.get())}</p>
             </div>
             <Charts metrics=series/>
+            <super::pipeline::PipelineSection/>
             <Artifacts busy=Signal::derive(move || job.get().is_some()) message=message/>
             <RunsTable/>
         </div>

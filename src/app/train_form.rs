@@ -118,6 +118,7 @@ pub fn TrainForm(form: RwSignal<RunSettings>) -> impl IntoView {
             {choice(form, "Schedule", "How the learning rate changes after warm-up.", &SCHEDULES, |f| f.train.lr_scheduler_type, |f, v| f.train.lr_scheduler_type = v)}
             {number(form, "Warm-up", "Fraction of the steps spent raising the learning rate from 0.", "0.05", |f| f.train.warmup_ratio, |f, v| f.train.warmup_ratio = v)}
             {number(form, "Seed", "Same seed + same data = the same run.", "1", |f| f.train.seed, |f, v| f.train.seed = v)}
+            {check(form, "In order", "Take the examples in the order of the Data tab (a curriculum: order the pairs there first) instead of shuffling them.", |f| f.train.in_order, |f, v| f.train.in_order = v)}
             {number(form, "Held out", "Fraction of the examples kept aside to measure the model on data it never trained on.", "0.05", |f| f.eval.eval_fraction, |f, v| f.eval.eval_fraction = v)}
             {number(form, "Evaluate every", "Score the held-out examples every this many steps (and after the last).", "1", |f| f.eval.eval_steps, |f, v| f.eval.eval_steps = v)}
         </div>

@@ -109,6 +109,8 @@ pub enum Action {
     Distill,
     /// The weak critic's picks among the policy's samples, scored by the judges.
     WeakToStrong,
+    /// The Train tab's pipeline: its stages one after another, each measured.
+    Pipeline,
 }
 
 impl Action {
@@ -129,6 +131,7 @@ impl Action {
             Self::EnsembleScore => "Score the answers",
             Self::Distill => "Distill",
             Self::WeakToStrong => "Rerank with the weak critic",
+            Self::Pipeline => "Run the pipeline",
         }
     }
 }
@@ -166,7 +169,7 @@ pub struct Watch {
 }
 
 /// Readings the panels report besides the training metrics.
-pub const PAGE_READINGS: [(&str, &str); 34] = [
+pub const PAGE_READINGS: [(&str, &str); 37] = [
     ("samples/score", "mean weighted judge score of the generated samples"),
     ("samples/words", "mean length of the generated samples, in words"),
     ("compare/reference", "judge score of the reference's answer in Compare"),
@@ -200,6 +203,9 @@ pub const PAGE_READINGS: [(&str, &str); 34] = [
     ("distill/teacher", "judges' mean score of the teacher's held-out answers"),
     ("distill/recovered", "share of the gap between student and teacher the student closed, by the judges"),
     ("weak_to_strong/recovered", "share of the gap between a random pick and the truth's own pick that the weak critic's picks closed"),
+    ("pipeline/score", "judges' mean score of the held-out answers after the latest pipeline stage"),
+    ("pipeline/gain", "that score minus the base model's, before any stage"),
+    ("pipeline/kl", "mean KL of the held-out answers to the base model after the latest stage, in nats"),
     ("weak_to_strong/label_accuracy", "share of the weak critic's best-vs-worst pairs the truth orders the same way"),
 ];
 

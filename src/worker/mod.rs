@@ -6,6 +6,7 @@ mod distill;
 mod ensemble;
 mod groups;
 mod jobs;
+mod pipeline;
 mod prompting;
 pub mod protocol;
 pub mod router;

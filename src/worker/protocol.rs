@@ -13,6 +13,8 @@ use crate::judges::JudgeSpec;
 pub use crate::lab::constitution::{Constitution, Judged};
 pub use crate::lab::distill::{Progress as DistillProgress, Report as DistillReport, RerankSummary, Reranked};
 pub use crate::lab::ensemble::{Combine, Report as EnsembleReport, Resample, Scored};
+pub use crate::lab::curriculum::Order;
+pub use crate::lab::pipeline::StageReport;
 pub use crate::lab::groups::{AdapterRow, Group, PairScore};
 pub use crate::lab::probes::{Category, Probe, ProbeResult};
 pub use crate::lab::prompting::{Shot, Variant, VariantResult};
@@ -181,6 +183,18 @@ pub enum Request {
     /// A weak critic (judges) picks among the policy's samples; the judges `truth` score the
     /// picks: a `Reranked` per prompt, then `Done`.
     WeakToStrong { job: JobId, prompts: Vec<String>, encoding: Encoding, sampling: SamplingConfig, weak: Vec<(JudgeSpec, f64)>, truth: Vec<(JudgeSpec, f64)> },
+    /// Stages one after another on the policy, each measured on `eval_prompts` by `judges`:
+    /// `PipelineStep`s, a `PipelineStage` per stage (the base model first), then `Done`.
+    Pipeline {
+        job: JobId,
+        stages: Vec<RunSpec>,
+        eval_prompts: Vec<String>,
+        encoding: Encoding,
+        sampling: SamplingConfig,
+        judges: Vec<(JudgeSpec, f64)>,
+    },
+    /// `pairs` with their margins under `reward`, sorted as `order` says: `Ordered`.
+    OrderPairs { job: JobId, pairs: Vec<Preference>, encoding: Encoding, reward: RewardSpec, order: Order },
     /// A small file a link names (a lab file): the worker may fetch from other sites, the page
     /// may not (its Content-Security-Policy), and the page asked the user first.
     Fetch { job: JobId, url: String },
@@ -311,6 +325,11 @@ pub enum Event {
     Distilling { job: JobId, progress: DistillProgress },
     Distilled { job: JobId, report: DistillReport },
     Reranked { job: JobId, row: Reranked, done: usize, total: usize },
+    PipelineStep { job: JobId, stage: usize, stages: usize, step: usize, steps: usize },
+    /// A stage ended (or, first, the base model measured): its report, and what it trained to
+    /// download (the adapter, or the reward model; none for the base model).
+    PipelineStage { job: JobId, report: StageReport, files: Vec<FileOut> },
+    Ordered { job: JobId, pairs: Vec<(Preference, f64)> },
     Fetched {
         job: JobId,
         #[serde(with = "serde_bytes")]
@@ -353,6 +372,8 @@ impl Request {
             | Self::LoadTeacher { job, .. }
             | Self::Distill { job, .. }
             | Self::WeakToStrong { job, .. }
+            | Self::Pipeline { job, .. }
+            | Self::OrderPairs { job, .. }
             | Self::Fetch { job, .. } => Some(*job),
             _ => None,
         }
@@ -387,6 +408,9 @@ impl Event {
             | Self::Distilling { job, .. }
             | Self::Distilled { job, .. }
             | Self::Reranked { job, .. }
+            | Self::PipelineStep { job, .. }
+            | Self::PipelineStage { job, .. }
+            | Self::Ordered { job, .. }
             | Self::Done { job } => Some(*job),
             Self::Files { job, .. } | Self::Error { job, .. } => *job,
             _ => None,

@@ -132,6 +132,10 @@ impl<H: Host> Router<H> {
                 self.distill(job, teacher, judges, run, prompts, eval_prompts, sampling).await
             }
             Request::WeakToStrong { job, prompts, encoding, sampling, weak, truth } => self.weak_to_strong(job, prompts, encoding, sampling, weak, truth).await,
+            Request::Pipeline { job, stages, eval_prompts, encoding, sampling, judges } => {
+                self.pipeline(job, stages, eval_prompts, encoding, sampling, judges).await
+            }
+            Request::OrderPairs { job, pairs, encoding, reward, order } => self.order_pairs(job, pairs, encoding, reward, order).await,
             Request::ResetAdapter => {
                 self.with(|s| s.paused = None);
                 self.update(|s| {
@@ -304,7 +308,7 @@ impl<H: Host> Router<H> {
     }
 }
 
-fn peft_files(f: AdapterFiles) -> Vec<FileOut> {
+pub(super) fn peft_files(f: AdapterFiles) -> Vec<FileOut> {
     vec![
         FileOut { name: "adapter_config.json".into(), bytes: f.config_json.into_bytes() },
         FileOut { name: "adapter_model.safetensors".into(), bytes: f.safetensors },
