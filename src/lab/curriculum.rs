@@ -70,6 +70,27 @@ mod tests {
     }
 
     #[test]
+    fn a_curriculum_holds_out_the_same_pairs_in_any_order() {
+        use crate::lab::run::split_indices;
+        use crate::lab::spec::{MethodKind, RunSettings, TrainData};
+        let pairs: Vec<Preference> = (0..20).map(|i| Preference { prompt: format!("q{i}"), chosen: "a".into(), rejected: "b".into() }).collect();
+        let mut settings = RunSettings { method: MethodKind::Dpo, ..Default::default() };
+        settings.train.in_order = true;
+        settings.eval.eval_fraction = 0.25;
+        let spec = |p: Vec<Preference>| settings.spec(vec![], Encoding::default(), TrainData { pairs: p, ..Default::default() });
+        let reversed: Vec<Preference> = pairs.iter().rev().cloned().collect();
+        let held = |p: &[Preference]| {
+            let (train, eval) = split_indices(p.len(), &spec(p.to_vec()), 1);
+            assert!(train.windows(2).all(|w| w[0] < w[1]), "trained on in the order given");
+            let mut names: Vec<String> = eval.iter().map(|&i| p[i].prompt.clone()).collect();
+            names.sort();
+            names
+        };
+        assert_eq!(held(&pairs).len(), 5);
+        assert_eq!(held(&pairs), held(&reversed), "the same pairs held out, whatever the order");
+    }
+
+    #[test]
     fn in_order_batches_walk_the_examples_as_given_every_epoch() {
         let mut b = Batches::new(5, 2, 1, true);
         let got: Vec<Vec<usize>> = (0..4).map(|_| b.next()).collect();

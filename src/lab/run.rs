@@ -405,6 +405,10 @@ fn split(examples: Examples, spec: &RunSpec, min: usize) -> (Examples, Examples)
 
 /// The indices of [`split`]: (trained on, held out), the held-out ones in the seeded order. The
 /// TRL hand-off writes its `train.jsonl` and `eval.jsonl` with these, so both tools see one split.
+///
+/// A curriculum (`in_order`) holds out by content, not position: the examples whose seeded hash
+/// is largest, so the same pairs ordered easy-first or hard-first hold out the same pairs and
+/// the runs can be compared; what is trained on keeps the order it was given in.
 pub fn split_indices(n: usize, spec: &RunSpec, min: usize) -> (Vec<usize>, Vec<usize>) {
     let held = if spec.method.kind() == MethodKind::Rl {
         0
@@ -415,12 +419,29 @@ pub fn split_indices(n: usize, spec: &RunSpec, min: usize) -> (Vec<usize>, Vec<u
         return ((0..n).collect(), Vec::new());
     }
     let mut order: Vec<usize> = (0..n).collect();
-    order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(spec.train.seed));
+    match content_keys(spec).filter(|k| spec.train.in_order && k.len() == n) {
+        // Largest hashes last: they are held out.
+        Some(keys) => order.sort_by_key(|&i| (keys[i], i)),
+        None => order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(spec.train.seed)),
+    }
     let (train, eval) = order.split_at(n - held);
     let mut train = train.to_vec();
     if spec.train.in_order {
-        // A curriculum: what is trained on keeps the order it was given in.
         train.sort_unstable();
     }
     (train, eval.to_vec())
+}
+
+/// A seeded FNV-1a hash of each of the method's examples, as written (JSON).
+fn content_keys(spec: &RunSpec) -> Option<Vec<u64>> {
+    let hash = |v: serde_json::Result<Vec<u8>>| {
+        v.ok().map(|bytes| bytes.iter().fold(0xcbf2_9ce4_8422_2325 ^ spec.train.seed, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)))
+    };
+    let d = &spec.data;
+    match spec.method.kind() {
+        MethodKind::Dpo | MethodKind::Reward => d.pairs.iter().map(|x| hash(serde_json::to_vec(x))).collect(),
+        MethodKind::Kto => d.unpaired.iter().map(|x| hash(serde_json::to_vec(x))).collect(),
+        MethodKind::Sft => d.demos.iter().map(|x| hash(serde_json::to_vec(x))).collect(),
+        MethodKind::Rl => None,
+    }
 }
