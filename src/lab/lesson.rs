@@ -579,7 +579,7 @@ fn patch<T: Serialize>(current: &T, patch: &Value, at: &str) -> Result<Value> {
 
 /// The lessons that ship with the app, in order: the files in `www/labs/`, compiled in so they
 /// work offline and in the CLI.
-const BUILT_IN: [&str; 14] = [
+const BUILT_IN: [&str; 16] = [
     include_str!("../../www/labs/what-is-alignment.json"),
     include_str!("../../www/labs/prompting.json"),
     include_str!("../../www/labs/rlhf-three-steps.json"),
@@ -593,6 +593,8 @@ const BUILT_IN: [&str; 14] = [
     include_str!("../../www/labs/self-alignment.json"),
     include_str!("../../www/labs/red-teaming.json"),
     include_str!("../../www/labs/whose-preferences.json"),
+    include_str!("../../www/labs/many-reward-models.json"),
+    include_str!("../../www/labs/teacher-and-student.json"),
     include_str!("../../www/labs/break-it.json"),
 ];
 
