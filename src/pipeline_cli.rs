@@ -120,7 +120,8 @@ pub struct PipelineArgs {
     pub eval_max_new_tokens: usize,
     #[arg(long, default_value_t = 0.8)]
     pub eval_temperature: f32,
-    /// Each stage's adapter (or reward model) under DIR/stage-K-METHOD, and DIR/pipeline.json.
+    /// Each stage's adapter (or reward model) under DIR/stage-K-METHOD, DIR/pipeline.json (the
+    /// table) and DIR/stages.json (each stage's spec and the held-out sampling).
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
     /// Defaults for every stage (a stage's own steps, lr, batch override them).
@@ -198,6 +199,13 @@ pub fn pipeline(a: PipelineArgs) -> Result<()> {
         seed: a.train.seed,
         ..SamplingConfig::default()
     };
+    if let Some(dir) = &a.output_dir {
+        // Each stage's whole spec without its data, as `run.json` holds a run's: the same
+        // `RunSpec`s the page's worker takes.
+        let specs: Vec<RunSpec> = stages.iter().map(|s| RunSpec { data: TrainData::default(), ..s.clone() }).collect();
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("stages.json"), serde_json::to_string_pretty(&json!({"stages": specs, "sampling": sampling}))?).context("writing stages.json")?;
+    }
     let pipeline = Pipeline { stages, eval_prompts: &eval_prompts, encoding: &a.encoding, sampling: &sampling, judges: truth.as_ref() };
     pipeline.validate()?;
     let mut reports = vec![block_on(pipeline.base(&session))?];

@@ -282,3 +282,59 @@ fn the_worker_fetches_a_lab_file_for_the_page_and_refuses_an_oversized_one() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A pipeline is one piece of lab code under both front ends: the CLI's stages (its
+/// `stages.json`, sent with the same data) run by the worker give the same table, number for number.
+#[test]
+fn the_cli_and_the_worker_run_the_same_pipeline_to_the_same_numbers() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((model, tok)) = stories260k() else { return };
+    let dir = common::temp_dir("lab-same-pipeline");
+    let who = ["Lily", "Tom", "Ben", "Sue"];
+    let prompt = |w: &str| format!("Once upon a time, {w} went to the park");
+    let pairs: Vec<Preference> = who.iter().map(|w| Preference { prompt: prompt(w), chosen: " and she was very happy.".into(), rejected: " and it was sad and dark.".into() }).collect();
+    let demos: Vec<Demonstration> = who.iter().map(|w| Demonstration { prompt: prompt(w), completion: format!(" and {w} smiled.") }).collect();
+    let held: Vec<PromptOnly> = ["Zoe", "Leo"].iter().map(|w| PromptOnly { prompt: prompt(w) }).collect();
+    write_jsonl(&dir.join("pairs.jsonl"), &pairs);
+    write_jsonl(&dir.join("demos.jsonl"), &demos);
+    write_jsonl(&dir.join("held.jsonl"), &held);
+    let out = dir.join("pipe");
+    let p = |f: &str| dir.join(f).to_str().unwrap().to_string();
+    let (sft, dpo) = (format!("sft={},steps=3,lr=1e-2", p("demos.jsonl")), format!("dpo={},steps=2,beta=0.2", p("pairs.jsonl")));
+    let (ok, stdout, err) = alignlab(&["pipeline", "--stage", &sft, "--stage", &dpo, "--eval-prompts", &p("held.jsonl"), "--judge", "include=happy+smiled",
+        "--eval-samples", "2", "--eval-max-new-tokens", "6", "--lora-r", "4", "--eval-fraction", "0", "--output-dir", out.to_str().unwrap(),
+        "--model", model.to_str().unwrap(), "--tokenizer", tok.to_str().unwrap(), "--json"]);
+    assert!(ok, "{err}");
+    let cli: Vec<alignlab::lab::pipeline::StageReport> = serde_json::from_value(serde_json::from_str::<serde_json::Value>(stdout.trim()).unwrap()["stages"].clone()).unwrap();
+    let saved: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("stages.json")).unwrap()).unwrap();
+    let specs: Vec<RunSpec> = serde_json::from_value(saved["stages"].clone()).unwrap();
+    let sampling = serde_json::from_value(saved["sampling"].clone()).unwrap();
+    let data = TrainData { pairs, demos, ..Default::default() };
+
+    let worker = Worker::new(&model, &tok);
+    let stages = specs.into_iter().map(|s| RunSpec { data: data.clone(), ..s }).collect();
+    worker.send(Request::Pipeline {
+        job: 1,
+        stages,
+        eval_prompts: held.into_iter().map(|h| h.prompt).collect(),
+        encoding: alignlab::align::Encoding::default(),
+        sampling,
+        judges: vec![alignlab::judges::JudgeSpec::parse_weighted("include=happy+smiled").unwrap()],
+    });
+    let events = worker.take();
+    assert!(errors(&events).is_empty(), "{:?}", errors(&events));
+    let page: Vec<_> = events.iter().filter_map(|e| if let Event::PipelineStage { report, .. } = e { Some(report.clone()) } else { None }).collect();
+    assert_eq!(page.iter().map(|r| r.label.as_str()).collect::<Vec<_>>(), ["base model", "SFT (3 steps)", "DPO (2 steps)"]);
+    assert_eq!(page.len(), cli.len());
+    for (w, c) in page.iter().zip(&cli) {
+        assert_eq!(w.label, c.label);
+        let (we, ce) = (w.eval.as_ref().unwrap(), c.eval.as_ref().unwrap());
+        for (name, a, b) in [("score", we.mean_score, ce.mean_score), ("kl", we.kl, ce.kl), ("length", we.mean_length, ce.mean_length)] {
+            assert!((a - b).abs() <= 1e-9 * a.abs().max(1.0), "{}: {name} is {a} in the worker, {b} in the CLI", w.label);
+        }
+        same_metrics(std::slice::from_ref(&w.last), std::slice::from_ref(&c.last), &w.label);
+    }
+    assert!(cli[1].eval.as_ref().unwrap().kl > 0.0, "SFT moved the policy");
+    let snapshots = events.iter().filter(|e| matches!(e, Event::PipelineStage { files, .. } if files.iter().any(|f| f.name == "adapter_model.safetensors"))).count();
+    assert_eq!(snapshots, 2, "each stage's adapter reaches the page");
+}

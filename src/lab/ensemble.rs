@@ -175,8 +175,14 @@ pub struct Scored {
     pub spread: f64,
 }
 
+/// At most this many texts scored at once: each is a forward pass per member.
+pub const MAX_TEXTS: usize = 64;
+
 /// Scores (prompt, completion) texts with every member.
 pub async fn score_texts(session: &Session, heads: &[RewardHead], enc: &Encoding, texts: &[(String, String)]) -> Result<Vec<Scored>> {
+    if texts.len() > MAX_TEXTS {
+        return Err(Error::Invalid(format!("{} answers to score: at most {MAX_TEXTS} at a time, each is read by every member", texts.len())));
+    }
     let lm = &session.lm;
     let ids: Vec<(Vec<u32>, Vec<u32>)> = texts.iter().map(|(p, c)| Ok((enc.prompt(lm, p)?, enc.completion(lm, c)?))).collect::<Result<_>>()?;
     let cands: Vec<Candidate> = texts
