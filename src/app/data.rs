@@ -4,7 +4,7 @@
 
 use leptos::prelude::*;
 
-use super::{Banner, Ctx, client, files};
+use super::{Banner, Ctx, client, files, lines};
 use crate::data::{self, Demonstration, Preference, Unpaired};
 use crate::worker::protocol::*;
 
@@ -50,7 +50,6 @@ pub fn DataPanel() -> impl IntoView {
     let prompts_text = RwSignal::new(String::new());
     let label_job = RwSignal::new(None::<JobId>);
     let label_progress = RwSignal::new(None::<String>);
-    let lines = |t: &str| t.lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect::<Vec<String>>();
     Effect::new(move |_| {
         // Show the saved prompts once they are restored, and prompts a lesson adds.
         let saved = ctx.prompts.get();
@@ -76,7 +75,7 @@ pub fn DataPanel() -> impl IntoView {
         }
     };
     let auto_label = move |_| {
-        let prompts: Vec<String> = prompts_text.get_untracked().lines().map(|l| l.trim().to_string()).filter(|l| !l.is_empty()).collect();
+        let prompts: Vec<String> = lines(&prompts_text.get_untracked());
         if prompts.is_empty() {
             message.set(Some("Write some prompts (one per line) to auto-label.".into()));
             return;

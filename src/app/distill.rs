@@ -9,7 +9,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::fields::{choice, number};
-use super::{Banner, Ctx, client, files, lesson};
+use super::{Banner, Ctx, client, files, lesson, lines};
 use crate::judges::JudgeSpec;
 use crate::lab::distill::TeacherKind;
 use crate::lab::lesson::{Action, record};
@@ -47,10 +47,6 @@ impl Default for DistillState {
             reranked: Vec::new(),
         }
     }
-}
-
-fn lines(s: &str) -> Vec<String> {
-    s.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
 }
 
 fn score(x: Option<f64>) -> String {

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::fields::{choice, number};
-use super::{Ctx, client, lesson};
+use super::{Ctx, client, lesson, lines};
 use crate::lab::ensemble::{MAX_MEMBERS, mean_spread};
 use crate::lab::lesson::{Action, record};
 use crate::lab::{MethodKind, RunSettings};
@@ -116,7 +116,7 @@ pub fn EnsemblePanel() -> impl IntoView {
 
     let score = move || {
         let s = ctx.settings.get_untracked();
-        let completions: Vec<String> = st.with_untracked(|e| e.answers.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect());
+        let completions: Vec<String> = st.with_untracked(|e| lines(&e.answers));
         let id = client::job(move |ev| match ev {
             Event::EnsembleScored { scored, .. } => {
                 let spread = mean_spread(&scored);

@@ -282,6 +282,11 @@ impl Settings {
     }
 }
 
+/// A text box's non-blank lines, trimmed: prompts, answers, one per line.
+pub fn lines(text: &str) -> Vec<String> {
+    text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect()
+}
+
 fn query(name: &str) -> Option<String> {
     let search = web_sys::window()?.location().search().ok()?;
     web_sys::UrlSearchParams::new_with_str(&search).ok()?.get(name)

@@ -6,7 +6,7 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, client, files, lesson};
+use super::{Ctx, client, files, lesson, lines};
 use crate::lab::lesson::{Action, record};
 use crate::lab::pipeline::MAX_STAGES;
 use crate::lab::{MethodKind, RewardChoice, RunSettings};
@@ -89,7 +89,7 @@ pub fn PipelineSection() -> impl IntoView {
         let data = TrainData { pairs: ctx.pairs.get_untracked(), unpaired: ctx.unpaired.get_untracked(), demos: ctx.demos.get_untracked(), prompts: ctx.prompts.get_untracked() };
         let (stages, eval_prompts) = st.with_untracked(|p| {
             let stages: Vec<RunSpec> = p.stages.iter().map(|r| r.spec(judges.clone(), s.encoding(), data.clone())).collect();
-            (stages, p.eval_prompts.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect::<Vec<_>>())
+            (stages, lines(&p.eval_prompts))
         });
         st.update(|p| p.reports.clear());
         files.set(Vec::new());

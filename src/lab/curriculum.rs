@@ -8,7 +8,6 @@ use serde::{Deserialize, Serialize};
 use super::rewards::Rewarder;
 use super::session::Session;
 use crate::align::Encoding;
-use crate::align::best_of_n::Candidate;
 use crate::data::Preference;
 use crate::Result;
 
@@ -26,19 +25,9 @@ pub enum Order {
 
 /// Each pair's margin under `rewarder`, in the pairs' order.
 pub async fn margins(session: &Session, rewarder: &Rewarder, enc: &Encoding, pairs: &[Preference]) -> Result<Vec<f64>> {
-    let lm = &session.lm;
-    let mut out = Vec::with_capacity(pairs.len());
-    for p in pairs {
-        let prompt = enc.prompt(lm, &p.prompt)?;
-        let (c, r) = (enc.completion(lm, &p.chosen)?, enc.completion(lm, &p.rejected)?);
-        let cands = [
-            Candidate { prompt: &p.prompt, prompt_ids: &prompt, completion: &p.chosen, completion_ids: &c },
-            Candidate { prompt: &p.prompt, prompt_ids: &prompt, completion: &p.rejected, completion_ids: &r },
-        ];
-        let s = rewarder.rewards(&cands).await?;
-        out.push(s[0] - s[1]);
-    }
-    Ok(out)
+    let texts: Vec<(String, String)> = pairs.iter().flat_map(|p| [(p.prompt.clone(), p.chosen.clone()), (p.prompt.clone(), p.rejected.clone())]).collect();
+    let scores = session.score(rewarder, enc, &texts).await?;
+    Ok(scores.chunks(2).map(|cr| cr[0] - cr[1]).collect())
 }
 
 /// The pairs with their margins, sorted as `order` says; ties keep the order given.

@@ -127,16 +127,7 @@ pub async fn score(session: &Session, judges: Option<&Rewarder>, teacher: Option
     }
     let n = answers.len() as f64;
     let judges = match judges {
-        Some(r) => {
-            let lm = &session.lm;
-            let ids: Vec<(Vec<u32>, Vec<u32>)> = answers.iter().map(|(p, a)| Ok((enc.prompt(lm, p)?, enc.completion(lm, a)?))).collect::<Result<_>>()?;
-            let cands: Vec<Candidate> = answers
-                .iter()
-                .zip(&ids)
-                .map(|((p, a), (pi, ai))| Candidate { prompt: p, prompt_ids: pi, completion: a, completion_ids: ai })
-                .collect();
-            Some(r.rewards(&cands).await?.iter().sum::<f64>() / n)
-        }
+        Some(r) => Some(session.score(r, enc, answers).await?.iter().sum::<f64>() / n),
         None => None,
     };
     let teacher_logp = match teacher {

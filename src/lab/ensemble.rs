@@ -15,7 +15,6 @@ use super::run::{Run, Trained, split_indices};
 use super::session::Session;
 use super::spec::{Method, RunSpec, TrainData};
 use crate::align::Encoding;
-use crate::align::best_of_n::Candidate;
 use crate::align::train::Metrics;
 use crate::data::Preference;
 use crate::{Error, Result};
@@ -152,18 +151,6 @@ pub async fn train_member(session: &Session, spec: RunSpec, on_step: &mut dyn Fn
     }
 }
 
-/// Every member's reward for each candidate: `[candidate][member]`.
-pub async fn member_rewards(session: &Session, heads: &[RewardHead], cands: &[Candidate<'_>]) -> Result<Vec<Vec<f64>>> {
-    let mut by_candidate = vec![Vec::with_capacity(heads.len()); cands.len()];
-    for head in heads {
-        let r = Rewarder::model(session, head.clone()).rewards(cands).await?;
-        for (row, v) in by_candidate.iter_mut().zip(r) {
-            row.push(v);
-        }
-    }
-    Ok(by_candidate)
-}
-
 /// One answer as the ensemble sees it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Scored {
@@ -183,14 +170,13 @@ pub async fn score_texts(session: &Session, heads: &[RewardHead], enc: &Encoding
     if texts.len() > MAX_TEXTS {
         return Err(Error::Invalid(format!("{} answers to score: at most {MAX_TEXTS} at a time, each is read by every member", texts.len())));
     }
-    let lm = &session.lm;
-    let ids: Vec<(Vec<u32>, Vec<u32>)> = texts.iter().map(|(p, c)| Ok((enc.prompt(lm, p)?, enc.completion(lm, c)?))).collect::<Result<_>>()?;
-    let cands: Vec<Candidate> = texts
-        .iter()
-        .zip(&ids)
-        .map(|((p, c), (pi, ci))| Candidate { prompt: p, prompt_ids: pi, completion: c, completion_ids: ci })
-        .collect();
-    let rewards = member_rewards(session, heads, &cands).await?;
+    // `[text][member]`
+    let mut rewards = vec![Vec::with_capacity(heads.len()); texts.len()];
+    for head in heads {
+        for (row, v) in rewards.iter_mut().zip(session.score(&Rewarder::model(session, head.clone()), enc, texts).await?) {
+            row.push(v);
+        }
+    }
     Ok(texts
         .iter()
         .zip(rewards)

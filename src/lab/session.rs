@@ -113,6 +113,18 @@ impl Session {
         }
     }
 
+    /// One reward per (prompt, completion) text, from `rewarder`: texts encoded as generation
+    /// would have made them, so a reward model sees what it learnt on.
+    pub async fn score(&self, rewarder: &Rewarder, enc: &Encoding, texts: &[(String, String)]) -> Result<Vec<f64>> {
+        let ids: Vec<(Vec<u32>, Vec<u32>)> = texts.iter().map(|(p, c)| Ok((self.prompt_ids(enc, p)?, enc.completion(&self.lm, c)?))).collect::<Result<_>>()?;
+        let cands: Vec<Candidate> = texts
+            .iter()
+            .zip(&ids)
+            .map(|((p, c), (pi, ci))| Candidate { prompt: p, prompt_ids: pi, completion: c, completion_ids: ci })
+            .collect();
+        rewarder.rewards(&cands).await
+    }
+
     /// Scores finished texts for `prompt`: the judges' weighted sum (empty judges: zeros) and,
     /// when there is one, the reward model's score.
     pub async fn judge_texts(
