@@ -10,7 +10,7 @@ use alignlab::align::reward::{RewardConfig, save_reward_model};
 use alignlab::align::train::TrainConfig;
 use alignlab::backend::block_on;
 use alignlab::data::{Demonstration, Preference};
-use alignlab::lab::ensemble::{Resample, Scored, mean_spread, plan, report, score_texts, train_member};
+use alignlab::lab::ensemble::{Resample, check_texts, Scored, mean_spread, plan, report, score_texts, train_member};
 use alignlab::lab::{EvalConfig, Method, RunSpec, TrainData};
 use alignlab::model::LoraConfig;
 use anyhow::{Context, Result};
@@ -70,6 +70,7 @@ pub fn ensemble(a: EnsembleArgs) -> Result<()> {
         Some(p) => read_data::<Demonstration>(p)?.into_iter().map(|d| (d.prompt, d.completion)).collect(),
         None => Vec::new(),
     };
+    check_texts(texts.len())?;
     let session = crate::open_session(&a.model, true, a.json)?;
     let mut heads = Vec::with_capacity(plan.members.len());
     for (k, member) in plan.members.into_iter().enumerate() {

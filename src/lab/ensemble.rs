@@ -162,14 +162,19 @@ pub struct Scored {
     pub spread: f64,
 }
 
-/// At most this many texts scored at once: each is a forward pass per member.
+/// At most this many answers a person gives are scored at once: each is a forward pass per member.
 pub const MAX_TEXTS: usize = 64;
+
+/// Refuses more answers than [`MAX_TEXTS`] from a person (the held-out report is not bounded).
+pub fn check_texts(n: usize) -> Result<()> {
+    if n > MAX_TEXTS {
+        return Err(Error::Invalid(format!("{n} answers to score: at most {MAX_TEXTS} at a time, each is read by every member")));
+    }
+    Ok(())
+}
 
 /// Scores (prompt, completion) texts with every member.
 pub async fn score_texts(session: &Session, heads: &[RewardHead], enc: &Encoding, texts: &[(String, String)]) -> Result<Vec<Scored>> {
-    if texts.len() > MAX_TEXTS {
-        return Err(Error::Invalid(format!("{} answers to score: at most {MAX_TEXTS} at a time, each is read by every member", texts.len())));
-    }
     // `[text][member]`
     let mut rewards = vec![Vec::with_capacity(heads.len()); texts.len()];
     for head in heads {
@@ -272,5 +277,6 @@ mod tests {
         let mut dpo = spec(20);
         dpo.method = RunSettings::default().spec(vec![], Encoding::default(), TrainData::default()).method;
         assert!(e(&dpo, 3).contains("reward-model method"));
+        assert!(check_texts(MAX_TEXTS).is_ok() && check_texts(MAX_TEXTS + 1).unwrap_err().to_string().contains("at most 64"));
     }
 }

@@ -6,7 +6,7 @@ use std::rc::Rc;
 use super::protocol::*;
 use super::router::{Host, Router};
 use crate::align::Encoding;
-use crate::lab::ensemble::{plan, report, score_texts, train_member};
+use crate::lab::ensemble::{check_texts, plan, report, score_texts, train_member};
 use crate::{Error, Result};
 
 impl<H: Host> Router<H> {
@@ -45,6 +45,7 @@ impl<H: Host> Router<H> {
             return Err(Error::Invalid("there is no reward-model ensemble yet: train one first".into()));
         }
         let texts: Vec<(String, String)> = completions.into_iter().filter(|c| !c.trim().is_empty()).map(|c| (prompt.clone(), c)).collect();
+        check_texts(texts.len())?;
         let scored = score_texts(&session, &session.ensemble, &enc, &texts).await?;
         self.host.post(Event::EnsembleScored { job, scored });
         self.host.post(Event::Done { job });
