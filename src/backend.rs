@@ -103,6 +103,14 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     data.try_into_vec_as::<f32>().map_err(|e| Error::Device(format!("reading a tensor back failed: {e:?}")))
 }
 
+/// Whether `device` computes on the CPU (Flex or NdArray, with or without autodiff).
+pub fn is_cpu(device: &Device) -> bool {
+    let d = device.clone().inner();
+    #[allow(deprecated)]
+    let ndarray = Device::ndarray();
+    d == Device::flex() || d == ndarray
+}
+
 /// Runs an engine future to completion on the calling thread (native only).
 #[cfg(not(target_arch = "wasm32"))]
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -112,7 +120,7 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 /// On a CPU backend in the browser every read is ready at once, so a long job would never give
 /// the worker's event loop a turn: no Cancel message could get in. Yield every ~30 ms.
 #[cfg(target_arch = "wasm32")]
-async fn yield_if_due() {
+pub(crate) async fn yield_if_due() {
     use std::cell::Cell;
     use web_time::Instant;
     thread_local!(static LAST: Cell<Option<Instant>> = const { Cell::new(None) });

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::backend::read_f32;
 
+use crate::decode::HostDecoder;
 use crate::io::Tokenizer;
 use crate::model::{Batch, KvCache, Llama};
 use crate::{Error, Result};
@@ -135,26 +136,7 @@ impl Sampler {
             return argmax(logits);
         }
         let inv_t = 1.0 / self.cfg.temperature;
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l * inv_t)).collect();
-        cand.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
-        if self.cfg.top_k > 0 {
-            cand.truncate(self.cfg.top_k);
-        }
-        let max = cand[0].1;
-        let mut probs: Vec<f32> = cand.iter().map(|&(_, l)| (l - max).exp()).collect();
-        let total: f32 = probs.iter().sum();
-        probs.iter_mut().for_each(|p| *p /= total);
-        if self.cfg.top_p < 1.0 {
-            let mut cum = 0.0;
-            let keep = probs
-                .iter()
-                .position(|&p| {
-                    cum += p;
-                    cum >= self.cfg.top_p
-                })
-                .map_or(probs.len(), |i| i + 1);
-            probs.truncate(keep);
-        }
+        let (cand, probs) = self.nucleus(logits, inv_t);
         let total: f32 = probs.iter().sum();
         let mut r = self.rng.random::<f32>() * total;
         for (i, &p) in probs.iter().enumerate() {
@@ -164,6 +146,51 @@ impl Sampler {
             }
         }
         cand[probs.len() - 1].0
+    }
+
+    /// The tokens sampling may choose, most likely first, with their probabilities (at
+    /// temperature `1 / inv_t`, cut by top-k, then by top-p). Sorting a 49k vocabulary for every
+    /// token costs more than the choice; the nucleus is found among the most likely 64 tokens,
+    /// then 256, ... (`select_nth_unstable` partitions in linear time), which almost always
+    /// holds it.
+    fn nucleus(&self, logits: &[f32], inv_t: f32) -> (Vec<(u32, f32)>, Vec<f32>) {
+        let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
+        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l * inv_t)).collect();
+        if self.cfg.top_k > 0 && self.cfg.top_k < cand.len() {
+            cand.select_nth_unstable_by(self.cfg.top_k - 1, desc);
+            cand.truncate(self.cfg.top_k);
+        }
+        let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
+        let total: f32 = cand.iter().map(|&(_, l)| (l - max).exp()).sum();
+        let prob = |c: &[(u32, f32)]| -> Vec<f32> { c.iter().map(|&(_, l)| (l - max).exp() / total).collect() };
+        if self.cfg.top_p >= 1.0 {
+            // Every candidate stays: their order does not matter.
+            let probs = prob(&cand);
+            return (cand, probs);
+        }
+        let mut keep = cand.len().min(64);
+        loop {
+            if keep < cand.len() {
+                cand.select_nth_unstable_by(keep - 1, desc);
+            }
+            let mut head = cand[..keep].to_vec();
+            head.sort_unstable_by(desc);
+            let mut probs = prob(&head);
+            let mut cum = 0.0;
+            let reached = probs.iter().position(|&p| {
+                cum += p;
+                cum >= self.cfg.top_p
+            });
+            if let Some(i) = reached {
+                probs.truncate(i + 1);
+                head.truncate(i + 1);
+                return (head, probs);
+            }
+            if keep == cand.len() {
+                return (head, probs);
+            }
+            keep = (keep * 4).min(cand.len());
+        }
     }
 }
 
@@ -179,22 +206,29 @@ pub fn argmax(xs: &[f32]) -> u32 {
 }
 
 /// Streams decoded text: emits only what the growing token list adds, holding back an incomplete
-/// UTF-8 character until its last byte arrives.
+/// UTF-8 character until its last byte arrives. Decodes a short window, not the whole answer, on
+/// each token (as text-generation-inference does): the text of the tokens since the last emitted
+/// one, with a few before them so that a tokenizer that joins tokens differently at the start of
+/// a text (SentencePiece's leading space) sees the same context both times.
 #[derive(Default, Clone)]
 pub struct TextStream {
     tokens: Vec<u32>,
-    emitted: usize,
+    /// Start of the decoding window, and the end of what has been emitted.
+    prefix: usize,
+    read: usize,
 }
 
 impl TextStream {
     pub fn push(&mut self, tokenizer: &Tokenizer, token: u32) -> String {
         self.tokens.push(token);
-        let text = tokenizer.decode(&self.tokens);
-        if text.ends_with('\u{FFFD}') || text.len() < self.emitted {
+        let before = tokenizer.decode(&self.tokens[self.prefix..self.read]);
+        let now = tokenizer.decode(&self.tokens[self.prefix..]);
+        if now.ends_with('\u{FFFD}') || now.len() <= before.len() || !now.starts_with(&before) {
             return String::new();
         }
-        let delta = text[self.emitted..].to_string();
-        self.emitted = text.len();
+        let delta = now[before.len()..].to_string();
+        self.prefix = self.read;
+        self.read = self.tokens.len();
         delta
     }
 }
@@ -204,6 +238,29 @@ impl TextStream {
 /// every token as it is chosen and returns `false` to stop all samples. Each read of the logits
 /// is awaited (WebGPU needs that).
 pub async fn generate(
+    model: &Llama,
+    tokenizer: &Tokenizer,
+    prompt: &[u32],
+    cfg: &SamplingConfig,
+    on_token: &mut dyn FnMut(TokenEvent) -> bool,
+) -> Result<Vec<Sample>> {
+    generate_on(DecodePath::Auto, model, tokenizer, prompt, cfg, on_token).await
+}
+
+/// Where the decoding steps run (the prompt always runs on the model's device).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
+pub enum DecodePath {
+    /// On the host from a compact copy of the weights when the model is on the CPU
+    /// ([`crate::decode`]), on the model's device otherwise.
+    Auto,
+    /// Always on the model's device, through burn: the reference the host path is checked against.
+    Device,
+}
+
+/// [`generate`], with the decoding steps run where `path` says.
+pub async fn generate_on(
+    path: DecodePath,
     model: &Llama,
     tokenizer: &Tokenizer,
     prompt: &[u32],
@@ -225,22 +282,17 @@ pub async fn generate(
     let max_new = cfg.max_new_tokens.min(max_pos - prompt.len());
     let n = cfg.num_samples;
     let mut sampler = Sampler::new(cfg.clone());
-    let mut cache = KvCache::new(model.num_layers());
 
     let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); n];
     let mut finish: Vec<Option<FinishReason>> = vec![None; n];
     let mut streams = vec![TextStream::default(); n];
     // Row r of the running batch decodes sample active[r].
     let mut active: Vec<usize> = (0..n).collect();
-    let mut valid: Vec<Vec<bool>> = vec![vec![true; prompt.len()]; n];
 
-    let prompts = vec![prompt.to_vec(); n];
-    let (batch, _) = Batch::left_padded(model, &prompts, 0)?;
-    let mut logits = model.forward_last(&batch, Some(&mut cache));
+    let (mut decoder, mut rows) = Decoder::start(model, prompt, n, path).await?;
     let vocab = model.vocab_size();
 
     for step in 0..max_new {
-        let mut rows = read_f32(logits).await?;
         let mut next = Vec::with_capacity(active.len());
         let mut cancelled = false;
         for (r, &s) in active.iter().enumerate() {
@@ -278,17 +330,12 @@ pub async fn generate(
             break;
         }
         if keep.len() != active.len() {
-            cache.select_rows(&keep);
+            decoder.keep_rows(&keep);
             active = keep.iter().map(|&r| active[r]).collect();
             next = keep.iter().map(|&r| next[r]).collect();
-            valid = keep.iter().map(|&r| valid[r].clone()).collect();
-        }
-        for v in &mut valid {
-            v.push(true);
         }
         let positions: Vec<usize> = active.iter().map(|&s| prompt.len() + tokens[s].len() - 1).collect();
-        let batch = Batch::step(model, &next, &positions, &valid)?;
-        logits = model.forward_last(&batch, Some(&mut cache));
+        rows = decoder.step(model, &next, &positions).await?;
     }
     Ok((0..n)
         .map(|s| Sample {
@@ -297,6 +344,59 @@ pub async fn generate(
             finish_reason: finish[s].unwrap_or(FinishReason::Length),
         })
         .collect())
+}
+
+/// The model state between decoding steps, on the device or on the host.
+enum Decoder {
+    /// burn's forward pass on the model's device, with its key/value cache and each row's valid keys.
+    Device { cache: KvCache, valid: Vec<Vec<bool>> },
+    Host(HostDecoder),
+}
+
+impl Decoder {
+    /// Runs the prompt once and starts `n` samples from it; returns the decoder and the next
+    /// token's logits, `[n, vocab]`.
+    async fn start(model: &Llama, prompt: &[u32], n: usize, path: DecodePath) -> Result<(Self, Vec<f32>)> {
+        if path == DecodePath::Auto && crate::backend::is_cpu(&model.embed_tokens.weight.device()) {
+            let (decoder, logits) = HostDecoder::start(model, prompt, n).await?;
+            return Ok((Self::Host(decoder), logits));
+        }
+        let mut cache = KvCache::new(model.num_layers());
+        let (batch, _) = Batch::left_padded(model, &[prompt.to_vec()], 0)?;
+        let logits = read_f32(model.forward_last(&batch, Some(&mut cache))).await?;
+        // Every sample starts from the same prompt: one pass, its cache row repeated.
+        cache.select_rows(&vec![0; n]);
+        Ok((Self::Device { cache, valid: vec![vec![true; prompt.len()]; n] }, logits.repeat(n)))
+    }
+
+    fn keep_rows(&mut self, rows: &[usize]) {
+        match self {
+            Self::Device { cache, valid } => {
+                cache.select_rows(rows);
+                *valid = rows.iter().map(|&r| valid[r].clone()).collect();
+            }
+            Self::Host(h) => h.keep_rows(rows),
+        }
+    }
+
+    /// One token per running row at `positions`; the logits of the next, `[rows, vocab]`.
+    async fn step(&mut self, model: &Llama, tokens: &[u32], positions: &[usize]) -> Result<Vec<f32>> {
+        match self {
+            Self::Device { cache, valid } => {
+                for v in valid.iter_mut() {
+                    v.push(true);
+                }
+                let batch = Batch::step(model, tokens, positions, valid)?;
+                read_f32(model.forward_last(&batch, Some(cache))).await
+            }
+            Self::Host(h) => {
+                let logits = h.step(tokens, positions);
+                #[cfg(target_arch = "wasm32")]
+                crate::backend::yield_if_due().await;
+                Ok(logits)
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -326,6 +426,40 @@ mod tests {
         assert!(a.contains(&2) && a.contains(&3));
         let other = draw(&SamplingConfig { seed: 8, ..cfg });
         assert_ne!(a, other);
+    }
+
+    #[test]
+    fn the_nucleus_is_the_one_a_full_sort_finds() {
+        // Near-uniform logits: the nucleus holds hundreds of tokens, past the first 64.
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 4000.0).collect();
+        for (top_k, top_p) in [(0, 0.9), (300, 0.5), (0, 0.01), (10, 1.0)] {
+            let cfg = SamplingConfig { temperature: 0.7, top_k, top_p, ..Default::default() };
+            let (cand, probs) = Sampler::new(cfg).nucleus(&logits, 1.0 / 0.7);
+            let mut all: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / 0.7)).collect();
+            all.sort_by(|a, b| b.1.total_cmp(&a.1));
+            if top_k > 0 {
+                all.truncate(top_k);
+            }
+            let total: f32 = all.iter().map(|c| (c.1 - all[0].1).exp()).sum();
+            let mut cum = 0.0;
+            let want: Vec<(u32, f32)> = all
+                .iter()
+                .take_while(|c| {
+                    let before = cum;
+                    cum += (c.1 - all[0].1).exp() / total;
+                    top_p >= 1.0 || before < top_p
+                })
+                .copied()
+                .collect();
+            let mass: f32 = want.iter().map(|c| (c.1 - all[0].1).exp() / total).sum();
+            assert!((probs.iter().sum::<f32>() - mass).abs() < 1e-4, "top_k {top_k}, top_p {top_p}");
+            let want: Vec<u32> = want.iter().map(|c| c.0).collect();
+            let mut got: Vec<u32> = cand.iter().map(|c| c.0).collect();
+            got.sort_unstable();
+            let mut want = want;
+            want.sort_unstable();
+            assert_eq!(got, want, "top_k {top_k}, top_p {top_p}");
+        }
     }
 
     #[test]

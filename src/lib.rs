@@ -16,6 +16,7 @@ pub mod align;
 pub mod app;
 pub mod backend;
 pub mod data;
+pub mod decode;
 pub mod error;
 pub mod generate;
 pub mod io;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use alignlab::align::Encoding;
 use alignlab::backend::{self, BackendKind, block_on};
-use alignlab::generate::{SamplingConfig, generate};
+use alignlab::generate::{DecodePath, SamplingConfig, generate_on};
 use alignlab::io::load_checkpoint;
 use alignlab::io::peft::AdapterFiles;
 use alignlab::judges::JudgeData;
@@ -190,6 +190,10 @@ struct BenchArgs {
     /// runs every step, as TRL's default and the PyTorch benchmark do).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     precompute_ref_log_probs: bool,
+    /// generate: where the decoding steps run (device: burn's forward pass, the path before the
+    /// host decoder).
+    #[arg(long, value_enum, default_value = "auto")]
+    decode: DecodePath,
     #[arg(long)]
     json: bool,
 }
@@ -359,10 +363,18 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                 ids.truncate(32);
                 let cfg = SamplingConfig { num_samples: a.batch, ..SamplingConfig::greedy(a.tokens) };
                 let (produced, best, _) = timed(a.repeats, &mut || {
-                    let s = block_on(generate(&model, &lm.tokenizer, &ids, &cfg, &mut |_| true))?;
+                    let s = block_on(generate_on(a.decode, &model, &lm.tokenizer, &ids, &cfg, &mut |_| true))?;
                     Ok(s.iter().map(|s| s.tokens.len()).sum::<usize>())
                 })?;
-                json!({"backend": kind.name(), "device": desc, "what": "generate", "prompt_tokens": ids.len(),
+                let host = a.decode == DecodePath::Auto && backend::is_cpu(&lm.device);
+                let weights = if host {
+                    let (bytes, formats) = block_on(alignlab::decode::host_base(&model))?.summary();
+                    json!({"bytes_per_token": bytes, "formats": formats.iter().map(|(f, n)| json!({"format": f, "params": n})).collect::<Vec<_>>()})
+                } else {
+                    json!(null)
+                };
+                json!({"backend": kind.name(), "device": desc, "what": "generate", "decode": if host { "host" } else { "device" },
+                       "decode_weights": weights, "prompt_tokens": ids.len(),
                        "batch": a.batch, "new_tokens": produced, "seconds": best, "tokens_per_s": produced as f64 / best})
             }
             Bench::Score => {

@@ -162,3 +162,75 @@ fn gguf_hf_and_llama2c_files_load_to_the_same_model() {
     assert_eq!(gguf.tokenizer.vocab_size(), 64);
     assert_eq!(l2c.tokenizer.vocab_size(), 64);
 }
+
+/// Decoding on the host ([`alignlab::decode`]) gives the logits burn's forward pass gives, with
+/// Q8_0 weights read as stored, f32 ones, an active LoRA adapter, several samples at once, and
+/// after the adapter is merged (the copy is rebuilt, not reused).
+#[test]
+fn host_decoding_matches_the_forward_pass() {
+    use alignlab::decode::{HostDecoder, host_base};
+    use alignlab::generate::{DecodePath, SamplingConfig, generate_on};
+    use alignlab::model::LoraConfig;
+    use burn::module::Param;
+    use burn::tensor::{Distribution, Tensor};
+
+    let dir = temp_dir("host-decode");
+    let c = tiny_config(true);
+    let types = [
+        ("model.embed_tokens.weight", GgmlType::Q8_0),
+        ("model.layers.0.self_attn.q_proj.weight", GgmlType::Q8_0),
+        ("model.layers.1.mlp.gate_proj.weight", GgmlType::Q8_0),
+    ];
+    write_tiny_gguf(&dir.join("tiny.gguf"), &c, &tiny_weights(&c, 9), &types);
+    let dev = device(BackendKind::Flex);
+    let mut lm = load_model(&dir.join("tiny.gguf"), None, &dev, &mut noop()).unwrap();
+    use alignlab::backend::block_on;
+
+    let (bytes, formats) = block_on(host_base(&lm.model)).unwrap().summary();
+    let q8 = formats.iter().find(|f| f.0 == "Q8_0").map_or(0, |f| f.1);
+    // The tied embedding (64 x 32), q_proj of layer 0 (32 x 32), gate_proj of layer 1 (48 x 32).
+    assert_eq!(q8, 64 * 32 + 32 * 32 + 48 * 32, "{formats:?}");
+    let params: usize = formats.iter().map(|f| f.1).sum();
+    assert!(bytes < params * 4, "{bytes} bytes for {params} weights");
+
+    // An adapter that changes the output: B random rather than zero.
+    lm.model.add_lora(&LoraConfig { target_modules: vec!["q_proj".into(), "down_proj".into()], ..Default::default() }).unwrap();
+    for (_, _, lin) in lm.model.linears_mut() {
+        if let Some(l) = &mut lin.lora {
+            let dims = l.b.dims();
+            l.b = Param::from_tensor(Tensor::random(dims, Distribution::Normal(0.0, 0.3), &dev));
+        }
+    }
+    let tokenizer = lm.tokenizer.clone();
+    // A short prompt runs on the host; one over 48 tokens runs through burn and hands over its
+    // keys and values.
+    let long: Vec<u32> = (0..56).map(|i| (i * 7 + 3) % 64).collect();
+    let check = |model: &alignlab::model::Llama, what: &str| {
+        let v = model.vocab_size();
+        for (seq, prompt) in [(&SEQ[..], 4), (&long[..], 50)] {
+            let (batch, _) = Batch::right_padded(model, &[seq.to_vec()], 0).unwrap();
+            let full = read_f32(model.forward(&batch, None)).unwrap();
+            let (mut dec, first) = block_on(HostDecoder::start(model, &seq[..prompt], 2)).unwrap();
+            let d = max_diff(&first[..v], &full[(prompt - 1) * v..prompt * v]);
+            assert!(d < 1e-4, "{what}, {prompt}-token prompt: first logits differ by {d}");
+            for (i, &tok) in seq.iter().enumerate().skip(prompt) {
+                let got = dec.step(&[tok, tok], &[i, i]);
+                for row in got.chunks_exact(v) {
+                    let d = max_diff(row, &full[i * v..(i + 1) * v]);
+                    assert!(d < 1e-4, "{what}, {prompt}-token prompt, position {i}: host logits differ by {d}");
+                }
+            }
+        }
+        // Whole generations agree token for token with decoding on the device.
+        let tokenizer = &tokenizer;
+        let cfg = SamplingConfig { temperature: 1.0, num_samples: 3, max_new_tokens: 12, seed: 5, ..Default::default() };
+        let host = block_on(generate_on(DecodePath::Auto, model, tokenizer, &SEQ[..3], &cfg, &mut |_| true)).unwrap();
+        let device = block_on(generate_on(DecodePath::Device, model, tokenizer, &SEQ[..3], &cfg, &mut |_| true)).unwrap();
+        assert_eq!(host, device, "{what}");
+    };
+    check(&lm.model, "adapter on");
+    // The reference model (adapters off) shares the base copy.
+    check(&lm.model.reference(), "adapters off");
+    lm.model.merge_lora();
+    check(&lm.model, "adapter merged");
+}

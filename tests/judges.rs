@@ -37,6 +37,35 @@ fn vader_matches_vadersentiment() {
 }
 
 #[test]
+fn neutral_share_matches_vadersentiment() {
+    // vaderSentiment 3.3.2: SentimentIntensityAnalyzer().polarity_scores(text)['neu'] (3 decimals)
+    let cases = [
+        ("I love this so much!", 0.471),
+        ("This is not good at all.", 0.675),
+        ("The movie was VERY GOOD, but the ending was terrible.", 0.534),
+        ("What a horrible, awful day...", 0.316),
+        ("It is a table.", 1.0),
+        ("I am kind of happy", 0.54),
+        ("Thanks, that was extremely helpful :)", 0.244),
+        ("Is it bad??", 0.341),
+        ("", 0.0),
+        ("The train leaves at noon and arrives at three.", 1.0),
+        ("I absolutely hate this awful, disgusting, horrible mess!", 0.146),
+    ];
+    let d = data();
+    let vader = d.vader.as_ref().unwrap();
+    for (text, want) in cases {
+        let got = vader.neutral(text);
+        assert!((got - want).abs() < 6e-4, "{text:?}: {got:.4} vs vaderSentiment {want}");
+    }
+    // The judge: +1 for a plain statement, below 0 for a gushing answer of either sign.
+    let judges = Judges::new(vec![JudgeSpec::parse_weighted("neutral").unwrap()], &d).unwrap();
+    assert_eq!(judges.score("The train leaves at noon and arrives at three."), 1.0);
+    assert!(judges.score("I absolutely hate this awful, disgusting, horrible mess!") < -0.5);
+    assert!(judges.score("Thanks, that was extremely helpful :)") < 0.0);
+}
+
+#[test]
 fn judges_score_and_combine() {
     let d = data();
     let one = |spec: &str, text: &str| {

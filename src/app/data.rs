@@ -210,6 +210,7 @@ pub fn JudgePicker() -> impl IntoView {
     let s = ctx.settings;
     let help = |spec: &str| match spec.split('=').next().unwrap_or("") {
         "sentiment" => "VADER sentiment: +1 very positive, -1 very negative",
+        "neutral" => "A calm, neutral tone: VADER's share of words without sentiment, from -1 to +1",
         "politeness" => "Politeness markers such as please and thank you",
         "profanity" => "-1 for profanity, 0 when clean",
         "length" => "1 at the target word count, lower further away (edit the number)",

@@ -260,6 +260,7 @@ impl Default for Settings {
                 ("politeness".into(), 1.0, false),
                 ("profanity".into(), 1.0, false),
                 ("length=30".into(), 1.0, false),
+                ("neutral".into(), 1.0, false),
             ],
             train: RunSettings::default(),
         }

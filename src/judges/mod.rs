@@ -17,6 +17,9 @@ use crate::{Error, Result};
 pub enum JudgeSpec {
     /// VADER compound sentiment: +1 very positive, -1 very negative.
     Sentiment,
+    /// A neutral tone: VADER's neutral share of the words, from -1 (every word charged, either
+    /// way) to +1 (none). With `sentiment` it steers answers toward calm rather than cheerful.
+    Neutral,
     /// Share of politeness markers ("please", "thank you", ...), capped at 1.
     Politeness,
     /// -1 per profane word (capped at -1 overall), 0 when clean.
@@ -36,6 +39,7 @@ impl JudgeSpec {
     pub fn name(&self) -> String {
         match self {
             Self::Sentiment => "sentiment".into(),
+            Self::Neutral => "neutral".into(),
             Self::Politeness => "politeness".into(),
             Self::Profanity => "profanity".into(),
             Self::Length { target_words } => format!("length~{target_words}"),
@@ -53,6 +57,7 @@ impl JudgeSpec {
         let words = |v: &str| v.split('+').map(|w| w.trim().to_lowercase()).filter(|w| !w.is_empty()).collect();
         let judge = match spec.split_once('=') {
             None if spec == "sentiment" => Self::Sentiment,
+            None if spec == "neutral" => Self::Neutral,
             None if spec == "politeness" => Self::Politeness,
             None if spec == "profanity" => Self::Profanity,
             Some(("length", n)) => Self::Length {
@@ -62,7 +67,7 @@ impl JudgeSpec {
             Some(("avoid", v)) => Self::Keywords { include: vec![], avoid: words(v) },
             _ => {
                 return Err(Error::Invalid(format!(
-                    "unknown judge '{s}'; use sentiment, politeness, profanity, length=N, include=a+b, avoid=a+b (optionally *WEIGHT)"
+                    "unknown judge '{s}'; use sentiment, neutral, politeness, profanity, length=N, include=a+b, avoid=a+b (optionally *WEIGHT)"
                 )));
             }
         };
@@ -118,8 +123,8 @@ impl<'a> Judges<'a> {
             return Err(Error::Invalid("choose at least one judge".into()));
         }
         for (j, _) in &items {
-            if *j == JudgeSpec::Sentiment && data.vader.is_none() {
-                return Err(Error::Invalid("the sentiment judge needs VADER's lexicon: run scripts/setup".into()));
+            if matches!(j, JudgeSpec::Sentiment | JudgeSpec::Neutral) && data.vader.is_none() {
+                return Err(Error::Invalid("the sentiment and neutral judges need VADER's lexicon: run scripts/setup".into()));
             }
             if *j == JudgeSpec::Profanity && data.profanity.is_empty() {
                 return Err(Error::Invalid("the profanity judge needs its word list: run scripts/setup".into()));
@@ -133,6 +138,7 @@ impl<'a> Judges<'a> {
         let ws = words(completion);
         match judge {
             JudgeSpec::Sentiment => self.data.vader.as_ref().map_or(0.0, |v| v.compound(completion)),
+            JudgeSpec::Neutral => self.data.vader.as_ref().map_or(0.0, |v| 2.0 * v.neutral(completion) - 1.0),
             JudgeSpec::Politeness => (POLITE.iter().filter(|p| lower.contains(*p)).count() as f64 / 2.0).min(1.0),
             JudgeSpec::Profanity => {
                 let hits = ws.iter().filter(|w| self.data.profanity.contains(*w)).count();

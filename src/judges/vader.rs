@@ -98,6 +98,43 @@ impl Vader {
 
     /// VADER's compound score of `text`, in [-1, 1].
     pub fn compound(&self, text: &str) -> f64 {
+        let mut sum: f64 = self.sentiments(text).iter().sum();
+        let amplifier = punctuation(text);
+        if sum > 0.0 {
+            sum += amplifier;
+        } else if sum < 0.0 {
+            sum -= amplifier;
+        }
+        (sum / (sum * sum + 15.0).sqrt()).clamp(-1.0, 1.0)
+    }
+
+    /// VADER's `neu`: the share of `text` that carries no sentiment, in [0, 1]. Each word without
+    /// a valence counts 1, each word with one counts `1 + |valence|` (plus the punctuation's
+    /// emphasis on the stronger side); 0 for a text without words, as vaderSentiment gives.
+    pub fn neutral(&self, text: &str) -> f64 {
+        let sentiments = self.sentiments(text);
+        let (mut pos, mut neg, mut neu) = (0.0, 0.0, 0.0);
+        for &s in &sentiments {
+            if s > 0.0 {
+                pos += s + 1.0;
+            } else if s < 0.0 {
+                neg += s - 1.0;
+            } else {
+                neu += 1.0;
+            }
+        }
+        if pos > f64::abs(neg) {
+            pos += punctuation(text);
+        } else if pos < f64::abs(neg) {
+            neg -= punctuation(text);
+        }
+        let total = pos + neg.abs() + neu;
+        if total == 0.0 { 0.0 } else { neu / total }
+    }
+
+    /// The valence of each word of `text`, after VADER's rules (boosters, negation, capitals,
+    /// idioms, "least", and "but").
+    fn sentiments(&self, text: &str) -> Vec<f64> {
         let words: Vec<String> = text
             .split_whitespace()
             .map(|w| {
@@ -170,20 +207,19 @@ impl Vader {
                 }
             }
         }
-        let mut sum: f64 = sentiments.iter().sum();
-        let ep = text.matches('!').count().min(4) as f64 * 0.292;
-        let qm = match text.matches('?').count() {
-            n if n > 1 && n <= 3 => n as f64 * 0.18,
-            n if n > 3 => 0.96,
-            _ => 0.0,
-        };
-        if sum > 0.0 {
-            sum += ep + qm;
-        } else if sum < 0.0 {
-            sum -= ep + qm;
-        }
-        (sum / (sum * sum + 15.0).sqrt()).clamp(-1.0, 1.0)
+        sentiments
     }
+}
+
+/// Emphasis from exclamation and question marks, added to the stronger side.
+fn punctuation(text: &str) -> f64 {
+    let ep = text.matches('!').count().min(4) as f64 * 0.292;
+    let qm = match text.matches('?').count() {
+        n if n > 1 && n <= 3 => n as f64 * 0.18,
+        n if n > 3 => 0.96,
+        _ => 0.0,
+    };
+    ep + qm
 }
 
 fn negation_check(valence: f64, w: &[String], start: usize, i: usize) -> f64 {

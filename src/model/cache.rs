@@ -34,6 +34,11 @@ impl KvCache {
         (k, v)
     }
 
+    /// Layer `layer`'s cached keys and values, `[batch, kv_heads, seq, head_dim]` each.
+    pub fn layer(&self, layer: usize) -> Option<(Tensor<4>, Tensor<4>)> {
+        self.layers.get(layer).cloned().flatten()
+    }
+
     /// Keeps only the batch rows in `rows` (e.g. to drop finished samples).
     pub fn select_rows(&mut self, rows: &[usize]) {
         for (k, v) in self.layers.iter_mut().flatten() {

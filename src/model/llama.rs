@@ -100,10 +100,7 @@ impl Batch {
     fn build(model: &Llama, tokens: &[Vec<u32>], positions: &[Vec<usize>], valid: &[Vec<bool>], past: usize) -> Result<Self> {
         let (vocab, context) = (model.vocab_size(), model.rope.max_positions);
         if let Some(&id) = tokens.iter().flatten().find(|&&id| id as usize >= vocab) {
-            return Err(Error::Invalid(format!(
-                "token id {id} is outside the model's vocabulary of {vocab} tokens: the tokenizer does \
-                 not belong to this model"
-            )));
+            return Err(Error::Invalid(token_out_of_vocabulary(id, vocab)));
         }
         if let Some(&p) = positions.iter().flatten().find(|&&p| p >= context) {
             return Err(Error::Invalid(format!(
@@ -135,6 +132,11 @@ impl Batch {
             mask,
         })
     }
+}
+
+/// What to say of a token id that names no row of the embedding.
+pub fn token_out_of_vocabulary(id: u32, vocab: usize) -> String {
+    format!("token id {id} is outside the model's vocabulary of {vocab} tokens: the tokenizer does not belong to this model")
 }
 
 impl Llama {

@@ -51,6 +51,11 @@ impl RotaryEmbedding {
         }
     }
 
+    /// The `[max_positions, head_dim]` cos and sin tables (for decoding on the host).
+    pub fn tables(&self) -> (Tensor<2>, Tensor<2>) {
+        (self.cos.clone(), self.sin.clone())
+    }
+
     /// Rotates `x: [batch, heads, seq, head_dim]` by the angles of `positions: [batch, seq]`.
     pub fn apply(&self, x: Tensor<4>, positions: &Tensor<2, Int>) -> Tensor<4> {
         self.angles(positions).rotate(x)

@@ -1,0 +1,432 @@
+//! `y = x W^T` for a few rows of `x` (the samples decoded together) against a [`QMatrix`]:
+//! each weight row is turned into f32 once, in L1, and dotted with every input row, so the
+//! weights stream from memory once per token whatever the number of samples.
+//!
+//! Natively the output rows are split over rayon's threads and the loops are compiled a second
+//! time for AVX2 (chosen at run time); in the browser they run on one thread as SIMD128 (the wasm
+//! build turns the target feature on for the whole crate).
+
+use super::quant::QMatrix;
+
+/// Output rows per task: enough work to pay for a task, enough tasks to share the cores.
+const ROWS_PER_TASK: usize = 64;
+
+/// Below this many multiply-adds a product runs on the calling thread: waking another costs more.
+#[cfg(not(target_arch = "wasm32"))]
+const SMALL: usize = 1 << 16;
+
+/// `y[i][r] = sum_c x[i][c] * W[r][c]` for `n` input rows; `x` is `[n, cols]`, `y` is `[n, rows]`.
+pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+    assert_eq!(y.len(), n * w.rows);
+    y.copy_from_slice(&matmul_many(&[w], x, n).remove(0));
+}
+
+/// [`matmul`] of one input against several matrices (q, k and v; gate and up), split over the
+/// cores together: one wake-up of the threads instead of one per matrix. Returns each `[n, rows]`.
+pub fn matmul_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+    // Computed as `[rows, n]` so each task owns a contiguous slice, then transposed (n is small).
+    let mut yts: Vec<Vec<f32>> = ws
+        .iter()
+        .map(|w| {
+            assert_eq!(x.len(), n * w.cols);
+            vec![0.0f32; w.rows * n]
+        })
+        .collect();
+    let mut tasks: Vec<(&QMatrix, usize, &mut [f32])> = Vec::new();
+    for (w, yt) in ws.iter().zip(yts.iter_mut()) {
+        for (t, out) in yt.chunks_mut(ROWS_PER_TASK * n).enumerate() {
+            tasks.push((w, t * ROWS_PER_TASK, out));
+        }
+    }
+    run(tasks, ws.iter().map(|w| w.rows * w.cols * n).sum(), x, n);
+    yts.into_iter()
+        .zip(ws)
+        .map(|(yt, w)| {
+            if n == 1 {
+                return yt;
+            }
+            let mut y = vec![0.0f32; yt.len()];
+            for r in 0..w.rows {
+                for i in 0..n {
+                    y[i * w.rows + r] = yt[r * n + i];
+                }
+            }
+            y
+        })
+        .collect()
+}
+
+#[cfg(not(target_arch = "wasm32"))]
+fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, x: &[f32], n: usize) {
+    use rayon::prelude::*;
+    if work < SMALL {
+        tasks.into_iter().for_each(|(w, r0, out)| rows(w, x, n, r0, out));
+    } else {
+        tasks.into_par_iter().for_each(|(w, r0, out)| rows(w, x, n, r0, out));
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, _work: usize, x: &[f32], n: usize) {
+    tasks.into_iter().for_each(|(w, r0, out)| rows(w, x, n, r0, out));
+}
+
+/// Rows `r0..r0 + out.len() / n` of `W`, into `out` as `[row, n]`.
+fn rows(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has AVX2 and FMA, checked just above.
+        return unsafe { avx2::rows(w, x, n, r0, out) };
+    }
+    let mut row = vec![0.0f32; w.cols];
+    for (k, o) in out.chunks_exact_mut(n).enumerate() {
+        let wr: &[f32] = match w.f32_row(r0 + k) {
+            Some(wr) => wr,
+            None => {
+                dequantize(w, r0 + k, &mut row);
+                &row
+            }
+        };
+        for (i, o) in o.iter_mut().enumerate() {
+            *o = dot(wr, &x[i * w.cols..(i + 1) * w.cols]);
+        }
+    }
+}
+
+/// Row `r` of a quantized `w` as f32, with SIMD128 in the browser.
+#[inline(always)]
+fn dequantize(w: &QMatrix, r: usize, out: &mut [f32]) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return simd128::dequantize(w, r, out);
+    #[allow(unreachable_code)]
+    w.row_into(r, out)
+}
+
+/// `sum a[j] b[j]`: SIMD128 in the browser, 8 independent lanes the compiler can vectorize
+/// elsewhere (the matrix products natively use [`avx2`]).
+#[inline(always)]
+pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    return simd128::dot(a, b);
+    #[allow(unreachable_code)]
+    dot_scalar(a, b)
+}
+
+#[inline(always)]
+fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 8;
+    let (ac, at) = a.as_chunks::<L>();
+    let (bc, bt) = b.as_chunks::<L>();
+    let mut acc = [0.0f32; L];
+    for (x, y) in ac.iter().zip(bc) {
+        for l in 0..L {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    let mut s = 0.0;
+    for (x, y) in at.iter().zip(bt) {
+        s += x * y;
+    }
+    acc.iter().sum::<f32>() + s
+}
+
+/// AVX2 + FMA: 8 floats a vector, four accumulators a dot product.
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::super::quant::{BLOCK, BlockQ4_1, BlockQ8_0, QData, QMatrix};
+
+    /// How far ahead of the block in use to ask for memory. The hardware prefetcher alone left
+    /// two threads at 5.3 GB/s on a 106 MB Q4_1 matrix; 2 KB ahead, 10-11 GB/s (256 B: 4.1,
+    /// 1 KB: 10.2), measured by the ignored `speed` test on the project's 2-core VM.
+    const AHEAD: usize = 2048;
+
+    #[target_feature(enable = "avx2,fma")]
+    pub fn rows(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+        let nb = w.cols / BLOCK;
+        if n == 1 {
+            // One sample: each block is turned into floats in registers and used at once.
+            for (k, o) in out.iter_mut().enumerate() {
+                let r = r0 + k;
+                *o = match &w.data {
+                    QData::F32(_) => dot(w.f32_row(r).expect("an f32 matrix"), x),
+                    QData::Q4_1(b) => q4_1_dot(&b[r * nb..(r + 1) * nb], x),
+                    QData::Q8_0(b) => q8_0_dot(&b[r * nb..(r + 1) * nb], x),
+                };
+            }
+            return;
+        }
+        // Several rows of x (a prompt, or samples): each block of weights, in registers, meets
+        // up to 8 of them; the x loads are the only memory operands of the multiply-adds.
+        for (k, o) in out.chunks_exact_mut(n).enumerate() {
+            let r = r0 + k;
+            for i0 in (0..n).step_by(8) {
+                let m = (n - i0).min(8);
+                let mut acc = [_mm256_setzero_ps(); 8];
+                for b in 0..nb {
+                    let wv: [__m256; 4] = match &w.data {
+                        // SAFETY: 4 x 8 floats of row r's block b, inside the matrix.
+                        QData::F32(v) => [0, 1, 2, 3].map(|j| unsafe { _mm256_loadu_ps(v.as_ptr().add(r * w.cols + b * BLOCK + 8 * j)) }),
+                        QData::Q4_1(blocks) => q4_1_floats(&blocks[r * nb + b]),
+                        QData::Q8_0(blocks) => q8_0_floats(&blocks[r * nb + b]),
+                    };
+                    for (s, acc) in acc.iter_mut().enumerate().take(m) {
+                        let xs = &x[(i0 + s) * w.cols + b * BLOCK..][..BLOCK];
+                        for (j, wv) in wv.iter().enumerate() {
+                            // SAFETY: 8 floats of a 32-float slice.
+                            *acc = _mm256_fmadd_ps(*wv, unsafe { _mm256_loadu_ps(xs.as_ptr().add(8 * j)) }, *acc);
+                        }
+                    }
+                }
+                for (s, acc) in acc.iter().enumerate().take(m) {
+                    o[i0 + s] = hsum([*acc, _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()]);
+                }
+            }
+            // A row length that is not whole blocks (f32 only): the tail, plainly.
+            if w.cols % BLOCK != 0 {
+                let wr = w.f32_row(r).expect("only f32 rows have a tail");
+                for (i, o) in o.iter_mut().enumerate() {
+                    for c in nb * BLOCK..w.cols {
+                        *o += wr[c] * x[i * w.cols + c];
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 32 weights of a Q4_1 block, `q * d + m` (multiplied, then added: not fused, so they
+    /// are the values the f32 weights hold, to the bit).
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn q4_1_floats(b: &BlockQ4_1) -> [__m256; 4] {
+        // SAFETY: reads the block's 16 bytes of nibbles.
+        let bytes = unsafe { _mm_loadu_si128(b.qs.as_ptr().cast()) };
+        let mask = _mm_set1_epi8(0x0f);
+        let lo = _mm_and_si128(bytes, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
+        let (d, m) = (_mm256_set1_ps(b.d), _mm256_set1_ps(b.m));
+        [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
+            .map(|q| _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), d), m))
+    }
+
+    /// The 32 weights of a Q8_0 block, `d * q`.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn q8_0_floats(b: &BlockQ8_0) -> [__m256; 4] {
+        let d = _mm256_set1_ps(b.d);
+        // SAFETY: four 8-byte reads inside the block's 32 bytes.
+        [0, 1, 2, 3].map(|k| unsafe {
+            let q = _mm_loadl_epi64(b.qs.as_ptr().add(k * 8).cast());
+            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d)
+        })
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn q4_1_dot(blocks: &[BlockQ4_1], x: &[f32]) -> f32 {
+        assert!(x.len() == blocks.len() * BLOCK);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, blk) in blocks.iter().enumerate() {
+            prefetch(blk, AHEAD);
+            for (k, w) in q4_1_floats(blk).into_iter().enumerate() {
+                // SAFETY: block b's floats x[32b + 8k..][..8] are inside x (length checked above).
+                acc[k] = _mm256_fmadd_ps(w, unsafe { _mm256_loadu_ps(x.as_ptr().add(b * BLOCK + k * 8)) }, acc[k]);
+            }
+        }
+        hsum(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn q8_0_dot(blocks: &[BlockQ8_0], x: &[f32]) -> f32 {
+        assert!(x.len() == blocks.len() * BLOCK);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        for (b, blk) in blocks.iter().enumerate() {
+            prefetch(blk, AHEAD);
+            for (k, w) in q8_0_floats(blk).into_iter().enumerate() {
+                // SAFETY: as in q4_1_dot.
+                acc[k] = _mm256_fmadd_ps(w, unsafe { _mm256_loadu_ps(x.as_ptr().add(b * BLOCK + k * 8)) }, acc[k]);
+            }
+        }
+        hsum(acc)
+    }
+
+    /// Asks for the cache line `bytes` past `at`; a hint, so an address past the end is harmless.
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn prefetch<T>(at: &T, bytes: usize) {
+        let p = (at as *const T).cast::<i8>().wrapping_add(bytes);
+        // Prefetching never faults, whatever the address.
+        _mm_prefetch::<_MM_HINT_T0>(p);
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn hsum(acc: [__m256; 4]) -> f32 {
+        let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+        let s = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    #[inline]
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let len = a.len().min(b.len());
+        let whole = len / 32 * 32;
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let (pa, pb) = (a.as_ptr(), b.as_ptr());
+        let mut i = 0;
+        while i < whole {
+            for (k, acc) in acc.iter_mut().enumerate() {
+                // SAFETY: i + 8k + 8 <= whole <= the length of both slices.
+                *acc = unsafe { _mm256_fmadd_ps(_mm256_loadu_ps(pa.add(i + 8 * k)), _mm256_loadu_ps(pb.add(i + 8 * k)), *acc) };
+            }
+            i += 32;
+        }
+        let mut total = hsum(acc);
+        for j in whole..len {
+            total += a[j] * b[j];
+        }
+        total
+    }
+}
+
+/// SIMD128 (the wasm build turns it on for the crate): 4 floats a vector.
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod simd128 {
+    use std::arch::wasm32::*;
+
+    use super::super::quant::{BLOCK, QData, QMatrix};
+
+    pub fn dequantize(w: &QMatrix, r: usize, out: &mut [f32]) {
+        let nb = w.cols / BLOCK;
+        match &w.data {
+            QData::F32(_) => w.row_into(r, out),
+            QData::Q4_1(blocks) => {
+                for (b, o) in blocks[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(BLOCK)) {
+                    // SAFETY: 16 bytes read from the block, 32 floats written to its chunk.
+                    unsafe {
+                        let bytes = v128_load(b.qs.as_ptr().cast());
+                        let lo = v128_and(bytes, u8x16_splat(0x0f));
+                        let hi = u8x16_shr(bytes, 4);
+                        let (dv, mv) = (f32x4_splat(b.d), f32x4_splat(b.m));
+                        for (h, half) in [lo, hi].into_iter().enumerate() {
+                            let w16 = [u16x8_extend_low_u8x16(half), u16x8_extend_high_u8x16(half)];
+                            for (k, w16) in w16.into_iter().enumerate() {
+                                let w32 = [u32x4_extend_low_u16x8(w16), u32x4_extend_high_u16x8(w16)];
+                                for (l, w32) in w32.into_iter().enumerate() {
+                                    let f = f32x4_add(f32x4_mul(f32x4_convert_u32x4(w32), dv), mv);
+                                    v128_store(o.as_mut_ptr().add(h * 16 + k * 8 + l * 4).cast(), f);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            QData::Q8_0(blocks) => {
+                for (b, o) in blocks[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(BLOCK)) {
+                    // SAFETY: 32 bytes read from the block, 32 floats written to its chunk.
+                    unsafe {
+                        let dv = f32x4_splat(b.d);
+                        for h in 0..2 {
+                            let bytes = v128_load(b.qs.as_ptr().add(h * 16).cast());
+                            let w16 = [i16x8_extend_low_i8x16(bytes), i16x8_extend_high_i8x16(bytes)];
+                            for (k, w16) in w16.into_iter().enumerate() {
+                                let w32 = [i32x4_extend_low_i16x8(w16), i32x4_extend_high_i16x8(w16)];
+                                for (l, w32) in w32.into_iter().enumerate() {
+                                    let f = f32x4_mul(f32x4_convert_i32x4(w32), dv);
+                                    v128_store(o.as_mut_ptr().add(h * 16 + k * 8 + l * 4).cast(), f);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let len = a.len().min(b.len());
+        let whole = len / 16 * 16;
+        // SAFETY: every load is below `whole` <= the length of both slices.
+        unsafe {
+            let mut acc = [f32x4_splat(0.0); 4];
+            let (pa, pb) = (a.as_ptr(), b.as_ptr());
+            let mut i = 0;
+            while i < whole {
+                for (k, acc) in acc.iter_mut().enumerate() {
+                    let p = f32x4_mul(v128_load(pa.add(i + 4 * k).cast()), v128_load(pb.add(i + 4 * k).cast()));
+                    *acc = f32x4_add(*acc, p);
+                }
+                i += 16;
+            }
+            let s = f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3]));
+            let mut total = f32x4_extract_lane::<0>(s) + f32x4_extract_lane::<1>(s) + f32x4_extract_lane::<2>(s) + f32x4_extract_lane::<3>(s);
+            for j in whole..len {
+                total += a[j] * b[j];
+            }
+            total
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matmul_matches_the_plain_sum_for_every_layout() {
+        // More rows than one task; whole blocks, and a row length with a tail (kept at f32).
+        for (rows_, cols) in [(130, 96), (70, 40)] {
+        let w: Vec<f32> = (0..rows_ * cols).map(|i| ((i * 7919) % 61) as f32 / 61.0 - 0.5).collect();
+        let m = QMatrix::exact(rows_, cols, w.clone());
+        for n in [1, 3, 11] {
+            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 104729) % 37) as f32 / 37.0 - 0.4).collect();
+            let mut y = vec![0.0; n * rows_];
+            matmul(&m, &x, n, &mut y);
+            for i in 0..n {
+                for r in 0..rows_ {
+                    let want: f32 = (0..cols).map(|c| x[i * cols + c] * w[r * cols + c]).sum();
+                    assert!((y[i * rows_ + r] - want).abs() < 1e-4, "row {r} sample {i}: {} vs {want}", y[i * rows_ + r]);
+                }
+            }
+        }
+        }
+        assert_eq!(dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), 32.0);
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use crate::io::gguf::{TensorType, dequantize};
+
+    #[test]
+    #[ignore]
+    fn speed() {
+        let (rows, cols) = (1536 * 160, 576);
+        let mut blocks = Vec::new();
+        for i in 0..rows * cols / 32 {
+            blocks.extend(half::f16::from_f32(0.01).to_le_bytes());
+            blocks.extend(half::f16::from_f32(-0.05).to_le_bytes());
+            blocks.extend((0..16).map(|j| ((i + j) % 256) as u8));
+        }
+        let w = QMatrix::exact(rows, cols, dequantize(TensorType::Q4_1, &blocks));
+        assert_eq!(w.format(), "Q4_1");
+        let x: Vec<f32> = (0..cols).map(|i| i as f32 / 1000.0).collect();
+        let mut y = vec![0.0; rows];
+        for threads in [1, 2] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let t = std::time::Instant::now();
+                for _ in 0..10 {
+                    matmul(&w, &x, 1, &mut y);
+                }
+                let s = t.elapsed().as_secs_f64() / 10.0;
+                eprintln!("{threads} threads: {:.3} ms, {:.2} GB/s, {:.2} Gweights/s", s * 1e3, w.bytes() as f64 / s / 1e9, (rows * cols) as f64 / s / 1e9);
+            });
+        }
+    }
+}

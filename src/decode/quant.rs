@@ -1,0 +1,236 @@
+//! Weight matrices for decoding, kept in the fewest bytes that still give back every value
+//! exactly: GGUF's Q4_1 or Q8_0 blocks where the weights are such blocks (a checkpoint loaded from
+//! a quantized GGUF, whose f32 training copy is their exact dequantization), f32 otherwise.
+//!
+//! Decoding one token reads every weight once, so its speed is bytes per token: SmolLM2-135M is
+//! 538 MB a token at f32 and ~100 MB in Q4_1. Finding the blocks again from the f32 values, rather
+//! than keeping the file's bytes, covers every loader and notices any change to the weights (a
+//! merged adapter or a full fine-tune no longer fits the blocks and stays f32), so the copy never
+//! differs from the weights training sees.
+//!
+//! Layout: `rows = out` features, each row `cols = in` values long, in blocks of 32 along the row
+//! (as ggml stores a `[out, in]` weight).
+
+use half::f16;
+
+pub const BLOCK: usize = 32;
+
+/// One `[rows, cols]` weight, row-major.
+#[derive(Debug, Clone)]
+pub struct QMatrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: QData,
+}
+
+#[derive(Debug, Clone)]
+pub enum QData {
+    F32(Vec<f32>),
+    Q4_1(Vec<BlockQ4_1>),
+    Q8_0(Vec<BlockQ8_0>),
+}
+
+/// `x = q * d + m`, q in 0..16: one scale `d` and one minimum `m` (both values an f16 can hold;
+/// kept as f32 so decoding does not convert them), 16 bytes of nibbles: low nibbles are elements
+/// 0..16, high nibbles 16..32. Scales sit with their nibbles, so a row is one stream of memory.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ4_1 {
+    pub d: f32,
+    pub m: f32,
+    pub qs: [u8; 16],
+}
+
+/// `x = d * q`, q in -127..=127: one scale and 32 signed bytes.
+#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+pub struct BlockQ8_0 {
+    pub d: f32,
+    pub qs: [i8; 32],
+}
+
+impl QMatrix {
+    /// The most compact exact form of the row-major `[rows, cols]` values `w`.
+    pub fn exact(rows: usize, cols: usize, w: Vec<f32>) -> Self {
+        assert_eq!(w.len(), rows * cols, "weight of {} values is not {rows} x {cols}", w.len());
+        let data = if cols % BLOCK != 0 {
+            QData::F32(w)
+        } else if let Some(q) = q4_1(&w) {
+            q
+        } else if let Some(q) = q8_0(&w) {
+            q
+        } else {
+            QData::F32(w)
+        };
+        Self { rows, cols, data }
+    }
+
+    pub fn format(&self) -> &'static str {
+        match self.data {
+            QData::F32(_) => "f32",
+            QData::Q4_1 { .. } => "Q4_1",
+            QData::Q8_0 { .. } => "Q8_0",
+        }
+    }
+
+    /// Bytes the matrix occupies (what one decoded token reads).
+    pub fn bytes(&self) -> usize {
+        match &self.data {
+            QData::F32(w) => w.len() * 4,
+            QData::Q4_1(b) => std::mem::size_of_val(b.as_slice()),
+            QData::Q8_0(b) => std::mem::size_of_val(b.as_slice()),
+        }
+    }
+
+    /// Row `r` as f32 into `out` (`cols` long): the same values the f32 weights hold.
+    #[inline(always)]
+    pub fn row_into(&self, r: usize, out: &mut [f32]) {
+        let c = self.cols;
+        match &self.data {
+            QData::F32(w) => out.copy_from_slice(&w[r * c..(r + 1) * c]),
+            QData::Q4_1(blocks) => {
+                let nb = c / BLOCK;
+                for (o, b) in out.chunks_exact_mut(BLOCK).zip(&blocks[r * nb..(r + 1) * nb]) {
+                    let (lo, hi) = o.split_at_mut(BLOCK / 2);
+                    for j in 0..BLOCK / 2 {
+                        lo[j] = (b.qs[j] & 0x0f) as f32 * b.d + b.m;
+                        hi[j] = (b.qs[j] >> 4) as f32 * b.d + b.m;
+                    }
+                }
+            }
+            QData::Q8_0(blocks) => {
+                let nb = c / BLOCK;
+                for (o, b) in out.chunks_exact_mut(BLOCK).zip(&blocks[r * nb..(r + 1) * nb]) {
+                    for j in 0..BLOCK {
+                        o[j] = b.d * b.qs[j] as f32;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Row `r` when the matrix is stored at f32 (read in place, without a copy).
+    #[inline(always)]
+    pub fn f32_row(&self, r: usize) -> Option<&[f32]> {
+        match &self.data {
+            QData::F32(w) => Some(&w[r * self.cols..(r + 1) * self.cols]),
+            _ => None,
+        }
+    }
+}
+
+/// An f32 that an f16 holds exactly.
+fn f16_exact(x: f32) -> bool {
+    f16::from_f32(x).to_f32() == x
+}
+
+/// `w` as Q4_1 blocks if every block is `q * d + m` with `d`, `m` f16 values and q in 0..16,
+/// as llama.cpp writes them: the block's minimum is `m` (q = 0) and its maximum `15 d + m`.
+fn q4_1(w: &[f32]) -> Option<QData> {
+    let mut blocks = Vec::with_capacity(w.len() / BLOCK);
+    for x in w.chunks_exact(BLOCK) {
+        let (lo, hi) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        if !f16_exact(lo) || !hi.is_finite() {
+            return None;
+        }
+        let d = f16::from_f32((hi - lo) / 15.0).to_f32();
+        let level = |v: f32| -> Option<u8> {
+            let q = if d == 0.0 { 0.0 } else { ((v - lo) / d).round() };
+            (0.0..=15.0).contains(&q).then_some(q as u8).filter(|&q| q as f32 * d + lo == v)
+        };
+        let mut qs = [0u8; 16];
+        for j in 0..BLOCK / 2 {
+            qs[j] = level(x[j])? | level(x[j + BLOCK / 2])? << 4;
+        }
+        blocks.push(BlockQ4_1 { d, m: lo, qs });
+    }
+    Some(QData::Q4_1(blocks))
+}
+
+/// `w` as Q8_0 blocks if every block is `d * q` with `d` an f16 value and |q| <= 127.
+fn q8_0(w: &[f32]) -> Option<QData> {
+    let mut blocks = Vec::with_capacity(w.len() / BLOCK);
+    for x in w.chunks_exact(BLOCK) {
+        let amax = x.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
+        if !amax.is_finite() {
+            return None;
+        }
+        let d = f16::from_f32(amax / 127.0).to_f32();
+        let mut qs = [0i8; 32];
+        for (q, &v) in qs.iter_mut().zip(x) {
+            let l = if d == 0.0 { 0.0 } else { (v / d).round() };
+            if !(-127.0..=127.0).contains(&l) || d * l != v {
+                return None;
+            }
+            *q = l as i8;
+        }
+        blocks.push(BlockQ8_0 { d, qs });
+    }
+    Some(QData::Q8_0(blocks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::gguf::{TensorType, dequantize};
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    /// GGUF blocks written the way llama.cpp's quantizer writes them, from random values.
+    fn gguf_blocks(ty: TensorType, n: usize, seed: u64) -> Vec<u8> {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut out = Vec::new();
+        for _ in 0..n / BLOCK {
+            let x: Vec<f32> = (0..BLOCK).map(|_| rng.random_range(-0.2f32..0.3)).collect();
+            match ty {
+                TensorType::Q4_1 => {
+                    let (lo, hi) = x.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                    let d = (hi - lo) / 15.0;
+                    out.extend(f16::from_f32(d).to_le_bytes());
+                    out.extend(f16::from_f32(lo).to_le_bytes());
+                    let q = |v: f32| (((v - lo) / d).round() as u8).min(15);
+                    out.extend((0..16).map(|j| q(x[j]) | q(x[j + 16]) << 4));
+                }
+                TensorType::Q8_0 => {
+                    let d = x.iter().fold(0.0f32, |a, v| a.max(v.abs())) / 127.0;
+                    out.extend(f16::from_f32(d).to_le_bytes());
+                    out.extend(x.iter().map(|v| (v / d).round() as i8 as u8));
+                }
+                _ => unreachable!(),
+            }
+        }
+        out
+    }
+
+    fn rows(m: &QMatrix) -> Vec<f32> {
+        let mut out = vec![0.0; m.rows * m.cols];
+        for (r, o) in out.chunks_exact_mut(m.cols).enumerate() {
+            m.row_into(r, o);
+        }
+        out
+    }
+
+    #[test]
+    fn gguf_blocks_are_found_again_and_give_back_every_value() {
+        for (ty, want) in [(TensorType::Q4_1, "Q4_1"), (TensorType::Q8_0, "Q8_0")] {
+            let w = dequantize(ty, &gguf_blocks(ty, 4 * 64, 3));
+            let m = QMatrix::exact(4, 64, w.clone());
+            assert_eq!(m.format(), want);
+            assert_eq!(rows(&m), w, "{want}: the decoding copy must hold the same values");
+            assert!(m.bytes() * 3 < w.len() * 4, "{want}: {} bytes", m.bytes());
+        }
+    }
+
+    #[test]
+    fn anything_else_stays_f32() {
+        let mut w = dequantize(TensorType::Q4_1, &gguf_blocks(TensorType::Q4_1, 64, 5));
+        // A merged adapter's tiny change to one value breaks the block.
+        w[7] += 1e-4;
+        let m = QMatrix::exact(2, 32, w.clone());
+        assert_eq!(m.format(), "f32");
+        assert_eq!(rows(&m), w);
+        // Rows that are not whole blocks, and non-finite values.
+        assert_eq!(QMatrix::exact(1, 3, vec![0.0, 0.5, 1.0]).format(), "f32");
+        assert_eq!(QMatrix::exact(1, 32, vec![f32::NAN; 32]).format(), "f32");
+        assert_eq!(QMatrix::exact(1, 32, vec![0.0; 32]).format(), "Q4_1");
+    }
+}
