@@ -23,6 +23,8 @@ enum LabCommand {
     /// A lesson as text: each step's settings, action, what to watch and the question. FILE or a
     /// built-in lesson's id.
     Show { lesson: String },
+    /// The lab file's JSON Schema (what docs/lab.schema.json holds), from the types that read it.
+    Schema,
 }
 
 pub fn lab(a: LabArgs) -> Result<()> {
@@ -50,6 +52,10 @@ pub fn lab(a: LabArgs) -> Result<()> {
             if bad > 0 {
                 bail!("{bad} of {} lab files could not be read", files.len());
             }
+            Ok(())
+        }
+        LabCommand::Schema => {
+            println!("{}", serde_json::to_string_pretty(&alignlab::lab::lesson::schema())?);
             Ok(())
         }
         LabCommand::Show { lesson } => {

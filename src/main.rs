@@ -368,8 +368,10 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                 })?;
                 let host = a.decode == DecodePath::Auto && backend::is_cpu(&lm.device);
                 let weights = if host {
-                    let (bytes, formats) = block_on(alignlab::decode::host_base(&model))?.summary();
-                    json!({"bytes_per_token": bytes, "formats": formats.iter().map(|(f, n)| json!({"format": f, "params": n})).collect::<Vec<_>>()})
+                    let base = block_on(alignlab::decode::host_base(&model))?;
+                    let (bytes, formats) = base.summary();
+                    json!({"bytes_per_token": bytes, "from_file": base.from_file(),
+                           "formats": formats.iter().map(|(f, n)| json!({"format": f, "params": n})).collect::<Vec<_>>()})
                 } else {
                     json!(null)
                 };

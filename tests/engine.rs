@@ -186,7 +186,11 @@ fn host_decoding_matches_the_forward_pass() {
     let mut lm = load_model(&dir.join("tiny.gguf"), None, &dev, &mut noop()).unwrap();
     use alignlab::backend::block_on;
 
-    let (bytes, formats) = block_on(host_base(&lm.model)).unwrap().summary();
+    let base = block_on(host_base(&lm.model)).unwrap();
+    // The three Q8_0 matrices come as the file stores them (q_proj's rows un-permuted), the rest
+    // are read back from the device and searched for blocks.
+    assert_eq!(base.from_file(), 3);
+    let (bytes, formats) = base.summary();
     let q8 = formats.iter().find(|f| f.0 == "Q8_0").map_or(0, |f| f.1);
     // The tied embedding (64 x 32), q_proj of layer 0 (32 x 32), gate_proj of layer 1 (48 x 32).
     assert_eq!(q8, 64 * 32 + 32 * 32 + 48 * 32, "{formats:?}");

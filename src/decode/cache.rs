@@ -3,11 +3,13 @@
 //!
 //! A copy must never outlive a change to the weights it copies. Parameter ids alone would not do:
 //! merging an adapter and an optimizer step in a full fine-tune change a weight's values and keep
-//! its id. So the fingerprint hashes each weight's id and shape with its first and last rows
-//! (every value of a norm): a merge (`W + s A B`) or an optimizer step changes every row, and a
-//! new model has new ids. Reading those rows costs a few hundred small reads, nothing beside a
+//! its id. So the fingerprint hashes each weight's id and shape with its first and last rows and
+//! columns (every value of a norm): a merge (`W + s A B`) changes every row and column, an
+//! optimizer step every row it trains (an embedding's trained rows each change in its first
+//! column), and a new model has new ids. Reading those rows costs a few hundred small reads, nothing beside a
 //! generation.
 
+use std::collections::BTreeMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -16,6 +18,7 @@ use burn::module::Param;
 use burn::tensor::Tensor;
 
 use super::HostBase;
+use super::quant::QMatrix;
 use crate::Result;
 use crate::backend::read_f32;
 use crate::model::Llama;
@@ -23,7 +26,32 @@ use crate::model::Llama;
 /// Copies kept: a policy and one other model (a teacher) decode without rebuilding each other's.
 const KEEP: usize = 2;
 
+/// Bytes of copies kept at most. A copy that could not be made compact (a full fine-tune is f32)
+/// is as large as the model; in the browser's 4 GB beside the model and its optimizer state it is
+/// made for one generation and dropped, not kept.
+const BUDGET: usize = if cfg!(target_arch = "wasm32") { 320 << 20 } else { 2 << 30 };
+
 static COPIES: Mutex<Vec<(u64, Arc<HostBase>)>> = Mutex::new(Vec::new());
+
+/// The stored blocks of the model loaded last, by weight name, with the id of its embedding:
+/// taken by the first copy of that model, each only after it is checked against the weights.
+static PENDING: Mutex<Option<(u64, BTreeMap<String, QMatrix>)>> = Mutex::new(None);
+
+/// Keeps a quantized checkpoint's blocks for the first decoding of `model`, which then neither
+/// reads its weights back nor searches them for blocks (what made the page slow to be ready).
+pub fn prime(model: &Llama, blocks: BTreeMap<String, QMatrix>) {
+    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    *pending = (!blocks.is_empty()).then(|| (model.embed_tokens.weight.id.val(), blocks));
+}
+
+/// The stored blocks of weight `name` of `model`, if the model is the one loaded last.
+pub(super) fn take_pending(model: &Llama, name: &str) -> Option<QMatrix> {
+    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
+    match pending.as_mut() {
+        Some((id, blocks)) if *id == model.embed_tokens.weight.id.val() => blocks.remove(name),
+        _ => None,
+    }
+}
 
 /// The host copy of `model`'s base weights, from the cache or read now.
 pub async fn base_for(model: &Llama) -> Result<Arc<HostBase>> {
@@ -33,12 +61,15 @@ pub async fn base_for(model: &Llama) -> Result<Arc<HostBase>> {
         return Ok(base);
     }
     let base = Arc::new(HostBase::read(model).await?);
-    let mut copies = copies();
-    copies.retain(|(k, _)| *k != key);
-    if copies.len() >= KEEP {
-        copies.remove(0);
+    let bytes = |b: &HostBase| b.summary().0;
+    if bytes(&base) <= BUDGET {
+        let mut copies = copies();
+        copies.retain(|(k, _)| *k != key);
+        while copies.len() >= KEEP || (!copies.is_empty() && copies.iter().map(|(_, b)| bytes(b)).sum::<usize>() + bytes(&base) > BUDGET) {
+            copies.remove(0);
+        }
+        copies.push((key, Arc::clone(&base)));
     }
-    copies.push((key, Arc::clone(&base)));
     Ok(base)
 }
 
@@ -69,7 +100,9 @@ async fn matrix(h: &mut DefaultHasher, p: &Param<Tensor<2>>) -> Result<()> {
     let [rows, cols] = w.dims();
     (p.id.val(), rows, cols).hash(h);
     bits(h, read_f32(w.clone().narrow(0, 0, 1)).await?);
-    bits(h, read_f32(w.narrow(0, rows - 1, 1)).await?);
+    bits(h, read_f32(w.clone().narrow(0, rows - 1, 1)).await?);
+    bits(h, read_f32(w.clone().narrow(1, 0, 1)).await?);
+    bits(h, read_f32(w.narrow(1, cols - 1, 1)).await?);
     Ok(())
 }
 

@@ -78,6 +78,14 @@ fn rows(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
         return unsafe { avx2::rows(w, x, n, r0, out) };
     }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if n == 1 {
+        // One sample: each block is turned into floats in registers and used at once.
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = simd128::row_dot(w, r0 + k, x);
+        }
+        return;
+    }
     let mut row = vec![0.0f32; w.cols];
     for (k, o) in out.chunks_exact_mut(n).enumerate() {
         let wr: &[f32] = match w.f32_row(r0 + k) {
@@ -298,51 +306,72 @@ mod avx2 {
 mod simd128 {
     use std::arch::wasm32::*;
 
-    use super::super::quant::{BLOCK, QData, QMatrix};
+    use super::super::quant::{BLOCK, BlockQ4_1, BlockQ8_0, QData, QMatrix};
 
+    /// The 32 weights of a Q4_1 block in eight vectors, `q * d + m` (low nibbles first).
+    #[inline(always)]
+    fn q4_1_floats(b: &BlockQ4_1) -> [v128; 8] {
+        // SAFETY: reads the block's 16 bytes of nibbles.
+        let bytes = unsafe { v128_load(b.qs.as_ptr().cast()) };
+        let (lo, hi) = (v128_and(bytes, u8x16_splat(0x0f)), u8x16_shr(bytes, 4));
+        let (dv, mv) = (f32x4_splat(b.d), f32x4_splat(b.m));
+        let w16 = [u16x8_extend_low_u8x16(lo), u16x8_extend_high_u8x16(lo), u16x8_extend_low_u8x16(hi), u16x8_extend_high_u8x16(hi)];
+        std::array::from_fn(|i| {
+            let w32 = if i % 2 == 0 { u32x4_extend_low_u16x8(w16[i / 2]) } else { u32x4_extend_high_u16x8(w16[i / 2]) };
+            f32x4_add(f32x4_mul(f32x4_convert_u32x4(w32), dv), mv)
+        })
+    }
+
+    /// The 32 weights of a Q8_0 block in eight vectors, `d * q`.
+    #[inline(always)]
+    fn q8_0_floats(b: &BlockQ8_0) -> [v128; 8] {
+        // SAFETY: two 16-byte reads inside the block's 32 bytes.
+        let bytes = unsafe { [v128_load(b.qs.as_ptr().cast()), v128_load(b.qs.as_ptr().add(16).cast())] };
+        let w16 = [i16x8_extend_low_i8x16(bytes[0]), i16x8_extend_high_i8x16(bytes[0]), i16x8_extend_low_i8x16(bytes[1]), i16x8_extend_high_i8x16(bytes[1])];
+        let dv = f32x4_splat(b.d);
+        std::array::from_fn(|i| {
+            let w32 = if i % 2 == 0 { i32x4_extend_low_i16x8(w16[i / 2]) } else { i32x4_extend_high_i16x8(w16[i / 2]) };
+            f32x4_mul(f32x4_convert_i32x4(w32), dv)
+        })
+    }
+
+    /// Row `r` of `w` dotted with `x` (`cols` long), each block turned into floats in registers.
+    pub fn row_dot(w: &QMatrix, r: usize, x: &[f32]) -> f32 {
+        let nb = w.cols / BLOCK;
+        assert!(x.len() == w.cols);
+        let mut acc = [f32x4_splat(0.0); 4];
+        let mut add = |b: usize, ws: [v128; 8]| {
+            for (k, wv) in ws.into_iter().enumerate() {
+                // SAFETY: block b's floats x[32b + 4k..][..4] are inside x (length checked above).
+                let xv = unsafe { v128_load(x.as_ptr().add(b * BLOCK + 4 * k).cast()) };
+                acc[k % 4] = f32x4_add(acc[k % 4], f32x4_mul(wv, xv));
+            }
+        };
+        match &w.data {
+            QData::F32(_) => return dot(w.f32_row(r).expect("an f32 matrix"), x),
+            QData::Q4_1(blocks) => blocks[r * nb..(r + 1) * nb].iter().enumerate().for_each(|(b, blk)| add(b, q4_1_floats(blk))),
+            QData::Q8_0(blocks) => blocks[r * nb..(r + 1) * nb].iter().enumerate().for_each(|(b, blk)| add(b, q8_0_floats(blk))),
+        }
+        let s = f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3]));
+        f32x4_extract_lane::<0>(s) + f32x4_extract_lane::<1>(s) + f32x4_extract_lane::<2>(s) + f32x4_extract_lane::<3>(s)
+    }
+
+    /// Row `r` of a quantized `w` as f32 into `out`.
     pub fn dequantize(w: &QMatrix, r: usize, out: &mut [f32]) {
         let nb = w.cols / BLOCK;
+        let mut store = |o: &mut [f32], ws: [v128; 8]| {
+            for (k, wv) in ws.into_iter().enumerate() {
+                // SAFETY: 8 x 4 floats into a 32-float chunk.
+                unsafe { v128_store(o.as_mut_ptr().add(4 * k).cast(), wv) };
+            }
+        };
         match &w.data {
             QData::F32(_) => w.row_into(r, out),
             QData::Q4_1(blocks) => {
-                for (b, o) in blocks[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(BLOCK)) {
-                    // SAFETY: 16 bytes read from the block, 32 floats written to its chunk.
-                    unsafe {
-                        let bytes = v128_load(b.qs.as_ptr().cast());
-                        let lo = v128_and(bytes, u8x16_splat(0x0f));
-                        let hi = u8x16_shr(bytes, 4);
-                        let (dv, mv) = (f32x4_splat(b.d), f32x4_splat(b.m));
-                        for (h, half) in [lo, hi].into_iter().enumerate() {
-                            let w16 = [u16x8_extend_low_u8x16(half), u16x8_extend_high_u8x16(half)];
-                            for (k, w16) in w16.into_iter().enumerate() {
-                                let w32 = [u32x4_extend_low_u16x8(w16), u32x4_extend_high_u16x8(w16)];
-                                for (l, w32) in w32.into_iter().enumerate() {
-                                    let f = f32x4_add(f32x4_mul(f32x4_convert_u32x4(w32), dv), mv);
-                                    v128_store(o.as_mut_ptr().add(h * 16 + k * 8 + l * 4).cast(), f);
-                                }
-                            }
-                        }
-                    }
-                }
+                blocks[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(BLOCK)).for_each(|(b, o)| store(o, q4_1_floats(b)))
             }
             QData::Q8_0(blocks) => {
-                for (b, o) in blocks[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(BLOCK)) {
-                    // SAFETY: 32 bytes read from the block, 32 floats written to its chunk.
-                    unsafe {
-                        let dv = f32x4_splat(b.d);
-                        for h in 0..2 {
-                            let bytes = v128_load(b.qs.as_ptr().add(h * 16).cast());
-                            let w16 = [i16x8_extend_low_i8x16(bytes), i16x8_extend_high_i8x16(bytes)];
-                            for (k, w16) in w16.into_iter().enumerate() {
-                                let w32 = [i32x4_extend_low_i16x8(w16), i32x4_extend_high_i16x8(w16)];
-                                for (l, w32) in w32.into_iter().enumerate() {
-                                    let f = f32x4_mul(f32x4_convert_i32x4(w32), dv);
-                                    v128_store(o.as_mut_ptr().add(h * 16 + k * 8 + l * 4).cast(), f);
-                                }
-                            }
-                        }
-                    }
-                }
+                blocks[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(BLOCK)).for_each(|(b, o)| store(o, q8_0_floats(b)))
             }
         }
     }

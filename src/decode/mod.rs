@@ -18,6 +18,8 @@ mod cache;
 pub mod kernels;
 pub mod quant;
 
+pub use cache::prime;
+
 use std::sync::Arc;
 
 use burn::tensor::Tensor;
@@ -57,6 +59,8 @@ pub struct HostBase {
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
+    /// Matrices taken as the checkpoint stored them (the rest were read back from the device).
+    from_file: usize,
 }
 
 struct HostBlock {
@@ -81,17 +85,18 @@ struct HostLora {
 impl HostBase {
     /// Reads every base weight of `model` back from its device.
     async fn read(model: &Llama) -> Result<Self> {
-        let embed = read_matrix(model.embed_tokens.weight.val(), false).await?;
+        let mut from_file = 0;
+        let embed = weight(model, "model.embed_tokens", model.embed_tokens.weight.val(), false, &mut from_file).await?;
         let head = match &model.lm_head {
-            Some(h) => Some(read_matrix(h.weight.val(), true).await?),
+            Some(h) => Some(weight(model, "lm_head", h.weight.val(), true, &mut from_file).await?),
             None => None,
         };
         let linears = model.linears();
         let mut layers = Vec::with_capacity(model.layers.len());
         for (block, lins) in model.layers.iter().zip(linears.chunks_exact(7)) {
             let mut ws = Vec::with_capacity(7);
-            for (_, lin) in lins {
-                ws.push(read_matrix(lin.base.weight.val(), true).await?);
+            for (path, lin) in lins {
+                ws.push(weight(model, path, lin.base.weight.val(), true, &mut from_file).await?);
             }
             layers.push(HostBlock {
                 input_norm: Norm::read(&block.input_layernorm).await?,
@@ -112,7 +117,13 @@ impl HostBase {
             num_heads: attn.num_heads,
             num_kv_heads: attn.num_kv_heads,
             head_dim: attn.head_dim,
+            from_file,
         })
+    }
+
+    /// How many weight matrices were taken as the checkpoint stored them.
+    pub fn from_file(&self) -> usize {
+        self.from_file
     }
 
     /// Bytes of weights one decoded token reads, and each format's share of the parameters.
@@ -150,6 +161,29 @@ impl Norm {
         }
         out
     }
+}
+
+/// Weight `path` of `model` as decoding reads it: the blocks the checkpoint stored when they
+/// still hold the weight's values (its first and last column, every row, compared; a merge or
+/// a training step changes them), else read back from the device.
+async fn weight(model: &Llama, path: &str, w: Tensor<2>, transposed: bool, from_file: &mut usize) -> Result<QMatrix> {
+    if let Some(q) = cache::take_pending(model, &format!("{path}.weight")) {
+        let [a, b] = w.dims();
+        let (rows, cols) = if transposed { (b, a) } else { (a, b) };
+        let mut same = (q.rows, q.cols) == (rows, cols);
+        for c in [0, cols - 1] {
+            if same {
+                // Column c of `[rows, cols]` is row c of burn's `[in, out]` (or its column c).
+                let dim = if transposed { 0 } else { 1 };
+                same = read_f32(w.clone().narrow(dim, c, 1)).await? == q.column(c);
+            }
+        }
+        if same {
+            *from_file += 1;
+            return Ok(q);
+        }
+    }
+    read_matrix(w, transposed).await
 }
 
 /// A weight read back to the host as `[rows, cols]`: burn keeps a linear layer's weight as

@@ -13,6 +13,8 @@
 
 use half::f16;
 
+use crate::io::gguf::TensorType;
+
 pub const BLOCK: usize = 32;
 
 /// One `[rows, cols]` weight, row-major.
@@ -63,6 +65,59 @@ impl QMatrix {
             QData::F32(w)
         };
         Self { rows, cols, data }
+    }
+
+    /// A GGUF tensor's Q4_1 or Q8_0 blocks as stored (`rows` of `cols` values, whole blocks).
+    pub fn from_gguf(ty: TensorType, rows: usize, cols: usize, bytes: &[u8]) -> Option<Self> {
+        let f16_at = |b: &[u8], i: usize| f16::from_le_bytes([b[i], b[i + 1]]).to_f32();
+        let blocks = rows.checked_mul(cols)? / BLOCK;
+        if cols % BLOCK != 0 || bytes.len() != blocks.checked_mul(ty.block().1)? {
+            return None;
+        }
+        let data = match ty {
+            TensorType::Q4_1 => QData::Q4_1(
+                bytes
+                    .chunks_exact(20)
+                    .map(|b| BlockQ4_1 { d: f16_at(b, 0), m: f16_at(b, 2), qs: b[4..20].try_into().expect("16 bytes") })
+                    .collect(),
+            ),
+            TensorType::Q8_0 => QData::Q8_0(
+                bytes
+                    .chunks_exact(34)
+                    .map(|b| BlockQ8_0 { d: f16_at(b, 0), qs: std::array::from_fn(|j| b[2 + j] as i8) })
+                    .collect(),
+            ),
+            _ => return None,
+        };
+        Some(Self { rows, cols, data })
+    }
+
+    /// The matrix with row `i` taken from row `sources[i]`.
+    pub fn rows_from(self, sources: &[usize]) -> Self {
+        let nb = self.cols / BLOCK;
+        let pick = |i: usize| sources[i / nb.max(1)] * nb + i % nb.max(1);
+        let data = match self.data {
+            QData::F32(w) => QData::F32((0..w.len()).map(|i| w[sources[i / self.cols] * self.cols + i % self.cols]).collect()),
+            QData::Q4_1(b) => QData::Q4_1((0..b.len()).map(|i| b[pick(i)]).collect()),
+            QData::Q8_0(b) => QData::Q8_0((0..b.len()).map(|i| b[pick(i)]).collect()),
+        };
+        Self { data, ..self }
+    }
+
+    /// Element `c` of every row.
+    pub fn column(&self, c: usize) -> Vec<f32> {
+        let (nb, b, j) = (self.cols / BLOCK, c / BLOCK, c % BLOCK);
+        match &self.data {
+            QData::F32(w) => (0..self.rows).map(|r| w[r * self.cols + c]).collect(),
+            QData::Q4_1(blocks) => (0..self.rows)
+                .map(|r| {
+                    let blk = &blocks[r * nb + b];
+                    let q = if j < 16 { blk.qs[j] & 0x0f } else { blk.qs[j - 16] >> 4 };
+                    q as f32 * blk.d + blk.m
+                })
+                .collect(),
+            QData::Q8_0(blocks) => (0..self.rows).map(|r| blocks[r * nb + b].d * blocks[r * nb + b].qs[j] as f32).collect(),
+        }
     }
 
     pub fn format(&self) -> &'static str {
@@ -172,7 +227,7 @@ fn q8_0(w: &[f32]) -> Option<QData> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::gguf::{TensorType, dequantize};
+    use crate::io::gguf::dequantize;
     use rand::{Rng, SeedableRng, rngs::StdRng};
 
     /// GGUF blocks written the way llama.cpp's quantizer writes them, from random values.
@@ -217,6 +272,13 @@ mod tests {
             assert_eq!(m.format(), want);
             assert_eq!(rows(&m), w, "{want}: the decoding copy must hold the same values");
             assert!(m.bytes() * 3 < w.len() * 4, "{want}: {} bytes", m.bytes());
+            // Read straight from the file's bytes: the same matrix.
+            let stored = QMatrix::from_gguf(ty, 4, 64, &gguf_blocks(ty, 4 * 64, 3)).unwrap();
+            assert_eq!(rows(&stored), w);
+            assert_eq!(stored.column(37), (0..4).map(|r| w[r * 64 + 37]).collect::<Vec<_>>());
+            let swapped = stored.rows_from(&[2, 0, 3, 1]);
+            assert_eq!(rows(&swapped)[..64], w[2 * 64..3 * 64]);
+            assert_eq!(rows(&swapped)[3 * 64..], w[64..128]);
         }
     }
 

@@ -173,7 +173,7 @@ impl TensorType {
     }
 
     /// (elements per block, bytes per block)
-    fn block(self) -> (usize, usize) {
+    pub fn block(self) -> (usize, usize) {
         match self {
             Self::F32 => (1, 4),
             Self::F16 | Self::BF16 => (1, 2),
@@ -406,6 +406,17 @@ impl<'a> GgufFile<'a> {
             ))
         })?;
         Ok(dequantize(ty, self.tensor_bytes(t, ty)?))
+    }
+}
+
+impl GgufFile<'_> {
+    /// The stored blocks of a Q4_1 or Q8_0 tensor, as they are (for decoding from them); `None`
+    /// for any other type.
+    pub fn quantized(&self, t: &TensorInfo) -> Result<Option<(TensorType, &[u8])>> {
+        match TensorType::from_id(t.type_id) {
+            Ok(ty @ (TensorType::Q4_1 | TensorType::Q8_0)) => Ok(Some((ty, self.tensor_bytes(t, ty)?))),
+            _ => Ok(None),
+        }
     }
 }
 

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use super::bytes::to_usize;
 use super::gguf::{GgufFile, Value};
 use super::spm::SpmTokenizer;
-use super::{ChatTemplate, Checkpoint, HostTensor, ModelInfo, Progress, Tokenizer, Weights, unpermute_rotary_rows};
+use super::{ChatTemplate, Checkpoint, HostTensor, ModelInfo, Progress, Tokenizer, Weights, rotary_row_sources, unpermute_rotary_rows};
+use crate::decode::quant::QMatrix;
 use crate::model::LlamaConfig;
 use crate::{Error, Result};
 
@@ -33,16 +34,31 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
     });
 
     let mut weights = Weights::default();
+    let mut quantized = BTreeMap::new();
     let mut tensor_types = BTreeMap::new();
     let total = f.tensors.len();
     for (i, t) in f.tensors.iter().enumerate() {
         let Some(name) = hf_name(&t.name) else { continue };
         *tensor_types.entry(t.type_name()).or_insert(0) += 1;
         let mut host = HostTensor::new(t.shape()?, f.dequantize(t)?);
-        if name.ends_with("q_proj.weight") {
-            host = unpermute_rotary_rows(&host, config.num_attention_heads)?;
+        let heads = if name.ends_with("q_proj.weight") {
+            Some(config.num_attention_heads)
         } else if name.ends_with("k_proj.weight") {
-            host = unpermute_rotary_rows(&host, config.num_key_value_heads)?;
+            Some(config.num_key_value_heads)
+        } else {
+            None
+        };
+        if let Some(heads) = heads {
+            host = unpermute_rotary_rows(&host, heads)?;
+        }
+        // The blocks as stored, for decoding on the CPU (rows un-permuted as the f32 copy's).
+        if let (Some((ty, bytes)), &[rows, cols]) = (f.quantized(t)?, host.shape.as_slice()) {
+            if let Some(q) = QMatrix::from_gguf(ty, rows, cols, bytes) {
+                quantized.insert(name.clone(), match heads {
+                    Some(h) => q.rows_from(&rotary_row_sources(rows, h)),
+                    None => q,
+                });
+            }
         }
         weights.insert(name, host);
         progress("dequantize", (i + 1) as f32 / total as f32);
@@ -55,7 +71,7 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
         tensor_types,
         file_bytes: bytes.len(),
     };
-    Ok(Checkpoint { config, weights, tokenizer, chat_template, info })
+    Ok(Checkpoint { config, weights, tokenizer, chat_template, info, quantized })
 }
 
 fn hf_name(gguf: &str) -> Option<String> {

@@ -101,18 +101,26 @@ pub fn unpermute_rotary_rows(t: &HostTensor, num_heads: usize) -> Result<HostTen
             "cannot split {rows} rows into {num_heads} rotary heads of even size"
         )));
     }
-    let hd = rows / num_heads;
     let mut out = vec![0.0f32; rows * cols];
+    for (dst, src) in rotary_row_sources(rows, num_heads).into_iter().enumerate() {
+        out[dst * cols..(dst + 1) * cols].copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
+    }
+    Ok(HostTensor::new(t.shape.clone(), out))
+}
+
+/// For each row of the un-permuted matrix, the row of llama.cpp's interleaved one it comes from.
+/// `rows` must split into `num_heads` heads of even size (checked by the callers).
+pub fn rotary_row_sources(rows: usize, num_heads: usize) -> Vec<usize> {
+    let hd = rows / num_heads;
+    let mut src = vec![0; rows];
     for h in 0..num_heads {
         for j in 0..hd / 2 {
             for c in 0..2 {
-                let src = h * hd + 2 * j + c;
-                let dst = h * hd + c * (hd / 2) + j;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
+                src[h * hd + c * (hd / 2) + j] = h * hd + 2 * j + c;
             }
         }
     }
-    Ok(HostTensor::new(t.shape.clone(), out))
+    src
 }
 
 #[cfg(test)]

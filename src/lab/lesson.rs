@@ -30,7 +30,7 @@ const MAX_WATCH: usize = 8;
 pub const MAX_PRESET_BYTES: usize = 16 << 10;
 
 /// Where a step happens: the page's panels (the CLI runs the same action without them).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Panel {
     #[default]
@@ -74,7 +74,7 @@ impl Panel {
 }
 
 /// The one thing a step's "Try it" does, with the settings the step left in place.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// Read only: nothing runs.
@@ -137,7 +137,7 @@ impl Action {
 }
 
 /// Which way a watched number should move.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Expect {
     Up,
@@ -145,7 +145,7 @@ pub enum Expect {
 }
 
 /// What a watched number is compared with.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Baseline {
     /// Its first value in the action that produced it (a run's first step).
@@ -156,7 +156,7 @@ pub enum Baseline {
 }
 
 /// A number the page shows, highlighted, once the step's action has run.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Watch {
     /// A reading's name: a training metric by TRL's name (`rewards/margins`, `kl`,
@@ -233,7 +233,7 @@ pub const TRAIN_METRICS: [&str; 19] = [
 ];
 
 /// A judge a lab switches on, with its weight (`sentiment`, `length=30`, `include=a+b`, …).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LabJudge {
     pub judge: String,
@@ -246,7 +246,7 @@ fn one() -> f64 {
 }
 
 /// Examples a lab brings: added to the student's own (never replacing them), each once.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct LabData {
     pub pairs: Vec<Preference>,
@@ -257,7 +257,7 @@ pub struct LabData {
 
 /// Settings a lesson or a step puts in place; what it leaves out stays as the student had it.
 /// `sampling` and `train` are partial: only the keys given change.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Preset {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -280,7 +280,7 @@ pub struct Preset {
 }
 
 /// One step of a lesson.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Step {
     pub title: String,
@@ -308,7 +308,7 @@ pub struct Step {
 }
 
 /// A lesson, as a lab file holds it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Lesson {
     /// The format version ([`LAB_FORMAT`]).
@@ -332,6 +332,13 @@ pub struct Lesson {
 
 fn invalid(path: &str, what: impl std::fmt::Display) -> Error {
     Error::Invalid(format!("lab file: {path}: {what}"))
+}
+
+/// The lab file's JSON Schema, derived from the types that read it (published as
+/// `docs/lab.schema.json`; a test keeps the two equal). The reader checks more than a schema can
+/// say (known metrics and judges, bounds), with errors that name the field.
+pub fn schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(Lesson)).expect("a schema is JSON")
 }
 
 impl Lesson {
@@ -698,6 +705,37 @@ mod tests {
         let index: Vec<String> = serde_json::from_str(include_str!("../../www/labs/index.json")).unwrap();
         let ids: Vec<String> = built_in().into_iter().map(|l| format!("{}.json", l.id)).collect();
         assert_eq!(index, ids);
+    }
+
+    /// `docs/lab.schema.json` is the schema the reader's types give (regenerate it with
+    /// `alignlab lab schema > docs/lab.schema.json`), and it describes the shipped lab files: their
+    /// keys are the schema's, with every required one present.
+    #[test]
+    fn the_published_schema_is_the_readers_and_fits_every_built_in_lesson() {
+        let published: serde_json::Value = serde_json::from_str(include_str!("../../docs/lab.schema.json")).unwrap();
+        assert_eq!(published, schema(), "docs/lab.schema.json is stale: alignlab lab schema > docs/lab.schema.json");
+        let defs = &published["$defs"];
+        let fits = |what: &str, obj: &serde_json::Value, schema: &serde_json::Value| {
+            let props = schema["properties"].as_object().unwrap();
+            for k in obj.as_object().unwrap().keys() {
+                assert!(props.contains_key(k), "{what}: key '{k}' is not in the schema");
+            }
+            for r in schema["required"].as_array().into_iter().flatten() {
+                assert!(obj.get(r.as_str().unwrap()).is_some(), "{what}: required '{r}' missing");
+            }
+            assert_eq!(schema["additionalProperties"], false, "{what}: the schema must refuse unknown keys, as the reader does");
+        };
+        for s in BUILT_IN {
+            let lab: serde_json::Value = serde_json::from_str(s).unwrap();
+            let id = lab["id"].as_str().unwrap().to_string();
+            fits(&id, &lab, &published);
+            for (i, step) in lab["steps"].as_array().unwrap().iter().enumerate() {
+                fits(&format!("{id} steps[{i}]"), step, &defs["Step"]);
+                for (j, w) in step["watch"].as_array().into_iter().flatten().enumerate() {
+                    fits(&format!("{id} steps[{i}].watch[{j}]"), w, &defs["Watch"]);
+                }
+            }
+        }
     }
 
     #[test]

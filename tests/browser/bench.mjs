@@ -1,6 +1,6 @@
 // Browser benchmark (not a test): page load to first token, tokens/s and seconds per DPO step,
 // driving the built app like the tests do. Run after scripts/build-web:
-//   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16]
+//   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
@@ -13,7 +13,7 @@ import { TINY, followReadingStep, generate, importJsonl, launch, modelReady, tra
 const { values: a } = parseArgs({ options: {
   model: { type: 'string', default: 'tiny' }, backend: { type: 'string', default: 'cpu' },
   steps: { type: 'string', default: '2' }, tokens: { type: 'string', default: '16' },
-  lessons: { type: 'string' },
+  lessons: { type: 'string' }, prompt: { type: 'string' },
 } });
 const tiny = a.model === 'tiny';
 const { server, base } = await serve();
@@ -41,7 +41,8 @@ try {
   } else {
     const p = page.getByRole('tabpanel');
     const t1 = Date.now();
-    await generate(page, { prompt: tiny ? '' : 'What is the capital of France?', samples: 1, temperature: 0, tokens: Number(a.tokens) });
+    const prompt = a.prompt ?? (tiny ? '' : 'What is the capital of France?');
+    await generate(page, { prompt, samples: 1, temperature: 0, tokens: Number(a.tokens) });
     await page.waitForFunction(() => /first token after/.test(document.body.innerText), null, { timeout: 900_000 });
     const stats = await page.evaluate(() => document.body.innerText.match(/first token after ([\d.]+) s, ([\d.]+) tokens\/s/));
     out.first_token_s = Number(stats[1]);
