@@ -16,14 +16,21 @@ const ROWS_PER_TASK: usize = 64;
 const SMALL: usize = 1 << 16;
 
 /// `y[i][r] = sum_c x[i][c] * W[r][c]` for `n` input rows; `x` is `[n, cols]`, `y` is `[n, rows]`.
+/// Exact in every build (the head: see [`matmul_many`]).
 pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) {
     assert_eq!(y.len(), n * w.rows);
-    y.copy_from_slice(&matmul_many(&[w], x, n).remove(0));
+    y.copy_from_slice(&products(&[w], x, n, false).remove(0));
 }
 
 /// [`matmul`] of one input against several matrices (q, k and v; gate and up), split over the
 /// cores together: one wake-up of the threads instead of one per matrix. Returns each `[n, rows]`.
+/// In the browser, one sample against quantized weights takes its input at 8 bits per value
+/// (see `simd128::Q8x`); the head does not (it flipped SmolLM2's greedy answers).
 pub fn matmul_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+    products(ws, x, n, true)
+}
+
+fn products(ws: &[&QMatrix], x: &[f32], n: usize, int8_input: bool) -> Vec<Vec<f32>> {
     // Computed as `[rows, n]` so each task owns a contiguous slice, then transposed (n is small).
     let mut yts: Vec<Vec<f32>> = ws
         .iter()
@@ -38,7 +45,7 @@ pub fn matmul_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
             tasks.push((w, t * ROWS_PER_TASK, out));
         }
     }
-    run(tasks, ws.iter().map(|w| w.rows * w.cols * n).sum(), x, n);
+    run(tasks, ws.iter().map(|w| w.rows * w.cols * n).sum(), x, n, int8_input);
     yts.into_iter()
         .zip(ws)
         .map(|(yt, w)| {
@@ -57,7 +64,7 @@ pub fn matmul_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, x: &[f32], n: usize) {
+fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, x: &[f32], n: usize, _int8_input: bool) {
     use rayon::prelude::*;
     if work < SMALL {
         tasks.into_iter().for_each(|(w, r0, out)| rows(w, x, n, r0, out));
@@ -67,7 +74,19 @@ fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, x: &[f32], n: usi
 }
 
 #[cfg(target_arch = "wasm32")]
-fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, _work: usize, x: &[f32], n: usize) {
+fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, _work: usize, x: &[f32], n: usize, int8_input: bool) {
+    // One sample against quantized weights: integer dot products (see `simd128::Q8x`), the
+    // input quantized once for every row.
+    #[cfg(target_feature = "simd128")]
+    if int8_input && n == 1 && x.len() % super::quant::BLOCK == 0 {
+        let xq = simd128::Q8x::new(x);
+        for (w, r0, out) in tasks {
+            for (k, o) in out.iter_mut().enumerate() {
+                *o = xq.row_dot(w, r0 + k).unwrap_or_else(|| dot(w.f32_row(r0 + k).expect("an f32 matrix"), x));
+            }
+        }
+        return;
+    }
     tasks.into_iter().for_each(|(w, r0, out)| rows(w, x, n, r0, out));
 }
 
@@ -77,14 +96,6 @@ fn rows(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has AVX2 and FMA, checked just above.
         return unsafe { avx2::rows(w, x, n, r0, out) };
-    }
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    if n == 1 {
-        // One sample: each block is turned into floats in registers and used at once.
-        for (k, o) in out.iter_mut().enumerate() {
-            *o = simd128::row_dot(w, r0 + k, x);
-        }
-        return;
     }
     let mut row = vec![0.0f32; w.cols];
     for (k, o) in out.chunks_exact_mut(n).enumerate() {
@@ -318,7 +329,9 @@ mod simd128 {
         let w16 = [u16x8_extend_low_u8x16(lo), u16x8_extend_high_u8x16(lo), u16x8_extend_low_u8x16(hi), u16x8_extend_high_u8x16(hi)];
         std::array::from_fn(|i| {
             let w32 = if i % 2 == 0 { u32x4_extend_low_u16x8(w16[i / 2]) } else { u32x4_extend_high_u16x8(w16[i / 2]) };
-            f32x4_add(f32x4_mul(f32x4_convert_u32x4(w32), dv), mv)
+            // 0..16 reads the same as signed; x86 has one instruction for a signed conversion and
+            // none for an unsigned one (V8 emulates it in several).
+            f32x4_add(f32x4_mul(f32x4_convert_i32x4(w32), dv), mv)
         })
     }
 
@@ -335,31 +348,81 @@ mod simd128 {
         })
     }
 
-    /// Row `r` of `w` dotted with `x` (`cols` long), each block turned into floats in registers.
-    pub fn row_dot(w: &QMatrix, r: usize, x: &[f32]) -> f32 {
-        let nb = w.cols / BLOCK;
-        assert!(x.len() == w.cols);
-        let mut acc = [f32x4_splat(0.0); 4];
-        let mut add = |b: usize, ws: [v128; 8]| {
-            for (k, wv) in ws.into_iter().enumerate() {
-                // SAFETY: block b's floats x[32b + 4k..][..4] are inside x (length checked above).
-                let xv = unsafe { v128_load(x.as_ptr().add(b * BLOCK + 4 * k).cast()) };
-                acc[k % 4] = f32x4_add(acc[k % 4], f32x4_mul(wv, xv));
+    /// One input row quantized to 8 bits per block of 32, as llama.cpp does for its quantized
+    /// products: `x ~ dx * qx`, qx in -127..=127 (kept as i16, what the multiply-add takes).
+    /// The browser runs one thread of 4-wide vectors, so turning every weight into a float cost
+    /// more than reading it; an integer product of a weight block with `qx` is a third of the
+    /// instructions. The error is 8-bit rounding of the input, not of the weights.
+    pub struct Q8x {
+        qx: Vec<i16>,
+        /// Per block: the scale `dx`, and the sum of the block's x (for Q4_1's minimum).
+        dx: Vec<f32>,
+        sum: Vec<f32>,
+    }
+
+    impl Q8x {
+        pub fn new(x: &[f32]) -> Self {
+            let nb = x.len() / BLOCK;
+            let (mut qx, mut dx, mut sum) = (Vec::with_capacity(x.len()), Vec::with_capacity(nb), Vec::with_capacity(nb));
+            for b in x.chunks_exact(BLOCK) {
+                let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+                let d = amax / 127.0;
+                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+                qx.extend(b.iter().map(|v| (v * inv).round() as i16));
+                dx.push(d);
+                sum.push(b.iter().sum());
             }
-        };
-        match &w.data {
-            QData::F32(_) => return dot(w.f32_row(r).expect("an f32 matrix"), x),
-            QData::Q4_1(blocks) => blocks[r * nb..(r + 1) * nb].iter().enumerate().for_each(|(b, blk)| add(b, q4_1_floats(blk))),
-            QData::Q8_0(blocks) => blocks[r * nb..(r + 1) * nb].iter().enumerate().for_each(|(b, blk)| add(b, q8_0_floats(blk))),
+            Self { qx, dx, sum }
         }
-        let s = f32x4_add(f32x4_add(acc[0], acc[1]), f32x4_add(acc[2], acc[3]));
-        f32x4_extract_lane::<0>(s) + f32x4_extract_lane::<1>(s) + f32x4_extract_lane::<2>(s) + f32x4_extract_lane::<3>(s)
+
+        /// Row `r` of a quantized `w` dotted with x; `None` for an f32 matrix.
+        pub fn row_dot(&self, w: &QMatrix, r: usize) -> Option<f32> {
+            let nb = w.cols / BLOCK;
+            let mut acc = f32x4_splat(0.0);
+            let mut minimum = 0.0f32;
+            // The 32 quants of a block (as i16, 4 vectors) times the block's qx, summed in i32.
+            let block = |b: usize, q: [v128; 4]| -> v128 {
+                // SAFETY: four 8 x i16 reads of block b's 32 values, inside qx.
+                let x: [v128; 4] = std::array::from_fn(|k| unsafe { v128_load(self.qx.as_ptr().add(b * BLOCK + 8 * k).cast()) });
+                let p = [0, 1, 2, 3].map(|k| i32x4_dot_i16x8(q[k], x[k]));
+                i32x4_add(i32x4_add(p[0], p[1]), i32x4_add(p[2], p[3]))
+            };
+            match &w.data {
+                QData::F32(_) => return None,
+                QData::Q4_1(blocks) => {
+                    for (b, blk) in blocks[r * nb..(r + 1) * nb].iter().enumerate() {
+                        // SAFETY: reads the block's 16 bytes of nibbles.
+                        let bytes = unsafe { v128_load(blk.qs.as_ptr().cast()) };
+                        let (lo, hi) = (v128_and(bytes, u8x16_splat(0x0f)), u8x16_shr(bytes, 4));
+                        let q = [u16x8_extend_low_u8x16(lo), u16x8_extend_high_u8x16(lo), u16x8_extend_low_u8x16(hi), u16x8_extend_high_u8x16(hi)];
+                        let s = f32x4_convert_i32x4(block(b, q));
+                        acc = f32x4_add(acc, f32x4_mul(s, f32x4_splat(blk.d * self.dx[b])));
+                        minimum += blk.m * self.sum[b];
+                    }
+                }
+                QData::Q8_0(blocks) => {
+                    for (b, blk) in blocks[r * nb..(r + 1) * nb].iter().enumerate() {
+                        // SAFETY: two 16-byte reads inside the block's 32 bytes.
+                        let bytes = unsafe { [v128_load(blk.qs.as_ptr().cast()), v128_load(blk.qs.as_ptr().add(16).cast())] };
+                        let q = [
+                            i16x8_extend_low_i8x16(bytes[0]),
+                            i16x8_extend_high_i8x16(bytes[0]),
+                            i16x8_extend_low_i8x16(bytes[1]),
+                            i16x8_extend_high_i8x16(bytes[1]),
+                        ];
+                        let s = f32x4_convert_i32x4(block(b, q));
+                        acc = f32x4_add(acc, f32x4_mul(s, f32x4_splat(blk.d * self.dx[b])));
+                    }
+                }
+            }
+            Some(f32x4_extract_lane::<0>(acc) + f32x4_extract_lane::<1>(acc) + f32x4_extract_lane::<2>(acc) + f32x4_extract_lane::<3>(acc) + minimum)
+        }
     }
 
     /// Row `r` of a quantized `w` as f32 into `out`.
     pub fn dequantize(w: &QMatrix, r: usize, out: &mut [f32]) {
         let nb = w.cols / BLOCK;
-        let mut store = |o: &mut [f32], ws: [v128; 8]| {
+        let store = |o: &mut [f32], ws: [v128; 8]| {
             for (k, wv) in ws.into_iter().enumerate() {
                 // SAFETY: 8 x 4 floats into a 32-float chunk.
                 unsafe { v128_store(o.as_mut_ptr().add(4 * k).cast(), wv) };
