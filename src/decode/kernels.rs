@@ -16,21 +16,20 @@ const ROWS_PER_TASK: usize = 64;
 const SMALL: usize = 1 << 16;
 
 /// `y[i][r] = sum_c x[i][c] * W[r][c]` for `n` input rows; `x` is `[n, cols]`, `y` is `[n, rows]`.
-/// Exact in every build (the head: see [`matmul_many`]).
+/// In the browser, one input row against quantized weights is taken as 16-bit integers (see
+/// `simd128::QInput`).
 pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) {
     assert_eq!(y.len(), n * w.rows);
-    y.copy_from_slice(&products(&[w], x, n, false).remove(0));
+    y.copy_from_slice(&products(&[w], x, n).remove(0));
 }
 
 /// [`matmul`] of one input against several matrices (q, k and v; gate and up), split over the
 /// cores together: one wake-up of the threads instead of one per matrix. Returns each `[n, rows]`.
-/// In the browser, one sample against quantized weights takes its input at 8 bits per value
-/// (see `simd128::Q8x`); the head does not (it flipped SmolLM2's greedy answers).
 pub fn matmul_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
-    products(ws, x, n, true)
+    products(ws, x, n)
 }
 
-fn products(ws: &[&QMatrix], x: &[f32], n: usize, int8_input: bool) -> Vec<Vec<f32>> {
+fn products(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
     // Computed as `[rows, n]` so each task owns a contiguous slice, then transposed (n is small).
     let mut yts: Vec<Vec<f32>> = ws
         .iter()
@@ -45,7 +44,7 @@ fn products(ws: &[&QMatrix], x: &[f32], n: usize, int8_input: bool) -> Vec<Vec<f
             tasks.push((w, t * ROWS_PER_TASK, out));
         }
     }
-    run(tasks, ws.iter().map(|w| w.rows * w.cols * n).sum(), x, n, int8_input);
+    run(tasks, ws.iter().map(|w| w.rows * w.cols * n).sum(), x, n);
     yts.into_iter()
         .zip(ws)
         .map(|(yt, w)| {
@@ -64,7 +63,7 @@ fn products(ws: &[&QMatrix], x: &[f32], n: usize, int8_input: bool) -> Vec<Vec<f
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, x: &[f32], n: usize, _int8_input: bool) {
+fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, x: &[f32], n: usize) {
     use rayon::prelude::*;
     if work < SMALL {
         tasks.into_iter().for_each(|(w, r0, out)| rows(w, x, n, r0, out));
@@ -74,12 +73,12 @@ fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, x: &[f32], n: usi
 }
 
 #[cfg(target_arch = "wasm32")]
-fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, _work: usize, x: &[f32], n: usize, int8_input: bool) {
-    // One sample against quantized weights: integer dot products (see `simd128::Q8x`), the
-    // input quantized once for every row.
+fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, _work: usize, x: &[f32], n: usize) {
+    // One sample against quantized weights: integer dot products (see `simd128::QInput`), the
+    // input turned into integers once for every row.
     #[cfg(target_feature = "simd128")]
-    if int8_input && n == 1 && x.len() % super::quant::BLOCK == 0 {
-        let xq = simd128::Q8x::new(x);
+    if n == 1 && x.len() % super::quant::BLOCK == 0 {
+        let xq = simd128::QInput::new(x);
         for (w, r0, out) in tasks {
             for (k, o) in out.iter_mut().enumerate() {
                 *o = xq.row_dot(w, r0 + k).unwrap_or_else(|| dot(w.f32_row(r0 + k).expect("an f32 matrix"), x));
@@ -348,25 +347,26 @@ mod simd128 {
         })
     }
 
-    /// One input row quantized to 8 bits per block of 32, as llama.cpp does for its quantized
-    /// products: `x ~ dx * qx`, qx in -127..=127 (kept as i16, what the multiply-add takes).
+    /// One input row as 16-bit integers per block of 32: `x ~ dx * qx`, qx in -32767..=32767.
     /// The browser runs one thread of 4-wide vectors, so turning every weight into a float cost
-    /// more than reading it; an integer product of a weight block with `qx` is a third of the
-    /// instructions. The error is 8-bit rounding of the input, not of the weights.
-    pub struct Q8x {
+    /// more than reading it; an integer product of a weight block with `qx` (`i32x4.dot_i16x8_s`)
+    /// is a third of the instructions. The input's rounding is 1 part in 65534 of its block's
+    /// largest value; at 8 bits (llama.cpp's choice) SmolLM2's greedy answers changed.
+    /// Sums stay in i32: 32 products of at most 127 x 32767 per block.
+    pub struct QInput {
         qx: Vec<i16>,
         /// Per block: the scale `dx`, and the sum of the block's x (for Q4_1's minimum).
         dx: Vec<f32>,
         sum: Vec<f32>,
     }
 
-    impl Q8x {
+    impl QInput {
         pub fn new(x: &[f32]) -> Self {
             let nb = x.len() / BLOCK;
             let (mut qx, mut dx, mut sum) = (Vec::with_capacity(x.len()), Vec::with_capacity(nb), Vec::with_capacity(nb));
             for b in x.chunks_exact(BLOCK) {
                 let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-                let d = amax / 127.0;
+                let d = amax / 32767.0;
                 let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
                 qx.extend(b.iter().map(|v| (v * inv).round() as i16));
                 dx.push(d);
