@@ -346,6 +346,15 @@ pub async fn generate_on(
         .collect())
 }
 
+/// `prompt` through `model` on its device: the filled key/value cache and the next token's
+/// logits, `[1, vocab]`.
+pub(crate) async fn prefill(model: &Llama, prompt: &[u32]) -> Result<(KvCache, Vec<f32>)> {
+    let mut cache = KvCache::new(model.num_layers());
+    let (batch, _) = Batch::left_padded(model, &[prompt.to_vec()], 0)?;
+    let logits = read_f32(model.forward_last(&batch, Some(&mut cache))).await?;
+    Ok((cache, logits))
+}
+
 /// The model state between decoding steps, on the device or on the host.
 enum Decoder {
     /// burn's forward pass on the model's device, with its key/value cache and each row's valid keys.
@@ -361,9 +370,7 @@ impl Decoder {
             let (decoder, logits) = HostDecoder::start(model, prompt, n).await?;
             return Ok((Self::Host(decoder), logits));
         }
-        let mut cache = KvCache::new(model.num_layers());
-        let (batch, _) = Batch::left_padded(model, &[prompt.to_vec()], 0)?;
-        let logits = read_f32(model.forward_last(&batch, Some(&mut cache))).await?;
+        let (mut cache, logits) = prefill(model, prompt).await?;
         // Every sample starts from the same prompt: one pass, its cache row repeated.
         cache.select_rows(&vec![0; n]);
         Ok((Self::Device { cache, valid: vec![vec![true; prompt.len()]; n] }, logits.repeat(n)))

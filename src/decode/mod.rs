@@ -26,7 +26,7 @@ use burn::tensor::Tensor;
 
 use crate::Result;
 use crate::backend::read_f32;
-use crate::model::{Batch, KvCache, Llama, LoraLinear};
+use crate::model::{Llama, LoraLinear};
 use kernels::{dot, matmul, matmul_many};
 use quant::QMatrix;
 
@@ -55,7 +55,6 @@ pub struct HostBase {
     /// `[max_positions, head_dim]`, the rotary tables the model itself uses.
     cos: Vec<f32>,
     sin: Vec<f32>,
-    max_positions: usize,
     num_heads: usize,
     num_kv_heads: usize,
     head_dim: usize,
@@ -113,7 +112,6 @@ impl HostBase {
             norm: Norm::read(&model.norm).await?,
             cos: read_f32(cos).await?,
             sin: read_f32(sin).await?,
-            max_positions: model.rope.max_positions,
             num_heads: attn.num_heads,
             num_kv_heads: attn.num_kv_heads,
             head_dim: attn.head_dim,
@@ -248,9 +246,7 @@ impl HostDecoder {
         } else {
             // A long prompt is a large matrix product, where burn's gemm is faster: run it on
             // the device and take its keys and values.
-            let mut cache = KvCache::new(model.num_layers());
-            let (batch, _) = Batch::left_padded(model, &[prompt.to_vec()], 0)?;
-            let logits = read_f32(model.forward_last(&batch, Some(&mut cache))).await?;
+            let (cache, logits) = crate::generate::prefill(model, prompt).await?;
             for layer in 0..layers {
                 let (k, v) = cache.layer(layer).expect("the prompt filled every layer's cache");
                 decoder.keys[0][layer] = positions_major(k).await?;
@@ -392,10 +388,6 @@ impl HostDecoder {
             }
         }
         out
-    }
-
-    pub fn max_positions(&self) -> usize {
-        self.base.max_positions
     }
 }
 
