@@ -244,6 +244,14 @@ fn dpo_with_lora_raises_the_margin() {
     }
     let first = &history[0];
     let last = history.last().unwrap();
+    // The last step pair by pair (8 pairs over 2 micro-batches): each pays −log σ(margin), and
+    // the margins average to the metric.
+    let [(m_name, margins), (l_name, losses)] = &tr.last_examples[..] else { panic!("{:?}", tr.last_examples) };
+    assert_eq!((*m_name, *l_name, margins.len(), losses.len()), ("margin", "loss", 8, 8));
+    for (m, l) in margins.iter().zip(losses) {
+        assert!((l - (1.0 + (-m).exp()).ln()).abs() < 1e-4, "margin {m}: loss {l}");
+    }
+    assert!((margins.iter().sum::<f64>() / 8.0 - last["rewards/margins"]).abs() < 1e-4);
     assert!((first["loss"] - std::f64::consts::LN_2).abs() < 1e-3, "step 1 policy = reference: loss ln 2, got {}", first["loss"]);
     assert!(first["rewards/margins"].abs() < 1e-4);
     assert!(last["loss"] < 0.4, "loss {} -> {}", first["loss"], last["loss"]);
@@ -389,13 +397,30 @@ fn rl_raises_mean_reward() {
         Ok(cands.iter().map(|c| c.completion_ids.iter().filter(|&&t| t == 9).count() as f64 / c.completion_ids.len() as f64).collect())
     };
     let mut rewards = Vec::new();
-    for _ in 0..12 {
-        let m = block_on(async {
+    for round in 0..12 {
+        let (m, scores) = block_on(async {
             let samples = rl_sample(&cfg, &tr, &lm.tokenizer, &prompts).await?;
-            let rewards = reward(&samples.candidates(&prompts))?;
-            rl_update(&cfg, &mut tr, &reference, &lm.tokenizer, &samples, rewards).await
+            let given = reward(&samples.candidates(&prompts))?;
+            // Each sample's KL from the reference, from the policy before this round's update.
+            let sb = ScoringBatch::new(&tr.model, &samples.pairs, lm.tokenizer.pad_id())?;
+            let kl = alignlab::backend::read_f32(sequence_logps(&tr.model, &sb) - sequence_logps(&reference.model(&tr.model), &sb)).await?;
+            let (m, scores) = rl_update(&cfg, &mut tr, &reference, &lm.tokenizer, &samples, given.clone()).await?;
+            // The table's numbers: the reward given, an advantage centred in each prompt's group,
+            // and the KL computed here.
+            assert_eq!(scores.len(), 12);
+            for (i, s) in scores.iter().enumerate() {
+                assert_eq!(s.reward, given[i]);
+                assert!((s.kl - kl[i] as f64).abs() < 1e-4 * (1.0 + s.kl.abs()), "sample {i}: kl {} vs {}", s.kl, kl[i]);
+            }
+            for group in scores.chunks(6) {
+                assert!(group.iter().map(|s| s.advantage).sum::<f64>().abs() < 1e-6);
+            }
+            Ok::<_, alignlab::Error>((m, scores))
         })
         .unwrap();
+        if round == 0 {
+            assert!(scores.iter().all(|s| s.kl.abs() < 1e-4), "the first round's policy is the reference: KL 0");
+        }
         for key in ["reward", "reward_std", "kl", "entropy", "clip_ratio", "completions/mean_length", "loss"] {
             assert!(m.contains_key(key), "missing {key}");
         }

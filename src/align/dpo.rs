@@ -78,20 +78,36 @@ pub fn dpo_losses(
     len_chosen: Tensor<1>,
     len_rejected: Tensor<1>,
 ) -> Tensor<1> {
-    let (beta, eps) = (cfg.beta, cfg.label_smoothing);
+    let x = dpo_margins(cfg, policy_chosen, policy_rejected, ref_chosen, ref_rejected, len_chosen, len_rejected);
+    dpo_loss_of_margin(cfg, x)
+}
+
+/// Where each pair sits on the loss's horizontal axis: `βh` (TRL's `rewards/margins` per pair),
+/// or for IPO the length-normalised `h`.
+pub fn dpo_margins(
+    cfg: &DpoConfig,
+    policy_chosen: Tensor<1>,
+    policy_rejected: Tensor<1>,
+    ref_chosen: Tensor<1>,
+    ref_rejected: Tensor<1>,
+    len_chosen: Tensor<1>,
+    len_rejected: Tensor<1>,
+) -> Tensor<1> {
     if cfg.loss_type == DpoLossType::Ipo {
-        let h = (policy_chosen - ref_chosen) / len_chosen - (policy_rejected - ref_rejected) / len_rejected;
-        return (h - 1.0 / (2.0 * beta)).powi_scalar(2);
+        return (policy_chosen - ref_chosen) / len_chosen - (policy_rejected - ref_rejected) / len_rejected;
     }
-    let h = (policy_chosen - policy_rejected) - (ref_chosen - ref_rejected);
-    let bh = h * beta;
+    ((policy_chosen - policy_rejected) - (ref_chosen - ref_rejected)) * cfg.beta
+}
+
+/// The loss as a function of the margin `x` from [`dpo_margins`]: the formulas at the top of
+/// this file. The page draws it as a curve with the batch's pairs on it.
+pub fn dpo_loss_of_margin(cfg: &DpoConfig, x: Tensor<1>) -> Tensor<1> {
+    let (beta, eps) = (cfg.beta, cfg.label_smoothing);
     match cfg.loss_type {
-        DpoLossType::Sigmoid => log_sigmoid(bh.clone()).neg() * (1.0 - eps) - log_sigmoid(bh.neg()) * eps,
-        DpoLossType::Robust => {
-            (log_sigmoid(bh.clone()).neg() * (1.0 - eps) + log_sigmoid(bh.neg()) * eps) / (1.0 - 2.0 * eps)
-        }
-        DpoLossType::Hinge => relu(bh.neg() + 1.0),
-        DpoLossType::Ipo => unreachable!(),
+        DpoLossType::Sigmoid => log_sigmoid(x.clone()).neg() * (1.0 - eps) - log_sigmoid(x.neg()) * eps,
+        DpoLossType::Robust => (log_sigmoid(x.clone()).neg() * (1.0 - eps) + log_sigmoid(x.neg()) * eps) / (1.0 - 2.0 * eps),
+        DpoLossType::Hinge => relu(x.neg() + 1.0),
+        DpoLossType::Ipo => (x - 1.0 / (2.0 * beta)).powi_scalar(2),
     }
 }
 
@@ -156,13 +172,14 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
 
     let (pc, pr) = (logps.clone().narrow(0, 0, b), logps.narrow(0, b, b));
     let (rc, rr) = (ref_logps.clone().narrow(0, 0, b), ref_logps.narrow(0, b, b));
-    let losses = dpo_losses(cfg, pc.clone(), pr.clone(), rc.clone(), rr.clone(), lens.clone().narrow(0, 0, b), lens.narrow(0, b, b));
+    let margins = dpo_margins(cfg, pc.clone(), pr.clone(), rc.clone(), rr.clone(), lens.clone().narrow(0, 0, b), lens.narrow(0, b, b));
+    let losses = dpo_loss_of_margin(cfg, margins.clone());
 
     let chosen_rewards = (pc.clone().detach() - rc) * cfg.beta;
     let rejected_rewards = (pr.clone().detach() - rr) * cfg.beta;
     let accuracies = chosen_rewards.clone().greater(rejected_rewards.clone()).float();
     Ok(LossOutput {
-        loss: losses.mean(),
+        loss: losses.clone().mean(),
         metrics: vec![
             ("rewards/chosen", chosen_rewards.clone().mean()),
             ("rewards/rejected", rejected_rewards.clone().mean()),
@@ -171,6 +188,8 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
             ("logps/chosen", pc.detach().mean()),
             ("logps/rejected", pr.detach().mean()),
         ],
+        // Each pair of the batch as a point on the loss curve.
+        per_example: vec![("margin", margins.detach()), ("loss", losses.detach())],
     })
 }
 

@@ -95,9 +95,9 @@ pub fn kto_step(cfg: &KtoConfig, policy: &Llama, reference: &Llama, batch: &[Enc
     let n_und = n as f32 - n_des;
     let rc = mean_where(rewards.clone(), desirable.clone(), n_des);
     let rr = mean_where(rewards, undesirable.clone(), n_und);
-    Ok(LossOutput {
-        loss: losses.mean(),
-        metrics: vec![
+    Ok(LossOutput::new(
+        losses.mean(),
+        vec![
             ("rewards/chosen", rc.clone()),
             ("rewards/rejected", rr.clone()),
             ("rewards/margins", rc - rr),
@@ -105,5 +105,5 @@ pub fn kto_step(cfg: &KtoConfig, policy: &Llama, reference: &Llama, batch: &[Enc
             ("logps/chosen", mean_where(logps.clone().detach(), desirable, n_des)),
             ("logps/rejected", mean_where(logps.detach(), undesirable, n_und)),
         ],
-    })
+    ))
 }

@@ -102,14 +102,14 @@ pub fn reward_step(cfg: &RewardConfig, model: &RewardModel, pairs: &[EncodedPair
     let (rc, rr) = (r.clone().narrow(0, 0, b), r.narrow(0, b, b));
     let loss = reward_losses(cfg, rc.clone(), rr.clone()).mean();
     let (rc, rr) = (rc.detach(), rr.detach());
-    Ok(LossOutput {
+    Ok(LossOutput::new(
         loss,
-        metrics: vec![
+        vec![
             ("accuracy", rc.clone().greater(rr.clone()).float().mean()),
             ("margin", (rc.clone() - rr.clone()).mean()),
             ("mean_reward", (rc + rr).mean() / 2.0),
         ],
-    })
+    ))
 }
 
 /// Saves the reward model as PEFT does for `task_type = SEQ_CLS`: LoRA adapters plus the `score`

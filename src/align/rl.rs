@@ -187,7 +187,17 @@ pub async fn rl_sample(cfg: &RlConfig, trainer: &Trainer, tokenizer: &Tokenizer,
     Ok(RlSamples { pairs, texts, k })
 }
 
-/// Step 2 of a round, given one reward per sample: advantages, then the clipped updates.
+/// One sample's numbers in a round, in sample order: the reward it was given, its advantage, and
+/// its KL from the reference, `Σ_t log π_old(y_t) − log π_ref(y_t)` over the answer (nats).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SampleScore {
+    pub reward: f64,
+    pub advantage: f64,
+    pub kl: f64,
+}
+
+/// Step 2 of a round, given one reward per sample: advantages, then the clipped updates. Returns
+/// the round's metrics and each sample's numbers.
 pub async fn rl_update(
     cfg: &RlConfig,
     trainer: &mut Trainer,
@@ -195,7 +205,7 @@ pub async fn rl_update(
     tokenizer: &Tokenizer,
     samples: &RlSamples,
     raw: Vec<f64>,
-) -> Result<Metrics> {
+) -> Result<(Metrics, Vec<SampleScore>)> {
     let (k, pad, pairs) = (samples.k, tokenizer.pad_id(), &samples.pairs);
     if raw.len() != pairs.len() {
         return Err(Error::Invalid(format!("{} rewards for {} samples", raw.len(), pairs.len())));
@@ -211,11 +221,12 @@ pub async fn rl_update(
     let old = token_logps(&trainer.model, &sb).detach();
     let ref_model = reference.model(&trainer.model);
     let ref_lp = token_logps(&ref_model, &sb).detach();
+    // Log-probs are zero outside the answers: the sums are over each answer's tokens.
+    let seq_kl = read_f32((old.clone() - ref_lp.clone()).sum_dim(1).reshape([n])).await?;
     let mut rewards = raw.clone();
     if cfg.kl_in == KlPlacement::Reward && cfg.beta > 0.0 {
-        let seq_kl = read_f32((old.clone() - ref_lp.clone()).sum_dim(1).reshape([n])).await?;
-        for (r, kl) in rewards.iter_mut().zip(seq_kl) {
-            *r -= cfg.beta * kl as f64;
+        for (r, kl) in rewards.iter_mut().zip(&seq_kl) {
+            *r -= cfg.beta * *kl as f64;
         }
     }
     let adv = advantages(&rewards, k, cfg.advantage);
@@ -241,20 +252,21 @@ pub async fn rl_update(
             // Mean over each sequence's tokens, then over sequences (GRPO).
             let loss = ((per_token * mask.clone()).sum_dim(1) / lens.clone()).mean();
             let is_clipped = clipped.lower(unclipped).float() * mask.clone();
-            Ok(LossOutput {
+            Ok(LossOutput::new(
                 loss,
-                metrics: vec![
+                vec![
                     ("kl", kl.detach().sum() / n_tokens),
                     ("entropy", entropy.sum() / n_tokens),
                     ("clip_ratio", is_clipped.sum() / n_tokens),
                 ],
-            })
+            ))
         }).await?;
     }
     metrics.insert("reward".into(), mean_reward);
     metrics.insert("reward_std".into(), reward_std);
     metrics.insert("completions/mean_length".into(), mean_len);
-    Ok(metrics)
+    let scores = raw.iter().zip(&adv).zip(&seq_kl).map(|((&reward, &advantage), &kl)| SampleScore { reward, advantage, kl: kl as f64 }).collect();
+    Ok((metrics, scores))
 }
 
 #[cfg(test)]

@@ -18,5 +18,5 @@ pub fn sft_step(policy: &Llama, batch: &[(Vec<u32>, Vec<u32>)], pad_id: u32) -> 
     let n_tokens = sb.completion_lens.iter().sum::<usize>().max(1) as f64;
     let loss = stats.logps.sum().neg() / n_tokens;
     let correct = stats.correct.expect("asked for accuracy");
-    Ok(LossOutput { loss, metrics: vec![("mean_token_accuracy", correct.sum() / n_tokens)] })
+    Ok(LossOutput::new(loss, vec![("mean_token_accuracy", correct.sum() / n_tokens)]))
 }

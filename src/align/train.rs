@@ -128,21 +128,40 @@ impl TrainConfig {
 /// One step's numbers by TRL's names (`loss`, `grad_norm`, `learning_rate`, `rewards/chosen`...).
 pub type Metrics = BTreeMap<String, f64>;
 
-/// What a method's loss returns for one micro-batch: the scalar loss (`[1]`, differentiable) and
-/// named scalar metrics (`[1]` each, read back with the loss in one transfer).
+/// What a method's loss returns for one micro-batch: the scalar loss (`[1]`, differentiable),
+/// named scalar metrics (`[1]` each) and, for the pictures of a step, named values per example
+/// (`[batch]` each), all read back with the loss in one transfer.
 pub struct LossOutput {
     pub loss: Tensor<1>,
     pub metrics: Vec<(&'static str, Tensor<1>)>,
+    pub per_example: Vec<(&'static str, Tensor<1>)>,
 }
 
+/// Values per example by name, in batch order (micro-batches one after another).
+pub type PerExample = Vec<(&'static str, Vec<f64>)>;
+
 impl LossOutput {
-    /// The loss and the metrics by name, read back in one transfer: `[("loss", l), (m1, v1), ...]`.
-    pub async fn read(&self) -> Result<Vec<(&'static str, f64)>> {
+    pub fn new(loss: Tensor<1>, metrics: Vec<(&'static str, Tensor<1>)>) -> Self {
+        Self { loss, metrics, per_example: Vec::new() }
+    }
+
+    /// The loss and the metrics by name (`[("loss", l), (m1, v1), ...]`) and the values per
+    /// example, read back in one transfer.
+    pub async fn read(&self) -> Result<(Vec<(&'static str, f64)>, PerExample)> {
         let mut parts = vec![self.loss.clone().detach()];
         parts.extend(self.metrics.iter().map(|(_, t)| t.clone().detach()));
+        parts.extend(self.per_example.iter().map(|(_, t)| t.clone().detach()));
         let values = read_f32(Tensor::cat(parts, 0)).await?;
         let names = std::iter::once("loss").chain(self.metrics.iter().map(|(n, _)| *n));
-        Ok(names.zip(values).map(|(n, v)| (n, v as f64)).collect())
+        let scalars: Vec<(&'static str, f64)> = names.zip(&values).map(|(n, v)| (n, *v as f64)).collect();
+        let mut rest = &values[scalars.len()..];
+        let mut per_example = Vec::with_capacity(self.per_example.len());
+        for (name, t) in &self.per_example {
+            let (mine, after) = rest.split_at(t.dims()[0]);
+            per_example.push((*name, mine.iter().map(|&v| v as f64).collect()));
+            rest = after;
+        }
+        Ok((scalars, per_example))
     }
 }
 
@@ -155,6 +174,8 @@ pub struct Trainer<M: Module = Llama> {
     optim: ModuleOptimizer,
     /// Weights before the last update: what a non-finite loss rolls back to.
     last_good: M,
+    /// The last step's values per example ([`LossOutput::per_example`]), micro-batches in order.
+    pub last_examples: PerExample,
 }
 
 impl<M: Module> Trainer<M> {
@@ -164,7 +185,7 @@ impl<M: Module> Trainer<M> {
         if !model.devices().first().is_some_and(|d| d.is_autodiff()) {
             return Err(Error::Invalid("training needs the model on an autodiff device (Device::autodiff)".into()));
         }
-        Ok(Self { last_good: model.clone(), optim: adamw(&cfg), model, cfg, step: 0 })
+        Ok(Self { last_good: model.clone(), optim: adamw(&cfg), model, cfg, step: 0, last_examples: Vec::new() })
     }
 
     /// The optimizer's state (AdamW's moments and step count, keyed by parameter id), as
@@ -196,9 +217,10 @@ impl<M: Module> Trainer<M> {
         let accum = self.cfg.gradient_accumulation_steps;
         let mut acc = GradientsAccumulator::<M>::new();
         let mut sums: Vec<(String, f64)> = Vec::new();
+        let mut examples: PerExample = Vec::new();
         for i in 0..accum {
             let out = micro(&self.model, i)?;
-            let values = out.read().await?;
+            let (values, per_example) = out.read().await?;
             if !values[0].1.is_finite() {
                 self.model = self.last_good.clone();
                 return Err(Error::NonFinite(format!(
@@ -213,6 +235,13 @@ impl<M: Module> Trainer<M> {
             }
             for (s, (_, v)) in sums.iter_mut().zip(&values) {
                 s.1 += v / accum as f64;
+            }
+            if examples.is_empty() {
+                examples = per_example;
+            } else {
+                for ((_, all), (_, more)) in examples.iter_mut().zip(per_example) {
+                    all.extend(more);
+                }
             }
             let grads = (out.loss / accum as f64).backward();
             acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
@@ -235,6 +264,7 @@ impl<M: Module> Trainer<M> {
         let model = self.model.clone();
         self.model = self.optim.step(lr, model, grads);
         self.step += 1;
+        self.last_examples = examples;
         let mut m: Metrics = sums.into_iter().collect();
         m.insert("grad_norm".into(), norm);
         m.insert("learning_rate".into(), lr);

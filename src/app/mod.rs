@@ -24,6 +24,7 @@ mod lesson;
 mod probes;
 mod pipeline;
 mod prompting;
+mod step_detail;
 mod store;
 mod train;
 mod train_form;

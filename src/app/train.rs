@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use leptos::prelude::*;
 
 use super::chart::MetricChart;
+use super::step_detail::StepPicture;
 use super::train_form::TrainForm;
 use super::{Ctx, RunRecord, client, files, lesson};
 use crate::lab::lesson::{Action, record_run};
@@ -77,6 +78,7 @@ pub fn TrainPanel() -> impl IntoView {
     let job = RwSignal::new(None::<JobId>);
     let state = RwSignal::new(String::from("idle"));
     let metrics = RwSignal::new(Vec::<BTreeMap<String, f64>>::new());
+    let detail = RwSignal::new(None::<StepDetail>);
     let total = RwSignal::new(0usize);
     let elapsed_ms = RwSignal::new(0.0f64);
     let message = RwSignal::new(None::<String>);
@@ -103,8 +105,9 @@ pub fn TrainPanel() -> impl IntoView {
             let plural = if examples == 1 { "" } else { "s" };
             message.set(Some(format!("Training {trainable} parameters on {examples} example{plural}{held}.")));
         }
-        Event::Metrics { values, millis, .. } => {
+        Event::Metrics { values, millis, detail: d, .. } => {
             metrics.update(|m| m.push(values));
+            detail.set(d);
             lesson::note(ctx, |r| record_run(r, &metrics.get_untracked()));
             elapsed_ms.set(millis);
             record("running");
@@ -144,6 +147,7 @@ pub fn TrainPanel() -> impl IntoView {
         };
         message.set(None);
         metrics.set(Vec::new());
+        detail.set(None);
         elapsed_ms.set(0.0);
         run_id.set(js_sys::Date::now() as u64);
         method.set(spec.method.kind());
@@ -196,7 +200,7 @@ pub fn TrainPanel() -> impl IntoView {
                 <p class="notice" aria-live="polite">{move || message.get()}</p>
                 <p class="held-out" aria-label="Held-out metrics">{move || held_out_line(&metrics.get())}</p>
             </div>
-            <Charts metrics=series/>
+            <Charts metrics=series detail=detail.into()/>
             <super::pipeline::PipelineSection/>
             <Artifacts busy=Signal::derive(move || job.get().is_some()) message=message/>
             <RunsTable/>
@@ -212,9 +216,11 @@ pub(super) fn reset_to_base(ctx: Ctx) {
     ctx.weights.set(None);
 }
 
-/// TRL's metrics as live charts, held-out ones beside the training ones.
+/// TRL's metrics as live charts, held-out ones beside the training ones, and the last step
+/// example by example.
 #[component]
-fn Charts(metrics: Signal<Vec<BTreeMap<String, f64>>>) -> impl IntoView {
+fn Charts(metrics: Signal<Vec<BTreeMap<String, f64>>>, detail: Signal<Option<StepDetail>>) -> impl IntoView {
+    let step = Signal::derive(move || metrics.with(Vec::len));
     view! {
         <div class="charts">
             <MetricChart title="loss" unit="loss" metrics=metrics series=vec!["loss", "eval/loss"]
@@ -231,6 +237,7 @@ fn Charts(metrics: Signal<Vec<BTreeMap<String, f64>>>) -> impl IntoView {
                 about="How far the policy has moved from the reference: the leash. Growing KL with little reward gain is a warning."/>
             <MetricChart title="reward" unit="reward" metrics=metrics series=vec!["reward"]
                 about="Mean reward of this round's samples, from the judges or the reward model."/>
+            <StepPicture detail step/>
         </div>
     }
 }

@@ -6,7 +6,8 @@
 //!   log-probabilities, scoring texts.
 //! - [`policy`]: base / LoRA / full fine-tune as one value, its reference, import and export.
 //! - [`rewards`]: judges and reward models as one async scorer.
-//! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained.
+//! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained. [`detail`]: a
+//!   step example by example (DPO's pairs on the loss curve, RL's samples).
 //! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
 //! - [`class`]: a class's work pooled: rater agreement (rate, Cohen's kappa), a merged set, runs.
 //! - [`curriculum`]: pairs ordered by a reward source's margin, easy or hard first.
@@ -28,6 +29,7 @@
 pub mod class;
 pub mod constitution;
 pub mod curriculum;
+pub mod detail;
 pub mod distill;
 pub mod ensemble;
 pub mod evaluate;

@@ -10,6 +10,7 @@ use burn::module::Module;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 
+use super::detail::{StepDetail, dpo_pairs, rl_samples};
 use super::policy::Policy;
 use super::rewards::{RewardHead, Rewarder};
 use super::session::Session;
@@ -111,6 +112,8 @@ pub struct Run {
     ref_logps: Option<[RefLogpsCache; 2]>,
     /// Steps as the user counts them (rounds for RLHF).
     done: usize,
+    /// The last step example by example, for the pictures beside the charts.
+    detail: Option<StepDetail>,
 }
 
 impl Run {
@@ -171,7 +174,7 @@ impl Run {
             }
             _ => None,
         };
-        Ok(Self { spec, lm, train, held_out, learner, batches, rewarder, ref_logps, done: 0 })
+        Ok(Self { spec, lm, train, held_out, learner, batches, rewarder, ref_logps, done: 0, detail: None })
     }
 
     /// Continues a stopped run at `step` (as counted by [`Run::steps_done`]): the schedule goes on
@@ -273,7 +276,10 @@ impl Run {
                 let samples = rl_sample(cfg, trainer, &self.lm.tokenizer, prompts).await?;
                 let rewarder = self.rewarder.as_ref().expect("RLHF has a reward source");
                 let rewards = rewarder.rewards(&samples.candidates(prompts)).await?;
-                rl_update(cfg, trainer, reference, &self.lm.tokenizer, &samples, rewards).await?
+                let (metrics, scores) = rl_update(cfg, trainer, reference, &self.lm.tokenizer, &samples, rewards).await?;
+                let texts: Vec<String> = prompts.iter().map(|(t, _)| t.clone()).collect();
+                self.detail = Some(rl_samples(&texts, &samples.texts, scores));
+                metrics
             }
             (Learner::Policy { trainer, reference }, method) => {
                 let mut kept = Vec::new();
@@ -283,9 +289,14 @@ impl Run {
                         kept.push(cache.get(&reference, all, i, pad).await?);
                     }
                 }
-                trainer
+                let metrics = trainer
                     .step(&mut |m, i| policy_loss(method, m, reference, kept.get(i).map(Vec::as_slice), &batches[i], pad))
-                    .await?
+                    .await?;
+                self.detail = match method {
+                    Method::Dpo(cfg) => dpo_pairs(cfg, &trainer.last_examples, &self.lm.device).await?,
+                    _ => None,
+                };
+                metrics
             }
             (Learner::Reward { trainer, .. }, Method::Reward(cfg)) => {
                 trainer
@@ -345,7 +356,7 @@ impl Run {
                 _ => unreachable!(),
             };
             let weight = idx.len() as f64 / n as f64;
-            let values = out.read().await?;
+            let (values, _) = out.read().await?;
             if sums.is_empty() {
                 sums = values.iter().map(|(k, _)| (format!("eval/{k}"), 0.0)).collect();
             }
@@ -355,6 +366,11 @@ impl Run {
             start += size;
         }
         Ok(sums.into_iter().collect())
+    }
+
+    /// The last step example by example, where the method has a picture of it.
+    pub fn detail(&self) -> Option<&StepDetail> {
+        self.detail.as_ref()
     }
 
     /// What the run has trained so far.

@@ -14,6 +14,7 @@ pub use crate::lab::constitution::{Constitution, Judged};
 pub use crate::lab::distill::{Progress as DistillProgress, Report as DistillReport, RerankSummary, Reranked};
 pub use crate::lab::ensemble::{Combine, Report as EnsembleReport, Resample, Scored};
 pub use crate::lab::curriculum::Order;
+pub use crate::lab::detail::{SampleRow, StepDetail};
 pub use crate::lab::pipeline::StageReport;
 pub use crate::lab::groups::{AdapterRow, Group, PairScore};
 pub use crate::lab::probes::{Category, Probe, ProbeResult};
@@ -305,7 +306,8 @@ pub enum Event {
     Judged { job: JobId, judges: Vec<f64>, reward_model: Option<Vec<f64>> },
     Labelled { job: JobId, pairs: Vec<Preference>, done: usize, total: usize },
     TrainStarted { job: JobId, trainable: usize, total_steps: usize, examples: usize, held_out: usize },
-    Metrics { job: JobId, values: BTreeMap<String, f64>, millis: f64 },
+    /// One step's metrics, and the step example by example where the method has a picture of it.
+    Metrics { job: JobId, values: BTreeMap<String, f64>, millis: f64, detail: Option<StepDetail> },
     TrainEnded { job: JobId, state: RunState, message: Option<String> },
     /// Exported files. `job: None`: sent unasked after training, for the page to keep.
     Files { job: Option<JobId>, what: Artifact, files: Vec<FileOut> },
@@ -478,7 +480,7 @@ mod tests {
             let s = serde_json::to_string(&r).unwrap();
             assert_eq!(serde_json::from_str::<Request>(&s).unwrap(), r, "{s}");
         }
-        let ev = Event::Metrics { job: 1, values: [("loss".to_string(), 0.5)].into(), millis: 3.0 };
+        let ev = Event::Metrics { job: 1, values: [("loss".to_string(), 0.5)].into(), millis: 3.0, detail: None };
         assert_eq!(serde_json::from_str::<Event>(&serde_json::to_string(&ev).unwrap()).unwrap(), ev);
     }
 

@@ -78,7 +78,7 @@ impl<H: Host> Router<H> {
                     millis += ms;
                     metrics.insert("step_seconds".into(), ms / 1000.0);
                     self.update(|s| run.publish(s));
-                    self.host.post(Event::Metrics { job, values: metrics, millis });
+                    self.host.post(Event::Metrics { job, values: metrics, millis, detail: run.detail().cloned() });
                     if self.host.now_ms() - last_snapshot >= SNAPSHOT_MS && !run.is_done() {
                         self.snapshot(&run).await;
                         last_snapshot = self.host.now_ms();

@@ -111,6 +111,21 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     const margins = await p.locator('svg[data-metric=margins]').locator('..').locator('figcaption').innerText();
     assert.ok(Number(margins.match(/rewards\/margins: (-?[\d.]+)/)[1]) > 0, margins);
     assert.match(await p.getByText(/^Policy: /).first().innerText(), /LoRA r=8 alpha=16 on q_proj,v_proj after DPO \(6 steps\)/);
+    // The last step's pairs as points on the loss curve: each dot sits on the drawn curve, and
+    // their mean loss is the step's loss.
+    const curve = p.locator('svg[data-metric="loss curve"]');
+    const summary = await curve.getAttribute('aria-label');
+    const [, n, meanLoss] = summary.match(/^step 6: (\d+) pairs, \d+ with the rejected answer ahead, mean loss ([\d.]+)$/);
+    assert.ok(Number(n) >= 1 && await curve.locator('circle.pair').count() === Number(n), summary);
+    assert.ok(Math.abs(Number(meanLoss) - lastLoss) < 2e-3, `${summary} vs last loss ${lastLoss}`);
+    const line = (await curve.locator('polyline').getAttribute('points')).trim().split(' ').map((q) => q.split(',').map(Number));
+    for (const dot of await curve.locator('circle.pair').all()) {
+      const [cx, cy] = [Number(await dot.getAttribute('cx')), Number(await dot.getAttribute('cy'))];
+      const i = line.findIndex(([x]) => x >= cx);
+      const [[xa, ya], [xb, yb]] = [line[Math.max(i - 1, 0)], line[Math.max(i, 1)]];
+      const onCurve = ya + (yb - ya) * (cx - xa) / Math.max(xb - xa, 1e-9);
+      assert.ok(Math.abs(onCurve - cy) < 2, `dot (${cx}, ${cy}) is off the curve (${onCurve})`);
+    }
     await shot(page, 'train');
   });
 

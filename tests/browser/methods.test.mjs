@@ -123,6 +123,15 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
     const r = await train('rl', 2, 0.005, { 'Samples per prompt': 2, 'Max tokens': 8, 'Prompts per round': 1 });
     assert.match(r.status, /^finished step 2 of 2/);
     assert.equal(await panel().locator('svg[data-metric=reward] polyline').count(), 1);
+    // The round's samples: one prompt × 2, RLOO's advantages opposite, the mean reward the chart's.
+    const rows = await panel().getByRole('table', { name: 'RL samples' }).locator('tbody tr').all();
+    assert.equal(rows.length, 2);
+    const cells = await Promise.all(rows.map(async (row) => (await row.locator('td').allInnerTexts())));
+    const [reward, advantage, kl] = [2, 3, 4].map((c) => cells.map((r) => Number(r[c])));
+    assert.ok([...reward, ...advantage, ...kl].every(Number.isFinite), JSON.stringify(cells));
+    assert.ok(Math.abs(advantage[0] + advantage[1]) < 2e-3 && Math.abs(advantage[0] - (reward[0] - reward[1])) < 2e-3, JSON.stringify(cells));
+    const legend = await panel().locator('svg[data-metric=reward]').locator('..').locator('figcaption').innerText();
+    assert.ok(Math.abs(Number(legend.match(/reward: (-?[\d.]+)/)[1]) - (reward[0] + reward[1]) / 2) < 2e-3, `${legend} vs ${reward}`);
     await shot(page, 'rlhf');
   });
 
