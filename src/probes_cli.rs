@@ -85,8 +85,8 @@ pub fn probes(a: ProbesArgs) -> Result<()> {
     } else {
         let s = &summary;
         println!(
-            "\n{} probes: answers triggering {:.0}% before, {:.0}% after; mean score {:+.3} -> {:+.3}; spread {:.3} -> {:.3}; KL {:.3}",
-            s.all.probes, 100.0 * s.all.rate_before, 100.0 * s.all.rate_after, s.all.mean_before, s.all.mean_after, s.spread_before, s.spread_after, s.kl
+            "\n{} probes: answers triggering {:.0}% before, {:.0}% after; mean score {:+.3} -> {:+.3}; spread {:.3} -> {:.3}; length {:.1} -> {:.1} words; KL {:.3}",
+            s.all.probes, 100.0 * s.all.rate_before, 100.0 * s.all.rate_after, s.all.mean_before, s.all.mean_after, s.spread_before, s.spread_after, s.words_before, s.words_after, s.kl
         );
         println!("fixed {}, better {}, still triggering {}, worse {}", s.fixed, s.better, s.still_triggers, s.worse);
         for (c, t) in &s.by_category {

@@ -59,8 +59,8 @@ fn category_options(with_all: bool) -> impl IntoView {
 fn summary_line(s: &ProbeSummary) -> String {
     let a = &s.all;
     format!(
-        "{} probes: answers showing the behaviour {:.0}% before → {:.0}% after; mean score {:+.2} → {:+.2}; spread {:.2} → {:.2}; KL {:.2} nats. Fixed {}, better {}, still triggering {}, worse {}.",
-        a.probes, 100.0 * a.rate_before, 100.0 * a.rate_after, a.mean_before, a.mean_after, s.spread_before, s.spread_after, s.kl, s.fixed, s.better, s.still_triggers, s.worse
+        "{} probes: answers showing the behaviour {:.0}% before → {:.0}% after; mean score {:+.2} → {:+.2}; spread {:.2} → {:.2}; length {:.1} → {:.1} words; KL {:.2} nats. Fixed {}, better {}, still triggering {}, worse {}.",
+        a.probes, 100.0 * a.rate_before, 100.0 * a.rate_after, a.mean_before, a.mean_after, s.spread_before, s.spread_after, s.words_before, s.words_after, s.kl, s.fixed, s.better, s.still_triggers, s.worse
     )
 }
 

@@ -298,6 +298,7 @@ impl Tally {
 
 /// A probe run summed up.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct ProbeSummary {
     pub all: Tally,
     pub by_category: Vec<(Category, Tally)>,
@@ -305,6 +306,10 @@ pub struct ProbeSummary {
     pub spread_before: f64,
     pub spread_after: f64,
     pub kl: f64,
+    /// Mean length of the answers in words, before and after: a change in score that comes with
+    /// much shorter or longer answers may be the length speaking.
+    pub words_before: f64,
+    pub words_after: f64,
     /// How many probes got each verdict, in [`Verdict`]'s order.
     pub fixed: usize,
     pub better: usize,
@@ -327,12 +332,18 @@ impl ProbeSummary {
             spread_before: spread(|r| r.before.mean()),
             spread_after: spread(|r| r.after.mean()),
             kl: mean(&results.iter().map(|r| r.kl).collect::<Vec<_>>()),
+            words_before: mean_words(results.iter().map(|r| &r.before)),
+            words_after: mean_words(results.iter().map(|r| &r.after)),
             fixed: count(Verdict::Fixed),
             better: count(Verdict::Better),
             still_triggers: count(Verdict::StillTriggers),
             worse: count(Verdict::Worse),
         }
     }
+}
+
+fn mean_words<'a>(sides: impl Iterator<Item = &'a Side>) -> f64 {
+    mean(&sides.flat_map(|s| s.texts.iter().map(|t| t.split_whitespace().count() as f64)).collect::<Vec<_>>())
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -358,7 +369,8 @@ mod tests {
     }
 
     fn result(category: Category, before: &[f64], after: &[f64]) -> ProbeResult {
-        let (b, a) = (side(before, 0.0), side(after, 0.0));
+        let (b, mut a) = (side(before, 0.0), side(after, 0.0));
+        a.texts = a.texts.iter().map(|t| format!("{t} later")).collect();
         let verdict = Verdict::of(b.rate(), a.rate());
         ProbeResult { probe: Probe { category, prompt: "p".into(), judges: vec!["sentiment".into()], ..Probe::default() }, before: b, after: a, kl: 0.5, verdict }
     }
@@ -402,6 +414,8 @@ mod tests {
         assert!((s.spread_before - (7.0f64 / 18.0).sqrt()).abs() < 1e-12, "{}", s.spread_before);
         assert!((s.spread_after - (1.0f64 / 6.0).sqrt()).abs() < 1e-12, "{}", s.spread_after);
         assert!((s.kl - 0.5).abs() < 1e-12);
+        // Answers are "answer i" before and "answer i later" after.
+        assert_eq!((s.words_before, s.words_after), (2.0, 3.0));
     }
 
     #[test]

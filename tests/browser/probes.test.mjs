@@ -48,6 +48,8 @@ test('probes before and after DPO on their own pairs', { skip, timeout: 10 * 60_
     && !document.querySelector('.probes button.primary')?.disabled, null, { timeout: 120_000 });
   const [before0, after0] = rates(await summary.innerText());
   assert.ok(before0 >= 25 && after0 === before0, `the base model says the word; untrained, after is before: ${before0} → ${after0}`);
+  const [wordsBefore, wordsAfter] = (await summary.innerText()).match(/length ([\d.]+) → ([\d.]+) words/).slice(1).map(Number);
+  assert.ok(wordsBefore > 0 && wordsAfter === wordsBefore, `answers have a length, the same untrained: ${wordsBefore} → ${wordsAfter}`);
   await shot(page, 'probes-before');
 
   await p.getByRole('button', { name: 'Add pairs against what triggered' }).click();
