@@ -167,3 +167,28 @@ pub async fn completion_logps(model: &Llama, pad: u32, pairs: &[(Vec<u32>, Vec<u
         })
         .collect())
 }
+
+/// Log-probabilities of each of `candidates` as the next token after each of `prompts`:
+/// `[prompt][candidate]`. One forward pass, the vocabulary projection on each row's last position
+/// only: a model judging with "Yes" or "No" reads both from one pass instead of scoring two
+/// one-token completions.
+pub async fn next_token_logps(model: &Llama, pad: u32, prompts: &[Vec<u32>], candidates: &[u32]) -> Result<Vec<Vec<f32>>> {
+    if prompts.is_empty() || candidates.is_empty() {
+        return Ok(vec![Vec::new(); prompts.len()]);
+    }
+    if let Some(i) = prompts.iter().position(Vec::is_empty) {
+        return Err(Error::Invalid(format!("prompt #{i} is empty; the next token needs a prompt to follow")));
+    }
+    let model = &*model.for_inference();
+    let (batch, _) = crate::model::Batch::right_padded(model, prompts, pad)?;
+    let hidden = model.hidden(&batch, None);
+    let [b, _, d] = hidden.dims();
+    let device = hidden.device();
+    let last: Vec<i32> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.len() as i32 - 1, d)).collect();
+    let last = Tensor::<3, Int>::from_data(TensorData::new(last, [b, 1, d]), &device);
+    let logp = log_softmax(model.head(hidden.gather(1, last)), 2);
+    let k = candidates.len();
+    let wanted: Vec<i32> = (0..b).flat_map(|_| candidates.iter().map(|&c| c as i32)).collect();
+    let picked = logp.gather(2, Tensor::<3, Int>::from_data(TensorData::new(wanted, [b, 1, k]), &device));
+    Ok(read_f32(picked).await?.chunks(k).map(<[f32]>::to_vec).collect())
+}

@@ -532,3 +532,23 @@ fn scoring_a_mixed_batch_gives_each_row_what_it_gets_alone() {
         assert!((together[1].logprobs[j] - (row[tok as usize] - lse)).abs() < 1e-4);
     }
 }
+
+#[test]
+fn next_token_logps_equal_one_token_completions() {
+    // Prompts of different lengths in one batch (right-padded): the last position of each row.
+    use alignlab::logps::{completion_logps, next_token_logps};
+    let lm = tiny_lm();
+    let prompts: Vec<Vec<u32>> = vec![vec![1, 5, 9, 12], vec![1, 7], vec![1, 3, 3, 8, 20, 31, 2]];
+    let candidates = [4u32, 9, 63];
+    let got = block_on(next_token_logps(&lm.model, 0, &prompts, &candidates)).unwrap();
+    assert_eq!(got.len(), 3);
+    for (p, row) in prompts.iter().zip(&got) {
+        let pairs: Vec<(Vec<u32>, Vec<u32>)> = candidates.iter().map(|&c| (p.clone(), vec![c])).collect();
+        let want = block_on(completion_logps(&lm.model, 0, &pairs)).unwrap();
+        for (g, w) in row.iter().zip(&want) {
+            assert!((g - w.sum).abs() < 1e-5, "prompt {p:?}: {g} vs {}", w.sum);
+        }
+        assert!(row.iter().all(|&l| l < 0.0));
+    }
+    assert!(block_on(next_token_logps(&lm.model, 0, &[vec![]], &candidates)).unwrap_err().to_string().contains("empty"));
+}
