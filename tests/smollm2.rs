@@ -178,3 +178,35 @@ fn the_model_judges_kind_answers_kinder_than_rude_ones() {
     eprintln!("P(yes) to \"Was that rude?\" higher for the rude answer in {wins} of {} pairs", pairs.len());
     assert!(wins >= 9, "{wins} of {}", pairs.len());
 }
+
+/// Scoring answers with a policy that has trainable weights (the page's policy after training,
+/// on the autodiff device) keeps no memory behind: burn keeps the graph of a tracked pass that
+/// no backward pass consumes, and the probes' KL leaked ~300 MB a probe on SmolLM2 until
+/// `sequence_kl` scored frozen copies. Resident memory over ten calls.
+#[test]
+fn scoring_with_a_trainable_policy_keeps_no_graph() {
+    use alignlab::generate::{FinishReason, Sample};
+    use alignlab::lab::evaluate::sequence_kl;
+    use alignlab::lab::Session;
+    use alignlab::model::LoraConfig;
+    let path = root().join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let lm = load_model(&path, None, &device(BackendKind::Flex).autodiff(), &mut |_: &str, _: f32| {}).unwrap();
+    let session = Session::new(lm, std::rc::Rc::new(Default::default()));
+    let mut policy = session.lm.model.clone();
+    policy.add_lora(&LoraConfig::default()).unwrap();
+    let reference = policy.reference();
+    let prompt = session.lm.tokenizer.encode("Tell me about the sea and the ships that sail on it.", true).unwrap();
+    let samples: Vec<Sample> = (0..2)
+        .map(|i| Sample { tokens: (0..48).map(|t| 100 + i * 7 + t).collect(), text: String::new(), finish_reason: FinishReason::Length })
+        .collect();
+    let rss = || {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse::<f64>().unwrap() / 1024.0
+    };
+    let kl = |_: usize| alignlab::backend::block_on(sequence_kl(&session, &policy, &reference, &prompt, &samples)).unwrap();
+    assert!(kl(0).iter().all(|k| k.abs() < 1e-3), "a fresh adapter is the reference");
+    let before = rss();
+    (0..10).for_each(|i| drop(kl(i)));
+    let grown = rss() - before;
+    assert!(grown < 150.0, "resident memory grew {grown:.0} MB over ten scorings");
+}

@@ -3,6 +3,7 @@
 //! clamped at 0 and not differentiated:
 //! desirable `1 - σ(β (log π/ref(y) - z))`, undesirable `1 - σ(β (z - log π/ref(y)))`.
 
+use burn::module::Module;
 use burn::tensor::activation::sigmoid;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
@@ -80,7 +81,8 @@ pub fn kto_step(cfg: &KtoConfig, policy: &Llama, reference: &Llama, batch: &[Enc
 
     let logps = sequence_logps(policy, &sb);
     let ref_logps = sequence_logps(reference, &sb).detach();
-    let kl_t = (sequence_logps(policy, &kl_sb) - sequence_logps(reference, &kl_sb)).detach().mean();
+    // Untracked (not only detached): burn keeps the graph of a pass no backward pass consumes.
+    let kl_t = (sequence_logps(&policy.clone().no_grad(), &kl_sb) - sequence_logps(reference, &kl_sb)).mean();
     let kl = kl_t.clamp_min(0.0).reshape([1]);
 
     let labels: Vec<f32> = batch.iter().map(|e| if e.label { 1.0 } else { 0.0 }).collect();

@@ -6,6 +6,7 @@
 //!    `min(ρA, clip(ρ, 1-ε, 1+ε)A)`, optionally minus `beta * KL` per token (GRPO), with the k1
 //!    (`log π/ref`) or k3 (`ref/π - log(ref/π) - 1`) estimator.
 
+use burn::module::Module;
 use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
@@ -218,7 +219,9 @@ pub async fn rl_update(
     // 3. Old-policy and reference log-probs, without gradients.
     let device = trainer.model.embed_tokens.weight.device();
     let sb = ScoringBatch::new(&trainer.model, pairs, pad)?;
-    let old = token_logps(&trainer.model, &sb).detach();
+    // Untracked: a pass that records a graph for a backward pass that never comes is kept by
+    // burn's autodiff (hundreds of MB a call on SmolLM2). Dropout stays as it is.
+    let old = token_logps(&trainer.model.clone().no_grad(), &sb);
     let ref_model = reference.model(&trainer.model);
     let ref_lp = token_logps(&ref_model, &sb).detach();
     // Log-probs are zero outside the answers: the sums are over each answer's tokens.

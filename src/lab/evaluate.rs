@@ -55,6 +55,9 @@ pub async fn sequence_kl(session: &Session, model: &Llama, reference: &Llama, pr
         return Ok(Vec::new());
     }
     let sb = ScoringBatch::new(&session.lm.model, &pairs, session.pad())?;
-    let kl = read_f32(sequence_logps(model, &sb) - sequence_logps(reference, &sb)).await?;
+    // Frozen copies: on an autodiff device a pass with trainable weights records a graph for a
+    // backward pass that never comes, and burn keeps it (hundreds of MB a call on SmolLM2).
+    let (model, reference) = (model.for_inference(), reference.for_inference());
+    let kl = read_f32(sequence_logps(&model, &sb) - sequence_logps(&reference, &sb)).await?;
     Ok(kl.into_iter().map(f64::from).collect())
 }
