@@ -106,9 +106,12 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 /// Whether `device` computes on the CPU (Flex or NdArray, with or without autodiff).
 pub fn is_cpu(device: &Device) -> bool {
     let d = device.clone().inner();
+    #[cfg(not(target_arch = "wasm32"))]
     #[allow(deprecated)]
-    let ndarray = Device::ndarray();
-    d == Device::flex() || d == ndarray
+    if d == Device::ndarray() {
+        return true;
+    }
+    d == Device::flex()
 }
 
 /// Runs an engine future to completion on the calling thread (native only).

@@ -616,8 +616,7 @@ fn BackendBadge() -> impl IntoView {
             format!("WebGPU: {}{}", b.adapter, if b.software { " (software adapter, slow)" } else { "" })
         }
         Some(b) => format!(
-            "CPU ({}, WebAssembly){}",
-            if b.kind == BackendKind::Ndarray { "NdArray" } else { "Flex" },
+            "CPU (Flex, WebAssembly){}",
             b.fallback.map(|r| format!(": {r}")).unwrap_or_default()
         ),
     };

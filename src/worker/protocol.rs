@@ -34,8 +34,6 @@ pub enum BackendPref {
     Auto,
     /// WebAssembly on the CPU (burn's Flex backend).
     Cpu,
-    /// WebAssembly on the CPU with burn's NdArray backend (for comparison).
-    Ndarray,
     /// WebGPU or an error saying why not.
     Webgpu,
 }
@@ -44,8 +42,8 @@ impl BackendPref {
     pub fn parse(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
             "auto" => Some(Self::Auto),
-            "cpu" | "flex" | "wasm" => Some(Self::Cpu),
-            "ndarray" => Some(Self::Ndarray),
+            // NdArray is native only (burn deprecates it; Flex is faster): the browser's CPU is Flex.
+            "cpu" | "flex" | "wasm" | "ndarray" => Some(Self::Cpu),
             "webgpu" | "gpu" | "wgpu" => Some(Self::Webgpu),
             _ => None,
         }

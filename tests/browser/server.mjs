@@ -22,14 +22,18 @@ export function serve() {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${path}`);
       return;
     }
+    // The precompressed copy scripts/wasm-post.mjs wrote, when the browser takes it.
+    const accepts = String(req.headers['accept-encoding'] ?? '');
+    const [encoding, body] = [['br', `${file}.br`], ['gzip', `${file}.gz`]].find(([e, f]) => accepts.includes(e) && existsSync(f)) ?? [null, file];
     res.writeHead(200, {
       'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
-      'content-length': statSync(file).size,
+      'content-length': statSync(body).size,
+      ...(encoding ? { 'content-encoding': encoding, vary: 'accept-encoding' } : {}),
       'cache-control': 'no-cache',
       // Lets the tests load a model "from another site" (localhost vs 127.0.0.1).
       'access-control-allow-origin': '*',
     });
-    createReadStream(file).pipe(res);
+    createReadStream(body).pipe(res);
   });
   return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, hosts, base: `http://127.0.0.1:${server.address().port}` })));
 }

@@ -1,5 +1,5 @@
 //! Opening the compute device in the browser: WebGPU when `navigator.gpu` gives an adapter,
-//! else WebAssembly on the CPU (Flex, or NdArray when asked), saying why.
+//! else WebAssembly on the CPU (Flex), saying why.
 
 use burn::tensor::Device;
 
@@ -8,19 +8,17 @@ use crate::backend::BackendKind;
 use crate::worker::protocol::BackendPref;
 use crate::worker::router::OpenedDevice;
 
-fn cpu(pref: BackendPref, fallback: String) -> OpenedDevice {
-    #[allow(deprecated)]
-    let (device, kind) = if pref == BackendPref::Ndarray { (Device::ndarray(), BackendKind::Ndarray) } else { (Device::flex(), BackendKind::Flex) };
-    OpenedDevice { device, kind, adapter: "WebAssembly on the CPU".into(), software: true, fallback: Some(fallback), max_binding: None }
+fn cpu(fallback: String) -> OpenedDevice {
+    OpenedDevice { device: Device::flex(), kind: BackendKind::Flex, adapter: "WebAssembly on the CPU".into(), software: true, fallback: Some(fallback), max_binding: None }
 }
 
 pub async fn open(pref: BackendPref) -> OpenedDevice {
-    if matches!(pref, BackendPref::Cpu | BackendPref::Ndarray) {
-        return cpu(pref, "chosen on the page (?backend=cpu)".into());
+    if pref == BackendPref::Cpu {
+        return cpu("chosen on the page (?backend=cpu)".into());
     }
     let has_gpu = js_sys::Reflect::get(&scope().navigator(), &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null());
     if !has_gpu {
-        return cpu(pref, "this browser has no WebGPU (navigator.gpu is missing; Chrome/Edge 113+ or a flag in Firefox/Safari)".into());
+        return cpu("this browser has no WebGPU (navigator.gpu is missing; Chrome/Edge 113+ or a flag in Firefox/Safari)".into());
     }
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
@@ -36,6 +34,6 @@ pub async fn open(pref: BackendPref) -> OpenedDevice {
             let max_binding = Some(setup.device.limits().max_storage_buffer_binding_size as u64);
             OpenedDevice { device, kind: BackendKind::Wgpu, adapter, software, fallback: None, max_binding }
         }
-        Err(e) => cpu(BackendPref::Cpu, format!("WebGPU gave no usable adapter ({e})")),
+        Err(e) => cpu(format!("WebGPU gave no usable adapter ({e})")),
     }
 }
