@@ -4,7 +4,7 @@
 
 mod common;
 
-use alignlab::align::dpo::{DpoConfig, DpoLossType, RefLogps, dpo_losses, dpo_step, encode_pairs};
+use alignlab::align::dpo::{DpoConfig, DpoLossType, RefLogps, dpo_loss_of_margin, dpo_margins, dpo_step, encode_pairs};
 use alignlab::align::kto::{KtoConfig, encode_examples, kto_losses, kto_step};
 use alignlab::align::reward::{RewardConfig, RewardModel, load_reward_model, reward_losses, reward_step, save_reward_model};
 use alignlab::align::rl::{RlConfig, rl_sample, rl_update};
@@ -66,7 +66,8 @@ fn dpo_losses_match_hand_computed_values() {
     let (pc, pr, rc, rr) = ([-10.0, -20.0, -5.0], [-12.0, -18.0, -9.0], [-11.0, -19.0, -6.0], [-11.5, -19.0, -8.0]);
     let (lc, lr) = ([4.0, 5.0, 2.0], [6.0, 3.0, 4.0]);
     let run = |cfg: DpoConfig| {
-        read_f32(dpo_losses(&cfg, t(&pc, &d), t(&pr, &d), t(&rc, &d), t(&rr, &d), t(&lc, &d), t(&lr, &d))).unwrap()
+        let margins = dpo_margins(&cfg, t(&pc, &d), t(&pr, &d), t(&rc, &d), t(&rr, &d), t(&lc, &d), t(&lr, &d));
+        read_f32(dpo_loss_of_margin(&cfg, margins)).unwrap()
     };
     let cfg = |loss_type, label_smoothing| DpoConfig { beta: 0.1, loss_type, label_smoothing, ..Default::default() };
     close(&run(cfg(DpoLossType::Sigmoid, 0.0)), &[0.6209570477895321, 0.7981388693815918, 0.5981388693815918], 1e-5);

@@ -67,23 +67,10 @@ impl Default for DpoConfig {
     }
 }
 
-/// Per-pair losses from the four summed log-probabilities (`[batch]` each) and the completion
-/// lengths (for IPO's normalisation). Written once, used by training and the unit tests.
-pub fn dpo_losses(
-    cfg: &DpoConfig,
-    policy_chosen: Tensor<1>,
-    policy_rejected: Tensor<1>,
-    ref_chosen: Tensor<1>,
-    ref_rejected: Tensor<1>,
-    len_chosen: Tensor<1>,
-    len_rejected: Tensor<1>,
-) -> Tensor<1> {
-    let x = dpo_margins(cfg, policy_chosen, policy_rejected, ref_chosen, ref_rejected, len_chosen, len_rejected);
-    dpo_loss_of_margin(cfg, x)
-}
-
-/// Where each pair sits on the loss's horizontal axis: `βh` (TRL's `rewards/margins` per pair),
-/// or for IPO the length-normalised `h`.
+/// Where each pair sits on the loss's horizontal axis, from the four summed log-probabilities
+/// (`[batch]` each) and the completion lengths (for IPO's normalisation): `βh` (TRL's
+/// `rewards/margins` per pair), or for IPO the length-normalised `h`. The per-pair loss is
+/// [`dpo_loss_of_margin`] of it.
 pub fn dpo_margins(
     cfg: &DpoConfig,
     policy_chosen: Tensor<1>,
