@@ -74,7 +74,7 @@ fn SamplesTable(rows: Vec<SampleRow>, step: usize) -> impl IntoView {
     view! {
         <figure class="chart samples">
             <figcaption>{format!("Round {step}: the samples the update learned from")}</figcaption>
-            <p class="about">"Advantage: a sample's reward against the other answers to its prompt. Green ones (above 0) are made more likely, red ones less. KL: how far the policy has moved from the reference on this answer (nats); reward that rises only with KL is the leash slipping."</p>
+            <p class="about">"Advantage: a sample's reward against the other answers to its prompt. Green ones (above 0) are made more likely, red ones less. KL: how far the policy has moved from the reference on this answer (nats; a one-answer estimate, so it can dip below 0). Reward that rises only with KL is the leash slipping."</p>
             <table aria-label="RL samples">
                 <thead><tr><th>"Prompt"</th><th>"Answer"</th><th>"Reward"</th><th>"Advantage"</th><th>"KL"</th></tr></thead>
                 <tbody>{body}</tbody>
