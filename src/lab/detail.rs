@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::align::best_of_n::Candidate;
 use crate::align::dpo::{DpoConfig, DpoLossType, dpo_loss_of_margin};
 use crate::align::rl::SampleScore;
 use crate::align::train::PerExample;
@@ -59,13 +60,11 @@ pub async fn dpo_pairs(cfg: &DpoConfig, examples: &PerExample, device: &Device) 
 }
 
 /// The RL picture of a round: each sample with its prompt, answer and numbers.
-pub fn rl_samples(prompts: &[String], answers: &[String], scores: Vec<SampleScore>) -> StepDetail {
-    let k = (answers.len() / prompts.len().max(1)).max(1);
-    let rows = answers
+pub fn rl_samples(samples: &[Candidate], scores: Vec<SampleScore>) -> StepDetail {
+    let rows = samples
         .iter()
         .zip(scores)
-        .enumerate()
-        .map(|(i, (answer, score))| SampleRow { prompt: prompts.get(i / k).cloned().unwrap_or_default(), answer: answer.clone(), score })
+        .map(|(c, score)| SampleRow { prompt: c.prompt.to_string(), answer: c.completion.to_string(), score })
         .collect();
     StepDetail::Samples { rows }
 }
@@ -110,9 +109,13 @@ mod tests {
     #[test]
     fn rl_rows_name_their_prompt() {
         let score = |r: f64| SampleScore { reward: r, advantage: 0.0, kl: 0.0 };
-        let prompts = vec!["a".to_string(), "b".to_string()];
         let answers: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
-        let StepDetail::Samples { rows } = rl_samples(&prompts, &answers, (0..4).map(|i| score(i as f64)).collect()) else { panic!() };
+        let cands: Vec<Candidate> = answers
+            .iter()
+            .enumerate()
+            .map(|(i, a)| Candidate { prompt: if i < 2 { "a" } else { "b" }, prompt_ids: &[], completion: a, completion_ids: &[] })
+            .collect();
+        let StepDetail::Samples { rows } = rl_samples(&cands, (0..4).map(|i| score(i as f64)).collect()) else { panic!() };
         let got: Vec<(&str, &str, f64)> = rows.iter().map(|r| (r.prompt.as_str(), r.answer.as_str(), r.score.reward)).collect();
         assert_eq!(got, vec![("a", "s0", 0.0), ("a", "s1", 1.0), ("b", "s2", 2.0), ("b", "s3", 3.0)]);
     }

@@ -275,10 +275,10 @@ impl Run {
                 let Examples::Prompts(prompts) = &batches[0] else { unreachable!("RLHF encodes prompts") };
                 let samples = rl_sample(cfg, trainer, &self.lm.tokenizer, prompts).await?;
                 let rewarder = self.rewarder.as_ref().expect("RLHF has a reward source");
-                let rewards = rewarder.rewards(&samples.candidates(prompts)).await?;
+                let candidates = samples.candidates(prompts);
+                let rewards = rewarder.rewards(&candidates).await?;
                 let (metrics, scores) = rl_update(cfg, trainer, reference, &self.lm.tokenizer, &samples, rewards).await?;
-                let texts: Vec<String> = prompts.iter().map(|(t, _)| t.clone()).collect();
-                self.detail = Some(rl_samples(&texts, &samples.texts, scores));
+                self.detail = Some(rl_samples(&candidates, scores));
                 metrics
             }
             (Learner::Policy { trainer, reference }, method) => {
