@@ -1,12 +1,16 @@
-//! `y = x W^T` for a few rows of `x` (the samples decoded together) against a [`QMatrix`]:
-//! each weight row is turned into f32 once, in L1, and dotted with every input row, so the
-//! weights stream from memory once per token whatever the number of samples.
+//! `y = x W^T` for a few rows of `x` (the samples decoded together) against a [`QMatrix`], so
+//! the weights stream from memory once per token whatever the number of samples.
+//!
+//! One input row against quantized weights (decoding one sample) is an integer product: the row
+//! is taken as 16-bit integers per block of 32 ([`QInput`]) and each block of weights is
+//! multiplied as the integers it stores. Several rows (a prompt, or samples decoded together)
+//! turn each block of weights into f32 once, in registers, and dot it with every row.
 //!
 //! Natively the output rows are split over rayon's threads and the loops are compiled a second
 //! time for AVX2 (chosen at run time); in the browser they run on one thread as SIMD128 (the wasm
 //! build turns the target feature on for the whole crate).
 
-use super::quant::QMatrix;
+use super::quant::{BLOCK, QData, QMatrix};
 
 /// Output rows per task: enough work to pay for a task, enough tasks to share the cores.
 const ROWS_PER_TASK: usize = 64;
@@ -16,8 +20,6 @@ const ROWS_PER_TASK: usize = 64;
 const SMALL: usize = 1 << 16;
 
 /// `y[i][r] = sum_c x[i][c] * W[r][c]` for `n` input rows; `x` is `[n, cols]`, `y` is `[n, rows]`.
-/// In the browser, one input row against quantized weights is taken as 16-bit integers (see
-/// `simd128::QInput`).
 pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) {
     assert_eq!(y.len(), n * w.rows);
     y.copy_from_slice(&products(&[w], x, n).remove(0));
@@ -27,6 +29,43 @@ pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) {
 /// cores together: one wake-up of the threads instead of one per matrix. Returns each `[n, rows]`.
 pub fn matmul_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
     products(ws, x, n)
+}
+
+/// One input row as 16-bit integers per block of 32: `x ~ dx * qx`, qx in -32767..=32767.
+/// Multiplying a block's stored integers by `qx` (`vpmaddwd` natively, `i32x4.dot_i16x8_s` in the
+/// browser) is a third of the instructions of turning every weight into a float, which bounds a
+/// token on the page's one thread and on two cores natively. The rounding is 1 part in 65534 of
+/// the block's largest value; at 8 bits (llama.cpp's choice) SmolLM2's greedy answers changed.
+/// Sums stay in i32: 32 products of at most 127 x 32767 per block.
+pub struct QInput {
+    qx: Vec<i16>,
+    /// Per block: the scale `dx`, and the sum of the block's x (for Q4_1's minimum).
+    dx: Vec<f32>,
+    sum: Vec<f32>,
+}
+
+impl QInput {
+    pub fn new(x: &[f32]) -> Self {
+        let nb = x.len() / BLOCK;
+        let (mut qx, mut dx, mut sum) = (Vec::with_capacity(x.len()), Vec::with_capacity(nb), Vec::with_capacity(nb));
+        for b in x.chunks_exact(BLOCK) {
+            let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
+            let d = amax / 32767.0;
+            let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
+            qx.extend(b.iter().map(|v| (v * inv).round() as i16));
+            dx.push(d);
+            sum.push(b.iter().sum());
+        }
+        Self { qx, dx, sum }
+    }
+}
+
+/// What every task of a product reads: the input rows, and for one row of whole blocks against
+/// quantized weights, the same row as integers (made once, for every row of every matrix).
+struct Input<'a> {
+    x: &'a [f32],
+    n: usize,
+    q: Option<QInput>,
 }
 
 fn products(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
@@ -44,7 +83,9 @@ fn products(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
             tasks.push((w, t * ROWS_PER_TASK, out));
         }
     }
-    run(tasks, ws.iter().map(|w| w.rows * w.cols * n).sum(), x, n);
+    let quantized = ws.iter().any(|w| !matches!(w.data, QData::F32(_)));
+    let q = (n == 1 && quantized && x.len() % BLOCK == 0).then(|| QInput::new(x));
+    run(tasks, ws.iter().map(|w| w.rows * w.cols * n).sum(), &Input { x, n, q });
     yts.into_iter()
         .zip(ws)
         .map(|(yt, w)| {
@@ -63,38 +104,51 @@ fn products(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, x: &[f32], n: usize) {
+fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, input: &Input) {
     use rayon::prelude::*;
     if work < SMALL {
-        tasks.into_iter().for_each(|(w, r0, out)| rows(w, x, n, r0, out));
+        tasks.into_iter().for_each(|(w, r0, out)| rows(w, input, r0, out));
     } else {
-        tasks.into_par_iter().for_each(|(w, r0, out)| rows(w, x, n, r0, out));
+        tasks.into_par_iter().for_each(|(w, r0, out)| rows(w, input, r0, out));
     }
 }
 
 #[cfg(target_arch = "wasm32")]
-fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, _work: usize, x: &[f32], n: usize) {
-    // One sample against quantized weights: integer dot products (see `simd128::QInput`), the
-    // input turned into integers once for every row.
-    #[cfg(target_feature = "simd128")]
-    if n == 1 && x.len() % super::quant::BLOCK == 0 {
-        let xq = simd128::QInput::new(x);
-        for (w, r0, out) in tasks {
-            for (k, o) in out.iter_mut().enumerate() {
-                *o = xq.row_dot(w, r0 + k).unwrap_or_else(|| dot(w.f32_row(r0 + k).expect("an f32 matrix"), x));
-            }
-        }
-        return;
-    }
-    tasks.into_iter().for_each(|(w, r0, out)| rows(w, x, n, r0, out));
+fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, _work: usize, input: &Input) {
+    tasks.into_iter().for_each(|(w, r0, out)| rows(w, input, r0, out));
+}
+
+/// Runs `f` on one of rayon's threads (natively), so the products inside split their rows by
+/// work stealing from there. Called from outside the pool, every product hands its work to the
+/// pool and puts the caller to sleep until it is done: two thread wake-ups per product, some 120
+/// products a token.
+#[cfg(not(target_arch = "wasm32"))]
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
+}
+
+#[cfg(target_arch = "wasm32")]
+pub fn on_pool<R>(f: impl FnOnce() -> R) -> R {
+    f()
 }
 
 /// Rows `r0..r0 + out.len() / n` of `W`, into `out` as `[row, n]`.
-fn rows(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+fn rows(w: &QMatrix, input: &Input, r0: usize, out: &mut [f32]) {
+    let (x, n) = (input.x, input.n);
     #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-        // SAFETY: the CPU has AVX2 and FMA, checked just above.
-        return unsafe { avx2::rows(w, x, n, r0, out) };
+    if std::arch::is_x86_feature_detected!("avx2")
+        && std::arch::is_x86_feature_detected!("fma")
+        && std::arch::is_x86_feature_detected!("f16c")
+    {
+        // SAFETY: the CPU has AVX2, FMA and F16C, checked just above.
+        return unsafe { avx2::rows(w, input, r0, out) };
+    }
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if let Some(q) = &input.q {
+        for (k, o) in out.iter_mut().enumerate() {
+            *o = simd128::row_dot(q, w, r0 + k).unwrap_or_else(|| dot(w.f32_row(r0 + k).expect("an f32 matrix"), x));
+        }
+        return;
     }
     let mut row = vec![0.0f32; w.cols];
     for (k, o) in out.chunks_exact_mut(n).enumerate() {
@@ -148,29 +202,32 @@ fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + s
 }
 
-/// AVX2 + FMA: 8 floats a vector, four accumulators a dot product.
+/// AVX2 + FMA (and F16C for the blocks' f16 scales): 8 floats a vector, four accumulators a dot
+/// product.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
 
     use super::super::quant::{BLOCK, BlockQ4_1, BlockQ8_0, QData, QMatrix};
+    use super::{Input, QInput};
 
     /// How far ahead of the block in use to ask for memory. The hardware prefetcher alone left
     /// two threads at 5.3 GB/s on a 106 MB Q4_1 matrix; 2 KB ahead, 10-11 GB/s (256 B: 4.1,
     /// 1 KB: 10.2), measured by the ignored `speed` test on the project's 2-core VM.
     const AHEAD: usize = 2048;
 
-    #[target_feature(enable = "avx2,fma")]
-    pub fn rows(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub fn rows(w: &QMatrix, input: &Input, r0: usize, out: &mut [f32]) {
+        let (x, n) = (input.x, input.n);
         let nb = w.cols / BLOCK;
         if n == 1 {
-            // One sample: each block is turned into floats in registers and used at once.
+            // One sample: integer products against the input's integers.
             for (k, o) in out.iter_mut().enumerate() {
                 let r = r0 + k;
-                *o = match &w.data {
-                    QData::F32(_) => dot(w.f32_row(r).expect("an f32 matrix"), x),
-                    QData::Q4_1(b) => q4_1_dot(&b[r * nb..(r + 1) * nb], x),
-                    QData::Q8_0(b) => q8_0_dot(&b[r * nb..(r + 1) * nb], x),
+                *o = match (&w.data, &input.q) {
+                    (QData::Q4_1(b), Some(q)) => q4_1_dot(&b[r * nb..(r + 1) * nb], q),
+                    (QData::Q8_0(b), Some(q)) => q8_0_dot(&b[r * nb..(r + 1) * nb], q),
+                    _ => dot(w.f32_row(r).expect("a quantized product has the input as integers"), x),
                 };
             }
             return;
@@ -215,7 +272,7 @@ mod avx2 {
 
     /// The 32 weights of a Q4_1 block, `q * d + m` (multiplied, then added: not fused, so they
     /// are the values the f32 weights hold, to the bit).
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn q4_1_floats(b: &BlockQ4_1) -> [__m256; 4] {
         // SAFETY: reads the block's 16 bytes of nibbles.
@@ -223,16 +280,17 @@ mod avx2 {
         let mask = _mm_set1_epi8(0x0f);
         let lo = _mm_and_si128(bytes, mask);
         let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-        let (d, m) = (_mm256_set1_ps(b.d), _mm256_set1_ps(b.m));
+        let dm = scales(u32::from(b.d.to_bits()) | u32::from(b.m.to_bits()) << 16);
+        let (d, m) = (_mm256_broadcastss_ps(dm), _mm256_broadcastss_ps(_mm_movehdup_ps(dm)));
         [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
             .map(|q| _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), d), m))
     }
 
     /// The 32 weights of a Q8_0 block, `d * q`.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn q8_0_floats(b: &BlockQ8_0) -> [__m256; 4] {
-        let d = _mm256_set1_ps(b.d);
+        let d = _mm256_broadcastss_ps(scales(u32::from(b.d.to_bits())));
         // SAFETY: four 8-byte reads inside the block's 32 bytes.
         [0, 1, 2, 3].map(|k| unsafe {
             let q = _mm_loadl_epi64(b.qs.as_ptr().add(k * 8).cast());
@@ -240,38 +298,69 @@ mod avx2 {
         })
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    /// Row `blocks` dotted with the input: per block, `d dx (q . qx) + m sum(x)`, the products
+    /// of 16-bit integers summed in pairs (`vpmaddwd`).
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    fn q4_1_dot(blocks: &[BlockQ4_1], x: &[f32]) -> f32 {
-        assert!(x.len() == blocks.len() * BLOCK);
-        let mut acc = [_mm256_setzero_ps(); 4];
+    fn q4_1_dot(blocks: &[BlockQ4_1], x: &QInput) -> f32 {
+        assert!(x.qx.len() == blocks.len() * BLOCK && x.dx.len() == blocks.len() && x.sum.len() == blocks.len());
+        let mask = _mm_set1_epi8(0x0f);
+        let (mut acc, mut minimum) = (_mm256_setzero_ps(), _mm256_setzero_ps());
         for (b, blk) in blocks.iter().enumerate() {
             prefetch(blk, AHEAD);
-            for (k, w) in q4_1_floats(blk).into_iter().enumerate() {
-                // SAFETY: block b's floats x[32b + 8k..][..8] are inside x (length checked above).
-                acc[k] = _mm256_fmadd_ps(w, unsafe { _mm256_loadu_ps(x.as_ptr().add(b * BLOCK + k * 8)) }, acc[k]);
-            }
+            // SAFETY: the block's 16 bytes of nibbles, and block b's 32 integers of x (length
+            // checked above).
+            let (bytes, x0, x1) = unsafe {
+                let xs = x.qx.as_ptr().add(b * BLOCK);
+                (_mm_loadu_si128(blk.qs.as_ptr().cast()), _mm256_loadu_si256(xs.cast()), _mm256_loadu_si256(xs.add(16).cast()))
+            };
+            // Low nibbles are elements 0..16, high nibbles 16..32: 16 x i16 each.
+            let lo = _mm256_cvtepu8_epi16(_mm_and_si128(bytes, mask));
+            let hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
+            let dots = _mm256_add_epi32(_mm256_madd_epi16(lo, x0), _mm256_madd_epi16(hi, x1));
+            let dm = scales(u32::from(blk.d.to_bits()) | u32::from(blk.m.to_bits()) << 16);
+            let d = _mm256_mul_ps(_mm256_broadcastss_ps(dm), _mm256_set1_ps(x.dx[b]));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), d, acc);
+            minimum = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dm)), _mm256_set1_ps(x.sum[b]), minimum);
         }
-        hsum(acc)
+        hsum([acc, _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()]) + _mm256_cvtss_f32(minimum)
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    /// Row `blocks` dotted with the input: per block, `d dx (q . qx)`.
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
-    fn q8_0_dot(blocks: &[BlockQ8_0], x: &[f32]) -> f32 {
-        assert!(x.len() == blocks.len() * BLOCK);
-        let mut acc = [_mm256_setzero_ps(); 4];
+    fn q8_0_dot(blocks: &[BlockQ8_0], x: &QInput) -> f32 {
+        assert!(x.qx.len() == blocks.len() * BLOCK && x.dx.len() == blocks.len());
+        let mut acc = _mm256_setzero_ps();
         for (b, blk) in blocks.iter().enumerate() {
             prefetch(blk, AHEAD);
-            for (k, w) in q8_0_floats(blk).into_iter().enumerate() {
-                // SAFETY: as in q4_1_dot.
-                acc[k] = _mm256_fmadd_ps(w, unsafe { _mm256_loadu_ps(x.as_ptr().add(b * BLOCK + k * 8)) }, acc[k]);
-            }
+            // SAFETY: two 16-byte reads inside the block's 32 bytes, and block b's 32 integers of
+            // x (length checked above).
+            let (q0, q1, x0, x1) = unsafe {
+                let xs = x.qx.as_ptr().add(b * BLOCK);
+                (
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.qs.as_ptr().cast())),
+                    _mm256_cvtepi8_epi16(_mm_loadu_si128(blk.qs.as_ptr().add(16).cast())),
+                    _mm256_loadu_si256(xs.cast()),
+                    _mm256_loadu_si256(xs.add(16).cast()),
+                )
+            };
+            let dots = _mm256_add_epi32(_mm256_madd_epi16(q0, x0), _mm256_madd_epi16(q1, x1));
+            let d = _mm256_mul_ps(_mm256_broadcastss_ps(scales(u32::from(blk.d.to_bits()))), _mm256_set1_ps(x.dx[b]));
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), d, acc);
         }
-        hsum(acc)
+        hsum([acc, _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()])
+    }
+
+    /// Two f16 values (low half first) widened in one instruction: lanes `[a, b, 0, 0]`.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[inline]
+    fn scales(bits: u32) -> __m128 {
+        _mm_cvtph_ps(_mm_cvtsi32_si128(bits as i32))
     }
 
     /// Asks for the cache line `bytes` past `at`; a hint, so an address past the end is harmless.
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn prefetch<T>(at: &T, bytes: usize) {
         let p = (at as *const T).cast::<i8>().wrapping_add(bytes);
@@ -279,7 +368,7 @@ mod avx2 {
         _mm_prefetch::<_MM_HINT_T0>(p);
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn hsum(acc: [__m256; 4]) -> f32 {
         let s = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
@@ -288,7 +377,7 @@ mod avx2 {
         _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
     }
 
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[inline]
     fn dot(a: &[f32], b: &[f32]) -> f32 {
         let len = a.len().min(b.len());
@@ -316,6 +405,7 @@ mod avx2 {
 mod simd128 {
     use std::arch::wasm32::*;
 
+    use super::QInput;
     use super::super::quant::{BLOCK, BlockQ4_1, BlockQ8_0, QData, QMatrix};
 
     /// The 32 weights of a Q4_1 block in eight vectors, `q * d + m` (low nibbles first).
@@ -324,7 +414,7 @@ mod simd128 {
         // SAFETY: reads the block's 16 bytes of nibbles.
         let bytes = unsafe { v128_load(b.qs.as_ptr().cast()) };
         let (lo, hi) = (v128_and(bytes, u8x16_splat(0x0f)), u8x16_shr(bytes, 4));
-        let (dv, mv) = (f32x4_splat(b.d), f32x4_splat(b.m));
+        let (dv, mv) = (f32x4_splat(b.d()), f32x4_splat(b.m()));
         let w16 = [u16x8_extend_low_u8x16(lo), u16x8_extend_high_u8x16(lo), u16x8_extend_low_u8x16(hi), u16x8_extend_high_u8x16(hi)];
         std::array::from_fn(|i| {
             let w32 = if i % 2 == 0 { u32x4_extend_low_u16x8(w16[i / 2]) } else { u32x4_extend_high_u16x8(w16[i / 2]) };
@@ -340,83 +430,54 @@ mod simd128 {
         // SAFETY: two 16-byte reads inside the block's 32 bytes.
         let bytes = unsafe { [v128_load(b.qs.as_ptr().cast()), v128_load(b.qs.as_ptr().add(16).cast())] };
         let w16 = [i16x8_extend_low_i8x16(bytes[0]), i16x8_extend_high_i8x16(bytes[0]), i16x8_extend_low_i8x16(bytes[1]), i16x8_extend_high_i8x16(bytes[1])];
-        let dv = f32x4_splat(b.d);
+        let dv = f32x4_splat(b.d());
         std::array::from_fn(|i| {
             let w32 = if i % 2 == 0 { i32x4_extend_low_i16x8(w16[i / 2]) } else { i32x4_extend_high_i16x8(w16[i / 2]) };
             f32x4_mul(f32x4_convert_i32x4(w32), dv)
         })
     }
 
-    /// One input row as 16-bit integers per block of 32: `x ~ dx * qx`, qx in -32767..=32767.
-    /// The browser runs one thread of 4-wide vectors, so turning every weight into a float cost
-    /// more than reading it; an integer product of a weight block with `qx` (`i32x4.dot_i16x8_s`)
-    /// is a third of the instructions. The input's rounding is 1 part in 65534 of its block's
-    /// largest value; at 8 bits (llama.cpp's choice) SmolLM2's greedy answers changed.
-    /// Sums stay in i32: 32 products of at most 127 x 32767 per block.
-    pub struct QInput {
-        qx: Vec<i16>,
-        /// Per block: the scale `dx`, and the sum of the block's x (for Q4_1's minimum).
-        dx: Vec<f32>,
-        sum: Vec<f32>,
-    }
-
-    impl QInput {
-        pub fn new(x: &[f32]) -> Self {
-            let nb = x.len() / BLOCK;
-            let (mut qx, mut dx, mut sum) = (Vec::with_capacity(x.len()), Vec::with_capacity(nb), Vec::with_capacity(nb));
-            for b in x.chunks_exact(BLOCK) {
-                let amax = b.iter().fold(0.0f32, |a, v| a.max(v.abs()));
-                let d = amax / 32767.0;
-                let inv = if d > 0.0 { 1.0 / d } else { 0.0 };
-                qx.extend(b.iter().map(|v| (v * inv).round() as i16));
-                dx.push(d);
-                sum.push(b.iter().sum());
-            }
-            Self { qx, dx, sum }
-        }
-
-        /// Row `r` of a quantized `w` dotted with x; `None` for an f32 matrix.
-        pub fn row_dot(&self, w: &QMatrix, r: usize) -> Option<f32> {
-            let nb = w.cols / BLOCK;
-            let mut acc = f32x4_splat(0.0);
-            let mut minimum = 0.0f32;
-            // The 32 quants of a block (as i16, 4 vectors) times the block's qx, summed in i32.
-            let block = |b: usize, q: [v128; 4]| -> v128 {
-                // SAFETY: four 8 x i16 reads of block b's 32 values, inside qx.
-                let x: [v128; 4] = std::array::from_fn(|k| unsafe { v128_load(self.qx.as_ptr().add(b * BLOCK + 8 * k).cast()) });
-                let p = [0, 1, 2, 3].map(|k| i32x4_dot_i16x8(q[k], x[k]));
-                i32x4_add(i32x4_add(p[0], p[1]), i32x4_add(p[2], p[3]))
-            };
-            match &w.data {
-                QData::F32(_) => return None,
-                QData::Q4_1(blocks) => {
-                    for (b, blk) in blocks[r * nb..(r + 1) * nb].iter().enumerate() {
-                        // SAFETY: reads the block's 16 bytes of nibbles.
-                        let bytes = unsafe { v128_load(blk.qs.as_ptr().cast()) };
-                        let (lo, hi) = (v128_and(bytes, u8x16_splat(0x0f)), u8x16_shr(bytes, 4));
-                        let q = [u16x8_extend_low_u8x16(lo), u16x8_extend_high_u8x16(lo), u16x8_extend_low_u8x16(hi), u16x8_extend_high_u8x16(hi)];
-                        let s = f32x4_convert_i32x4(block(b, q));
-                        acc = f32x4_add(acc, f32x4_mul(s, f32x4_splat(blk.d * self.dx[b])));
-                        minimum += blk.m * self.sum[b];
-                    }
-                }
-                QData::Q8_0(blocks) => {
-                    for (b, blk) in blocks[r * nb..(r + 1) * nb].iter().enumerate() {
-                        // SAFETY: two 16-byte reads inside the block's 32 bytes.
-                        let bytes = unsafe { [v128_load(blk.qs.as_ptr().cast()), v128_load(blk.qs.as_ptr().add(16).cast())] };
-                        let q = [
-                            i16x8_extend_low_i8x16(bytes[0]),
-                            i16x8_extend_high_i8x16(bytes[0]),
-                            i16x8_extend_low_i8x16(bytes[1]),
-                            i16x8_extend_high_i8x16(bytes[1]),
-                        ];
-                        let s = f32x4_convert_i32x4(block(b, q));
-                        acc = f32x4_add(acc, f32x4_mul(s, f32x4_splat(blk.d * self.dx[b])));
-                    }
+    /// Row `r` of a quantized `w` dotted with x; `None` for an f32 matrix.
+    pub fn row_dot(xq: &QInput, w: &QMatrix, r: usize) -> Option<f32> {
+        let nb = w.cols / BLOCK;
+        let mut acc = f32x4_splat(0.0);
+        let mut minimum = 0.0f32;
+        // The 32 quants of a block (as i16, 4 vectors) times the block's qx, summed in i32.
+        let block = |b: usize, q: [v128; 4]| -> v128 {
+            // SAFETY: four 8 x i16 reads of block b's 32 values, inside qx.
+            let x: [v128; 4] = std::array::from_fn(|k| unsafe { v128_load(xq.qx.as_ptr().add(b * BLOCK + 8 * k).cast()) });
+            let p = [0, 1, 2, 3].map(|k| i32x4_dot_i16x8(q[k], x[k]));
+            i32x4_add(i32x4_add(p[0], p[1]), i32x4_add(p[2], p[3]))
+        };
+        match &w.data {
+            QData::F32(_) => return None,
+            QData::Q4_1(blocks) => {
+                for (b, blk) in blocks[r * nb..(r + 1) * nb].iter().enumerate() {
+                    // SAFETY: reads the block's 16 bytes of nibbles.
+                    let bytes = unsafe { v128_load(blk.qs.as_ptr().cast()) };
+                    let (lo, hi) = (v128_and(bytes, u8x16_splat(0x0f)), u8x16_shr(bytes, 4));
+                    let q = [u16x8_extend_low_u8x16(lo), u16x8_extend_high_u8x16(lo), u16x8_extend_low_u8x16(hi), u16x8_extend_high_u8x16(hi)];
+                    let s = f32x4_convert_i32x4(block(b, q));
+                    acc = f32x4_add(acc, f32x4_mul(s, f32x4_splat(blk.d() * xq.dx[b])));
+                    minimum += blk.m() * xq.sum[b];
                 }
             }
-            Some(f32x4_extract_lane::<0>(acc) + f32x4_extract_lane::<1>(acc) + f32x4_extract_lane::<2>(acc) + f32x4_extract_lane::<3>(acc) + minimum)
+            QData::Q8_0(blocks) => {
+                for (b, blk) in blocks[r * nb..(r + 1) * nb].iter().enumerate() {
+                    // SAFETY: two 16-byte reads inside the block's 32 bytes.
+                    let bytes = unsafe { [v128_load(blk.qs.as_ptr().cast()), v128_load(blk.qs.as_ptr().add(16).cast())] };
+                    let q = [
+                        i16x8_extend_low_i8x16(bytes[0]),
+                        i16x8_extend_high_i8x16(bytes[0]),
+                        i16x8_extend_low_i8x16(bytes[1]),
+                        i16x8_extend_high_i8x16(bytes[1]),
+                    ];
+                    let s = f32x4_convert_i32x4(block(b, q));
+                    acc = f32x4_add(acc, f32x4_mul(s, f32x4_splat(blk.d() * xq.dx[b])));
+                }
+            }
         }
+        Some(f32x4_extract_lane::<0>(acc) + f32x4_extract_lane::<1>(acc) + f32x4_extract_lane::<2>(acc) + f32x4_extract_lane::<3>(acc) + minimum)
     }
 
     /// Row `r` of a quantized `w` as f32 into `out`.

@@ -27,7 +27,7 @@ use burn::tensor::Tensor;
 use crate::Result;
 use crate::backend::read_f32;
 use crate::model::{Llama, LoraLinear};
-use kernels::{dot, matmul, matmul_many};
+use kernels::{dot, matmul, matmul_many, on_pool};
 use quant::QMatrix;
 
 /// Prompts up to this many tokens run here, longer ones through burn: the host's products are
@@ -240,9 +240,11 @@ impl HostDecoder {
         let mut decoder = Self { base, adapters, keys: vec![vec![Vec::new(); layers]], values: vec![vec![Vec::new(); layers]] };
         let logits = if prompt.len() <= HOST_PROMPT {
             let positions: Vec<usize> = (0..prompt.len()).collect();
-            let hidden = decoder.forward(prompt, &positions, &vec![0; prompt.len()]);
-            let d = decoder.base.hidden();
-            decoder.logits(&hidden[hidden.len() - d..], 1)
+            on_pool(|| {
+                let hidden = decoder.forward(prompt, &positions, &vec![0; prompt.len()]);
+                let d = decoder.base.hidden();
+                decoder.logits(&hidden[hidden.len() - d..], 1)
+            })
         } else {
             // A long prompt is a large matrix product, where burn's gemm is faster: run it on
             // the device and take its keys and values.
@@ -269,8 +271,10 @@ impl HostDecoder {
     /// of the next token, `[n, vocab]`.
     pub fn step(&mut self, tokens: &[u32], positions: &[usize]) -> Vec<f32> {
         let samples: Vec<usize> = (0..tokens.len()).collect();
-        let hidden = self.forward(tokens, positions, &samples);
-        self.logits(&hidden, tokens.len())
+        on_pool(|| {
+            let hidden = self.forward(tokens, positions, &samples);
+            self.logits(&hidden, tokens.len())
+        })
     }
 
     /// `tokens[i]` at `positions[i]` through every layer, extending sample `samples[i]`'s cache;
