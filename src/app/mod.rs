@@ -43,7 +43,7 @@ use crate::lab::lesson::{Panel, Readings};
 use crate::lab::{AdapterFrom, PolicyKind, RunSettings};
 use crate::worker::protocol::*;
 
-/// The default model, copied into `dist/models/` by trunk (scripts/setup fetched it).
+/// The default model, copied into `dist/models/` by `scripts/build-web` (scripts/setup fetched it).
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
 
 #[derive(Clone, Debug, PartialEq)]

@@ -1,4 +1,4 @@
-//! The browser app's page (Leptos). Built by trunk from `www/index.html`.
+//! The browser app's page (Leptos). Built by `scripts/build-web` into `dist/`.
 
 #[cfg(target_arch = "wasm32")]
 unsafe extern "C" {

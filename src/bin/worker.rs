@@ -1,5 +1,5 @@
 //! The browser app's Web Worker: loads the model and runs generation and training off the page's
-//! thread. Built by trunk (`www/index.html`, `data-type="worker"`).
+//! thread. Built by `scripts/build-web` (bindings for a classic worker, started by `worker_loader.js`).
 
 #[cfg(target_arch = "wasm32")]
 unsafe extern "C" {

@@ -1,0 +1,148 @@
+// Assembles the static site in dist/ from wasm-bindgen's output and www/ (scripts/build-web runs
+// it; no bundler, no trunk):
+//   node scripts/web-dist.mjs STAGE DIST
+// STAGE holds app.js, app_bg.wasm (wasm-bindgen --target web) and worker.js, worker_bg.wasm
+// (--target no-modules, for a classic Web Worker). DIST is replaced only once the new copy is
+// whole, so a failed build leaves the previous one:
+// - the page's files named by their hash (app-<hash>.js, app-<hash>_bg.wasm, style-<hash>.css),
+//   so a new build is never mixed with an old copy a browser kept; the worker keeps fixed names
+//   (the page starts it by name, and the service worker asks for them by name);
+// - index.html from www/index.html with the stylesheet, preloads and loader added, each with its
+//   integrity hash; the loader is a file, init-<hash>.js, so the Content-Security-Policy can
+//   refuse every inline script;
+// - the wasm without the custom sections a browser never reads (function names, producers):
+//   about a sixth of the worker. Rust panics still say their file and line; for wasm stack
+//   traces with function names, build with ALIGNLAB_KEEP_NAMES=1;
+// - refuses a module whose exports re-run the static constructors on every call: wasm-ld wraps
+//   every export of a module whose constructors nobody calls explicitly, so each callback from
+//   JavaScript re-ran them all and froze the page; src/bin/*.rs call them once instead. The
+//   wrappers show in the name section, read here before it is stripped;
+// - NAME.gz (gzip -9) and NAME.br (brotli) beside each text and wasm asset, for static hosts that
+//   serve them as they are (nginx's brotli_static and gzip_static, Caddy's precompressed, the test
+//   server);
+// - models/ (the default model, fetched by scripts/setup) and www's labs, service worker and
+//   offline script, copied.
+import { createHash } from 'node:crypto';
+import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { brotliCompressSync, constants, gzipSync } from 'node:zlib';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const WWW = join(ROOT, 'www');
+const [stage, target] = process.argv.slice(2);
+if (!stage || !target) {
+  console.error('usage: node scripts/web-dist.mjs STAGE DIST');
+  process.exit(2);
+}
+const DROP = new Set(process.env.ALIGNLAB_KEEP_NAMES === '1' ? [] : ['name', 'producers', 'target_features', 'external_debug_info', 'sourceMappingURL']);
+/** Files copied as they are: from the repository root, and from www/. */
+const COPY_ROOT = ['models'];
+const COPY_WWW = ['labs', 'sw.js', 'offline.js'];
+
+function fail(message) {
+  console.error(`web-dist: ${message}`);
+  process.exit(1);
+}
+
+function uleb(bytes, at) {
+  let value = 0, shift = 0, b;
+  do {
+    b = bytes[at++];
+    value += (b & 0x7f) * 2 ** shift;
+    shift += 7;
+  } while (b & 0x80);
+  return [value, at];
+}
+
+/** The module with its debug-only custom sections left out (sections copied byte for byte), and
+ * whether its names show export wrappers. */
+function strip(bytes, path) {
+  if (bytes.length < 8 || bytes.readUInt32LE(0) !== 0x6d736100) fail(`${path} is not a wasm module`);
+  const keep = [bytes.subarray(0, 8)];
+  let wrapped = false;
+  let at = 8;
+  while (at < bytes.length) {
+    const start = at;
+    const id = bytes[at++];
+    let size;
+    [size, at] = uleb(bytes, at);
+    const end = at + size;
+    if (end > bytes.length) fail(`${path}: a section runs past the end`);
+    let drop = false;
+    if (id === 0) {
+      const [len, p] = uleb(bytes, at);
+      const name = bytes.subarray(p, p + len).toString('utf8');
+      wrapped ||= name === 'name' && bytes.subarray(p + len, end).includes('command_export');
+      drop = DROP.has(name);
+    }
+    if (!drop) keep.push(bytes.subarray(start, end));
+    at = end;
+  }
+  if (wrapped) fail(`${path} wraps its exports in __wasm_call_ctors (see src/bin/app.rs)`);
+  return Buffer.concat(keep);
+}
+
+const hash = (...parts) => {
+  const h = createHash('sha256');
+  parts.forEach((p) => h.update(p));
+  return h.digest('hex').slice(0, 16);
+};
+const sri = (b) => `sha384-${createHash('sha384').update(b).digest('base64')}`;
+const read = (dir, f) => {
+  const path = join(dir, f);
+  if (!existsSync(path)) fail(`${path} is missing (did wasm-bindgen run?)`);
+  return readFileSync(path);
+};
+
+const dist = `${target}.new`;
+rmSync(dist, { recursive: true, force: true });
+mkdirSync(dist, { recursive: true });
+const put = (name, bytes) => writeFileSync(join(dist, name), bytes);
+
+// The page: hashed names.
+const appJs = read(stage, 'app.js');
+const appWasm = strip(read(stage, 'app_bg.wasm'), 'app_bg.wasm');
+const app = `app-${hash(appJs, appWasm)}`;
+put(`${app}.js`, appJs);
+put(`${app}_bg.wasm`, appWasm);
+const css = read(WWW, 'style.css');
+const style = `style-${hash(css)}.css`;
+put(style, css);
+const init = Buffer.from(`import init from './${app}.js';\nawait init({ module_or_path: './${app}_bg.wasm' });\n`);
+const initName = `init-${hash(init)}.js`;
+put(initName, init);
+
+// The worker: fixed names, loaded by `new Worker('worker_loader.js')` from the page.
+put('worker.js', read(stage, 'worker.js'));
+put('worker_bg.wasm', strip(read(stage, 'worker_bg.wasm'), 'worker_bg.wasm'));
+put('worker_loader.js', "importScripts('./worker.js');\nwasm_bindgen({ module_or_path: './worker_bg.wasm' });\n");
+
+// index.html: what the page loads, each with its integrity hash (crossorigin so that the preloads
+// are the very requests the loader makes).
+const tags = [
+  `<link rel="stylesheet" href="./${style}" integrity="${sri(css)}">`,
+  `<link rel="modulepreload" href="./${app}.js" crossorigin="anonymous" integrity="${sri(appJs)}">`,
+  `<link rel="preload" href="./${app}_bg.wasm" as="fetch" type="application/wasm" crossorigin="anonymous" integrity="${sri(appWasm)}">`,
+  `<script type="module" src="./${initName}" crossorigin="anonymous" integrity="${sri(init)}"></script>`,
+];
+let html = read(WWW, 'index.html').toString('utf8');
+if (!html.includes('</head>')) fail('www/index.html has no </head>');
+html = html.replace('</head>', `  ${tags.join('\n  ')}\n</head>`);
+if (/<script(?![^>]*\ssrc=)[^>]*>/.test(html)) fail('www/index.html has an inline script, which the page\'s CSP refuses');
+put('index.html', html);
+
+for (const f of COPY_ROOT) cpSync(join(ROOT, f), join(dist, f), { recursive: true });
+for (const f of COPY_WWW) cpSync(join(WWW, f), join(dist, f), { recursive: true });
+
+// Precompressed copies of what a first visit downloads (the models are compressed already).
+const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? (f === 'models' ? [] : walk(join(d, f))) : [join(d, f)]));
+for (const path of walk(dist).filter((p) => /\.(wasm|js|css|html|json|svg)$/.test(p))) {
+  const raw = readFileSync(path);
+  const gz = gzipSync(raw, { level: 9 });
+  const br = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: raw.length > 4e6 ? 9 : 11, [constants.BROTLI_PARAM_SIZE_HINT]: raw.length } });
+  writeFileSync(`${path}.gz`, gz);
+  writeFileSync(`${path}.br`, br);
+}
+
+rmSync(target, { recursive: true, force: true });
+renameSync(dist, target);
