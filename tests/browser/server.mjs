@@ -22,7 +22,7 @@ export function serve() {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${path}`);
       return;
     }
-    // The precompressed copy scripts/wasm-post.mjs wrote, when the browser takes it.
+    // The precompressed copy scripts/web-dist.mjs wrote, when the browser takes it.
     const accepts = String(req.headers['accept-encoding'] ?? '');
     const [encoding, body] = [['br', `${file}.br`], ['gzip', `${file}.gz`]].find(([e, f]) => accepts.includes(e) && existsSync(f)) ?? [null, file];
     res.writeHead(200, {
