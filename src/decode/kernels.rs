@@ -202,8 +202,8 @@ fn dot_scalar(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + s
 }
 
-/// AVX2 + FMA (and F16C for the blocks' f16 scales): 8 floats a vector, four accumulators a dot
-/// product.
+/// AVX2 + FMA (and F16C for the blocks' f16 scales): one sample as 16-bit integer products
+/// (`vpmaddwd`), several as floats, 8 a vector.
 #[cfg(target_arch = "x86_64")]
 mod avx2 {
     use std::arch::x86_64::*;
@@ -280,7 +280,7 @@ mod avx2 {
         let mask = _mm_set1_epi8(0x0f);
         let lo = _mm_and_si128(bytes, mask);
         let hi = _mm_and_si128(_mm_srli_epi16(bytes, 4), mask);
-        let dm = scales(u32::from(b.d.to_bits()) | u32::from(b.m.to_bits()) << 16);
+        let dm = scales(b.scale_bits());
         let (d, m) = (_mm256_broadcastss_ps(dm), _mm256_broadcastss_ps(_mm_movehdup_ps(dm)));
         [lo, _mm_srli_si128(lo, 8), hi, _mm_srli_si128(hi, 8)]
             .map(|q| _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), d), m))
@@ -318,7 +318,7 @@ mod avx2 {
             let lo = _mm256_cvtepu8_epi16(_mm_and_si128(bytes, mask));
             let hi = _mm256_cvtepu8_epi16(_mm_and_si128(_mm_srli_epi16(bytes, 4), mask));
             let dots = _mm256_add_epi32(_mm256_madd_epi16(lo, x0), _mm256_madd_epi16(hi, x1));
-            let dm = scales(u32::from(blk.d.to_bits()) | u32::from(blk.m.to_bits()) << 16);
+            let dm = scales(blk.scale_bits());
             let d = _mm256_mul_ps(_mm256_broadcastss_ps(dm), _mm256_set1_ps(x.dx[b]));
             acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dots), d, acc);
             minimum = _mm256_fmadd_ps(_mm256_broadcastss_ps(_mm_movehdup_ps(dm)), _mm256_set1_ps(x.sum[b]), minimum);

@@ -92,6 +92,13 @@ impl BlockQ4_1 {
     pub fn m(&self) -> f32 {
         widen(self.m)
     }
+
+    /// Both f16 scales as one word, `d` in the low half (natively, for F16C to widen together).
+    #[cfg(not(target_arch = "wasm32"))]
+    #[inline(always)]
+    pub fn scale_bits(&self) -> u32 {
+        u32::from(self.d.to_bits()) | u32::from(self.m.to_bits()) << 16
+    }
 }
 
 impl BlockQ8_0 {
