@@ -1,5 +1,5 @@
 //! The fuzz targets' bodies, shared by `cargo fuzz` (`fuzz/fuzz_targets/*.rs`, run by
-//! `scripts/fuzz`) and the smoke run in the test command (`tests/fuzz_smoke.rs`). Each feeds
+//! `scripts/fuzz`) and the smoke run in the test command (`tests/suite/fuzz_smoke.rs`). Each feeds
 //! bytes to one loader and, when the loader accepts them, uses what it built the way the app
 //! would (render, tokenize, one forward pass), and says whether the loader accepted them. An
 //! error is a pass; a panic, a hang or an allocation out of proportion to the input is a bug.

@@ -1,8 +1,6 @@
 //! The `alignlab` binary, driven as a person would from a shell.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 
 fn stories() -> Option<(String, String)> {

@@ -2,8 +2,6 @@
 //! against finite differences, adapter merge/unmerge and PEFT round trips, and each trainer moving
 //! its loss or reward the right way.
 
-mod common;
-
 use alignlab::align::dpo::{DpoConfig, DpoLossType, RefLogps, dpo_loss_of_margin, dpo_margins, dpo_step, encode_pairs};
 use alignlab::align::kto::{KtoConfig, encode_examples, kto_losses, kto_step};
 use alignlab::align::reward::{RewardConfig, RewardModel, load_reward_model, reward_losses, reward_step, save_reward_model};
@@ -18,7 +16,7 @@ use alignlab::model::{Batch, Llama, LoraConfig};
 use alignlab::logps::{ScoringBatch, sequence_logps};
 use alignlab::LoadedModel;
 use burn::tensor::{Device, Tensor};
-use common::*;
+use crate::common::*;
 
 fn noop() -> impl FnMut(&str, f32) {
     |_: &str, _: f32| {}

@@ -1,13 +1,11 @@
 //! The decoder on tiny random weights: KV-cache decoding, padded batches, backend agreement, and
 //! the three loaders agreeing with each other on the same weights.
 
-mod common;
-
 use alignlab::backend::BackendKind;
 use alignlab::io::load_model;
 use alignlab::model::{Batch, KvCache};
 use alignlab::LoadedModel;
-use common::*;
+use crate::common::*;
 
 fn noop() -> impl FnMut(&str, f32) {
     |_: &str, _: f32| {}

@@ -2,8 +2,6 @@
 //! handling (the router, compiled natively) gives the same numbers, step for step; and the
 //! worker keeps, exports and re-imports what training made. On llama2.c's stories260K.
 
-mod common;
-
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -15,7 +13,7 @@ use alignlab::lab::{RunSpec, TrainData};
 use alignlab::worker::protocol::*;
 use alignlab::worker::router::{Host, OpenedDevice, Router};
 use burn::tensor::Device;
-use common::{alignlab, stories260k};
+use crate::common::{self, alignlab, stories260k};
 
 /// Training draws dropout from the backend's one seeded generator: one test at a time, so a run
 /// in another thread does not draw from it in between.
@@ -269,14 +267,14 @@ fn the_worker_fetches_a_lab_file_for_the_page_and_refuses_an_oversized_one() {
     let router = Router::new(TestHost(events.clone()));
     let dir = common::temp_dir("lab-fetch");
     let (lab, big) = (dir.join("lab.json"), dir.join("big.json"));
-    std::fs::write(&lab, include_bytes!("../www/labs/lora.json")).unwrap();
+    std::fs::write(&lab, include_bytes!("../../www/labs/lora.json")).unwrap();
     std::fs::write(&big, vec![b' '; alignlab::lab::lesson::MAX_LAB_BYTES + 1]).unwrap();
     block_on(router.clone().handle(Request::Fetch { job: 7, url: lab.to_string_lossy().into() }));
     block_on(router.clone().handle(Request::Fetch { job: 8, url: big.to_string_lossy().into() }));
     let got = std::mem::take(&mut *events.borrow_mut());
     match &got[..] {
         [Event::Fetched { job: 7, bytes }, Event::Error { job: Some(8), message, .. }] => {
-            assert_eq!(bytes.as_slice(), include_bytes!("../www/labs/lora.json"));
+            assert_eq!(bytes.as_slice(), include_bytes!("../../www/labs/lora.json"));
             assert!(message.contains("more than a lab file may hold (1 MiB)"), "{message}");
         }
         other => panic!("{other:?}"),

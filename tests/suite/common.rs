@@ -1,7 +1,6 @@
 //! Test helpers: a tiny random Llama, and writers that save it as GGUF, HF safetensors and llama2.c
 //! files the way llama.cpp, transformers and llama2.c's export.py lay them out, so each loader is
 //! checked against the others.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -407,4 +406,24 @@ pub fn generate(
     on_token: &mut dyn FnMut(alignlab::generate::TokenEvent) -> bool,
 ) -> alignlab::Result<Vec<alignlab::generate::Sample>> {
     alignlab::backend::block_on(alignlab::generate::generate(&lm.model, &lm.tokenizer, prompt, cfg, on_token))
+}
+
+/// For a test that measures the whole process (its resident memory): in one test binary other
+/// tests run beside it, so it runs again alone, in a child process of the same binary. Returns
+/// true in that child, where the body runs; the parent checks that the child ran it and passed.
+pub fn alone(test: &str) -> bool {
+    const MARK: &str = "ALIGNLAB_TEST_ALONE";
+    if std::env::var_os(MARK).is_some() {
+        return true;
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--test-threads=1", "--nocapture"])
+        .env(MARK, "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    print!("{stdout}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && stdout.contains("1 passed"), "{test} failed in its own process");
+    false
 }

@@ -1,12 +1,10 @@
 //! llama2.c's stories260K (from ../shared/models) reproduces its known greedy story, on every
 //! backend.
 
-mod common;
-
 use alignlab::backend::BackendKind;
 use alignlab::generate::SamplingConfig;
 use alignlab::io::load_model;
-use common::{device, generate, stories260k};
+use crate::common::{device, generate, stories260k};
 
 const KNOWN: &str = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. \
 One day, she saw a big, red ball. She wanted to play with it, but it was too high.";

@@ -3,14 +3,13 @@
 //! hundred deterministic mutations of each seed (bit flips, boundary values, huge lengths,
 //! truncations). Coverage-guided fuzzing for minutes per target is `scripts/fuzz`.
 
-mod common;
-#[path = "../fuzz/targets.rs"]
+#[path = "../../fuzz/targets.rs"]
 mod targets;
 
 use std::path::{Path, PathBuf};
 
 use alignlab::io::Message;
-use common::*;
+use crate::common::*;
 
 fn fuzz_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz")

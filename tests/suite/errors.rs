@@ -1,11 +1,9 @@
 //! Bad input gets a clear error, never a panic: truncated files, wrong magic, unsupported tensor
 //! types, shapes that disagree with the config, mismatched tokenizers, corrupt HF files.
 
-mod common;
-
 use alignlab::backend::BackendKind;
 use alignlab::io::{Checkpoint, load_checkpoint, load_model};
-use common::*;
+use crate::common::*;
 
 fn noop() -> impl FnMut(&str, f32) {
     |_: &str, _: f32| {}

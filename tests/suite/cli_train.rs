@@ -1,11 +1,9 @@
 //! The training commands driven from a shell on llama2.c's stories260K (../shared/models):
 //! each writes TRL-named metrics and a PEFT adapter that the other commands load back.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 
-use common::{alignlab, stories260k};
+use crate::common::{alignlab, stories260k};
 use serde_json::Value;
 
 struct Fixture {
