@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+#[cfg(feature = "engine")]
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -51,6 +52,7 @@ impl FromStr for BackendKind {
 }
 
 /// A device ready for use and a line describing it for people.
+#[cfg(feature = "engine")]
 pub struct DeviceInfo {
     pub device: Device,
     pub kind: BackendKind,
@@ -59,6 +61,7 @@ pub struct DeviceInfo {
 
 /// Opens a native device. wgpu is pinned to Vulkan (lavapipe on a machine without a GPU), and the
 /// adapter's name is reported so a silent software fallback is visible.
+#[cfg(feature = "engine")]
 #[cfg(not(target_arch = "wasm32"))]
 pub fn open(kind: BackendKind) -> Result<DeviceInfo> {
     match kind {
@@ -96,6 +99,7 @@ pub fn open(kind: BackendKind) -> Result<DeviceInfo> {
 /// Reads a float tensor to the host. The one read every engine path goes through: on WebGPU a
 /// read must be awaited (a blocking read panics in the browser), so the engine is async inside
 /// and the native API wraps it in `block_on`.
+#[cfg(feature = "engine")]
 pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     let data = t.into_data_async().await.map_err(|e| Error::Device(format!("reading a tensor back failed: {e:?}")))?;
     #[cfg(target_arch = "wasm32")]
@@ -104,6 +108,7 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 }
 
 /// Whether `device` computes on the CPU (Flex or NdArray, with or without autodiff).
+#[cfg(feature = "engine")]
 pub fn is_cpu(device: &Device) -> bool {
     let d = device.clone().inner();
     #[cfg(not(target_arch = "wasm32"))]
@@ -115,6 +120,7 @@ pub fn is_cpu(device: &Device) -> bool {
 }
 
 /// Runs an engine future to completion on the calling thread (native only).
+#[cfg(feature = "engine")]
 #[cfg(not(target_arch = "wasm32"))]
 pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
     pollster::block_on(f)
@@ -122,6 +128,7 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
 
 /// On a CPU backend in the browser every read is ready at once, so a long job would never give
 /// the worker's event loop a turn: no Cancel message could get in. Yield every ~30 ms.
+#[cfg(feature = "engine")]
 #[cfg(target_arch = "wasm32")]
 pub(crate) async fn yield_if_due() {
     use std::cell::Cell;

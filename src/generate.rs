@@ -8,11 +8,13 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::read_f32;
-
-use crate::decode::HostDecoder;
-use crate::io::Tokenizer;
-use crate::model::{Batch, KvCache, Llama};
+#[cfg(feature = "engine")]
+use crate::{
+    backend::read_f32,
+    decode::HostDecoder,
+    io::Tokenizer,
+    model::{Batch, KvCache, Llama},
+};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -210,6 +212,7 @@ pub fn argmax(xs: &[f32]) -> u32 {
 /// each token (as text-generation-inference does): the text of the tokens since the last emitted
 /// one, with a few before them so that a tokenizer that joins tokens differently at the start of
 /// a text (SentencePiece's leading space) sees the same context both times.
+#[cfg(feature = "engine")]
 #[derive(Default, Clone)]
 pub struct TextStream {
     tokens: Vec<u32>,
@@ -218,6 +221,7 @@ pub struct TextStream {
     read: usize,
 }
 
+#[cfg(feature = "engine")]
 impl TextStream {
     pub fn push(&mut self, tokenizer: &Tokenizer, token: u32) -> String {
         self.tokens.push(token);
@@ -237,6 +241,7 @@ impl TextStream {
 /// tokenizer (a policy in training, or its reference), without gradient tracking. `on_token` sees
 /// every token as it is chosen and returns `false` to stop all samples. Each read of the logits
 /// is awaited (WebGPU needs that).
+#[cfg(feature = "engine")]
 pub async fn generate(
     model: &Llama,
     tokenizer: &Tokenizer,
@@ -248,6 +253,7 @@ pub async fn generate(
 }
 
 /// Where the decoding steps run (the prompt always runs on the model's device).
+#[cfg(feature = "engine")]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum DecodePath {
@@ -259,6 +265,7 @@ pub enum DecodePath {
 }
 
 /// [`generate`], with the decoding steps run where `path` says.
+#[cfg(feature = "engine")]
 pub async fn generate_on(
     path: DecodePath,
     model: &Llama,
@@ -348,6 +355,7 @@ pub async fn generate_on(
 
 /// `prompt` through `model` on its device: the filled key/value cache and the next token's
 /// logits, `[1, vocab]`.
+#[cfg(feature = "engine")]
 pub(crate) async fn prefill(model: &Llama, prompt: &[u32]) -> Result<(KvCache, Vec<f32>)> {
     let mut cache = KvCache::new(model.num_layers());
     let (batch, _) = Batch::left_padded(model, &[prompt.to_vec()], 0)?;
@@ -356,12 +364,14 @@ pub(crate) async fn prefill(model: &Llama, prompt: &[u32]) -> Result<(KvCache, V
 }
 
 /// The model state between decoding steps, on the device or on the host.
+#[cfg(feature = "engine")]
 enum Decoder {
     /// burn's forward pass on the model's device, with its key/value cache and each row's valid keys.
     Device { cache: KvCache, valid: Vec<Vec<bool>> },
     Host(HostDecoder),
 }
 
+#[cfg(feature = "engine")]
 impl Decoder {
     /// Runs the prompt once and starts `n` samples from it; returns the decoder and the next
     /// token's logits, `[n, vocab]`.

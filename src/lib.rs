@@ -10,21 +10,29 @@
 //! - [`align`]: DPO, KTO, reward models, SFT, RL on one trainer; [`judges`]; [`data`] (TRL JSONL).
 //! - [`lab`]: sessions, the policy, reward sources and runs: what the page and the CLI both drive.
 //! - [`worker`]: the browser app's worker protocol and router; `app` is the Leptos page.
+//!
+//! The feature `engine` (on by default) builds the engine. Without it the crate is the lab's
+//! settings, file formats and summaries, the worker's protocol and the page: what the page's
+//! wasm needs, without burn (`scripts/build-web`).
 
 pub mod align;
 #[cfg(all(target_arch = "wasm32", feature = "web"))]
 pub mod app;
 pub mod backend;
 pub mod data;
+#[cfg(feature = "engine")]
 pub mod decode;
 pub mod error;
 pub mod generate;
+#[cfg(feature = "engine")]
 pub mod io;
 pub mod judges;
 pub mod model;
 pub mod lab;
+#[cfg(feature = "engine")]
 pub mod logps;
 pub mod worker;
 
 pub use error::{Error, Result};
+#[cfg(feature = "engine")]
 pub use io::{LoadedModel, load_model};

@@ -5,17 +5,20 @@
 //! - `hinge`: `relu(1 - βh)` (SLiC)
 //! - `ipo`: `(h - 1/(2β))²` on length-normalised log-probs (Azar et al. 2023)
 
-use burn::tensor::Tensor;
-use burn::tensor::activation::{log_sigmoid, relu};
 use serde::{Deserialize, Serialize};
 
-use super::Encoding;
-use super::train::LossOutput;
-use crate::data::Preference;
-use crate::model::Llama;
-use crate::backend::read_f32;
-use crate::logps::{ScoringBatch, sequence_logps};
-use crate::{Error, LoadedModel, Result};
+use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    super::{Encoding, train::LossOutput},
+    crate::backend::read_f32,
+    crate::data::Preference,
+    crate::logps::{ScoringBatch, sequence_logps},
+    crate::model::Llama,
+    crate::LoadedModel,
+    burn::tensor::Tensor,
+    burn::tensor::activation::{log_sigmoid, relu},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -71,6 +74,7 @@ impl Default for DpoConfig {
 /// (`[batch]` each) and the completion lengths (for IPO's normalisation): `βh` (TRL's
 /// `rewards/margins` per pair), or for IPO the length-normalised `h`. The per-pair loss is
 /// [`dpo_loss_of_margin`] of it.
+#[cfg(feature = "engine")]
 pub fn dpo_margins(
     cfg: &DpoConfig,
     policy_chosen: Tensor<1>,
@@ -88,6 +92,7 @@ pub fn dpo_margins(
 
 /// The loss as a function of the margin `x` from [`dpo_margins`]: the formulas at the top of
 /// this file. The page draws it as a curve with the batch's pairs on it.
+#[cfg(feature = "engine")]
 pub fn dpo_loss_of_margin(cfg: &DpoConfig, x: Tensor<1>) -> Tensor<1> {
     let (beta, eps) = (cfg.beta, cfg.label_smoothing);
     match cfg.loss_type {
@@ -99,6 +104,7 @@ pub fn dpo_loss_of_margin(cfg: &DpoConfig, x: Tensor<1>) -> Tensor<1> {
 }
 
 /// Token ids of preference pairs, ready for scoring.
+#[cfg(feature = "engine")]
 #[derive(Clone, Debug)]
 pub struct EncodedPair {
     pub prompt: Vec<u32>,
@@ -106,6 +112,7 @@ pub struct EncodedPair {
     pub rejected: Vec<u32>,
 }
 
+#[cfg(feature = "engine")]
 pub fn encode_pairs(lm: &LoadedModel, enc: &Encoding, pairs: &[Preference]) -> Result<Vec<EncodedPair>> {
     pairs
         .iter()
@@ -121,6 +128,7 @@ pub fn encode_pairs(lm: &LoadedModel, enc: &Encoding, pairs: &[Preference]) -> R
 
 /// Where a DPO step gets the reference model's log-probabilities: a forward pass of the reference
 /// (adapters off, or a frozen copy), or values kept from an earlier pass ([`RefLogpsCache`]).
+#[cfg(feature = "engine")]
 #[derive(Clone, Copy)]
 pub enum RefLogps<'a> {
     Model(&'a Llama),
@@ -129,6 +137,7 @@ pub enum RefLogps<'a> {
 }
 
 /// The chosen and rejected sequences of pairs as one scoring batch: chosen rows first.
+#[cfg(feature = "engine")]
 fn pair_sequences(pairs: &[EncodedPair]) -> Vec<(Vec<u32>, Vec<u32>)> {
     pairs
         .iter()
@@ -139,6 +148,7 @@ fn pair_sequences(pairs: &[EncodedPair]) -> Vec<(Vec<u32>, Vec<u32>)> {
 
 /// The DPO loss of one micro-batch of pairs: chosen and rejected go through the policy in one
 /// batch, and through the reference without gradients unless its values are given.
+#[cfg(feature = "engine")]
 pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[EncodedPair], pad_id: u32) -> Result<LossOutput> {
     let b = pairs.len();
     let device = policy.embed_tokens.weight.device();
@@ -184,10 +194,12 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
 /// drawn and kept (TRL computes them all before training; drawing them lazily gives the same
 /// numbers without a long wait before the first step). Valid while the reference is unchanged:
 /// a run owns one, and its reference is fixed for the run.
+#[cfg(feature = "engine")]
 pub struct RefLogpsCache {
     values: Vec<Option<[f32; 2]>>,
 }
 
+#[cfg(feature = "engine")]
 impl RefLogpsCache {
     pub fn new(pairs: usize) -> Self {
         Self { values: vec![None; pairs] }

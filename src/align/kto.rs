@@ -3,17 +3,19 @@
 //! clamped at 0 and not differentiated:
 //! desirable `1 - σ(β (log π/ref(y) - z))`, undesirable `1 - σ(β (z - log π/ref(y)))`.
 
-use burn::module::Module;
-use burn::tensor::activation::sigmoid;
-use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::Encoding;
-use super::train::LossOutput;
-use crate::data::Unpaired;
-use crate::model::Llama;
-use crate::logps::{ScoringBatch, sequence_logps};
-use crate::{Error, LoadedModel, Result};
+#[cfg(feature = "engine")]
+use {
+    super::{Encoding, train::LossOutput},
+    crate::data::Unpaired,
+    crate::logps::{ScoringBatch, sequence_logps},
+    crate::model::Llama,
+    crate::{Error, LoadedModel, Result},
+    burn::module::Module,
+    burn::tensor::activation::sigmoid,
+    burn::tensor::{Tensor, TensorData},
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -36,6 +38,7 @@ impl Default for KtoConfig {
     }
 }
 
+#[cfg(feature = "engine")]
 #[derive(Clone, Debug)]
 pub struct EncodedExample {
     pub prompt: Vec<u32>,
@@ -43,6 +46,7 @@ pub struct EncodedExample {
     pub label: bool,
 }
 
+#[cfg(feature = "engine")]
 pub fn encode_examples(lm: &LoadedModel, enc: &Encoding, data: &[Unpaired]) -> Result<Vec<EncodedExample>> {
     data.iter()
         .map(|d| Ok(EncodedExample { prompt: enc.prompt(lm, &d.prompt)?, completion: enc.completion(lm, &d.completion)?, label: d.label }))
@@ -51,12 +55,14 @@ pub fn encode_examples(lm: &LoadedModel, enc: &Encoding, data: &[Unpaired]) -> R
 
 /// Per-example KTO losses from log-ratios `log π(y) - log ref(y)` (`[batch]`), labels (1 = desirable)
 /// and the reference point `kl` (a scalar). Written once, used by training and tests.
+#[cfg(feature = "engine")]
 pub fn kto_losses(cfg: &KtoConfig, logratios: Tensor<1>, desirable: Tensor<1>, kl: f64) -> Tensor<1> {
     let kl = Tensor::<1>::from_floats([kl as f32], &logratios.device());
     kto_losses_kl(cfg, logratios, desirable, kl)
 }
 
 /// [`kto_losses`] with the reference point as a `[1]` tensor, so training never waits on a read.
+#[cfg(feature = "engine")]
 fn kto_losses_kl(cfg: &KtoConfig, logratios: Tensor<1>, desirable: Tensor<1>, kl: Tensor<1>) -> Tensor<1> {
     let n = logratios.dims()[0];
     let kl = kl.expand([n]);
@@ -66,6 +72,7 @@ fn kto_losses_kl(cfg: &KtoConfig, logratios: Tensor<1>, desirable: Tensor<1>, kl
     chosen + rejected * undesirable * cfg.undesirable_weight
 }
 
+#[cfg(feature = "engine")]
 pub fn kto_step(cfg: &KtoConfig, policy: &Llama, reference: &Llama, batch: &[EncodedExample], pad_id: u32) -> Result<LossOutput> {
     let n = batch.len();
     if n < 2 {

@@ -6,13 +6,14 @@ pub mod dpo;
 pub mod kto;
 pub mod reward;
 pub mod rl;
+#[cfg(feature = "engine")]
 pub mod sft;
 pub mod train;
 
 use serde::{Deserialize, Serialize};
 
-use crate::io::Message;
-use crate::{Error, LoadedModel, Result};
+#[cfg(feature = "engine")]
+use crate::{Error, LoadedModel, Result, io::Message};
 
 /// How text becomes token ids, for generation, scoring and training alike (TRL's processing):
 /// the prompt as a chat user turn, after the system prompt, with the generation prompt (when the
@@ -49,7 +50,10 @@ impl Encoding {
     pub fn untruncated(chat: bool, system: &str) -> Self {
         Self { chat, system: system.to_string(), max_prompt_length: usize::MAX, max_completion_length: usize::MAX }
     }
+}
 
+#[cfg(feature = "engine")]
+impl Encoding {
     pub fn prompt(&self, lm: &LoadedModel, prompt: &str) -> Result<Vec<u32>> {
         let prompt = bounded_text(lm, prompt, self.max_prompt_length, Keep::End, "prompt")?;
         let mut ids = if self.chat && lm.chat_template.is_some() {
@@ -84,6 +88,7 @@ impl Encoding {
     }
 }
 
+#[cfg(feature = "engine")]
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Keep {
     Start,
@@ -96,6 +101,7 @@ enum Keep {
 /// that drops whitespace covers more bytes per token than its longest piece: the cut then
 /// grows). Text that cannot fit the context at all is an error where nothing may be truncated
 /// (generation, scoring).
+#[cfg(feature = "engine")]
 fn bounded_text<'t>(lm: &LoadedModel, text: &'t str, max_tokens: usize, keep: Keep, what: &str) -> Result<&'t str> {
     let context = lm.model.rope.max_positions;
     let limit = max_tokens.min(context);
@@ -120,17 +126,18 @@ fn bounded_text<'t>(lm: &LoadedModel, text: &'t str, max_tokens: usize, keep: Ke
     Ok(text)
 }
 
-use burn::module::Module;
-
-use crate::model::Llama;
+#[cfg(feature = "engine")]
+use {burn::module::Module, crate::model::Llama};
 
 /// The reference model of DPO, KTO and RL: the policy with its adapters switched off (one copy
 /// of the weights), or, for full fine-tuning, a frozen copy taken before training.
+#[cfg(feature = "engine")]
 pub enum Reference {
     AdaptersOff,
     Frozen(Box<Llama>),
 }
 
+#[cfg(feature = "engine")]
 impl Reference {
     pub fn for_policy(policy: &Llama) -> Self {
         if policy.has_lora() { Self::AdaptersOff } else { Self::Frozen(Box::new(policy.clone().freeze())) }

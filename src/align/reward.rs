@@ -3,18 +3,20 @@
 //! `-log σ(r_chosen - r_rejected - margin)` (+ `center_rewards_coefficient * mean((r_c + r_r)²)`,
 //! Eisenstein et al. 2023), as TRL's `RewardTrainer`.
 
-use burn::module::{Module, Param};
-use burn::nn::Linear;
-use burn::tensor::activation::log_sigmoid;
-use burn::tensor::{Int, Tensor, TensorData};
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::dpo::EncodedPair;
-use super::train::LossOutput;
-use crate::backend::read_f32;
-use crate::model::{Batch, Llama};
-use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    super::{dpo::EncodedPair, train::LossOutput},
+    crate::backend::read_f32,
+    crate::model::{Batch, Llama},
+    crate::{Error, Result},
+    burn::module::{Module, Param},
+    burn::nn::Linear,
+    burn::tensor::activation::log_sigmoid,
+    burn::tensor::{Int, Tensor, TensorData},
+    rand::{Rng, SeedableRng},
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -34,6 +36,7 @@ impl Default for RewardConfig {
     }
 }
 
+#[cfg(feature = "engine")]
 #[derive(Module, Debug)]
 pub struct RewardModel {
     pub backbone: Llama,
@@ -41,6 +44,7 @@ pub struct RewardModel {
     pub score: Linear,
 }
 
+#[cfg(feature = "engine")]
 impl RewardModel {
     /// A new head (normal, std 0.02 like transformers' initializer_range) on `backbone`.
     pub fn new(backbone: Llama, seed: u64) -> Self {
@@ -83,6 +87,7 @@ impl RewardModel {
 }
 
 /// Bradley-Terry losses per pair from chosen and rejected rewards. Written once, tested.
+#[cfg(feature = "engine")]
 pub fn reward_losses(cfg: &RewardConfig, chosen: Tensor<1>, rejected: Tensor<1>) -> Tensor<1> {
     let mut loss = log_sigmoid(chosen.clone() - rejected.clone() - cfg.margin).neg();
     if cfg.center_rewards_coefficient > 0.0 {
@@ -91,6 +96,7 @@ pub fn reward_losses(cfg: &RewardConfig, chosen: Tensor<1>, rejected: Tensor<1>)
     loss
 }
 
+#[cfg(feature = "engine")]
 pub fn reward_step(cfg: &RewardConfig, model: &RewardModel, pairs: &[EncodedPair], pad_id: u32) -> Result<LossOutput> {
     let b = pairs.len();
     let seqs: Vec<Vec<u32>> = pairs
@@ -114,6 +120,7 @@ pub fn reward_step(cfg: &RewardConfig, model: &RewardModel, pairs: &[EncodedPair
 
 /// Saves the reward model as PEFT does for `task_type = SEQ_CLS`: LoRA adapters plus the `score`
 /// head as a module to save (`base_model.model.score.weight`, `[1, hidden]`).
+#[cfg(feature = "engine")]
 pub async fn save_reward_model(rm: &RewardModel, cfg: &crate::model::LoraConfig, base_model: &str) -> Result<crate::io::peft::AdapterFiles> {
     let head = rm.score.weight.val().transpose(); // [1, hidden]
     crate::io::peft::save_adapter_with(&rm.backbone, cfg, base_model, "SEQ_CLS", vec![(
@@ -125,6 +132,7 @@ pub async fn save_reward_model(rm: &RewardModel, cfg: &crate::model::LoraConfig,
 }
 
 /// Loads a reward model saved by [`save_reward_model`] (or by PEFT) onto `backbone`.
+#[cfg(feature = "engine")]
 pub fn load_reward_model(mut backbone: Llama, config_json: &[u8], safetensors: &[u8]) -> Result<(RewardModel, crate::model::LoraConfig)> {
     let d = backbone.embed_tokens.weight.dims()[1];
     let device = backbone.embed_tokens.weight.device();

@@ -6,18 +6,22 @@
 //!    `min(ρA, clip(ρ, 1-ε, 1+ε)A)`, optionally minus `beta * KL` per token (GRPO), with the k1
 //!    (`log π/ref`) or k3 (`ref/π - log(ref/π) - 1`) estimator.
 
-use burn::module::Module;
-use burn::tensor::{Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
-use super::best_of_n::Candidate;
-use super::train::{LossOutput, Metrics, Trainer};
-use super::Reference;
-use crate::backend::read_f32;
-use crate::generate::{FinishReason, SamplingConfig, generate};
-use crate::io::Tokenizer;
-use crate::logps::{ScoringBatch, token_logps, token_logps_and_entropy};
-use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    crate::generate::SamplingConfig,
+    crate::{Error, Result},
+    super::Reference,
+    super::best_of_n::Candidate,
+    super::train::{LossOutput, Metrics, Trainer},
+    crate::backend::read_f32,
+    crate::generate::{FinishReason, generate},
+    crate::io::Tokenizer,
+    crate::logps::{ScoringBatch, token_logps, token_logps_and_entropy},
+    burn::module::Module,
+    burn::tensor::{Tensor, TensorData},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -126,6 +130,7 @@ pub fn advantages(rewards: &[f64], k: usize, kind: Advantage) -> Vec<f64> {
 }
 
 /// Per-token KL estimate from policy and reference log-probs.
+#[cfg(feature = "engine")]
 pub fn kl_estimate(kind: KlEstimator, logp: Tensor<2>, ref_logp: Tensor<2>) -> Tensor<2> {
     match kind {
         KlEstimator::K1 => logp - ref_logp,
@@ -137,6 +142,7 @@ pub fn kl_estimate(kind: KlEstimator, logp: Tensor<2>, ref_logp: Tensor<2>) -> T
 }
 
 /// The completions of one round: K per prompt, in prompt order.
+#[cfg(feature = "engine")]
 pub struct RlSamples {
     /// (prompt ids, completion ids + end-of-turn when the policy chose to stop).
     pub pairs: Vec<(Vec<u32>, Vec<u32>)>,
@@ -144,6 +150,7 @@ pub struct RlSamples {
     k: usize,
 }
 
+#[cfg(feature = "engine")]
 impl RlSamples {
     /// What a reward function scores (the browser scores them between sampling and updating).
     pub fn candidates<'a>(&'a self, prompts: &'a [(String, Vec<u32>)]) -> Vec<Candidate<'a>> {
@@ -157,6 +164,7 @@ impl RlSamples {
 }
 
 /// Step 1 of a round: sample K completions per prompt from the current policy.
+#[cfg(feature = "engine")]
 pub async fn rl_sample(cfg: &RlConfig, trainer: &Trainer, tokenizer: &Tokenizer, prompts: &[(String, Vec<u32>)]) -> Result<RlSamples> {
     if cfg.num_generations < 2 {
         return Err(Error::Invalid("RL needs at least 2 generations per prompt to compare them".into()));
@@ -199,6 +207,7 @@ pub struct SampleScore {
 
 /// Step 2 of a round, given one reward per sample: advantages, then the clipped updates. Returns
 /// the round's metrics and each sample's numbers.
+#[cfg(feature = "engine")]
 pub async fn rl_update(
     cfg: &RlConfig,
     trainer: &mut Trainer,

@@ -7,14 +7,17 @@
 
 use std::collections::BTreeMap;
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, OptimizerRecord};
-use burn::tensor::{Bytes, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::backend::read_f32;
-use crate::model::Llama;
 use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    crate::backend::read_f32,
+    crate::model::Llama,
+    burn::module::{Module, ModuleVisitor, Param},
+    burn::optim::{AdamWConfig, GradientsAccumulator, GradientsParams, ModuleOptimizer, OptimizerRecord},
+    burn::tensor::{Bytes, Tensor},
+};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +134,7 @@ pub type Metrics = BTreeMap<String, f64>;
 /// What a method's loss returns for one micro-batch: the scalar loss (`[1]`, differentiable),
 /// named scalar metrics (`[1]` each) and, for the pictures of a step, named values per example
 /// (`[batch]` each), all read back with the loss in one transfer.
+#[cfg(feature = "engine")]
 pub struct LossOutput {
     pub loss: Tensor<1>,
     pub metrics: Vec<(&'static str, Tensor<1>)>,
@@ -140,6 +144,7 @@ pub struct LossOutput {
 /// Values per example by name, in batch order (micro-batches one after another).
 pub type PerExample = Vec<(&'static str, Vec<f64>)>;
 
+#[cfg(feature = "engine")]
 impl LossOutput {
     pub fn new(loss: Tensor<1>, metrics: Vec<(&'static str, Tensor<1>)>) -> Self {
         Self { loss, metrics, per_example: Vec::new() }
@@ -166,6 +171,7 @@ impl LossOutput {
 }
 
 /// The policy being trained, its optimizer and schedule.
+#[cfg(feature = "engine")]
 pub struct Trainer<M: Module = Llama> {
     pub model: M,
     pub cfg: TrainConfig,
@@ -178,6 +184,7 @@ pub struct Trainer<M: Module = Llama> {
     pub last_examples: PerExample,
 }
 
+#[cfg(feature = "engine")]
 impl<M: Module> Trainer<M> {
     /// `model` must live on an autodiff device; with LoRA adapters only they train.
     pub fn new(model: M, cfg: TrainConfig) -> Result<Self> {
@@ -273,6 +280,7 @@ impl<M: Module> Trainer<M> {
     }
 }
 
+#[cfg(feature = "engine")]
 fn adamw(cfg: &TrainConfig) -> ModuleOptimizer {
     AdamWConfig::new()
         .with_beta_1(cfg.adam_beta1 as f32)
@@ -314,6 +322,7 @@ impl Batches {
 }
 
 /// Global L2 norm of all gradients, read back once.
+#[cfg(feature = "engine")]
 async fn global_norm<M: Module>(model: &M, grads: &mut GradientsParams) -> Result<f64> {
     struct SumSq<'a> {
         grads: &'a GradientsParams,
@@ -338,6 +347,7 @@ async fn global_norm<M: Module>(model: &M, grads: &mut GradientsParams) -> Resul
     }
 }
 
+#[cfg(feature = "engine")]
 fn scale_grads<M: Module>(model: &M, grads: &mut GradientsParams, factor: f64) {
     struct Scale<'a> {
         grads: &'a mut GradientsParams,

@@ -1,4 +1,5 @@
-//! The browser app's page (Leptos). Built by `scripts/build-web` into `dist/`.
+//! The browser app's page (Leptos), built without the engine (`--no-default-features --features
+//! web`): the worker runs the model. Built by `scripts/build-web` into `dist/`.
 
 #[cfg(target_arch = "wasm32")]
 unsafe extern "C" {
@@ -6,9 +7,9 @@ unsafe extern "C" {
 }
 
 fn main() {
-    // Static constructors (cubecl's IR registers its ops through `inventory`) run once, here.
-    // Without an explicit call, wasm-ld wraps every export in them, and every callback from
-    // JavaScript (each message, timer, click) re-ran them all: ~30 ms a call.
+    // Static constructors run once, here. Without an explicit call, wasm-ld wraps every export
+    // in them, and every callback from JavaScript (each message, timer, click) re-runs them all:
+    // ~30 ms a call in the worker, where cubecl's IR registers its ops through `inventory`.
     #[cfg(target_arch = "wasm32")]
     unsafe {
         __wasm_call_ctors()

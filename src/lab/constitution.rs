@@ -15,15 +15,18 @@
 use serde::{Deserialize, Serialize};
 
 use super::label::pairs_from_ranking;
-use super::session::Session;
-use super::spec::Which;
-use crate::align::Encoding;
 use crate::align::best_of_n::Ranked;
 use crate::data::Preference;
-use crate::generate::SamplingConfig;
-use crate::judges::JudgeSpec;
-use crate::logps::{completion_logps, next_token_logps};
 use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    super::session::Session,
+    super::spec::Which,
+    crate::generate::SamplingConfig,
+    crate::judges::JudgeSpec,
+    crate::align::Encoding,
+    crate::logps::{completion_logps, next_token_logps},
+};
 
 pub const MAX_PRINCIPLES: usize = 12;
 pub const MAX_PRINCIPLE_CHARS: usize = 500;
@@ -31,6 +34,7 @@ const MAX_CONSTITUTION_BYTES: usize = 64 << 10;
 
 /// Critique questions scored in one forward pass: larger products run faster per token, and the
 /// activations of 8 questions stay small.
+#[cfg(feature = "engine")]
 const JUDGE_BATCH: usize = 8;
 
 /// What the judge reads for one principle; its reply is read as the next token, Yes or No.
@@ -81,6 +85,7 @@ pub fn starter_constitution() -> Constitution {
 
 /// `P(yes)` (the answer breaks the principle) for each answer under each principle, by `judge`:
 /// `[answer][principle]`.
+#[cfg(feature = "engine")]
 pub async fn self_judge(session: &Session, judge: Which, chat: bool, constitution: &Constitution, answers: &[String]) -> Result<Vec<Vec<f64>>> {
     constitution.validate()?;
     let lm = &session.lm;
@@ -112,6 +117,7 @@ pub async fn self_judge(session: &Session, judge: Which, chat: bool, constitutio
 }
 
 /// `e^y / (e^y + e^n)`, computed without overflow.
+#[cfg(feature = "engine")]
 fn p_yes(log_yes: f64, log_no: f64) -> f64 {
     1.0 / (1.0 + (log_no - log_yes).exp())
 }
@@ -130,6 +136,7 @@ pub struct Judged {
 
 /// Samples answers to `prompt` from `which` model, has the reference judge each against the
 /// constitution, and scores each with `judges`.
+#[cfg(feature = "engine")]
 #[allow(clippy::too_many_arguments)]
 pub async fn judge_samples(
     session: &Session,

@@ -5,11 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rewards::Rewarder;
-use super::session::Session;
-use crate::align::Encoding;
 use crate::data::Preference;
-use crate::Result;
+#[cfg(feature = "engine")]
+use {super::rewards::Rewarder, super::session::Session, crate::Result, crate::align::Encoding};
 
 /// Which pairs come first.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +22,7 @@ pub enum Order {
 }
 
 /// Each pair's margin under `rewarder`, in the pairs' order.
+#[cfg(feature = "engine")]
 pub async fn margins(session: &Session, rewarder: &Rewarder, enc: &Encoding, pairs: &[Preference]) -> Result<Vec<f64>> {
     let texts: Vec<(String, String)> = pairs.iter().flat_map(|p| [(p.prompt.clone(), p.chosen.clone()), (p.prompt.clone(), p.rejected.clone())]).collect();
     let scores = session.score(rewarder, enc, &texts).await?;

@@ -5,14 +5,18 @@
 use serde::{Deserialize, Serialize};
 
 use crate::align::best_of_n::Candidate;
-use crate::align::dpo::{DpoConfig, DpoLossType, dpo_loss_of_margin};
 use crate::align::rl::SampleScore;
-use crate::align::train::PerExample;
-use crate::backend::read_f32;
-use burn::tensor::{Device, Tensor};
-use crate::Result;
+#[cfg(feature = "engine")]
+use {
+    crate::Result,
+    crate::align::dpo::{DpoConfig, DpoLossType, dpo_loss_of_margin},
+    crate::align::train::PerExample,
+    crate::backend::read_f32,
+    burn::tensor::{Device, Tensor},
+};
 
 /// Points drawn on the curve: enough for a smooth line at the page's size.
+#[cfg(feature = "engine")]
 const CURVE_POINTS: usize = 81;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -35,6 +39,7 @@ pub struct SampleRow {
 /// The DPO picture of a step from the trainer's values per pair (`margin`, `loss`): the curve is
 /// the loss itself ([`dpo_loss_of_margin`]) over a span that holds every point, zero and, for IPO,
 /// the curve's minimum at `1/(2β)`.
+#[cfg(feature = "engine")]
 pub async fn dpo_pairs(cfg: &DpoConfig, examples: &PerExample, device: &Device) -> Result<Option<StepDetail>> {
     let column = |name: &str| examples.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
     let (Some(margins), Some(losses)) = (column("margin"), column("loss")) else { return Ok(None) };

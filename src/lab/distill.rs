@@ -15,23 +15,27 @@
 //! picks among a stronger model's samples; the ground-truth judge says how good its picks are,
 //! between a pick at random (0 recovered) and the truth's own pick (1).
 
-use std::rc::Rc;
-
 use serde::{Deserialize, Serialize};
 
-use super::label::{best_of_n, pairs_from_ranking};
-use super::rewards::Rewarder;
-use super::session::Session;
-use super::spec::Which;
-use crate::align::Encoding;
-use crate::align::best_of_n::Candidate;
+use super::label::pairs_from_ranking;
 use crate::data::{Demonstration, Preference};
-use crate::generate::{SamplingConfig, generate};
-use crate::io::LoadedModel;
-use crate::logps::completion_logps;
-use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    super::spec::Which,
+    super::label::best_of_n,
+    super::rewards::Rewarder,
+    super::session::Session,
+    crate::align::Encoding,
+    crate::align::best_of_n::Candidate,
+    crate::generate::{SamplingConfig, generate},
+    crate::io::LoadedModel,
+    crate::logps::completion_logps,
+    crate::{Error, Result},
+    std::rc::Rc,
+};
 
 /// Where the student's lessons come from.
+#[cfg(feature = "engine")]
 #[derive(Clone)]
 pub enum Teacher {
     /// A second model; it answers with its own tokenizer and chat template.
@@ -52,6 +56,7 @@ pub enum TeacherKind {
     Answers,
 }
 
+#[cfg(feature = "engine")]
 impl Teacher {
     /// The teacher's answer to `prompt` (`None`: a file without one). `keep_going` is asked
     /// after each token.
@@ -75,6 +80,7 @@ impl Teacher {
 
 /// The teacher's answers to `prompts` as SFT demonstrations (blank answers left out); `on_answer`
 /// sees how many prompts are done and says whether to go on.
+#[cfg(feature = "engine")]
 pub async fn teacher_demos(
     session: &Session,
     teacher: &Teacher,
@@ -103,6 +109,7 @@ pub async fn teacher_demos(
 
 /// The student's answers to `prompts` (`sampling.num_samples` each, prompt i seeded `seed + i`),
 /// as (prompt, answer) pairs.
+#[cfg(feature = "engine")]
 pub async fn student_answers(session: &Session, which: Which, enc: &Encoding, prompts: &[String], sampling: &SamplingConfig) -> Result<Vec<(String, String)>> {
     let mut out = Vec::new();
     for (i, prompt) in prompts.iter().enumerate() {
@@ -121,6 +128,7 @@ pub struct Scores {
     pub teacher_logp: Option<f64>,
 }
 
+#[cfg(feature = "engine")]
 pub async fn score(session: &Session, judges: Option<&Rewarder>, teacher: Option<&LoadedModel>, enc: &Encoding, answers: &[(String, String)]) -> Result<Scores> {
     if answers.is_empty() {
         return Ok(Scores::default());
@@ -190,6 +198,7 @@ pub struct Example {
 /// the teacher model alone), SFT's run (`spec`: the Sft method, its trainer, LoRA and encoding; its
 /// data is filled here), the training prompts, the held-out prompts, and the sampling the teacher
 /// and the student answer with (`num_samples` answers per held-out prompt for the student).
+#[cfg(feature = "engine")]
 pub struct Distill<'a> {
     pub teacher: &'a Teacher,
     pub judges: Option<&'a Rewarder>,
@@ -199,6 +208,7 @@ pub struct Distill<'a> {
     pub sampling: &'a SamplingConfig,
 }
 
+#[cfg(feature = "engine")]
 impl Distill<'_> {
     /// Runs it on `session`, which keeps the trained student; `None` when `progress` said stop.
     pub async fn run(self, session: &mut Session, progress: &mut dyn FnMut(Progress) -> bool) -> Result<Option<Report>> {
@@ -304,6 +314,7 @@ impl Reranked {
 }
 
 /// The policy's samples for `prompt`, scored by the weak critic and by the truth.
+#[cfg(feature = "engine")]
 pub async fn rerank(session: &Session, enc: &Encoding, prompt: &str, sampling: &SamplingConfig, weak: &Rewarder, truth: &Rewarder, keep_going: &mut dyn FnMut() -> bool) -> Result<Reranked> {
     let (ids, samples) = session.generate(Which::Policy, enc, prompt, sampling, &mut |_| keep_going()).await?;
     let cands: Vec<Candidate> = samples.iter().map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens }).collect();

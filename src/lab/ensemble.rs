@@ -7,17 +7,20 @@
 //! With member rewards `r_1..r_K`: mean `r̄ = Σ r_k / K`; min `min_k r_k`; mean minus spread
 //! `r̄ − s`, where `s = sqrt(Σ (r_k − r̄)² / (K − 1))` is the members' sample standard deviation.
 
-use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::rewards::{RewardHead, Rewarder};
-use super::run::{Run, Trained, split_indices};
-use super::session::Session;
-use super::spec::{Method, RunSpec, TrainData};
-use crate::align::Encoding;
-use crate::align::train::Metrics;
-use crate::data::Preference;
 use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    super::rewards::{RewardHead, Rewarder},
+    super::run::{Run, Trained, split_indices},
+    super::session::Session,
+    super::spec::{Method, RunSpec, TrainData},
+    crate::align::Encoding,
+    crate::align::train::Metrics,
+    crate::data::Preference,
+    rand::{Rng, SeedableRng},
+};
 
 /// At most this many members: each is a reward model held in memory and run on every score.
 pub const MAX_MEMBERS: usize = 8;
@@ -85,6 +88,7 @@ pub enum Resample {
 }
 
 /// The members' runs and the pairs every member is tested on.
+#[cfg(feature = "engine")]
 pub struct Plan {
     pub members: Vec<RunSpec>,
     pub held_out: Vec<Preference>,
@@ -93,6 +97,7 @@ pub struct Plan {
 /// Splits the reward-model run's pairs once (its seed and held-out share), then gives member `k`
 /// the seed `seed + k` (trainer and LoRA) and the training pairs, resampled for [`Resample::Bootstrap`],
 /// centred by at least [`CENTERING`]. No member trains on a held-out pair.
+#[cfg(feature = "engine")]
 pub fn plan(spec: &RunSpec, members: usize, resample: Resample) -> Result<Plan> {
     if !matches!(spec.method, Method::Reward(_)) {
         return Err(Error::Invalid("an ensemble is made of reward models: choose the reward-model method".into()));
@@ -137,6 +142,7 @@ pub fn plan(spec: &RunSpec, members: usize, resample: Resample) -> Result<Plan> 
 }
 
 /// Trains one member; `None` when `on_step` (which sees each step's metrics) said stop.
+#[cfg(feature = "engine")]
 pub async fn train_member(session: &Session, spec: RunSpec, on_step: &mut dyn FnMut(&Metrics) -> bool) -> Result<Option<RewardHead>> {
     let mut run = Run::new(session, spec)?;
     while !run.is_done() {
@@ -174,6 +180,7 @@ pub fn check_texts(n: usize) -> Result<()> {
 }
 
 /// Scores (prompt, completion) texts with every member.
+#[cfg(feature = "engine")]
 pub async fn score_texts(session: &Session, heads: &[RewardHead], enc: &Encoding, texts: &[(String, String)]) -> Result<Vec<Scored>> {
     // `[text][member]`
     let mut rewards = vec![Vec::with_capacity(heads.len()); texts.len()];
@@ -203,6 +210,7 @@ pub struct Report {
     pub spread: f64,
 }
 
+#[cfg(feature = "engine")]
 pub async fn report(session: &Session, heads: &[RewardHead], enc: &Encoding, held_out: &[Preference]) -> Result<Report> {
     let texts: Vec<(String, String)> =
         held_out.iter().flat_map(|p| [(p.prompt.clone(), p.chosen.clone()), (p.prompt.clone(), p.rejected.clone())]).collect();

@@ -3,15 +3,18 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::rewards::Rewarder;
-use super::session::Session;
-use crate::align::Encoding;
-use crate::align::best_of_n::Candidate;
-use crate::backend::read_f32;
-use crate::generate::{Sample, SamplingConfig, generate};
-use crate::logps::{ScoringBatch, sequence_logps};
-use crate::model::Llama;
-use crate::Result;
+#[cfg(feature = "engine")]
+use {
+    super::rewards::Rewarder,
+    super::session::Session,
+    crate::Result,
+    crate::align::Encoding,
+    crate::align::best_of_n::Candidate,
+    crate::backend::read_f32,
+    crate::generate::{Sample, SamplingConfig, generate},
+    crate::logps::{ScoringBatch, sequence_logps},
+    crate::model::Llama,
+};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EvalReport {
@@ -22,6 +25,7 @@ pub struct EvalReport {
 
 /// Samples `sampling.num_samples` answers per prompt from `model` (seed + prompt index), scores
 /// them with `rewarder`, and measures their KL to `reference`.
+#[cfg(feature = "engine")]
 pub async fn evaluate(
     session: &Session,
     model: &Llama,
@@ -49,6 +53,7 @@ pub async fn evaluate(
 }
 
 /// `log π(y | x) - log ref(y | x)` for each non-empty sample `y` of the prompt `x` (`prompt_ids`).
+#[cfg(feature = "engine")]
 pub async fn sequence_kl(session: &Session, model: &Llama, reference: &Llama, prompt_ids: &[u32], samples: &[Sample]) -> Result<Vec<f64>> {
     let pairs: Vec<_> = samples.iter().filter(|s| !s.tokens.is_empty()).map(|s| (prompt_ids.to_vec(), s.tokens.clone())).collect();
     if pairs.is_empty() {

@@ -11,21 +11,27 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::class::{Agreement, CLASS_FORMAT, ClassFile, Comparison, agreement, comparison, merge};
-use super::policy::Policy;
-use super::run::{Run, split_indices};
-use super::session::Session;
-use super::spec::{EvalConfig, MethodKind, RunSpec, TrainData};
-use crate::align::train::Metrics;
+use super::class::{Agreement, CLASS_FORMAT, ClassFile, agreement, merge};
+use super::spec::{EvalConfig, RunSpec, TrainData};
 use crate::data::Preference;
-use crate::logps::completion_logps;
-use crate::model::Llama;
-use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    super::class::{Comparison, comparison},
+    super::spec::MethodKind,
+    super::policy::Policy,
+    super::run::{Run, split_indices},
+    super::session::Session,
+    crate::align::train::Metrics,
+    crate::logps::completion_logps,
+    crate::model::Llama,
+    crate::{Error, Result},
+};
 
 pub const MAX_GROUPS: usize = 8;
 /// The adapter trained on every group's pairs.
 pub const MERGED: &str = "merged";
 /// Pairs scored in one batch.
+#[cfg(feature = "engine")]
 const SCORE_BATCH: usize = 8;
 
 /// One group's preferences.
@@ -91,6 +97,7 @@ pub fn sample_class() -> (Vec<ClassFile>, BTreeMap<String, String>) {
 }
 
 /// A group's pairs split into those trained on and those held out, as a run with `spec` splits.
+#[cfg(feature = "engine")]
 #[derive(Clone, Debug, PartialEq)]
 pub struct Split {
     pub name: String,
@@ -102,6 +109,7 @@ pub struct Split {
 /// every group: a comparison two groups both judged is held out for both or trained on by both,
 /// so no adapter (the merged one included) trains on a comparison it is tested on. Refuses groups
 /// that leave nothing to train on or nothing to test.
+#[cfg(feature = "engine")]
 pub fn split_groups(groups: &[Group], spec: &RunSpec) -> Result<Vec<Split>> {
     if groups.len() < 2 || groups.len() > MAX_GROUPS {
         return Err(Error::Invalid(format!("compare 2 to {MAX_GROUPS} groups; there are {}", groups.len())));
@@ -150,6 +158,7 @@ pub fn agreements(groups: &[Group]) -> Vec<Vec<Option<Agreement>>> {
 }
 
 /// The adapters to train: each group's training pairs, then all of them merged.
+#[cfg(feature = "engine")]
 pub fn plan(splits: &[Split]) -> Vec<(String, Vec<Preference>)> {
     let merged = splits.iter().flat_map(|s| s.train.iter().cloned()).collect();
     splits.iter().map(|s| (s.name.clone(), s.train.clone())).chain([(MERGED.to_string(), merged)]).collect()
@@ -176,6 +185,7 @@ pub struct PairScore {
 }
 
 /// Scores `model` against the base model on `pairs`.
+#[cfg(feature = "engine")]
 pub async fn score_pairs(session: &Session, model: &Llama, spec: &RunSpec, pairs: &[Preference]) -> Result<PairScore> {
     let (lm, enc, pad) = (&session.lm, &spec.encoding, session.pad());
     let mut margins = Vec::with_capacity(pairs.len());
@@ -241,6 +251,7 @@ pub fn mean_agreement(matrix: &[Vec<Option<Agreement>>]) -> Option<f64> {
 
 /// Trains one adapter from the base model and scores it on every group's held-out pairs; the row
 /// and the trained model, or `None` when `on_step` (which sees each step's metrics) said stop.
+#[cfg(feature = "engine")]
 pub async fn train_and_score(
     session: &Session,
     spec: &RunSpec,

@@ -1,17 +1,22 @@
 //! Best-of-N and automatic labelling, written once: sample N answers, score them with a reward
 //! source, rank them; pair the best against the worst for preference data.
 
-use super::rewards::Rewarder;
-use super::session::Session;
-use super::spec::Which;
-use crate::align::Encoding;
-use crate::align::best_of_n::{Candidate, Ranked};
+use crate::align::best_of_n::Ranked;
 use crate::data::Preference;
-use crate::generate::SamplingConfig;
-use crate::Result;
+#[cfg(feature = "engine")]
+use {
+    super::rewards::Rewarder,
+    super::session::Session,
+    super::spec::Which,
+    crate::Result,
+    crate::align::Encoding,
+    crate::align::best_of_n::Candidate,
+    crate::generate::SamplingConfig,
+};
 
 /// Samples `sampling.num_samples` answers to `prompt` and ranks them by `rewarder`, best first.
 /// `keep_going` is asked after each token; `false` stops the sampling.
+#[cfg(feature = "engine")]
 pub async fn best_of_n(
     session: &Session,
     which: Which,

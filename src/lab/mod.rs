@@ -1,5 +1,7 @@
 //! The lab: everything the page and the CLI do with a model, below both of them, written once.
-//! No clap, no DOM, no globals; async at heart (the CLI blocks once, at its edge).
+//! No clap, no DOM, no globals; async at heart (the CLI blocks once, at its edge). Settings, file
+//! formats and summaries build without the `engine` feature (the page's wasm uses them); what runs
+//! on a model is marked `#[cfg(feature = "engine")]`.
 //!
 //! - [`spec`]: what a run is ([`RunSpec`]), the methods, reward sources, form settings.
 //! - [`session`]: the loaded model with its policy, reward model and judges; generate, per-token
@@ -34,6 +36,7 @@ pub mod distill;
 pub mod ensemble;
 pub mod evaluate;
 pub mod groups;
+#[cfg(feature = "engine")]
 pub mod handoff;
 pub mod label;
 pub mod lesson;
@@ -42,12 +45,15 @@ pub mod policy;
 pub mod probes;
 pub mod prompting;
 pub mod retrieve;
+#[cfg(feature = "engine")]
 pub mod rewards;
+#[cfg(feature = "engine")]
 pub mod run;
+#[cfg(feature = "engine")]
 pub mod session;
 pub mod spec;
 
-pub use evaluate::{EvalReport, evaluate};
+pub use evaluate::EvalReport;
 
 /// Reads a small versioned JSON file someone gives the lab (a fact set, a probe set, a
 /// constitution): its size checked before parsing, a bad field named by its path, a version newer
@@ -65,9 +71,15 @@ pub(crate) fn read_versioned<T: serde::de::DeserializeOwned>(bytes: &[u8], what:
         v => Err(invalid(format!("{what} version {v} is not one this app reads (1); update alignlab"))),
     }
 }
-pub use label::{best_of_n, pairs_from_ranking};
-pub use policy::{AdapterFrom, FULL_FINETUNE_MAX_PARAMS, Policy, PolicyKind};
-pub use rewards::{RewardHead, Rewarder};
-pub use run::{Run, RunState, Trained};
-pub use session::{Session, TokenLogps};
+pub use label::pairs_from_ranking;
+pub use policy::{AdapterFrom, FULL_FINETUNE_MAX_PARAMS, PolicyKind};
 pub use spec::*;
+#[cfg(feature = "engine")]
+pub use {
+    evaluate::evaluate,
+    label::best_of_n,
+    policy::Policy,
+    rewards::{RewardHead, Rewarder},
+    run::{Run, RunState, Trained},
+    session::{Session, TokenLogps},
+};

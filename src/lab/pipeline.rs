@@ -10,15 +10,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::evaluate::{EvalReport, evaluate};
-use super::rewards::Rewarder;
-use super::run::Run;
-use super::session::Session;
-use super::spec::{MethodKind, RunSpec};
-use crate::align::Encoding;
+use super::evaluate::EvalReport;
+use super::spec::MethodKind;
 use crate::align::train::Metrics;
-use crate::generate::SamplingConfig;
-use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    super::evaluate::evaluate,
+    super::rewards::Rewarder,
+    super::run::Run,
+    super::session::Session,
+    super::spec::RunSpec,
+    crate::align::Encoding,
+    crate::generate::SamplingConfig,
+    crate::{Error, Result},
+};
 
 /// At most this many stages: a class period holds a few.
 pub const MAX_STAGES: usize = 6;
@@ -35,6 +40,7 @@ pub struct StageReport {
     pub eval: Option<EvalReport>,
 }
 
+#[cfg(feature = "engine")]
 pub struct Pipeline<'a> {
     pub stages: Vec<RunSpec>,
     pub eval_prompts: &'a [String],
@@ -44,6 +50,7 @@ pub struct Pipeline<'a> {
     pub judges: Option<&'a Rewarder>,
 }
 
+#[cfg(feature = "engine")]
 impl Pipeline<'_> {
     /// Checks every stage before the first starts: a bad third stage should not cost two stages'
     /// training. Policy stages share one adapter shape, so each takes up the one before's adapter.

@@ -2,14 +2,18 @@
 //! with a LoRA adapter, or fully fine-tuned weights; it knows its reference, how it came to be,
 //! and how to leave and enter the lab (PEFT adapter files, an HF checkpoint).
 
-use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
-use crate::io::LoadedModel;
-use crate::io::hf;
-use crate::io::peft::{self, AdapterFiles};
-use crate::model::{Llama, LoraConfig};
-use crate::{Error, Result};
+use crate::model::LoraConfig;
+#[cfg(feature = "engine")]
+use {
+    crate::io::LoadedModel,
+    crate::io::hf,
+    crate::io::peft::{self, AdapterFiles},
+    crate::model::Llama,
+    crate::{Error, Result},
+    burn::module::Module,
+};
 
 /// Full fine-tuning keeps a frozen copy plus AdamW's two moments: only for tiny models.
 pub const FULL_FINETUNE_MAX_PARAMS: usize = 20_000_000;
@@ -22,6 +26,7 @@ pub enum PolicyKind {
     Full,
 }
 
+#[cfg(feature = "engine")]
 #[derive(Clone)]
 pub struct Policy {
     pub model: Llama,
@@ -41,6 +46,7 @@ pub enum AdapterFrom {
     Kept,
 }
 
+#[cfg(feature = "engine")]
 impl AdapterFrom {
     fn label(self) -> &'static str {
         match self {
@@ -50,6 +56,7 @@ impl AdapterFrom {
     }
 }
 
+#[cfg(feature = "engine")]
 impl Policy {
     pub fn base(lm: &LoadedModel) -> Self {
         Self { model: lm.model.clone(), kind: PolicyKind::Base, history: Vec::new() }
@@ -166,6 +173,7 @@ impl Policy {
     }
 }
 
+#[cfg(feature = "engine")]
 fn same_shape(a: &LoraConfig, b: &LoraConfig) -> bool {
     let targets = |c: &LoraConfig| {
         let mut t = c.target_modules.clone();

@@ -12,17 +12,20 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::evaluate::sequence_kl;
 use super::label::pairs_from_ranking;
-use super::policy::PolicyKind;
-use super::session::Session;
-use super::spec::Which;
 use crate::align::Encoding;
 use crate::align::best_of_n::Ranked;
 use crate::data::Preference;
-use crate::generate::{Sample, SamplingConfig};
 use crate::judges::JudgeSpec;
 use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    super::evaluate::sequence_kl,
+    super::policy::PolicyKind,
+    super::session::Session,
+    super::spec::Which,
+    crate::generate::{Sample, SamplingConfig},
+};
 
 pub const MAX_PROBES: usize = 200;
 pub const MAX_PROBE_CHARS: usize = 2000;
@@ -232,6 +235,7 @@ impl ProbeResult {
 /// Answers `probe` by the reference and by the policy (same seed), scores every answer with the
 /// probe's judges and measures the policy's KL to the reference. `keep_going` is asked after
 /// each token.
+#[cfg(feature = "engine")]
 pub async fn run_probe(
     session: &Session,
     enc: &Encoding,
@@ -255,6 +259,7 @@ pub async fn run_probe(
 }
 
 /// One model's answers to the probe, scored; with the prompt's ids and the samples for the KL.
+#[cfg(feature = "engine")]
 async fn answer_side(
     session: &Session,
     which: Which,

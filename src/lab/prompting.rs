@@ -7,15 +7,17 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::session::Session;
-use super::spec::Which;
-use crate::align::Encoding;
-use crate::generate::{SamplingConfig, generate};
-use crate::io::LoadedModel;
-use crate::io::Message;
-use crate::judges::JudgeSpec;
-use crate::logps::completion_logps;
 use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {
+    super::spec::Which,
+    crate::judges::JudgeSpec,
+    super::session::Session,
+    crate::align::Encoding,
+    crate::generate::{SamplingConfig, generate},
+    crate::io::{LoadedModel, Message},
+    crate::logps::completion_logps,
+};
 
 pub const MAX_VARIANTS: usize = 8;
 pub const MAX_SHOTS: usize = 16;
@@ -65,6 +67,7 @@ impl Variant {
         Ok(())
     }
 
+    #[cfg(feature = "engine")]
     /// The prompt's token ids. With a chat template: system, each example as a user turn and an
     /// assistant turn, then the question. Without: the same as plain text, `Question:`/`Answer:`.
     /// Refused when it leaves less than `room` tokens of the model's context for the answer.
@@ -127,6 +130,7 @@ pub struct VariantResult {
 /// Asks `question` under `variant` with `sampling` (one sample; the seed is the caller's, so every
 /// variant draws the same), scores the answer as an answer to the bare question, and measures the
 /// log-probability of `reference` when one is given.
+#[cfg(feature = "engine")]
 pub async fn try_variant(
     session: &Session,
     which: Which,

@@ -12,11 +12,9 @@
 use bm25::{Language, SearchEngine, SearchEngineBuilder};
 use serde::{Deserialize, Serialize};
 
-use super::session::Session;
-use super::spec::Which;
-use crate::align::Encoding;
-use crate::generate::SamplingConfig;
 use crate::{Error, Result};
+#[cfg(feature = "engine")]
+use {super::session::Session, super::spec::Which, crate::align::Encoding, crate::generate::SamplingConfig};
 
 /// Largest document: a long handbook, not a book.
 pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
@@ -242,6 +240,7 @@ pub struct Answer {
 }
 
 /// Answers `question` by `which` model without documents and with the top `k` passages.
+#[cfg(feature = "engine")]
 pub async fn answer(
     session: &Session,
     which: Which,

@@ -7,11 +7,14 @@
 //! dropout, no way to switch adapters off for a reference pass, and no PEFT naming, so we keep
 //! our own small layer.
 
-use burn::module::{Module, Param};
-use burn::nn::{Dropout, DropoutConfig, Linear};
-use burn::tensor::{Device, Tensor, TensorData, module::linear};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+#[cfg(feature = "engine")]
+use {
+    burn::module::{Module, Param},
+    burn::nn::{Dropout, DropoutConfig, Linear},
+    burn::tensor::{Device, Tensor, TensorData, module::linear},
+    rand::rngs::StdRng,
+    rand::{Rng, SeedableRng},
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
@@ -86,6 +89,7 @@ impl LoraConfig {
 
 /// The low-rank update of one linear layer, in burn's `[in, out]` orientation:
 /// `a: [in, r]`, `b: [r, out]` (PEFT stores `lora_A.weight: [r, in]`, `lora_B.weight: [out, r]`).
+#[cfg(feature = "engine")]
 #[derive(Module, Debug)]
 pub struct LoraAdapter {
     pub a: Param<Tensor<2>>,
@@ -94,6 +98,7 @@ pub struct LoraAdapter {
     pub dropout: Dropout,
 }
 
+#[cfg(feature = "engine")]
 impl LoraAdapter {
     /// A as PEFT initialises it (kaiming-uniform with a = sqrt(5): U(-1/sqrt(in), 1/sqrt(in))),
     /// B zero.
@@ -128,6 +133,7 @@ impl LoraAdapter {
 }
 
 /// A linear layer that may carry a LoRA adapter.
+#[cfg(feature = "engine")]
 #[derive(Module, Debug)]
 pub struct LoraLinear {
     pub base: Linear,
@@ -138,6 +144,7 @@ pub struct LoraLinear {
     pub merged: bool,
 }
 
+#[cfg(feature = "engine")]
 impl LoraLinear {
     pub fn new(base: Linear) -> Self {
         Self { base, lora: None, enabled: true, merged: false }
@@ -185,14 +192,17 @@ impl LoraLinear {
 }
 
 /// Seeded generator for adapter initialisation.
+#[cfg(feature = "engine")]
 pub fn lora_rng(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed ^ 0x10_7a)
 }
 
 // ---- LoRA on a whole Llama ------------------------------------------------------------------------
 
+#[cfg(feature = "engine")]
 use super::Llama;
 
+#[cfg(feature = "engine")]
 impl Llama {
     /// Every adaptable linear layer with its transformers module path
     /// (`model.layers.{i}.self_attn.q_proj`, ...).

@@ -1,17 +1,26 @@
 //! The Llama-family decoder and its parts.
 
+#[cfg(feature = "engine")]
 mod attention;
+#[cfg(feature = "engine")]
 mod cache;
 mod config;
+#[cfg(feature = "engine")]
 mod llama;
 pub mod lora;
+#[cfg(feature = "engine")]
 mod mlp;
+#[cfg(feature = "engine")]
 mod rope;
 
-pub use attention::Attention;
-pub use cache::KvCache;
 pub use config::LlamaConfig;
-pub use llama::{Batch, Block, Llama, token_out_of_vocabulary};
-pub use lora::{LoraAdapter, LoraConfig, LoraLinear};
-pub use mlp::Mlp;
-pub use rope::{RopeAngles, RotaryEmbedding};
+pub use lora::LoraConfig;
+#[cfg(feature = "engine")]
+pub use {
+    attention::Attention,
+    cache::KvCache,
+    llama::{Batch, Block, Llama, token_out_of_vocabulary},
+    lora::{LoraAdapter, LoraLinear},
+    mlp::Mlp,
+    rope::{RopeAngles, RotaryEmbedding},
+};

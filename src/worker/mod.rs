@@ -2,18 +2,27 @@
 //! them on the lab (compiled everywhere, so it is tested natively), and the Web Worker around it
 //! (`web`, wasm32 with the `web` feature).
 
-mod distill;
-mod ensemble;
-mod groups;
-mod jobs;
-mod pipeline;
-mod prompting;
 pub mod protocol;
+
+#[cfg(feature = "engine")]
+mod distill;
+#[cfg(feature = "engine")]
+mod ensemble;
+#[cfg(feature = "engine")]
+mod groups;
+#[cfg(feature = "engine")]
+mod jobs;
+#[cfg(feature = "engine")]
+mod pipeline;
+#[cfg(feature = "engine")]
+mod prompting;
+#[cfg(feature = "engine")]
 pub mod router;
+#[cfg(feature = "engine")]
 mod training;
 
-#[cfg(all(target_arch = "wasm32", feature = "web"))]
+#[cfg(all(target_arch = "wasm32", feature = "web", feature = "engine"))]
 mod web;
 
-#[cfg(all(target_arch = "wasm32", feature = "web"))]
+#[cfg(all(target_arch = "wasm32", feature = "web", feature = "engine"))]
 pub use web::main;

@@ -230,6 +230,7 @@ pub struct ModelSummary {
     pub from_cache: bool,
 }
 
+#[cfg(feature = "engine")]
 impl ModelSummary {
     pub fn of(lm: &crate::io::LoadedModel, name: String, file: &str, load_ms: f64, from_cache: bool) -> Self {
         let c = &lm.config;
