@@ -35,6 +35,7 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
       assert.ok(sent > 0 && sent < size, `served compressed: ${sent} of ${size} bytes`);
       assert.ok(sent < 1_000_000, `the page's wasm is ${sent} bytes on the wire; over 1 MB, has the engine crept into the page?`);
     }
+  });
 
   await t.test('greedy generation from BOS tells the known story', async () => {
     const p = panel();
