@@ -22,9 +22,9 @@ use crate::{Error, Result};
 use {
     super::session::Session,
     super::spec::Which,
+    crate::align::Encoding,
     crate::generate::SamplingConfig,
     crate::judges::JudgeSpec,
-    crate::align::Encoding,
     crate::logps::{completion_logps, next_token_logps},
 };
 

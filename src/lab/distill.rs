@@ -21,10 +21,10 @@ use super::label::pairs_from_ranking;
 use crate::data::{Demonstration, Preference};
 #[cfg(feature = "engine")]
 use {
-    super::spec::Which,
     super::label::best_of_n,
     super::rewards::Rewarder,
     super::session::Session,
+    super::spec::Which,
     crate::align::Encoding,
     crate::align::best_of_n::Candidate,
     crate::generate::{SamplingConfig, generate},

@@ -17,10 +17,10 @@ use crate::data::Preference;
 #[cfg(feature = "engine")]
 use {
     super::class::{Comparison, comparison},
-    super::spec::MethodKind,
     super::policy::Policy,
     super::run::{Run, split_indices},
     super::session::Session,
+    super::spec::MethodKind,
     crate::align::train::Metrics,
     crate::logps::completion_logps,
     crate::model::Llama,

@@ -10,12 +10,12 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 #[cfg(feature = "engine")]
 use {
-    super::spec::Which,
-    crate::judges::JudgeSpec,
     super::session::Session,
+    super::spec::Which,
     crate::align::Encoding,
     crate::generate::{SamplingConfig, generate},
     crate::io::{LoadedModel, Message},
+    crate::judges::JudgeSpec,
     crate::logps::completion_logps,
 };
 
@@ -67,10 +67,10 @@ impl Variant {
         Ok(())
     }
 
-    #[cfg(feature = "engine")]
     /// The prompt's token ids. With a chat template: system, each example as a user turn and an
     /// assistant turn, then the question. Without: the same as plain text, `Question:`/`Answer:`.
     /// Refused when it leaves less than `room` tokens of the model's context for the answer.
+    #[cfg(feature = "engine")]
     pub fn prompt_ids(&self, lm: &LoadedModel, enc: &Encoding, question: &str, room: usize) -> Result<Vec<u32>> {
         self.validate()?;
         let asked = self.question(question);
