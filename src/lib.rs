@@ -16,7 +16,7 @@
 //! wasm needs, without burn (`scripts/build-web`).
 
 pub mod align;
-#[cfg(all(target_arch = "wasm32", feature = "web"))]
+#[cfg(all(target_arch = "wasm32", feature = "page"))]
 pub mod app;
 pub mod backend;
 pub mod data;

@@ -1,5 +1,5 @@
 //! The browser app's page (Leptos), built without the engine (`--no-default-features --features
-//! web`): the worker runs the model. Built by `scripts/build-web` into `dist/`.
+//! page`): the worker runs the model. Built by `scripts/build-web` into `dist/`.
 
 #[cfg(target_arch = "wasm32")]
 unsafe extern "C" {
