@@ -10,15 +10,14 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "engine")]
 use {
-    crate::generate::SamplingConfig,
-    crate::{Error, Result},
     super::Reference,
     super::best_of_n::Candidate,
     super::train::{LossOutput, Metrics, Trainer},
     crate::backend::read_f32,
-    crate::generate::{FinishReason, generate},
+    crate::generate::{FinishReason, SamplingConfig, generate},
     crate::io::Tokenizer,
     crate::logps::{ScoringBatch, token_logps, token_logps_and_entropy},
+    crate::{Error, Result},
     burn::module::Module,
     burn::tensor::{Tensor, TensorData},
 };
