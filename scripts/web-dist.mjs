@@ -1,12 +1,12 @@
 // Assembles the static site in dist/ from wasm-bindgen's output and www/ (scripts/build-web runs
 // it; no bundler, no trunk):
 //   node scripts/web-dist.mjs STAGE DIST
-// STAGE holds app.js, app_bg.wasm (wasm-bindgen --target web) and worker.js, worker_bg.wasm
-// (--target no-modules, for a classic Web Worker). DIST is replaced only once the new copy is
+// STAGE holds app.js, app_bg.wasm (wasm-bindgen --target web) and worker.js, worker_bg.wasm,
+// worker_cpu.js, worker_cpu_bg.wasm (--target no-modules, for a classic Web Worker). DIST is replaced only once the new copy is
 // whole, so a failed build leaves the previous one:
 // - the page's files named by their hash (app-<hash>.js, app-<hash>_bg.wasm, style-<hash>.css),
-//   so a new build is never mixed with an old copy a browser kept; the worker keeps fixed names
-//   (the page starts it by name, and the service worker asks for them by name);
+//   so a new build is never mixed with an old copy a browser kept; the workers keep fixed names
+//   (the page starts them by name, and the service worker asks for them by name);
 // - index.html from www/index.html with the stylesheet, preloads and loader added, each with its
 //   integrity hash; the loader is a file, init-<hash>.js, so the Content-Security-Policy can
 //   refuse every inline script;
@@ -112,10 +112,13 @@ const init = Buffer.from(`import init from './${app}.js';\nawait init({ module_o
 const initName = `init-${hash(init)}.js`;
 put(initName, init);
 
-// The worker: fixed names, loaded by `new Worker('worker_loader.js')` from the page.
-put('worker.js', read(stage, 'worker.js'));
-put('worker_bg.wasm', strip(read(stage, 'worker_bg.wasm'), 'worker_bg.wasm'));
-put('worker_loader.js', "importScripts('./worker.js');\nwasm_bindgen({ module_or_path: './worker_bg.wasm' });\n");
+// The engine's workers: fixed names, started by `new Worker('worker_loader.js')` (with WebGPU) or
+// `new Worker('worker_cpu_loader.js')` (the CPU alone) from the page.
+for (const w of ['worker', 'worker_cpu']) {
+  put(`${w}.js`, read(stage, `${w}.js`));
+  put(`${w}_bg.wasm`, strip(read(stage, `${w}_bg.wasm`), `${w}_bg.wasm`));
+  put(`${w}_loader.js`, `importScripts('./${w}.js');\nwasm_bindgen({ module_or_path: './${w}_bg.wasm' });\n`);
+}
 
 // index.html: what the page loads, each with its integrity hash (crossorigin so that the preloads
 // are the very requests the loader makes).

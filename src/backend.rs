@@ -70,6 +70,9 @@ pub fn open(kind: BackendKind) -> Result<DeviceInfo> {
             Ok(DeviceInfo { device: Device::ndarray(), kind, description: "NdArray (CPU)".into() })
         }
         BackendKind::Flex => Ok(DeviceInfo { device: Device::flex(), kind, description: "Flex (CPU)".into() }),
+        #[cfg(not(feature = "gpu"))]
+        BackendKind::Wgpu => Err(Error::Device("this alignlab was built without the GPU backend (Cargo feature `gpu`); use --backend flex".into())),
+        #[cfg(feature = "gpu")]
         BackendKind::Wgpu => {
             use std::sync::OnceLock;
             // wgpu may be initialised once per process; later calls share the first device.

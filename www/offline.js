@@ -6,8 +6,10 @@ if ('serviceWorker' in navigator && 'caches' in window) {
   window.addEventListener('load', async () => {
     const own = (u) => new URL(u, location.href).origin === location.origin && !/\.(gguf|bin|safetensors)$/.test(new URL(u, location.href).pathname);
     const loaded = performance.getEntriesByType('resource').map((e) => e.name).filter(own);
-    // The engine's worker loads its own files; the page does not see them in its timeline.
-    const urls = [location.pathname, 'worker_loader.js', 'worker.js', 'worker_bg.wasm', ...loaded];
+    // The engine's worker loads its own files; the page does not see them in its timeline. The CPU
+    // build is kept everywhere (any page can continue on the CPU), the WebGPU one where it can run.
+    const workers = 'gpu' in navigator ? ['worker', 'worker_cpu'] : ['worker_cpu'];
+    const urls = [location.pathname, ...workers.flatMap((w) => [`${w}_loader.js`, `${w}.js`, `${w}_bg.wasm`]), ...loaded];
     const cache = await caches.open('alignlab-app-v1');
     await Promise.all(urls.map(async (u) => { if (!(await cache.match(u))) await cache.add(u).catch(() => {}); }));
   });

@@ -8,7 +8,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{ErrorEvent, MessageEvent, Worker};
 
-use crate::worker::protocol::{Event, JobId, Request};
+use crate::worker::protocol::{BackendPref, Event, JobId, Request};
 
 type Handler = Box<dyn FnMut(Event)>;
 
@@ -26,14 +26,14 @@ struct Client {
 
 thread_local!(static CLIENT: RefCell<Client> = RefCell::new(Client::default()));
 
-/// Starts (or restarts) the worker. `global` sees every event no job handler took.
-pub fn spawn(global: impl Fn(Event) + 'static) {
+/// Starts (or restarts) the worker for `pref`. `global` sees every event no job handler took.
+pub fn spawn(pref: BackendPref, global: impl Fn(Event) + 'static) {
     let old = CLIENT.with(|c| c.borrow_mut().worker.take());
     if let Some(w) = old {
         w.terminate();
     }
     // `?v=` keeps a stale worker script out of the HTTP cache after a rebuild.
-    let worker = Worker::new(&format!("./worker_loader.js?v={}", env!("CARGO_PKG_VERSION"))).expect("cannot start the worker");
+    let worker = Worker::new(&format!("./{}?v={}", loader(pref), env!("CARGO_PKG_VERSION"))).expect("cannot start the worker");
     let onmessage = Closure::<dyn FnMut(JsValue)>::new(|v: JsValue| {
         let ev: MessageEvent = v.unchecked_into();
         match serde_wasm_bindgen::from_value::<Event>(ev.data()) {
@@ -57,6 +57,15 @@ pub fn spawn(global: impl Fn(Event) + 'static) {
         c.global = Some(Box::new(global));
         c._closures = vec![onmessage, onerror];
     });
+}
+
+/// Which build of the engine to start: the CPU one (no WebGPU code: a third of the download, and
+/// quicker to start) when WebGPU will not be used, the full one otherwise.
+fn loader(pref: BackendPref) -> &'static str {
+    let webgpu = web_sys::window()
+        .and_then(|w| js_sys::Reflect::get(&w.navigator(), &"gpu".into()).ok())
+        .is_some_and(|g| !g.is_undefined() && !g.is_null());
+    if pref == BackendPref::Cpu || !webgpu { "worker_cpu_loader.js" } else { "worker_loader.js" }
 }
 
 fn dispatch(ev: Event) {

@@ -12,7 +12,7 @@ import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, shot, train
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
 test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload', { skip, timeout: 20 * 60_000 }, async (t) => {
-  const { server, base } = await serve();
+  const { server, base, workers } = await serve();
   const { ctx, page, errors, profile } = await launch();
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   const panel = () => page.getByRole('tabpanel');
@@ -37,6 +37,8 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
       assert.ok(sent > 0 && sent < size, `served compressed: ${sent} of ${size} bytes`);
       assert.ok(sent < 1_000_000, `the page's wasm is ${sent} bytes on the wire; over 1 MB, has the engine crept into the page?`);
     }
+    // On the CPU the page starts the engine's CPU build, which has no WebGPU code.
+    assert.deepEqual(workers, ['/worker_cpu_loader.js'], 'the CPU path starts the CPU worker');
   });
 
   await t.test('greedy generation from BOS tells the known story', async () => {

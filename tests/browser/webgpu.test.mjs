@@ -19,13 +19,15 @@ test('without a WebGPU adapter the page falls back to the CPU and says why', { s
 });
 
 test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend', { skip, timeout: 15 * 60_000 }, async (t) => {
-  const { server, base } = await serve();
+  const { server, base, workers } = await serve();
   const { ctx, page, errors } = await launch({ webgpu: true });
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   await page.goto(`${base}/${TINY}&backend=webgpu`);
   await modelReady(page, 'stories260K.bin', 300_000);
   const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
   assert.match(badge, /^WebGPU: .*\(software adapter, slow\)/, badge);
+  // Where the browser has WebGPU the page starts the engine's build that has it.
+  assert.deepEqual(workers, ['/worker_loader.js']);
 
   const p = page.getByRole('tabpanel');
   await generate(page, { prompt: '', samples: 1, temperature: 0, tokens: 12 });

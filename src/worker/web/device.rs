@@ -20,6 +20,12 @@ pub async fn open(pref: BackendPref) -> OpenedDevice {
     if !has_gpu {
         return cpu("this browser has no WebGPU (navigator.gpu is missing; Chrome/Edge 113+ or a flag in Firefox/Safari)".into());
     }
+    webgpu().await
+}
+
+/// WebGPU's adapter and device; the CPU when the browser gives none.
+#[cfg(feature = "gpu")]
+async fn webgpu() -> OpenedDevice {
     match Device::wgpu_options().init_with_setup_async().await {
         Ok((device, setup)) => {
             let info = setup.adapter.get_info();
@@ -36,4 +42,11 @@ pub async fn open(pref: BackendPref) -> OpenedDevice {
         }
         Err(e) => cpu(format!("WebGPU gave no usable adapter ({e})")),
     }
+}
+
+/// The CPU worker (built without feature `gpu`): the page starts it only when WebGPU is not to be
+/// used, so this is reached only if the two disagree.
+#[cfg(not(feature = "gpu"))]
+async fn webgpu() -> OpenedDevice {
+    cpu("this download of the engine is the CPU one; reload the page to get WebGPU".into())
 }
