@@ -3,7 +3,14 @@
 // A file of its own: the page's Content-Security-Policy forbids inline scripts.
 if ('serviceWorker' in navigator && 'caches' in window) {
   navigator.serviceWorker.register('sw.js').catch((e) => console.warn('alignlab: no offline copy:', e));
+  // After the engine has loaded its model (or half a minute, if it never does), so these
+  // downloads do not compete with the engine's own on the way to a ready model.
+  const started = new Promise((ok) => {
+    window.addEventListener('alignlab-model-ready', ok, { once: true });
+    setTimeout(ok, 30_000);
+  });
   window.addEventListener('load', async () => {
+    await started;
     const own = (u) => new URL(u, location.href).origin === location.origin && !/\.(gguf|bin|safetensors)$/.test(new URL(u, location.href).pathname);
     const loaded = performance.getEntriesByType('resource').map((e) => e.name).filter(own);
     // The engine's worker loads its own files; the page does not see them in its timeline. The CPU

@@ -366,6 +366,13 @@ fn on_event(ctx: Ctx, ev: Event) {
             ctx.has_reward_model.set(false);
             // Bring back the adapter and reward model of the last session, when made on this model.
             restore_saved(ctx, &info.name);
+            // www/offline.js keeps the app's files for offline use once the engine has started,
+            // so its downloads do not compete with the engine's.
+            if let Some(w) = web_sys::window() {
+                if let Ok(e) = web_sys::Event::new("alignlab-model-ready") {
+                    let _ = w.dispatch_event(&e);
+                }
+            }
         }
         Event::PolicyState { kind, description, reward_model, ensemble } => {
             ctx.policy.set((kind, description));

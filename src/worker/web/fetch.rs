@@ -59,6 +59,25 @@ pub async fn fetch_cached(url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bo
     if let Some(t) = total.filter(|&t| t > MAX_DOWNLOAD) {
         return Err(too_big(t));
     }
+    // The cache's copy streams in beside ours (a tee the browser makes), written off this thread.
+    // Not waited for: the model loads while the browser finishes writing its copy, and a full or
+    // refused cache (or a broken download) only costs a download next time.
+    let put = cache.as_ref().and_then(|c| resp.clone().ok().map(|copy| c.put_with_str(url, &copy)));
+    if let Some(put) = put.clone() {
+        wasm_bindgen_futures::spawn_local(async move {
+            let _ = JsFuture::from(put).await;
+        });
+    }
+    // A refused download must not stay in the cache either: dropped once its copy is written.
+    let forget = |put: Option<js_sys::Promise>| {
+        if let (Some(put), Some(cache)) = (put, cache.clone()) {
+            let url = url.to_string();
+            wasm_bindgen_futures::spawn_local(async move {
+                let _ = JsFuture::from(put).await;
+                let _ = JsFuture::from(cache.delete_with_str(&url)).await;
+            });
+        }
+    };
     let mut bytes: Vec<u8> = Vec::with_capacity(total.unwrap_or(0) as usize);
     let body = resp.body().ok_or_else(|| Error::Network(format!("{url}: the response has no body")))?;
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
@@ -73,9 +92,13 @@ pub async fn fetch_cached(url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bo
         let n = bytes.len() as u64 + part.length() as u64;
         if n > MAX_DOWNLOAD {
             let _ = reader.cancel();
+            forget(put);
             return Err(too_big(n));
         }
-        bytes.extend(part.to_vec());
+        // Straight into the model's buffer: one copy out of JavaScript, none in between.
+        let start = bytes.len();
+        bytes.resize(n as usize, 0);
+        part.copy_to(&mut bytes[start..]);
         if n - last_post > 1 << 20 {
             last_post = n;
             report(total.map_or(0.0, |t| n as f32 / t.max(1) as f32), n, total, false);
@@ -83,12 +106,5 @@ pub async fn fetch_cached(url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bo
     }
     let n = bytes.len() as u64;
     report(1.0, n, Some(n), false);
-    if let Some(cache) = &cache {
-        // A full or refused cache only costs a download next time.
-        let arr = js_sys::Uint8Array::from(bytes.as_slice());
-        if let Ok(resp) = web_sys::Response::new_with_opt_buffer_source(Some(&arr)) {
-            let _ = JsFuture::from(cache.put_with_str(url, &resp)).await;
-        }
-    }
     Ok((bytes, false))
 }
