@@ -2,8 +2,8 @@
 // it; no bundler, no trunk):
 //   node scripts/web-dist.mjs STAGE DIST
 // STAGE holds app.js, app_bg.wasm (wasm-bindgen --target web) and worker.js, worker_bg.wasm,
-// worker_cpu.js, worker_cpu_bg.wasm (--target no-modules, for a classic Web Worker). DIST is replaced only once the new copy is
-// whole, so a failed build leaves the previous one:
+// worker_cpu.js, worker_cpu_bg.wasm (--target no-modules, for classic Web Workers). DIST is
+// replaced only once the new copy is whole, so a failed build leaves the previous one:
 // - the page's files named by their hash (app-<hash>.js, app-<hash>_bg.wasm, style-<hash>.css),
 //   so a new build is never mixed with an old copy a browser kept; the workers keep fixed names
 //   (the page starts them by name, and the service worker asks for them by name);
