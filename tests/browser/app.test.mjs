@@ -12,8 +12,8 @@ import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, shot, train
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
 test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload', { skip, timeout: 20 * 60_000 }, async (t) => {
-  const { server, base, workers } = await serve();
-  const { ctx, page, errors, profile } = await launch();
+  const { server, base } = await serve();
+  const { ctx, page, errors, workers, profile } = await launch();
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   const panel = () => page.getByRole('tabpanel');
   const tab = (name) => page.getByRole('tab', { name }).click();

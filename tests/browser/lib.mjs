@@ -30,9 +30,14 @@ export async function launch({ webgpu = false, profile } = {}) {
   });
   const page = ctx.pages()[0] ?? (await ctx.newPage());
   const errors = [];
+  // Every Web Worker the page starts, by path: which build of the engine it chose. (Counted at
+  // the start, not by the server's requests: a script can be fetched twice for one start while a
+  // service worker takes control.)
+  const workers = [];
+  page.on('worker', (w) => workers.push(new URL(w.url()).pathname));
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
-  return { ctx, page, errors, profile: dir };
+  return { ctx, page, errors, workers, profile: dir };
 }
 
 /** Waits until the model bar says the model is ready. */

@@ -1,6 +1,6 @@
 // A static file server for the tests: dist/ at /, and the tiny test models from ../shared at
 // /test-models/ (never copied into the repo). Listens on 127.0.0.1 on a free port, and keeps the
-// Host header of every request and the path of every Web Worker started, for the tests to check.
+// Host header of every request, for the tests to check.
 import { createServer } from 'node:http';
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { extname, join, normalize, resolve } from 'node:path';
@@ -11,12 +11,10 @@ export const SHARED_MODELS = resolve(ROOT, '../shared/models/stories260K');
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
 export function serve() {
-  const hosts = [], workers = [];
+  const hosts = [];
   const server = createServer((req, res) => {
     hosts.push(req.headers.host);
     const url = new URL(req.url, 'http://x');
-    // The page starts a worker by `NAME_loader.js?v=VERSION`; the offline copy asks without `v`.
-    if (url.pathname.endsWith('_loader.js') && url.searchParams.has('v')) workers.push(url.pathname);
     let base = DIST, path = decodeURIComponent(url.pathname);
     if (path.startsWith('/test-models/')) { base = SHARED_MODELS; path = path.slice('/test-models'.length); }
     if (path.endsWith('/')) path += 'index.html';
@@ -38,7 +36,7 @@ export function serve() {
     });
     createReadStream(body).pipe(res);
   });
-  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, hosts, workers, base: `http://127.0.0.1:${server.address().port}` })));
+  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, hosts, base: `http://127.0.0.1:${server.address().port}` })));
 }
 
 if (process.argv[1] === import.meta.filename) {

@@ -19,8 +19,8 @@ test('without a WebGPU adapter the page falls back to the CPU and says why', { s
 });
 
 test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend', { skip, timeout: 15 * 60_000 }, async (t) => {
-  const { server, base, workers } = await serve();
-  const { ctx, page, errors } = await launch({ webgpu: true });
+  const { server, base } = await serve();
+  const { ctx, page, errors, workers } = await launch({ webgpu: true });
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   await page.goto(`${base}/${TINY}&backend=webgpu`);
   await modelReady(page, 'stories260K.bin', 300_000);
