@@ -165,6 +165,9 @@ enum Bench {
     Score,
     /// Seconds per LoRA DPO step (--batch pairs of 128 tokens).
     Dpo,
+    /// Seconds to load the model: parse and dequantize the file (read from memory), then weights
+    /// to the device (what the page does between download and ready).
+    Load,
 }
 
 #[derive(Args)]
@@ -330,6 +333,47 @@ fn cmd_info(a: InfoArgs) -> Result<()> {
     Ok(())
 }
 
+/// `alignlab bench load`: the file is read once; each run parses and dequantizes it
+/// (`Checkpoint::from_bytes`) and puts the weights on the device (`into_model`), timed apart.
+fn bench_load(a: &BenchArgs) -> Result<()> {
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("reading {}", p.display()));
+    let bytes = read(&a.model)?;
+    let tokenizer = a.tokenizer.as_deref().map(read).transpose()?;
+    for kind in a.backends.iter().copied() {
+        let dev = match backend::open(kind) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("{kind}: skipped ({e:#})");
+                continue;
+            }
+        };
+        let mut stages = Vec::new();
+        let (_, best, median) = timed(a.repeats, &mut || {
+            let t = Instant::now();
+            let ckpt = alignlab::io::Checkpoint::from_bytes(&bytes, tokenizer.as_deref(), &mut |_, _| {})?;
+            let parsed = t.elapsed().as_secs_f64();
+            ckpt.into_model(&dev.device, &mut |_, _| {})?;
+            stages.push((parsed, t.elapsed().as_secs_f64() - parsed));
+            Ok(())
+        })?;
+        // The stages of the best run. The first run (the warm-up) is the page's case: a fresh
+        // process, whose memory the system hands out page by page.
+        let &(parse, upload) = stages[1..].iter().min_by(|x, y| (x.0 + x.1).total_cmp(&(y.0 + y.1))).unwrap();
+        let (first_parse, first_upload) = stages[0];
+        let first = first_parse + first_upload;
+        let row = json!({"backend": kind.name(), "device": dev.description, "what": "load", "file_bytes": bytes.len(),
+                         "seconds": best, "seconds_median": median, "parse_seconds": parse, "upload_seconds": upload,
+                         "first_seconds": first, "first_parse_seconds": first_parse, "first_upload_seconds": first_upload});
+        if a.json {
+            println!("{row}");
+        } else {
+            println!("{:8} load       {best:>8.3} s (median {median:.3}; parse and dequantize {parse:.3}, to the device {upload:.3}); \
+                      first {first:.3} s ({first_parse:.3} + {first_upload:.3})  {}", kind.name(), dev.description);
+        }
+    }
+    Ok(())
+}
+
 /// The best and median of `repeats` timed runs of `f`, after one warm-up run whose result is kept.
 fn timed<T>(repeats: usize, f: &mut dyn FnMut() -> Result<T>) -> Result<(T, f64, f64)> {
     let first = f()?;
@@ -344,6 +388,9 @@ fn timed<T>(repeats: usize, f: &mut dyn FnMut() -> Result<T>) -> Result<(T, f64,
 }
 
 fn cmd_bench(a: BenchArgs) -> Result<()> {
+    if a.what == Bench::Load {
+        return bench_load(&a);
+    }
     let mut ran = 0;
     for kind in a.backends.iter().copied() {
         let m = ModelArgs { model: a.model.clone(), tokenizer: a.tokenizer.clone(), backend: kind, adapter: None };
@@ -396,6 +443,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                        "first_loss": first["loss"], "seconds": best, "seconds_median": median,
                        "tokens_per_s": (pairs * 2 * 128) as f64 / best})
             }
+            Bench::Load => unreachable!("handled by bench_load"),
         };
         if a.json {
             println!("{row}");
