@@ -227,6 +227,33 @@ impl QMatrix {
         }
     }
 
+    /// The 32 values of block `b` of row `r` (`cols` must be whole blocks): the same values the
+    /// f32 weights hold.
+    #[inline(always)]
+    pub fn block(&self, r: usize, b: usize) -> [f32; BLOCK] {
+        let at = r * (self.cols / BLOCK) + b;
+        let mut o = [0.0f32; BLOCK];
+        match &self.data {
+            QData::F32(w) => o.copy_from_slice(&w[at * BLOCK..(at + 1) * BLOCK]),
+            QData::Q4_1(blocks) => {
+                let b = &blocks[at];
+                let (d, m) = (b.d(), b.m());
+                for j in 0..BLOCK / 2 {
+                    o[j] = (b.qs[j] & 0x0f) as f32 * d + m;
+                    o[j + BLOCK / 2] = (b.qs[j] >> 4) as f32 * d + m;
+                }
+            }
+            QData::Q8_0(blocks) => {
+                let b = &blocks[at];
+                let d = b.d();
+                for j in 0..BLOCK {
+                    o[j] = d * b.qs[j] as f32;
+                }
+            }
+        }
+        o
+    }
+
     /// Row `r` when the matrix is stored at f32 (read in place, without a copy).
     #[inline(always)]
     pub fn f32_row(&self, r: usize) -> Option<&[f32]> {

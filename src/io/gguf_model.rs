@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use super::bytes::to_usize;
 use super::gguf::{GgufFile, Value};
 use super::spm::SpmTokenizer;
-use super::{ChatTemplate, Checkpoint, HostTensor, ModelInfo, Progress, Tokenizer, Weights, rotary_row_sources, unpermute_rotary_rows};
+use super::{ChatTemplate, Checkpoint, HostTensor, ModelInfo, Progress, Tokenizer, Weights, check_rotary_heads, rotary_row_sources, unpermute_rotary_rows};
 use crate::decode::quant::QMatrix;
 use crate::model::LlamaConfig;
 use crate::{Error, Result};
@@ -40,7 +40,6 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
     for (i, t) in f.tensors.iter().enumerate() {
         let Some(name) = hf_name(&t.name) else { continue };
         *tensor_types.entry(t.type_name()).or_insert(0) += 1;
-        let mut host = HostTensor::new(t.shape()?, f.dequantize(t)?);
         let heads = if name.ends_with("q_proj.weight") {
             Some(config.num_attention_heads)
         } else if name.ends_with("k_proj.weight") {
@@ -48,19 +47,30 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
         } else {
             None
         };
-        if let Some(heads) = heads {
-            host = unpermute_rotary_rows(&host, heads)?;
-        }
-        // The blocks as stored, for decoding on the CPU (rows un-permuted as the f32 copy's).
-        if let (Some((ty, bytes)), &[rows, cols]) = (f.quantized(t)?, host.shape.as_slice()) {
-            if let Some(q) = QMatrix::from_gguf(ty, rows, cols, bytes) {
-                quantized.insert(name.clone(), match heads {
-                    Some(h) => q.rows_from(&rotary_row_sources(rows, h)),
-                    None => q,
-                });
+        let shape = t.shape()?;
+        // A matrix of Q4_1 or Q8_0 blocks stays as its blocks (rows un-permuted): the CPU decoder
+        // reads them as they are, and the model's f32 copy is dequantized when it is built.
+        let blocks = match (f.quantized(t)?, shape.as_slice()) {
+            (Some((ty, bytes)), &[rows, cols]) => QMatrix::from_gguf(ty, rows, cols, bytes).map(|q| (q, rows)),
+            _ => None,
+        };
+        if let Some((q, rows)) = blocks {
+            let q = match heads {
+                Some(h) => {
+                    check_rotary_heads(rows, h)?;
+                    q.rows_from(&rotary_row_sources(rows, h))
+                }
+                None => q,
+            };
+            quantized.insert(name.clone(), q.clone());
+            weights.insert_blocks(name, q);
+        } else {
+            let mut host = HostTensor::new(shape, f.dequantize(t)?);
+            if let Some(heads) = heads {
+                host = unpermute_rotary_rows(&host, heads)?;
             }
+            weights.insert(name, host);
         }
-        weights.insert(name, host);
         progress("dequantize", (i + 1) as f32 / total as f32);
     }
     let mut config = config;

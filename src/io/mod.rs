@@ -23,7 +23,7 @@ use serde::Serialize;
 pub use chat::{ChatTemplate, Message};
 pub use spm::SpmTokenizer;
 pub use tokenizer::{HfSpecials, Tokenizer};
-pub use weights::{HostTensor, Weights, rotary_row_sources, unpermute_rotary_rows};
+pub use weights::{HostTensor, Weights, check_rotary_heads, rotary_row_sources, unpermute_rotary_rows};
 
 use crate::model::{Llama, LlamaConfig};
 use crate::{Error, Result};

@@ -1,8 +1,12 @@
 //! Host-side tensors by name, in transformers' names and `[out, in]` layout. Every loader produces
 //! this; [`crate::model::Llama::from_weights`] consumes it, checking each shape against the config.
+//! A quantized GGUF's matrices stay as their blocks until taken, and are dequantized then, straight
+//! into the layout the model wants: one pass over 4 bytes a weight instead of three (dequantize,
+//! then read and write again to transpose), on the way to a ready model.
 
 use std::collections::BTreeMap;
 
+use crate::decode::quant::{BLOCK, QMatrix};
 use crate::{Error, Result};
 
 #[derive(Clone, Debug)]
@@ -22,13 +26,16 @@ impl HostTensor {
     pub fn transposed(&self) -> Self {
         let (r, c) = (self.shape[0], self.shape[1]);
         let mut out = vec![0.0f32; r * c];
-        // Blocked so both sides stay in cache on large embedding-sized matrices.
-        const B: usize = 64;
-        for i0 in (0..r).step_by(B) {
-            for j0 in (0..c).step_by(B) {
-                for i in i0..(i0 + B).min(r) {
-                    for j in j0..(j0 + B).min(c) {
-                        out[j * r + i] = self.data[i * c + j];
+        // In tiles of T x T, so the T source rows a tile reads stay in cache while each output
+        // row is written T values at a time.
+        const T: usize = 16;
+        for i0 in (0..r).step_by(T) {
+            let rows = T.min(r - i0);
+            for j0 in (0..c).step_by(T) {
+                for j in j0..(j0 + T).min(c) {
+                    let dst = &mut out[j * r + i0..j * r + i0 + rows];
+                    for (k, d) in dst.iter_mut().enumerate() {
+                        *d = self.data[(i0 + k) * c + j];
                     }
                 }
             }
@@ -37,14 +44,77 @@ impl HostTensor {
     }
 }
 
+/// A matrix as a checkpoint holds it: values, or a quantized GGUF's blocks not yet dequantized.
+#[derive(Debug)]
+enum Stored {
+    Values(HostTensor),
+    Blocks(QMatrix),
+}
+
+impl Stored {
+    fn shape(&self) -> Vec<usize> {
+        match self {
+            Self::Values(t) => t.shape.clone(),
+            Self::Blocks(q) => vec![q.rows, q.cols],
+        }
+    }
+
+    /// `[rows, cols]` as stored.
+    fn values(self) -> HostTensor {
+        match self {
+            Self::Values(t) => t,
+            Self::Blocks(q) => {
+                let mut out = vec![0.0f32; q.rows * q.cols];
+                for (r, row) in out.chunks_exact_mut(q.cols.max(1)).enumerate() {
+                    q.row_into(r, row);
+                }
+                HostTensor::new(vec![q.rows, q.cols], out)
+            }
+        }
+    }
+
+    /// `[cols, rows]`. From blocks: the blocks of T rows at one block column are dequantized
+    /// (T x 32 values, in registers and L1), then written out as 32 runs of T values.
+    fn transposed(self) -> HostTensor {
+        let q = match self {
+            Self::Blocks(q) if q.cols % BLOCK == 0 => q,
+            other => return other.values().transposed(),
+        };
+        const T: usize = 8;
+        let (r, c) = (q.rows, q.cols);
+        let mut out = vec![0.0f32; r * c];
+        let mut tile = [[0.0f32; BLOCK]; T];
+        for i0 in (0..r).step_by(T) {
+            let rows = T.min(r - i0);
+            for b in 0..c / BLOCK {
+                for (k, t) in tile[..rows].iter_mut().enumerate() {
+                    *t = q.block(i0 + k, b);
+                }
+                for j in 0..BLOCK {
+                    let at = (b * BLOCK + j) * r + i0;
+                    for (d, t) in out[at..at + rows].iter_mut().zip(&tile) {
+                        *d = t[j];
+                    }
+                }
+            }
+        }
+        HostTensor::new(vec![c, r], out)
+    }
+}
+
 #[derive(Default, Debug)]
 pub struct Weights {
-    tensors: BTreeMap<String, HostTensor>,
+    tensors: BTreeMap<String, Stored>,
 }
 
 impl Weights {
     pub fn insert(&mut self, name: impl Into<String>, t: HostTensor) {
-        self.tensors.insert(name.into(), t);
+        self.tensors.insert(name.into(), Stored::Values(t));
+    }
+
+    /// A `[rows, cols]` matrix kept as its blocks until it is taken.
+    pub fn insert_blocks(&mut self, name: impl Into<String>, q: QMatrix) {
+        self.tensors.insert(name.into(), Stored::Blocks(q));
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -63,23 +133,30 @@ impl Weights {
         self.tensors.is_empty()
     }
 
-    pub fn get(&self, name: &str) -> Option<&HostTensor> {
-        self.tensors.get(name)
-    }
-
     /// Removes `name`, checking it has `shape`. The error names the tensor, both shapes and the
     /// likely cause, since a mismatch almost always means config and weights disagree.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor> {
+        Ok(self.remove(name, shape)?.values())
+    }
+
+    /// Removes the `[out, in]` matrix `name` (checked as [`Weights::take`] does) and returns it
+    /// transposed, `[in, out]`: burn's Linear layout.
+    pub fn take_transposed(&mut self, name: &str, shape: [usize; 2]) -> Result<HostTensor> {
+        Ok(self.remove(name, &shape)?.transposed())
+    }
+
+    fn remove(&mut self, name: &str, shape: &[usize]) -> Result<Stored> {
         let t = self.tensors.remove(name).ok_or_else(|| {
             Error::format(format!(
                 "tensor '{name}' is missing from the checkpoint; is this a Llama-family model?"
             ))
         })?;
-        if t.shape != shape {
+        if t.shape() != shape {
             return Err(Error::format(format!(
                 "tensor '{name}' has shape {:?} but the model config implies {:?}; \
                  the config and the weights do not belong together",
-                t.shape, shape
+                t.shape(),
+                shape
             )));
         }
         Ok(t)
@@ -96,16 +173,22 @@ pub fn unpermute_rotary_rows(t: &HostTensor, num_heads: usize) -> Result<HostTen
             t.shape
         )));
     };
-    if num_heads == 0 || rows % num_heads != 0 || (rows / num_heads) % 2 != 0 {
-        return Err(Error::format(format!(
-            "cannot split {rows} rows into {num_heads} rotary heads of even size"
-        )));
-    }
+    check_rotary_heads(rows, num_heads)?;
     let mut out = vec![0.0f32; rows * cols];
     for (dst, src) in rotary_row_sources(rows, num_heads).into_iter().enumerate() {
         out[dst * cols..(dst + 1) * cols].copy_from_slice(&t.data[src * cols..(src + 1) * cols]);
     }
     Ok(HostTensor::new(t.shape.clone(), out))
+}
+
+/// That `rows` split into `num_heads` rotary heads of even size (what un-permuting needs).
+pub fn check_rotary_heads(rows: usize, num_heads: usize) -> Result<()> {
+    if num_heads == 0 || rows % num_heads != 0 || (rows / num_heads) % 2 != 0 {
+        return Err(Error::format(format!(
+            "cannot split {rows} rows into {num_heads} rotary heads of even size"
+        )));
+    }
+    Ok(())
 }
 
 /// For each row of the un-permuted matrix, the row of llama.cpp's interleaved one it comes from.
@@ -134,6 +217,30 @@ mod tests {
         assert_eq!(tt.shape, vec![130, 3]);
         assert_eq!(tt.data[1 * 3 + 2], t.data[2 * 130 + 1]);
         assert_eq!(tt.transposed().data, t.data);
+    }
+
+    #[test]
+    fn blocks_taken_transposed_are_the_dequantized_values_transposed() {
+        use crate::decode::quant::{BlockQ4_1, BlockQ8_0, QData};
+        // 13 rows: not a whole number of the 8-row tiles.
+        let (rows, cols) = (13, 64);
+        let n = rows * cols / BLOCK;
+        let q4 = (0..n).map(|i| BlockQ4_1::new(0.5 + i as f32 / 64.0, -1.0 - i as f32 / 32.0, std::array::from_fn(|j| (i * 7 + j * 13) as u8))).collect();
+        let q8 = (0..n).map(|i| BlockQ8_0::new(0.25 - i as f32 / 128.0, std::array::from_fn(|j| (i as i32 * 5 - j as i32 * 9) as i8))).collect();
+        for data in [QData::Q4_1(q4), QData::Q8_0(q8)] {
+            let q = QMatrix { rows, cols, data };
+            let mut w = Weights::default();
+            w.insert_blocks("a", q.clone());
+            w.insert_blocks("b", q);
+            let values = w.take("a", &[rows, cols]).unwrap();
+            let t = w.take_transposed("b", [rows, cols]).unwrap();
+            assert_eq!(t.shape, vec![cols, rows]);
+            assert_eq!(t.data, values.transposed().data);
+            assert!(values.data.iter().any(|&x| x != values.data[0]));
+        }
+        let mut w = Weights::default();
+        w.insert("c", HostTensor::new(vec![2, 3], vec![0.0; 6]));
+        assert!(w.take_transposed("c", [3, 2]).is_err(), "the shape is checked");
     }
 
     #[test]

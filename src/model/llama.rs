@@ -206,8 +206,8 @@ impl Llama {
         let kv_out = config.num_key_value_heads * config.head_dim;
 
         let linear = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<Linear> {
-            let t = w.take(&format!("{name}.weight"), &[out, inp])?;
-            Ok(Linear { weight: param(t.transposed(), device), bias: None })
+            let t = w.take_transposed(&format!("{name}.weight"), [out, inp])?;
+            Ok(Linear { weight: param(t, device), bias: None })
         };
         let lin = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<LoraLinear> {
             linear(w, name, out, inp).map(LoraLinear::new)
