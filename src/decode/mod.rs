@@ -32,8 +32,12 @@ use quant::QMatrix;
 
 /// Prompts up to this many tokens run here, longer ones through burn: the host's products are
 /// made for a few rows of input, burn's gemm for many. SmolLM2 on the 2-core VM, prompt of 31 /
-/// 101 / 401 tokens: here 165 / 496 / 2904 ms, burn 245 / 352 / 1168 ms.
+/// 101 / 401 tokens: here 165 / 496 / 2904 ms, burn 245 / 352 / 1168 ms. In the page (one thread,
+/// SIMD128), prompt of 40 / 242 tokens: here 0.43-0.49 / 3.26-3.41 s, burn 0.87-1.08 / 3.40-3.43 s.
+#[cfg(not(target_arch = "wasm32"))]
 const HOST_PROMPT: usize = 48;
+#[cfg(target_arch = "wasm32")]
+const HOST_PROMPT: usize = 256;
 
 /// The seven projections of a block, in [`Llama::linears`]'s order.
 const Q: usize = 0;
