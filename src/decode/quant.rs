@@ -204,24 +204,9 @@ impl QMatrix {
         let c = self.cols;
         match &self.data {
             QData::F32(w) => out.copy_from_slice(&w[r * c..(r + 1) * c]),
-            QData::Q4_1(blocks) => {
-                let nb = c / BLOCK;
-                for (o, b) in out.chunks_exact_mut(BLOCK).zip(&blocks[r * nb..(r + 1) * nb]) {
-                    let (lo, hi) = o.split_at_mut(BLOCK / 2);
-                    let (d, m) = (b.d(), b.m());
-                    for j in 0..BLOCK / 2 {
-                        lo[j] = (b.qs[j] & 0x0f) as f32 * d + m;
-                        hi[j] = (b.qs[j] >> 4) as f32 * d + m;
-                    }
-                }
-            }
-            QData::Q8_0(blocks) => {
-                let nb = c / BLOCK;
-                for (o, b) in out.chunks_exact_mut(BLOCK).zip(&blocks[r * nb..(r + 1) * nb]) {
-                    let d = b.d();
-                    for j in 0..BLOCK {
-                        o[j] = d * b.qs[j] as f32;
-                    }
+            _ => {
+                for (b, o) in out.chunks_exact_mut(BLOCK).enumerate() {
+                    o.copy_from_slice(&self.block(r, b));
                 }
             }
         }

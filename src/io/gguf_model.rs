@@ -34,7 +34,6 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
     });
 
     let mut weights = Weights::default();
-    let mut quantized = BTreeMap::new();
     let mut tensor_types = BTreeMap::new();
     let total = f.tensors.len();
     for (i, t) in f.tensors.iter().enumerate() {
@@ -62,7 +61,6 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
                 }
                 None => q,
             };
-            quantized.insert(name.clone(), q.clone());
             weights.insert_blocks(name, q);
         } else {
             let mut host = HostTensor::new(shape, f.dequantize(t)?);
@@ -81,7 +79,7 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
         tensor_types,
         file_bytes: bytes.len(),
     };
-    Ok(Checkpoint { config, weights, tokenizer, chat_template, info, quantized })
+    Ok(Checkpoint { config, weights, tokenizer, chat_template, info })
 }
 
 fn hf_name(gguf: &str) -> Option<String> {

@@ -191,7 +191,7 @@ pub fn load(parts: HfParts, progress: &mut Progress) -> Result<Checkpoint> {
         )
     });
     let info = ModelInfo { format: "HF safetensors".into(), name: None, tensor_types, file_bytes };
-    Ok(Checkpoint { config, weights, tokenizer, chat_template, info, quantized: Default::default() })
+    Ok(Checkpoint { config, weights, tokenizer, chat_template, info })
 }
 
 /// A model as the files of an HF checkpoint (`config.json` + `model.safetensors`, f32,

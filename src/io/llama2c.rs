@@ -116,7 +116,7 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
     let mut tensor_types = BTreeMap::new();
     tensor_types.insert("F32".to_string(), w.len());
     let info = ModelInfo { format: "llama2.c".into(), name: None, tensor_types, file_bytes: bytes.len() };
-    Ok(Checkpoint { config, weights: w, tokenizer: None, chat_template: None, info, quantized: Default::default() })
+    Ok(Checkpoint { config, weights: w, tokenizer: None, chat_template: None, info })
 }
 
 /// llama2.c `tokenizer.bin`: i32 max_token_length, then per token f32 score, i32 length, bytes.

@@ -47,9 +47,6 @@ pub struct Checkpoint {
     pub tokenizer: Option<Tokenizer>,
     pub chat_template: Option<ChatTemplate>,
     pub info: ModelInfo,
-    /// Weights stored as Q4_1 or Q8_0 blocks (a quantized GGUF), by transformers name, as they
-    /// are stored: handed to the CPU decoder so it need not find them again (`decode::prime`).
-    pub quantized: BTreeMap<String, crate::decode::quant::QMatrix>,
 }
 
 /// Which loader a file needs, told by its content rather than its name where possible.
@@ -82,7 +79,7 @@ impl Checkpoint {
     }
 
     pub fn into_model(self, device: &Device, progress: &mut Progress) -> Result<LoadedModel> {
-        let Checkpoint { config, mut weights, tokenizer, chat_template, info, quantized } = self;
+        let Checkpoint { config, mut weights, tokenizer, chat_template, info } = self;
         let tokenizer = tokenizer.ok_or_else(|| {
             Error::Tokenizer(
                 "this checkpoint carries no tokenizer; pass one with --tokenizer \
@@ -94,7 +91,8 @@ impl Checkpoint {
         progress("upload", 0.0);
         let model = Llama::from_weights(&config, &mut weights, device)?;
         // Decoding on the host needs them only on the CPU; kept for a GPU they would only hold memory.
-        crate::decode::prime(&model, if crate::backend::is_cpu(device) { quantized } else { Default::default() });
+        // A quantized GGUF's blocks, handed to the CPU decoder so it need not find them again.
+        crate::decode::prime(&model, if crate::backend::is_cpu(device) { weights.take_spent_blocks() } else { Default::default() });
         progress("upload", 1.0);
         Ok(LoadedModel { model, tokenizer, chat_template, config, info, device: device.clone() })
     }

@@ -58,53 +58,49 @@ impl Stored {
             Self::Blocks(q) => vec![q.rows, q.cols],
         }
     }
+}
 
-    /// `[rows, cols]` as stored.
-    fn values(self) -> HostTensor {
-        match self {
-            Self::Values(t) => t,
-            Self::Blocks(q) => {
-                let mut out = vec![0.0f32; q.rows * q.cols];
-                for (r, row) in out.chunks_exact_mut(q.cols.max(1)).enumerate() {
-                    q.row_into(r, row);
+/// `q`'s values, `[rows, cols]`.
+fn dequantized(q: &QMatrix) -> HostTensor {
+    let mut out = vec![0.0f32; q.rows * q.cols];
+    for (r, row) in out.chunks_exact_mut(q.cols.max(1)).enumerate() {
+        q.row_into(r, row);
+    }
+    HostTensor::new(vec![q.rows, q.cols], out)
+}
+
+/// `q`'s values transposed, `[cols, rows]`: the blocks of T rows at one block column are
+/// dequantized (T x 32 values, in registers and L1), then written out as 32 runs of T values.
+fn dequantized_transposed(q: &QMatrix) -> HostTensor {
+    if q.cols % BLOCK != 0 {
+        return dequantized(q).transposed();
+    }
+    const T: usize = 8;
+    let (r, c) = (q.rows, q.cols);
+    let mut out = vec![0.0f32; r * c];
+    let mut tile = [[0.0f32; BLOCK]; T];
+    for i0 in (0..r).step_by(T) {
+        let rows = T.min(r - i0);
+        for b in 0..c / BLOCK {
+            for (k, t) in tile[..rows].iter_mut().enumerate() {
+                *t = q.block(i0 + k, b);
+            }
+            for j in 0..BLOCK {
+                let at = (b * BLOCK + j) * r + i0;
+                for (d, t) in out[at..at + rows].iter_mut().zip(&tile) {
+                    *d = t[j];
                 }
-                HostTensor::new(vec![q.rows, q.cols], out)
             }
         }
     }
-
-    /// `[cols, rows]`. From blocks: the blocks of T rows at one block column are dequantized
-    /// (T x 32 values, in registers and L1), then written out as 32 runs of T values.
-    fn transposed(self) -> HostTensor {
-        let q = match self {
-            Self::Blocks(q) if q.cols % BLOCK == 0 => q,
-            other => return other.values().transposed(),
-        };
-        const T: usize = 8;
-        let (r, c) = (q.rows, q.cols);
-        let mut out = vec![0.0f32; r * c];
-        let mut tile = [[0.0f32; BLOCK]; T];
-        for i0 in (0..r).step_by(T) {
-            let rows = T.min(r - i0);
-            for b in 0..c / BLOCK {
-                for (k, t) in tile[..rows].iter_mut().enumerate() {
-                    *t = q.block(i0 + k, b);
-                }
-                for j in 0..BLOCK {
-                    let at = (b * BLOCK + j) * r + i0;
-                    for (d, t) in out[at..at + rows].iter_mut().zip(&tile) {
-                        *d = t[j];
-                    }
-                }
-            }
-        }
-        HostTensor::new(vec![c, r], out)
-    }
+    HostTensor::new(vec![c, r], out)
 }
 
 #[derive(Default, Debug)]
 pub struct Weights {
     tensors: BTreeMap<String, Stored>,
+    /// The blocks of the matrices taken so far, for the CPU decoder ([`Weights::take_spent_blocks`]).
+    spent: BTreeMap<String, QMatrix>,
 }
 
 impl Weights {
@@ -136,13 +132,30 @@ impl Weights {
     /// Removes `name`, checking it has `shape`. The error names the tensor, both shapes and the
     /// likely cause, since a mismatch almost always means config and weights disagree.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor> {
-        Ok(self.remove(name, shape)?.values())
+        self.take_with(name, shape, |t| t, dequantized)
     }
 
     /// Removes the `[out, in]` matrix `name` (checked as [`Weights::take`] does) and returns it
     /// transposed, `[in, out]`: burn's Linear layout.
     pub fn take_transposed(&mut self, name: &str, shape: [usize; 2]) -> Result<HostTensor> {
-        Ok(self.remove(name, &shape)?.transposed())
+        self.take_with(name, &shape, |t| t.transposed(), dequantized_transposed)
+    }
+
+    /// The blocks of every matrix taken so far, by name, as the file stored them (rows
+    /// un-permuted): the CPU decoder reads them instead of finding them again.
+    pub fn take_spent_blocks(&mut self) -> BTreeMap<String, QMatrix> {
+        std::mem::take(&mut self.spent)
+    }
+
+    fn take_with(&mut self, name: &str, shape: &[usize], values: fn(HostTensor) -> HostTensor, blocks: fn(&QMatrix) -> HostTensor) -> Result<HostTensor> {
+        Ok(match self.remove(name, shape)? {
+            Stored::Values(t) => values(t),
+            Stored::Blocks(q) => {
+                let t = blocks(&q);
+                self.spent.insert(name.to_string(), q);
+                t
+            }
+        })
     }
 
     fn remove(&mut self, name: &str, shape: &[usize]) -> Result<Stored> {
@@ -237,6 +250,7 @@ mod tests {
             assert_eq!(t.shape, vec![cols, rows]);
             assert_eq!(t.data, values.transposed().data);
             assert!(values.data.iter().any(|&x| x != values.data[0]));
+            assert_eq!(w.take_spent_blocks().into_keys().collect::<Vec<_>>(), ["a", "b"], "the blocks are handed on once taken");
         }
         let mut w = Weights::default();
         w.insert("c", HostTensor::new(vec![2, 3], vec![0.0; 6]));

@@ -103,7 +103,6 @@ pub fn tiny_checkpoint(tied: bool, seed: u64) -> Checkpoint {
         tokenizer: Some(tokenizer),
         chat_template: None,
         info: alignlab::io::ModelInfo { format: "memory".into(), name: None, tensor_types: Default::default(), file_bytes: 0 },
-        quantized: Default::default(),
     }
 }
 
