@@ -40,7 +40,13 @@ async fn webgpu() -> OpenedDevice {
             let max_binding = Some(setup.device.limits().max_storage_buffer_binding_size as u64);
             OpenedDevice { device, kind: BackendKind::Wgpu, adapter, software, fallback: None, max_binding }
         }
-        Err(e) => cpu(format!("WebGPU gave no usable adapter ({e})")),
+        Err(e) => {
+            // wgpu's own words (every backend it did not try) are for developers: in the console.
+            web_sys::console::warn_1(&format!("alignlab: no WebGPU adapter: {e}").into());
+            cpu("WebGPU gave no usable adapter (the browser offers no GPU it can use: a blocked driver, a \
+                 virtual machine, or WebGPU turned off), so the lab runs on the CPU"
+                .into())
+        }
     }
 }
 
