@@ -3,11 +3,10 @@
 // charts, see the policy change in Compare, reload and find everything still there.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, shot, train } from './lib.mjs';
+import { generate, HAVE_TINY, importJsonl, launch, modelReady, shot, tempDir, TINY, train } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -180,7 +179,7 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
   });
 
   await t.test('a file that is not a model gets a clear error and the data stays', async () => {
-    const file = join(mkdtempSync(join(tmpdir(), 'alab-')), 'notes.bin');
+    const file = join(tempDir('alab-'), 'notes.bin');
     writeFileSync(file, 'these are my lecture notes, not a model'.repeat(10));
     await page.getByText('Change model').click();
     await page.getByLabel('Open model file').setInputFiles(file);

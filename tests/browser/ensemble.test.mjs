@@ -5,10 +5,9 @@
 // reward, and a reload that keeps the report and says the members must be trained again.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HAVE_TINY, openTiny, modelReady, setField, shot, train } from './lib.mjs';
+import { HAVE_TINY, modelReady, openTiny, setField, shot, tempDir, train } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -18,7 +17,7 @@ const names = ['Lily', 'Tom', 'Ben', 'Sue', 'Max', 'Anna', 'Mia', 'Sam', 'Zoe', 
 
 test('an ensemble of reward models: accuracy, disagreement and RLHF on its minimum', { skip, timeout: 10 * 60_000 }, async (t) => {
   const { page, errors, panel, tab } = await openTiny(t);
-  const dir = mkdtempSync(join(tmpdir(), 'alab-ens-'));
+  const dir = tempDir('alab-ens-');
   const file = join(dir, 'pairs.jsonl');
   writeFileSync(file, names.map((n, i) => JSON.stringify({ prompt: `Once upon a time, ${n} went to the park`, chosen: endings[i % 3][0], rejected: endings[i % 3][1] })).join('\n'));
   await tab('Data');

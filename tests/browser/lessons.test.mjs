@@ -6,11 +6,10 @@
 // the numbers its step watches.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync, mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, followReadingStep, generate, launch, modelReady, shot, walkLesson } from './lib.mjs';
+import { followReadingStep, generate, HAVE_TINY, launch, modelReady, shot, tempDir, TINY, walkLesson } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 const LABS = resolve(import.meta.dirname, '../../www/labs');
@@ -38,7 +37,7 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
   await t.test('a malformed lab file is refused, naming the field and what is wrong', async () => {
     const bad = structuredClone(lessons[2]);
     bad.steps[1].set = { train: { dpo: { betta: 0.1 } } };
-    const file = join(mkdtempSync(join(tmpdir(), 'alab-')), 'bad-lab.json');
+    const file = join(tempDir('alab-'), 'bad-lab.json');
     writeFileSync(file, JSON.stringify(bad));
     await page.getByLabel('Open lab file').setInputFiles(file);
     const alert = page.getByRole('alert').filter({ hasText: 'bad-lab.json' });
@@ -159,7 +158,7 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
     // Ben judged the same comparisons and disagreed on two.
     const flip = new Set([key(distinct[0]), key(distinct[1])]);
     const ben = { ...ana, rater: 'Ben', pairs: distinct.map((x) => (flip.has(key(x)) ? { ...x, chosen: x.rejected, rejected: x.chosen } : x)) };
-    const dir = mkdtempSync(join(tmpdir(), 'alab-class-'));
+    const dir = tempDir('alab-class-');
     // The teacher's view keeps the last class (a lesson opened the sample one): start afresh.
     const close = p.getByRole('button', { name: "Close the class's files" });
     if (await close.isEnabled()) await close.click();

@@ -1,7 +1,7 @@
 // Shared by the browser tests: launch Debian's Chromium (headless, fresh profile), open the app on
 // the tiny stories260K model, and small helpers. playwright-core has no `expect`: node:assert.
 import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, existsSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SHARED_MODELS, serve } from './server.mjs';
@@ -18,9 +18,21 @@ const BASE_FLAGS = ['--no-sandbox', '--disable-background-networking', '--disabl
 export const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--enable-features=Vulkan', '--use-angle=swiftshader',
   '--enable-unsafe-swiftshader', '--use-webgpu-adapter=swiftshader'];
 
+// Every folder a test makes is removed when its file's process ends: a browser profile keeps the
+// app's files and the models in its caches (~250 MB), and a test run starts ~60 of them.
+const made = [];
+process.on('exit', () => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+/** A new empty folder under the system's temporary one, removed when the test file ends. */
+export function tempDir(prefix = 'alignlab-') {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
+}
+
 /** A persistent context so IndexedDB and the Cache API survive a reload within one test. */
 export async function launch({ webgpu = false, profile } = {}) {
-  const dir = profile ?? mkdtempSync(join(tmpdir(), 'alignlab-chromium-'));
+  const dir = profile ?? tempDir('alignlab-chromium-');
   const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
@@ -85,7 +97,7 @@ export async function generate(page, { prompt, samples, temperature, tokens, top
 
 /** Writes `rows` (objects, or raw lines as strings) to a JSONL file and imports it on the Data tab. */
 export async function importJsonl(page, rows) {
-  const file = join(mkdtempSync(join(tmpdir(), 'alignlab-')), 'import.jsonl');
+  const file = join(tempDir(), 'import.jsonl');
   writeFileSync(file, rows.map((r) => (typeof r === 'string' ? r : JSON.stringify(r))).join('\n'));
   await page.getByRole('tab', { name: 'Data' }).click();
   await page.getByRole('tabpanel').getByLabel('Import JSONL').setInputFiles(file);

@@ -5,12 +5,11 @@
 // weights, the adapter exported in PEFT's layout and imported back, and the run handed off to TRL.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, mkdtempSync, copyFileSync } from 'node:fs';
+import { readFileSync, copyFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, generate, launch, modelReady, shot, train as trainOn } from './lib.mjs';
+import { generate, HAVE_TINY, launch, modelReady, shot, tempDir, TINY, train as trainOn } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -27,7 +26,7 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
   };
   await page.goto(`${base}/${TINY}&backend=cpu`);
   await modelReady(page, 'stories260K.bin');
-  const dir = mkdtempSync(join(tmpdir(), 'alab-'));
+  const dir = tempDir('alab-');
 
   await t.test('top-k 1 makes sampling greedy', async () => {
     const p = panel();

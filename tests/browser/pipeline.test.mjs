@@ -5,16 +5,15 @@
 // download; a reload keeps the stages and the table.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HAVE_TINY, openTiny, modelReady, setField, shot } from './lib.mjs';
+import { HAVE_TINY, modelReady, openTiny, setField, shot, tempDir } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
 test('a curriculum and a three-stage pipeline', { skip, timeout: 10 * 60_000 }, async (t) => {
   const { page, errors, panel, tab } = await openTiny(t);
-  const dir = mkdtempSync(join(tmpdir(), 'alab-pipe-'));
+  const dir = tempDir('alab-pipe-');
   const line = (o) => JSON.stringify(o);
   const pairs = [['Ben', ' and it was sad.', ' and he was happy.'], ['Tom', ' and he was happy.', ' and it was a day.'],
     ['Lily', ' and she was very happy and glad.', ' and it was sad and dark.'], ['Sue', ' and all was bright and warm.', ' and then the cold rain came.']];
