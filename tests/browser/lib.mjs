@@ -21,7 +21,10 @@ export const WEBGPU_FLAGS = ['--enable-unsafe-webgpu', '--enable-features=Vulkan
 // Every folder a test makes is removed when its file's process ends: a browser profile keeps the
 // app's files and the models in its caches (~250 MB), and a test run starts ~60 of them.
 const made = [];
-process.on('exit', () => made.forEach((d) => rmSync(d, { recursive: true, force: true })));
+process.on('exit', () => made.forEach((d) => {
+  // A browser left running by a failed test may still be writing there: what remains is left.
+  try { rmSync(d, { recursive: true, force: true }); } catch {}
+}));
 
 /** A new empty folder under the system's temporary one, removed when the test file ends. */
 export function tempDir(prefix = 'alignlab-') {
