@@ -2,7 +2,8 @@
 // it; no bundler, no trunk):
 //   node scripts/web-dist.mjs STAGE DIST
 // STAGE holds app.js, app_bg.wasm (wasm-bindgen --target web) and worker.js, worker_bg.wasm,
-// worker_cpu.js, worker_cpu_bg.wasm (--target no-modules, for classic Web Workers). DIST is
+// worker_cpu.js, worker_cpu_bg.wasm, worker_mt.js, worker_mt_bg.wasm (--target no-modules, for
+// classic Web Workers). DIST is
 // replaced only once the new copy is whole, so a failed build leaves the previous one:
 // - the page's files named by their hash (app-<hash>.js, app-<hash>_bg.wasm, style-<hash>.css),
 //   so a new build is never mixed with an old copy a browser kept; the workers keep fixed names
@@ -112,13 +113,28 @@ const init = Buffer.from(`import init from './${app}.js';\nawait init({ module_o
 const initName = `init-${hash(init)}.js`;
 put(initName, init);
 
-// The engine's workers: fixed names, started by `new Worker('worker_loader.js')` (with WebGPU) or
-// `new Worker('worker_cpu_loader.js')` (the CPU alone) from the page.
-for (const w of ['worker', 'worker_cpu']) {
+// The engine's workers: fixed names, started by `new Worker('worker_loader.js')` (with WebGPU),
+// `new Worker('worker_cpu_loader.js')` (the CPU alone) or `worker_mt_loader.js` (the CPU on every
+// core) from the page.
+for (const w of ['worker', 'worker_cpu', 'worker_mt']) {
   put(`${w}.js`, read(stage, `${w}.js`));
   put(`${w}_bg.wasm`, strip(read(stage, `${w}_bg.wasm`), `${w}_bg.wasm`));
-  put(`${w}_loader.js`, `importScripts('./${w}.js');\nwasm_bindgen({ module_or_path: './${w}_bg.wasm' });\n`);
+  // A module the browser refuses (no shared memory, out of memory) throws outside the promise, to
+  // the page's onerror: the page says so, or starts another build, instead of waiting forever.
+  put(`${w}_loader.js`, `importScripts('./${w}.js');\nwasm_bindgen({ module_or_path: './${w}_bg.wasm' }).catch((e) => setTimeout(() => { throw e; }));\n`);
 }
+// One thread of the threaded build's pool (src/worker/web/threads.rs): the module and memory of
+// the worker that started it. An error is thrown outside the promise so that it reaches the
+// starting worker's onerror.
+put('worker_mt_thread.js', `importScripts('./worker_mt.js');
+self.onmessage = ({ data: [module, memory] }) => {
+  self.onmessage = null;
+  wasm_bindgen({ module_or_path: module, memory }).then(() => {
+    postMessage('ready');
+    wasm_bindgen.alignlab_thread();
+  }, (e) => setTimeout(() => { throw e; }));
+};
+`);
 
 // index.html: what the page loads, each with its integrity hash (crossorigin so that the preloads
 // are the very requests the loader makes).

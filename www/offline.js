@@ -14,9 +14,11 @@ if ('serviceWorker' in navigator && 'caches' in window) {
     const own = (u) => new URL(u, location.href).origin === location.origin && !/\.(gguf|bin|safetensors)$/.test(new URL(u, location.href).pathname);
     const loaded = performance.getEntriesByType('resource').map((e) => e.name).filter(own);
     // The engine's worker loads its own files; the page does not see them in its timeline. The CPU
-    // build is kept everywhere (any page can continue on the CPU), the WebGPU one where it can run.
-    const workers = 'gpu' in navigator ? ['worker', 'worker_cpu'] : ['worker_cpu'];
+    // build is kept everywhere (any page can continue on the CPU), the threaded one where the page
+    // can share memory, the WebGPU one where it can run.
+    const workers = ['worker_cpu', ...(self.crossOriginIsolated ? ['worker_mt'] : []), ...('gpu' in navigator ? ['worker'] : [])];
     const urls = [location.pathname, ...workers.flatMap((w) => [`${w}_loader.js`, `${w}.js`, `${w}_bg.wasm`]), ...loaded];
+    if (self.crossOriginIsolated) urls.push('worker_mt_thread.js');
     const cache = await caches.open('alignlab-app-v1');
     await Promise.all(urls.map(async (u) => { if (!(await cache.match(u))) await cache.add(u).catch(() => {}); }));
   });

@@ -8,6 +8,17 @@ const MODEL = /\.(gguf|bin|safetensors)$/;
 self.addEventListener('install', () => self.skipWaiting());
 self.addEventListener('activate', (e) => e.waitUntil(self.clients.claim()));
 
+// A host that cannot set headers (GitHub Pages, a plain file server) still gets a cross-origin
+// isolated page from the second visit on: the app's own responses get COOP and COEP here, so the
+// engine may run on every core (src/app/client.rs then starts its threaded build).
+function isolated(res) {
+  if (res.status !== 200 || res.headers.has('cross-origin-embedder-policy')) return res;
+  const headers = new Headers(res.headers);
+  headers.set('cross-origin-opener-policy', 'same-origin');
+  headers.set('cross-origin-embedder-policy', 'require-corp');
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+}
+
 self.addEventListener('fetch', (e) => {
   const req = e.request;
   const url = new URL(req.url);
@@ -18,11 +29,11 @@ self.addEventListener('fetch', (e) => {
       const res = await fetch(req);
       // Kept in the background: the page gets the response as it streams.
       if (res.ok) e.waitUntil(cache.put(req, res.clone()));
-      return res;
+      return isolated(res);
     } catch (err) {
       // A page opened by a link (?lab=..., ?model=...) is the same page: match without the query.
       const kept = await cache.match(req, { ignoreSearch: req.mode === 'navigate' });
-      if (kept) return kept;
+      if (kept) return isolated(kept);
       throw err;
     }
   })());

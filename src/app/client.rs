@@ -20,6 +20,8 @@ struct Client {
     jobs: HashMap<JobId, Handler>,
     global: Option<Box<dyn Fn(Event)>>,
     next_job: JobId,
+    /// The script that started the worker (which build of the engine).
+    loader: &'static str,
     /// Closures the worker calls; kept alive as long as it is.
     _closures: Vec<Closure<dyn FnMut(JsValue)>>,
 }
@@ -28,12 +30,24 @@ thread_local!(static CLIENT: RefCell<Client> = RefCell::new(Client::default()));
 
 /// Starts (or restarts) the worker for `pref`. `global` sees every event no job handler took.
 pub fn spawn(pref: BackendPref, global: impl Fn(Event) + 'static) {
+    CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        c.ready = false;
+        c.queue.clear();
+        c.jobs.clear();
+        c.global = Some(Box::new(global));
+    });
+    start(loader(pref));
+}
+
+/// Starts the worker script `loader`, in place of the one running (if any).
+fn start(loader: &'static str) {
     let old = CLIENT.with(|c| c.borrow_mut().worker.take());
     if let Some(w) = old {
         w.terminate();
     }
     // `?v=` keeps a stale worker script out of the HTTP cache after a rebuild.
-    let worker = Worker::new(&format!("./{}?v={}", loader(pref), env!("CARGO_PKG_VERSION"))).expect("cannot start the worker");
+    let worker = Worker::new(&format!("./{loader}?v={}", env!("CARGO_PKG_VERSION"))).expect("cannot start the worker");
     let onmessage = Closure::<dyn FnMut(JsValue)>::new(|v: JsValue| {
         let ev: MessageEvent = v.unchecked_into();
         match serde_wasm_bindgen::from_value::<Event>(ev.data()) {
@@ -51,24 +65,50 @@ pub fn spawn(pref: BackendPref, global: impl Fn(Event) + 'static) {
     CLIENT.with(|c| {
         let mut c = c.borrow_mut();
         c.worker = Some(worker);
-        c.ready = false;
-        c.queue.clear();
-        c.jobs.clear();
-        c.global = Some(Box::new(global));
+        c.loader = loader;
         c._closures = vec![onmessage, onerror];
     });
 }
 
-/// Which build of the engine to start: the CPU one (no WebGPU code: a third of the download, and
-/// quicker to start) when WebGPU will not be used, the full one otherwise.
+/// The engine's builds, by the script that starts each.
+const GPU: &str = "worker_loader.js";
+const CPU: &str = "worker_cpu_loader.js";
+const CPU_THREADS: &str = "worker_mt_loader.js";
+
+/// Which build of the engine to start: the full one when WebGPU will be used; else a CPU one (no
+/// WebGPU code: a third of the download, and quicker to start), on every core where the page may
+/// share memory between workers (cross-origin isolated: served with COOP and COEP), on one
+/// otherwise.
 fn loader(pref: BackendPref) -> &'static str {
-    let webgpu = web_sys::window()
-        .and_then(|w| js_sys::Reflect::get(&w.navigator(), &"gpu".into()).ok())
-        .is_some_and(|g| !g.is_undefined() && !g.is_null());
-    if pref == BackendPref::Cpu || !webgpu { "worker_cpu_loader.js" } else { "worker_loader.js" }
+    let Some(window) = web_sys::window() else { return CPU };
+    let webgpu = js_sys::Reflect::get(&window.navigator(), &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null());
+    if pref != BackendPref::Cpu && webgpu {
+        GPU
+    } else if js_sys::Reflect::get(&window, &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy()) {
+        CPU_THREADS
+    } else {
+        CPU
+    }
+}
+
+/// The threaded build failed before it was ready (its threads' workers refused, its shared memory
+/// not granted): the single-threaded one takes its place, with the requests it held.
+fn fell_back(ev: &Event) -> bool {
+    let threaded_failed = matches!(ev, Event::Fatal { .. }) && CLIENT.with(|c| {
+        let c = c.borrow();
+        !c.ready && c.loader == CPU_THREADS
+    });
+    if threaded_failed {
+        web_sys::console::warn_1(&format!("alignlab: the engine on one thread instead: {ev:?}").into());
+        start(CPU);
+    }
+    threaded_failed
 }
 
 fn dispatch(ev: Event) {
+    if fell_back(&ev) {
+        return;
+    }
     if ev == Event::Hello {
         let (worker, queue) = CLIENT.with(|c| {
             let mut c = c.borrow_mut();

@@ -622,10 +622,8 @@ fn BackendBadge() -> impl IntoView {
         Some(b) if b.kind == BackendKind::Wgpu => {
             format!("WebGPU: {}{}", b.adapter, if b.software { " (software adapter, slow)" } else { "" })
         }
-        Some(b) => format!(
-            "CPU (Flex, WebAssembly){}",
-            b.fallback.map(|r| format!(": {r}")).unwrap_or_default()
-        ),
+        // The worker names how it runs: "WebAssembly", or with its threads.
+        Some(b) => format!("CPU (Flex, {}){}", b.adapter, b.fallback.map(|r| format!(": {r}")).unwrap_or_default()),
     };
     view! { <p class="badge" role="status" aria-label="Compute backend">{text}</p> }
 }

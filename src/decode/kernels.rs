@@ -6,9 +6,9 @@
 //! multiplied as the integers it stores. Several rows (a prompt, or samples decoded together)
 //! turn each block of weights into f32 once, in registers, and dot it with every row.
 //!
-//! Natively the output rows are split over rayon's threads and the loops are compiled a second
-//! time for AVX2 (chosen at run time); in the browser they run on one thread as SIMD128 (the wasm
-//! build turns the target feature on for the whole crate).
+//! The output rows are split over rayon's threads (natively, and in the page's threaded worker);
+//! natively the loops are compiled a second time for AVX2 (chosen at run time), in the browser
+//! they run as SIMD128 (the wasm build turns the target feature on for the whole crate).
 
 use super::quant::{BLOCK, QData, QMatrix};
 
@@ -16,8 +16,13 @@ use super::quant::{BLOCK, QData, QMatrix};
 const ROWS_PER_TASK: usize = 64;
 
 /// Below this many multiply-adds a product runs on the calling thread: waking another costs more.
+/// Natively a wake costs microseconds. In the page it goes through `Atomics.wait`, and splitting
+/// one sample's products (0.3-0.9 M multiply-adds, ~120 a token) made decoding slower than on one
+/// thread (19-41 tokens/s against 33-42): there only prompts, training and the head split.
 #[cfg(not(target_arch = "wasm32"))]
 const SMALL: usize = 1 << 16;
+#[cfg(all(target_arch = "wasm32", feature = "threads"))]
+const SMALL: usize = 1 << 22;
 
 /// `y[i][r] = sum_c x[i][c] * W[r][c]` for `n` input rows; `x` is `[n, cols]`, `y` is `[n, rows]`.
 pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) {
@@ -103,7 +108,7 @@ fn products(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, input: &Input) {
     use rayon::prelude::*;
     if work < SMALL {
@@ -113,21 +118,21 @@ fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, input: &Input) {
     }
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
 fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, _work: usize, input: &Input) {
     tasks.into_iter().for_each(|(w, r0, out)| rows(w, input, r0, out));
 }
 
-/// Runs `f` on one of rayon's threads (natively), so the products inside split their rows by
-/// work stealing from there. Called from outside the pool, every product hands its work to the
+/// Runs `f` on one of rayon's threads (where there are threads), so the products inside split
+/// their rows by work stealing from there. Called from outside the pool, every product hands its work to the
 /// pool and puts the caller to sleep until it is done: two thread wake-ups per product, some 120
 /// products a token.
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
 
-#[cfg(target_arch = "wasm32")]
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
 pub fn on_pool<R>(f: impl FnOnce() -> R) -> R {
     f()
 }

@@ -178,7 +178,9 @@ impl<H: Host> Router<H> {
 
     async fn load(&self, source: ModelSource) -> Result<()> {
         let t0 = self.host.now_ms();
-        // Opening WebGPU is async: a Load sent right after Init waits for it.
+        // The model downloads while the device opens (WebGPU's adapter, the CPU's threads): a
+        // Load sent right after Init waits for the device only once it has the bytes.
+        let (name, model, tokenizer, from_cache) = self.read_source(source).await?;
         let (device, max_binding) = loop {
             if let Some(d) = self.with(|s| s.device.clone()) {
                 break d;
@@ -188,7 +190,6 @@ impl<H: Host> Router<H> {
             }
             self.host.sleep(20).await;
         };
-        let (name, model, tokenizer, from_cache) = self.read_source(source).await?;
         let mut progress = |stage: &str, fraction: f32| {
             let stage = if stage == "upload" { "upload to device" } else { stage };
             self.host.post(Event::Progress { stage: stage.into(), fraction, loaded: 0, total: None, from_cache });

@@ -20,8 +20,6 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
   await t.test('loads the model by URL and says which backend', async () => {
     await page.goto(`${base}/${TINY}&backend=cpu`);
     await modelReady(page, 'stories260K.bin');
-    const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
-    assert.match(badge, /^CPU \(Flex, WebAssembly\): chosen on the page/);
     const bar = await page.locator('.model-status').innerText();
     assert.match(bar, /llama2\.c/);
     assert.match(bar, /0\.\d M parameters · 5 layers/);
@@ -36,8 +34,12 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
       assert.ok(sent > 0 && sent < size, `served compressed: ${sent} of ${size} bytes`);
       assert.ok(sent < 1_000_000, `the page's wasm is ${sent} bytes on the wire; over 1 MB, has the engine crept into the page?`);
     }
-    // On the CPU the page starts the engine's CPU build, which has no WebGPU code.
-    assert.deepEqual(workers, ['/worker_cpu_loader.js'], 'the CPU path starts the CPU worker');
+    // On the CPU the page starts the engine's CPU build, which has no WebGPU code; the test
+    // server makes the page cross-origin isolated, so the threaded one, a worker per core.
+    const threads = Math.min(await page.evaluate(() => navigator.hardwareConcurrency), 16);
+    assert.deepEqual(workers, ['/worker_mt_loader.js', ...Array(threads).fill('/worker_mt_thread.js')], 'the CPU path starts the CPU worker');
+    const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
+    assert.match(badge, new RegExp(`^CPU \\(Flex, WebAssembly, (${threads} threads|one thread)\\): chosen on the page`), badge);
   });
 
   await t.test('greedy generation from BOS tells the known story', async () => {

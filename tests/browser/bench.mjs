@@ -1,9 +1,11 @@
 // Browser benchmark (not a test): page load to first token, tokens/s and seconds per DPO step,
 // driving the built app like the tests do. Run after scripts/build-web:
-//   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT]
+//   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
+// --threads off serves the page without cross-origin isolation, as a host that cannot set headers
+// would: the CPU path then runs on one thread.
 import { parseArgs } from 'node:util';
 import { serve } from './server.mjs';
 import { readFileSync } from 'node:fs';
@@ -13,10 +15,10 @@ import { TINY, followReadingStep, generate, importJsonl, launch, modelReady, tra
 const { values: a } = parseArgs({ options: {
   model: { type: 'string', default: 'tiny' }, backend: { type: 'string', default: 'cpu' },
   steps: { type: 'string', default: '2' }, tokens: { type: 'string', default: '16' },
-  lessons: { type: 'string' }, prompt: { type: 'string' },
+  lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
 } });
 const tiny = a.model === 'tiny';
-const { server, base } = await serve();
+const { server, base } = await serve({ isolated: a.threads !== 'off' });
 const { ctx, page, errors } = await launch({ webgpu: a.backend === 'webgpu' });
 const out = { model: tiny ? 'stories260K' : 'SmolLM2-135M-Instruct Q4_1', backend: a.backend };
 try {

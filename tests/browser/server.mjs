@@ -1,6 +1,8 @@
 // A static file server for the tests: dist/ at /, and the tiny test models from ../shared at
 // /test-models/ (never copied into the repo). Listens on 127.0.0.1 on a free port, and keeps the
-// Host header of every request, for the tests to check.
+// Host header of every request, for the tests to check. Like a deployment should, it makes the
+// page cross-origin isolated (COOP and COEP), so the engine may run on every core; `isolated:
+// false` serves it as a host that cannot set headers would.
 import { createServer } from 'node:http';
 import { createReadStream, existsSync, statSync } from 'node:fs';
 import { extname, join, normalize, resolve } from 'node:path';
@@ -10,7 +12,7 @@ export const DIST = join(ROOT, 'dist');
 export const SHARED_MODELS = resolve(ROOT, '../shared/models/stories260K');
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
-export function serve() {
+export function serve({ isolated = true } = {}) {
   const hosts = [];
   const server = createServer((req, res) => {
     hosts.push(req.headers.host);
@@ -33,6 +35,7 @@ export function serve() {
       'cache-control': 'no-cache',
       // Lets the tests load a model "from another site" (localhost vs 127.0.0.1).
       'access-control-allow-origin': '*',
+      ...(isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {}),
     });
     createReadStream(body).pipe(res);
   });

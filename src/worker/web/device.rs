@@ -8,17 +8,25 @@ use crate::backend::BackendKind;
 use crate::worker::protocol::BackendPref;
 use crate::worker::router::OpenedDevice;
 
-fn cpu(fallback: String) -> OpenedDevice {
-    OpenedDevice { device: Device::flex(), kind: BackendKind::Flex, adapter: "WebAssembly on the CPU".into(), software: true, fallback: Some(fallback), max_binding: None }
+async fn cpu(fallback: String) -> OpenedDevice {
+    // The threaded build's device opens once its pool runs, and says on how many threads.
+    #[cfg(feature = "threads")]
+    let adapter = match super::threads::ready().await {
+        1 => "WebAssembly, one thread".to_string(),
+        n => format!("WebAssembly, {n} threads"),
+    };
+    #[cfg(not(feature = "threads"))]
+    let adapter = "WebAssembly".to_string();
+    OpenedDevice { device: Device::flex(), kind: BackendKind::Flex, adapter, software: true, fallback: Some(fallback), max_binding: None }
 }
 
 pub async fn open(pref: BackendPref) -> OpenedDevice {
     if pref == BackendPref::Cpu {
-        return cpu("chosen on the page (?backend=cpu)".into());
+        return cpu("chosen on the page (?backend=cpu)".into()).await;
     }
     let has_gpu = js_sys::Reflect::get(&scope().navigator(), &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null());
     if !has_gpu {
-        return cpu("this browser has no WebGPU (navigator.gpu is missing; Chrome/Edge 113+ or a flag in Firefox/Safari)".into());
+        return cpu("this browser has no WebGPU (navigator.gpu is missing; Chrome/Edge 113+ or a flag in Firefox/Safari)".into()).await;
     }
     webgpu().await
 }
@@ -46,6 +54,7 @@ async fn webgpu() -> OpenedDevice {
             cpu("WebGPU gave no usable adapter (the browser offers no GPU it can use: a blocked driver, a \
                  virtual machine, or WebGPU turned off), so the lab runs on the CPU"
                 .into())
+            .await
         }
     }
 }
@@ -54,5 +63,5 @@ async fn webgpu() -> OpenedDevice {
 /// used, so this is reached only if the two disagree.
 #[cfg(not(feature = "gpu"))]
 async fn webgpu() -> OpenedDevice {
-    cpu("this download of the engine is the CPU one; reload the page to get WebGPU".into())
+    cpu("this download of the engine is the CPU one; reload the page to get WebGPU".into()).await
 }

@@ -4,6 +4,8 @@
 
 mod device;
 mod fetch;
+#[cfg(feature = "threads")]
+pub(crate) mod threads;
 
 use std::rc::Rc;
 
@@ -69,5 +71,7 @@ pub fn main() {
     });
     scope().set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
     onmessage.forget();
+    #[cfg(feature = "threads")]
+    threads::start();
     post(&Event::Hello);
 }

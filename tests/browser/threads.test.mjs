@@ -1,0 +1,79 @@
+// The CPU path on every core: served cross-origin isolated (COOP and COEP), the page starts the
+// engine's threaded build, whose products and training split over a pool of Web Workers; served
+// without, the single-threaded one. Both must give the same numbers: the same greedy answer and
+// the same DPO losses, on SmolLM2 (the tiny model's products are too small to be split).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { DIST, serve } from './server.mjs';
+import { generate, HAVE_TINY, importJsonl, launch, modelReady, shot, TINY, train } from './lib.mjs';
+
+const MODEL = 'SmolLM2-135M-Instruct (Q4_1)';
+const skip = existsSync(join(DIST, 'models/SmolLM2-135M-Instruct.Q4_1.gguf')) ? false : 'needs the default model in dist/models (scripts/setup, then scripts/build-web)';
+
+/** Opens the page on the default model, then a greedy answer and two DPO steps; what they showed. */
+async function session(isolated) {
+  const { server, base } = await serve({ isolated });
+  const { ctx, page, errors, workers } = await launch();
+  try {
+    await page.goto(`${base}/?backend=cpu`);
+    await modelReady(page, MODEL, 300_000);
+    const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
+    const cores = await page.evaluate(() => navigator.hardwareConcurrency);
+    // A prompt of a few dozen tokens (system prompt and chat template included): its products
+    // are big enough to be split, as is the head's on every token.
+    const p = page.getByRole('tabpanel');
+    await generate(page, { prompt: 'Write a short story about a brave little cat.', samples: 1, temperature: 0, tokens: 24 });
+    await p.getByRole('article').filter({ hasText: 'length' }).or(p.getByRole('article').filter({ hasText: 'stop' })).first().waitFor({ timeout: 300_000 });
+    const answer = await p.getByRole('article').first().locator('.sample-text').innerText();
+    await importJsonl(page, [
+      { prompt: 'Tell me about your day.', chosen: 'It was a lovely, sunny day and I met good friends.', rejected: 'It was awful and boring.' },
+      { prompt: 'How is the weather?', chosen: 'Warm and bright, a perfect day for a walk.', rejected: 'Cold, grey and miserable.' },
+    ]);
+    const run = await train(page, { Steps: 2, 'Batch size': 2 }, 900_000);
+    await shot(page, isolated ? 'threads' : 'one-thread');
+    return { badge, cores, workers, answer, run, errors };
+  } finally {
+    await ctx.close();
+    server.close();
+  }
+}
+
+test('the CPU path on every core gives the numbers of one core (SmolLM2)', { skip, timeout: 15 * 60_000 }, async () => {
+  const one = await session(false);
+  assert.deepEqual(one.workers, ['/worker_cpu_loader.js'], 'not cross-origin isolated: the single-threaded build');
+  assert.match(one.badge, /^CPU \(Flex, WebAssembly\): chosen on the page/, one.badge);
+
+  const all = await session(true);
+  const threads = Math.min(all.cores, 16);
+  assert.deepEqual(all.workers, ['/worker_mt_loader.js', ...Array(threads).fill('/worker_mt_thread.js')], 'isolated: the threaded build and one worker per core');
+  const said = threads === 1 ? 'one thread' : `${threads} threads`;
+  assert.match(all.badge, new RegExp(`^CPU \\(Flex, WebAssembly, ${said}\\): chosen on the page`), all.badge);
+
+  assert.ok(one.answer.length > 40, `an answer: ${one.answer}`);
+  assert.equal(all.answer, one.answer, 'the same greedy answer on every core as on one');
+  assert.match(one.run.status, /^finished step 2 of 2/, one.run.status);
+  assert.match(all.run.status, /^finished step 2 of 2/, all.run.status);
+  // The first step's loss is ln 2 (policy = reference); the second shows the first update.
+  assert.ok(Math.abs(one.run.first - Math.LN2) < 1e-3 && one.run.last < one.run.first, one.run.cell);
+  assert.equal(all.run.cell, one.run.cell, 'the same DPO losses on every core as on one');
+  assert.deepEqual([...one.errors, ...all.errors], []);
+});
+
+test('a host that sends no COOP/COEP: the service worker isolates the page from the second visit', { skip: HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)', timeout: 5 * 60_000 }, async (t) => {
+  const { server, base } = await serve({ isolated: false });
+  const { ctx, page, workers } = await launch();
+  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
+  await page.goto(`${base}/${TINY}&backend=cpu`);
+  await modelReady(page, 'stories260K.bin');
+  assert.equal(await page.evaluate(() => crossOriginIsolated), false);
+  assert.deepEqual(workers, ['/worker_cpu_loader.js']);
+  await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
+  workers.length = 0;
+  await page.reload();
+  await modelReady(page, 'stories260K.bin');
+  assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'the service worker added COOP and COEP');
+  assert.equal(workers[0], '/worker_mt_loader.js', workers.join(', '));
+  assert.match(await page.getByRole('status', { name: 'Compute backend' }).innerText(), /^CPU \(Flex, WebAssembly, (\d+ threads|one thread)\)/);
+});
