@@ -124,9 +124,9 @@ fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, _work: usize, input: &Input) {
 }
 
 /// Runs `f` on one of rayon's threads (where there are threads), so the products inside split
-/// their rows by work stealing from there. Called from outside the pool, every product hands its work to the
-/// pool and puts the caller to sleep until it is done: two thread wake-ups per product, some 120
-/// products a token.
+/// their rows by work stealing from there. Called from outside the pool, every product hands its
+/// work to the pool and puts the caller to sleep until it is done: two thread wake-ups per
+/// product, some 120 products a token.
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
@@ -149,21 +149,27 @@ fn rows(w: &QMatrix, input: &Input, r0: usize, out: &mut [f32]) {
         return unsafe { avx2::rows(w, input, r0, out) };
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    return match &input.q {
+    match &input.q {
         Some(q) => {
             for (k, o) in out.iter_mut().enumerate() {
                 *o = simd128::row_dot(q, w, r0 + k).unwrap_or_else(|| dot(w.f32_row(r0 + k).expect("an f32 matrix"), x));
             }
         }
         None => simd128::rows_many(w, x, n, r0, out),
-    };
-    #[allow(unreachable_code)]
+    }
+    #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+    rows_scalar(w, x, n, r0, out);
+}
+
+/// [`rows`] without SIMD: each row of `W` (dequantized once) dotted with each input row.
+#[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+fn rows_scalar(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
     let mut row = vec![0.0f32; w.cols];
     for (k, o) in out.chunks_exact_mut(n).enumerate() {
         let wr: &[f32] = match w.f32_row(r0 + k) {
             Some(wr) => wr,
             None => {
-                dequantize(w, r0 + k, &mut row);
+                w.row_into(r0 + k, &mut row);
                 &row
             }
         };
@@ -171,15 +177,6 @@ fn rows(w: &QMatrix, input: &Input, r0: usize, out: &mut [f32]) {
             *o = dot(wr, &x[i * w.cols..(i + 1) * w.cols]);
         }
     }
-}
-
-/// Row `r` of a quantized `w` as f32, with SIMD128 in the browser.
-#[inline(always)]
-fn dequantize(w: &QMatrix, r: usize, out: &mut [f32]) {
-    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
-    return simd128::dequantize(w, r, out);
-    #[allow(unreachable_code)]
-    w.row_into(r, out)
 }
 
 /// `sum a[j] b[j]`: SIMD128 in the browser, 8 independent lanes the compiler can vectorize

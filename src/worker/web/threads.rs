@@ -36,42 +36,31 @@ fn handoff() -> &'static (Mutex<Sender<ThreadBuilder>>, Mutex<Receiver<ThreadBui
     })
 }
 
-/// Where starting the pool stands.
-enum Pool {
-    Starting,
-    /// The number of threads it runs.
-    Ready(usize),
-}
-
-thread_local!(static POOL: RefCell<Pool> = const { RefCell::new(Pool::Starting) });
+thread_local!(
+    /// The pool's start, settled with its number of threads: a promise, so that every request
+    /// that opens the device can wait on it.
+    static POOL: RefCell<Option<Promise>> = const { RefCell::new(None) }
+);
 
 /// Starts the pool in the background (the model downloads meanwhile); [`ready`] waits for it.
 pub fn start() {
-    wasm_bindgen_futures::spawn_local(async {
-        let n = match build().await {
-            Ok(n) => n,
+    let pool = wasm_bindgen_futures::future_to_promise(async {
+        let n = build().await.unwrap_or_else(|e| {
             // rayon then runs every parallel call on the calling thread: slower, not wrong.
-            Err(e) => {
-                web_sys::console::warn_1(&format!("alignlab worker: on one thread, since {e}").into());
-                1
-            }
-        };
-        POOL.with(|p| *p.borrow_mut() = Pool::Ready(n));
+            web_sys::console::warn_1(&format!("alignlab worker: on one thread, since {e}").into());
+            1
+        });
+        Ok(JsValue::from(n as u32))
     });
+    POOL.with(|p| *p.borrow_mut() = Some(pool));
 }
 
 /// The number of threads, once the pool runs. Nothing may use rayon before: its first use would
 /// make a pool of its own, of this thread alone.
 pub async fn ready() -> usize {
-    loop {
-        if let Some(n) = POOL.with(|p| match *p.borrow() {
-            Pool::Ready(n) => Some(n),
-            Pool::Starting => None,
-        }) {
-            return n;
-        }
-        gloo_timers::future::TimeoutFuture::new(5).await;
-    }
+    let pool = POOL.with(|p| p.borrow().clone()).expect("threads::start runs when the worker starts");
+    // The promise never rejects; a pool that did not start counts as one thread.
+    JsFuture::from(pool).await.ok().and_then(|n| n.as_f64()).map_or(1, |n| n as usize)
 }
 
 /// Starts one worker per thread, waits until each runs this module, then builds rayon's global
