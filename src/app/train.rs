@@ -83,6 +83,8 @@ pub fn TrainPanel() -> impl IntoView {
     let elapsed_ms = RwSignal::new(0.0f64);
     let message = RwSignal::new(None::<String>);
     let run_id = RwSignal::new(0u64);
+    // When the running run's record was last written (ms since the epoch).
+    let recorded_at = StoredValue::new(0.0f64);
     let method = RwSignal::new(MethodKind::Dpo);
 
     let record = move |st: &str| {
@@ -108,9 +110,15 @@ pub fn TrainPanel() -> impl IntoView {
         Event::Metrics { values, millis, detail: d, .. } => {
             metrics.update(|m| m.push(values));
             detail.set(d);
-            lesson::note(ctx, |r| record_run(r, &metrics.get_untracked()));
+            metrics.with_untracked(|m| lesson::note(ctx, |r| record_run(r, m)));
             elapsed_ms.set(millis);
-            record("running");
+            // The run's record (kept in IndexedDB) follows a running run once a second: writing
+            // every step's whole history at every step kept the page from answering.
+            let now = js_sys::Date::now();
+            if now - recorded_at.get_value() >= 1000.0 {
+                recorded_at.set_value(now);
+                record("running");
+            }
         }
         Event::TrainEnded { state: s, message: m, .. } => {
             let st = match s {
@@ -168,19 +176,18 @@ pub fn TrainPanel() -> impl IntoView {
     };
 
     let eta = move || {
-        let (n, t) = (metrics.get().len(), total.get());
+        let (n, t) = (metrics.with(Vec::len), total.get());
         if n == 0 || t == 0 {
             return String::new();
         }
         let per = elapsed_ms.get() / n as f64 / 1000.0;
-        let last = metrics.get().last().and_then(|m| m.get("loss").copied());
+        let last = metrics.with(|m| m.last().and_then(|m| m.get("loss").copied()));
         format!(
             "step {n} of {t} · {per:.2} s/step · about {:.0} s left{}",
             per * (t.saturating_sub(n)) as f64,
             last.map(|l| format!(" · loss {l:.4}")).unwrap_or_default()
         )
     };
-    let series = Signal::derive(move || metrics.get());
     let running = move || matches!(state.get().as_str(), "running" | "starting");
 
     view! {
@@ -195,12 +202,12 @@ pub fn TrainPanel() -> impl IntoView {
                     <span class="status" role="status" aria-label="Training status">{move || format!("{} {}", state.get(), eta())}</span>
                 </div>
                 <Show when=move || { running() && total.get() > 0 }>
-                    <progress aria-label="Training progress" max=move || total.get() value=move || metrics.get().len()></progress>
+                    <progress aria-label="Training progress" max=move || total.get() value=move || metrics.with(Vec::len)></progress>
                 </Show>
                 <p class="notice" aria-live="polite">{move || message.get()}</p>
-                <p class="held-out" aria-label="Held-out metrics">{move || held_out_line(&metrics.get())}</p>
+                <p class="held-out" aria-label="Held-out metrics">{move || metrics.with(|m| held_out_line(m))}</p>
             </div>
-            <Charts metrics=series detail=detail.into()/>
+            <Charts metrics=metrics.into() detail=detail.into()/>
             <super::pipeline::PipelineSection/>
             <Artifacts busy=Signal::derive(move || job.get().is_some()) message=message/>
             <RunsTable/>
@@ -242,6 +249,25 @@ fn Charts(metrics: Signal<Vec<BTreeMap<String, f64>>>, detail: Signal<Option<Ste
     }
 }
 
+/// One line of the runs table.
+struct RunRow {
+    id: u64,
+    method: String,
+    steps: usize,
+    total_steps: usize,
+    /// First and last loss.
+    losses: Option<(f64, f64)>,
+    state: String,
+}
+
+impl RunRow {
+    fn of(r: &RunRecord) -> Self {
+        let loss = |m: Option<&BTreeMap<String, f64>>| m.and_then(|m| m.get("loss").copied());
+        let losses = loss(r.metrics.first()).zip(loss(r.metrics.last()));
+        RunRow { id: r.id, method: r.method.clone(), steps: r.metrics.len(), total_steps: r.total_steps, losses, state: r.state.clone() }
+    }
+}
+
 /// Every run of this browser, newest first, with its metrics as CSV.
 #[component]
 fn RunsTable() -> impl IntoView {
@@ -250,16 +276,21 @@ fn RunsTable() -> impl IntoView {
         <h2>"Runs"</h2>
         <table aria-label="Runs">
             <thead><tr><th>"Method"</th><th>"Steps"</th><th>"First → last loss"</th><th>"State"</th><th></th></tr></thead>
-            <tbody>{move || ctx.runs.get().into_iter().rev().map(|r| {
-                let first = r.metrics.first().and_then(|m| m.get("loss").copied());
-                let last = r.metrics.last().and_then(|m| m.get("loss").copied());
-                let m = r.metrics.clone();
-                let name = format!("{}-{}.csv", r.method, r.id);
+            <tbody>{move || ctx.runs.with(|runs| runs.iter().rev().map(RunRow::of).collect::<Vec<_>>()).into_iter().map(|r| {
+                let RunRow { id, method, steps, total_steps, losses, state } = r;
+                // The metrics are read when asked for, not copied into every row at every step.
+                let name = format!("{method}-{id}.csv");
+                let export = move |_| {
+                    let body = ctx.runs.with_untracked(|runs| runs.iter().find(|r| r.id == id).map(|r| csv(&r.metrics)));
+                    if let Some(body) = body {
+                        let _ = files::download(&name, "text/csv", body.as_bytes());
+                    }
+                };
                 view! { <tr>
-                    <td>{r.method.to_uppercase()}</td><td>{format!("{} / {}", r.metrics.len(), r.total_steps)}</td>
-                    <td>{match (first, last) { (Some(a), Some(b)) => format!("{a:.4} → {b:.4}"), _ => "–".into() }}</td>
-                    <td>{r.state.clone()}</td>
-                    <td><button class="small" on:click=move |_| { let _ = files::download(&name, "text/csv", csv(&m).as_bytes()); }>"Export metrics (CSV)"</button></td>
+                    <td>{method.to_uppercase()}</td><td>{format!("{steps} / {total_steps}")}</td>
+                    <td>{match losses { Some((a, b)) => format!("{a:.4} → {b:.4}"), None => "–".into() }}</td>
+                    <td>{state}</td>
+                    <td><button class="small" on:click=export>"Export metrics (CSV)"</button></td>
                 </tr> }
             }).collect_view()}</tbody>
         </table>
