@@ -673,7 +673,8 @@ fn ModelBar() -> impl IntoView {
     };
     view! {
         <div class="modelbar">
-            <p class="model-status" aria-live="polite">{status}</p>
+            <p class="model-status" aria-live="polite"
+                title=move || ctx.model.get().map(|m| m.stages_line()).filter(|l| !l.is_empty()).map(|l| format!("Where the load went: {l}"))>{status}</p>
             <Show when=move || ctx.loading.get() && ctx.progress.get().is_some()>
                 <progress aria-label="Model loading" max="1" value=move || ctx.progress.get().map(|p| p.fraction).unwrap_or(0.0)></progress>
             </Show>

@@ -226,13 +226,59 @@ pub struct ModelSummary {
     pub context: usize,
     pub chat_template: bool,
     pub load_ms: f64,
+    /// Where `load_ms` went, in order: what a slow load is waiting on.
+    #[serde(default)]
+    pub stages: Vec<LoadStage>,
     /// The file came from the browser's cache, not the network.
     pub from_cache: bool,
 }
 
+/// One part of a model's load and its wall time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LoadPart {
+    /// Fetching the file (network or the browser's cache), or reading the one picked.
+    Download,
+    /// Waiting for the compute device to open once the file was in.
+    Device,
+    /// Parsing the file: header, tokenizer, weights as stored.
+    Parse,
+    /// The weights onto the device, as the model trains them.
+    Weights,
+    /// The judges' word lists, fetched once.
+    Judges,
+    /// One token through the model (on WebGPU it compiles the kernels).
+    WarmUp,
+}
+
+impl LoadPart {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Download => "download",
+            Self::Device => "device",
+            Self::Parse => "parse",
+            Self::Weights => "weights",
+            Self::Judges => "judges",
+            Self::WarmUp => "warm-up",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LoadStage {
+    pub part: LoadPart,
+    pub ms: f64,
+}
+
+impl ModelSummary {
+    /// "download 0.62 s · device 0.00 s · parse 0.31 s · …", in order.
+    pub fn stages_line(&self) -> String {
+        self.stages.iter().map(|s| format!("{} {:.2} s", s.part.label(), s.ms / 1000.0)).collect::<Vec<_>>().join(" · ")
+    }
+}
+
 #[cfg(feature = "engine")]
 impl ModelSummary {
-    pub fn of(lm: &crate::io::LoadedModel, name: String, file: &str, load_ms: f64, from_cache: bool) -> Self {
+    pub fn of(lm: &crate::io::LoadedModel, name: String, file: &str, stages: Vec<LoadStage>, from_cache: bool) -> Self {
         let c = &lm.config;
         Self {
             title: title(&name, file),
@@ -244,7 +290,8 @@ impl ModelSummary {
             vocab: c.vocab_size,
             context: c.max_position_embeddings,
             chat_template: lm.chat_template.is_some(),
-            load_ms,
+            load_ms: stages.iter().map(|s| s.ms).sum(),
+            stages,
             from_cache,
         }
     }

@@ -178,9 +178,17 @@ impl<H: Host> Router<H> {
 
     async fn load(&self, source: ModelSource) -> Result<()> {
         let t0 = self.host.now_ms();
+        // Each part's wall time, for the model bar and the page bench.
+        let mut stages = Vec::new();
+        let mut mark = |part: LoadPart| {
+            let now = self.host.now_ms();
+            let since = t0 + stages.iter().map(|s: &LoadStage| s.ms).sum::<f64>();
+            stages.push(LoadStage { part, ms: now - since });
+        };
         // The model downloads while the device opens (WebGPU's adapter, the CPU's threads): a
         // Load sent right after Init waits for the device only once it has the bytes.
         let (name, model, tokenizer, from_cache) = self.read_source(source).await?;
+        mark(LoadPart::Download);
         let (device, max_binding) = loop {
             if let Some(d) = self.with(|s| s.device.clone()) {
                 break d;
@@ -190,6 +198,7 @@ impl<H: Host> Router<H> {
             }
             self.host.sleep(20).await;
         };
+        mark(LoadPart::Device);
         let mut progress = |stage: &str, fraction: f32| {
             let stage = if stage == "upload" { "upload to device" } else { stage };
             self.host.post(Event::Progress { stage: stage.into(), fraction, loaded: 0, total: None, from_cache });
@@ -207,17 +216,21 @@ impl<H: Host> Router<H> {
                 )));
             }
         }
+        mark(LoadPart::Parse);
         let mut lm = ckpt.into_model(&device, &mut progress)?;
+        mark(LoadPart::Weights);
         let file = name.clone();
         let name = lm.info.name.get_or_insert(name).clone();
         let session = Session::new(lm, self.judge_data().await);
+        mark(LoadPart::Judges);
         // Warm-up: one forward pass compiles the kernels (WebGPU) before the first real token.
         progress("warm-up", 0.0);
         let warm = SamplingConfig::greedy(1);
         let bos = session.lm.tokenizer.bos_id.unwrap_or(0);
         crate::generate::generate(&session.lm.model, &session.lm.tokenizer, &[bos], &warm, &mut |_| true).await?;
         progress("warm-up", 1.0);
-        let info = ModelSummary::of(&session.lm, name, &file, self.host.now_ms() - t0, from_cache);
+        mark(LoadPart::WarmUp);
+        let info = ModelSummary::of(&session.lm, name, &file, stages, from_cache);
         self.with(|s| {
             s.session = Some(session);
             s.paused = None;

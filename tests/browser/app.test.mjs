@@ -23,6 +23,13 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     const bar = await page.locator('.model-status').innerText();
     assert.match(bar, /llama2\.c/);
     assert.match(bar, /0\.\d M parameters · 5 layers/);
+    // The bar's tooltip says where the load went, part by part, adding up to its "loaded in".
+    const where = await page.locator('.model-status').getAttribute('title');
+    const parts = [...(where ?? '').matchAll(/(\S+) ([\d.]+) s/g)].map(([, part, s]) => [part, Number(s)]);
+    assert.deepEqual(parts.map(([p]) => p), ['download', 'device', 'parse', 'weights', 'judges', 'warm-up'], where);
+    const total = Number(/loaded in ([\d.]+) s/.exec(bar)[1]);
+    const sum = parts.reduce((a, [, s]) => a + s, 0);
+    assert.ok(Math.abs(sum - total) <= 0.05 + 0.005 * parts.length, `the parts (${sum.toFixed(2)} s) add up to the load (${total} s)`);
     // The page's own code is a small first download: it links none of the engine (the worker
     // does). With the engine it was 1.4 MB brotli, 2.0 MB gzip; without, about 0.5 and 0.7.
     // Entries with no body are the same file taken again from the preload or the cache.

@@ -31,6 +31,8 @@ try {
   // the rest is the page and the worker starting.
   const bar = await page.getByText(`${name} ·`, { exact: false }).first().innerText();
   out.model_load_s = Number(/loaded in ([\d.]+) s/.exec(bar)?.[1] ?? NaN);
+  // And where that went ("download 0.62 s · device 0.00 s · parse 0.31 s · …").
+  out.model_load_parts = (await page.locator('.model-status').getAttribute('title'))?.replace(/^Where the load went: /, '') ?? '';
   console.error('bench: loaded', JSON.stringify(out));
   out.device = await page.getByRole('status', { name: 'Compute backend' }).innerText();
   if (a.lessons !== undefined) {
