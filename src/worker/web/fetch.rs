@@ -2,6 +2,9 @@
 //! afterwards (a reload does not download the model again). Sizes are capped before anything is
 //! allocated: a server's Content-Length is a claim, not a promise.
 
+use std::cell::RefCell;
+use std::rc::Rc;
+
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
@@ -18,14 +21,26 @@ fn js(e: JsValue) -> String {
     format!("{e:?}")
 }
 
+/// Posts a download's progress as `stage`, when there is one.
+fn report(stage: Option<&str>, fraction: f32, loaded: u64, total: Option<u64>, from_cache: bool) {
+    if let Some(stage) = stage {
+        post(&Event::Progress { stage: stage.into(), fraction, loaded, total, from_cache });
+    }
+}
+
+/// A download so far.
+#[derive(Default)]
+struct Received {
+    bytes: Vec<u8>,
+    /// How far the bytes were when progress was last posted.
+    last_post: u64,
+    /// Set when the body grew past [`MAX_DOWNLOAD`]: the size it reached.
+    too_big: Option<u64>,
+}
+
 /// The bytes at `url` and whether they came from the cache. Progress is posted as `stage` when
 /// given.
 pub async fn fetch_cached(url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bool)> {
-    let report = |fraction: f32, loaded: u64, total: Option<u64>, from_cache: bool| {
-        if let Some(stage) = stage {
-            post(&Event::Progress { stage: stage.into(), fraction, loaded, total, from_cache });
-        }
-    };
     let cache: Option<web_sys::Cache> = match scope().caches() {
         Ok(storage) => JsFuture::from(storage.open("alignlab-models-v1")).await.ok().map(|c| c.unchecked_into()),
         Err(_) => None,
@@ -36,7 +51,7 @@ pub async fn fetch_cached(url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bo
                 let buf = JsFuture::from(resp.array_buffer().map_err(|e| Error::Network(js(e)))?).await.map_err(|e| Error::Network(js(e)))?;
                 let bytes = js_sys::Uint8Array::new(&buf).to_vec();
                 let n = bytes.len() as u64;
-                report(1.0, n, Some(n), true);
+                report(stage, 1.0, n, Some(n), true);
                 return Ok((bytes, true));
             }
         }
@@ -78,33 +93,43 @@ pub async fn fetch_cached(url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bo
             });
         }
     };
-    let mut bytes: Vec<u8> = Vec::with_capacity(total.unwrap_or(0) as usize);
     let body = resp.body().ok_or_else(|| Error::Network(format!("{url}: the response has no body")))?;
-    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    let mut last_post = 0u64;
-    loop {
-        let chunk = JsFuture::from(reader.read()).await.map_err(|e| Error::Network(format!("download of {url} broke off: {}", js(e))))?;
-        if js_sys::Reflect::get(&chunk, &"done".into()).map(|d| d.is_truthy()).unwrap_or(true) {
-            break;
-        }
-        let value = js_sys::Reflect::get(&chunk, &"value".into()).map_err(|e| Error::Network(js(e)))?;
-        let part = js_sys::Uint8Array::new(&value);
-        let n = bytes.len() as u64 + part.length() as u64;
-        if n > MAX_DOWNLOAD {
-            let _ = reader.cancel();
-            forget(put);
-            return Err(too_big(n));
-        }
-        // Straight into the model's buffer: one copy out of JavaScript, none in between.
-        let start = bytes.len();
-        bytes.resize(n as usize, 0);
-        part.copy_to(&mut bytes[start..]);
-        if n - last_post > 1 << 20 {
-            last_post = n;
-            report(total.map_or(0.0, |t| n as f32 / t.max(1) as f32), n, total, false);
-        }
+    // The stream hands each piece to a sink that copies it straight into the model's buffer: one
+    // await for the whole body. (Awaiting every read cost a turn of the event loop per piece in
+    // the threaded build, whose executor wakes through `Atomics.waitAsync`: ~1500 for SmolLM2.)
+    let got = Rc::new(RefCell::new(Received { bytes: Vec::with_capacity(total.unwrap_or(0) as usize), ..Received::default() }));
+    let write = {
+        let (got, stage) = (got.clone(), stage.map(str::to_owned));
+        Closure::<dyn FnMut(JsValue) -> std::result::Result<(), JsValue>>::new(move |chunk: JsValue| {
+            let part = js_sys::Uint8Array::new(&chunk);
+            let mut g = got.borrow_mut();
+            let n = g.bytes.len() as u64 + u64::from(part.length());
+            if n > MAX_DOWNLOAD {
+                g.too_big = Some(n);
+                return Err(JsValue::from_str("more than the page can hold"));
+            }
+            let start = g.bytes.len();
+            g.bytes.resize(n as usize, 0);
+            part.copy_to(&mut g.bytes[start..]);
+            if n - g.last_post > 1 << 20 {
+                g.last_post = n;
+                report(stage.as_deref(), total.map_or(0.0, |t| n as f32 / t.max(1) as f32), n, total, false);
+            }
+            Ok(())
+        })
+    };
+    let sink = js_sys::Object::new();
+    js_sys::Reflect::set(&sink, &"write".into(), write.as_ref()).map_err(|e| Error::Network(js(e)))?;
+    let dest = web_sys::WritableStream::new_with_underlying_sink(&sink).map_err(|e| Error::Network(js(e)))?;
+    let piped = JsFuture::from(body.pipe_to(&dest)).await;
+    drop(write);
+    let Received { bytes, too_big: over, .. } = got.take();
+    if let Some(n) = over {
+        forget(put);
+        return Err(too_big(n));
     }
+    piped.map_err(|e| Error::Network(format!("download of {url} broke off: {}", js(e))))?;
     let n = bytes.len() as u64;
-    report(1.0, n, Some(n), false);
+    report(stage, 1.0, n, Some(n), false);
     Ok((bytes, false))
 }
