@@ -644,7 +644,7 @@ fn ModelBar() -> impl IntoView {
             m.parameters as f64 / 1e6,
             m.layers,
             m.context,
-            m.load_ms / 1000.0,
+            m.load_ms() / 1000.0,
             if m.from_cache { " (from the browser cache)" } else { "" }
         ),
         (_, Some(p)) => format!(

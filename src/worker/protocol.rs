@@ -225,8 +225,7 @@ pub struct ModelSummary {
     pub vocab: usize,
     pub context: usize,
     pub chat_template: bool,
-    pub load_ms: f64,
-    /// Where `load_ms` went, in order: what a slow load is waiting on.
+    /// Each part of the load and its wall time, in order: what a slow load is waiting on.
     #[serde(default)]
     pub stages: Vec<LoadStage>,
     /// The file came from the browser's cache, not the network.
@@ -270,6 +269,11 @@ pub struct LoadStage {
 }
 
 impl ModelSummary {
+    /// The whole load, in ms: its parts' sum.
+    pub fn load_ms(&self) -> f64 {
+        self.stages.iter().map(|s| s.ms).sum()
+    }
+
     /// "download 0.62 s · device 0.00 s · parse 0.31 s · …", in order.
     pub fn stages_line(&self) -> String {
         self.stages.iter().map(|s| format!("{} {:.2} s", s.part.label(), s.ms / 1000.0)).collect::<Vec<_>>().join(" · ")
@@ -290,7 +294,6 @@ impl ModelSummary {
             vocab: c.vocab_size,
             context: c.max_position_embeddings,
             chat_template: lm.chat_template.is_some(),
-            load_ms: stages.iter().map(|s| s.ms).sum(),
             stages,
             from_cache,
         }

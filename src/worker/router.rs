@@ -179,11 +179,11 @@ impl<H: Host> Router<H> {
     async fn load(&self, source: ModelSource) -> Result<()> {
         let t0 = self.host.now_ms();
         // Each part's wall time, for the model bar and the page bench.
-        let mut stages = Vec::new();
+        let (mut stages, mut last) = (Vec::new(), t0);
         let mut mark = |part: LoadPart| {
             let now = self.host.now_ms();
-            let since = t0 + stages.iter().map(|s: &LoadStage| s.ms).sum::<f64>();
-            stages.push(LoadStage { part, ms: now - since });
+            stages.push(LoadStage { part, ms: now - last });
+            last = now;
         };
         // The model downloads while the device opens (WebGPU's adapter, the CPU's threads): a
         // Load sent right after Init waits for the device only once it has the bytes.
