@@ -1,4 +1,5 @@
-//! Files in and out of the page: downloads built from memory, and files the user picks.
+//! Files in and out of the page: downloads built from memory, files the user picks, and the
+//! page's own files beside it (the built-in lessons).
 
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
@@ -50,6 +51,29 @@ pub async fn read_bytes(file: &File) -> Result<Vec<u8>, String> {
 pub async fn read_text(file: &File) -> Result<String, String> {
     let t = JsFuture::from(file.text()).await.map_err(|e| format!("could not read {}: {e:?}", file.name()))?;
     t.as_string().ok_or_else(|| format!("{} is not text", file.name()))
+}
+
+/// The page's own files at `urls` (relative to the page), fetched at once and read in order. Each
+/// must answer 200 with at most `max_bytes`.
+pub async fn fetch_own(urls: &[String], max_bytes: usize) -> Result<Vec<Vec<u8>>, String> {
+    let window = web_sys::window().ok_or("no window")?;
+    // Every request starts before the first is read: one round trip for all, not one each.
+    let pending: Vec<_> = urls.iter().map(|u| (u, window.fetch_with_str(u))).collect();
+    let mut out = Vec::with_capacity(urls.len());
+    for (url, promise) in pending {
+        let failed = |e: wasm_bindgen::JsValue| format!("could not fetch {url}: {}", e.as_string().unwrap_or_else(|| format!("{e:?}")));
+        let res: web_sys::Response = JsFuture::from(promise).await.map_err(failed)?.unchecked_into();
+        if !res.ok() {
+            return Err(format!("could not fetch {url}: the server answered {} {}", res.status(), res.status_text()));
+        }
+        let buf = JsFuture::from(res.array_buffer().map_err(failed)?).await.map_err(failed)?;
+        let bytes = js_sys::Uint8Array::new(&buf);
+        if bytes.length() as usize > max_bytes {
+            return Err(format!("{url} is {} bytes, over the {max_bytes} this page reads", bytes.length()));
+        }
+        out.push(bytes.to_vec());
+    }
+    Ok(out)
 }
 
 /// A model from the files a person picked: the biggest is the model, and a tokenizer file comes

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Tab, client, files};
 use crate::lab::{PolicyKind, TrainData};
-use crate::lab::lesson::{Action, Lesson, Outcome, Preset, Readings, built_in};
+use crate::lab::lesson::{Action, Lesson, MAX_LAB_BYTES, Outcome, Preset, Readings};
 use crate::worker::protocol::*;
 
 /// The lesson in progress, kept across reloads: the step, and the readings when it began.
@@ -274,11 +274,23 @@ pub fn LessonCard() -> impl IntoView {
     }
 }
 
+/// The built-in lessons: the files `labs/index.json` lists, beside the page. They are data, not
+/// code: kept out of the page's wasm (the first download, before anything shows) and fetched
+/// beside it; the service worker keeps them for visits without a network.
+async fn fetch_built_in() -> Result<Vec<Lesson>, String> {
+    let index = files::fetch_own(&["labs/index.json".to_string()], 64 << 10).await?.remove(0);
+    let names: Vec<String> = serde_json::from_slice(&index).map_err(|e| format!("labs/index.json: {e}"))?;
+    let urls: Vec<String> = names.iter().map(|n| format!("labs/{n}")).collect();
+    let bodies = files::fetch_own(&urls, MAX_LAB_BYTES).await?;
+    urls.iter().zip(bodies).map(|(u, b)| Lesson::parse(&b).map_err(|e| format!("{u}: {e}"))).collect()
+}
+
 /// The Lessons tab: the built-in lessons with one obvious start, and a teacher's lab file.
 #[component]
 pub fn LessonList() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
-    let lessons = StoredValue::new(built_in());
+    let lessons = RwSignal::new(None::<Result<Vec<Lesson>, String>>);
+    leptos::task::spawn_local(async move { lessons.set(Some(fetch_built_in().await)) });
     let link = RwSignal::new(String::new());
     let on_file = move |ev: leptos::ev::Event| {
         let Some(f) = files::picked(&ev).into_iter().next() else { return };
@@ -296,21 +308,13 @@ pub fn LessonList() -> impl IntoView {
     view! {
         <div class="panel lessons">
             <p class="lead">"Each lesson runs on the model above: read a step, press Try it, and see what changed. Leave any time and keep working in the tabs."</p>
-            <ol class="lesson-list">
-                {lessons.get_value().into_iter().enumerate().map(|(i, l)| {
-                    let title = l.title.clone();
-                    let meta = l.minutes.map(|m| format!("about {m} min · {} steps", l.steps.len())).unwrap_or_else(|| format!("{} steps", l.steps.len()));
-                    let summary = l.summary.clone();
-                    view! {
-                        <li>
-                            <button class=if i == 0 { "primary" } else { "" } aria-label=format!("Start lesson: {title}")
-                                on:click=move |_| start(ctx, l.clone())>{if i == 0 { "Start here" } else { "Start" }}</button>
-                            <strong>{title.clone()}</strong>" "<span class="muted">{meta}</span>
-                            <p>{summary}</p>
-                        </li>
-                    }
-                }).collect_view()}
-            </ol>
+            {move || match lessons.get() {
+                None => view! { <p class="muted">"Loading the lessons…"</p> }.into_any(),
+                Some(Err(e)) => view! {
+                    <p role="alert">{format!("The built-in lessons could not be loaded ({e}). Reload the page; a lab file still opens below.")}</p>
+                }.into_any(),
+                Some(Ok(list)) => view! { <LessonItems lessons=list/> }.into_any(),
+            }}
             <label>"Open a lab file (JSON) "
                 <input type="file" accept=".json,application/json" aria-label="Open lab file" on:change=on_file/></label>
             <p class="hint">"Teachers: the format is in docs/lab-files.md; the built-in lessons are in the app's labs/ folder as examples."</p>
@@ -322,5 +326,28 @@ pub fn LessonList() -> impl IntoView {
                 </Show>
             </div>
         </div>
+    }
+}
+
+/// The built-in lessons as a list, the first with the one obvious start.
+#[component]
+fn LessonItems(lessons: Vec<Lesson>) -> impl IntoView {
+    let ctx = expect_context::<Ctx>();
+    view! {
+        <ol class="lesson-list">
+            {lessons.into_iter().enumerate().map(|(i, l)| {
+                let title = l.title.clone();
+                let meta = l.minutes.map(|m| format!("about {m} min · {} steps", l.steps.len())).unwrap_or_else(|| format!("{} steps", l.steps.len()));
+                let summary = l.summary.clone();
+                view! {
+                    <li>
+                        <button class=if i == 0 { "primary" } else { "" } aria-label=format!("Start lesson: {title}")
+                            on:click=move |_| start(ctx, l.clone())>{if i == 0 { "Start here" } else { "Start" }}</button>
+                        <strong>{title.clone()}</strong>" "<span class="muted">{meta}</span>
+                        <p>{summary}</p>
+                    </li>
+                }
+            }).collect_view()}
+        </ol>
     }
 }

@@ -584,8 +584,8 @@ fn patch<T: Serialize>(current: &T, patch: &Value, at: &str) -> Result<Value> {
     Ok(v)
 }
 
-/// The lessons that ship with the app, in order: the files in `www/labs/`, compiled in so they
-/// work offline and in the CLI.
+/// The lessons that ship with the app, in order: the files in `www/labs/`, compiled into the CLI.
+/// (The page fetches the same files from its `labs/` folder instead: its wasm stays small.)
 const BUILT_IN: [&str; 16] = [
     include_str!("../../www/labs/what-is-alignment.json"),
     include_str!("../../www/labs/prompting.json"),
