@@ -116,12 +116,33 @@ put(initName, init);
 // The engine's workers: fixed names, started by `new Worker('worker_loader.js')` (with WebGPU),
 // `new Worker('worker_cpu_loader.js')` (the CPU alone) or `worker_mt_loader.js` (the CPU on every
 // core) from the page.
+// Each loader first starts the download of the model its URL names (`?model=`, set by the page's
+// src/app/client.rs), before the engine's wasm is fetched and compiled: from the models' cache
+// (the name src/worker/web/fetch.rs opens) or the network. The engine takes the response over
+// when its first `Load` names the same URL, and reads it as it reads its own (its size caps,
+// progress and cache copy included).
+const early = `const alignlabModel = new URLSearchParams(location.search).get('model');
+if (alignlabModel) {
+  self.alignlabEarly = { url: alignlabModel, response: (async () => {
+    const cache = self.caches ? await caches.open('alignlab-models-v1').catch(() => null) : null;
+    const hit = cache && await cache.match(alignlabModel).catch(() => null);
+    if (hit) return { response: hit, cached: true };
+    const r = await fetch(alignlabModel);
+    if (!r.ok || !r.body) return { response: r, cached: false };
+    // A body nobody reads stops downloading once the browser's buffer is full: this one is pulled
+    // into a queue at full speed until the engine reads it.
+    const body = r.body.pipeThrough(new TransformStream({}, undefined, { highWaterMark: Infinity }));
+    return { response: new Response(body, { status: r.status, statusText: r.statusText, headers: r.headers }), cached: false };
+  })() };
+  self.alignlabEarly.response.catch(() => {});
+}
+`;
 for (const w of ['worker', 'worker_cpu', 'worker_mt']) {
   put(`${w}.js`, read(stage, `${w}.js`));
   put(`${w}_bg.wasm`, strip(read(stage, `${w}_bg.wasm`), `${w}_bg.wasm`));
   // A module the browser refuses (no shared memory, out of memory) throws outside the promise, to
   // the page's onerror: the page says so, or starts another build, instead of waiting forever.
-  put(`${w}_loader.js`, `importScripts('./${w}.js');\nwasm_bindgen({ module_or_path: './${w}_bg.wasm' }).catch((e) => setTimeout(() => { throw e; }));\n`);
+  put(`${w}_loader.js`, `${early}importScripts('./${w}.js');\nwasm_bindgen({ module_or_path: './${w}_bg.wasm' }).catch((e) => setTimeout(() => { throw e; }));\n`);
 }
 // One thread of the threaded build's pool (src/worker/web/threads.rs): the module and memory of
 // the worker that started it. An error is thrown outside the promise so that it reaches the

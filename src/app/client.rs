@@ -22,6 +22,8 @@ struct Client {
     next_job: JobId,
     /// The script that started the worker (which build of the engine).
     loader: &'static str,
+    /// The model the worker starts downloading before its engine has compiled (see [`start`]).
+    early: Option<String>,
     /// Closures the worker calls; kept alive as long as it is.
     _closures: Vec<Closure<dyn FnMut(JsValue)>>,
 }
@@ -29,25 +31,37 @@ struct Client {
 thread_local!(static CLIENT: RefCell<Client> = RefCell::new(Client::default()));
 
 /// Starts (or restarts) the worker for `pref`. `global` sees every event no job handler took.
-pub fn spawn(pref: BackendPref, global: impl Fn(Event) + 'static) {
+/// `early`: the model URL the first `Load` will name, if known now.
+pub fn spawn(pref: BackendPref, early: Option<String>, global: impl Fn(Event) + 'static) {
     CLIENT.with(|c| {
         let mut c = c.borrow_mut();
         c.ready = false;
         c.queue.clear();
         c.jobs.clear();
         c.global = Some(Box::new(global));
+        c.early = early;
     });
     start(loader(pref));
 }
 
 /// Starts the worker script `loader`, in place of the one running (if any).
 fn start(loader: &'static str) {
-    let old = CLIENT.with(|c| c.borrow_mut().worker.take());
+    let (old, early) = CLIENT.with(|c| {
+        let mut c = c.borrow_mut();
+        (c.worker.take(), c.early.clone())
+    });
     if let Some(w) = old {
         w.terminate();
     }
-    // `?v=` keeps a stale worker script out of the HTTP cache after a rebuild.
-    let worker = Worker::new(&format!("./{loader}?v={}", env!("CARGO_PKG_VERSION"))).expect("cannot start the worker");
+    // `?v=` keeps a stale worker script out of the HTTP cache after a rebuild. `&model=`: the
+    // worker's loader starts that download at once, while the engine's wasm compiles (about a
+    // second on a slow machine), and the engine takes the response over when `Load` names it.
+    let mut url = format!("./{loader}?v={}", env!("CARGO_PKG_VERSION"));
+    if let Some(model) = early {
+        url.push_str("&model=");
+        url.push_str(&String::from(js_sys::encode_uri_component(&model)));
+    }
+    let worker = Worker::new(&url).expect("cannot start the worker");
     let onmessage = Closure::<dyn FnMut(JsValue)>::new(|v: JsValue| {
         let ev: MessageEvent = v.unchecked_into();
         match serde_wasm_bindgen::from_value::<Event>(ev.data()) {

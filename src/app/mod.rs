@@ -335,7 +335,11 @@ fn start_engine(ctx: Ctx) {
     ctx.backend.set(None);
     ctx.model.set(None);
     ctx.loading.set(false);
-    client::spawn(ctx.backend_pref.get_untracked(), move |ev| on_event(ctx, ev));
+    let early = match ctx.model_source.get_untracked() {
+        Some(ModelSource::Url { model, .. }) => Some(model),
+        _ => None,
+    };
+    client::spawn(ctx.backend_pref.get_untracked(), early, move |ev| on_event(ctx, ev));
     client::send(&Request::Init { backend: ctx.backend_pref.get_untracked(), judges_base: absolute("models/judges/") });
     if let Some(src) = ctx.model_source.get_untracked() {
         load_model(ctx, src);

@@ -11,7 +11,7 @@ import { generate, HAVE_TINY, importJsonl, launch, modelReady, shot, tempDir, TI
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
 test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload', { skip, timeout: 20 * 60_000 }, async (t) => {
-  const { server, base } = await serve();
+  const { server, base, paths } = await serve();
   const { ctx, page, errors, workers, profile } = await launch();
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   const panel = () => page.getByRole('tabpanel');
@@ -30,6 +30,9 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     const total = Number(/loaded in ([\d.]+) s/.exec(bar)[1]);
     const sum = parts.reduce((a, [, s]) => a + s, 0);
     assert.ok(Math.abs(sum - total) <= 0.05 + 0.005 * parts.length, `the parts (${sum.toFixed(2)} s) add up to the load (${total} s)`);
+    // The worker's loader starts the model's download before the engine has compiled, and the
+    // engine reads that response: the model is fetched once, not twice.
+    assert.equal(paths.filter((p) => p === '/test-models/stories260K.bin').length, 1, 'the model downloaded once');
     // The page's own code is a small first download: it links none of the engine (the worker
     // does). With the engine it was 1.4 MB brotli, 2.0 MB gzip; without, about 0.5 and 0.7.
     // Entries with no body are the same file taken again from the preload or the cache.
@@ -220,6 +223,20 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     assert.equal(await page.getByText('Saving in this browser failed').count(), 0, 'no storage warning');
     await tab('Train');
     assert.equal(await panel().getByLabel('Method').inputValue(), 'dpo');
+  });
+
+  await t.test('a link to a model that is not there says so, and the lessons still open', async () => {
+    const other = await ctx.newPage();
+    try {
+      await other.goto(`${base}/?model=models/no-such-model.gguf&backend=cpu`);
+      const alert = other.getByRole('alert').filter({ hasText: 'no-such-model.gguf' });
+      await alert.waitFor({ timeout: 60_000 });
+      assert.match(await alert.innerText(), /HTTP 404/);
+      await other.locator('.lesson-list li').first().waitFor({ timeout: 10_000 });
+      await shot(other, 'missing-model');
+    } finally {
+      await other.close();
+    }
   });
 
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], 'no page errors');

@@ -1,6 +1,6 @@
 // A static file server for the tests: dist/ at /, and the tiny test models from ../shared at
 // /test-models/ (never copied into the repo). Listens on 127.0.0.1 on a free port, and keeps the
-// Host header of every request, for the tests to check. Like a deployment should, it makes the
+// Host header and path of every request, for the tests to check. Like a deployment should, it makes the
 // page cross-origin isolated (COOP and COEP), so the engine may run on every core; `isolated:
 // false` serves it as a host that cannot set headers would.
 import { createServer } from 'node:http';
@@ -13,10 +13,11 @@ export const SHARED_MODELS = resolve(ROOT, '../shared/models/stories260K');
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
 export function serve({ isolated = true } = {}) {
-  const hosts = [];
+  const hosts = [], paths = [];
   const server = createServer((req, res) => {
     hosts.push(req.headers.host);
     const url = new URL(req.url, 'http://x');
+    paths.push(url.pathname);
     let base = DIST, path = decodeURIComponent(url.pathname);
     if (path.startsWith('/test-models/')) { base = SHARED_MODELS; path = path.slice('/test-models'.length); }
     if (path.endsWith('/')) path += 'index.html';
@@ -39,7 +40,7 @@ export function serve({ isolated = true } = {}) {
     });
     createReadStream(body).pipe(res);
   });
-  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, hosts, base: `http://127.0.0.1:${server.address().port}` })));
+  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, hosts, paths, base: `http://127.0.0.1:${server.address().port}` })));
 }
 
 if (process.argv[1] === import.meta.filename) {

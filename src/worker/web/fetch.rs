@@ -38,6 +38,39 @@ struct Received {
     too_big: Option<u64>,
 }
 
+/// The download the worker's loader started for `url` before the engine ran (`self.alignlabEarly`,
+/// written by scripts/web-dist.mjs): a promise of `{response, cached}`. Taken once.
+fn take_early(url: &str) -> Option<js_sys::Promise> {
+    let scope = scope();
+    let early = js_sys::Reflect::get(&scope, &"alignlabEarly".into()).ok().filter(|e| e.is_object())?;
+    if js_sys::Reflect::get(&early, &"url".into()).ok()?.as_string()? != url {
+        return None;
+    }
+    let _ = js_sys::Reflect::delete_property(scope.unchecked_ref::<js_sys::Object>(), &JsValue::from_str("alignlabEarly"));
+    js_sys::Reflect::get(&early, &"response".into()).ok()?.dyn_into().ok()
+}
+
+/// The response for `url` and whether it is the cache's copy: the loader's early one if it asked
+/// for `url`, else the cache's, else the network's.
+async fn response(url: &str, cache: Option<&web_sys::Cache>) -> Result<(web_sys::Response, bool)> {
+    let unreachable = |e: JsValue| Error::Network(format!("could not fetch {url}: {} (is the server running, and is the URL right?)", js(e)));
+    if let Some(early) = take_early(url) {
+        let got = JsFuture::from(early).await.map_err(unreachable)?;
+        let cached = js_sys::Reflect::get(&got, &"cached".into()).is_ok_and(|c| c.is_truthy());
+        let resp = js_sys::Reflect::get(&got, &"response".into()).map_err(unreachable)?;
+        return Ok((resp.dyn_into().map_err(unreachable)?, cached));
+    }
+    if let Some(cache) = cache {
+        if let Ok(hit) = JsFuture::from(cache.match_with_str(url)).await {
+            if let Ok(resp) = hit.dyn_into::<web_sys::Response>() {
+                return Ok((resp, true));
+            }
+        }
+    }
+    let resp = JsFuture::from(scope().fetch_with_str(url)).await.map_err(unreachable)?;
+    Ok((resp.unchecked_into(), false))
+}
+
 /// The bytes at `url` and whether they came from the cache. Progress is posted as `stage` when
 /// given.
 pub async fn fetch_cached(url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bool)> {
@@ -45,21 +78,14 @@ pub async fn fetch_cached(url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bo
         Ok(storage) => JsFuture::from(storage.open("alignlab-models-v1")).await.ok().map(|c| c.unchecked_into()),
         Err(_) => None,
     };
-    if let Some(cache) = &cache {
-        if let Ok(hit) = JsFuture::from(cache.match_with_str(url)).await {
-            if let Ok(resp) = hit.dyn_into::<web_sys::Response>() {
-                let buf = JsFuture::from(resp.array_buffer().map_err(|e| Error::Network(js(e)))?).await.map_err(|e| Error::Network(js(e)))?;
-                let bytes = js_sys::Uint8Array::new(&buf).to_vec();
-                let n = bytes.len() as u64;
-                report(stage, 1.0, n, Some(n), true);
-                return Ok((bytes, true));
-            }
-        }
+    let (resp, cached) = response(url, cache.as_ref()).await?;
+    if cached {
+        let buf = JsFuture::from(resp.array_buffer().map_err(|e| Error::Network(js(e)))?).await.map_err(|e| Error::Network(js(e)))?;
+        let bytes = js_sys::Uint8Array::new(&buf).to_vec();
+        let n = bytes.len() as u64;
+        report(stage, 1.0, n, Some(n), true);
+        return Ok((bytes, true));
     }
-    let resp = JsFuture::from(scope().fetch_with_str(url))
-        .await
-        .map_err(|e| Error::Network(format!("could not fetch {url}: {} (is the server running, and is the URL right?)", js(e))))?;
-    let resp: web_sys::Response = resp.unchecked_into();
     if !resp.ok() {
         return Err(Error::Network(format!("could not fetch {url}: HTTP {} {}", resp.status(), resp.status_text())));
     }
