@@ -120,15 +120,20 @@ put(initName, init);
 // src/app/client.rs), before the engine's wasm is fetched and compiled: from the models' cache
 // (the name src/worker/web/fetch.rs opens) or the network. The engine takes the response over
 // when its first `Load` names the same URL, and reads it as it reads its own (its size caps,
-// progress and cache copy included).
-const early = `const alignlabModel = new URLSearchParams(location.search).get('model');
+// progress and cache copy included). The body is pulled ahead only when the server says its size,
+// uncompressed, and that fits the page's limit (`&max=`, src/worker/protocol.rs): a hostile link
+// must not fill memory before the engine can refuse it.
+const early = `const alignlabParams = new URLSearchParams(location.search);
+const alignlabModel = alignlabParams.get('model');
 if (alignlabModel) {
   self.alignlabEarly = { url: alignlabModel, response: (async () => {
     const cache = self.caches ? await caches.open('alignlab-models-v1').catch(() => null) : null;
     const hit = cache && await cache.match(alignlabModel).catch(() => null);
     if (hit) return { response: hit, cached: true };
     const r = await fetch(alignlabModel);
-    if (!r.ok || !r.body) return { response: r, cached: false };
+    const size = Number(r.headers.get('content-length') ?? NaN);
+    const fits = size <= Number(alignlabParams.get('max')) && !r.headers.get('content-encoding');
+    if (!r.ok || !r.body || !fits) return { response: r, cached: false };
     // A body nobody reads stops downloading once the browser's buffer is full: this one is pulled
     // into a queue at full speed until the engine reads it.
     const body = r.body.pipeThrough(new TransformStream({}, undefined, { highWaterMark: Infinity }));

@@ -8,7 +8,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{ErrorEvent, MessageEvent, Worker};
 
-use crate::worker::protocol::{BackendPref, Event, JobId, Request};
+use crate::worker::protocol::{BackendPref, Event, JobId, MAX_DOWNLOAD, Request};
 
 type Handler = Box<dyn FnMut(Event)>;
 
@@ -55,11 +55,13 @@ fn start(loader: &'static str) {
     }
     // `?v=` keeps a stale worker script out of the HTTP cache after a rebuild. `&model=`: the
     // worker's loader starts that download at once, while the engine's wasm compiles (about a
-    // second on a slow machine), and the engine takes the response over when `Load` names it.
+    // second on a slow machine), and the engine takes the response over when `Load` names it;
+    // `&max=`: only a file known to fit is pulled before the engine can check it.
     let mut url = format!("./{loader}?v={}", env!("CARGO_PKG_VERSION"));
     if let Some(model) = early {
         url.push_str("&model=");
         url.push_str(&String::from(js_sys::encode_uri_component(&model)));
+        url.push_str(&format!("&max={MAX_DOWNLOAD}"));
     }
     let worker = Worker::new(&url).expect("cannot start the worker");
     let onmessage = Closure::<dyn FnMut(JsValue)>::new(|v: JsValue| {

@@ -25,6 +25,11 @@ pub use crate::lab::{AdapterFrom, Method, PolicyKind, RewardSpec, RunSpec, Train
 /// Names one request's job, so its streamed events find their way back to the right panel.
 pub type JobId = u32;
 
+/// The largest file the page downloads: wasm32 has a 4 GiB address space, and the model is
+/// dequantized beside its bytes. The worker enforces it; the page hands it to the worker's loader
+/// (`&max=`), which starts a download early only when it is known to fit.
+pub const MAX_DOWNLOAD: u64 = 1 << 30;
+
 /// Which device the worker should open (`?backend=` on the page).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

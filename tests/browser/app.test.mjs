@@ -11,7 +11,7 @@ import { generate, HAVE_TINY, importJsonl, launch, modelReady, shot, tempDir, TI
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
 test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload', { skip, timeout: 20 * 60_000 }, async (t) => {
-  const { server, base, paths } = await serve();
+  const { server, base, paths, huge } = await serve();
   const { ctx, page, errors, workers, profile } = await launch();
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   const panel = () => page.getByRole('tabpanel');
@@ -234,6 +234,23 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
       assert.match(await alert.innerText(), /HTTP 404/);
       await other.locator('.lesson-list li').first().waitFor({ timeout: 10_000 });
       await shot(other, 'missing-model');
+    } finally {
+      await other.close();
+    }
+  });
+
+  await t.test('a link to a model bigger than the page can hold is refused before it downloads', async () => {
+    const other = await ctx.newPage();
+    try {
+      await other.goto(`${base}/?model=huge-model.gguf&backend=cpu`);
+      const alert = other.getByRole('alert').filter({ hasText: 'huge-model.gguf' });
+      await alert.waitFor({ timeout: 60_000 });
+      assert.match(await alert.innerText(), /3221 MB, more than the 1074 MB the page can hold/);
+      // The worker hung up: nothing of the 3 GiB was pulled into memory meanwhile.
+      for (let i = 0; i < 50 && !huge.closed; i++) await new Promise((ok) => setTimeout(ok, 100));
+      assert.ok(huge.closed, `the download was cancelled (${huge.sent} bytes sent)`);
+      assert.ok(huge.sent < 64 * 2 ** 20, `${(huge.sent / 2 ** 20).toFixed(0)} MiB sent before the page refused it`);
+      await other.locator('.lesson-list li').first().waitFor({ timeout: 10_000 });
     } finally {
       await other.close();
     }

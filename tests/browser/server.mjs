@@ -14,10 +14,17 @@ const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'applic
 
 export function serve({ isolated = true } = {}) {
   const hosts = [], paths = [];
+  // `/huge-model.gguf`: a file the server says is 3 GiB, sent as fast as it is read; what it sent
+  // and whether the browser hung up, for the tests of a download the page must refuse.
+  const huge = { sent: 0, closed: false };
   const server = createServer((req, res) => {
     hosts.push(req.headers.host);
     const url = new URL(req.url, 'http://x');
     paths.push(url.pathname);
+    if (url.pathname === '/huge-model.gguf') {
+      sendHuge(res, huge, isolated);
+      return;
+    }
     let base = DIST, path = decodeURIComponent(url.pathname);
     if (path.startsWith('/test-models/')) { base = SHARED_MODELS; path = path.slice('/test-models'.length); }
     if (path.endsWith('/')) path += 'index.html';
@@ -40,7 +47,27 @@ export function serve({ isolated = true } = {}) {
     });
     createReadStream(body).pipe(res);
   });
-  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, hosts, paths, base: `http://127.0.0.1:${server.address().port}` })));
+  return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, hosts, paths, huge, base: `http://127.0.0.1:${server.address().port}` })));
+}
+
+/** 3 GiB of zeros, written only as fast as the client reads them (the socket's backpressure). */
+function sendHuge(res, huge, isolated) {
+  const size = 3 * 2 ** 30, chunk = Buffer.alloc(1 << 16);
+  res.writeHead(200, {
+    'content-type': 'application/octet-stream',
+    'content-length': size,
+    ...(isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {}),
+  });
+  const pump = () => {
+    while (huge.sent < size && !res.destroyed) {
+      huge.sent += chunk.length;
+      if (!res.write(chunk)) return;
+    }
+    if (huge.sent >= size) res.end();
+  };
+  res.on('drain', pump);
+  res.on('close', () => { huge.closed = true; });
+  pump();
 }
 
 if (process.argv[1] === import.meta.filename) {

@@ -10,12 +10,9 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::JsFuture;
 
 use super::{post, scope};
-use crate::worker::protocol::Event;
+use crate::worker::protocol::{Event, MAX_DOWNLOAD};
 use crate::{Error, Result};
 
-/// The largest file the page downloads: wasm32 has a 4 GiB address space, and the model is
-/// dequantized beside its bytes.
-const MAX_DOWNLOAD: u64 = 1 << 30;
 
 fn js(e: JsValue) -> String {
     format!("{e:?}")
@@ -38,16 +35,33 @@ struct Received {
     too_big: Option<u64>,
 }
 
-/// The download the worker's loader started for `url` before the engine ran (`self.alignlabEarly`,
-/// written by scripts/web-dist.mjs): a promise of `{response, cached}`. Taken once.
+/// The download the worker's loader started before the engine ran (`self.alignlabEarly`, written
+/// by scripts/web-dist.mjs): a promise of `{response, cached}`, taken by the first download. If
+/// that names another URL, the early one is cancelled rather than left to fill memory.
 fn take_early(url: &str) -> Option<js_sys::Promise> {
     let scope = scope();
     let early = js_sys::Reflect::get(&scope, &"alignlabEarly".into()).ok().filter(|e| e.is_object())?;
-    if js_sys::Reflect::get(&early, &"url".into()).ok()?.as_string()? != url {
-        return None;
-    }
     let _ = js_sys::Reflect::delete_property(scope.unchecked_ref::<js_sys::Object>(), &JsValue::from_str("alignlabEarly"));
-    js_sys::Reflect::get(&early, &"response".into()).ok()?.dyn_into().ok()
+    let response: js_sys::Promise = js_sys::Reflect::get(&early, &"response".into()).ok()?.dyn_into().ok()?;
+    if js_sys::Reflect::get(&early, &"url".into()).ok()?.as_string()? == url {
+        return Some(response);
+    }
+    wasm_bindgen_futures::spawn_local(async move {
+        if let Ok(got) = JsFuture::from(response).await {
+            if let Ok(resp) = js_sys::Reflect::get(&got, &"response".into()) {
+                cancel(&resp.unchecked_into());
+            }
+        }
+    });
+    None
+}
+
+/// Stops `resp`'s download: a body nobody reads would otherwise stay open (and an early one keeps
+/// filling its queue).
+fn cancel(resp: &web_sys::Response) {
+    if let Some(body) = resp.body() {
+        let _ = body.cancel();
+    }
 }
 
 /// The response for `url` and whether it is the cache's copy: the loader's early one if it asked
@@ -98,6 +112,7 @@ pub async fn fetch_cached(url: &str, stage: Option<&str>) -> Result<(Vec<u8>, bo
     };
     let total = resp.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<u64>().ok());
     if let Some(t) = total.filter(|&t| t > MAX_DOWNLOAD) {
+        cancel(&resp);
         return Err(too_big(t));
     }
     // The cache's copy streams in beside ours (a tee the browser makes), written off this thread.
