@@ -246,6 +246,7 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
       const alert = other.getByRole('alert').filter({ hasText: 'huge-model.gguf' });
       await alert.waitFor({ timeout: 60_000 });
       assert.match(await alert.innerText(), /3221 MB, more than the 1074 MB the page can hold/);
+      await shot(other, 'huge-model');
       // The worker hung up: nothing of the 3 GiB was pulled into memory meanwhile.
       for (let i = 0; i < 50 && !huge.closed; i++) await new Promise((ok) => setTimeout(ok, 100));
       assert.ok(huge.closed, `the download was cancelled (${huge.sent} bytes sent)`);
