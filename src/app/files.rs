@@ -66,6 +66,11 @@ pub async fn fetch_own(urls: &[String], max_bytes: usize) -> Result<Vec<Vec<u8>>
         if !res.ok() {
             return Err(format!("could not fetch {url}: the server answered {} {}", res.status(), res.status_text()));
         }
+        // The size the server states is checked before the body is read, what arrived after.
+        let said = res.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<u64>().ok());
+        if let Some(n) = said.filter(|&n| n > max_bytes as u64) {
+            return Err(format!("{url} is {n} bytes, over the {max_bytes} this page reads"));
+        }
         let buf = JsFuture::from(res.array_buffer().map_err(failed)?).await.map_err(failed)?;
         let bytes = js_sys::Uint8Array::new(&buf);
         if bytes.length() as usize > max_bytes {

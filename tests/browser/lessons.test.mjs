@@ -48,6 +48,21 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
     await alert.getByRole('button', { name: 'Dismiss' }).click();
   });
 
+  await t.test('a built-in lesson file too big to read is refused, and lab files still open', async () => {
+    const odd = await serve({ override: { '/labs/index.json': JSON.stringify(['huge.json']), '/labs/huge.json': Buffer.alloc(2 << 20, 32) } });
+    const other = await ctx.newPage();
+    try {
+      await other.goto(`${odd.base}/${TINY}&backend=cpu`);
+      const alert = other.getByRole('alert').filter({ hasText: 'built-in lessons could not be loaded' });
+      await alert.waitFor({ timeout: 60_000 });
+      assert.match(await alert.innerText(), /labs\/huge\.json is 2097152 bytes, over the 1048576 this page reads/);
+      assert.ok(await other.getByLabel('Open lab file').isVisible(), 'a lab file can still be opened');
+    } finally {
+      await other.close();
+      odd.server.close();
+    }
+  });
+
   await t.test('a lab from another site loads only after the page says where it comes from', async () => {
     const other = base.replace('127.0.0.1', 'localhost');
     const asked = [];

@@ -12,7 +12,7 @@ export const DIST = join(ROOT, 'dist');
 export const SHARED_MODELS = resolve(ROOT, '../shared/models/stories260K');
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
-export function serve({ isolated = true } = {}) {
+export function serve({ isolated = true, override = {} } = {}) {
   const hosts = [], paths = [];
   // `/huge-model.gguf`: a file the server says is 3 GiB, sent as fast as it is read; what it sent
   // and whether the browser hung up, for the tests of a download the page must refuse.
@@ -23,6 +23,11 @@ export function serve({ isolated = true } = {}) {
     paths.push(url.pathname);
     if (url.pathname === '/huge-model.gguf') {
       sendHuge(res, huge, isolated);
+      return;
+    }
+    // `override`: path -> body, served in place of dist's file (a host serving something else).
+    if (url.pathname in override) {
+      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': Buffer.byteLength(override[url.pathname]) }).end(override[url.pathname]);
       return;
     }
     let base = DIST, path = decodeURIComponent(url.pathname);
