@@ -438,23 +438,50 @@ mod simd128 {
         })
     }
 
-    /// A Q4_1 block's 32 quants as 16-bit integers, low nibbles first. Widened first, then split:
-    /// x86 has 16-bit shifts and no 8-bit ones, which V8 emulates in several instructions.
-    #[inline(always)]
-    fn q4_1_quants(b: &BlockQ4_1) -> [v128; 4] {
-        // SAFETY: reads the block's 16 bytes of nibbles.
-        let bytes = unsafe { v128_load(b.qs.as_ptr().cast()) };
-        let (a, c) = (u16x8_extend_low_u8x16(bytes), u16x8_extend_high_u8x16(bytes));
-        let low = u16x8_splat(0x0f);
-        [v128_and(a, low), v128_and(c, low), u16x8_shr(a, 4), u16x8_shr(c, 4)]
+    /// What the integer product reads of a block: its 32 quants as 16-bit integers (4 vectors),
+    /// its scale `d`, and its minimum `m` where the format has one.
+    trait Quants {
+        fn quants(&self) -> [v128; 4];
+        fn scale(&self) -> f32;
+        fn minimum(&self) -> Option<f32>;
     }
 
-    /// A Q8_0 block's 32 quants as 16-bit integers.
-    #[inline(always)]
-    fn q8_0_quants(b: &BlockQ8_0) -> [v128; 4] {
-        // SAFETY: two 16-byte reads inside the block's 32 bytes.
-        let bytes = unsafe { [v128_load(b.qs.as_ptr().cast()), v128_load(b.qs.as_ptr().add(16).cast())] };
-        [i16x8_extend_low_i8x16(bytes[0]), i16x8_extend_high_i8x16(bytes[0]), i16x8_extend_low_i8x16(bytes[1]), i16x8_extend_high_i8x16(bytes[1])]
+    impl Quants for BlockQ4_1 {
+        /// Low nibbles first. Widened first, then split: x86 has 16-bit shifts and no 8-bit ones,
+        /// which V8 emulates in several instructions.
+        #[inline(always)]
+        fn quants(&self) -> [v128; 4] {
+            // SAFETY: reads the block's 16 bytes of nibbles.
+            let bytes = unsafe { v128_load(self.qs.as_ptr().cast()) };
+            let (a, c) = (u16x8_extend_low_u8x16(bytes), u16x8_extend_high_u8x16(bytes));
+            let low = u16x8_splat(0x0f);
+            [v128_and(a, low), v128_and(c, low), u16x8_shr(a, 4), u16x8_shr(c, 4)]
+        }
+        #[inline(always)]
+        fn scale(&self) -> f32 {
+            self.d()
+        }
+        #[inline(always)]
+        fn minimum(&self) -> Option<f32> {
+            Some(self.m())
+        }
+    }
+
+    impl Quants for BlockQ8_0 {
+        #[inline(always)]
+        fn quants(&self) -> [v128; 4] {
+            // SAFETY: two 16-byte reads inside the block's 32 bytes.
+            let bytes = unsafe { [v128_load(self.qs.as_ptr().cast()), v128_load(self.qs.as_ptr().add(16).cast())] };
+            [i16x8_extend_low_i8x16(bytes[0]), i16x8_extend_high_i8x16(bytes[0]), i16x8_extend_low_i8x16(bytes[1]), i16x8_extend_high_i8x16(bytes[1])]
+        }
+        #[inline(always)]
+        fn scale(&self) -> f32 {
+            self.d()
+        }
+        #[inline(always)]
+        fn minimum(&self) -> Option<f32> {
+            None
+        }
     }
 
     /// Rows `r0..r0 + out.len()` of `w` dotted with one input row, `xq` quantized (`x` for an
@@ -462,61 +489,52 @@ mod simd128 {
     /// the four. A row a pass, the loads bounded the product (2.6-3.0 GB/s of weights in V8 on an
     /// Intel Xeon; four rows a pass 4.5-4.8).
     pub fn rows_dot(xq: &QInput, w: &QMatrix, x: &[f32], r0: usize, out: &mut [f32]) {
+        match &w.data {
+            QData::F32(_) => out.iter_mut().enumerate().for_each(|(k, o)| *o = dot(w.f32_row(r0 + k).expect("an f32 matrix"), x)),
+            QData::Q4_1(blocks) => rows_of(blocks, w.cols / BLOCK, xq, r0, out),
+            QData::Q8_0(blocks) => rows_of(blocks, w.cols / BLOCK, xq, r0, out),
+        }
+    }
+
+    /// [`rows_dot`] for a matrix of `nb` blocks a row: four rows a pass, then the rest one by one.
+    #[inline(always)]
+    fn rows_of<B: Quants>(blocks: &[B], nb: usize, xq: &QInput, r0: usize, out: &mut [f32]) {
         let whole = out.len() / 4 * 4;
         let (fours, rest) = out.split_at_mut(whole);
         for (k, o) in fours.chunks_exact_mut(4).enumerate() {
             let r = r0 + 4 * k;
-            match dots(xq, w, [r, r + 1, r + 2, r + 3]) {
-                Some(v) => o.copy_from_slice(&v),
-                None => o.iter_mut().enumerate().for_each(|(i, o)| *o = dot(w.f32_row(r + i).expect("an f32 matrix"), x)),
-            }
+            o.copy_from_slice(&dots(blocks, nb, xq, [r, r + 1, r + 2, r + 3]));
         }
         for (k, o) in rest.iter_mut().enumerate() {
-            let r = r0 + whole + k;
-            *o = dots(xq, w, [r]).map_or_else(|| dot(w.f32_row(r).expect("an f32 matrix"), x), |v| v[0]);
+            *o = dots(blocks, nb, xq, [r0 + whole + k])[0];
         }
     }
 
-    /// Rows `rs` of a quantized `w` dotted with the input; `None` for an f32 matrix. Each row's
-    /// sums run in the same order whatever `R` is, so the result does not depend on it.
+    /// Rows `rs` of a matrix of `nb` blocks a row dotted with the input: per block,
+    /// `d dx (q . qx) + m sum(x)`. Each row's sums run in the same order whatever `R` is, so the
+    /// result does not depend on it.
     #[inline(always)]
-    fn dots<const R: usize>(xq: &QInput, w: &QMatrix, rs: [usize; R]) -> Option<[f32; R]> {
-        let nb = w.cols / BLOCK;
+    fn dots<B: Quants, const R: usize>(blocks: &[B], nb: usize, xq: &QInput, rs: [usize; R]) -> [f32; R] {
+        let rows = rs.map(|r| &blocks[r * nb..(r + 1) * nb]);
         let mut acc = [f32x4_splat(0.0); R];
         let mut minimum = [0.0f32; R];
-        // A block's 32 quants times its 32 inputs (both 16-bit, 4 vectors), summed in i32.
-        let total = |q: [v128; 4], x: &[v128; 4]| {
-            let p = [0, 1, 2, 3].map(|k| i32x4_dot_i16x8(q[k], x[k]));
-            f32x4_convert_i32x4(i32x4_add(i32x4_add(p[0], p[1]), i32x4_add(p[2], p[3])))
-        };
-        // SAFETY: four 8 x i16 reads of block b's 32 inputs, inside qx (`cols` long).
-        let input = |b: usize| -> [v128; 4] { std::array::from_fn(|k| unsafe { v128_load(xq.qx.as_ptr().add(b * BLOCK + 8 * k).cast()) }) };
-        match &w.data {
-            QData::F32(_) => return None,
-            QData::Q4_1(blocks) => {
-                let rows = rs.map(|r| &blocks[r * nb..(r + 1) * nb]);
-                for b in 0..nb {
-                    let x = input(b);
-                    for (i, row) in rows.iter().enumerate() {
-                        let blk = &row[b];
-                        acc[i] = f32x4_add(acc[i], f32x4_mul(total(q4_1_quants(blk), &x), f32x4_splat(blk.d() * xq.dx[b])));
-                        minimum[i] += blk.m() * xq.sum[b];
-                    }
-                }
-            }
-            QData::Q8_0(blocks) => {
-                let rows = rs.map(|r| &blocks[r * nb..(r + 1) * nb]);
-                for b in 0..nb {
-                    let x = input(b);
-                    for (i, row) in rows.iter().enumerate() {
-                        let blk = &row[b];
-                        acc[i] = f32x4_add(acc[i], f32x4_mul(total(q8_0_quants(blk), &x), f32x4_splat(blk.d() * xq.dx[b])));
-                    }
+        for b in 0..nb {
+            // SAFETY: four 8 x i16 reads of block b's 32 inputs, inside qx (`cols` long).
+            let x: [v128; 4] = std::array::from_fn(|k| unsafe { v128_load(xq.qx.as_ptr().add(b * BLOCK + 8 * k).cast()) });
+            for (i, row) in rows.iter().enumerate() {
+                let blk = &row[b];
+                // The block's 32 quants times its 32 inputs, summed in i32.
+                let q = blk.quants();
+                let p = [0, 1, 2, 3].map(|k| i32x4_dot_i16x8(q[k], x[k]));
+                let s = f32x4_convert_i32x4(i32x4_add(i32x4_add(p[0], p[1]), i32x4_add(p[2], p[3])));
+                acc[i] = f32x4_add(acc[i], f32x4_mul(s, f32x4_splat(blk.scale() * xq.dx[b])));
+                if let Some(m) = blk.minimum() {
+                    minimum[i] += m * xq.sum[b];
                 }
             }
         }
         let lanes = |a: v128| f32x4_extract_lane::<0>(a) + f32x4_extract_lane::<1>(a) + f32x4_extract_lane::<2>(a) + f32x4_extract_lane::<3>(a);
-        Some(std::array::from_fn(|i| lanes(acc[i]) + minimum[i]))
+        std::array::from_fn(|i| lanes(acc[i]) + minimum[i])
     }
 
     /// Row `r` of a quantized `w` as f32 into `out`.

@@ -13,7 +13,6 @@ use super::{post, scope};
 use crate::worker::protocol::{Event, MAX_DOWNLOAD};
 use crate::{Error, Result};
 
-
 fn js(e: JsValue) -> String {
     format!("{e:?}")
 }
