@@ -6,23 +6,22 @@
 //! multiplied as the integers it stores. Several rows (a prompt, or samples decoded together)
 //! turn each block of weights into f32 once, in registers, and dot it with every row.
 //!
-//! The output rows are split over rayon's threads (natively, and in the page's threaded worker);
+//! The output rows are split over the cores ([`crew`]: natively, and in the page's threaded worker);
 //! natively the loops are compiled a second time for AVX2 (chosen at run time), in the browser
 //! they run as SIMD128 (the wasm build turns the target feature on for the whole crate).
 
+use std::sync::Mutex;
+
+use super::crew;
 use super::quant::{BLOCK, QData, QMatrix};
 
 /// Output rows per task: enough work to pay for a task, enough tasks to share the cores.
 const ROWS_PER_TASK: usize = 64;
 
-/// Below this many multiply-adds a product runs on the calling thread: waking another costs more.
-/// Natively a wake costs microseconds. In the page it goes through `Atomics.wait`, and splitting
-/// one sample's products (0.3-0.9 M multiply-adds, ~120 a token) made decoding slower than on one
-/// thread (19-41 tokens/s against 33-42): there only prompts, training and the head split.
-#[cfg(not(target_arch = "wasm32"))]
+/// Below this many multiply-adds a product runs on the calling thread: sharing it costs more
+/// than it saves. Inside a decoding step a share costs a claim from a spinning thread
+/// ([`crew`]), a microsecond or so, not a thread's wake-up.
 const SMALL: usize = 1 << 16;
-#[cfg(all(target_arch = "wasm32", feature = "threads"))]
-const SMALL: usize = 1 << 22;
 
 /// `y[i][r] = sum_c x[i][c] * W[r][c]` for `n` input rows; `x` is `[n, cols]`, `y` is `[n, rows]`.
 pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) {
@@ -108,33 +107,19 @@ fn products(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
         .collect()
 }
 
-#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, work: usize, input: &Input) {
-    use rayon::prelude::*;
     if work < SMALL {
         tasks.into_iter().for_each(|(w, r0, out)| rows(w, input, r0, out));
-    } else {
-        tasks.into_par_iter().for_each(|(w, r0, out)| rows(w, input, r0, out));
+        return;
     }
-}
-
-#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
-fn run(tasks: Vec<(&QMatrix, usize, &mut [f32])>, _work: usize, input: &Input) {
-    tasks.into_iter().for_each(|(w, r0, out)| rows(w, input, r0, out));
-}
-
-/// Runs `f` on one of rayon's threads (where there are threads), so the products inside split
-/// their rows by work stealing from there. Called from outside the pool, every product hands its
-/// work to the pool and puts the caller to sleep until it is done: two thread wake-ups per
-/// product, some 120 products a token.
-#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    rayon::scope(|_| f())
-}
-
-#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
-pub fn on_pool<R>(f: impl FnOnce() -> R) -> R {
-    f()
+    // Each task is taken once, by whichever thread claims it.
+    let tasks: Vec<Mutex<Option<_>>> = tasks.into_iter().map(|t| Mutex::new(Some(t))).collect();
+    crew::for_each(tasks.len(), |i| {
+        let task = tasks[i].lock().expect("a task's lock").take();
+        if let Some((w, r0, out)) = task {
+            rows(w, input, r0, out);
+        }
+    });
 }
 
 /// Rows `r0..r0 + out.len() / n` of `W`, into `out` as `[row, n]`.

@@ -5,7 +5,7 @@
 //! products, and run a step as some 400 small operations, each with its own allocations, most on
 //! one thread. Here a step is plain loops over a copy of the weights kept as compactly as it can
 //! be without changing a value ([`quant`]: the Q4_1 blocks of a quantized GGUF read as stored),
-//! split over the cores ([`kernels`]).
+//! split over the cores ([`kernels`], [`crew`]).
 //!
 //! A short prompt runs here too, all its positions at once; a long one is a large matrix product,
 //! which burn's gemm does faster, so it runs through burn and its keys and values are handed
@@ -15,6 +15,7 @@
 //! fine-tune, another model).
 
 mod cache;
+mod crew;
 pub mod kernels;
 pub mod quant;
 
@@ -27,7 +28,8 @@ use burn::tensor::Tensor;
 use crate::Result;
 use crate::backend::read_f32;
 use crate::model::{Llama, LoraLinear};
-use kernels::{dot, matmul, matmul_many, on_pool};
+use crew::on_pool;
+use kernels::{dot, matmul, matmul_many};
 use quant::QMatrix;
 
 /// Prompts up to this many tokens run here, longer ones through burn: the host's products are

@@ -1,0 +1,175 @@
+//! A decoding step's products shared between the cores by threads that spin, not sleep.
+//!
+//! Through rayon, a thread that finds no work soon sleeps, and a sleeping thread is woken through
+//! the OS natively and through `Atomics.wait` in the page, where a wake-up takes tens of
+//! microseconds. A step is some 120 products of a few hundred microseconds each, and at the end of
+//! each the calling thread, waiting for the other's last share, had gone to sleep: in the page,
+//! the products of one sample on two threads took 22 ms a token against 25 on one.
+//!
+//! So for the length of a step ([`on_pool`]) the pool's other threads spin on a [`Crew`]: the
+//! caller posts a product's tasks, every thread claims them one at a time from a counter, and the
+//! caller spins until the last is done. The other cores are busy for the step's milliseconds
+//! only; between steps they sleep in rayon's pool as before.
+
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+pub use pooled::{for_each, on_pool};
+
+#[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
+mod pooled {
+    use std::cell::Cell;
+    use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
+    use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize};
+
+    /// One task of the posted job: `f(i)`.
+    type Job = &'static (dyn Fn(usize) + Sync);
+
+    /// The state word: the job's number, its task count and the next unclaimed task, packed so a
+    /// claim is one compare-and-swap that fails if another job was posted meanwhile.
+    const BITS: u32 = 20;
+    const MASK: u64 = (1 << BITS) - 1;
+
+    /// The job on offer to the spinning threads, one at a time.
+    struct Crew {
+        /// `number << 40 | total << 20 | next`.
+        state: AtomicU64,
+        /// Tasks of the current job finished.
+        done: AtomicUsize,
+        /// Where the caller keeps the current job; valid while its tasks are unclaimed.
+        job: AtomicPtr<Job>,
+        /// The step is over: the spinning threads return to the pool.
+        over: AtomicBool,
+    }
+
+    impl Crew {
+        /// Claims and runs tasks of the job on offer until none is left unclaimed.
+        fn work(&self) {
+            loop {
+                let s = self.state.load(Acquire);
+                let (total, next) = ((s >> BITS) & MASK, s & MASK);
+                if next >= total {
+                    return;
+                }
+                let job = self.job.load(Acquire);
+                if self.state.compare_exchange_weak(s, s + 1, AcqRel, Relaxed).is_ok() {
+                    // SAFETY: the claim succeeded on this job's number with a task left, so the
+                    // job is still posted (its poster waits until every claimed task is done
+                    // before posting another or returning), and `job` was stored before the
+                    // number was (read with Acquire above).
+                    unsafe { (*job)(next as usize) };
+                    self.done.fetch_add(1, Release);
+                }
+            }
+        }
+
+        /// Posts `f(0..total)`, takes part, and returns once every task is done.
+        fn run(&self, total: usize, f: &(dyn Fn(usize) + Sync)) {
+            assert!(total as u64 <= MASK, "{total} tasks in one product");
+            // SAFETY: the reference outlives every use: this function returns only after each
+            // task claimed under this job's number is done, and a claim under a later number
+            // never runs this job.
+            let f: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
+            let slot = f;
+            self.done.store(0, Relaxed);
+            self.job.store(&slot as *const Job as *mut Job, Release);
+            let number = (self.state.load(Relaxed) >> (2 * BITS)) + 1;
+            self.state.store(number << (2 * BITS) | (total as u64) << BITS, Release);
+            self.work();
+            while self.done.load(Acquire) < total {
+                std::hint::spin_loop();
+            }
+        }
+
+        /// A spinning thread: works on each job posted until the step is over.
+        fn spin(&self) {
+            while !self.over.load(Acquire) {
+                self.work();
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    thread_local!(
+        /// The crew of the step running on this thread, if any.
+        static CREW: Cell<*const Crew> = const { Cell::new(std::ptr::null()) }
+    );
+
+    /// Runs `f` (one decoding step) on one of rayon's threads with the pool's other threads
+    /// spinning on a crew, so [`for_each`] inside shares its tasks for the cost of a claim.
+    pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+        /// Ends the step, a panicking one included: the spinning threads return (the scope waits
+        /// for them before it returns or unwinds), and this thread forgets the crew.
+        struct Over<'a>(&'a Crew);
+        impl Drop for Over<'_> {
+            fn drop(&mut self) {
+                self.0.over.store(true, Release);
+                CREW.with(|c| c.set(std::ptr::null()));
+            }
+        }
+        let crew = Crew { state: AtomicU64::new(0), done: AtomicUsize::new(0), job: AtomicPtr::new(std::ptr::null_mut()), over: AtomicBool::new(false) };
+        let crew = &crew;
+        rayon::scope(|s| {
+            let caller = rayon::current_thread_index();
+            s.spawn_broadcast(move |_, ctx| {
+                if Some(ctx.index()) != caller {
+                    crew.spin();
+                }
+            });
+            let _over = Over(crew);
+            CREW.with(|c| c.set(crew));
+            f()
+        })
+    }
+
+    /// `f(i)` for every `i < total`: shared with the crew inside [`on_pool`], through rayon
+    /// elsewhere.
+    pub fn for_each(total: usize, f: impl Fn(usize) + Send + Sync) {
+        let crew = CREW.with(|c| c.get());
+        if crew.is_null() {
+            use rayon::prelude::*;
+            (0..total).into_par_iter().for_each(f);
+        } else {
+            // SAFETY: set by `on_pool` on this thread, and cleared before its crew is dropped.
+            unsafe { &*crew }.run(total, &f);
+        }
+    }
+}
+
+/// The page's single-threaded worker: everything on the calling thread.
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
+pub fn on_pool<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+#[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
+pub fn for_each(total: usize, f: impl Fn(usize)) {
+    (0..total).for_each(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Every task of every job runs exactly once, on the crew and through rayon alike.
+    #[test]
+    fn each_task_runs_once() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        let counts: Vec<AtomicUsize> = (0..97).map(|_| AtomicUsize::new(0)).collect();
+        pool.install(|| {
+            on_pool(|| {
+                for job in 0..500 {
+                    for_each(1 + job % counts.len(), |i| {
+                        counts[i].fetch_add(1, Ordering::Relaxed);
+                    });
+                }
+            });
+            for_each(counts.len(), |i| {
+                counts[i].fetch_add(1, Ordering::Relaxed);
+            });
+        });
+        for (i, c) in counts.iter().enumerate() {
+            let want = (0..500).filter(|job| i < 1 + job % 97).count() + 1;
+            assert_eq!(c.load(Ordering::Relaxed), want, "task {i}");
+        }
+    }
+}
