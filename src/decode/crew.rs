@@ -51,12 +51,28 @@ mod pooled {
                 }
                 let job = self.job.load(Acquire);
                 if self.state.compare_exchange_weak(s, s + 1, AcqRel, Relaxed).is_ok() {
+                    // Counted done even if it panics, so the poster never waits for it forever.
+                    let _finished = Finished(&self.done);
                     // SAFETY: the claim succeeded on this job's number with a task left, so the
                     // job is still posted (its poster waits until every claimed task is done
-                    // before posting another or returning), and `job` was stored before the
-                    // number was (read with Acquire above).
+                    // before posting another or returning, unwinding included), and `job` was
+                    // stored before the number was (read with Acquire above).
                     unsafe { (*job)(next as usize) };
-                    self.done.fetch_add(1, Release);
+                }
+            }
+        }
+
+        /// Takes the job's unclaimed tasks off offer; they count as done. Returns how many.
+        fn close(&self) -> usize {
+            let mut s = self.state.load(Acquire);
+            loop {
+                let (total, next) = ((s >> BITS) & MASK, s & MASK);
+                if next >= total {
+                    return 0;
+                }
+                match self.state.compare_exchange_weak(s, s - next + total, AcqRel, Acquire) {
+                    Ok(_) => return (total - next) as usize,
+                    Err(now) => s = now,
                 }
             }
         }
@@ -64,25 +80,46 @@ mod pooled {
         /// Posts `f(0..total)`, takes part, and returns once every task is done.
         fn run(&self, total: usize, f: &(dyn Fn(usize) + Sync)) {
             assert!(total as u64 <= MASK, "{total} tasks in one product");
-            // SAFETY: the reference outlives every use: this function returns only after each
-            // task claimed under this job's number is done, and a claim under a later number
-            // never runs this job.
+            // SAFETY: the reference outlives every use: this function returns (or unwinds) only
+            // after each task claimed under this job's number is done (`Wait`), and a claim under
+            // a later number never runs this job.
             let f: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
             let slot = f;
             self.done.store(0, Relaxed);
             self.job.store(&slot as *const Job as *mut Job, Release);
             let number = (self.state.load(Relaxed) >> (2 * BITS)) + 1;
             self.state.store(number << (2 * BITS) | (total as u64) << BITS, Release);
+            let _wait = Wait { crew: self, total };
             self.work();
-            while self.done.load(Acquire) < total {
-                std::hint::spin_loop();
-            }
         }
 
         /// A spinning thread: works on each job posted until the step is over.
         fn spin(&self) {
             while !self.over.load(Acquire) {
                 self.work();
+                std::hint::spin_loop();
+            }
+        }
+    }
+
+    /// Counts a claimed task done when it ends, by returning or by unwinding.
+    struct Finished<'a>(&'a AtomicUsize);
+    impl Drop for Finished<'_> {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Release);
+        }
+    }
+
+    /// The poster's wait for its job, on return and on unwinding (a task of its own panicked):
+    /// no task starts after it, and every task started has ended, before the job's data goes.
+    struct Wait<'a> {
+        crew: &'a Crew,
+        total: usize,
+    }
+    impl Drop for Wait<'_> {
+        fn drop(&mut self) {
+            self.crew.done.fetch_add(self.crew.close(), Release);
+            while self.crew.done.load(Acquire) < self.total {
                 std::hint::spin_loop();
             }
         }
@@ -171,5 +208,26 @@ mod tests {
             let want = (0..500).filter(|job| i < 1 + job % 97).count() + 1;
             assert_eq!(c.load(Ordering::Relaxed), want, "task {i}");
         }
+    }
+
+    /// A step that panics ends its crew: the panic reaches the caller, and the pool's threads
+    /// are free for the next step (a spinner left behind would hang it).
+    #[test]
+    fn a_panicking_step_frees_the_pool() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
+        pool.install(|| {
+            // Either thread may claim a failing task: try often enough to see both.
+            for _ in 0..50 {
+                let step = std::panic::catch_unwind(|| {
+                    on_pool(|| for_each(64, |i| assert!(i % 16 != 15, "task {i} fails")));
+                });
+                assert!(step.is_err());
+            }
+            let ran = AtomicUsize::new(0);
+            on_pool(|| for_each(8, |_| {
+                ran.fetch_add(1, Ordering::Relaxed);
+            }));
+            assert_eq!(ran.load(Ordering::Relaxed), 8);
+        });
     }
 }
