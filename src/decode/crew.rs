@@ -6,9 +6,9 @@
 //! each the calling thread, waiting for the other's last share, had gone to sleep: in the page,
 //! the products of one sample on two threads took 22 ms a token against 25 on one.
 //!
-//! So for the length of a step ([`on_pool`]) the pool's other threads spin on a [`Crew`]: the
-//! caller posts a product's tasks, every thread claims them one at a time from a counter, and the
-//! caller spins until the last is done. The other cores are busy for the step's milliseconds
+//! So for the length of a step ([`on_pool`]) the pool's other threads (up to seven) spin on a
+//! crew: the caller posts a product's tasks, every thread claims them one at a time from a
+//! counter, and the caller spins until the last is done. The other cores are busy for the step's milliseconds
 //! only; between steps they sleep in rayon's pool as before.
 
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
@@ -28,6 +28,12 @@ mod pooled {
     const BITS: u32 = 20;
     const MASK: u64 = (1 << BITS) - 1;
 
+    /// At most this many threads spin beside the caller: a product has 3 to 800 tasks of a few
+    /// microseconds, and on a machine with many cores more spinning threads would only take
+    /// turns at the claims (and in the page spin without a pause instruction, beside a working
+    /// thread on the same core).
+    const HELPERS: usize = 7;
+
     /// The job on offer to the spinning threads, one at a time.
     struct Crew {
         /// `number << 40 | total << 20 | next`.
@@ -38,6 +44,8 @@ mod pooled {
         job: AtomicPtr<Job>,
         /// The step is over: the spinning threads return to the pool.
         over: AtomicBool,
+        /// Threads that came to spin on this step, up to [`HELPERS`].
+        joined: AtomicUsize,
     }
 
     impl Crew {
@@ -130,8 +138,9 @@ mod pooled {
         static CREW: Cell<*const Crew> = const { Cell::new(std::ptr::null()) }
     );
 
-    /// Runs `f` (one decoding step) on one of rayon's threads with the pool's other threads
-    /// spinning on a crew, so [`for_each`] inside shares its tasks for the cost of a claim.
+    /// Runs `f` (one decoding step) on one of rayon's threads with up to [`HELPERS`] of the
+    /// pool's other threads spinning on a crew, so [`for_each`] inside shares its tasks for the
+    /// cost of a claim.
     pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         /// Ends the step, a panicking one included: the spinning threads return (the scope waits
         /// for them before it returns or unwinds), and this thread forgets the crew.
@@ -142,12 +151,12 @@ mod pooled {
                 CREW.with(|c| c.set(std::ptr::null()));
             }
         }
-        let crew = Crew { state: AtomicU64::new(0), done: AtomicUsize::new(0), job: AtomicPtr::new(std::ptr::null_mut()), over: AtomicBool::new(false) };
+        let crew = Crew { state: AtomicU64::new(0), done: AtomicUsize::new(0), job: AtomicPtr::new(std::ptr::null_mut()), over: AtomicBool::new(false), joined: AtomicUsize::new(0) };
         let crew = &crew;
         rayon::scope(|s| {
             let caller = rayon::current_thread_index();
             s.spawn_broadcast(move |_, ctx| {
-                if Some(ctx.index()) != caller {
+                if Some(ctx.index()) != caller && crew.joined.fetch_add(1, Relaxed) < HELPERS {
                     crew.spin();
                 }
             });
@@ -190,7 +199,8 @@ mod tests {
     /// Every task of every job runs exactly once, on the crew and through rayon alike.
     #[test]
     fn each_task_runs_once() {
-        let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
+        // More threads than spin on a crew: the others return to the pool at once.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(11).build().unwrap();
         let counts: Vec<AtomicUsize> = (0..97).map(|_| AtomicUsize::new(0)).collect();
         pool.install(|| {
             on_pool(|| {
