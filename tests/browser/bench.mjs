@@ -1,9 +1,10 @@
 // Browser benchmark (not a test): page load to first token, tokens/s and seconds per DPO step,
 // driving the built app like the tests do. Run after scripts/build-web:
-//   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off]
+//   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
+// --samples decodes that many greedy answers together (tokens/s counts every answer's tokens).
 // --threads off serves the page without cross-origin isolation, as a host that cannot set headers
 // would: the CPU path then runs on one thread.
 import { parseArgs } from 'node:util';
@@ -16,6 +17,7 @@ const { values: a } = parseArgs({ options: {
   model: { type: 'string', default: 'tiny' }, backend: { type: 'string', default: 'cpu' },
   steps: { type: 'string', default: '2' }, tokens: { type: 'string', default: '16' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
+  samples: { type: 'string', default: '1' },
 } });
 const tiny = a.model === 'tiny';
 const { server, base } = await serve({ isolated: a.threads !== 'off' });
@@ -51,7 +53,7 @@ try {
     const p = page.getByRole('tabpanel');
     const t1 = Date.now();
     const prompt = a.prompt ?? (tiny ? '' : 'What is the capital of France?');
-    await generate(page, { prompt, samples: 1, temperature: 0, tokens: Number(a.tokens) });
+    await generate(page, { prompt, samples: Number(a.samples), temperature: 0, tokens: Number(a.tokens) });
     await page.waitForFunction(() => /first token after/.test(document.body.innerText), null, { timeout: 900_000 });
     const stats = await page.evaluate(() => document.body.innerText.match(/first token after ([\d.]+) s, ([\d.]+) tokens\/s/));
     out.first_token_s = Number(stats[1]);
