@@ -92,9 +92,8 @@ mod pooled {
             // after each task claimed under this job's number is done (`Wait`), and a claim under
             // a later number never runs this job.
             let f: Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), Job>(f) };
-            let slot = f;
             self.done.store(0, Relaxed);
-            self.job.store(&slot as *const Job as *mut Job, Release);
+            self.job.store(&f as *const Job as *mut Job, Release);
             let number = (self.state.load(Relaxed) >> (2 * BITS)) + 1;
             self.state.store(number << (2 * BITS) | (total as u64) << BITS, Release);
             let _wait = Wait { crew: self, total };

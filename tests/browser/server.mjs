@@ -10,6 +10,8 @@ import { extname, join, normalize, resolve } from 'node:path';
 const ROOT = resolve(import.meta.dirname, '../..');
 export const DIST = join(ROOT, 'dist');
 export const SHARED_MODELS = resolve(ROOT, '../shared/models/stories260K');
+/** The headers that make the page cross-origin isolated (threads), when the test wants them. */
+const isolation = (isolated) => (isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {});
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
 export function serve({ isolated = true, override = {} } = {}) {
@@ -48,7 +50,7 @@ export function serve({ isolated = true, override = {} } = {}) {
       'cache-control': 'no-cache',
       // Lets the tests load a model "from another site" (localhost vs 127.0.0.1).
       'access-control-allow-origin': '*',
-      ...(isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {}),
+      ...isolation(isolated),
     });
     createReadStream(body).pipe(res);
   });
@@ -61,7 +63,7 @@ function sendHuge(res, huge, isolated) {
   res.writeHead(200, {
     'content-type': 'application/octet-stream',
     'content-length': size,
-    ...(isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {}),
+    ...isolation(isolated),
   });
   const pump = () => {
     while (huge.sent < size && !res.destroyed) {
