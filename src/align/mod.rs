@@ -8,6 +8,7 @@ pub mod reward;
 pub mod rl;
 #[cfg(feature = "engine")]
 pub mod sft;
+pub mod parts;
 pub mod train;
 
 use serde::{Deserialize, Serialize};

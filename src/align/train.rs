@@ -150,6 +150,12 @@ impl LossOutput {
         Self { loss, metrics, per_example: Vec::new() }
     }
 
+    /// The same values cut from the autodiff graph (after its backward pass).
+    pub fn detach(self) -> Self {
+        let cut = |v: Vec<(&'static str, Tensor<1>)>| v.into_iter().map(|(n, t)| (n, t.detach())).collect();
+        Self { loss: self.loss.detach(), metrics: cut(self.metrics), per_example: cut(self.per_example) }
+    }
+
     /// The loss and the metrics by name (`[("loss", l), (m1, v1), ...]`) and the values per
     /// example, read back in one transfer.
     pub async fn read(&self) -> Result<(Vec<(&'static str, f64)>, PerExample)> {
@@ -222,38 +228,73 @@ impl<M: Module> Trainer<M> {
     /// Two reads are awaited: loss and metrics, then the gradient norm.
     pub async fn step(&mut self, micro: &mut dyn FnMut(&M, usize) -> Result<LossOutput>) -> Result<Metrics> {
         let accum = self.cfg.gradient_accumulation_steps;
-        let mut acc = GradientsAccumulator::<M>::new();
-        let mut sums: Vec<(String, f64)> = Vec::new();
-        let mut examples: PerExample = Vec::new();
+        let mut tally = Tally::new();
         for i in 0..accum {
             let out = micro(&self.model, i)?;
             let (values, per_example) = out.read().await?;
-            if !values[0].1.is_finite() {
-                self.model = self.last_good.clone();
-                return Err(Error::NonFinite(format!(
-                    "training stopped at step {}: the loss became {} (NaN or infinite). The last good \
-                     weights are kept. Try a smaller learning rate or beta, or check the data.",
-                    self.step + 1,
-                    values[0].1
-                )));
-            }
-            if sums.is_empty() {
-                sums = values.iter().map(|(n, _)| (n.to_string(), 0.0)).collect();
-            }
-            for (s, (_, v)) in sums.iter_mut().zip(&values) {
-                s.1 += v / accum as f64;
-            }
-            if examples.is_empty() {
-                examples = per_example;
-            } else {
-                for ((_, all), (_, more)) in examples.iter_mut().zip(per_example) {
-                    all.extend(more);
-                }
-            }
+            self.check_loss(values[0].1)?;
+            tally.add(values, per_example, 1.0 / accum as f64);
             let grads = (out.loss / accum as f64).backward();
-            acc.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
+            tally.grads.accumulate(&self.model, GradientsParams::from_grads(grads, &self.model));
         }
-        let mut grads = acc.grads();
+        self.update(tally).await
+    }
+
+    /// As [`Self::step`] for a loss that is a weighted mean over parts of each micro-batch:
+    /// `loss(model, i, j)` is part `j` of micro-batch `i`, whose weight is `parts[i][j]` (each
+    /// micro-batch's weights sum to 1). The parts of a micro-batch run at once on the CPU's cores,
+    /// each with its own dropout stream ([`super::parts`]); the result does not depend on how many
+    /// threads there are.
+    pub async fn step_parts(
+        &mut self,
+        parts: &[Vec<f64>],
+        loss: &(dyn Fn(&M, usize, usize) -> Result<LossOutput> + Sync),
+    ) -> Result<Metrics>
+    where
+        M: Send,
+    {
+        let accum = self.cfg.gradient_accumulation_steps;
+        if parts.len() != accum || parts.iter().any(Vec::is_empty) {
+            return Err(Error::Invalid(format!("{} micro-batches of parts for {accum} accumulation steps", parts.len())));
+        }
+        let (run_seed, step) = (self.cfg.seed, self.step);
+        let mut tally = Tally::new();
+        for (i, weights) in parts.iter().enumerate() {
+            let models = weights.iter().map(|_| super::parts::fresh_leaves(self.model.clone())).collect();
+            let done = super::parts::run(models, |j, model: M| {
+                crate::model::with_dropout_stream(super::parts::seed(run_seed, step, i, j), || {
+                    let out = loss(&model, i, j)?;
+                    let grads = (out.loss.clone() * (weights[j] / accum as f64)).backward();
+                    Ok::<_, Error>((out.detach(), GradientsParams::from_grads(grads, &model)))
+                })
+            });
+            for (j, part) in done.into_iter().enumerate() {
+                let (out, grads) = part?;
+                let (values, per_example) = out.read().await?;
+                self.check_loss(values[0].1)?;
+                tally.add(values, per_example, weights[j] / accum as f64);
+                tally.grads.accumulate(&self.model, grads);
+            }
+        }
+        self.update(tally).await
+    }
+
+    /// A non-finite loss stops the step: the weights go back to the last good ones.
+    fn check_loss(&mut self, loss: f64) -> Result<()> {
+        if loss.is_finite() {
+            return Ok(());
+        }
+        self.model = self.last_good.clone();
+        Err(Error::NonFinite(format!(
+            "training stopped at step {}: the loss became {loss} (NaN or infinite). The last good \
+             weights are kept. Try a smaller learning rate or beta, or check the data.",
+            self.step + 1
+        )))
+    }
+
+    /// Clips the summed gradients and takes the optimizer step.
+    async fn update(&mut self, mut tally: Tally<M>) -> Result<Metrics> {
+        let mut grads = tally.grads.grads();
         let norm = global_norm(&self.model, &mut grads).await?;
         if !norm.is_finite() {
             self.model = self.last_good.clone();
@@ -271,12 +312,44 @@ impl<M: Module> Trainer<M> {
         let model = self.model.clone();
         self.model = self.optim.step(lr, model, grads);
         self.step += 1;
-        self.last_examples = examples;
-        let mut m: Metrics = sums.into_iter().collect();
+        self.last_examples = tally.examples;
+        let mut m: Metrics = tally.sums.into_iter().collect();
         m.insert("grad_norm".into(), norm);
         m.insert("learning_rate".into(), lr);
         m.insert("step".into(), self.step as f64);
         Ok(m)
+    }
+}
+
+/// What a step gathers from its micro-batches: summed gradients, weighted metric means and the
+/// values per example in batch order.
+#[cfg(feature = "engine")]
+struct Tally<M: Module> {
+    grads: GradientsAccumulator<M>,
+    sums: Vec<(String, f64)>,
+    examples: PerExample,
+}
+
+#[cfg(feature = "engine")]
+impl<M: Module> Tally<M> {
+    fn new() -> Self {
+        Self { grads: GradientsAccumulator::new(), sums: Vec::new(), examples: Vec::new() }
+    }
+
+    fn add(&mut self, values: Vec<(&'static str, f64)>, per_example: PerExample, weight: f64) {
+        if self.sums.is_empty() {
+            self.sums = values.iter().map(|(n, _)| (n.to_string(), 0.0)).collect();
+        }
+        for (s, (_, v)) in self.sums.iter_mut().zip(&values) {
+            s.1 += v * weight;
+        }
+        if self.examples.is_empty() {
+            self.examples = per_example;
+        } else {
+            for ((_, all), (_, more)) in self.examples.iter_mut().zip(per_example) {
+                all.extend(more);
+            }
+        }
     }
 }
 

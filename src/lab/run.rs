@@ -15,7 +15,8 @@ use super::policy::Policy;
 use super::rewards::{RewardHead, Rewarder};
 use super::session::Session;
 use super::spec::{Method, MethodKind, RunSpec};
-use crate::align::Reference;
+use crate::align::{Reference, parts};
+use crate::backend::is_cpu;
 use crate::align::dpo::{EncodedPair, RefLogps, RefLogpsCache, dpo_step, encode_pairs};
 use crate::align::kto::{EncodedExample, encode_examples, kto_step};
 use crate::align::reward::{RewardModel, reward_step};
@@ -289,9 +290,23 @@ impl Run {
                         kept.push(cache.get(&reference, all, i, pad).await?);
                     }
                 }
-                let metrics = trainer
-                    .step(&mut |m, i| policy_loss(method, m, reference, kept.get(i).map(Vec::as_slice), &batches[i], pad))
-                    .await?;
+                let metrics = match method {
+                    // DPO's loss is a mean over pairs: on the CPU each pair trains on a core of its own.
+                    Method::Dpo(_) if is_cpu(&self.lm.device) => {
+                        let parts: Vec<Vec<f64>> = batches.iter().map(|b| parts::each_alone(b.len())).collect();
+                        let part = |m: &Llama, i: usize, j: usize| {
+                            let kept = kept.get(i).map(|k| &k[j..=j]);
+                            policy_loss(method, m, reference, kept, &batches[i].pick(&[j]), pad)
+                        };
+                        trainer.step_parts(&parts, &part).await?
+                    }
+                    _ => {
+                        let mut micro = |m: &Llama, i: usize| {
+                            policy_loss(method, m, reference, kept.get(i).map(Vec::as_slice), &batches[i], pad)
+                        };
+                        trainer.step(&mut micro).await?
+                    }
+                };
                 self.detail = match method {
                     Method::Dpo(cfg) => dpo_pairs(cfg, &trainer.last_examples, &self.lm.device).await?,
                     _ => None,
@@ -299,12 +314,17 @@ impl Run {
                 metrics
             }
             (Learner::Reward { trainer, .. }, Method::Reward(cfg)) => {
-                trainer
-                    .step(&mut |m, i| {
-                        let Examples::Pairs(pairs) = &batches[i] else { unreachable!("a reward model trains on pairs") };
-                        reward_step(cfg, m, pairs, pad)
-                    })
-                    .await?
+                let pairs = |i: usize| match &batches[i] {
+                    Examples::Pairs(pairs) => pairs,
+                    _ => unreachable!("a reward model trains on pairs"),
+                };
+                if is_cpu(&self.lm.device) {
+                    // The loss is a mean over pairs: on the CPU each pair trains on a core of its own.
+                    let parts: Vec<Vec<f64>> = batches.iter().map(|b| parts::each_alone(b.len())).collect();
+                    trainer.step_parts(&parts, &|m, i, j| reward_step(cfg, m, &pairs(i)[j..=j], pad)).await?
+                } else {
+                    trainer.step(&mut |m, i| reward_step(cfg, m, pairs(i), pad)).await?
+                }
             }
             (Learner::Reward { .. }, _) => unreachable!("only the reward method trains a reward model"),
         };

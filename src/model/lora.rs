@@ -127,9 +127,48 @@ impl LoraAdapter {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let h = linear(self.dropout.forward(x), self.a.val(), None);
+        let h = linear(self.drop(x), self.a.val(), None);
         linear(h, self.b.val(), None) * self.scaling
     }
+
+    /// Inverted dropout, `x * m / (1 - p)` with `m ~ Bernoulli(1 - p)`, while training: the mask
+    /// from this thread's dropout stream when one is set, else from the device's generator.
+    fn drop<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let p = self.dropout.prob;
+        if p == 0.0 || !self.dropout.training.is_enabled() || !x.device().is_autodiff() {
+            return x;
+        }
+        DROPOUT_STREAM.with(|s| match s.borrow_mut().as_mut() {
+            Some(rng) => {
+                let keep = 1.0 - p;
+                let scale = (1.0 / keep) as f32;
+                let mask: Vec<f32> =
+                    (0..x.shape().num_elements()).map(|_| if rng.random::<f64>() < keep { scale } else { 0.0 }).collect();
+                let mask = Tensor::from_data(TensorData::new(mask, x.shape()), &x.device());
+                x * mask
+            }
+            None => self.dropout.forward(x),
+        })
+    }
+}
+
+#[cfg(feature = "engine")]
+thread_local!(static DROPOUT_STREAM: std::cell::RefCell<Option<StdRng>> = const { std::cell::RefCell::new(None) });
+
+/// Runs `f` with LoRA's dropout drawn from a stream of this thread's own, seeded with `seed`:
+/// parts of a batch trained at once on several threads each draw their own masks, where the
+/// device's one generator would hand them out in whichever order the threads asked.
+#[cfg(feature = "engine")]
+pub fn with_dropout_stream<R>(seed: u64, f: impl FnOnce() -> R) -> R {
+    struct Unset;
+    impl Drop for Unset {
+        fn drop(&mut self) {
+            DROPOUT_STREAM.with(|s| *s.borrow_mut() = None);
+        }
+    }
+    DROPOUT_STREAM.with(|s| *s.borrow_mut() = Some(StdRng::seed_from_u64(seed)));
+    let _unset = Unset;
+    f()
 }
 
 /// A linear layer that may carry a LoRA adapter.

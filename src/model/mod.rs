@@ -20,7 +20,7 @@ pub use {
     attention::Attention,
     cache::KvCache,
     llama::{Batch, Block, Llama, token_out_of_vocabulary},
-    lora::{LoraAdapter, LoraLinear},
+    lora::{LoraAdapter, LoraLinear, with_dropout_stream},
     mlp::Mlp,
     rope::{RopeAngles, RotaryEmbedding},
 };

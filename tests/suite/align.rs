@@ -502,6 +502,61 @@ fn gradient_accumulation_draws_a_new_micro_batch_each_time() {
     }
 }
 
+/// Three DPO steps on four pairs, either as one batch or each pair a part of its own on `threads`
+/// threads (`None`: one batch): the metrics of each step and the trained policy's logits.
+fn dpo_steps(dropout: f64, threads: Option<usize>) -> (Vec<alignlab::align::train::Metrics>, Vec<f32>) {
+    use alignlab::align::parts;
+    let lm = tiny_lm();
+    let pairs = encode_pairs(&lm, &enc(), &prefs()[..4]).unwrap();
+    let mut model = lm.model.clone();
+    model.add_lora(&LoraConfig { lora_dropout: dropout, ..lora(4, &ALL) }).unwrap();
+    let reference = Reference::for_policy(&model);
+    let mut tr = Trainer::new(model, train_cfg(1e-2, 3)).unwrap();
+    let cfg = DpoConfig::default();
+    let loss = |p: &Llama, pairs: &[alignlab::align::dpo::EncodedPair]| dpo_step(&cfg, p, RefLogps::Model(&reference.model(p)), pairs, 1);
+    let mut history = Vec::new();
+    while !tr.done() {
+        let m = match threads {
+            None => block_on(tr.step(&mut |p, _| loss(p, &pairs))),
+            Some(n) => {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+                let part = |p: &Llama, _: usize, j: usize| loss(p, &pairs[j..=j]);
+                pool.install(|| block_on(tr.step_parts(&[parts::each_alone(4)], &part)))
+            }
+        };
+        history.push(m.unwrap());
+    }
+    (history, logits(&tr.model.for_inference(), &[3, 9, 27]))
+}
+
+#[test]
+fn dpo_in_parts_trains_as_one_batch_does() {
+    // DPO's loss is a mean over pairs, so four parts of one pair, each weighted 1/4, give the
+    // gradient of the batch of four: the same losses, margins, norms and trained weights.
+    let (batch, batch_logits) = dpo_steps(0.0, None);
+    let (parts, parts_logits) = dpo_steps(0.0, Some(2));
+    for (i, (a, b)) in batch.iter().zip(&parts).enumerate() {
+        assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+        for (name, v) in a {
+            assert!((b[name] - v).abs() <= 1e-5 * v.abs().max(1.0), "step {}: {name} one batch {v} vs in parts {}", i + 1, b[name]);
+        }
+    }
+    assert!(batch[2]["loss"] < batch[0]["loss"] - 0.01, "training moved the loss: {batch:?}");
+    assert!(max_diff(&batch_logits, &parts_logits) < 1e-4, "trained weights differ");
+}
+
+#[test]
+fn parts_give_the_same_numbers_on_any_number_of_threads() {
+    // Each part draws its dropout from a stream of its own: one thread or three, the same bits.
+    let (one, one_logits) = dpo_steps(0.1, Some(1));
+    let (three, three_logits) = dpo_steps(0.1, Some(3));
+    assert_eq!(one, three);
+    assert_eq!(one_logits, three_logits);
+    // And dropout did draw: without it the run is another.
+    let (plain, _) = dpo_steps(0.0, Some(1));
+    assert!((plain[2]["loss"] - one[2]["loss"]).abs() > 1e-6, "{} vs {}", plain[2]["loss"], one[2]["loss"]);
+}
+
 #[test]
 fn scoring_a_mixed_batch_gives_each_row_what_it_gets_alone() {
     // Rows with different prompt and completion lengths share one batch: the vocabulary
