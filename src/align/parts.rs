@@ -49,6 +49,17 @@ pub fn each_alone(n: usize) -> Vec<f64> {
     vec![1.0 / n.max(1) as f64; n]
 }
 
+/// The weights of parts of `sizes` units each (tokens, say): their shares of the whole, or equal
+/// shares when the whole is empty.
+pub fn by_size(sizes: impl ExactSizeIterator<Item = usize>) -> Vec<f64> {
+    let sizes: Vec<usize> = sizes.collect();
+    let total: usize = sizes.iter().sum();
+    if total == 0 {
+        return each_alone(sizes.len());
+    }
+    sizes.iter().map(|&n| n as f64 / total as f64).collect()
+}
+
 /// `f(j, item)` for every item, at once on rayon's threads, results in order.
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 pub fn run<I: Send, T: Send>(items: Vec<I>, f: impl Fn(usize, I) -> T + Sync) -> Vec<T> {
@@ -73,6 +84,13 @@ mod tests {
         for other in [seed(42, 3, 0, 0), seed(42, 3, 1, 1), seed(42, 4, 0, 1), seed(43, 3, 0, 1)] {
             assert_ne!(s, other);
         }
+    }
+
+    #[test]
+    fn weights_are_shares_of_the_whole() {
+        assert_eq!(by_size([1usize, 3].into_iter()), vec![0.25, 0.75]);
+        assert_eq!(by_size([0usize, 0].into_iter()), vec![0.5, 0.5]);
+        assert_eq!(each_alone(4), vec![0.25; 4]);
     }
 
     #[test]

@@ -290,17 +290,18 @@ impl Run {
                         kept.push(cache.get(&reference, all, i, pad).await?);
                     }
                 }
-                let metrics = match method {
-                    // DPO's loss is a mean over pairs: on the CPU each pair trains on a core of its own.
-                    Method::Dpo(_) if is_cpu(&self.lm.device) => {
-                        let parts: Vec<Vec<f64>> = batches.iter().map(|b| parts::each_alone(b.len())).collect();
+                // On the CPU each example of a batch trains on a core of its own, when the method's
+                // loss is a weighted mean over examples.
+                let parts: Option<Vec<Vec<f64>>> = is_cpu(&self.lm.device).then(|| batches.iter().map(|b| part_weights(method, b)).collect()).flatten();
+                let metrics = match parts {
+                    Some(parts) => {
                         let part = |m: &Llama, i: usize, j: usize| {
                             let kept = kept.get(i).map(|k| &k[j..=j]);
                             policy_loss(method, m, reference, kept, &batches[i].pick(&[j]), pad)
                         };
                         trainer.step_parts(&parts, &part).await?
                     }
-                    _ => {
+                    None => {
                         let mut micro = |m: &Llama, i: usize| {
                             policy_loss(method, m, reference, kept.get(i).map(Vec::as_slice), &batches[i], pad)
                         };
@@ -429,6 +430,17 @@ fn policy_loss(method: &Method, model: &Llama, reference: &Reference, kept: Opti
         (Method::Kto(cfg), Examples::Unpaired(b)) => kto_step(cfg, model, &reference.model(model), b, pad),
         (Method::Sft, Examples::Demos(b)) => sft_step(model, b, pad),
         _ => Err(Error::Invalid("this method does not fit this data".into())),
+    }
+}
+
+/// Each example's share of a micro-batch's loss, for the methods whose loss is a weighted mean
+/// over examples: DPO's mean over pairs, SFT's over completion tokens. KTO's KL estimate pairs
+/// examples of the batch with each other, so it trains the batch whole (`None`).
+fn part_weights(method: &Method, batch: &Examples) -> Option<Vec<f64>> {
+    match (method, batch) {
+        (Method::Dpo(_), Examples::Pairs(pairs)) => Some(parts::each_alone(pairs.len())),
+        (Method::Sft, Examples::Demos(demos)) => Some(parts::by_size(demos.iter().map(|(_, c)| c.len()))),
+        _ => None,
     }
 }
 

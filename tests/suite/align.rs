@@ -558,6 +558,41 @@ fn parts_give_the_same_numbers_on_any_number_of_threads() {
 }
 
 #[test]
+fn sft_in_parts_weighs_each_demonstration_by_its_tokens() {
+    // SFT's loss is a mean over the batch's completion tokens: demonstrations of 1 to 4 tokens,
+    // each a part weighted by its share of the tokens, train as the batch does whole.
+    use alignlab::align::parts;
+    let lm = tiny_lm();
+    let words = ["t9", "t9 t8", "t9 t8 t7", "t9 t8 t7 t6"];
+    let demos: Vec<Demonstration> = words.iter().enumerate().map(|(i, w)| Demonstration { prompt: format!("t{} t3", 10 + i), completion: w.to_string() }).collect();
+    let batch = encode_demos(&lm, &enc(), &demos).unwrap();
+    let train = |in_parts: bool| {
+        let mut model = lm.model.clone();
+        model.add_lora(&lora(4, &ALL)).unwrap();
+        let mut tr = Trainer::new(model, train_cfg(2e-2, 3)).unwrap();
+        let weights = parts::by_size(batch.iter().map(|(_, c)| c.len()));
+        let mut hist = Vec::new();
+        while !tr.done() {
+            let m = if in_parts {
+                block_on(tr.step_parts(&[weights.clone()], &|m, _, j| sft_step(m, &batch[j..=j], 1)))
+            } else {
+                block_on(tr.step(&mut |m, _| sft_step(m, &batch, 1)))
+            };
+            hist.push(m.unwrap());
+        }
+        (hist, logits(&tr.model.for_inference(), &[3, 9, 27]))
+    };
+    let ((whole, whole_logits), (split, split_logits)) = (train(false), train(true));
+    for (a, b) in whole.iter().zip(&split) {
+        for name in ["loss", "mean_token_accuracy", "grad_norm"] {
+            assert!((a[name] - b[name]).abs() <= 1e-5 * a[name].abs().max(1.0), "{name}: whole {} vs parts {}", a[name], b[name]);
+        }
+    }
+    assert!(whole[2]["loss"] < whole[0]["loss"], "training moved the loss: {whole:?}");
+    assert!(max_diff(&whole_logits, &split_logits) < 1e-4);
+}
+
+#[test]
 fn scoring_a_mixed_batch_gives_each_row_what_it_gets_alone() {
     // Rows with different prompt and completion lengths share one batch: the vocabulary
     // projection runs only on the window that holds completions, and each row's log-probs
