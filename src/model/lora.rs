@@ -127,13 +127,13 @@ impl LoraAdapter {
     }
 
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let h = linear(self.drop(x), self.a.val(), None);
+        let h = linear(self.dropped(x), self.a.val(), None);
         linear(h, self.b.val(), None) * self.scaling
     }
 
     /// Inverted dropout, `x * m / (1 - p)` with `m ~ Bernoulli(1 - p)`, while training: the mask
     /// from this thread's dropout stream when one is set, else from the device's generator.
-    fn drop<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+    fn dropped<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let p = self.dropout.prob;
         if p == 0.0 || !self.dropout.training.is_enabled() || !x.device().is_autodiff() {
             return x;
