@@ -292,7 +292,8 @@ impl Run {
                 }
                 // On the CPU each example of a batch trains on a core of its own, when the method's
                 // loss is a weighted mean over examples.
-                let parts: Option<Vec<Vec<f64>>> = is_cpu(&self.lm.device).then(|| batches.iter().map(|b| part_weights(method, b)).collect()).flatten();
+                let parts: Option<Vec<Vec<f64>>> =
+                    is_cpu(&self.lm.device).then(|| batches.iter().map(|b| part_weights(method, b)).collect()).flatten();
                 let metrics = match parts {
                     Some(parts) => {
                         let part = |m: &Llama, i: usize, j: usize| {
@@ -348,43 +349,53 @@ impl Run {
             Learner::Policy { trainer, .. } => (Some(trainer.model.clone().freeze()), None),
             Learner::Reward { trainer, .. } => (None, Some(trainer.model.clone().freeze())),
         };
-        let mut sums: Vec<(String, f64)> = Vec::new();
-        let mut start = 0;
-        while start < n {
-            let idx: Vec<usize> = (start..(start + size).min(n)).collect();
-            let batch = self.held_out.pick(&idx);
-            let kept = match (&mut self.ref_logps, &self.held_out, &self.learner) {
-                (Some([_, cache]), Examples::Pairs(all), Learner::Policy { trainer, reference }) => {
-                    Some(cache.get(&reference.model(&trainer.model), all, &idx, pad).await?)
-                }
-                _ => None,
-            };
-            let out = match (&self.learner, &self.spec.method) {
+        let batches: Vec<Vec<usize>> = (0..n).step_by(size).map(|s| (s..(s + size).min(n)).collect()).collect();
+        let mut kept = Vec::new();
+        if let (Some([_, cache]), Examples::Pairs(all), Learner::Policy { trainer, reference }) =
+            (&mut self.ref_logps, &self.held_out, &self.learner)
+        {
+            let reference = reference.model(&trainer.model);
+            for idx in &batches {
+                kept.push(cache.get(&reference, all, idx, pad).await?);
+            }
+        }
+        let (held_out, learner, method) = (&self.held_out, &self.learner, &self.spec.method);
+        let score = |k: usize, idx: &Vec<usize>| -> Result<LossOutput> {
+            let batch = held_out.pick(idx);
+            match (learner, method) {
                 (Learner::Reward { .. }, Method::Reward(cfg)) => {
                     let Examples::Pairs(p) = &batch else { unreachable!() };
-                    reward_step(cfg, reward_model.as_ref().expect("frozen above"), p, pad)?
+                    reward_step(cfg, reward_model.as_ref().expect("frozen above"), p, pad)
                 }
                 (Learner::Policy { reference, .. }, method) => {
                     // KTO's KL estimate needs two examples: a lone last one borrows the first.
-                    let batch = match (&batch, &self.held_out) {
+                    let batch = match (&batch, held_out) {
                         (Examples::Unpaired(b), Examples::Unpaired(all)) if b.len() < 2 => {
                             Examples::Unpaired(vec![b[0].clone(), all[0].clone()])
                         }
                         _ => batch,
                     };
-                    policy_loss(method, policy.as_ref().expect("frozen above"), reference, kept.as_deref(), &batch, pad)?
+                    policy_loss(method, policy.as_ref().expect("frozen above"), reference, kept.get(k).map(Vec::as_slice), &batch, pad)
                 }
                 _ => unreachable!(),
-            };
+            }
+        };
+        // Without gradients the batches are independent: on the CPU they run at once on its cores.
+        let outs: Vec<Result<LossOutput>> = if is_cpu(&self.lm.device) {
+            parts::run(batches.iter().collect(), score)
+        } else {
+            batches.iter().enumerate().map(|(k, idx)| score(k, idx)).collect()
+        };
+        let mut sums: Vec<(String, f64)> = Vec::new();
+        for (idx, out) in batches.iter().zip(outs) {
             let weight = idx.len() as f64 / n as f64;
-            let (values, _) = out.read().await?;
+            let (values, _) = out?.read().await?;
             if sums.is_empty() {
                 sums = values.iter().map(|(k, _)| (format!("eval/{k}"), 0.0)).collect();
             }
             for (s, (_, v)) in sums.iter_mut().zip(values) {
                 s.1 += v * weight;
             }
-            start += size;
         }
         Ok(sums.into_iter().collect())
     }

@@ -491,6 +491,29 @@ fn kept_reference_logps_give_the_run_it_would_have_had() {
 }
 
 #[test]
+fn held_out_batches_score_at_once_with_the_numbers_of_one_thread() {
+    // Half of eight pairs held out, in batches of two: on the CPU the batches are scored at once.
+    // Before any step the policy is its reference, so every held-out pair's DPO loss is ln 2.
+    let before_and_after = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let mut spec = dpo_run_spec(false, 2, 1);
+            spec.eval.eval_fraction = 0.5;
+            let session = alignlab::lab::Session::new(tiny_lm(), std::rc::Rc::new(Default::default()));
+            let mut run = alignlab::lab::Run::new(&session, spec).unwrap();
+            assert_eq!(run.held_out(), 4);
+            let before = block_on(run.evaluate()).unwrap();
+            block_on(run.step()).unwrap();
+            (before, block_on(run.evaluate()).unwrap())
+        })
+    };
+    let ((before, after), three) = (before_and_after(1), before_and_after(3));
+    assert_eq!((&before, &after), (&three.0, &three.1));
+    assert!((before["eval/loss"] - std::f64::consts::LN_2).abs() < 1e-6, "{before:?}");
+    assert!((after["eval/loss"] - std::f64::consts::LN_2).abs() > 1e-5, "a step moved the held-out loss: {after:?}");
+}
+
+#[test]
 fn gradient_accumulation_draws_a_new_micro_batch_each_time() {
     // Two micro-batches of one pair accumulate to the gradient of one batch of two: the same
     // pairs, the same mean loss, the same update (each micro-batch is a different pair).
