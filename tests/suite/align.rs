@@ -616,6 +616,40 @@ fn sft_in_parts_weighs_each_demonstration_by_its_tokens() {
 }
 
 #[test]
+fn reward_model_in_parts_trains_as_one_batch_does() {
+    // The Bradley-Terry loss is a mean over pairs: four parts of one pair give the batch's steps,
+    // the score head included (a trainable parameter outside the adapters).
+    use alignlab::align::parts;
+    let lm = tiny_lm();
+    let pairs = encode_pairs(&lm, &enc(), &prefs()[..4]).unwrap();
+    let cfg = RewardConfig { center_rewards_coefficient: 0.01, ..Default::default() };
+    let train = |in_parts: bool| {
+        let mut backbone = lm.model.clone();
+        backbone.add_lora(&lora(4, &ALL)).unwrap();
+        let mut tr = Trainer::new(RewardModel::new(backbone, 0), train_cfg(1e-2, 3)).unwrap();
+        let mut hist = Vec::new();
+        while !tr.done() {
+            let m = if in_parts {
+                block_on(tr.step_parts(&[parts::each_alone(4)], &|rm, _, j| reward_step(&cfg, rm, &pairs[j..=j], 1)))
+            } else {
+                block_on(tr.step(&mut |rm, _| reward_step(&cfg, rm, &pairs, 1)))
+            };
+            hist.push(m.unwrap());
+        }
+        let p = &pairs[0];
+        (hist, block_on(tr.model.rewards_for(&[(p.prompt.clone(), p.chosen.clone())], 1)).unwrap()[0])
+    };
+    let ((whole, whole_reward), (split, split_reward)) = (train(false), train(true));
+    for (a, b) in whole.iter().zip(&split) {
+        for name in ["loss", "accuracy", "margin", "mean_reward", "grad_norm"] {
+            assert!((a[name] - b[name]).abs() <= 1e-5 * a[name].abs().max(1.0), "{name}: whole {} vs parts {}", a[name], b[name]);
+        }
+    }
+    assert!(whole[2]["loss"] < whole[0]["loss"], "training moved the loss: {whole:?}");
+    assert!((whole_reward - split_reward).abs() < 1e-4, "{whole_reward} vs {split_reward}");
+}
+
+#[test]
 fn scoring_a_mixed_batch_gives_each_row_what_it_gets_alone() {
     // Rows with different prompt and completion lengths share one batch: the vocabulary
     // projection runs only on the window that holds completions, and each row's log-probs
