@@ -60,16 +60,20 @@ pub fn by_size(sizes: impl ExactSizeIterator<Item = usize>) -> Vec<f64> {
     sizes.iter().map(|&n| n as f64 / total as f64).collect()
 }
 
-/// `f(j, item)` for every item, at once on rayon's threads, results in order.
+/// `f(j, item)` for every item, results in order: at once on rayon's threads when `at_once` (the
+/// CPU), else one after another (a GPU takes its work from one thread).
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-pub fn run<I: Send, T: Send>(items: Vec<I>, f: impl Fn(usize, I) -> T + Sync) -> Vec<T> {
+pub fn run<I: Send, T: Send>(at_once: bool, items: Vec<I>, f: impl Fn(usize, I) -> T + Sync) -> Vec<T> {
     use rayon::prelude::*;
+    if !at_once {
+        return items.into_iter().enumerate().map(|(j, x)| f(j, x)).collect();
+    }
     items.into_par_iter().enumerate().map(|(j, x)| f(j, x)).collect()
 }
 
 /// One after another: the page's single-threaded build has no pool.
 #[cfg(all(target_arch = "wasm32", not(feature = "threads")))]
-pub fn run<I, T>(items: Vec<I>, f: impl Fn(usize, I) -> T) -> Vec<T> {
+pub fn run<I, T>(_at_once: bool, items: Vec<I>, f: impl Fn(usize, I) -> T) -> Vec<T> {
     items.into_iter().enumerate().map(|(j, x)| f(j, x)).collect()
 }
 
@@ -96,7 +100,9 @@ mod tests {
     #[test]
     fn run_keeps_the_order() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(3).build().unwrap();
-        let out = pool.install(|| run((0..50).collect(), |j, x: usize| (j, x * 2)));
-        assert_eq!(out, (0..50).map(|x| (x, x * 2)).collect::<Vec<_>>());
+        for at_once in [true, false] {
+            let out = pool.install(|| run(at_once, (0..50).collect(), |j, x: usize| (j, x * 2)));
+            assert_eq!(out, (0..50).map(|x| (x, x * 2)).collect::<Vec<_>>());
+        }
     }
 }

@@ -242,9 +242,9 @@ impl<M: Module> Trainer<M> {
 
     /// As [`Self::step`] for a loss that is a weighted mean over parts of each micro-batch:
     /// `loss(model, i, j)` is part `j` of micro-batch `i`, whose weight is `parts[i][j]` (each
-    /// micro-batch's weights sum to 1). The parts of a micro-batch run at once on the CPU's cores,
-    /// each with its own dropout stream ([`super::parts`]); the result does not depend on how many
-    /// threads there are.
+    /// micro-batch's weights sum to 1). The parts of a micro-batch run at once on the CPU's cores
+    /// (one after another on a GPU), each with its own dropout stream ([`super::parts`]); the
+    /// result does not depend on how many threads there are.
     pub async fn step_parts(
         &mut self,
         parts: &[Vec<f64>],
@@ -258,10 +258,11 @@ impl<M: Module> Trainer<M> {
             return Err(Error::Invalid(format!("{} micro-batches of parts for {accum} accumulation steps", parts.len())));
         }
         let (run_seed, step) = (self.cfg.seed, self.step);
+        let at_once = self.model.devices().first().is_some_and(crate::backend::is_cpu);
         let mut tally = Tally::new();
         for (i, weights) in parts.iter().enumerate() {
             let models = weights.iter().map(|_| super::parts::fresh_leaves(self.model.clone())).collect();
-            let done = super::parts::run(models, |j, model: M| {
+            let done = super::parts::run(at_once, models, |j, model: M| {
                 crate::model::with_dropout_stream(super::parts::seed(run_seed, step, i, j), || {
                     let out = loss(&model, i, j)?;
                     let grads = (out.loss.clone() * (weights[j] / accum as f64)).backward();

@@ -8,8 +8,8 @@
 //!
 //! So for the length of a step ([`on_pool`]) the pool's other threads (up to seven) spin on a
 //! crew: the caller posts a product's tasks, every thread claims them one at a time from a
-//! counter, and the caller spins until the last is done. The other cores are busy for the step's milliseconds
-//! only; between steps they sleep in rayon's pool as before.
+//! counter, and the caller spins until the last is done. The other cores are busy for the step's
+//! milliseconds only; between steps they sleep in rayon's pool as before.
 
 #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
 pub use pooled::{for_each, on_pool};

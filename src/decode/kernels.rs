@@ -7,8 +7,8 @@
 //! turn each block of weights into f32 once, in registers, and dot it with every row.
 //!
 //! The output rows are split over the cores ([`crew`]: natively, and in the page's threaded
-//! worker); natively the loops are compiled a second time for AVX2 (chosen at run time), in the browser
-//! they run as SIMD128 (the wasm build turns the target feature on for the whole crate).
+//! worker); natively the loops are compiled a second time for AVX2 (chosen at run time), in the
+//! browser they run as SIMD128 (the wasm build turns the target feature on for the whole crate).
 
 use std::sync::Mutex;
 

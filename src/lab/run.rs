@@ -271,6 +271,10 @@ impl Run {
         let idx: Vec<Vec<usize>> = (0..self.micro_batches()).map(|_| self.batches.next()).collect();
         let batches: Vec<Examples> = idx.iter().map(|i| self.train.pick(i)).collect();
         let pad = self.lm.tokenizer.pad_id();
+        // On the CPU each example of a batch trains on a core of its own, when the method's loss
+        // is a weighted mean over examples.
+        let parts: Option<Vec<Vec<f64>>> =
+            is_cpu(&self.lm.device).then(|| batches.iter().map(|b| part_weights(&self.spec.method, b)).collect()).flatten();
         let mut metrics = match (&mut self.learner, &self.spec.method) {
             (Learner::Policy { trainer, reference }, Method::Rl { cfg, .. }) => {
                 let Examples::Prompts(prompts) = &batches[0] else { unreachable!("RLHF encodes prompts") };
@@ -290,17 +294,13 @@ impl Run {
                         kept.push(cache.get(&reference, all, i, pad).await?);
                     }
                 }
-                // On the CPU each example of a batch trains on a core of its own, when the method's
-                // loss is a weighted mean over examples.
-                let parts: Option<Vec<Vec<f64>>> =
-                    is_cpu(&self.lm.device).then(|| batches.iter().map(|b| part_weights(method, b)).collect()).flatten();
-                let metrics = match parts {
+                let metrics = match &parts {
                     Some(parts) => {
                         let part = |m: &Llama, i: usize, j: usize| {
                             let kept = kept.get(i).map(|k| &k[j..=j]);
                             policy_loss(method, m, reference, kept, &batches[i].pick(&[j]), pad)
                         };
-                        trainer.step_parts(&parts, &part).await?
+                        trainer.step_parts(parts, &part).await?
                     }
                     None => {
                         let mut micro = |m: &Llama, i: usize| {
@@ -320,12 +320,9 @@ impl Run {
                     Examples::Pairs(pairs) => pairs,
                     _ => unreachable!("a reward model trains on pairs"),
                 };
-                if is_cpu(&self.lm.device) {
-                    // The loss is a mean over pairs: on the CPU each pair trains on a core of its own.
-                    let parts: Vec<Vec<f64>> = batches.iter().map(|b| parts::each_alone(b.len())).collect();
-                    trainer.step_parts(&parts, &|m, i, j| reward_step(cfg, m, &pairs(i)[j..=j], pad)).await?
-                } else {
-                    trainer.step(&mut |m, i| reward_step(cfg, m, pairs(i), pad)).await?
+                match &parts {
+                    Some(parts) => trainer.step_parts(parts, &|m, i, j| reward_step(cfg, m, &pairs(i)[j..=j], pad)).await?,
+                    None => trainer.step(&mut |m, i| reward_step(cfg, m, pairs(i), pad)).await?,
                 }
             }
             (Learner::Reward { .. }, _) => unreachable!("only the reward method trains a reward model"),
@@ -381,11 +378,7 @@ impl Run {
             }
         };
         // Without gradients the batches are independent: on the CPU they run at once on its cores.
-        let outs: Vec<Result<LossOutput>> = if is_cpu(&self.lm.device) {
-            parts::run(batches.iter().collect(), score)
-        } else {
-            batches.iter().enumerate().map(|(k, idx)| score(k, idx)).collect()
-        };
+        let outs = parts::run(is_cpu(&self.lm.device), batches.iter().collect(), score);
         let mut sums: Vec<(String, f64)> = Vec::new();
         for (idx, out) in batches.iter().zip(outs) {
             let weight = idx.len() as f64 / n as f64;
@@ -445,11 +438,12 @@ fn policy_loss(method: &Method, model: &Llama, reference: &Reference, kept: Opti
 }
 
 /// Each example's share of a micro-batch's loss, for the methods whose loss is a weighted mean
-/// over examples: DPO's mean over pairs, SFT's over completion tokens. KTO's KL estimate pairs
-/// examples of the batch with each other, so it trains the batch whole (`None`).
+/// over examples: DPO's and a reward model's mean over pairs, SFT's over completion tokens. KTO's
+/// KL estimate pairs examples of the batch with each other, so it trains the batch whole (`None`),
+/// as RLHF does.
 fn part_weights(method: &Method, batch: &Examples) -> Option<Vec<f64>> {
     match (method, batch) {
-        (Method::Dpo(_), Examples::Pairs(pairs)) => Some(parts::each_alone(pairs.len())),
+        (Method::Dpo(_) | Method::Reward(_), Examples::Pairs(pairs)) => Some(parts::each_alone(pairs.len())),
         (Method::Sft, Examples::Demos(demos)) => Some(parts::by_size(demos.iter().map(|(_, c)| c.len()))),
         _ => None,
     }
