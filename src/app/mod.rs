@@ -245,7 +245,14 @@ pub struct Settings {
 /// default; the rest of the settings are kept.
 fn or_default<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned + Default>(d: D) -> Result<T, D::Error> {
     let v = serde_json::Value::deserialize(d)?;
-    Ok(T::deserialize(v).unwrap_or_default())
+    Ok(crate::lab::from_value(v).unwrap_or_default())
+}
+
+/// A saved field read through a JSON value, as lab files' settings are: the page's download then
+/// holds one reader of the type (run settings are large), not one for each way in.
+fn via_value<'de, D: serde::Deserializer<'de>, T: serde::de::DeserializeOwned>(d: D) -> Result<T, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    crate::lab::from_value(v).map_err(|e| serde::de::Error::custom(format!("{}: {}", e.path(), e.inner())))
 }
 
 impl Default for Settings {
@@ -416,43 +423,54 @@ fn on_event(ctx: Ctx, ev: Event) {
 }
 
 /// Keeps `sig` under `key` in IndexedDB: saves every change once the last visit's data is back,
-/// and returns the future that restores it.
+/// and returns the future that restores it. Only the conversions are written for each `T`; the
+/// saving and restoring are [`keep_record`]'s, once.
 fn keep<T>(ctx: Ctx, key: &'static str, sig: RwSignal<T>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>
 where
     T: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
 {
+    let track = Box::new(move || sig.track());
+    let record = std::rc::Rc::new(move || store::record(&sig.get_untracked()));
+    let read = Box::new(move |data| store::data(data).map(|v| sig.set(v)));
+    keep_record(ctx, key, track, record, read)
+}
+
+fn keep_record(
+    ctx: Ctx,
+    key: &'static str,
+    track: Box<dyn Fn()>,
+    record: std::rc::Rc<dyn Fn() -> Result<wasm_bindgen::JsValue, String>>,
+    read: Box<dyn Fn(wasm_bindgen::JsValue) -> Result<(), String>>,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
     // One write in flight per record: changes made meanwhile are written once it lands (a run
     // that logs many steps a second must not queue a write for each).
-    let busy = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let dirty = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = std::rc::Rc::new(std::cell::Cell::new(false));
+    let dirty = std::rc::Rc::new(std::cell::Cell::new(false));
     Effect::new(move |_| {
-        use std::sync::atomic::Ordering::SeqCst;
-        sig.track();
+        track();
         if !ctx.restored.get() {
             return;
         }
-        if busy.swap(true, SeqCst) {
-            dirty.store(true, SeqCst);
+        if busy.replace(true) {
+            dirty.set(true);
             return;
         }
-        let (busy, dirty) = (busy.clone(), dirty.clone());
+        let (busy, dirty, record) = (busy.clone(), dirty.clone(), record.clone());
         leptos::task::spawn_local(async move {
             loop {
-                if let Err(e) = store::put(key, &sig.get_untracked()).await {
+                if let Err(e) = async { store::put(key, &record()?).await }.await {
                     ctx.storage_error.set(Some(StorageProblem::Write(e)));
                 }
-                if !dirty.swap(false, SeqCst) {
+                if !dirty.replace(false) {
                     break;
                 }
             }
-            busy.store(false, SeqCst);
+            busy.set(false);
         });
     });
     Box::pin(async move {
-        match store::get(key).await {
-            Ok(Some(v)) => sig.set(v),
-            Ok(None) => {}
-            Err(e) => ctx.storage_error.set(Some(StorageProblem::Read(e))),
+        if let Err(e) = store::get(key, &*read).await {
+            ctx.storage_error.set(Some(StorageProblem::Read(e)));
         }
     })
 }

@@ -16,6 +16,7 @@ use crate::worker::protocol::*;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct PipelineState {
+    #[serde(deserialize_with = "super::via_value")]
     pub stages: Vec<RunSettings>,
     /// Held-out prompts, one per line, every stage is measured on.
     pub eval_prompts: String,

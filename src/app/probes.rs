@@ -48,7 +48,7 @@ fn category_value(c: Option<Category>) -> String {
 }
 
 fn parse_category(v: &str) -> Option<Category> {
-    serde_json::from_value(serde_json::Value::String(v.to_string())).ok()
+    crate::lab::from_value(serde_json::Value::String(v.to_string())).ok()
 }
 
 fn category_options(with_all: bool) -> impl IntoView {

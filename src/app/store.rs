@@ -34,11 +34,6 @@ async fn db() -> Result<std::rc::Rc<Rexie>, String> {
     Ok(d)
 }
 
-fn to_js<T: Serialize>(v: &T) -> Result<JsValue, String> {
-    let ser = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
-    v.serialize(&ser).map_err(|e| e.to_string())
-}
-
 /// The version of the records this page writes. Version 1 is the bare value, before envelopes.
 pub const VERSION: u32 = 2;
 
@@ -48,15 +43,23 @@ struct Envelope<'a, T> {
     data: &'a T,
 }
 
-pub async fn put<T: Serialize>(key: &str, value: &T) -> Result<(), String> {
-    put_js(key, &to_js(&Envelope { version: VERSION, data: value })?).await
+/// `value` as the record this page writes (`{version, data}`). This and [`data`] are the only
+/// code written again for each type kept: reading and writing records is not.
+pub fn record<T: Serialize>(value: &T) -> Result<JsValue, String> {
+    let ser = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
+    Envelope { version: VERSION, data: value }.serialize(&ser).map_err(|e| e.to_string())
 }
 
-async fn put_js(key: &str, v: &JsValue) -> Result<(), String> {
+/// A record's data as a `T`.
+pub fn data<T: DeserializeOwned>(data: JsValue) -> Result<T, String> {
+    serde_wasm_bindgen::from_value(data).map_err(|e| e.to_string())
+}
+
+pub async fn put(key: &str, record: &JsValue) -> Result<(), String> {
     let d = db().await?;
     let tx = d.transaction(&[STORE], TransactionMode::ReadWrite).map_err(|e| e.to_string())?;
     let store = tx.store(STORE).map_err(|e| e.to_string())?;
-    store.put(v, Some(&JsValue::from_str(key))).await.map_err(|e| describe(&e.to_string()))?;
+    store.put(record, Some(&JsValue::from_str(key))).await.map_err(|e| describe(&e.to_string()))?;
     tx.done().await.map_err(|e| describe(&e.to_string()))?;
     Ok(())
 }
@@ -69,29 +72,26 @@ async fn get_js(key: &str) -> Result<Option<JsValue>, String> {
     Ok(v.filter(|v| !v.is_undefined() && !v.is_null()))
 }
 
-/// The record under `key`, of any version this page reads. One it cannot read is kept aside (see
+/// Reads the record under `key`, of any version this page reads, and hands its data to `read`
+/// (false: there is none). One that `read` refuses, or from a newer version, is kept aside (see
 /// the module doc) and the error says so; the caller starts from empty.
-pub async fn get<T: DeserializeOwned>(key: &str) -> Result<Option<T>, String> {
-    let Some(raw) = get_js(key).await? else { return Ok(None) };
+pub async fn get(key: &str, read: &dyn Fn(JsValue) -> Result<(), String>) -> Result<bool, String> {
+    let Some(raw) = get_js(key).await? else { return Ok(false) };
     let field = |name: &str| js_sys::Reflect::get(&raw, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
     // An envelope's `data` may be absent: serde_wasm_bindgen writes `None` as undefined.
     let version = if raw.is_object() && !js_sys::Array::is_array(&raw) { field("version").as_f64() } else { None };
-    let parsed = match version {
-        Some(v) if v as u32 <= VERSION => serde_wasm_bindgen::from_value(field("data")).map_err(|e| e.to_string()),
+    let read = match version {
+        Some(v) if v as u32 <= VERSION => read(field("data")),
         Some(v) => Err(format!("it was saved by a newer version of the lab (record version {v})")),
-        None => serde_wasm_bindgen::from_value(raw.clone()).map_err(|e| e.to_string()),
+        None => read(raw.clone()),
     };
-    match parsed {
-        Ok(v) => Ok(Some(v)),
-        Err(why) => {
-            let aside = format!("unreadable:{key}:{}", js_sys::Date::now() as u64);
-            put_js(&aside, &raw).await?;
-            Err(format!(
-                "the saved '{key}' could not be read ({why}). It is kept aside as '{aside}': download it \
-                 from the Data tab (Records the lab could not read)"
-            ))
-        }
-    }
+    let Err(why) = read else { return Ok(true) };
+    let aside = format!("unreadable:{key}:{}", js_sys::Date::now() as u64);
+    put(&aside, &raw).await?;
+    Err(format!(
+        "the saved '{key}' could not be read ({why}). It is kept aside as '{aside}': download it \
+         from the Data tab (Records the lab could not read)"
+    ))
 }
 
 /// Keys of the records kept aside as unreadable.

@@ -484,12 +484,12 @@ impl Preset {
 
     /// The sampling settings with this preset's keys put in.
     pub fn sampling(&self, current: &SamplingConfig) -> SamplingConfig {
-        self.sampling.as_ref().and_then(|p| patch(current, p, "").ok()).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_else(|| current.clone())
+        self.sampling.as_ref().and_then(|p| patch(current, p, "").ok()).and_then(|v| super::from_value(v).ok()).unwrap_or_else(|| current.clone())
     }
 
     /// The Train tab's settings with this preset's keys put in.
     pub fn train(&self, current: &RunSettings) -> RunSettings {
-        self.train.as_ref().and_then(|p| patch(current, p, "").ok()).and_then(|v| serde_json::from_value(v).ok()).unwrap_or_else(|| current.clone())
+        self.train.as_ref().and_then(|p| patch(current, p, "").ok()).and_then(|v| super::from_value(v).ok()).unwrap_or_else(|| current.clone())
     }
 
     /// The judge list as the page keeps it (`(spec, weight, on)`): the preset's judges on, every
@@ -522,7 +522,8 @@ impl Preset {
         if json.len() > MAX_PRESET_BYTES {
             return Err(Error::Invalid(format!("settings link: {} bytes of settings; at most {MAX_PRESET_BYTES}", json.len())));
         }
-        let de = &mut serde_json::Deserializer::from_str(json);
+        // From the bytes, as a lab file is read: one instantiation of the parser serves both.
+        let de = &mut serde_json::Deserializer::from_slice(json.as_bytes());
         let p: Self = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             Error::Invalid(format!("settings link: {path}: {}", e.into_inner()))
@@ -546,12 +547,12 @@ impl Preset {
 
     /// The method a step's preset chooses, if it chooses one.
     pub fn method(&self) -> Option<MethodKind> {
-        self.train.as_ref()?.get("method").and_then(|m| serde_json::from_value(m.clone()).ok())
+        self.train.as_ref()?.get("method").and_then(|m| super::from_value(m.clone()).ok())
     }
 }
 
 fn from_value<T: serde::de::DeserializeOwned>(v: Value, at: &str) -> Result<T> {
-    serde_path_to_error::deserialize(v).map_err(|e| {
+    super::from_value(v).map_err(|e| {
         let path = e.path().to_string();
         invalid(&format!("{at}.{path}"), e.into_inner())
     })

@@ -55,6 +55,12 @@ pub mod spec;
 
 pub use evaluate::EvalReport;
 
+/// `v` as a `T`, the error holding the bad field's path. Every JSON value the lab reads goes
+/// through here, so each type's reader is built once (the page's download holds every copy).
+pub(crate) fn from_value<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> std::result::Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    serde_path_to_error::deserialize(v)
+}
+
 /// Reads a small versioned JSON file someone gives the lab (a fact set, a probe set, a
 /// constitution): its size checked before parsing, a bad field named by its path, a version newer
 /// than 1 refused. `too_big` says what such a file usually holds.
