@@ -38,7 +38,7 @@ if (!stage || !target) {
 const DROP = new Set(process.env.ALIGNLAB_KEEP_NAMES === '1' ? [] : ['name', 'producers', 'target_features', 'external_debug_info', 'sourceMappingURL']);
 /** Files copied as they are: from the repository root, and from www/. */
 const COPY_ROOT = ['models'];
-const COPY_WWW = ['labs', 'sw.js', 'offline.js'];
+const COPY_WWW = ['labs', 'library', 'class', 'probes.json', 'sw.js', 'offline.js'];
 
 function fail(message) {
   console.error(`web-dist: ${message}`);
@@ -181,7 +181,7 @@ for (const f of COPY_WWW) cpSync(join(WWW, f), join(dist, f), { recursive: true 
 
 // Precompressed copies of what a first visit downloads (the models are compressed already).
 const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? (f === 'models' ? [] : walk(join(d, f))) : [join(d, f)]));
-for (const path of walk(dist).filter((p) => /\.(wasm|js|css|html|json|svg)$/.test(p))) {
+for (const path of walk(dist).filter((p) => /\.(wasm|js|css|html|json|svg|md)$/.test(p))) {
   const raw = readFileSync(path);
   const gz = gzipSync(raw, { level: 9 });
   const br = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: raw.length > 4e6 ? 9 : 11, [constants.BROTLI_PARAM_SIZE_HINT]: raw.length } });

@@ -17,7 +17,11 @@ if ('serviceWorker' in navigator && 'caches' in window) {
     // build is kept everywhere (any page can continue on the CPU), the threaded one where the page
     // can share memory, the WebGPU one where it can run.
     const workers = ['worker_cpu', ...(self.crossOriginIsolated ? ['worker_mt'] : []), ...('gpu' in navigator ? ['worker'] : [])];
-    const urls = [location.pathname, ...workers.flatMap((w) => [`${w}_loader.js`, `${w}.js`, `${w}_bg.wasm`]), ...loaded];
+    // The sample files the tabs fetch when first opened (src/app/samples.rs), kept even if this
+    // visit never opened them.
+    const library = await fetch('library/index.json').then((r) => r.json()).then((i) => i.files.map((f) => `library/${f}`)).catch(() => []);
+    const samples = ['library/index.json', 'library/facts.json', 'probes.json', 'class/answers.json', ...library];
+    const urls = [location.pathname, ...workers.flatMap((w) => [`${w}_loader.js`, `${w}.js`, `${w}_bg.wasm`]), ...samples, ...loaded];
     if (self.crossOriginIsolated) urls.push('worker_mt_thread.js');
     const cache = await caches.open('alignlab-app-v1');
     await Promise.all(urls.map(async (u) => { if (!(await cache.match(u))) await cache.add(u).catch(() => {}); }));

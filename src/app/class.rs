@@ -8,9 +8,10 @@ use std::collections::BTreeMap;
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::samples::{self, Samples};
 use super::{Ctx, files, groups};
 use crate::lab::class::{CLASS_FORMAT, ClassFile, RunReport, agreement, merge};
-use crate::lab::groups::{AdapterRow, sample_class};
+use crate::lab::groups::AdapterRow;
 
 /// The teacher's side, kept across a reload.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -27,8 +28,8 @@ pub struct ClassRoom {
 
 impl ClassRoom {
     /// The made-up class of `lab::groups::sample_class`, with its groups.
-    pub fn sample() -> Self {
-        let (files, groups) = sample_class();
+    pub fn sample(samples: &Samples) -> Self {
+        let (files, groups) = samples.class.clone();
         Self { files, groups, ..Self::default() }
     }
 }
@@ -118,7 +119,7 @@ pub fn ClassPanel() -> impl IntoView {
             <h2>"Teacher: the class's files"</h2>
             <div class="row">
                 <label>"Open class files " <input type="file" multiple accept=".json,application/json" aria-label="Open class files" on:change=open/></label>
-                <button on:click=move |_| room.set(ClassRoom::sample()) title="Four made-up raters in two groups: brief (Ana, Ben) and thorough (Chloe, Dev)">"Open the sample class"</button>
+                <button on:click=move |_| samples::when(true, move |s| room.set(s.map(|s| ClassRoom::sample(&s)).unwrap_or_default()), move |e| problems.set(vec![e])) title="Four made-up raters in two groups: brief (Ana, Ben) and thorough (Chloe, Dev)">"Open the sample class"</button>
                 <button disabled=move || room.with(|r| r.files.is_empty()) on:click=move |_| room.set(ClassRoom::default())>"Close the class's files"</button>
             </div>
             <ul class="problems">{move || problems.get().into_iter().map(|p| view! { <li role="alert">{p}</li> }).collect_view()}</ul>

@@ -6,9 +6,10 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::samples::{self, Samples};
 use super::{Ctx, client, files, lesson};
 use crate::lab::lesson::{Action, record};
-use crate::lab::retrieve::{FactSummary, MAX_DOCUMENTS, MAX_TOP_K, parse_facts, sample_documents, sample_facts};
+use crate::lab::retrieve::{Fact, FactSummary, MAX_DOCUMENTS, MAX_TOP_K, SAMPLE_QUESTION, parse_facts};
 use crate::worker::protocol::*;
 
 /// The documents and question the tab remembers between visits.
@@ -26,14 +27,16 @@ pub struct Shelf {
 
 impl Default for Shelf {
     fn default() -> Self {
-        Self { sample: true, own: Vec::new(), question: sample_facts().remove(0).question, k: 1 }
+        Self { sample: true, own: Vec::new(), question: SAMPLE_QUESTION.into(), k: 1 }
     }
 }
 
 impl Shelf {
-    fn documents(&self) -> Vec<Document> {
-        let sample = if self.sample { sample_documents() } else { Vec::new() };
-        sample.into_iter().chain(self.own.iter().cloned()).collect()
+    /// What a question searches: the sample library (in `samples`, fetched when ticked) and the
+    /// student's own.
+    fn documents(&self, samples: Option<&Samples>) -> Vec<Document> {
+        let sample = samples.filter(|_| self.sample).map_or(&[][..], |s| &s.documents);
+        sample.iter().chain(&self.own).cloned().collect()
     }
 }
 
@@ -87,12 +90,16 @@ pub fn DocumentsPanel() -> impl IntoView {
     let rows = RwSignal::new(Vec::<FactRow>::new());
     let total = RwSignal::new(0usize);
     let job = RwSignal::new(None::<JobId>);
-    let facts = RwSignal::new(sample_facts());
+    // The sample library and fact set, fetched beside the page; `facts` is a fact file the
+    // student opened instead of the sample set.
+    let samples = samples::load();
+    let facts = RwSignal::new(None::<Vec<Fact>>);
     let facts_name = RwSignal::new("the sample set (20 questions about Quenby)".to_string());
     // One answer each way: the lab samples one whatever `num_samples` says.
     let settings = move || ctx.settings.with_untracked(|s| (s.encoding(), s.sampling.clone()));
 
-    let ask = move || {
+    // Both wait for the sample files if a lesson asks before they are in.
+    let ask = move || samples::when(shelf.with_untracked(|s| s.sample), move |samples| {
         let (encoding, sampling) = settings();
         let sh = shelf.get_untracked();
         answer.set(None);
@@ -109,12 +116,16 @@ pub fn DocumentsPanel() -> impl IntoView {
             _ => {}
         });
         job.set(Some(id));
-        client::send(&Request::Ask { job: id, question: sh.question.clone(), encoding, sampling, docs: sh.documents(), k: sh.k });
-    };
-    let check = move || {
+        client::send(&Request::Ask { job: id, question: sh.question.clone(), encoding, sampling, docs: sh.documents(samples.as_deref()), k: sh.k });
+    }, move |e| {
+        problems.set(vec![e]);
+        lesson::finished(ctx, Action::Ask);
+    });
+    let needs_samples = move || shelf.with_untracked(|s| s.sample) || facts.with_untracked(Option::is_none);
+    let check = move || samples::when(needs_samples(), move |samples| {
         let (encoding, sampling) = settings();
         let sh = shelf.get_untracked();
-        let list = facts.get_untracked();
+        let list = facts.get_untracked().or_else(|| samples.as_ref().map(|s| s.facts.clone())).unwrap_or_default();
         rows.set(Vec::new());
         total.set(list.len());
         let id = client::job(move |ev| match ev {
@@ -134,8 +145,11 @@ pub fn DocumentsPanel() -> impl IntoView {
             _ => {}
         });
         job.set(Some(id));
-        client::send(&Request::CheckFacts { job: id, facts: list, encoding, sampling, docs: sh.documents(), k: sh.k });
-    };
+        client::send(&Request::CheckFacts { job: id, facts: list, encoding, sampling, docs: sh.documents(samples.as_deref()), k: sh.k });
+    }, move |e| {
+        problems.set(vec![e]);
+        lesson::finished(ctx, Action::Facts);
+    });
     lesson::on_asked(ctx, Action::Ask, ask);
     lesson::on_asked(ctx, Action::Facts, check);
     let open_facts = move |ev: leptos::ev::Event| {
@@ -145,7 +159,7 @@ pub fn DocumentsPanel() -> impl IntoView {
                 match files::read_bytes(&f).await.and_then(|b| parse_facts(&b).map_err(|e| e.to_string())) {
                     Ok(list) => {
                         facts_name.set(format!("{} ({} questions)", f.name(), list.len()));
-                        facts.set(list);
+                        facts.set(Some(list));
                         problems.set(Vec::new());
                     }
                     Err(e) => problems.set(vec![format!("{}: {e}", f.name())]),
@@ -170,7 +184,12 @@ pub fn DocumentsPanel() -> impl IntoView {
                 "Include the sample documents (six pages about Quenby, an island made up for this lab)"</label>
             <label>"Add text or Markdown files " <input type="file" multiple accept=".md,.txt,text/plain,text/markdown" aria-label="Add documents"
                 on:change=move |ev| add_files(shelf, problems, files::picked(&ev))/></label>
-            <ul class="problems">{move || problems.get().into_iter().map(|p| view! { <li role="alert">{p}</li> }).collect_view()}</ul>
+            <ul class="problems">{move || {
+                let mut all = problems.get();
+                let unloaded = samples.with(|s| s.as_ref().and_then(|s| s.as_ref().err()).cloned());
+                all.extend(unloaded.filter(|e| !all.contains(e)));
+                all.into_iter().map(|p| view! { <li role="alert">{p}</li> }).collect_view()
+            }}</ul>
             <ul class="doc-list" aria-label="Your documents">{move || shelf.with(|s| s.own.iter().enumerate().map(|(i, d)| {
                 let label = format!("{} ({:.1} KB)", d.name, d.text.len() as f64 / 1000.0);
                 view! { <li>{label}" "<button class="link" aria-label=format!("Remove {}", d.name) on:click=move |_| shelf.update(|s| { s.own.remove(i); })>"×"</button></li> }

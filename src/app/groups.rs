@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 
 use super::class::ClassRoom;
-use super::{Ctx, client, files, lesson};
+use super::{Ctx, client, files, lesson, samples};
 use crate::align::Encoding;
 use crate::lab::MethodKind;
 use crate::lab::groups::{GroupSummary, MERGED, agreements, groups_of, mean_agreement};
@@ -49,11 +49,7 @@ pub fn GroupsSection() -> impl IntoView {
     let progress = RwSignal::new(String::new());
     let groups = Memo::new(move |_| room.with(|r| groups_of(&r.files, &r.groups)));
 
-    let train = move || {
-        if room.with_untracked(|r| r.files.is_empty()) {
-            room.set(ClassRoom::sample());
-            ctx.notice.set(Some("No class files were open, so the sample class is used: Ana and Ben (brief), Chloe and Dev (thorough).".into()));
-        }
+    let go = move || {
         let st = ctx.settings.get_untracked();
         // The Train tab's DPO, LoRA and step settings, whatever method it shows.
         let settings = crate::lab::RunSettings { method: MethodKind::Dpo, ..st.train.clone() };
@@ -90,6 +86,22 @@ pub fn GroupsSection() -> impl IntoView {
         });
         job.set(Some(id));
         client::send(&Request::Groups { job: id, groups: list, run });
+    };
+    let train = move || {
+        samples::when(
+            room.with_untracked(|r| r.files.is_empty()),
+            move |s| {
+                if let Some(s) = s {
+                    room.set(ClassRoom::sample(&s));
+                    ctx.notice.set(Some("No class files were open, so the sample class is used: Ana and Ben (brief), Chloe and Dev (thorough).".into()));
+                }
+                go();
+            },
+            move |e| {
+                ctx.notice.set(Some(format!("No class files are open, and {e}")));
+                lesson::finished(ctx, Action::Groups);
+            },
+        );
     };
     lesson::on_asked(ctx, Action::Groups, train);
     let stop = move |_| {

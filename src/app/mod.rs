@@ -24,6 +24,7 @@ mod lesson;
 mod probes;
 mod pipeline;
 mod prompting;
+mod samples;
 mod step_detail;
 mod store;
 mod train;

@@ -7,10 +7,10 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, client, files, lesson};
+use super::{Ctx, client, files, lesson, samples};
 use crate::data::Preference;
 use crate::lab::lesson::{Action, record};
-use crate::lab::probes::{MAX_PROBES, ProbeSummary, Side, parse_probes, probes_file, starter_probes};
+use crate::lab::probes::{MAX_PROBES, ProbeSummary, Side, parse_probes, probes_file};
 use crate::worker::protocol::*;
 
 /// Best against worst, second best against second worst, …: up to this many pairs from a probe.
@@ -37,9 +37,11 @@ impl Default for ProbesState {
 }
 
 impl ProbesState {
-    fn chosen(&self) -> Vec<Probe> {
-        let shipped = if self.shipped { starter_probes() } else { Vec::new() };
-        shipped.into_iter().chain(self.own.iter().cloned()).filter(|p| self.category.is_none_or(|c| p.category == c)).collect()
+    /// The probes a run asks: the shipped set (`shipped`, fetched beside the page) when ticked, and
+    /// the student's own, of the chosen category.
+    fn chosen(&self, shipped: &[Probe]) -> Vec<Probe> {
+        let shipped = if self.shipped { shipped } else { &[] };
+        shipped.iter().chain(&self.own).filter(|p| self.category.is_none_or(|c| p.category == c)).cloned().collect()
     }
 }
 
@@ -130,8 +132,9 @@ pub fn ProbesPanel() -> impl IntoView {
     let problems = RwSignal::new(Vec::<String>::new());
     let progress = RwSignal::new((0usize, 0usize));
     let job = RwSignal::new(None::<JobId>);
-    let run = move || {
-        let probes = st.with_untracked(ProbesState::chosen);
+    let shipped = samples::load();
+    let go = move |shipped: &[Probe]| {
+        let probes = st.with_untracked(|s| s.chosen(shipped));
         if probes.is_empty() {
             problems.set(vec!["No probe to run: include the shipped set, pick another category, or write one.".into()]);
             lesson::finished(ctx, Action::Probes);
@@ -163,6 +166,13 @@ pub fn ProbesPanel() -> impl IntoView {
         });
         job.set(Some(id));
         client::send(&Request::Probes { job: id, probes, encoding, sampling });
+    };
+    // The shipped set waits for its file if a lesson asks before it is in.
+    let run = move || {
+        samples::when(st.with_untracked(|s| s.shipped), move |s| go(s.as_ref().map_or(&[], |s| &s.probes)), move |e| {
+            problems.set(vec![e]);
+            lesson::finished(ctx, Action::Probes);
+        })
     };
     lesson::on_asked(ctx, Action::Probes, run);
     let stop = move |_| {
@@ -211,7 +221,11 @@ pub fn ProbesPanel() -> impl IntoView {
             }}</p>
             <div class="row">
                 <label><input type="checkbox" aria-label="Include the shipped probes" prop:checked=move || st.with(|s| s.shipped)
-                    on:change=move |ev| st.update(|s| s.shipped = event_target_checked(&ev))/>{format!("The shipped probes ({})", starter_probes().len())}</label>
+                    on:change=move |ev| st.update(|s| s.shipped = event_target_checked(&ev))/>{move || match shipped.get() {
+                        Some(Ok(s)) => format!("The shipped probes ({})", s.probes.len()),
+                        Some(Err(e)) => format!("The shipped probes: {e}"),
+                        None => "The shipped probes (loading…)".into(),
+                    }}</label>
                 <label>"Run " <select aria-label="Probe category" prop:value=move || st.with(|s| category_value(s.category))
                     on:change=move |ev| st.update(|s| s.category = parse_category(&event_target_value(&ev)))>{category_options(true)}</select></label>
                 <button class="primary" disabled=move || !idle() on:click=move |_| run()>"Run the probes"</button>

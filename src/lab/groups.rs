@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use super::class::{Agreement, CLASS_FORMAT, ClassFile, agreement, merge};
 use super::spec::{EvalConfig, RunSpec, TrainData};
 use crate::data::Preference;
+use crate::{Error, Result};
 #[cfg(feature = "engine")]
 use {
     super::class::{Comparison, comparison},
@@ -24,7 +25,6 @@ use {
     crate::align::train::Metrics,
     crate::logps::completion_logps,
     crate::model::Llama,
-    crate::{Error, Result},
 };
 
 pub const MAX_GROUPS: usize = 8;
@@ -70,13 +70,18 @@ pub fn groups_of(files: &[ClassFile], assign: &BTreeMap<String, String>) -> Vec<
 /// group "brief" and choose the short answer, Chloe and Dev in "thorough" and choose the long one;
 /// each rater goes against their group on a few comparisons, as real raters do.
 pub fn sample_class() -> (Vec<ClassFile>, BTreeMap<String, String>) {
+    sample_class_from(include_bytes!("../../www/class/answers.json")).expect("the sample answers read")
+}
+
+/// The sample class from the answers file's bytes (the page fetches the file beside it).
+pub fn sample_class_from(answers: &[u8]) -> Result<(Vec<ClassFile>, BTreeMap<String, String>)> {
     #[derive(Deserialize)]
     struct Answers {
         prompt: String,
         short: String,
         long: String,
     }
-    let answers: Vec<Answers> = serde_json::from_slice(include_bytes!("../../www/class/answers.json")).expect("the sample answers read");
+    let answers: Vec<Answers> = serde_json::from_slice(answers).map_err(|e| Error::Invalid(format!("the sample class's answers: {e}")))?;
     let raters = [("Ana", "brief", 0), ("Ben", "brief", 3), ("Chloe", "thorough", 1), ("Dev", "thorough", 5)];
     let files = raters
         .iter()
@@ -93,7 +98,7 @@ pub fn sample_class() -> (Vec<ClassFile>, BTreeMap<String, String>) {
             ClassFile { alignlab_class: CLASS_FORMAT, rater: rater.into(), pairs, unpaired: vec![], demos: vec![], runs: vec![] }
         })
         .collect();
-    (files, raters.iter().map(|&(r, g, _)| (r.to_string(), g.to_string())).collect())
+    Ok((files, raters.iter().map(|&(r, g, _)| (r.to_string(), g.to_string())).collect()))
 }
 
 /// A group's pairs split into those trained on and those held out, as a run with `spec` splits.

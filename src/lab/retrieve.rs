@@ -166,6 +166,10 @@ pub fn augmented_prompt(question: &str, hits: &[Hit]) -> String {
     p
 }
 
+/// The sample fact set's first question: what the page asks until the student types a question
+/// (a test keeps it equal to `www/library/facts.json`'s first).
+pub const SAMPLE_QUESTION: &str = "How many minutes does the ferry crossing from Tarrowick to Quenby take on a calm day?";
+
 /// The sample library shipped with the project (a fictional island no model has read about), in
 /// the order `www/library/index.json` lists it.
 pub fn sample_documents() -> Vec<Document> {
@@ -329,6 +333,16 @@ mod tests {
         let best = lib.search(&facts[0].question, 1)[0].score;
         let stray = lib.search("quantum chromodynamics of gluons", 1);
         assert!(stray.first().map_or(true, |h| h.score < best / 2.0), "{stray:?}");
+    }
+
+    /// The page reads the sample library from `www/library/` by its index, and asks the first
+    /// fact's question before the files are in: both must say what the CLI's copy says.
+    #[test]
+    fn the_page_finds_the_sample_library_the_cli_compiles_in() {
+        let index: serde_json::Value = serde_json::from_slice(include_bytes!("../../www/library/index.json")).unwrap();
+        let names: Vec<String> = sample_documents().into_iter().map(|d| d.name).collect();
+        assert_eq!(index["files"], serde_json::json!(names));
+        assert_eq!(sample_facts()[0].question, SAMPLE_QUESTION);
     }
 
     #[test]

@@ -1,10 +1,12 @@
 // Alignment without training, clicked through on the tiny stories260K model (CPU): the Prompting
 // tab (edit the starter variants, add an example, type a reference answer, try them side by side,
 // still there after a reload) and the Documents tab (ask with and without the sample documents,
-// add your own file, a refused file, the fact set's table and shares, kept after a reload).
+// add your own file, a refused file, the fact set's table and shares, kept after a reload; a
+// damaged sample file beside the page named, the student's own files still answering).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { HAVE_TINY, openTiny, modelReady, setField, shot } from './lib.mjs';
+import { serve } from './server.mjs';
+import { HAVE_TINY, launch, openTiny, modelReady, setField, shot, TINY } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -89,6 +91,32 @@ test('prompt variants and answers from documents', { skip, timeout: 15 * 60_000 
     await tab('Documents');
     await panel().getByRole('list', { name: 'Your documents' }).getByText(/pets\.md/).waitFor();
     assert.equal(await panel().getByLabel('Include the sample documents').isChecked(), false);
+  });
+
+  await t.test('a damaged sample file beside the page is named, and the student\'s own documents still answer', async () => {
+    // The sample library, fact set, probes and class are fetched beside the page, not built in.
+    const odd = await serve({ override: { '/library/facts.json': JSON.stringify({ alignlab_facts: 1, facts: [] }) } });
+    const { ctx, page: other } = await launch();
+    try {
+      await other.goto(`${odd.base}/${TINY}&backend=cpu`);
+      await modelReady(other, 'stories260K.bin');
+      await other.getByRole('tab', { name: 'Documents', exact: true }).click();
+      const p = other.getByRole('tabpanel');
+      const alert = p.getByRole('alert').filter({ hasText: 'library/facts.json' });
+      await alert.waitFor({ timeout: 30_000 });
+      assert.match(await alert.innerText(), /sample files beside the page did not load \(library\/facts\.json: a fact file holds 1 to \d+ questions; this one has 0\): reload the page, or untick/);
+      await p.getByLabel('Include the sample documents').uncheck();
+      await p.getByLabel('Add documents').setInputFiles([
+        { name: 'pets.md', mimeType: 'text/markdown', buffer: Buffer.from('# Pets\n\nOur cat Pumpernickel sleeps on the blue sofa.\n') },
+      ]);
+      await p.getByLabel('Document question').fill('Where does the cat sleep?');
+      await p.getByRole('button', { name: 'Ask', exact: true }).click();
+      await p.getByRole('list', { name: 'Retrieved passages' }).getByText(/pets\.md/).waitFor({ timeout: 60_000 });
+      await shot(other, 'documents-samples-damaged');
+    } finally {
+      await ctx.close();
+      odd.server.close();
+    }
   });
 
   assert.deepEqual(errors.filter((e) => !/favicon/.test(e)), []);
