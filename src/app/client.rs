@@ -110,12 +110,15 @@ fn loader(pref: BackendPref) -> &'static str {
 /// The threaded build failed before it was ready (its threads' workers refused, its shared memory
 /// not granted): the single-threaded one takes its place, with the requests it held.
 fn fell_back(ev: &Event) -> bool {
-    let threaded_failed = matches!(ev, Event::Fatal { .. }) && CLIENT.with(|c| {
+    let Event::Fatal { message } = ev else { return false };
+    let threaded_failed = CLIENT.with(|c| {
         let c = c.borrow();
         !c.ready && c.loader == CPU_THREADS
     });
     if threaded_failed {
-        web_sys::console::warn_1(&format!("alignlab: the engine on one thread instead: {ev:?}").into());
+        // The message alone: printing the event with `{:?}` would put every event's Debug code
+        // into the page's download.
+        web_sys::console::warn_1(&format!("alignlab: the engine on one thread instead: {message}").into());
         start(CPU);
     }
     threaded_failed
