@@ -393,8 +393,11 @@ fn bench_load(a: &BenchArgs) -> Result<()> {
 }
 
 /// The best and median of `repeats` timed runs of `f`, after one warm-up run whose result is kept.
-fn timed<T>(repeats: usize, f: &mut dyn FnMut() -> Result<T>) -> Result<(T, f64, f64)> {
-    let first = f()?;
+/// `f`'s first result and its time (a warm-up, not counted), then the best and median time of
+/// `repeats` more calls.
+fn timed<T>(repeats: usize, f: &mut dyn FnMut() -> Result<T>) -> Result<((T, f64), f64, f64)> {
+    let t = Instant::now();
+    let first = (f()?, t.elapsed().as_secs_f64());
     let mut times = Vec::new();
     for _ in 0..repeats.max(1) {
         let t = Instant::now();
@@ -427,7 +430,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             Bench::Generate => {
                 ids.truncate(32);
                 let cfg = SamplingConfig { num_samples: a.batch, ..SamplingConfig::greedy(a.tokens) };
-                let (produced, best, _) = timed(a.repeats, &mut || {
+                let ((produced, _), best, _) = timed(a.repeats, &mut || {
                     let s = block_on(generate_on(a.decode, &model, &lm.tokenizer, &ids, &cfg, &mut |_| true))?;
                     Ok(s.iter().map(|s| s.tokens.len()).sum::<usize>())
                 })?;
@@ -454,11 +457,12 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
             }
             Bench::Dpo => {
                 let mut run = train_cli::bench_dpo_run(&session, a.batch.max(1), a.precompute_ref_log_probs)?;
-                let (first, best, median) = timed(a.repeats, &mut || Ok(block_on(run.step())?))?;
+                let ((first, first_seconds), best, median) = timed(a.repeats, &mut || Ok(block_on(run.step())?))?;
                 let pairs = a.batch.max(1);
+                // The first step is not counted: it also computes the kept reference values.
                 json!({"backend": kind.name(), "device": desc, "what": "dpo", "pairs": pairs, "seq_len": 128, "lora_r": 8,
                        "precompute_ref_log_probs": a.precompute_ref_log_probs,
-                       "first_loss": first["loss"], "seconds": best, "seconds_median": median,
+                       "first_loss": first["loss"], "first_seconds": first_seconds, "seconds": best, "seconds_median": median,
                        "tokens_per_s": (pairs * 2 * 128) as f64 / best})
             }
             Bench::Load => unreachable!("handled by bench_load"),
@@ -466,8 +470,8 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         if a.json {
             println!("{row}");
         } else if a.what == Bench::Dpo {
-            println!("{:8} dpo        {:>8.2} s/step (median {:.2})  {desc}", kind.name(), row["seconds"].as_f64().unwrap(),
-                row["seconds_median"].as_f64().unwrap());
+            println!("{:8} dpo        {:>8.2} s/step (median {:.2}, first {:.2})  {desc}", kind.name(), row["seconds"].as_f64().unwrap(),
+                row["seconds_median"].as_f64().unwrap(), row["first_seconds"].as_f64().unwrap());
         } else {
             println!("{:8} {:10} {:>8.1} tokens/s  ({:.3} s)  {desc}", kind.name(), row["what"].as_str().unwrap(),
                 row["tokens_per_s"].as_f64().unwrap(), row["seconds"].as_f64().unwrap());

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 #[cfg(feature = "engine")]
 use {
-    super::{Encoding, train::LossOutput},
+    super::{Encoding, parts, train::LossOutput},
     crate::backend::read_f32,
     crate::data::Preference,
     crate::logps::{ScoringBatch, sequence_logps},
@@ -205,19 +205,31 @@ impl RefLogpsCache {
         Self { values: vec![None; pairs] }
     }
 
-    /// The values of `pairs[i]` for each `i` in `idx`, computing the missing ones in one batch.
-    pub async fn get(&mut self, reference: &Llama, pairs: &[EncodedPair], idx: &[usize], pad_id: u32) -> Result<Vec<[f32; 2]>> {
+    /// Computes the values of the pairs `idx` names that are not kept yet. At once on the CPU's
+    /// cores when `at_once`, a pair on each (no gradients: nothing is shared); else in one batch.
+    pub async fn fill(&mut self, reference: &Llama, pairs: &[EncodedPair], idx: &[usize], pad_id: u32, at_once: bool) -> Result<()> {
         let missing: Vec<usize> = idx.iter().copied().filter(|&i| self.values[i].is_none()).collect();
-        if !missing.is_empty() {
-            let batch: Vec<EncodedPair> = missing.iter().map(|&i| pairs[i].clone()).collect();
-            let reference = reference.for_inference();
-            let sb = ScoringBatch::new(&reference, &pair_sequences(&batch), pad_id)?;
-            let sums = read_f32(sequence_logps(&reference, &sb)).await?;
-            let n = missing.len();
-            for (k, &i) in missing.iter().enumerate() {
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let groups: Vec<Vec<usize>> = if at_once { missing.iter().map(|&i| vec![i]).collect() } else { vec![missing] };
+        let reference = reference.for_inference();
+        let sums = parts::run(at_once, groups.clone(), |_, group| {
+            let batch: Vec<EncodedPair> = group.iter().map(|&i| pairs[i].clone()).collect();
+            Ok(sequence_logps(&reference, &ScoringBatch::new(&reference, &pair_sequences(&batch), pad_id)?))
+        });
+        for (group, sums) in groups.iter().zip(sums) {
+            let sums = read_f32(sums?).await?;
+            let n = group.len();
+            for (k, &i) in group.iter().enumerate() {
                 self.values[i] = Some([sums[k], sums[n + k]]);
             }
         }
-        Ok(idx.iter().map(|&i| self.values[i].expect("computed above")).collect())
+        Ok(())
+    }
+
+    /// The kept values of `pairs[i]` for each `i` in `idx` ([`Self::fill`] first).
+    pub fn get(&self, idx: &[usize]) -> Result<Vec<[f32; 2]>> {
+        idx.iter().map(|&i| self.values[i].ok_or_else(|| Error::Invalid(format!("pair {i}'s reference values were not computed")))).collect()
     }
 }

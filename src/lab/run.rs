@@ -290,9 +290,8 @@ impl Run {
                 let mut kept = Vec::new();
                 if let (Some([cache, _]), Examples::Pairs(all)) = (&mut self.ref_logps, &self.train) {
                     let reference = reference.model(&trainer.model);
-                    for i in &idx {
-                        kept.push(cache.get(&reference, all, i, pad).await?);
-                    }
+                    cache.fill(&reference, all, &idx.concat(), pad, is_cpu(&self.lm.device)).await?;
+                    kept = idx.iter().map(|i| cache.get(i)).collect::<Result<_>>()?;
                 }
                 let metrics = match &parts {
                     Some(parts) => {
@@ -352,9 +351,8 @@ impl Run {
             (&mut self.ref_logps, &self.held_out, &self.learner)
         {
             let reference = reference.model(&trainer.model);
-            for idx in &batches {
-                kept.push(cache.get(&reference, all, idx, pad).await?);
-            }
+            cache.fill(&reference, all, &batches.concat(), pad, is_cpu(&self.lm.device)).await?;
+            kept = batches.iter().map(|idx| cache.get(idx)).collect::<Result<_>>()?;
         }
         let (held_out, learner, method) = (&self.held_out, &self.learner, &self.spec.method);
         let score = |k: usize, idx: &Vec<usize>| -> Result<LossOutput> {

@@ -491,6 +491,40 @@ fn kept_reference_logps_give_the_run_it_would_have_had() {
 }
 
 #[test]
+fn reference_values_kept_a_pair_per_core_match_one_batch() {
+    // On the CPU the reference's values of pairs not kept yet are computed a pair per core. Alone
+    // a pair is not padded; in one batch it is padded to the longest: the values must agree.
+    use alignlab::align::dpo::RefLogpsCache;
+    let lm = tiny_lm();
+    let prefs: Vec<Preference> = (0..5)
+        .map(|i| Preference {
+            prompt: format!("t1{i}{}", " t12".repeat(i)),
+            chosen: format!("t5{}", " t3".repeat(2 * i)),
+            rejected: format!("t6 t4{}", " t7".repeat(4 - i)),
+        })
+        .collect();
+    let pairs = encode_pairs(&lm, &enc(), &prefs).unwrap();
+    let idx: Vec<usize> = (0..pairs.len()).collect();
+    let filled = |at_once: bool| {
+        let mut cache = RefLogpsCache::new(pairs.len());
+        // Kept values are not computed again: a second fill over some of them changes nothing.
+        block_on(cache.fill(&lm.model, &pairs, &idx[1..3], 1, at_once)).unwrap();
+        block_on(cache.fill(&lm.model, &pairs, &idx, 1, at_once)).unwrap();
+        cache.get(&idx).unwrap()
+    };
+    let (batch, alone) = (filled(false), filled(true));
+    for (i, (b, a)) in batch.iter().zip(&alone).enumerate() {
+        for k in 0..2 {
+            assert!((b[k] - a[k]).abs() <= 1e-5 * b[k].abs().max(1.0), "pair {i}: one batch {b:?}, a pair per core {a:?}");
+        }
+    }
+    // Log-probabilities of whole completions: below zero, lower for the longer chosen answers.
+    assert!(batch.iter().all(|v| v[0] < 0.0 && v[1] < 0.0), "{batch:?}");
+    assert!(batch[4][0] < batch[0][0], "{batch:?}");
+    assert!(RefLogpsCache::new(2).get(&[0]).is_err(), "a value never computed is an error, not a number");
+}
+
+#[test]
 fn held_out_batches_score_at_once_with_the_numbers_of_one_thread() {
     // Half of eight pairs held out, in batches of two: on the CPU the batches are scored at once.
     // Before any step the policy is its reference, so every held-out pair's DPO loss is ln 2.
