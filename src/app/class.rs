@@ -119,7 +119,7 @@ pub fn ClassPanel() -> impl IntoView {
             <h2>"Teacher: the class's files"</h2>
             <div class="row">
                 <label>"Open class files " <input type="file" multiple accept=".json,application/json" aria-label="Open class files" on:change=open/></label>
-                <button on:click=move |_| samples::when(true, move |s| room.set(s.map(|s| ClassRoom::sample(&s)).unwrap_or_default()), move |e| problems.set(vec![e])) title="Four made-up raters in two groups: brief (Ana, Ben) and thorough (Chloe, Dev)">"Open the sample class"</button>
+                <button on:click=move |_| samples::when(true, move |s| if let Some(s) = s { room.set(ClassRoom::sample(&s)) }, move |e| problems.set(vec![e])) title="Four made-up raters in two groups: brief (Ana, Ben) and thorough (Chloe, Dev)">"Open the sample class"</button>
                 <button disabled=move || room.with(|r| r.files.is_empty()) on:click=move |_| room.set(ClassRoom::default())>"Close the class's files"</button>
             </div>
             <ul class="problems">{move || problems.get().into_iter().map(|p| view! { <li role="alert">{p}</li> }).collect_view()}</ul>

@@ -12,9 +12,8 @@ use leptos::prelude::*;
 use super::files;
 use crate::lab::class::ClassFile;
 use crate::lab::groups::sample_class_from;
-use crate::lab::probes::parse_probes;
+use crate::lab::probes::{Probe, parse_probes};
 use crate::lab::retrieve::{Document, Fact, MAX_DOCUMENT_BYTES, parse_facts};
-use crate::lab::probes::Probe;
 
 pub struct Samples {
     /// The library, in the order its index lists it.
