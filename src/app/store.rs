@@ -73,10 +73,10 @@ async fn get_js(key: &str) -> Result<Option<JsValue>, String> {
 }
 
 /// Reads the record under `key`, of any version this page reads, and hands its data to `read`
-/// (false: there is none). One that `read` refuses, or from a newer version, is kept aside (see
+/// (nothing to hand when there is none). One that `read` refuses, or from a newer version, is kept aside (see
 /// the module doc) and the error says so; the caller starts from empty.
-pub async fn get(key: &str, read: &dyn Fn(JsValue) -> Result<(), String>) -> Result<bool, String> {
-    let Some(raw) = get_js(key).await? else { return Ok(false) };
+pub async fn get(key: &str, read: &dyn Fn(JsValue) -> Result<(), String>) -> Result<(), String> {
+    let Some(raw) = get_js(key).await? else { return Ok(()) };
     let field = |name: &str| js_sys::Reflect::get(&raw, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);
     // An envelope's `data` may be absent: serde_wasm_bindgen writes `None` as undefined.
     let version = if raw.is_object() && !js_sys::Array::is_array(&raw) { field("version").as_f64() } else { None };
@@ -85,7 +85,7 @@ pub async fn get(key: &str, read: &dyn Fn(JsValue) -> Result<(), String>) -> Res
         Some(v) => Err(format!("it was saved by a newer version of the lab (record version {v})")),
         None => read(raw.clone()),
     };
-    let Err(why) = read else { return Ok(true) };
+    let Err(why) = read else { return Ok(()) };
     let aside = format!("unreadable:{key}:{}", js_sys::Date::now() as u64);
     put(&aside, &raw).await?;
     Err(format!(
