@@ -205,13 +205,14 @@ impl RefLogpsCache {
         Self { values: vec![None; pairs] }
     }
 
-    /// Computes the values of the pairs `idx` names that are not kept yet. At once on the CPU's
-    /// cores when `at_once`, a pair on each (no gradients: nothing is shared); else in one batch.
-    pub async fn fill(&mut self, reference: &Llama, pairs: &[EncodedPair], idx: &[usize], pad_id: u32, at_once: bool) -> Result<()> {
+    /// Computes the values of the pairs `idx` names that are not kept yet: on the CPU a pair on
+    /// each core at once (no gradients: nothing is shared), on a GPU in one batch.
+    pub async fn fill(&mut self, reference: &Llama, pairs: &[EncodedPair], idx: &[usize], pad_id: u32) -> Result<()> {
         let missing: Vec<usize> = idx.iter().copied().filter(|&i| self.values[i].is_none()).collect();
         if missing.is_empty() {
             return Ok(());
         }
+        let at_once = crate::backend::is_cpu(&reference.embed_tokens.weight.device());
         let groups: Vec<Vec<usize>> = if at_once { missing.iter().map(|&i| vec![i]).collect() } else { vec![missing] };
         let reference = reference.for_inference();
         let sums = parts::run(at_once, groups.clone(), |_, group| {

@@ -290,7 +290,7 @@ impl Run {
                 let mut kept = Vec::new();
                 if let (Some([cache, _]), Examples::Pairs(all)) = (&mut self.ref_logps, &self.train) {
                     let reference = reference.model(&trainer.model);
-                    cache.fill(&reference, all, &idx.concat(), pad, is_cpu(&self.lm.device)).await?;
+                    cache.fill(&reference, all, &idx.concat(), pad).await?;
                     kept = idx.iter().map(|i| cache.get(i)).collect::<Result<_>>()?;
                 }
                 let metrics = match &parts {
@@ -351,7 +351,7 @@ impl Run {
             (&mut self.ref_logps, &self.held_out, &self.learner)
         {
             let reference = reference.model(&trainer.model);
-            cache.fill(&reference, all, &batches.concat(), pad, is_cpu(&self.lm.device)).await?;
+            cache.fill(&reference, all, &batches.concat(), pad).await?;
             kept = batches.iter().map(|idx| cache.get(idx)).collect::<Result<_>>()?;
         }
         let (held_out, learner, method) = (&self.held_out, &self.learner, &self.spec.method);

@@ -505,14 +505,17 @@ fn reference_values_kept_a_pair_per_core_match_one_batch() {
         .collect();
     let pairs = encode_pairs(&lm, &enc(), &prefs).unwrap();
     let idx: Vec<usize> = (0..pairs.len()).collect();
-    let filled = |at_once: bool| {
-        let mut cache = RefLogpsCache::new(pairs.len());
-        // Kept values are not computed again: a second fill over some of them changes nothing.
-        block_on(cache.fill(&lm.model, &pairs, &idx[1..3], 1, at_once)).unwrap();
-        block_on(cache.fill(&lm.model, &pairs, &idx, 1, at_once)).unwrap();
-        cache.get(&idx).unwrap()
-    };
-    let (batch, alone) = (filled(false), filled(true));
+    let mut cache = RefLogpsCache::new(pairs.len());
+    // Kept values are not computed again: a second fill over some of them changes nothing.
+    block_on(cache.fill(&lm.model, &pairs, &idx[1..3], 1)).unwrap();
+    block_on(cache.fill(&lm.model, &pairs, &idx, 1)).unwrap();
+    let alone = cache.get(&idx).unwrap();
+    // One padded batch of every pair: chosen rows first, then rejected.
+    let seqs: Vec<(Vec<u32>, Vec<u32>)> =
+        pairs.iter().map(|p| (p.prompt.clone(), p.chosen.clone())).chain(pairs.iter().map(|p| (p.prompt.clone(), p.rejected.clone()))).collect();
+    let sums = read_f32(sequence_logps(&lm.model, &ScoringBatch::new(&lm.model, &seqs, 1).unwrap())).unwrap();
+    let n = pairs.len();
+    let batch: Vec<[f32; 2]> = (0..n).map(|i| [sums[i], sums[n + i]]).collect();
     for (i, (b, a)) in batch.iter().zip(&alone).enumerate() {
         for k in 0..2 {
             assert!((b[k] - a[k]).abs() <= 1e-5 * b[k].abs().max(1.0), "pair {i}: one batch {b:?}, a pair per core {a:?}");
