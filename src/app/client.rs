@@ -66,7 +66,7 @@ fn start(loader: &'static str) {
     let worker = Worker::new(&url).expect("cannot start the worker");
     let onmessage = Closure::<dyn FnMut(JsValue)>::new(|v: JsValue| {
         let ev: MessageEvent = v.unchecked_into();
-        match serde_wasm_bindgen::from_value::<Event>(ev.data()) {
+        match Event::from_bytes(&js_sys::Uint8Array::new(&ev.data()).to_vec()) {
             Ok(e) => dispatch(e),
             Err(e) => web_sys::console::error_1(&format!("alignlab: unreadable event from the worker: {e}").into()),
         }

@@ -19,8 +19,9 @@ use {
 #[cfg(feature = "engine")]
 const CURVE_POINTS: usize = 81;
 
+/// Crosses to the page inside an event, in postcard's bytes (`Event::to_bytes`): plain serde
+/// shapes only, no internal tags or flattened fields, which need a self-describing format.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum StepDetail {
     /// DPO: the loss as a function of the margin, and the batch's pairs as `[margin, loss]`.
     Pairs { axis: String, curve: Vec<[f64; 2]>, points: Vec<[f64; 2]> },
@@ -32,7 +33,6 @@ pub enum StepDetail {
 pub struct SampleRow {
     pub prompt: String,
     pub answer: String,
-    #[serde(flatten)]
     pub score: SampleScore,
 }
 

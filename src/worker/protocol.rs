@@ -1,5 +1,6 @@
-//! The typed messages between the page and the engine's Web Worker. Plain serde types, so they
-//! cross `postMessage` as structured clones (bytes as `Uint8Array`) and are tested natively.
+//! The typed messages between the page and the engine's Web Worker, plain serde types tested
+//! natively. Requests cross `postMessage` as structured clones (bytes as `Uint8Array`); events
+//! as postcard's bytes ([`Event::to_bytes`]).
 
 use std::collections::BTreeMap;
 
@@ -474,6 +475,19 @@ impl Event {
     }
 }
 
+impl Event {
+    /// The event as it crosses to the page: postcard's bytes. The format names no fields (both
+    /// ends are built from these types together), so the page's reader of every event is a
+    /// fraction of the code a reader of JS objects takes: the page is the first download.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
+        postcard::to_allocvec(self)
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, postcard::Error> {
+        postcard::from_bytes(bytes)
+    }
+}
+
 impl ErrorKind {
     /// Sorts an engine error for the page: what happened decides what it offers.
     pub fn of(e: &crate::Error) -> Self {
@@ -536,6 +550,166 @@ mod tests {
         }
         let ev = Event::Metrics { job: 1, values: [("loss".to_string(), 0.5)].into(), millis: 3.0, detail: None };
         assert_eq!(serde_json::from_str::<Event>(&serde_json::to_string(&ev).unwrap()).unwrap(), ev);
+    }
+
+    /// One of every event, each field filled with something other than its default where it can
+    /// be: postcard names no fields, so a field written and read in different places would show.
+    fn every_event() -> Vec<Event> {
+        use crate::lab::groups::PairScore;
+        use crate::lab::probes::{Side, Verdict};
+        use crate::lab::retrieve::Hit;
+        let text = |s: &str| s.to_string();
+        let pair = Preference { prompt: text("p"), chosen: text("c"), rejected: text("r") };
+        let answer = Answer { hits: vec![Hit { doc: text("pets.md"), text: text("Cats purr."), score: 1.5 }], plain: text("no"), grounded: text("yes") };
+        let summary = ModelSummary {
+            name: text("m"),
+            title: text("M (Q4_1)"),
+            format: text("gguf"),
+            parameters: 135,
+            layers: 30,
+            hidden: 576,
+            vocab: 49152,
+            context: 8192,
+            chat_template: true,
+            stages: vec![LoadStage { part: LoadPart::WarmUp, ms: 12.5 }],
+            from_cache: true,
+        };
+        let file = FileOut { name: text("adapter_model.safetensors"), bytes: vec![0, 255, 7] };
+        let rows = vec![SampleRow { prompt: text("p"), answer: text("a"), score: crate::align::rl::SampleScore { reward: 1.0, advantage: -0.5, kl: 0.25 } }];
+        let variant = VariantResult {
+            name: text("few-shot"),
+            prompt_tokens: 40,
+            text: text("t"),
+            tokens: 9,
+            words: 7,
+            judges: 0.5,
+            reward_model: Some(-1.0),
+            reference_logp: None,
+            reference_logp_per_token: Some(-2.5),
+        };
+        let probe = ProbeResult {
+            probe: Probe { category: Category::OffTopic, prompt: text("p"), system: text("s"), judges: vec![text("sentiment")], trigger_below: -0.5, note: text("n") },
+            before: Side { texts: vec![text("a")], scores: vec![-1.0], triggered: 1 },
+            after: Side::default(),
+            kl: 0.3,
+            verdict: Verdict::Fixed,
+        };
+        let distill = DistillReport { demos: vec![Demonstration { prompt: text("p"), completion: text("c") }], recovered_judges: Some(0.5), ..Default::default() };
+        let stage = StageReport {
+            label: text("SFT (8 steps)"),
+            method: Some(crate::lab::spec::MethodKind::Sft),
+            last: [(text("loss"), 0.5)].into(),
+            eval: Some(crate::lab::evaluate::EvalReport { mean_score: 0.1, kl: 0.2, mean_length: 30.0 }),
+        };
+        vec![
+            Event::Hello,
+            Event::Backend { kind: BackendKind::Flex, adapter: text("WebAssembly"), software: true, fallback: Some(text("why")) },
+            Event::Progress { stage: text("download"), fraction: 0.5, loaded: 1 << 33, total: None, from_cache: false },
+            Event::ModelReady { info: summary },
+            Event::Token { job: 1, sample: 2, delta: text("é") },
+            Event::Generated { job: 1, samples: vec![SampleOut { text: text("hi"), tokens: 2, finish: text("eos") }], millis: 1.5, first_token_ms: 0.5, tokens_per_s: 40.0 },
+            Event::Logprobs { job: 1, pieces: vec![text("a")], policy: vec![-1.0], reference: vec![f32::NEG_INFINITY] },
+            Event::Judged { job: 1, judges: vec![0.5], reward_model: Some(vec![1.0]) },
+            Event::Labelled { job: 1, pairs: vec![pair.clone()], done: 1, total: 2 },
+            Event::TrainStarted { job: 1, trainable: 10, total_steps: 4, examples: 8, held_out: 2 },
+            Event::Metrics {
+                job: 1,
+                values: [(text("loss"), 0.69)].into(),
+                millis: 3.0,
+                detail: Some(StepDetail::Pairs { axis: text("margin"), curve: vec![[0.0, 0.69]], points: vec![[1.0, 0.3]] }),
+            },
+            Event::Metrics { job: 1, values: BTreeMap::new(), millis: 3.0, detail: Some(StepDetail::Samples { rows }) },
+            Event::TrainEnded { job: 1, state: RunState::Paused, message: Some(text("m")) },
+            Event::Files { job: None, what: Artifact::RewardModel, files: vec![file.clone()] },
+            Event::Handoff { job: 1, zip: file.clone() },
+            Event::VariantTried { job: 1, index: 2, result: variant },
+            Event::Answered { job: 1, answer: answer.clone() },
+            Event::FactChecked {
+                job: 1,
+                row: FactRow { question: text("q"), expected: text("7"), retrieved: true, plain_right: false, grounded_right: true, answer },
+                done: 1,
+                total: 20,
+            },
+            Event::ProbeAnswered { job: 1, result: probe, done: 1, total: 16 },
+            Event::SelfJudged { job: 1, prompt: text("p"), answers: vec![Judged { text: text("a"), by_principle: vec![0.2], self_score: 0.8, judges: 0.1 }], pairs: vec![pair.clone()], done: 1, total: 2 },
+            Event::GroupStep { job: 1, adapter: text("teens"), step: 1, steps: 4 },
+            Event::GroupTrained {
+                job: 1,
+                row: AdapterRow { adapter: text("teens"), trained_on: 6, scores: vec![PairScore { accuracy: 0.75, margin: 0.5, pairs: 4 }] },
+            },
+            Event::EnsembleStep { job: 1, member: 0, members: 3, step: 1, steps: 4 },
+            Event::EnsembleTrained { job: 1, report: EnsembleReport { pairs: 4, members: vec![0.5], combined: vec![(Combine::Mean, 0.75)], spread: 0.1 } },
+            Event::EnsembleScored { job: 1, scored: vec![Scored { prompt: text("p"), completion: text("c"), members: vec![1.0, 2.0], mean: 1.5, spread: 0.5 }] },
+            Event::TeacherReady { job: 1, name: text("t"), parameters: 135 },
+            Event::Distilling { job: 1, progress: DistillProgress::Step { step: 1, steps: 4, loss: 2.0 } },
+            Event::Distilled { job: 1, report: distill },
+            Event::Reranked { job: 1, row: Reranked { prompt: text("p"), samples: vec![(text("s"), 0.5, 1.0)] }, done: 1, total: 2 },
+            Event::PipelineStep { job: 1, stage: 1, stages: 2, step: 3, steps: 4 },
+            Event::PipelineStage { job: 1, report: stage, files: vec![file] },
+            Event::Ordered { job: 1, pairs: vec![(pair, -0.5)] },
+            Event::Fetched { job: 1, bytes: b"{}".to_vec() },
+            Event::PolicyState { kind: PolicyKind::Lora(LoraConfig::default()), description: text("LoRA r=8"), reward_model: true, ensemble: 3 },
+            Event::Done { job: 1 },
+            Event::Error { job: Some(1), kind: ErrorKind::OutOfMemory, message: text("m") },
+            Event::Fatal { message: text("m") },
+        ]
+    }
+
+    /// Names every variant, so a new event cannot be left out of `every_event`.
+    fn covered(ev: &Event) -> &'static str {
+        match ev {
+            Event::Hello => "Hello",
+            Event::Backend { .. } => "Backend",
+            Event::Progress { .. } => "Progress",
+            Event::ModelReady { .. } => "ModelReady",
+            Event::Token { .. } => "Token",
+            Event::Generated { .. } => "Generated",
+            Event::Logprobs { .. } => "Logprobs",
+            Event::Judged { .. } => "Judged",
+            Event::Labelled { .. } => "Labelled",
+            Event::TrainStarted { .. } => "TrainStarted",
+            Event::Metrics { .. } => "Metrics",
+            Event::TrainEnded { .. } => "TrainEnded",
+            Event::Files { .. } => "Files",
+            Event::Handoff { .. } => "Handoff",
+            Event::VariantTried { .. } => "VariantTried",
+            Event::Answered { .. } => "Answered",
+            Event::FactChecked { .. } => "FactChecked",
+            Event::ProbeAnswered { .. } => "ProbeAnswered",
+            Event::SelfJudged { .. } => "SelfJudged",
+            Event::GroupStep { .. } => "GroupStep",
+            Event::GroupTrained { .. } => "GroupTrained",
+            Event::EnsembleStep { .. } => "EnsembleStep",
+            Event::EnsembleTrained { .. } => "EnsembleTrained",
+            Event::EnsembleScored { .. } => "EnsembleScored",
+            Event::TeacherReady { .. } => "TeacherReady",
+            Event::Distilling { .. } => "Distilling",
+            Event::Distilled { .. } => "Distilled",
+            Event::Reranked { .. } => "Reranked",
+            Event::PipelineStep { .. } => "PipelineStep",
+            Event::PipelineStage { .. } => "PipelineStage",
+            Event::Ordered { .. } => "Ordered",
+            Event::Fetched { .. } => "Fetched",
+            Event::PolicyState { .. } => "PolicyState",
+            Event::Done { .. } => "Done",
+            Event::Error { .. } => "Error",
+            Event::Fatal { .. } => "Fatal",
+        }
+    }
+
+    #[test]
+    fn every_event_crosses_to_the_page_as_bytes_and_back() {
+        let events = every_event();
+        let names: std::collections::BTreeSet<&str> = events.iter().map(covered).collect();
+        assert_eq!(names.len(), 36, "every variant once at least: {names:?}");
+        for ev in events {
+            let bytes = ev.to_bytes().unwrap_or_else(|e| panic!("{} does not encode: {e}", covered(&ev)));
+            assert_eq!(Event::from_bytes(&bytes).unwrap_or_else(|e| panic!("{} does not decode: {e}", covered(&ev))), ev);
+            // A message cut short is an error, not a guess.
+            if bytes.len() > 1 {
+                assert!(Event::from_bytes(&bytes[..bytes.len() - 1]).is_err(), "{} read from a cut message", covered(&ev));
+            }
+        }
     }
 
     #[test]

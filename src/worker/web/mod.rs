@@ -22,12 +22,12 @@ fn scope() -> DedicatedWorkerGlobalScope {
     js_sys::global().unchecked_into()
 }
 
-/// Sends an event to the page.
+/// Sends an event to the page, as bytes ([`Event::to_bytes`]) in a buffer handed over, not copied.
 fn post(ev: &Event) {
-    let ser = serde_wasm_bindgen::Serializer::new().serialize_maps_as_objects(true);
-    match serde::Serialize::serialize(ev, &ser) {
-        Ok(v) => {
-            let _ = scope().post_message(&v);
+    match ev.to_bytes() {
+        Ok(bytes) => {
+            let array = js_sys::Uint8Array::from(bytes.as_slice());
+            let _ = scope().post_message_with_transfer(&array, &js_sys::Array::of1(&array.buffer()));
         }
         Err(e) => web_sys::console::error_1(&format!("alignlab worker: cannot send {ev:?}: {e}").into()),
     }
