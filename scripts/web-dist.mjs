@@ -2,8 +2,7 @@
 // it; no bundler, no trunk):
 //   node scripts/web-dist.mjs STAGE DIST
 // STAGE holds app.js, app_bg.wasm (wasm-bindgen --target web) and worker.js, worker_bg.wasm,
-// worker_cpu.js, worker_cpu_bg.wasm, worker_mt.js, worker_mt_bg.wasm (--target no-modules, for
-// classic Web Workers). DIST is
+// worker_mt.js, worker_mt_bg.wasm (--target no-modules, for classic Web Workers). DIST is
 // replaced only once the new copy is whole, so a failed build leaves the previous one:
 // - the page's files named by their hash (app-<hash>.js, app-<hash>_bg.wasm, style-<hash>.css),
 //   so a new build is never mixed with an old copy a browser kept; the workers keep fixed names
@@ -113,9 +112,8 @@ const init = Buffer.from(`import init from './${app}.js';\nawait init({ module_o
 const initName = `init-${hash(init)}.js`;
 put(initName, init);
 
-// The engine's workers: fixed names, started by `new Worker('worker_loader.js')` (with WebGPU),
-// `new Worker('worker_cpu_loader.js')` (the CPU alone) or `worker_mt_loader.js` (the CPU on every
-// core) from the page.
+// The engine's workers: fixed names, started by `new Worker('worker_loader.js')` (with WebGPU, and
+// the CPU on one thread) or `worker_mt_loader.js` (the CPU on every core) from the page.
 // Each loader first starts the download of the model its URL names (`?model=`, set by the page's
 // src/app/client.rs), before the engine's wasm is fetched and compiled: from the models' cache
 // (the name src/worker/web/fetch.rs opens) or the network. The engine takes the response over
@@ -142,7 +140,7 @@ if (alignlabModel) {
   self.alignlabEarly.response.catch(() => {});
 }
 `;
-for (const w of ['worker', 'worker_cpu', 'worker_mt']) {
+for (const w of ['worker', 'worker_mt']) {
   put(`${w}.js`, read(stage, `${w}.js`));
   put(`${w}_bg.wasm`, strip(read(stage, `${w}_bg.wasm`), `${w}_bg.wasm`));
   // A module the browser refuses (no shared memory, out of memory) throws outside the promise, to

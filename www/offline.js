@@ -13,10 +13,11 @@ if ('serviceWorker' in navigator && 'caches' in window) {
     await started;
     const own = (u) => new URL(u, location.href).origin === location.origin && !/\.(gguf|bin|safetensors)$/.test(new URL(u, location.href).pathname);
     const loaded = performance.getEntriesByType('resource').map((e) => e.name).filter(own);
-    // The engine's worker loads its own files; the page does not see them in its timeline. The CPU
-    // build is kept everywhere (any page can continue on the CPU), the threaded one where the page
-    // can share memory, the WebGPU one where it can run.
-    const workers = ['worker_cpu', ...(self.crossOriginIsolated ? ['worker_mt'] : []), ...('gpu' in navigator ? ['worker'] : [])];
+    // The engine's worker loads its own files; the page does not see them in its timeline. The
+    // threaded CPU build is kept where the page can share memory, the full one where WebGPU can run
+    // or the page cannot share memory (it is the CPU path on one thread): any page can continue on
+    // the CPU.
+    const workers = [...(self.crossOriginIsolated ? ['worker_mt'] : []), ...('gpu' in navigator || !self.crossOriginIsolated ? ['worker'] : [])];
     // The sample files the tabs fetch when first opened (src/app/samples.rs), kept even if this
     // visit never opened them.
     const library = await fetch('library/index.json').then((r) => r.json()).then((i) => i.files.map((f) => `library/${f}`)).catch(() => []);

@@ -86,29 +86,25 @@ fn start(loader: &'static str) {
     });
 }
 
-/// The engine's builds, by the script that starts each.
-const GPU: &str = "worker_loader.js";
-const CPU: &str = "worker_cpu_loader.js";
+/// The engine's builds, by the script that starts each: the full one (WebGPU, and the CPU on one
+/// thread), and the CPU alone on every core.
+const FULL: &str = "worker_loader.js";
 const CPU_THREADS: &str = "worker_mt_loader.js";
 
-/// Which build of the engine to start: the full one when WebGPU will be used; else a CPU one (no
-/// WebGPU code: a third of the download, and quicker to start), on every core where the page may
-/// share memory between workers (cross-origin isolated: served with COOP and COEP), on one
-/// otherwise.
+/// Which build of the engine to start: on the CPU where the page may share memory between workers
+/// (cross-origin isolated: served with COOP and COEP), the threaded one (no WebGPU code: a third
+/// of the download, and quicker to start); else the full one, on WebGPU or on one core. (A
+/// single-threaded CPU build of its own would save a non-isolated page without WebGPU 3.7 MB
+/// gzip beside its model's 100; it cost every build of the app a third compile of the engine.)
 fn loader(pref: BackendPref) -> &'static str {
-    let Some(window) = web_sys::window() else { return CPU };
+    let Some(window) = web_sys::window() else { return FULL };
     let webgpu = js_sys::Reflect::get(&window.navigator(), &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null());
-    if pref != BackendPref::Cpu && webgpu {
-        GPU
-    } else if js_sys::Reflect::get(&window, &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy()) {
-        CPU_THREADS
-    } else {
-        CPU
-    }
+    let isolated = js_sys::Reflect::get(&window, &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy());
+    if (pref == BackendPref::Cpu || !webgpu) && isolated { CPU_THREADS } else { FULL }
 }
 
 /// The threaded build failed before it was ready (its threads' workers refused, its shared memory
-/// not granted): the single-threaded one takes its place, with the requests it held.
+/// not granted): the full one takes its place on one thread, with the requests it held.
 fn fell_back(ev: &Event) -> bool {
     let Event::Fatal { message } = ev else { return false };
     let threaded_failed = CLIENT.with(|c| {
@@ -119,7 +115,7 @@ fn fell_back(ev: &Event) -> bool {
         // The message alone: printing the event with `{:?}` would put every event's Debug code
         // into the page's download.
         web_sys::console::warn_1(&format!("alignlab: the engine on one thread instead: {message}").into());
-        start(CPU);
+        start(FULL);
     }
     threaded_failed
 }

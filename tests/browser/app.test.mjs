@@ -44,8 +44,8 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
       assert.ok(sent > 0 && sent < size, `served compressed: ${sent} of ${size} bytes`);
       assert.ok(sent < 1_000_000, `the page's wasm is ${sent} bytes on the wire; over 1 MB, has the engine crept into the page?`);
     }
-    // On the CPU the page starts the engine's CPU build, which has no WebGPU code; the test
-    // server makes the page cross-origin isolated, so the threaded one, a worker per core.
+    // On the CPU, where the page is cross-origin isolated (the test server makes it so), the page
+    // starts the engine's threaded CPU build, which has no WebGPU code, and a worker per core.
     const threads = Math.min(await page.evaluate(() => navigator.hardwareConcurrency), 16);
     assert.deepEqual(workers, ['/worker_mt_loader.js', ...Array(threads).fill('/worker_mt_thread.js')], 'the CPU path starts the CPU worker');
     const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();

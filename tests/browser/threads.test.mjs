@@ -42,7 +42,7 @@ async function session(isolated) {
 
 test('the CPU path on every core gives the numbers of one core (SmolLM2)', { skip, timeout: 15 * 60_000 }, async () => {
   const one = await session(false);
-  assert.deepEqual(one.workers, ['/worker_cpu_loader.js'], 'not cross-origin isolated: the single-threaded build');
+  assert.deepEqual(one.workers, ['/worker_loader.js'], 'not cross-origin isolated: the full build, on one thread');
   assert.match(one.badge, /^CPU \(Flex, WebAssembly\): chosen on the page/, one.badge);
 
   const all = await session(true);
@@ -68,7 +68,7 @@ test('a host that sends no COOP/COEP: the service worker isolates the page from 
   await page.goto(`${base}/${TINY}&backend=cpu`);
   await modelReady(page, 'stories260K.bin');
   assert.equal(await page.evaluate(() => crossOriginIsolated), false);
-  assert.deepEqual(workers, ['/worker_cpu_loader.js']);
+  assert.deepEqual(workers, ['/worker_loader.js'], 'not isolated yet: the full build, on one thread');
   await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
   workers.length = 0;
   await page.reload();
