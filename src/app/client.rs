@@ -66,7 +66,12 @@ fn start(loader: &'static str) {
     let worker = Worker::new(&url).expect("cannot start the worker");
     let onmessage = Closure::<dyn FnMut(JsValue)>::new(|v: JsValue| {
         let ev: MessageEvent = v.unchecked_into();
-        match Event::from_bytes(&js_sys::Uint8Array::new(&ev.data()).to_vec()) {
+        // The worker sends each event as a Uint8Array of postcard's bytes (`Event::to_bytes`).
+        let read = match ev.data().dyn_into::<js_sys::Uint8Array>() {
+            Ok(bytes) => Event::from_bytes(&bytes.to_vec()).map_err(|e| e.to_string()),
+            Err(_) => Err("not bytes".to_string()),
+        };
+        match read {
             Ok(e) => dispatch(e),
             Err(e) => web_sys::console::error_1(&format!("alignlab: unreadable event from the worker: {e}").into()),
         }

@@ -473,9 +473,7 @@ impl Event {
             _ => None,
         }
     }
-}
 
-impl Event {
     /// The event as it crosses to the page: postcard's bytes. The format names no fields (both
     /// ends are built from these types together), so the page's reader of every event is a
     /// fraction of the code a reader of JS objects takes: the page is the first download.

@@ -4,6 +4,7 @@
 
 mod device;
 mod fetch;
+mod js_bytes;
 #[cfg(feature = "threads")]
 pub(crate) mod threads;
 
@@ -24,9 +25,8 @@ fn scope() -> DedicatedWorkerGlobalScope {
 
 /// Sends an event to the page, as bytes ([`Event::to_bytes`]) in a buffer handed over, not copied.
 fn post(ev: &Event) {
-    match ev.to_bytes() {
-        Ok(bytes) => {
-            let array = js_sys::Uint8Array::from(bytes.as_slice());
+    match js_bytes::event_bytes(ev) {
+        Ok(array) => {
             let _ = scope().post_message_with_transfer(&array, &js_sys::Array::of1(&array.buffer()));
         }
         Err(e) => web_sys::console::error_1(&format!("alignlab worker: cannot send {ev:?}: {e}").into()),
