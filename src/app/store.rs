@@ -73,8 +73,8 @@ async fn get_js(key: &str) -> Result<Option<JsValue>, String> {
 }
 
 /// Reads the record under `key`, of any version this page reads, and hands its data to `read`
-/// (nothing to hand when there is none). One that `read` refuses, or from a newer version, is kept aside (see
-/// the module doc) and the error says so; the caller starts from empty.
+/// (nothing to hand when there is none). One that `read` refuses, or from a newer version, is
+/// kept aside (see the module doc) and the error says so; the caller starts from empty.
 pub async fn get(key: &str, read: &dyn Fn(JsValue) -> Result<(), String>) -> Result<(), String> {
     let Some(raw) = get_js(key).await? else { return Ok(()) };
     let field = |name: &str| js_sys::Reflect::get(&raw, &JsValue::from_str(name)).unwrap_or(JsValue::UNDEFINED);

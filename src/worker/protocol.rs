@@ -476,7 +476,8 @@ impl Event {
 
     /// The event as it crosses to the page: postcard's bytes. The format names no fields (both
     /// ends are built from these types together), so the page's reader of every event is a
-    /// fraction of the code a reader of JS objects takes: the page is the first download.
+    /// fraction of the code a reader of JS objects takes: the page is the first download. (The
+    /// worker writes the same bytes straight into a JS array: `worker::web::js_bytes`.)
     pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
         postcard::to_allocvec(self)
     }

@@ -28,21 +28,21 @@ struct JsBytes {
 }
 
 impl JsBytes {
-    fn write(&mut self, data: &[u8]) -> Result<()> {
-        let len = u32::try_from(data.len()).map_err(|_| Error::SerializeBufferFull)?;
-        let end = self.at.checked_add(len).filter(|&end| end <= self.array.length()).ok_or(Error::SerializeBufferFull)?;
-        self.array.subarray(self.at, end).copy_from(data);
-        self.at = end;
-        Ok(())
-    }
-
+    /// Copies what gathered in `small` to the array.
     fn flush(&mut self) -> Result<()> {
-        let small = std::mem::take(&mut self.small);
-        self.write(&small)?;
-        self.small = small;
+        write(&self.array, &mut self.at, &self.small)?;
         self.small.clear();
         Ok(())
     }
+}
+
+/// Copies `data` into `array` at `at`, and moves `at` past it; refuses to write past the end.
+fn write(array: &Uint8Array, at: &mut u32, data: &[u8]) -> Result<()> {
+    let len = u32::try_from(data.len()).map_err(|_| Error::SerializeBufferFull)?;
+    let end = at.checked_add(len).filter(|&end| end <= array.length()).ok_or(Error::SerializeBufferFull)?;
+    array.subarray(*at, end).copy_from(data);
+    *at = end;
+    Ok(())
 }
 
 impl Flavor for JsBytes {
@@ -59,7 +59,7 @@ impl Flavor for JsBytes {
     fn try_extend(&mut self, data: &[u8]) -> Result<()> {
         if data.len() >= DIRECT {
             self.flush()?;
-            return self.write(data);
+            return write(&self.array, &mut self.at, data);
         }
         if self.small.len() + data.len() > DIRECT {
             self.flush()?;
