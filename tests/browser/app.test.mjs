@@ -3,9 +3,9 @@
 // charts, see the policy change in Compare, reload and find everything still there.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { serve } from './server.mjs';
+import { DIST, serve } from './server.mjs';
 import { generate, HAVE_TINY, importJsonl, launch, modelReady, shot, tempDir, TINY, train } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
@@ -50,6 +50,27 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     assert.deepEqual(workers, ['/worker_mt_loader.js', ...Array(threads).fill('/worker_mt_thread.js')], 'the CPU path starts the CPU worker');
     const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
     assert.match(badge, new RegExp(`^CPU \\(Flex, WebAssembly, (${threads} threads|one thread)\\): chosen on the page`), badge);
+  });
+
+  await t.test('a host that serves only gzip sends the precompressed copies, and the page runs', async () => {
+    // dist's .gz copies of the page's files are zopfli's (scripts/web-dist.mjs): plain gzip, which
+    // the browser must read as it reads zlib's.
+    const gz = await serve({ encodings: ['gzip'] });
+    const other = await ctx.newPage();
+    try {
+      await other.goto(`${gz.base}/${TINY}&backend=cpu`);
+      await modelReady(other, 'stories260K.bin');
+      assert.ok(await other.getByRole('tab', { name: 'Lessons' }).isVisible(), 'the page drew its tabs');
+      const [[url, sent, size]] = await other.evaluate(() => performance.getEntriesByType('resource')
+        .filter((e) => /\/app-[0-9a-f]+_bg\.wasm$/.test(e.name) && e.decodedBodySize > 0)
+        .map((e) => [e.name, e.encodedBodySize, e.decodedBodySize]));
+      const file = join(DIST, new URL(url).pathname);
+      assert.equal(size, statSync(file).size, 'the wasm decoded to its own size');
+      assert.equal(sent, statSync(`${file}.gz`).size, 'the wasm came as dist\'s .gz copy');
+    } finally {
+      await other.close();
+      gz.server.close();
+    }
   });
 
   await t.test('greedy generation from BOS tells the known story', async () => {

@@ -14,7 +14,9 @@ export const SHARED_MODELS = resolve(ROOT, '../shared/models/stories260K');
 const isolation = (isolated) => (isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {});
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
-export function serve({ isolated = true, override = {} } = {}) {
+/** `encodings`: the precompressed copies this host serves, when the browser takes them (a host
+ * with gzip_static and no brotli: `['gzip']`). */
+export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip'] } = {}) {
   const hosts = [], paths = [];
   // `/huge-model.gguf`: a file the server says is 3 GiB, sent as fast as it is read; what it sent
   // and whether the browser hung up, for the tests of a download the page must refuse.
@@ -42,7 +44,7 @@ export function serve({ isolated = true, override = {} } = {}) {
     }
     // The precompressed copy scripts/web-dist.mjs wrote, when the browser takes it.
     const accepts = String(req.headers['accept-encoding'] ?? '');
-    const [encoding, body] = [['br', `${file}.br`], ['gzip', `${file}.gz`]].find(([e, f]) => accepts.includes(e) && existsSync(f)) ?? [null, file];
+    const [encoding, body] = encodings.map((e) => [e, `${file}.${e === 'gzip' ? 'gz' : e}`]).find(([e, f]) => accepts.includes(e) && existsSync(f)) ?? [null, file];
     res.writeHead(200, {
       'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
       'content-length': statSync(body).size,
