@@ -20,7 +20,7 @@
 // - NAME.gz and NAME.br (brotli) beside each text and wasm asset, for static hosts that serve them
 //   as they are (nginx's brotli_static and gzip_static, Caddy's precompressed, the test server).
 //   The .gz copies of files up to 4 MB are zopfli's: plain gzip that any client reads, 5 % smaller
-//   than zlib's level 9 (the page's wasm: 522 -> 497 KB) for 3 s of build. The workers (11 and
+//   than zlib's level 9 (the page's wasm: 522 -> 497 KB) for 7 s of build. The workers (11 and
 //   31 MB) would take a minute more of every build, so they keep zlib's level 9;
 // - models/ (the default model, fetched by scripts/setup) and www's labs, service worker and
 //   offline script, copied.

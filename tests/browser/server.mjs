@@ -12,6 +12,8 @@ export const DIST = join(ROOT, 'dist');
 export const SHARED_MODELS = resolve(ROOT, '../shared/models/stories260K');
 /** The headers that make the page cross-origin isolated (threads), when the test wants them. */
 const isolation = (isolated) => (isolated ? { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } : {});
+/** Each content encoding's precompressed copy, as scripts/web-dist.mjs names it. */
+const SUFFIX = { br: 'br', gzip: 'gz' };
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
 /** `encodings`: the precompressed copies this host serves, when the browser takes them (a host
@@ -44,7 +46,7 @@ export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip
     }
     // The precompressed copy scripts/web-dist.mjs wrote, when the browser takes it.
     const accepts = String(req.headers['accept-encoding'] ?? '');
-    const [encoding, body] = encodings.map((e) => [e, `${file}.${e === 'gzip' ? 'gz' : e}`]).find(([e, f]) => accepts.includes(e) && existsSync(f)) ?? [null, file];
+    const [encoding, body] = encodings.map((e) => [e, `${file}.${SUFFIX[e]}`]).find(([e, f]) => accepts.includes(e) && existsSync(f)) ?? [null, file];
     res.writeHead(200, {
       'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
       'content-length': statSync(body).size,
