@@ -181,14 +181,16 @@ for (const f of COPY_ROOT) cpSync(join(ROOT, f), join(dist, f), { recursive: tru
 for (const f of COPY_WWW) cpSync(join(WWW, f), join(dist, f), { recursive: true });
 
 // Precompressed copies of what a first visit downloads (the models are compressed already).
+// Files over this keep the faster settings: zlib's gzip, brotli at quality 9 (the workers).
+const BIG = 4e6;
 const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? (f === 'models' ? [] : walk(join(d, f))) : [join(d, f)]));
 for (const path of walk(dist).filter((p) => /\.(wasm|js|css|html|json|svg|md)$/.test(p))) {
   const raw = readFileSync(path);
-  const gz = raw.length <= 4e6
+  const gz = raw.length <= BIG
     ? await new Promise((ok, err) => zopfli(raw, { numiterations: 5 }, (e, out) => (e ? err(e) : ok(Buffer.from(out)))))
     : gzipSync(raw, { level: 9 });
   if (!gunzipSync(gz).equals(raw)) fail(`${path}.gz does not decompress to the file`);
-  const br = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: raw.length > 4e6 ? 9 : 11, [constants.BROTLI_PARAM_SIZE_HINT]: raw.length } });
+  const br = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: raw.length > BIG ? 9 : 11, [constants.BROTLI_PARAM_SIZE_HINT]: raw.length } });
   writeFileSync(`${path}.gz`, gz);
   writeFileSync(`${path}.br`, br);
 }

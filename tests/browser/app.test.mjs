@@ -92,11 +92,15 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     const first = p.getByRole('article').first();
     assert.match(await first.getAttribute('aria-label'), /^Sample 1, ranked 1 of 3/);
     // Move sample 1 down with the arrow key, then sample 3 to the top with the number key.
+    // A key press re-renders the cards: wait for the new order before reading it.
+    const ranked = (label) => p.locator(`article[aria-label^="${label}"]`).waitFor({ timeout: 10_000 });
     await first.focus();
     await page.keyboard.press('ArrowDown');
+    await ranked('Sample 1, ranked 2 of 3');
     assert.match(await p.getByRole('article').nth(1).getAttribute('aria-label'), /^Sample 1, ranked 2 of 3/);
     await p.locator('#card-2').focus();
     await page.keyboard.press('1');
+    await ranked('Sample 3, ranked 1 of 3');
     assert.match(await p.getByRole('article').first().getAttribute('aria-label'), /^Sample 3, ranked 1 of 3/);
     // And drag the last card to the top.
     await p.getByRole('article').nth(2).dragTo(p.getByRole('article').first());

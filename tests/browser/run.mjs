@@ -1,7 +1,7 @@
 // Runs the browser tests one file at a time and ends with the line CI counts.
 // ALIGNLAB_BROWSER_JOBS=2 runs two at a time (200 s instead of 268 on 2 cores), but under load
-// two tests race the page (a keyboard move read before the re-render; a cancelled 3 GiB download
-// measured by bytes sent): not the default until they wait for what they assert.
+// the 3 GiB download test counts more than its 64 MiB sent before the page cancels: not the
+// default until that test measures the cancel by something other than bytes in flight.
 import { run } from 'node:test';
 import { spec } from 'node:test/reporters';
 import { readdirSync } from 'node:fs';
