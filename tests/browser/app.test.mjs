@@ -272,10 +272,10 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
       await alert.waitFor({ timeout: 60_000 });
       assert.match(await alert.innerText(), /3221 MB, more than the 1074 MB the page can hold/);
       await shot(other, 'huge-model');
-      // The worker hung up: nothing of the 3 GiB was pulled into memory meanwhile.
+      // The page answered from the headers alone (the server stalls after 1 MiB, so waiting for the
+      // body would never end) and the worker hung up rather than leave the download open.
       for (let i = 0; i < 50 && !huge.closed; i++) await new Promise((ok) => setTimeout(ok, 100));
-      assert.ok(huge.closed, `the download was cancelled (${huge.sent} bytes sent)`);
-      assert.ok(huge.sent < 64 * 2 ** 20, `${(huge.sent / 2 ** 20).toFixed(0)} MiB sent before the page refused it`);
+      assert.ok(huge.closed, `the download was cancelled (${huge.sent} bytes sent, then the server waited)`);
       await other.locator('.lesson-list li').first().waitFor({ timeout: 10_000 });
     } finally {
       await other.close();

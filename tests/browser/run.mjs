@@ -1,7 +1,6 @@
-// Runs the browser tests one file at a time and ends with the line CI counts.
-// ALIGNLAB_BROWSER_JOBS=2 runs two at a time (200 s instead of 268 on 2 cores), but under load
-// the 3 GiB download test counts more than its 64 MiB sent before the page cancels: not the
-// default until that test measures the cancel by something other than bytes in flight.
+// Runs the browser tests two files at a time (200 s instead of 268 one at a time on 2 cores; each
+// file has its own server and browser) and ends with the line CI counts. ALIGNLAB_BROWSER_JOBS=1
+// runs them one at a time, to read one file's log alone.
 import { run } from 'node:test';
 import { spec } from 'node:test/reporters';
 import { readdirSync } from 'node:fs';
@@ -12,7 +11,7 @@ const files = readdirSync(import.meta.dirname)
   .filter((f) => f.endsWith('.test.mjs') && (only.length === 0 || only.some((o) => f.includes(o))))
   .map((f) => join(import.meta.dirname, f));
 let passed = 0, failed = 0, skipped = 0;
-const stream = run({ files, concurrency: Number(process.env.ALIGNLAB_BROWSER_JOBS ?? 1), timeout: 30 * 60_000 });
+const stream = run({ files, concurrency: Number(process.env.ALIGNLAB_BROWSER_JOBS ?? 2), timeout: 30 * 60_000 });
 stream.on('test:pass', (d) => { if (d.details?.type !== 'suite' && d.nesting === 0) { if (d.skip) skipped++; else passed++; } });
 stream.on('test:fail', (d) => { if (d.details?.type !== 'suite' && d.nesting === 0) failed++; });
 stream.compose(new spec()).pipe(process.stdout);
