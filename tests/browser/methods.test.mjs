@@ -9,7 +9,7 @@ import { readFileSync, copyFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { serve } from './server.mjs';
-import { generate, HAVE_TINY, launch, modelReady, shot, tempDir, TINY, train as trainOn } from './lib.mjs';
+import { generate, HAVE_TINY, launch, modelReady, shot, sleep, tempDir, TINY, train as trainOn } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -152,7 +152,7 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
     page.on('download', (d) => downloads.push(d));
     await p.getByRole('button', { name: 'Export adapter' }).click();
     await page.waitForFunction(() => true);
-    for (let i = 0; i < 50 && downloads.length < 2; i++) await new Promise((ok) => setTimeout(ok, 100));
+    for (let i = 0; i < 50 && downloads.length < 2; i++) await sleep(100);
     const names = downloads.map((d) => d.suggestedFilename()).sort();
     assert.deepEqual(names, ['adapter_config.json', 'adapter_model.safetensors']);
     const cfgPath = join(dir, 'adapter_config.json'), stPath = join(dir, 'adapter_model.safetensors');

@@ -22,7 +22,7 @@ export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip
   const hosts = [], paths = [];
   // `/huge-model.gguf`: a file the server says is 3 GiB, of which it sends the first MiB and then
   // waits; whether the browser hung up, for the tests of a download the page must refuse.
-  const huge = { sent: 0, closed: false };
+  const huge = { closed: false };
   const server = createServer((req, res) => {
     hosts.push(req.headers.host);
     const url = new URL(req.url, 'http://x');
@@ -65,15 +65,13 @@ export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip
  * The stall makes the test independent of timing: a page that waited for the body would never
  * answer, and one that refused it must cancel or the connection stays open. */
 function sendHuge(res, huge, isolated) {
-  const size = 3 * 2 ** 30, chunk = Buffer.alloc(1 << 20);
   res.writeHead(200, {
     'content-type': 'application/octet-stream',
-    'content-length': size,
+    'content-length': 3 * 2 ** 30,
     ...isolation(isolated),
   });
   res.on('close', () => { huge.closed = true; });
-  res.write(chunk);
-  huge.sent = chunk.length;
+  res.write(Buffer.alloc(1 << 20));
 }
 
 if (process.argv[1] === import.meta.filename) {
