@@ -362,10 +362,17 @@ pub fn write_llama2c(path: &Path, tok_path: &Path, c: &LlamaConfig, w: &BTreeMap
 
 // ---- shared fixtures and the binary ---------------------------------------------------------------
 
+/// The checkout under test: the directory `cargo test` runs from, read at run time. A target
+/// directory shared between clones (as scripts/test sets up) can run a binary another clone
+/// compiled, and the path compiled into it (`env!`) would then be that clone's.
+pub fn root() -> PathBuf {
+    std::env::var_os("CARGO_MANIFEST_DIR").map_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")), PathBuf::from)
+}
+
 /// llama2.c's stories260K (model, tokenizer) from `../shared/models`, or `None` with a SKIPPED
 /// line when the shared folder is not beside the checkout.
 pub fn stories260k() -> Option<(PathBuf, PathBuf)> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/models/stories260K");
+    let dir = root().join("../shared/models/stories260K");
     let (m, t) = (dir.join("stories260K.bin"), dir.join("tok512.bin"));
     if m.exists() && t.exists() {
         Some((m, t))
@@ -379,7 +386,7 @@ pub fn stories260k() -> Option<(PathBuf, PathBuf)> {
 pub fn alignlab(args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_alignlab"))
         .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .current_dir(root())
         .output()
         .unwrap();
     (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())

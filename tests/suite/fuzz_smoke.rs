@@ -12,7 +12,7 @@ use alignlab::io::Message;
 use crate::common::*;
 
 fn fuzz_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+    root().join("fuzz")
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {

@@ -1,12 +1,10 @@
 //! Judges against independent references: VADER's compound scores as vaderSentiment 3.3.2
 //! (Python) prints them for the same sentences, and the simple judges on hand-made cases.
 
-use std::path::PathBuf;
-
 use alignlab::judges::{JudgeData, JudgeSpec, Judges};
 
 fn data() -> JudgeData {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("models/judges");
+    let dir = crate::common::root().join("models/judges");
     assert!(dir.join("vader_lexicon.txt").exists(), "{} is missing: run scripts/setup", dir.display());
     JudgeData::load(&dir).unwrap()
 }

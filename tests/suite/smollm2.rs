@@ -3,19 +3,13 @@
 //! by scripts/reference.py): tokenization, chat formatting, logits, log-probabilities and greedy
 //! tokens.
 
-use std::path::PathBuf;
-
 use alignlab::backend::BackendKind;
 use alignlab::generate::SamplingConfig;
 use alignlab::io::{Message, load_model};
 use alignlab::model::Batch;
 use alignlab::LoadedModel;
-use crate::common::{device, generate, read_f32, score};
+use crate::common::{device, generate, read_f32, root, score};
 use serde_json::Value;
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
 
 fn reference() -> Value {
     serde_json::from_slice(&std::fs::read(root().join("tests/data/smollm2_reference.json")).unwrap()).unwrap()
