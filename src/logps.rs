@@ -1,11 +1,10 @@
 //! Log-probabilities of completions given prompts: `log p(completion_t | prompt, completion_<t)`
 //! per completion token, batched. DPO, reward models and RL all start from this.
 
-use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::backend::read_f32;
-use crate::model::{Batch, Llama};
+use crate::model::{Batch, Llama, log_softmax};
 use crate::{Error, Result};
 
 /// A batch of prompt+completion sequences, right-padded, with the mask of completion targets.
@@ -93,7 +92,7 @@ pub fn token_stats(model: &Llama, sb: &ScoringBatch, entropy: bool, correct: boo
         let n = rows.min(b - start);
         let logits = model.head(hidden.clone().narrow(0, start, n));
         let targets = sb.targets.clone().narrow(0, start, n).narrow(1, lo, w);
-        let logp = log_softmax(logits, 2);
+        let logp = log_softmax(logits);
         if entropy {
             ent.push((logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([n, w]).detach());
         }
@@ -186,7 +185,7 @@ pub async fn next_token_logps(model: &Llama, pad: u32, prompts: &[Vec<u32>], can
     let device = hidden.device();
     let last: Vec<i32> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.len() as i32 - 1, d)).collect();
     let last = Tensor::<3, Int>::from_data(TensorData::new(last, [b, 1, d]), &device);
-    let logp = log_softmax(model.head(hidden.gather(1, last)), 2);
+    let logp = log_softmax(model.head(hidden.gather(1, last)));
     let k = candidates.len();
     let wanted: Vec<i32> = (0..b).flat_map(|_| candidates.iter().map(|&c| c as i32)).collect();
     let picked = logp.gather(2, Tensor::<3, Int>::from_data(TensorData::new(wanted, [b, 1, k]), &device));

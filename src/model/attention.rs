@@ -1,9 +1,9 @@
 //! Grouped-query self-attention with rotary positions and an optional KV cache.
 
 use burn::module::Module;
-use burn::tensor::{Tensor, activation::softmax};
+use burn::tensor::Tensor;
 
-use super::{KvCache, LoraLinear, RopeAngles};
+use super::{KvCache, LoraLinear, RopeAngles, softmax};
 
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -45,7 +45,7 @@ impl Attention {
         if let Some(mask) = mask {
             scores = scores + mask.clone();
         }
-        let out = softmax(scores, 3).matmul(v); // [b, h, t, hd]
+        let out = softmax(scores).matmul(v); // [b, h, t, hd]
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
     }
 }

@@ -1,9 +1,9 @@
 //! SwiGLU feed-forward: `down(silu(gate(x)) * up(x))`.
 
 use burn::module::Module;
-use burn::tensor::{Tensor, activation::silu};
+use burn::tensor::Tensor;
 
-use super::LoraLinear;
+use super::{LoraLinear, silu};
 
 #[derive(Module, Debug)]
 pub struct Mlp {

@@ -6,18 +6,23 @@ mod attention;
 mod cache;
 mod config;
 #[cfg(feature = "engine")]
+mod fused;
+#[cfg(feature = "engine")]
 mod llama;
 pub mod lora;
 #[cfg(feature = "engine")]
 mod mlp;
 #[cfg(feature = "engine")]
 mod rope;
+#[cfg(feature = "engine")]
+mod rows;
 
 pub use config::LlamaConfig;
 pub use lora::LoraConfig;
 #[cfg(feature = "engine")]
 pub use {
     attention::Attention,
+    fused::{log_softmax, silu, softmax},
     cache::KvCache,
     llama::{Batch, Block, Llama, token_out_of_vocabulary},
     lora::{LoraAdapter, LoraLinear, with_dropout_stream},
