@@ -189,12 +189,19 @@ impl LoraLinear {
         Self { base, lora: None, enabled: true, merged: false }
     }
 
+    /// `y = x W (+ the adapter's x A B s)` over the last dimension of `x`.
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        // As one matrix of rows: burn's CPU backend runs a 3-D input as one product per batch
+        // entry, packing the weight for each of them again.
+        let mut dims = x.dims();
+        let x = x.reshape([-1, dims[D - 1] as i32]);
         let y = self.base.forward(x.clone());
-        match &self.lora {
+        let y = match &self.lora {
             Some(lora) if self.enabled && !self.merged => y + lora.forward(x),
             _ => y,
-        }
+        };
+        dims[D - 1] = y.dims()[1];
+        y.reshape(dims)
     }
 
     /// The `[d_in, d_out]` weight forward effectively applies: the base plus an active,
