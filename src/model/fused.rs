@@ -139,20 +139,47 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         tracked::<B, C>(x, <B as FusedOps>::softmax, B::softmax_backward, true)
     }
-    fn softmax_backward(_: FloatTensor<Self>, _: FloatTensor<Self>) -> FloatTensor<Self> {
-        unimplemented!("second derivatives of softmax")
+    fn softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::softmax_backward::<Self>(y, g)
     }
     fn log_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
         tracked::<B, C>(x, <B as FusedOps>::log_softmax, B::log_softmax_backward, true)
     }
-    fn log_softmax_backward(_: FloatTensor<Self>, _: FloatTensor<Self>) -> FloatTensor<Self> {
-        unimplemented!("second derivatives of log-softmax")
+    fn log_softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::log_softmax_backward::<Self>(y, g)
     }
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
         tracked::<B, C>(x, B::silu, B::silu_backward, false)
     }
-    fn silu_backward(_: FloatTensor<Self>, _: FloatTensor<Self>) -> FloatTensor<Self> {
-        unimplemented!("second derivatives of SiLU")
+    fn silu_backward(x: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
+        composed::silu_backward::<Self>(x, g)
+    }
+}
+
+/// The backwards from burn's differentiable operations: what the trait's backward does on tensors
+/// that are themselves tracked. No training path calls it (the recorded backward above runs on the
+/// inner backend); the tests check it against the row kernels.
+mod composed {
+    use burn::backend::tensor::FloatTensor;
+    use burn::backend::{Backend, Scalar, TensorMetadata};
+
+    pub fn softmax_backward<B: Backend>(y: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+        let d = y.rank() - 1;
+        let s = B::float_sum_dim(B::float_mul(g.clone(), y.clone()), d);
+        B::float_mul(y, B::float_sub(g, s))
+    }
+
+    pub fn log_softmax_backward<B: Backend>(y: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+        let d = y.rank() - 1;
+        let s = B::float_sum_dim(g.clone(), d);
+        B::float_sub(g, B::float_mul(B::float_exp(y), s))
+    }
+
+    pub fn silu_backward<B: Backend>(x: FloatTensor<B>, g: FloatTensor<B>) -> FloatTensor<B> {
+        let s = B::sigmoid(x.clone());
+        let one_minus_s = B::float_add_scalar(B::float_neg(s.clone()), Scalar::Float(1.0));
+        let inner = B::float_add_scalar(B::float_mul(x, one_minus_s), Scalar::Float(1.0));
+        B::float_mul(g, B::float_mul(s, inner))
     }
 }
 
@@ -196,6 +223,29 @@ mod tests {
     #[test]
     fn silu_matches_burn() {
         compare(silu, activation::silu, 1e-5);
+    }
+
+    /// The composed backwards give what the row kernels give.
+    #[test]
+    fn composed_backwards_match_the_row_kernels() {
+        let device = Device::flex();
+        let x = Tensor::<3>::random([2, 3, 41], Distribution::Normal(0.0, 3.0), &device);
+        let g = Tensor::<3>::random([2, 3, 41], Distribution::Normal(0.0, 1.0), &device);
+        let (x, g) = (x.into_dispatch(), g.into_dispatch());
+        type D = Dispatch;
+        let pairs = [
+            (composed::softmax_backward::<D>(<D as FusedOps>::softmax(x.clone()), g.clone()),
+             <D as FusedOps>::softmax_backward(<D as FusedOps>::softmax(x.clone()), g.clone())),
+            (composed::log_softmax_backward::<D>(<D as FusedOps>::log_softmax(x.clone()), g.clone()),
+             <D as FusedOps>::log_softmax_backward(<D as FusedOps>::log_softmax(x.clone()), g.clone())),
+            (composed::silu_backward::<D>(x.clone(), g.clone()), <D as FusedOps>::silu_backward(x, g)),
+        ];
+        for (i, (a, b)) in pairs.into_iter().enumerate() {
+            let a = Tensor::<3>::from_dispatch(a).into_data().try_into_vec_as::<f32>().unwrap();
+            let b = Tensor::<3>::from_dispatch(b).into_data().try_into_vec_as::<f32>().unwrap();
+            let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs() / q.abs().max(1.0)).fold(0f32, f32::max);
+            assert!(worst < 1e-5, "backward {i}: composed and row kernel differ by {worst}");
+        }
     }
 
     /// An untracked input (the frozen reference model) takes the same path without a graph, and
