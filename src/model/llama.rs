@@ -161,7 +161,7 @@ impl Llama {
                 let [b, t, d] = hidden.dims();
                 let e = self.embed_tokens.weight.val();
                 let v = e.dims()[0];
-                e.matmul(hidden.reshape([b * t, d]).transpose()).transpose().reshape([b, t, v])
+                super::matmul(e, hidden.reshape([b * t, d]).transpose()).transpose().reshape([b, t, v])
             }
         }
     }

@@ -11,7 +11,8 @@
 use {
     burn::module::{Module, Param},
     burn::nn::{Dropout, DropoutConfig, Linear},
-    burn::tensor::{Device, Tensor, TensorData, module::linear},
+    burn::tensor::{Device, Tensor, TensorData},
+    super::matmul,
     rand::rngs::StdRng,
     rand::{Rng, SeedableRng},
 };
@@ -126,9 +127,9 @@ impl LoraAdapter {
         self.a.val().matmul(self.b.val()) * self.scaling
     }
 
-    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
-        let h = linear(self.dropped(x), self.a.val(), None);
-        linear(h, self.b.val(), None) * self.scaling
+    /// `x A B s` for rows `x [n, d_in]`.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        matmul(matmul(self.dropped(x), self.a.val()), self.b.val()) * self.scaling
     }
 
     /// Inverted dropout, `x * m / (1 - p)` with `m ~ Bernoulli(1 - p)`, while training: the mask
@@ -194,8 +195,11 @@ impl LoraLinear {
         // As one matrix of rows: burn's CPU backend runs a 3-D input as one product per batch
         // entry, packing the weight for each of them again.
         let mut dims = x.dims();
-        let x = x.reshape([-1, dims[D - 1] as i32]);
-        let y = self.base.forward(x.clone());
+        let x: Tensor<2> = x.reshape([-1, dims[D - 1] as i32]);
+        let mut y = matmul(x.clone(), self.base.weight.val());
+        if let Some(bias) = &self.base.bias {
+            y = y + bias.val().unsqueeze_dim(0);
+        }
         let y = match &self.lora {
             Some(lora) if self.enabled && !self.merged => y + lora.forward(x),
             _ => y,

@@ -11,6 +11,8 @@ mod fused;
 mod llama;
 pub mod lora;
 #[cfg(feature = "engine")]
+mod matmul;
+#[cfg(feature = "engine")]
 mod mlp;
 #[cfg(feature = "engine")]
 mod rope;
@@ -23,6 +25,7 @@ pub use lora::LoraConfig;
 pub use {
     attention::Attention,
     fused::{log_softmax, silu, softmax},
+    matmul::matmul,
     cache::KvCache,
     llama::{Batch, Block, Llama, token_out_of_vocabulary},
     lora::{LoraAdapter, LoraLinear, with_dropout_stream},
