@@ -195,7 +195,8 @@ impl LoraLinear {
         // As one matrix of rows: burn's CPU backend runs a 3-D input as one product per batch
         // entry, packing the weight for each of them again.
         let mut dims = x.dims();
-        let x: Tensor<2> = x.reshape([-1, dims[D - 1] as i32]);
+        let rows = dims[..D - 1].iter().product::<usize>();
+        let x: Tensor<2> = x.reshape([rows, dims[D - 1]]);
         let mut y = matmul(x.clone(), self.base.weight.val());
         if let Some(bias) = &self.base.bias {
             y = y + bias.val().unsqueeze_dim(0);
