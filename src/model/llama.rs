@@ -155,13 +155,13 @@ impl Llama {
     pub fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => head.forward(hidden),
-            // Tied head: `E h` with E [vocab, hidden] as stored. Multiplying by a transposed view
-            // of E instead makes the CPU backends copy all of E on every call (~15x slower).
+            // Tied head: `h Eᵀ` with E [vocab, hidden] as stored (see `matmul_t` for why not a
+            // transposed copy of E).
             None => {
                 let [b, t, d] = hidden.dims();
                 let e = self.embed_tokens.weight.val();
                 let v = e.dims()[0];
-                super::matmul(e, hidden.reshape([b * t, d]).transpose()).transpose().reshape([b, t, v])
+                super::matmul_t(hidden.reshape([b * t, d]), e).reshape([b, t, v])
             }
         }
     }

@@ -15,11 +15,24 @@ use burn::tensor::{DType, Device, Tensor, TensorData};
 
 /// `a [m, k] · b [k, n]`.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
-    let on_flex = |t: &Tensor<2>| t.dtype() == DType::F32 && t.device().inner() == Device::flex();
     if !(on_flex(&a) && on_flex(&b)) {
         return a.matmul(b);
     }
     Tensor::from_dispatch(<Dispatch as MatmulOps>::matmul_2d(a.into_dispatch(), b.into_dispatch()))
+}
+
+/// `a [m, k] · bᵀ` for `b [n, k]` as stored (a tied embedding). On Flex gemm reads the transpose
+/// through its strides and the output is `[m, n]` as laid out; elsewhere `(b aᵀ)ᵀ`, because
+/// burn's products copy a transposed operand, here as large as the vocabulary's embedding.
+pub fn matmul_t(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    if on_flex(&a) && on_flex(&b) {
+        return matmul(a, b.transpose());
+    }
+    b.matmul(a.transpose()).transpose()
+}
+
+fn on_flex(t: &Tensor<2>) -> bool {
+    t.dtype() == DType::F32 && t.device().inner() == Device::flex()
 }
 
 #[backend_extension(Flex, Autodiff)]
@@ -164,6 +177,24 @@ mod tests {
             close(da1, da2, "a's gradient");
             close(db1, db2, "b's gradient");
         }
+    }
+
+    /// `a bᵀ` as burn computes it, with the gradient of `a` (the head's hidden states).
+    #[test]
+    fn transposed_product_matches_burn() {
+        let device = Device::flex().autodiff();
+        let a0 = Tensor::<2>::random([5, 8], Distribution::Normal(0.0, 1.0), &device);
+        let e = Tensor::<2>::random([11, 8], Distribution::Normal(0.0, 1.0), &device);
+        let w = Tensor::<2>::random([5, 11], Distribution::Normal(0.0, 1.0), &device);
+        let run = |f: fn(Tensor<2>, Tensor<2>) -> Tensor<2>| {
+            let a = a0.clone().detach().require_grad();
+            let y = f(a.clone(), e.clone());
+            let grads = (y.clone() * w.clone()).sum().backward();
+            (y, a.grad(&grads).unwrap())
+        };
+        let ((y1, da1), (y2, da2)) = (run(matmul_t), run(|a, e| a.matmul(e.transpose())));
+        close(y1, y2, "product");
+        close(da1, da2, "a's gradient");
     }
 
     /// A frozen operand (the base weights) gets no gradient, the tracked one the right one; an
