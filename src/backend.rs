@@ -113,13 +113,18 @@ pub async fn read_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
 /// Whether `device` computes on the CPU (Flex or NdArray, with or without autodiff).
 #[cfg(feature = "engine")]
 pub fn is_cpu(device: &Device) -> bool {
-    let d = device.clone().inner();
     #[cfg(not(target_arch = "wasm32"))]
     #[allow(deprecated)]
-    if d == Device::ndarray() {
+    if device.clone().inner() == Device::ndarray() {
         return true;
     }
-    d == Device::flex()
+    is_flex(device)
+}
+
+/// Whether `device` is Flex, with or without autodiff.
+#[cfg(feature = "engine")]
+pub fn is_flex(device: &Device) -> bool {
+    device.clone().inner() == Device::flex()
 }
 
 /// Runs an engine future to completion on the calling thread (native only).

@@ -11,8 +11,9 @@ use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::Checkpoi
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::tensor::FloatTensor;
+use burn::backend::ops::FloatTensorOps;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Device, Tensor, TensorData, activation};
+use burn::tensor::{DType, Shape, Tensor, TensorData, activation};
 
 use super::rows::{self, RowOp};
 
@@ -40,9 +41,20 @@ pub fn silu<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::silu(x.into_dispatch()))
 }
 
-/// Flex, with or without autodiff, in f32 (the dtype the row kernels are written for).
-fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
-    x.dtype() == DType::F32 && x.device().inner() == Device::flex()
+/// Flex, with or without autodiff, in f32: where this module's and [`super::matmul`]'s kernels
+/// run (they are written for f32).
+pub(super) fn on_flex<const D: usize>(x: &Tensor<D>) -> bool {
+    x.dtype() == DType::F32 && crate::backend::is_flex(&x.device())
+}
+
+/// The elements of a contiguous f32 tensor.
+fn f32s(t: &FloatTensor<Flex>) -> &[f32] {
+    t.as_slice::<f32>().expect("f32 (checked by on_flex), made contiguous")
+}
+
+/// A Flex tensor of `shape` holding `values` (moved in, not copied).
+pub(super) fn flex_tensor(values: Vec<f32>, shape: impl Into<Shape>) -> FloatTensor<Flex> {
+    <Flex as FloatTensorOps<Flex>>::float_from_data(TensorData::new(values, shape), &Default::default())
 }
 
 /// The operations, each forward with the backward it needs. Only Flex and autodiff over it are
@@ -66,12 +78,12 @@ fn on_rows<Op: RowOp>(a: FloatTensor<Flex>, b: Option<FloatTensor<Flex>>) -> Flo
     let shape = a.shape();
     let width = shape.as_slice().last().copied().unwrap_or(1);
     let (a, b) = (contiguous(a), b.map(contiguous));
-    let src = a.as_slice::<f32>().expect("f32 (checked by on_flex), contiguous");
+    let src = f32s(&a);
     let mut out = vec![0f32; src.len()];
     if !out.is_empty() {
-        rows::each_row::<Op>(width, src, b.as_ref().map(|b| b.as_slice::<f32>().expect("as a")), &mut out);
+        rows::each_row::<Op>(width, src, b.as_ref().map(f32s), &mut out);
     }
-    <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_from_data(TensorData::new(out, shape), &Default::default())
+    flex_tensor(out, shape)
 }
 
 impl FusedOps for Flex {
@@ -111,23 +123,29 @@ impl<B: Backend> Backward<B, 1> for KeptBackward<B> {
     }
 }
 
-/// Records `forward(x)` with a backward that reads the forward's output (`keep_output`) or its
-/// input.
+/// Which tensor of the forward its backward reads.
+enum Keep {
+    Input,
+    Output,
+}
+
+/// Records `forward(x)` with a backward that reads the forward's input or output (`keep`).
 fn tracked<B: Backend, C: CheckpointStrategy>(
     x: FloatTensor<Autodiff<B, C>>,
     forward: fn(FloatTensor<B>) -> FloatTensor<B>,
     grad: fn(FloatTensor<B>, FloatTensor<B>) -> FloatTensor<B>,
-    keep_output: bool,
+    keep: Keep,
 ) -> FloatTensor<Autodiff<B, C>> {
     let node = x.node();
     match (KeptBackward { grad }).prepare::<C>([node]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
             let input = x.into_primitive();
-            let (kept, y) = if keep_output {
-                let y = forward(input);
-                (y.clone(), y)
-            } else {
-                (input.clone(), forward(input))
+            let (kept, y) = match keep {
+                Keep::Output => {
+                    let y = forward(input);
+                    (y.clone(), y)
+                }
+                Keep::Input => (input.clone(), forward(input)),
             };
             prep.finish(kept, y)
         }
@@ -137,19 +155,19 @@ fn tracked<B: Backend, C: CheckpointStrategy>(
 
 impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     fn softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        tracked::<B, C>(x, <B as FusedOps>::softmax, B::softmax_backward, true)
+        tracked::<B, C>(x, <B as FusedOps>::softmax, B::softmax_backward, Keep::Output)
     }
     fn softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
         composed::softmax_backward::<Self>(y, g)
     }
     fn log_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        tracked::<B, C>(x, <B as FusedOps>::log_softmax, B::log_softmax_backward, true)
+        tracked::<B, C>(x, <B as FusedOps>::log_softmax, B::log_softmax_backward, Keep::Output)
     }
     fn log_softmax_backward(y: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
         composed::log_softmax_backward::<Self>(y, g)
     }
     fn silu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        tracked::<B, C>(x, B::silu, B::silu_backward, false)
+        tracked::<B, C>(x, B::silu, B::silu_backward, Keep::Input)
     }
     fn silu_backward(x: FloatTensor<Self>, g: FloatTensor<Self>) -> FloatTensor<Self> {
         composed::silu_backward::<Self>(x, g)
@@ -186,7 +204,7 @@ mod composed {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::{Distribution, TensorData as Data};
+    use burn::tensor::{Device, Distribution, TensorData as Data};
 
     /// Forward values and input gradients of `ours` and `burns` on the same input and upstream
     /// gradient, on Flex with autodiff.

@@ -11,14 +11,16 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::Tensor;
+
+use super::fused::{flex_tensor, on_flex};
 
 /// `a [m, k] · b [k, n]`.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     if !(on_flex(&a) && on_flex(&b)) {
         return a.matmul(b);
     }
-    Tensor::from_dispatch(<Dispatch as MatmulOps>::matmul_2d(a.into_dispatch(), b.into_dispatch()))
+    on_gemm(a, b)
 }
 
 /// `a [m, k] · bᵀ` for `b [n, k]` as stored (a tied embedding). On Flex gemm reads the transpose
@@ -26,14 +28,17 @@ pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
 /// burn's products copy a transposed operand, here as large as the vocabulary's embedding.
 pub fn matmul_t(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     if on_flex(&a) && on_flex(&b) {
-        return matmul(a, b.transpose());
+        return on_gemm(a, b.transpose());
     }
     b.matmul(a.transpose()).transpose()
 }
 
-fn on_flex(t: &Tensor<2>) -> bool {
-    t.dtype() == DType::F32 && t.device().inner() == Device::flex()
+fn on_gemm(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as MatmulOps>::matmul_2d(a.into_dispatch(), b.into_dispatch()))
 }
+
+/// Multiply-adds above which a product is split over the cores (burn-flex's threshold).
+const PARALLEL_ABOVE: usize = 192 * 192 * 192;
 
 #[backend_extension(Flex, Autodiff)]
 pub trait MatmulOps: Backend {
@@ -79,10 +84,7 @@ impl MatmulOps for Flex {
             }
             out
         };
-        <Flex as burn::backend::ops::FloatTensorOps<Flex>>::float_from_data(
-            TensorData::new(out, [m, n]),
-            &Default::default(),
-        )
+        flex_tensor(out, [m, n])
     }
 }
 
@@ -100,11 +102,10 @@ fn view(t: &FloatTensor<Flex>) -> (*const f32, isize, isize) {
     (start, strides[0], strides[1])
 }
 
-/// Both cores for a product large enough to pay for the split (burn-flex's threshold), when
-/// the build has threads.
+/// Every core for a product large enough to pay for the split, when the build has threads.
 fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-    if m.saturating_mul(n).saturating_mul(k) >= 192 * 192 * 192 {
+    if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_ABOVE {
         return gemm::Parallelism::Rayon(0);
     }
     let _ = (m, n, k);
@@ -147,7 +148,7 @@ impl<B: Backend + MatmulOps, C: CheckpointStrategy> MatmulOps for Autodiff<B, C>
 #[cfg(test)]
 mod tests {
     use super::*;
-    use burn::tensor::Distribution;
+    use burn::tensor::{Device, Distribution};
 
     fn close(a: Tensor<2>, b: Tensor<2>, what: &str) {
         let (a, b) = (a.into_data().try_into_vec_as::<f32>().unwrap(), b.into_data().try_into_vec_as::<f32>().unwrap());
