@@ -37,9 +37,6 @@ fn on_gemm(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
     Tensor::from_dispatch(<Dispatch as MatmulOps>::matmul_2d(a.into_dispatch(), b.into_dispatch()))
 }
 
-/// Multiply-adds above which a product is split over the cores (burn-flex's threshold).
-const PARALLEL_ABOVE: usize = 192 * 192 * 192;
-
 #[backend_extension(Flex, Autodiff)]
 pub trait MatmulOps: Backend {
     fn matmul_2d(a: FloatTensor<Self>, b: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -105,8 +102,12 @@ fn view(t: &FloatTensor<Flex>) -> (*const f32, isize, isize) {
 /// Every core for a product large enough to pay for the split, when the build has threads.
 fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
     #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-    if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_ABOVE {
-        return gemm::Parallelism::Rayon(0);
+    {
+        /// Multiply-adds above which a product is split over the cores (burn-flex's threshold).
+        const PARALLEL_ABOVE: usize = 192 * 192 * 192;
+        if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_ABOVE {
+            return gemm::Parallelism::Rayon(0);
+        }
     }
     let _ = (m, n, k);
     gemm::Parallelism::None
