@@ -203,6 +203,7 @@ mod composed {
 
 #[cfg(test)]
 mod tests {
+    use super::super::testing::worst_relative;
     use super::*;
     use burn::tensor::{Device, Distribution, TensorData as Data};
 
@@ -220,8 +221,7 @@ mod tests {
         };
         let ((y1, g1), (y2, g2)) = (run(ours), run(burns));
         let close = |a: Data, b: Data, what: &str| {
-            let (a, b) = (a.try_into_vec_as::<f32>().unwrap(), b.try_into_vec_as::<f32>().unwrap());
-            let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs() / q.abs().max(1.0)).fold(0f32, f32::max);
+            let worst = worst_relative(a, b);
             assert!(worst < tol, "{what}: differs from burn's by {worst}");
         };
         close(y1, y2, "forward");
@@ -259,9 +259,7 @@ mod tests {
             (composed::silu_backward::<D>(x.clone(), g.clone()), <D as FusedOps>::silu_backward(x, g)),
         ];
         for (i, (a, b)) in pairs.into_iter().enumerate() {
-            let a = Tensor::<3>::from_dispatch(a).into_data().try_into_vec_as::<f32>().unwrap();
-            let b = Tensor::<3>::from_dispatch(b).into_data().try_into_vec_as::<f32>().unwrap();
-            let worst = a.iter().zip(&b).map(|(p, q)| (p - q).abs() / q.abs().max(1.0)).fold(0f32, f32::max);
+            let worst = worst_relative(Tensor::<3>::from_dispatch(a).into_data(), Tensor::<3>::from_dispatch(b).into_data());
             assert!(worst < 1e-5, "backward {i}: composed and row kernel differ by {worst}");
         }
     }

@@ -19,6 +19,19 @@ mod rope;
 #[cfg(feature = "engine")]
 mod rows;
 
+/// What the lib's tests compare tensors with.
+#[cfg(all(test, feature = "engine"))]
+mod testing {
+    use burn::tensor::TensorData;
+
+    /// The largest difference between two tensors' elements, relative to the second's (at least 1).
+    pub fn worst_relative(a: TensorData, b: TensorData) -> f32 {
+        let (a, b) = (a.try_into_vec_as::<f32>().unwrap(), b.try_into_vec_as::<f32>().unwrap());
+        assert_eq!(a.len(), b.len(), "tensors of different sizes");
+        a.iter().zip(&b).map(|(p, q)| (p - q).abs() / q.abs().max(1.0)).fold(0f32, f32::max)
+    }
+}
+
 pub use config::LlamaConfig;
 pub use lora::LoraConfig;
 #[cfg(feature = "engine")]
