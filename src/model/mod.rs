@@ -25,10 +25,24 @@ mod testing {
     use burn::tensor::TensorData;
 
     /// The largest difference between two tensors' elements, relative to the second's (at least 1).
+    /// Equal elements differ by 0 (matching infinities included); a NaN on either side makes the
+    /// result NaN, so a comparison with a tolerance fails on it instead of `f32::max` skipping it.
     pub fn worst_relative(a: TensorData, b: TensorData) -> f32 {
         let (a, b) = (a.try_into_vec_as::<f32>().unwrap(), b.try_into_vec_as::<f32>().unwrap());
         assert_eq!(a.len(), b.len(), "tensors of different sizes");
-        a.iter().zip(&b).map(|(p, q)| (p - q).abs() / q.abs().max(1.0)).fold(0f32, f32::max)
+        a.iter()
+            .zip(&b)
+            .map(|(p, q)| if p == q { 0.0 } else { (p - q).abs() / q.abs().max(1.0) })
+            .fold(0f32, |m, d| if m.is_nan() || d.is_nan() { f32::NAN } else { m.max(d) })
+    }
+
+    #[test]
+    fn worst_relative_is_nan_when_an_element_is() {
+        let t = |v: Vec<f32>| TensorData::new(v, [2]);
+        assert_eq!(worst_relative(t(vec![3.0, 0.25]), t(vec![2.0, 0.5])), 0.5);
+        assert_eq!(worst_relative(t(vec![f32::NEG_INFINITY, 1.0]), t(vec![f32::NEG_INFINITY, 1.0])), 0.0);
+        assert!(worst_relative(t(vec![f32::NAN, 1.0]), t(vec![1.0, 1.0])).is_nan());
+        assert!(worst_relative(t(vec![1.0, 1.0]), t(vec![1.0, f32::NAN])).is_nan());
     }
 }
 

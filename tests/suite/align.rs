@@ -52,10 +52,6 @@ fn logits(model: &Llama, seq: &[u32]) -> Vec<f32> {
     read_f32(model.forward(&b, None)).unwrap()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
 // ---- losses against values computed by hand (python's math module, committed as numbers) -------
 
 #[test]

@@ -21,11 +21,6 @@ fn logits(lm: &LoadedModel, seq: &[u32]) -> Vec<f32> {
     read_f32(lm.model.forward(&batch, None)).unwrap()
 }
 
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
-}
-
 const SEQ: [u32; 10] = [3, 17, 9, 40, 2, 2, 63, 11, 5, 28];
 
 #[test]

@@ -235,7 +235,7 @@ fn the_worker_keeps_a_full_fine_tune_and_a_fresh_worker_restores_it() {
         w.take().into_iter().find_map(|e| if let Event::Logprobs { policy, reference, .. } = e { Some((policy, reference)) } else { None }).unwrap()
     };
     let (trained, base) = logprobs(&worker);
-    assert!(max_abs_diff(&trained, &base) > 1e-3, "training moved the policy: {trained:?} vs {base:?}");
+    assert!(common::max_diff(&trained, &base) > 1e-3, "training moved the policy: {trained:?} vs {base:?}");
 
     // A fresh worker (a reload) gets the same policy back from the kept files.
     let fresh = Worker::new(&model, &tok);
@@ -245,20 +245,15 @@ fn the_worker_keeps_a_full_fine_tune_and_a_fresh_worker_restores_it() {
     assert!(errors(&restored).is_empty(), "{:?}", errors(&restored));
     assert!(restored.iter().any(|e| matches!(e, Event::PolicyState { kind: PolicyKind::Full, description, .. } if description.starts_with("fully fine-tuned weights"))), "{restored:?}");
     let (again, base_again) = logprobs(&fresh);
-    assert!(max_abs_diff(&again, &trained) < 1e-5, "{again:?} vs {trained:?}");
-    assert!(max_abs_diff(&base_again, &base) < 1e-6, "the reference is still the loaded model");
+    assert!(common::max_diff(&again, &trained) < 1e-5, "{again:?} vs {trained:?}");
+    assert!(common::max_diff(&base_again, &base) < 1e-6, "the reference is still the loaded model");
 
     // Weights of another shape are refused with a clear error, and the policy stays as it was.
     let mut wrong = file("model.safetensors");
     wrong.truncate(wrong.len() / 2);
     fresh.send(Request::Import { what: Artifact::Merged, config_json, safetensors: wrong, from: AdapterFrom::Kept });
     assert!(!errors(&fresh.take()).is_empty(), "a cut file is an error");
-    assert!(max_abs_diff(&logprobs(&fresh).0, &trained) < 1e-5, "the restored policy is kept");
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    assert!(common::max_diff(&logprobs(&fresh).0, &trained) < 1e-5, "the restored policy is kept");
 }
 
 #[test]
