@@ -203,7 +203,7 @@ mod composed {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::worst_relative;
+    use crate::model::testing::worst_relative;
     use super::*;
     use burn::tensor::{Device, Distribution, TensorData as Data};
 

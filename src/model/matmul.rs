@@ -149,10 +149,11 @@ impl<B: Backend + MatmulOps, C: CheckpointStrategy> MatmulOps for Autodiff<B, C>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::testing::worst_relative;
     use burn::tensor::{Device, Distribution};
 
     fn close(a: Tensor<2>, b: Tensor<2>, what: &str) {
-        let worst = super::super::testing::worst_relative(a.into_data(), b.into_data());
+        let worst = worst_relative(a.into_data(), b.into_data());
         assert!(worst < 1e-5, "{what}: differs from burn's matmul by {worst}");
     }
 

@@ -395,28 +395,6 @@ pub fn alignlab(args: &[&str]) -> (bool, String, String) {
 // ---- the tests' blocking edge over the engine's async API ------------------------------------------
 
 /// Reads a tensor to the host, blocking (the tests' edge, as the CLI's).
-/// The largest |a[i] - b[i]| over two slices of one length. Equal values differ by 0 (matching
-/// infinities included), and a NaN on either side makes the result NaN, so that every `<`, `>` or
-/// `==` on it fails: `fold(0.0, f32::max)` would skip the NaN and pass a model that returns NaN.
-pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len(), "the compared slices differ in length");
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
-        .fold(0.0, |m, d| if m.is_nan() || d.is_nan() { f32::NAN } else { m.max(d) })
-}
-
-#[test]
-fn max_diff_fails_every_comparison_on_a_nan() {
-    assert_eq!(max_diff(&[1.0, -2.0, 3.5], &[1.0, -2.5, 3.0]), 0.5);
-    assert_eq!(max_diff(&[f32::NEG_INFINITY, 1.0], &[f32::NEG_INFINITY, 1.0]), 0.0, "a masked logit on both sides");
-    for (a, b) in [([f32::NAN, 0.0], [1.0, 0.0]), ([0.0, 1.0], [0.0, f32::NAN]), ([f32::NAN, 9.0], [f32::NAN, 0.0])] {
-        let d = max_diff(&a, &b);
-        assert!(!(d < 1e-3) && !(d > 1e-3) && d != 0.0, "{a:?} vs {b:?} gave {d}");
-    }
-    assert!(max_diff(&[f32::INFINITY], &[1.0]) > 1e3);
-}
-
 pub fn read_f32<const D: usize>(t: burn::tensor::Tensor<D>) -> alignlab::Result<Vec<f32>> {
     alignlab::backend::block_on(alignlab::backend::read_f32(t))
 }
@@ -454,4 +432,28 @@ pub fn alone(test: &str) -> bool {
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success() && stdout.contains("1 passed"), "{test} failed in its own process");
     false
+}
+
+// ---- comparing numbers ------------------------------------------------------------------------------
+
+/// The largest |a[i] - b[i]| over two slices of one length. Equal values differ by 0 (matching
+/// infinities included), and a NaN on either side makes the result NaN, so that every `<`, `>` or
+/// `==` on it fails: `fold(0.0, f32::max)` would skip the NaN and pass a model that returns NaN.
+pub fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "the compared slices differ in length");
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| if x == y { 0.0 } else { (x - y).abs() })
+        .fold(0.0, |m, d| if m.is_nan() || d.is_nan() { f32::NAN } else { m.max(d) })
+}
+
+#[test]
+fn max_diff_fails_every_comparison_on_a_nan() {
+    assert_eq!(max_diff(&[1.0, -2.0, 3.5], &[1.0, -2.5, 3.0]), 0.5);
+    assert_eq!(max_diff(&[f32::NEG_INFINITY, 1.0], &[f32::NEG_INFINITY, 1.0]), 0.0, "a masked logit on both sides");
+    for (a, b) in [([f32::NAN, 0.0], [1.0, 0.0]), ([0.0, 1.0], [0.0, f32::NAN]), ([f32::NAN, 9.0], [f32::NAN, 0.0])] {
+        let d = max_diff(&a, &b);
+        assert!(!(d < 1e-3) && !(d > 1e-3) && d != 0.0, "{a:?} vs {b:?} gave {d}");
+    }
+    assert!(max_diff(&[f32::INFINITY], &[1.0]) > 1e3);
 }
