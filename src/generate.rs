@@ -258,10 +258,58 @@ pub async fn generate(
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum DecodePath {
     /// On the host from a compact copy of the weights when the model is on the CPU
-    /// ([`crate::decode`]), on the model's device otherwise.
+    /// ([`crate::decode`]); on a GPU that computes in f16, as `half`; on the model's device in
+    /// f32 otherwise.
     Auto,
-    /// Always on the model's device, through burn: the reference the host path is checked against.
+    /// Always on the model's device in f32, through burn: the reference the other paths are
+    /// checked against.
     Device,
+    /// On the model's device with the products' weights in f16 ([`Llama::to_half`]): half the
+    /// bytes a step reads. Needs a GPU whose adapter computes in f16.
+    Half,
+}
+
+#[cfg(feature = "engine")]
+impl DecodePath {
+    /// Where a generation's steps run for a model on `device`: `Auto` made concrete, and a path
+    /// the device cannot take refused.
+    pub fn on(self, device: &burn::tensor::Device) -> Result<Route> {
+        let half = Llama::decodes_in_half(device);
+        match self {
+            Self::Auto if crate::backend::is_cpu(device) => Ok(Route::Host),
+            Self::Auto if half => Ok(Route::Half),
+            Self::Auto | Self::Device => Ok(Route::Device),
+            Self::Half if half => Ok(Route::Half),
+            Self::Half => Err(Error::Device(
+                "this device does not compute in f16 (a CPU backend, or a GPU adapter without \
+                 shader-f16); decode with auto or device"
+                    .into(),
+            )),
+        }
+    }
+}
+
+/// Where a generation's steps run, once [`DecodePath::on`] has chosen.
+#[cfg(feature = "engine")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// On the host from a compact copy of the weights.
+    Host,
+    /// Through burn on the model's device, in f32.
+    Device,
+    /// Through burn on the model's device, the products in f16.
+    Half,
+}
+
+#[cfg(feature = "engine")]
+impl Route {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Host => "host",
+            Self::Device => "device",
+            Self::Half => "half",
+        }
+    }
 }
 
 /// [`generate`], with the decoding steps run where `path` says.
@@ -296,7 +344,10 @@ pub async fn generate_on(
     // Row r of the running batch decodes sample active[r].
     let mut active: Vec<usize> = (0..n).collect();
 
-    let (mut decoder, mut rows) = Decoder::start(model, prompt, n, path).await?;
+    let route = path.on(&model.embed_tokens.weight.device())?;
+    let half = (route == Route::Half).then(|| model.to_half());
+    let model = half.as_ref().unwrap_or(model);
+    let (mut decoder, mut rows) = Decoder::start(model, prompt, n, route).await?;
     let vocab = model.vocab_size();
 
     for step in 0..max_new {
@@ -375,8 +426,8 @@ enum Decoder {
 impl Decoder {
     /// Runs the prompt once and starts `n` samples from it; returns the decoder and the next
     /// token's logits, `[n, vocab]`.
-    async fn start(model: &Llama, prompt: &[u32], n: usize, path: DecodePath) -> Result<(Self, Vec<f32>)> {
-        if path == DecodePath::Auto && crate::backend::is_cpu(&model.embed_tokens.weight.device()) {
+    async fn start(model: &Llama, prompt: &[u32], n: usize, route: Route) -> Result<(Self, Vec<f32>)> {
+        if route == Route::Host {
             let (decoder, logits) = HostDecoder::start(model, prompt, n).await?;
             return Ok((Self::Host(decoder), logits));
         }

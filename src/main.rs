@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use alignlab::align::Encoding;
 use alignlab::backend::{self, BackendKind, block_on};
-use alignlab::generate::{DecodePath, SamplingConfig, generate_on};
+use alignlab::generate::{DecodePath, Route, SamplingConfig, generate_on};
 use alignlab::io::load_checkpoint;
 use alignlab::io::peft::AdapterFiles;
 use alignlab::judges::JudgeData;
@@ -210,8 +210,8 @@ struct BenchArgs {
     /// runs every step, as TRL's default and the PyTorch benchmark do).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     precompute_ref_log_probs: bool,
-    /// generate: where the decoding steps run (device: burn's forward pass, the path before the
-    /// host decoder).
+    /// generate: where the decoding steps run (device: burn's forward pass in f32, the path
+    /// before the host decoder; half: the same with the products' weights in f16, on a GPU).
     #[arg(long, value_enum, default_value = "auto")]
     decode: DecodePath,
     #[arg(long)]
@@ -428,14 +428,20 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
         let (lm, model) = (&session.lm, session.model(Which::Policy));
         let row = match a.what {
             Bench::Generate => {
+                let route = match a.decode.on(&lm.device) {
+                    Ok(route) => route,
+                    Err(e) => {
+                        eprintln!("{kind}: skipped ({e})");
+                        continue;
+                    }
+                };
                 ids.truncate(32);
                 let cfg = SamplingConfig { num_samples: a.batch, ..SamplingConfig::greedy(a.tokens) };
                 let ((produced, _), best, _) = timed(a.repeats, &mut || {
                     let s = block_on(generate_on(a.decode, &model, &lm.tokenizer, &ids, &cfg, &mut |_| true))?;
                     Ok(s.iter().map(|s| s.tokens.len()).sum::<usize>())
                 })?;
-                let host = a.decode == DecodePath::Auto && backend::is_cpu(&lm.device);
-                let weights = if host {
+                let weights = if route == Route::Host {
                     let base = block_on(alignlab::decode::host_base(&model))?;
                     let (bytes, formats) = base.summary();
                     json!({"bytes_per_token": bytes, "from_file": base.from_file(),
@@ -443,7 +449,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                 } else {
                     json!(null)
                 };
-                json!({"backend": kind.name(), "device": desc, "what": "generate", "decode": if host { "host" } else { "device" },
+                json!({"backend": kind.name(), "device": desc, "what": "generate", "decode": route.name(),
                        "decode_weights": weights, "prompt_tokens": ids.len(),
                        "batch": a.batch, "new_tokens": produced, "seconds": best, "tokens_per_s": produced as f64 / best})
             }

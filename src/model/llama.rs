@@ -3,7 +3,7 @@
 
 use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear, RmsNorm};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 
 use super::{Attention, KvCache, LlamaConfig, LoraLinear, Mlp, RopeAngles, RotaryEmbedding};
 use crate::{Error, Result};
@@ -142,7 +142,8 @@ pub fn token_out_of_vocabulary(id: u32, vocab: usize) -> String {
 impl Llama {
     /// Hidden states after the final norm: `[batch, seq, hidden]`.
     pub fn hidden(&self, batch: &Batch, mut cache: Option<&mut KvCache>) -> Tensor<3> {
-        let mut x = self.embed_tokens.forward(batch.tokens.clone());
+        // An f16 embedding (the copy for decoding) gives its rows back up to f32.
+        let mut x = self.embed_tokens.forward(batch.tokens.clone()).cast(FloatDType::F32);
         let angles = self.rope.angles(&batch.positions);
         for (i, layer) in self.layers.iter().enumerate() {
             let c = cache.as_deref_mut().map(|c| (c, i));
@@ -153,17 +154,23 @@ impl Llama {
 
     /// Projects hidden states to vocabulary logits.
     pub fn head(&self, hidden: Tensor<3>) -> Tensor<3> {
-        match &self.lm_head {
-            Some(head) => head.forward(hidden),
+        let [b, t, d] = hidden.dims();
+        let rows = hidden.reshape([b * t, d]);
+        let logits = match &self.lm_head {
+            // `[hidden, vocab]` as burn's Linear stores it.
+            Some(head) => {
+                let y = super::matmul(rows, head.weight.val());
+                match &head.bias {
+                    Some(bias) => y + bias.val().unsqueeze_dim(0),
+                    None => y,
+                }
+            }
             // Tied head: `h Eᵀ` with E [vocab, hidden] as stored (see `matmul_t` for why not a
             // transposed copy of E).
-            None => {
-                let [b, t, d] = hidden.dims();
-                let e = self.embed_tokens.weight.val();
-                let v = e.dims()[0];
-                super::matmul_t(hidden.reshape([b * t, d]), e).reshape([b, t, v])
-            }
-        }
+            None => super::matmul_t(rows, self.embed_tokens.weight.val()),
+        };
+        let v = logits.dims()[1];
+        logits.reshape([b, t, v])
     }
 
     /// Logits for every position: `[batch, seq, vocab]`.

@@ -5,18 +5,24 @@
 //! overwrites, 4 % of a DPO step. Here gemm writes into a fresh `Vec<f32>`, read through the
 //! operands' strides (a transposed view is not copied). The backward is burn's:
 //! da = g b^T, db = a^T g, each only for an operand that is tracked.
+//!
+//! Weights in f16 (the copy [`Llama::to_half`](super::Llama::to_half) makes for decoding on a GPU)
+//! take their input in f16 and give their output back in the input's type.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
-use burn::tensor::Tensor;
+use burn::tensor::{FloatDType, Tensor};
 
 use super::fused::{flex_tensor, on_flex};
 
 /// `a [m, k] · b [k, n]`.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    if a.dtype() != b.dtype() {
+        return in_weights_dtype(a, b, matmul);
+    }
     if on_flex(&a) && on_flex(&b) {
         return on_gemm(a, b);
     }
@@ -27,10 +33,19 @@ pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
 /// through its strides and the output is `[m, n]` as laid out; elsewhere `(b aᵀ)ᵀ`, because
 /// burn's products copy a transposed operand, here as large as the vocabulary's embedding.
 pub fn matmul_t(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
+    if a.dtype() != b.dtype() {
+        return in_weights_dtype(a, b, matmul_t);
+    }
     if on_flex(&a) && on_flex(&b) {
         return on_gemm(a, b.transpose());
     }
     b.matmul(a.transpose()).transpose()
+}
+
+/// `product(a, b)` computed in the weights' type: `a` cast to `b`'s, the output cast back to `a`'s.
+fn in_weights_dtype(a: Tensor<2>, b: Tensor<2>, product: fn(Tensor<2>, Tensor<2>) -> Tensor<2>) -> Tensor<2> {
+    let out = FloatDType::from(a.dtype());
+    product(a.cast(FloatDType::from(b.dtype())), b).cast(out)
 }
 
 fn on_gemm(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {

@@ -8,6 +8,8 @@ mod config;
 #[cfg(feature = "engine")]
 mod fused;
 #[cfg(feature = "engine")]
+mod half;
+#[cfg(feature = "engine")]
 mod llama;
 pub mod lora;
 #[cfg(feature = "engine")]

@@ -231,3 +231,60 @@ fn host_decoding_matches_the_forward_pass() {
     lm.model.merge_lora();
     check(&lm.model, "adapter merged");
 }
+
+/// The f16 copy a GPU decodes with: it holds every product's weights in f16 and nothing else,
+/// its logits stay within f16's rounding of the f32 model's, with an adapter active too (the
+/// adapter still counts, in f32). Its numbers are computed on Flex, whose f16 products accumulate
+/// in f32 as cubek's do on a GPU, in milliseconds where lavapipe takes half a minute; stories260K
+/// runs the copy on wgpu against llama2.c. The head is a matrix of its own here, tied in
+/// stories260K and SmolLM2. Auto picks the copy on a GPU that computes in f16 (lavapipe does), and
+/// a device that does not refuses the path with a reason.
+#[test]
+fn half_decoding_stays_within_f16_rounding() {
+    use alignlab::generate::{DecodePath, Route};
+    use alignlab::model::{LoraConfig, Llama};
+    use burn::module::Param;
+    use burn::tensor::{DType, Distribution, Tensor};
+
+    let gpu = device(BackendKind::Wgpu);
+    assert!(Llama::decodes_in_half(&gpu), "the Vulkan adapter does not compute in f16 (lavapipe does)");
+    assert_eq!(DecodePath::Auto.on(&gpu).unwrap(), Route::Half);
+    assert_eq!(DecodePath::Device.on(&gpu).unwrap(), Route::Device);
+    let dev = device(BackendKind::Flex);
+    assert_eq!(DecodePath::Auto.on(&dev).unwrap(), Route::Host);
+    let refused = DecodePath::Half.on(&dev).unwrap_err().to_string();
+    assert!(refused.contains("f16") && refused.contains("auto or device"), "{refused}");
+
+    let half_logits = |model: &Llama| {
+        let (batch, _) = Batch::right_padded(model, &[SEQ.to_vec()], 0).unwrap();
+        read_f32(model.forward(&batch, None)).unwrap()
+    };
+    let mut lm = tiny(BackendKind::Flex, false);
+    let half = lm.model.to_half();
+    for (name, lin) in half.linears() {
+        assert_eq!(lin.base.weight.val().dtype(), DType::F16, "{name}");
+    }
+    assert_eq!(half.embed_tokens.weight.val().dtype(), DType::F16);
+    assert!(half.lm_head.iter().all(|h| h.weight.val().dtype() == DType::F16));
+    assert_eq!(half.norm.gamma.val().dtype(), DType::F32, "norms stay f32");
+
+    let want = logits(&lm, &SEQ);
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let d = max_diff(&half_logits(&half), &want);
+    // Rounded, not skipped: f16 keeps 11 significant bits (lavapipe: 0.0042 of 2.86).
+    assert!(d > 0.0 && d < 1e-2 * scale, "half logits differ by {d} (logits up to {scale})");
+
+    // An adapter that changes the output, shared by the copy: it moves the half logits as far as
+    // the f32 ones, and they still agree.
+    lm.model.add_lora(&LoraConfig { target_modules: vec!["q_proj".into(), "down_proj".into()], ..Default::default() }).unwrap();
+    for (_, _, lin) in lm.model.linears_mut() {
+        if let Some(l) = &mut lin.lora {
+            let dims = l.b.dims();
+            l.b = Param::from_tensor(Tensor::random(dims, Distribution::Normal(0.0, 0.3), &dev));
+        }
+    }
+    let adapted = logits(&lm, &SEQ);
+    let moved = max_diff(&adapted, &want);
+    let d = max_diff(&half_logits(&lm.model.to_half()), &adapted);
+    assert!(d < 1e-2 * scale && moved > 10.0 * d, "with the adapter, half differs by {d}, the adapter moved {moved}");
+}

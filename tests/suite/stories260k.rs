@@ -1,10 +1,10 @@
 //! llama2.c's stories260K (from ../shared/models) reproduces its known greedy story, on every
-//! backend.
+//! backend and every decoding path.
 
-use alignlab::backend::BackendKind;
-use alignlab::generate::SamplingConfig;
+use alignlab::backend::{BackendKind, block_on};
+use alignlab::generate::{DecodePath, SamplingConfig, generate_on};
 use alignlab::io::load_model;
-use crate::common::{device, generate, stories260k};
+use crate::common::{device, stories260k};
 
 const KNOWN: &str = "Once upon a time, there was a little girl named Lily. She loved to play outside in the park. \
 One day, she saw a big, red ball. She wanted to play with it, but it was too high.";
@@ -12,17 +12,25 @@ One day, she saw a big, red ball. She wanted to play with it, but it was too hig
 #[test]
 fn greedy_story_matches_llama2c() {
     let Some((model, tok)) = stories260k() else { return };
-    for kind in [BackendKind::Flex, BackendKind::Ndarray, BackendKind::Wgpu] {
+    // Flex decodes on the host, NdArray through burn in f32, wgpu with its products in f16 (the
+    // browser tests decode through burn in f32 on WebGPU: SwiftShader has no f16).
+    let paths = [
+        (BackendKind::Flex, DecodePath::Auto),
+        (BackendKind::Ndarray, DecodePath::Auto),
+        (BackendKind::Wgpu, DecodePath::Half),
+    ];
+    for (kind, path) in paths {
         let lm = load_model(&model, Some(&tok), &device(kind), &mut |_: &str, _: f32| {}).unwrap();
         assert_eq!(lm.config.vocab_size, 512);
         assert_eq!(lm.config.num_key_value_heads, 4);
         // From BOS alone, as run.c does with an empty prompt.
         let bos = lm.tokenizer.bos_id.unwrap();
-        let out = generate(&lm, &[bos], &SamplingConfig::greedy(60), &mut |_| true).unwrap().remove(0);
+        let cfg = SamplingConfig::greedy(60);
+        let out = block_on(generate_on(path, &lm.model, &lm.tokenizer, &[bos], &cfg, &mut |_| true)).unwrap().remove(0);
         let text = out.text.replace('\n', " ");
         let n = KNOWN.len().min(text.len());
-        assert!(n > 100, "{kind}: story too short: {text:?}");
-        assert_eq!(&text[..n], &KNOWN[..n], "{kind}: greedy text diverged");
+        assert!(n > 100, "{kind} {path:?}: story too short: {text:?}");
+        assert_eq!(&text[..n], &KNOWN[..n], "{kind} {path:?}: greedy text diverged");
     }
 }
 
