@@ -52,6 +52,8 @@ pub struct BackendInfo {
     pub kind: BackendKind,
     pub adapter: String,
     pub software: bool,
+    /// Answers are decoded with the products in f16.
+    pub half: bool,
     pub fallback: Option<String>,
 }
 
@@ -364,8 +366,8 @@ pub fn load_model(ctx: Ctx, source: ModelSource) {
 
 fn on_event(ctx: Ctx, ev: Event) {
     match ev {
-        Event::Backend { kind, adapter, software, fallback } => {
-            ctx.backend.set(Some(BackendInfo { kind, adapter, software, fallback }));
+        Event::Backend { kind, adapter, software, half, fallback } => {
+            ctx.backend.set(Some(BackendInfo { kind, adapter, software, half, fallback }));
         }
         Event::Progress { stage, fraction, loaded, total, from_cache } => {
             ctx.progress.set(Some(LoadProgress { stage, fraction, loaded, total, from_cache }));
@@ -642,9 +644,12 @@ fn BackendBadge() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let text = move || match ctx.backend.get() {
         None => "Starting the engine…".to_string(),
-        Some(b) if b.kind == BackendKind::Wgpu => {
-            format!("WebGPU: {}{}", b.adapter, if b.software { " (software adapter, slow)" } else { "" })
-        }
+        Some(b) if b.kind == BackendKind::Wgpu => format!(
+            "WebGPU: {}{} · {}",
+            b.adapter,
+            if b.software { " (software adapter, slow)" } else { "" },
+            if b.half { "decoding in f16" } else { "decoding in f32 (the adapter has no shader-f16)" }
+        ),
         // The worker names how it runs: "WebAssembly", or with its threads.
         Some(b) => format!("CPU (Flex, {}){}", b.adapter, b.fallback.map(|r| format!(": {r}")).unwrap_or_default()),
     };

@@ -352,7 +352,9 @@ pub enum RunState {
 pub enum Event {
     /// The worker's wasm is running; requests sent before this would have been lost.
     Hello,
-    Backend { kind: BackendKind, adapter: String, software: bool, fallback: Option<String> },
+    /// The device the worker opened. `half`: answers are decoded with the products in f16 (a GPU
+    /// whose adapter has `shader-f16`; see [`crate::generate::DecodePath`]).
+    Backend { kind: BackendKind, adapter: String, software: bool, half: bool, fallback: Option<String> },
     Progress { stage: String, fraction: f32, loaded: u64, total: Option<u64>, from_cache: bool },
     ModelReady { info: ModelSummary },
     Token { job: JobId, sample: usize, delta: String },
@@ -602,7 +604,7 @@ mod tests {
         };
         vec![
             Event::Hello,
-            Event::Backend { kind: BackendKind::Flex, adapter: text("WebAssembly"), software: true, fallback: Some(text("why")) },
+            Event::Backend { kind: BackendKind::Flex, adapter: text("WebAssembly"), software: true, half: false, fallback: Some(text("why")) },
             Event::Progress { stage: text("download"), fraction: 0.5, loaded: 1 << 33, total: None, from_cache: false },
             Event::ModelReady { info: summary },
             Event::Token { job: 1, sample: 2, delta: text("é") },

@@ -153,11 +153,12 @@ impl<H: Host> Router<H> {
 
     async fn init(&self, pref: BackendPref, judges_base: String) -> Result<()> {
         let d = self.host.open_device(pref).await;
+        let half = crate::model::Llama::decodes_in_half(&d.device);
         self.with(|s| {
             s.judges_base = judges_base;
             s.device = Some((d.device.autodiff(), d.max_binding));
         });
-        self.host.post(Event::Backend { kind: d.kind, adapter: d.adapter, software: d.software, fallback: d.fallback });
+        self.host.post(Event::Backend { kind: d.kind, adapter: d.adapter, software: d.software, half, fallback: d.fallback });
         Ok(())
     }
 
