@@ -23,9 +23,10 @@ use super::Llama;
 use crate::backend::is_cpu;
 
 impl Llama {
-    /// Whether decoding in f16 pays on `device`: a GPU whose adapter computes in f16 (WebGPU's
+    /// Whether `device` decodes from the f16 copy: a GPU whose adapter computes in f16 (WebGPU's
     /// `shader-f16`, Vulkan's `shaderFloat16`). The CPU backends decode from their own compact
-    /// copy ([`crate::decode`]).
+    /// copy ([`crate::decode`]). The copy halves a step's bytes and adds two casts per product
+    /// (docs/results.md: faster on lavapipe; a real GPU not yet measured).
     pub fn decodes_in_half(device: &Device) -> bool {
         !is_cpu(device) && device.supports_dtype(FloatDType::F16)
     }
