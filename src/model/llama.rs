@@ -157,14 +157,7 @@ impl Llama {
         let [b, t, d] = hidden.dims();
         let rows = hidden.reshape([b * t, d]);
         let logits = match &self.lm_head {
-            // `[hidden, vocab]` as burn's Linear stores it.
-            Some(head) => {
-                let y = super::matmul(rows, head.weight.val());
-                match &head.bias {
-                    Some(bias) => y + bias.val().unsqueeze_dim(0),
-                    None => y,
-                }
-            }
+            Some(head) => super::linear(rows, head),
             // Tied head: `h Eᵀ` with E [vocab, hidden] as stored (see `matmul_t` for why not a
             // transposed copy of E).
             None => super::matmul_t(rows, self.embed_tokens.weight.val()),

@@ -12,7 +12,7 @@ use {
     burn::module::{Module, Param},
     burn::nn::{Dropout, DropoutConfig, Linear},
     burn::tensor::{Device, Tensor, TensorData},
-    super::matmul,
+    super::{linear, matmul},
     rand::rngs::StdRng,
     rand::{Rng, SeedableRng},
 };
@@ -197,10 +197,7 @@ impl LoraLinear {
         let mut dims = x.dims();
         let rows = dims[..D - 1].iter().product::<usize>();
         let x: Tensor<2> = x.reshape([rows, dims[D - 1]]);
-        let mut y = matmul(x.clone(), self.base.weight.val());
-        if let Some(bias) = &self.base.bias {
-            y = y + bias.val().unsqueeze_dim(0);
-        }
+        let y = linear(x.clone(), &self.base);
         let y = match &self.lora {
             Some(lora) if self.enabled && !self.merged => y + lora.forward(x),
             _ => y,

@@ -14,6 +14,7 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::nn::Linear;
 use burn::tensor::{FloatDType, Tensor};
 
 use super::fused::{flex_tensor, on_flex};
@@ -27,6 +28,16 @@ pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
         return on_gemm(a, b);
     }
     a.matmul(b)
+}
+
+/// `x W + b` for burn's `Linear` (`W` stored `[d_in, d_out]`) on rows `x [m, d_in]`, the product
+/// through [`matmul`].
+pub fn linear(x: Tensor<2>, layer: &Linear) -> Tensor<2> {
+    let y = matmul(x, layer.weight.val());
+    match &layer.bias {
+        Some(bias) => y + bias.val().unsqueeze_dim(0),
+        None => y,
+    }
 }
 
 /// `a [m, k] · bᵀ` for `b [n, k]` as stored (a tied embedding). On Flex gemm reads the transpose
