@@ -143,12 +143,39 @@ if (alignlabModel) {
   self.alignlabEarly.response.catch(() => {});
 }
 `;
+// The WebGPU worker comes in two modules (tools/wasm-split, scripts/build-web): worker_bg.wasm,
+// what a WebGPU session runs, and worker_rest_bg.wasm, the rest, fetched the first time one of its
+// functions is called. The primary module imports `split.load`, which fetches the rest (a
+// synchronous request: a Web Worker may make one) and instantiates it on the primary's exports,
+// which fills the table slots the primary calls through. The loader hands wasm-bindgen's
+// instantiation that import and keeps the primary's exports.
+const split = `self.alignlabSplit = { exports: null, loaded: false };
+for (const name of ['instantiate', 'instantiateStreaming']) {
+  const original = WebAssembly[name];
+  WebAssembly[name] = async (source, imports) => {
+    const result = await original(source, { ...imports, split: { load: alignlabLoadRest } });
+    self.alignlabSplit.exports = (result instanceof WebAssembly.Instance ? result : result.instance).exports;
+    return result;
+  };
+}
+function alignlabLoadRest() {
+  const xhr = new XMLHttpRequest();
+  xhr.open('GET', './worker_rest_bg.wasm', false);
+  xhr.responseType = 'arraybuffer';
+  try { xhr.send(); } catch { /* a network error: status 0, said below */ }
+  if (xhr.status !== 200) throw new Error(\`could not fetch worker_rest_bg.wasm, the rest of the engine (\${xhr.status ? 'HTTP ' + xhr.status : 'network error'}): reload the page once the network is back\`);
+  new WebAssembly.Instance(new WebAssembly.Module(xhr.response), { primary: self.alignlabSplit.exports });
+  self.alignlabSplit.loaded = true;
+}
+`;
+const splitBuild = existsSync(join(stage, 'worker_rest_bg.wasm'));
 for (const w of ['worker', 'worker_mt']) {
   put(`${w}.js`, read(stage, `${w}.js`));
   put(`${w}_bg.wasm`, strip(read(stage, `${w}_bg.wasm`), `${w}_bg.wasm`));
+  if (w === 'worker' && splitBuild) put('worker_rest_bg.wasm', strip(read(stage, 'worker_rest_bg.wasm'), 'worker_rest_bg.wasm'));
   // A module the browser refuses (no shared memory, out of memory) throws outside the promise, to
   // the page's onerror: the page says so, or starts another build, instead of waiting forever.
-  put(`${w}_loader.js`, `${early}importScripts('./${w}.js');\nwasm_bindgen({ module_or_path: './${w}_bg.wasm' }).catch((e) => setTimeout(() => { throw e; }));\n`);
+  put(`${w}_loader.js`, `${early}${w === 'worker' ? split : ''}importScripts('./${w}.js');\nwasm_bindgen({ module_or_path: './${w}_bg.wasm' }).catch((e) => setTimeout(() => { throw e; }));\n`);
 }
 // One thread of the threaded build's pool (src/worker/web/threads.rs): the module and memory of
 // the worker that started it. An error is thrown outside the promise so that it reaches the

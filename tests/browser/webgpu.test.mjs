@@ -19,7 +19,7 @@ test('without a WebGPU adapter the page falls back to the CPU and says why', { s
 });
 
 test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend', { skip, timeout: 15 * 60_000 }, async (t) => {
-  const { server, base } = await serve();
+  const { server, base, paths } = await serve();
   const { ctx, page, errors, workers } = await launch({ webgpu: true });
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   await page.goto(`${base}/${TINY}&backend=webgpu`);
@@ -48,5 +48,9 @@ test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend',
   assert.match(status, /^finished step 3 of 3/);
   assert.ok(Math.abs(first - Math.LN2) < 1e-3 && last < first, cell);
   await shot(page, 'webgpu-train');
+  // The worker's first download held all a WebGPU session ran (tools/wasm-split): it never
+  // fetched the rest.
+  assert.ok(paths.includes('/worker_bg.wasm'), paths.join(' '));
+  assert.ok(!paths.includes('/worker_rest_bg.wasm'), 'a WebGPU session needed worker_rest_bg.wasm: run scripts/split-profile.mjs, then scripts/build-web');
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
 });

@@ -1,0 +1,103 @@
+// Writes tools/wasm-split/keep.txt, the functions the WebGPU worker's first download keeps
+// (scripts/build-web splits the rest off, tools/wasm-split): what a WebGPU session runs.
+//   node scripts/split-profile.mjs
+// Needs a build (scripts/build-web): its whole worker, $CARGO_TARGET_DIR/web-stage/worker_whole_bg.wasm.
+// It instruments that module (every function marks a byte when it first runs), serves the app with
+// it in headless Chromium on SwiftShader's WebGPU adapter, walks a session through the page on the
+// tiny model (generate, sample, every training method, judges, Compare), and lists the functions
+// that ran by their stable names (the symbol without its build hashes, tools/wasm-split/src/names.rs;
+// the list holds a 64-bit hash of each), so it outlives compiler and dependency updates; then run scripts/build-web again. Run it
+// when the worker's first download has to fetch the rest in a WebGPU session (the webgpu browser
+// test says so): a session then waits for a second download.
+import { execFileSync } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { serve } from '../tests/browser/server.mjs';
+import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, tempDir, train } from '../tests/browser/lib.mjs';
+
+const ROOT = resolve(import.meta.dirname, '..');
+const target = process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache/alignlab/target');
+const tool = join(process.env.ALIGNLAB_TOOLS_TARGET ?? join(homedir(), '.cache/alignlab/tools-target'), 'release/alignlab-wasm-split');
+const OUT = join(ROOT, 'tools/wasm-split/keep.txt');
+if (!HAVE_TINY) { console.error('split-profile: needs ../shared/models/stories260K'); process.exit(1); }
+
+const dir = tempDir('alignlab-split-');
+execFileSync(tool, ['instrument', join(target, 'web-stage/worker_whole_bg.wasm'), join(dir, 'worker.wasm'), join(dir, 'names.txt')], { stdio: 'inherit' });
+const names = readFileSync(join(dir, 'names.txt'), 'utf8').split('\n');
+const { server, base } = await serve({ override: { '/worker_bg.wasm': readFileSync(join(dir, 'worker.wasm')) } });
+const { ctx, page, errors } = await launch({ webgpu: true });
+const step = (what) => console.error(`split-profile: ${what} (${Math.round(performance.now() / 1000)} s)`);
+try {
+  await page.goto(`${base}/${TINY}&backend=webgpu`);
+  await modelReady(page, 'stories260K.bin', 300_000);
+  const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
+  if (!/^WebGPU/.test(badge)) throw new Error(`not on WebGPU: ${badge}`);
+  step('model ready');
+  await session(page);
+  const worker = page.workers().find((w) => w.url().includes('worker_loader.js'));
+  const ran = await worker.evaluate(() => {
+    const bytes = new Uint8Array(self.alignlabSplit.exports.__split_coverage.buffer);
+    return bytes.reduce((out, b, i) => (b ? (out.push(i), out) : out), []);
+  });
+  // Each line of names.txt: the function's key, a tab, its stable name (tools/wasm-split/src/names.rs).
+  const keep = [...new Set(ran.map((i) => names[i]?.split('\t')[0]).filter(Boolean))].sort();
+  writeFileSync(OUT, [
+    `# Written by scripts/split-profile.mjs: the WebGPU worker's functions a session ran, ${keep.length} names`,
+    '# by key (FNV-1a of the name without its build hashes, tools/wasm-split/src/names.rs).',
+    '# Every function of the app itself stays too, so a change to alignlab does not outdate the list.',
+    '~alignlab',
+    ...keep,
+  ].join('\n') + '\n');
+  console.error(`split-profile: ${ran.length} of ${names.length - 1} functions ran; ${keep.length} keys in ${OUT}`);
+  if (errors.length) console.error(`split-profile: the page reported: ${errors.join('\n')}`);
+} finally {
+  await ctx.close().catch(() => {});
+  server.close();
+}
+
+/** What a class does on WebGPU, each on the GPU backend: the flows of tests/browser/methods.test.mjs. */
+async function session(page) {
+  const p = page.getByRole('tabpanel');
+  const tab = (name) => page.getByRole('tab', { name, exact: true }).click();
+  const trainWith = async (method, fields) => {
+    await tab('Train');
+    await p.getByLabel('Method').selectOption(method);
+    const r = await train(page, fields, 900_000);
+    step(`${method}: ${r.status}`);
+  };
+  const answers = async (options) => {
+    await generate(page, options);
+    await p.getByText(/first token after/).waitFor({ timeout: 300_000 });
+  };
+  await answers({ prompt: '', samples: 1, temperature: 0, tokens: 8 });
+  await answers({ prompt: 'Once upon a time', samples: 3, temperature: 1.0, tokens: 8, topK: 20 });
+  step('generated');
+  await p.getByLabel('Thumbs').check();
+  await p.getByRole('button', { name: 'Thumbs up for sample 1' }).click();
+  await p.getByRole('button', { name: 'Thumbs down for sample 2' }).click();
+  await trainWith('kto', { Steps: 2, 'Learning rate': 0.01 });
+  await tab('Generate & rank');
+  await p.getByText('Write the ideal answer (for SFT)').click();
+  await p.getByLabel('Ideal answer').fill(' there was a kind dragon.');
+  await p.getByRole('button', { name: 'Save ideal answer' }).click();
+  await trainWith('sft', { Steps: 2, 'Learning rate': 0.01 });
+  await importJsonl(page, [
+    { prompt: 'Once upon a time', chosen: ' there was a happy dog.', rejected: ' there was a sad cat.' },
+    { prompt: 'One day', chosen: ' the sun was warm and kind.', rejected: ' the rain was cold and mean.' },
+  ]);
+  await page.getByText(/Imported 2 preference pairs/).waitFor();
+  await trainWith('dpo', { Steps: 2, 'Learning rate': 0.01 });
+  await tab('Data');
+  await p.getByLabel('Prompts').fill('Once upon a time\nOne day');
+  await p.getByLabel('Prompts').dispatchEvent('change');
+  await p.getByRole('button', { name: 'Auto-label', exact: true }).click();
+  await p.getByText(/Auto-labelled \d+ of \d+ prompts/).waitFor({ timeout: 600_000 });
+  step('auto-labelled');
+  await trainWith('reward', { Steps: 2, 'Learning rate': 0.01, 'Held out': 0.5, 'Evaluate every': 1 });
+  await tab('Compare');
+  await p.getByRole('button', { name: 'Best of N' }).click();
+  await p.locator('ol.best li .score').filter({ hasText: 'reward model' }).first().waitFor({ timeout: 600_000 });
+  step('best of N');
+  await trainWith('rl', { Steps: 1, 'Learning rate': 0.005, 'Samples per prompt': 2, 'Max tokens': 6, 'Prompts per round': 1 });
+}
