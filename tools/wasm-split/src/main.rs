@@ -32,8 +32,8 @@ fn main() -> Result<()> {
             fs::write(primary, &out.primary).with_context(|| format!("writing {primary}"))?;
             fs::write(secondary, &out.secondary).with_context(|| format!("writing {secondary}"))?;
             eprintln!(
-                "wasm-split: {} of {} functions ({:.1} of {:.1} MB of code) moved to the secondary module",
-                out.moved, out.functions, out.moved_bytes as f64 / 1e6, out.code_bytes as f64 / 1e6
+                "wasm-split: {} of {} functions ({:.1} of {:.1} million instructions) moved to the secondary module",
+                out.moved, out.functions, out.moved_instructions as f64 / 1e6, out.instructions as f64 / 1e6
             );
             Ok(())
         }

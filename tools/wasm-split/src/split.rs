@@ -63,9 +63,9 @@ pub struct Split {
     /// Functions moved, of all local functions.
     pub moved: usize,
     pub functions: usize,
-    /// Their code bytes, of all local functions' (walrus's estimate).
-    pub moved_bytes: u64,
-    pub code_bytes: u64,
+    /// Their instructions, of all local functions'.
+    pub moved_instructions: u64,
+    pub instructions: u64,
 }
 
 pub fn split(bytes: &[u8], keep: &Keep) -> Result<Split> {
@@ -89,19 +89,19 @@ pub fn split(bytes: &[u8], keep: &Keep) -> Result<Split> {
             _ => None,
         })
         .collect();
-    let (mut moved, mut functions, mut moved_bytes, mut code_bytes) = (Vec::new(), 0, 0, 0);
+    let (mut moved, mut functions, mut moved_instructions, mut instructions) = (Vec::new(), 0, 0, 0);
     for (position, &id) in funcs.iter().enumerate() {
         let func = primary.funcs.get(id);
         let FunctionKind::Local(local) = &func.kind else { continue };
         let size = local.size();
         functions += 1;
-        code_bytes += size;
+        instructions += size;
         let listed = func.name.as_deref().is_none_or(|n| keep.keeps(n));
         if listed || size < MIN_BODY || exported.contains(&id) || primary.start == Some(id) || uses_segments(local) {
             continue;
         }
         moved.push(position);
-        moved_bytes += size;
+        moved_instructions += size;
     }
     let base = primary.tables.get(table).initial;
     let slots = base.checked_add(moved.len() as u64).context("table size overflows")?;
@@ -138,8 +138,8 @@ pub fn split(bytes: &[u8], keep: &Keep) -> Result<Split> {
         secondary: secondary.emit_wasm(),
         moved: moved.len(),
         functions,
-        moved_bytes,
-        code_bytes,
+        moved_instructions,
+        instructions,
     })
 }
 
