@@ -152,8 +152,9 @@ if (alignlabModel) {
 const split = `self.alignlabSplit = { exports: null, loaded: false };
 for (const name of ['instantiate', 'instantiateStreaming']) {
   const original = WebAssembly[name];
+  if (typeof original !== 'function') continue;
   WebAssembly[name] = async (source, imports) => {
-    const result = await original(source, { ...imports, split: { load: alignlabLoadRest } });
+    const result = await original.call(WebAssembly, source, { ...imports, split: { load: alignlabLoadRest } });
     self.alignlabSplit.exports = (result instanceof WebAssembly.Instance ? result : result.instance).exports;
     return result;
   };
