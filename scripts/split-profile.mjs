@@ -45,8 +45,12 @@ try {
   writeFileSync(OUT, [
     `# Written by scripts/split-profile.mjs: the WebGPU worker's functions a session ran, ${keep.length} names`,
     '# by key (FNV-1a of the name without its build hashes, tools/wasm-split/src/names.rs).',
-    '# Every function of the app itself stays too, so a change to alignlab does not outdate the list.',
+    `# rustc: ${execFileSync('rustc', ['--version'], { encoding: 'utf8' }).trim()} (scripts/build-web warns when it builds with another)`,
+    '# Every function of the app itself stays too, so a change to alignlab does not outdate the list,',
+    "# and std's own, whose internals a new compiler may rename.",
     '~alignlab',
+    '^std::',
+    '^<std::',
     ...keep,
   ].join('\n') + '\n');
   console.error(`split-profile: ${ran.length} of ${names.length - 1} functions ran; ${keep.length} keys in ${OUT}`);

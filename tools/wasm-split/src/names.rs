@@ -51,8 +51,13 @@ pub fn stable(name: &str) -> String {
 /// How the keep list holds a name: 16 hex digits of FNV-1a (64 bits) of its stable form, so the list
 /// is a tenth of the names' size (v0 names spell out every type argument).
 pub fn key(name: &str) -> String {
-    let hash = stable(name).bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}")
+    hash(&stable(name))
+}
+
+/// FNV-1a (64 bits) of a stable name, as 16 hex digits.
+pub fn hash(stable: &str) -> String {
+    let h = stable.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{h:016x}")
 }
 
 /// 16 lowercase hex digits.

@@ -24,27 +24,36 @@ use walrus::{
     GlobalKind, ImportKind, ImportedFunction, LocalFunction, Module, ValType,
 };
 
-use crate::names::key;
+use crate::names::{hash, stable};
 
 /// What the primary keeps: a keep list's lines are keys of names (`names.rs`), `~TEXT` keeps every
-/// function whose name contains TEXT, and `#` starts a comment.
+/// function whose name contains TEXT, `^TEXT` every one whose name starts with it, and `#` starts
+/// a comment.
 pub struct Keep {
     keys: HashSet<String>,
     containing: Vec<String>,
+    starting: Vec<String>,
 }
 
 impl Keep {
     pub fn parse(text: &str) -> Keep {
-        let lines = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#'));
-        let (containing, names): (Vec<&str>, Vec<&str>) = lines.partition(|l| l.starts_with('~'));
-        Keep {
-            keys: names.into_iter().map(str::to_owned).collect(),
-            containing: containing.into_iter().map(|l| l[1..].to_owned()).collect(),
+        let mut keep = Keep { keys: HashSet::new(), containing: Vec::new(), starting: Vec::new() };
+        for line in text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+            match (line.strip_prefix('~'), line.strip_prefix('^')) {
+                (Some(text), _) => keep.containing.push(text.to_owned()),
+                (_, Some(text)) => keep.starting.push(text.to_owned()),
+                _ => _ = keep.keys.insert(line.to_owned()),
+            }
         }
+        keep
     }
 
+    /// Patterns match the stable name: `core::`, not `core[c5930c85a12de822]::`.
     fn keeps(&self, name: &str) -> bool {
-        self.keys.contains(&key(name)) || self.containing.iter().any(|c| name.contains(c.as_str()))
+        let name = stable(name);
+        self.keys.contains(&hash(&name))
+            || self.containing.iter().any(|c| name.contains(c.as_str()))
+            || self.starting.iter().any(|s| name.starts_with(s.as_str()))
     }
 }
 
@@ -324,6 +333,15 @@ mod tests {
         );
         m.tables.get_mut(table).elem_segments.insert(segment);
         m.emit_wasm()
+    }
+
+    #[test]
+    fn keeps_listed_keys_and_patterns_on_stable_names() {
+        let keep = Keep::parse(&format!("# comment\n{}\n~alignlab\n^std::\n", key("a::b::h0123456789abcdef")));
+        assert!(keep.keeps("a::b::hfedcba9876543210[2]"), "the key of its stable name");
+        assert!(keep.keeps("<alignlab::Router<alignlab::Web>>::handle"));
+        assert!(keep.keeps("std[1a2b3c4d5e6f]::io::stdio::_print"), "a prefix of the stable name");
+        assert!(!keep.keeps("<std::Foo as burn::Bar>::baz") && !keep.keeps("a::c"));
     }
 
     #[test]
