@@ -6,9 +6,9 @@
 // it in headless Chromium on SwiftShader's WebGPU adapter, walks a session through the page on the
 // tiny model (generate, sample, every training method, judges, Compare), and lists the functions
 // that ran by their stable names (the symbol without its build hashes, tools/wasm-split/src/names.rs;
-// the list holds a 64-bit hash of each), so it outlives compiler and dependency updates; then run scripts/build-web again. Run it
-// when the worker's first download has to fetch the rest in a WebGPU session (the webgpu browser
-// test says so): a session then waits for a second download.
+// the list holds a 64-bit hash of each), so it outlives compiler and dependency updates. Run it when
+// a WebGPU session has to fetch the worker's rest (the webgpu browser test says so; the session
+// then waits for a second download), then scripts/build-web again.
 import { execFileSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';

@@ -149,7 +149,7 @@ if (alignlabModel) {
 // synchronous request: a Web Worker may make one) and instantiates it on the primary's exports,
 // which fills the table slots the primary calls through. The loader hands wasm-bindgen's
 // instantiation that import and keeps the primary's exports.
-const split = `self.alignlabSplit = { exports: null, loaded: false };
+const split = `self.alignlabSplit = { exports: null };
 for (const name of ['instantiate', 'instantiateStreaming']) {
   const original = WebAssembly[name];
   if (typeof original !== 'function') continue;
@@ -166,7 +166,6 @@ function alignlabLoadRest() {
   try { xhr.send(); } catch { /* a network error: status 0, said below */ }
   if (xhr.status !== 200) throw new Error(\`could not fetch worker_rest_bg.wasm, the rest of the engine (\${xhr.status ? 'HTTP ' + xhr.status : 'network error'}): reload the page once the network is back\`);
   new WebAssembly.Instance(new WebAssembly.Module(xhr.response), { primary: self.alignlabSplit.exports });
-  self.alignlabSplit.loaded = true;
 }
 `;
 const splitBuild = existsSync(join(stage, 'worker_rest_bg.wasm'));

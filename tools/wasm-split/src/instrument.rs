@@ -1,6 +1,7 @@
 //! Coverage for the keep list: every local function's first instruction marks its byte in a
 //! memory of its own, exported as `__split_coverage`. The n-th byte is the n-th line of the list
-//! written beside the module (the function's key and name, `names.rs`). (A second memory needs multi-memory: Chrome 120, Firefox 125.)
+//! written beside the module (the function's key and name, `names.rs`). A second memory needs
+//! multi-memory: Chrome 120, Firefox 125.
 
 use anyhow::Result;
 use walrus::ir::{MemArg, StoreKind, Value};
@@ -19,13 +20,11 @@ pub fn instrument(module: &mut Module) -> Result<Vec<String>> {
     let memory = module.memories.add_local(false, false, pages, Some(pages), None);
     module.exports.add(COVERAGE, memory);
     let mut names = Vec::with_capacity(count);
-    for (slot, func) in module.funcs.iter_mut().enumerate().filter_map(|(_, f)| match &f.kind {
-        FunctionKind::Local(_) => Some(f),
-        _ => None,
-    }).enumerate() {
+    for func in module.funcs.iter_mut() {
+        let FunctionKind::Local(local) = &mut func.kind else { continue };
+        let slot = names.len();
         let name = func.name.as_deref().unwrap_or_default();
         names.push(format!("{}\t{}", key(name), stable(name)));
-        let FunctionKind::Local(local) = &mut func.kind else { unreachable!() };
         let arg = MemArg { align: 1, offset: slot as u64 };
         local
             .builder_mut()

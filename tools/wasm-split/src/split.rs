@@ -21,7 +21,7 @@ use anyhow::{Context, Result, bail};
 use walrus::ir::{Instr, InstrLocId, UnaryOp, Visitor, dfs_in_order};
 use walrus::{
     ConstExpr, ElementItems, ElementKind, ExportItem, FunctionBuilder, FunctionId, FunctionKind,
-    GlobalKind, ImportKind, ImportedFunction, LocalFunction, Module, ValType,
+    GlobalKind, ImportId, ImportKind, ImportedFunction, LocalFunction, Module, ValType,
 };
 
 use crate::names::{hash, stable};
@@ -199,18 +199,16 @@ fn build_secondary(
             continue;
         }
         let ty = m.funcs.get(id).ty();
-        if let FunctionKind::Import(old) = &m.funcs.get(id).kind {
-            m.imports.delete(old.import);
-        }
-        let import = m.imports.add(PRIMARY, &format!("f{position}"), ImportKind::Function(id));
+        let old = match &m.funcs.get(id).kind {
+            FunctionKind::Import(old) => Some(old.import),
+            _ => None,
+        };
+        let import = from_primary(m, old, format!("f{position}"), ImportKind::Function(id));
         m.funcs.get_mut(id).kind = FunctionKind::Import(ImportedFunction { import, ty });
     }
     let memories: Vec<_> = m.memories.iter().map(|x| x.id()).collect();
     for (j, id) in memories.into_iter().enumerate() {
-        if let Some(old) = m.memories.get(id).import {
-            m.imports.delete(old);
-        }
-        let import = m.imports.add(PRIMARY, &format!("memory{j}"), ImportKind::Memory(id));
+        let import = from_primary(m, m.memories.get(id).import, format!("memory{j}"), ImportKind::Memory(id));
         let memory = m.memories.get_mut(id);
         memory.import = Some(import);
         memory.data_segments.clear();
@@ -225,10 +223,7 @@ fn build_secondary(
     }
     let tables: Vec<_> = m.tables.iter().map(|t| t.id()).collect();
     for (j, &id) in tables.iter().enumerate() {
-        if let Some(old) = m.tables.get(id).import {
-            m.imports.delete(old);
-        }
-        let import = m.imports.add(PRIMARY, &format!("table{j}"), ImportKind::Table(id));
+        let import = from_primary(m, m.tables.get(id).import, format!("table{j}"), ImportKind::Table(id));
         let table = m.tables.get_mut(id);
         table.import = Some(import);
         table.elem_segments.clear();
@@ -239,10 +234,11 @@ fn build_secondary(
     }
     let globals: Vec<_> = m.globals.iter().map(|g| g.id()).collect();
     for (j, id) in globals.into_iter().enumerate() {
-        if let GlobalKind::Import(old) = m.globals.get(id).kind {
-            m.imports.delete(old);
-        }
-        let import = m.imports.add(PRIMARY, &format!("global{j}"), ImportKind::Global(id));
+        let old = match m.globals.get(id).kind {
+            GlobalKind::Import(old) => Some(old),
+            GlobalKind::Local(_) => None,
+        };
+        let import = from_primary(m, old, format!("global{j}"), ImportKind::Global(id));
         m.globals.get_mut(id).kind = GlobalKind::Import(import);
     }
     let exports: Vec<_> = m.exports.iter().map(|e| e.id()).collect();
@@ -259,6 +255,15 @@ fn build_secondary(
     m.tables.get_mut(table).elem_segments.insert(segment);
     walrus::passes::gc::run(m);
     Ok(())
+}
+
+/// `name` from the primary: the secondary's import for an item, in place of `old`, the item's own
+/// import from JavaScript when it had one (the primary re-exports it).
+fn from_primary(m: &mut Module, old: Option<ImportId>, name: String, kind: ImportKind) -> ImportId {
+    if let Some(old) = old {
+        m.imports.delete(old);
+    }
+    m.imports.add(PRIMARY, &name, kind)
 }
 
 /// Whether a body names a data or element segment, or takes a function reference: those stay
