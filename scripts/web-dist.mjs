@@ -168,11 +168,10 @@ function alignlabLoadRest() {
   new WebAssembly.Instance(new WebAssembly.Module(xhr.response), { primary: self.alignlabSplit.exports });
 }
 `;
-const splitBuild = existsSync(join(stage, 'worker_rest_bg.wasm'));
 for (const w of ['worker', 'worker_mt']) {
   put(`${w}.js`, read(stage, `${w}.js`));
   put(`${w}_bg.wasm`, strip(read(stage, `${w}_bg.wasm`), `${w}_bg.wasm`));
-  if (w === 'worker' && splitBuild) put('worker_rest_bg.wasm', strip(read(stage, 'worker_rest_bg.wasm'), 'worker_rest_bg.wasm'));
+  if (w === 'worker') put('worker_rest_bg.wasm', strip(read(stage, 'worker_rest_bg.wasm'), 'worker_rest_bg.wasm'));
   // A module the browser refuses (no shared memory, out of memory) throws outside the promise, to
   // the page's onerror: the page says so, or starts another build, instead of waiting forever.
   put(`${w}_loader.js`, `${early}${w === 'worker' ? split : ''}importScripts('./${w}.js');\nwasm_bindgen({ module_or_path: './${w}_bg.wasm' }).catch((e) => setTimeout(() => { throw e; }));\n`);

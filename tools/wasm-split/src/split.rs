@@ -86,7 +86,7 @@ pub fn split(bytes: &[u8], keep: &Keep) -> Result<Split> {
     let funcs: Vec<FunctionId> = primary.funcs.iter().map(|f| f.id()).collect();
     let funcs2: Vec<FunctionId> = secondary.funcs.iter().map(|f| f.id()).collect();
     let table = primary.tables.main_function_table()?.context("the module has no function table")?;
-    let table_position = primary.tables.iter().position(|t| t.id() == table).unwrap_or(0);
+    let table_position = primary.tables.iter().position(|t| t.id() == table).context("the function table is not among the tables")?;
 
     // What moves: local functions off the list, not entry points, that touch no segment by index
     // (segments stay in the primary).
