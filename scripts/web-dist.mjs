@@ -27,7 +27,8 @@
 import { createHash } from 'node:crypto';
 import { cpSync, existsSync, mkdirSync, readFileSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { brotliCompressSync, constants, gunzipSync, gzipSync } from 'node:zlib';
+import { brotliCompress, constants, gunzipSync, gzip as zlibGzip } from 'node:zlib';
+import { promisify } from 'node:util';
 import { gzip as zopfli } from '@gfx/zopfli';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -210,16 +211,21 @@ for (const f of COPY_WWW) cpSync(join(WWW, f), join(dist, f), { recursive: true 
 // Files over this keep the faster settings: zlib's gzip, brotli at quality 9 (the workers).
 const BIG = 4e6;
 const walk = (d) => readdirSync(d).flatMap((f) => (statSync(join(d, f)).isDirectory() ? (f === 'models' ? [] : walk(join(d, f))) : [join(d, f)]));
-for (const path of walk(dist).filter((p) => /\.(wasm|js|css|html|json|svg|md)$/.test(p))) {
+// Every file at once: zlib's gzip and brotli run on libuv's threads, so the workers' copies take
+// both cores (zopfli runs on this thread meanwhile).
+const gzip = promisify(zlibGzip), brotli = promisify(brotliCompress);
+await Promise.all(walk(dist).filter((p) => /\.(wasm|js|css|html|json|svg|md)$/.test(p)).map(async (path) => {
   const raw = readFileSync(path);
-  const gz = raw.length <= BIG
-    ? await new Promise((ok, err) => zopfli(raw, { numiterations: 5 }, (e, out) => (e ? err(e) : ok(Buffer.from(out)))))
-    : gzipSync(raw, { level: 9 });
+  const [gz, br] = await Promise.all([
+    raw.length <= BIG
+      ? new Promise((ok, err) => zopfli(raw, { numiterations: 5 }, (e, out) => (e ? err(e) : ok(Buffer.from(out)))))
+      : gzip(raw, { level: 9 }),
+    brotli(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: raw.length > BIG ? 9 : 11, [constants.BROTLI_PARAM_SIZE_HINT]: raw.length } }),
+  ]);
   if (!gunzipSync(gz).equals(raw)) fail(`${path}.gz does not decompress to the file`);
-  const br = brotliCompressSync(raw, { params: { [constants.BROTLI_PARAM_QUALITY]: raw.length > BIG ? 9 : 11, [constants.BROTLI_PARAM_SIZE_HINT]: raw.length } });
   writeFileSync(`${path}.gz`, gz);
   writeFileSync(`${path}.br`, br);
-}
+}));
 
 rmSync(target, { recursive: true, force: true });
 renameSync(dist, target);
