@@ -3,6 +3,8 @@
 //!
 //!     alignlab-wasm-bindgen --target web|no-modules [--out-name NAME] --out-dir DIR IN.wasm
 //!
+//! No TypeScript declarations (the app has no TypeScript): the command's `--no-typescript`.
+//!
 //! One build tool instead of two: `cargo install wasm-bindgen-cli` also compiled the command's
 //! test runner, HTTP client and server and argument parser (138 s of a cold build on 2 cores);
 //! this one shares walrus with the splitter and is built from this crate's own lock file. The
@@ -41,9 +43,6 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
             }
             "--out-dir" => out_dir = Some(value()?),
             "--out-name" => out_name = Some(value()?),
-            // The app never wants TypeScript declarations; accepted so the command line reads
-            // as wasm-bindgen's.
-            "--no-typescript" => {}
             flag if flag.starts_with("--") => bail!("unknown option '{flag}'\n{USAGE}"),
             _ if input.is_none() => input = Some(arg),
             _ => bail!("more than one input module\n{USAGE}"),
@@ -87,10 +86,10 @@ mod tests {
 
     #[test]
     fn reads_the_command_lines_build_web_writes() {
-        let a = args("--target no-modules --no-typescript --out-dir stage --out-name worker_mt stage/worker-mt.wasm").unwrap();
+        let a = args("--target no-modules --out-dir stage --out-name worker_mt stage/worker-mt.wasm").unwrap();
         assert!(matches!(a.target, Target::NoModules));
         assert_eq!((a.out_dir.as_str(), a.out_name.as_deref(), a.input.as_str()), ("stage", Some("worker_mt"), "stage/worker-mt.wasm"));
-        let a = args("--target web --no-typescript --out-dir stage app.wasm").unwrap();
+        let a = args("--target web --out-dir stage app.wasm").unwrap();
         assert!(matches!(a.target, Target::Web));
         assert_eq!(a.out_name, None);
     }
