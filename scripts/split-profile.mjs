@@ -4,7 +4,8 @@
 // Needs a build (scripts/build-web): its whole worker, $CARGO_TARGET_DIR/web-stage/worker_whole_bg.wasm.
 // It instruments that module (every function marks a byte when it first runs), serves the app with
 // it in headless Chromium on SwiftShader's WebGPU adapter, walks a session through the page on the
-// tiny model (generate, sample, every training method, judges, Compare), and lists the functions
+// tiny model (generate, sample, every training method, judges, Compare, then a reload and an answer
+// from the restored adapter), and lists the functions
 // that ran by their stable names (the symbol without its build hashes, tools/wasm-split/src/names.rs;
 // the list holds a 64-bit hash of each), so it outlives compiler and dependency updates. Run it when
 // a WebGPU session has to fetch the worker's rest (the webgpu browser test says so; the session
@@ -35,11 +36,17 @@ try {
   if (!/^WebGPU/.test(badge)) throw new Error(`not on WebGPU: ${badge}`);
   step('model ready');
   await session(page);
-  const worker = page.workers().find((w) => w.url().includes('worker_loader.js'));
-  const ran = await worker.evaluate(() => {
-    const bytes = new Uint8Array(self.alignlabSplit.exports.__split_coverage.buffer);
-    return bytes.reduce((out, b, i) => (b ? (out.push(i), out) : out), []);
-  });
+  const ran = await coverage(page);
+  // A returning visit runs other code: the model read from the engine's cache instead of the
+  // network, the adapter and reward model given back to a fresh engine. The reload starts a new
+  // worker, so its coverage is read apart and added. (The page gives the adapter back before it
+  // asks for the answer: the engine takes its messages in order.)
+  await page.reload();
+  await modelReady(page, 'stories260K.bin', 300_000);
+  await generate(page, { prompt: 'Once upon a time', samples: 1, temperature: 0, tokens: 8 });
+  await page.getByRole('tabpanel').getByText(/first token after/).waitFor({ timeout: 300_000 });
+  step('reloaded');
+  for (const i of await coverage(page)) if (!ran.includes(i)) ran.push(i);
   // Each line of names.txt: the function's key, a tab, its stable name (tools/wasm-split/src/names.rs).
   const keep = [...new Set(ran.map((i) => names[i]?.split('\t')[0]).filter(Boolean))].sort();
   writeFileSync(OUT, [
@@ -58,6 +65,16 @@ try {
 } finally {
   await ctx.close().catch(() => {});
   server.close();
+}
+
+/** The indices of the functions the page's engine has run so far (the instrumented module marks a
+ * byte for each). */
+async function coverage(page) {
+  const worker = page.workers().find((w) => w.url().includes('worker_loader.js'));
+  return worker.evaluate(() => {
+    const bytes = new Uint8Array(self.alignlabSplit.exports.__split_coverage.buffer);
+    return bytes.reduce((out, b, i) => (b ? (out.push(i), out) : out), []);
+  });
 }
 
 /** What a class does on WebGPU, each on the GPU backend: the flows of tests/browser/methods.test.mjs. */

@@ -149,8 +149,9 @@ if (alignlabModel) {
 // functions is called. The primary module imports `split.load`, which fetches the rest (a
 // synchronous request: a Web Worker may make one) and instantiates it on the primary's exports,
 // which fills the table slots the primary calls through. The loader hands wasm-bindgen's
-// instantiation that import and keeps the primary's exports.
-const split = `self.alignlabSplit = { exports: null };
+// instantiation that import and keeps the primary's exports; `restLoaded` says whether the rest
+// was needed (the browser test of the WebGPU path reads it).
+const split = `self.alignlabSplit = { exports: null, restLoaded: false };
 for (const name of ['instantiate', 'instantiateStreaming']) {
   const original = WebAssembly[name];
   if (typeof original !== 'function') continue;
@@ -167,6 +168,7 @@ function alignlabLoadRest() {
   try { xhr.send(); } catch { /* a network error: status 0, said below */ }
   if (xhr.status !== 200) throw new Error(\`could not fetch worker_rest_bg.wasm, the rest of the engine (\${xhr.status ? 'HTTP ' + xhr.status : 'network error'}): reload the page once the network is back\`);
   new WebAssembly.Instance(new WebAssembly.Module(xhr.response), { primary: self.alignlabSplit.exports });
+  self.alignlabSplit.restLoaded = true;
 }
 `;
 for (const w of ['worker', 'worker_mt']) {

@@ -22,7 +22,11 @@ if ('serviceWorker' in navigator && 'caches' in window) {
     // visit never opened them.
     const library = await fetch('library/index.json').then((r) => r.json()).then((i) => i.files.map((f) => `library/${f}`)).catch(() => []);
     const samples = ['library/index.json', 'library/facts.json', 'probes.json', 'class/answers.json', ...library];
-    const urls = [location.pathname, ...workers.flatMap((w) => [`${w}_loader.js`, `${w}.js`, `${w}_bg.wasm`]), ...samples, ...loaded];
+    // The full build's second module (worker_rest_bg.wasm: what no profiled WebGPU session ran, the
+    // TRL hand-off's zip writer among it) is fetched by the engine only when first needed; kept
+    // now, so that need can come with no network.
+    const modules = (w) => [`${w}_loader.js`, `${w}.js`, `${w}_bg.wasm`, ...(w === 'worker' ? ['worker_rest_bg.wasm'] : [])];
+    const urls = [location.pathname, ...workers.flatMap(modules), ...samples, ...loaded];
     if (self.crossOriginIsolated) urls.push('worker_mt_thread.js');
     const cache = await caches.open('alignlab-app-v1');
     await Promise.all(urls.map(async (u) => { if (!(await cache.match(u))) await cache.add(u).catch(() => {}); }));

@@ -3,7 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { serve } from './server.mjs';
-import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, shot, train } from './lib.mjs';
+import { copyFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, shot, sleep, tempDir, train } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -18,7 +21,7 @@ test('without a WebGPU adapter the page falls back to the CPU and says why', { s
   await shot(page, 'fallback');
 });
 
-test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend', { skip, timeout: 15 * 60_000 }, async (t) => {
+test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend, hand off to TRL with no network', { skip, timeout: 15 * 60_000 }, async (t) => {
   const { server, base, paths } = await serve();
   const { ctx, page, errors, workers } = await launch({ webgpu: true });
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
@@ -49,8 +52,44 @@ test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend',
   assert.ok(Math.abs(first - Math.LN2) < 1e-3 && last < first, cell);
   await shot(page, 'webgpu-train');
   // The worker's first download held all a WebGPU session ran (tools/wasm-split): it never
-  // fetched the rest.
+  // needed the rest. (The page fetches the rest itself once the model is ready, to keep it.)
+  const engine = () => page.workers().find((w) => new URL(w.url()).pathname === '/worker_loader.js');
+  const restLoaded = () => engine().evaluate(() => self.alignlabSplit.restLoaded);
   assert.ok(paths.includes('/worker_bg.wasm'), paths.join(' '));
-  assert.ok(!paths.includes('/worker_rest_bg.wasm'), 'a WebGPU session needed worker_rest_bg.wasm: run scripts/split-profile.mjs, then scripts/build-web');
+  assert.equal(await restLoaded(), false, 'a WebGPU session needed worker_rest_bg.wasm: run scripts/split-profile.mjs, then scripts/build-web');
+
+  // A returning visit needs no more of it: the model read from the engine's cache, the trained
+  // adapter given back to a fresh engine (both in the profile).
+  await page.waitForFunction(() => navigator.serviceWorker?.controller != null, null, { timeout: 30_000 });
+  await page.reload();
+  await modelReady(page, 'stories260K.bin', 300_000);
+  await page.getByText('Restored your last adapter for this model.').waitFor();
+  await page.getByRole('tab', { name: 'Train' }).click();
+  await page.getByRole('tabpanel').getByText(/^Policy: .*the adapter kept from your last session/).waitFor({ timeout: 120_000 });
+  assert.equal(await restLoaded(), false, 'a returning WebGPU visit needed worker_rest_bg.wasm: run scripts/split-profile.mjs, then scripts/build-web');
+
+  // With no network the rest still comes when needed: the page keeps it after a visit, and the
+  // service worker serves it to the engine that started under it. The TRL hand-off's zip writer
+  // is in the rest.
+  const kept = () => page.evaluate(async () => Boolean(await (await caches.open('alignlab-app-v1')).match('worker_rest_bg.wasm')));
+  for (let i = 0; i < 120 && !(await kept()); i++) await sleep(500);
+  assert.ok(await kept(), 'the page did not keep worker_rest_bg.wasm for a visit with no network');
+  await ctx.setOffline(true);
+  try {
+    const [download] = await Promise.all([page.waitForEvent('download', { timeout: 120_000 }),
+      page.getByRole('tabpanel').getByRole('button', { name: 'Take it further in TRL' }).click()]);
+    assert.equal(download.suggestedFilename(), 'alignlab-dpo-trl.zip');
+    await page.getByText(/TRL hand-off downloaded/).waitFor();
+    assert.equal(await restLoaded(), true, 'the hand-off ran without the rest of the engine?');
+    // The adapter trained above is in the zip (two pairs hold none out, so there is no
+    // eval.jsonl).
+    const zip = join(tempDir('alab-'), 'handoff.zip');
+    copyFileSync(await download.path(), zip);
+    const names = execFileSync('python3', ['-c', 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); assert z.testzip() is None; print(" ".join(sorted(z.namelist())))', zip]).toString().trim();
+    assert.equal(names, 'README.md adapter/adapter_config.json adapter/adapter_model.safetensors train.jsonl train_trl.py');
+    await shot(page, 'webgpu-offline-handoff');
+  } finally {
+    await ctx.setOffline(false);
+  }
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), []);
 });
