@@ -4,8 +4,8 @@
 // Needs a build (scripts/build-web): its whole worker, $CARGO_TARGET_DIR/web-stage/worker_whole_bg.wasm.
 // It instruments that module (every function marks a byte when it first runs), serves the app with
 // it in headless Chromium on SwiftShader's WebGPU adapter, walks a session through the page on the
-// tiny model (generate, sample, every training method, judges, Compare, then a reload and an answer
-// from the restored adapter), and lists the functions
+// tiny model (generate, sample, every training method, judges, Compare, each technique tab, then a
+// reload and an answer from the restored adapter), and lists the functions
 // that ran by their stable names (the symbol without its build hashes, tools/wasm-split/src/names.rs;
 // the list holds a 64-bit hash of each), so it outlives compiler and dependency updates. Run it when
 // a WebGPU session has to fetch the worker's rest (the webgpu browser test says so; the session
@@ -15,7 +15,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { serve } from '../tests/browser/server.mjs';
-import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, tempDir, train } from '../tests/browser/lib.mjs';
+import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, setField, tempDir, train } from '../tests/browser/lib.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const target = process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache/alignlab/target');
@@ -36,6 +36,7 @@ try {
   if (!/^WebGPU/.test(badge)) throw new Error(`not on WebGPU: ${badge}`);
   step('model ready');
   await session(page);
+  await techniques(page);
   const ran = await coverage(page);
   // A returning visit runs other code: the model read from the engine's cache instead of the
   // network, the adapter and reward model given back to a fresh engine. The reload starts a new
@@ -65,6 +66,53 @@ try {
 } finally {
   await ctx.close().catch(() => {});
   server.close();
+}
+
+/** The technique tabs, each once, at the Train form's settings (one step): prompt variants,
+ * answers from documents and the fact check, the probes, the constitution's self-judging, the
+ * sample class and its group adapters, a reward-model ensemble, distillation. */
+async function techniques(page) {
+  const p = page.getByRole('tabpanel');
+  const tab = (name) => page.getByRole('tab', { name, exact: true }).click();
+  const until = (label, re) => page.waitForFunction(([l, r]) => new RegExp(r).test(document.querySelector(`[aria-label="${l}"]`)?.textContent ?? ''), [label, re.source], { timeout: 900_000 });
+  await tab('Prompting');
+  await p.getByLabel('Question', { exact: true }).fill('Who went to the park?');
+  await p.getByLabel('Reference answer').fill('Lily went to the park with her mom.');
+  await p.getByRole('button', { name: 'Try the variants' }).click();
+  await page.waitForFunction(() => [...document.querySelectorAll('[aria-label="Variant answers"] .score')].filter((s) => /nats\/token/.test(s.textContent)).length === 4, null, { timeout: 900_000 });
+  step('prompting');
+  await tab('Documents');
+  await p.getByLabel('Document question').fill('What year was the Quenby lighthouse first lit?');
+  await p.getByRole('button', { name: 'Ask', exact: true }).click();
+  await p.getByRole('article', { name: 'With documents' }).waitFor({ timeout: 900_000 });
+  await p.getByRole('button', { name: 'Check the facts' }).click();
+  await until('Fact summary', /^\d+ of \d+ questions/);
+  step('documents');
+  await tab('Probes');
+  await p.getByRole('button', { name: 'Run the probes' }).click();
+  await until('Probe summary', /^\d+ probes/);
+  step('probes');
+  await tab('Constitution');
+  await p.getByRole('button', { name: 'Judge and label' }).click();
+  await until('Self-judgement summary', /^\d+ answers: mean self-score/);
+  step('constitution');
+  await tab('Class');
+  await p.getByRole('button', { name: 'Open the sample class' }).click();
+  await p.getByRole('table', { name: 'Group agreement' }).waitFor();
+  await p.getByRole('button', { name: 'Train the group adapters' }).click();
+  await p.getByLabel('Group summary').waitFor({ timeout: 900_000 });
+  await page.waitForFunction(() => !document.querySelector('.class button.primary')?.disabled, null, { timeout: 900_000 });
+  step('rater groups');
+  await tab('Ensemble');
+  await setField(p, 'Members', 2);
+  await p.getByRole('button', { name: 'Train the ensemble' }).click();
+  await p.getByRole('table', { name: 'Ensemble accuracy' }).waitFor({ timeout: 900_000 });
+  step('ensemble');
+  await tab('Distill');
+  await setField(p, 'N', 2);
+  await p.getByRole('button', { name: 'Distill', exact: true }).click();
+  await p.getByRole('table', { name: 'Distillation' }).waitFor({ timeout: 900_000 });
+  step('distill');
 }
 
 /** The indices of the functions the page's engine has run so far (the instrumented module marks a
