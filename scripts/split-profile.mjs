@@ -70,7 +70,8 @@ try {
 
 /** The technique tabs, each once, at the Train form's settings (one step): prompt variants,
  * answers from documents and the fact check, the probes, the constitution's self-judging, the
- * sample class and its group adapters, a reward-model ensemble, distillation. */
+ * sample class and its group adapters, a reward-model ensemble, distillation and the weak critic's
+ * rerank. */
 async function techniques(page) {
   const p = page.getByRole('tabpanel');
   const tab = (name) => page.getByRole('tab', { name, exact: true }).click();
@@ -112,7 +113,10 @@ async function techniques(page) {
   await setField(p, 'N', 2);
   await p.getByRole('button', { name: 'Distill', exact: true }).click();
   await p.getByRole('table', { name: 'Distillation' }).waitFor({ timeout: 900_000 });
-  step('distill');
+  await setField(p, 'Weak critic', 'include=happy');
+  await p.getByRole('button', { name: 'Rerank with the weak critic' }).click();
+  await p.getByLabel('Weak-to-strong summary').waitFor({ timeout: 900_000 });
+  step('distill, weak to strong');
 }
 
 /** The indices of the functions the page's engine has run so far (the instrumented module marks a
