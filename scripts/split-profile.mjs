@@ -15,7 +15,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { serve } from '../tests/browser/server.mjs';
-import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, setField, tempDir, train } from '../tests/browser/lib.mjs';
+import { HAVE_TINY, TINY, fullEngine, generate, importJsonl, launch, modelReady, setField, tempDir, train } from '../tests/browser/lib.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const target = process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache/alignlab/target');
@@ -37,7 +37,7 @@ try {
   step('model ready');
   await session(page);
   await techniques(page);
-  const ran = await coverage(page);
+  const ran = new Set(await coverage(page));
   // A returning visit runs other code: the model read from the engine's cache instead of the
   // network, the adapter and reward model given back to a fresh engine. The reload starts a new
   // worker, so its coverage is read apart and added. (The page gives the adapter back before it
@@ -47,9 +47,9 @@ try {
   await generate(page, { prompt: 'Once upon a time', samples: 1, temperature: 0, tokens: 8 });
   await page.getByRole('tabpanel').getByText(/first token after/).waitFor({ timeout: 300_000 });
   step('reloaded');
-  for (const i of await coverage(page)) if (!ran.includes(i)) ran.push(i);
+  for (const i of await coverage(page)) ran.add(i);
   // Each line of names.txt: the function's key, a tab, its stable name (tools/wasm-split/src/names.rs).
-  const keep = [...new Set(ran.map((i) => names[i]?.split('\t')[0]).filter(Boolean))].sort();
+  const keep = [...new Set([...ran].map((i) => names[i]?.split('\t')[0]).filter(Boolean))].sort();
   writeFileSync(OUT, [
     `# Written by scripts/split-profile.mjs: the WebGPU worker's functions a session ran, ${keep.length} names`,
     '# by key (FNV-1a of the name without its build hashes, tools/wasm-split/src/names.rs).',
@@ -61,7 +61,7 @@ try {
     '^<std::',
     ...keep,
   ].join('\n') + '\n');
-  console.error(`split-profile: ${ran.length} of ${names.length - 1} functions ran; ${keep.length} keys in ${OUT}`);
+  console.error(`split-profile: ${ran.size} of ${names.length - 1} functions ran; ${keep.length} keys in ${OUT}`);
   if (errors.length) console.error(`split-profile: the page reported: ${errors.join('\n')}`);
 } finally {
   await ctx.close().catch(() => {});
@@ -122,8 +122,7 @@ async function techniques(page) {
 /** The indices of the functions the page's engine has run so far (the instrumented module marks a
  * byte for each). */
 async function coverage(page) {
-  const worker = page.workers().find((w) => w.url().includes('worker_loader.js'));
-  return worker.evaluate(() => {
+  return fullEngine(page).evaluate(() => {
     const bytes = new Uint8Array(self.alignlabSplit.exports.__split_coverage.buffer);
     return bytes.reduce((out, b, i) => (b ? (out.push(i), out) : out), []);
   });

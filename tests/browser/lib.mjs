@@ -55,6 +55,18 @@ export async function launch({ webgpu = false, profile } = {}) {
   return { ctx, page, errors, workers, profile: dir };
 }
 
+/** The engine's full build (WebGPU, or the CPU on one thread) running in the page, if it runs. */
+export function fullEngine(page) {
+  return page.workers().find((w) => new URL(w.url()).pathname === '/worker_loader.js');
+}
+
+/** Whether the full build's engine has loaded its second module, worker_rest_bg.wasm (the split
+ * loader of scripts/web-dist.mjs records it); null where the full build is not running. */
+export async function restLoaded(page) {
+  const engine = fullEngine(page);
+  return engine ? engine.evaluate(() => self.alignlabSplit.restLoaded) : null;
+}
+
 /** Waits until the model bar says the model is ready. */
 /**
  * Serves the app and opens it on the tiny model on the CPU, ready; closes both when `t` ends.

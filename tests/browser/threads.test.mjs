@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DIST, serve } from './server.mjs';
-import { generate, HAVE_TINY, importJsonl, launch, modelReady, shot, TINY, train } from './lib.mjs';
+import { generate, HAVE_TINY, importJsonl, launch, modelReady, restLoaded, shot, TINY, train } from './lib.mjs';
 
 const MODEL = 'SmolLM2-135M-Instruct (Q4_1)';
 const skip = existsSync(join(DIST, 'models/SmolLM2-135M-Instruct.Q4_1.gguf')) ? false : 'needs the default model in dist/models (scripts/setup, then scripts/build-web)';
@@ -35,9 +35,7 @@ async function session(isolated) {
     await shot(page, isolated ? 'threads' : 'one-thread');
     // Whether the full build's engine needed its second module (the page fetches it too, to keep
     // it for offline use, so the server's log cannot tell).
-    const full = page.workers().find((w) => new URL(w.url()).pathname === '/worker_loader.js');
-    const rest = full ? await full.evaluate(() => self.alignlabSplit.restLoaded) : null;
-    return { badge, cores, workers, answer, run, errors, rest };
+    return { badge, cores, workers, answer, run, errors, rest: await restLoaded(page) };
   } finally {
     await ctx.close();
     server.close();

@@ -6,7 +6,7 @@ import { serve } from './server.mjs';
 import { copyFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, shot, sleep, tempDir, train } from './lib.mjs';
+import { HAVE_TINY, TINY, generate, importJsonl, launch, modelReady, restLoaded, shot, sleep, tempDir, train } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -53,10 +53,8 @@ test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend, 
   await shot(page, 'webgpu-train');
   // The worker's first download held all a WebGPU session ran (tools/wasm-split): it never
   // needed the rest. (The page fetches the rest itself once the model is ready, to keep it.)
-  const engine = () => page.workers().find((w) => new URL(w.url()).pathname === '/worker_loader.js');
-  const restLoaded = () => engine().evaluate(() => self.alignlabSplit.restLoaded);
   assert.ok(paths.includes('/worker_bg.wasm'), paths.join(' '));
-  assert.equal(await restLoaded(), false, 'a WebGPU session needed worker_rest_bg.wasm: run scripts/split-profile.mjs, then scripts/build-web');
+  assert.equal(await restLoaded(page), false, 'a WebGPU session needed worker_rest_bg.wasm: run scripts/split-profile.mjs, then scripts/build-web');
 
   // A returning visit needs no more of it: the model read from the engine's cache, the trained
   // adapter given back to a fresh engine (both in the profile).
@@ -66,7 +64,7 @@ test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend, 
   await page.getByText('Restored your last adapter for this model.').waitFor();
   await page.getByRole('tab', { name: 'Train' }).click();
   await page.getByRole('tabpanel').getByText(/^Policy: .*the adapter kept from your last session/).waitFor({ timeout: 120_000 });
-  assert.equal(await restLoaded(), false, 'a returning WebGPU visit needed worker_rest_bg.wasm: run scripts/split-profile.mjs, then scripts/build-web');
+  assert.equal(await restLoaded(page), false, 'a returning WebGPU visit needed worker_rest_bg.wasm: run scripts/split-profile.mjs, then scripts/build-web');
 
   // With no network the rest still comes when needed: the page keeps it after a visit, and the
   // service worker serves it to the engine that started under it. The TRL hand-off's zip writer
@@ -80,7 +78,7 @@ test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend, 
       page.getByRole('tabpanel').getByRole('button', { name: 'Take it further in TRL' }).click()]);
     assert.equal(download.suggestedFilename(), 'alignlab-dpo-trl.zip');
     await page.getByText(/TRL hand-off downloaded/).waitFor();
-    assert.equal(await restLoaded(), true, 'the hand-off ran without the rest of the engine?');
+    assert.equal(await restLoaded(page), true, 'the hand-off ran without the rest of the engine?');
     // The adapter trained above is in the zip (two pairs hold none out, so there is no
     // eval.jsonl).
     const zip = join(tempDir('alab-'), 'handoff.zip');
