@@ -4,12 +4,15 @@
 // STAGE holds app.js, app_bg.wasm (wasm-bindgen --target web) and worker.js, worker_bg.wasm,
 // worker_mt.js, worker_mt_bg.wasm (--target no-modules, for classic Web Workers). DIST is
 // replaced only once the new copy is whole, so a failed build leaves the previous one:
-// - the page's files named by their hash (app-<hash>.js, app-<hash>_bg.wasm, style-<hash>.css),
-//   so a new build is never mixed with an old copy a browser kept; the workers keep fixed names
-//   (the page starts them by name, and the service worker asks for them by name);
+// - every file named by its hash (app-<hash>.js, app-<hash>_bg.wasm, style-<hash>.css, and each
+//   engine build's worker-<hash>_loader.js, worker-<hash>.js, worker-<hash>_bg.wasm,
+//   worker-<hash>_rest_bg.wasm), so a new deploy is never mixed with an old copy a browser kept,
+//   nor with the files an open page fetches later (the second module of the engine it runs, its
+//   threads' workers, an engine started again). The page learns its engines' names from its
+//   loader (`self.alignlabWorkers`), each engine its files' from its own;
 // - index.html from www/index.html with the stylesheet, preloads and loader added, each with its
 //   integrity hash; the loader is a file, init-<hash>.js, so the Content-Security-Policy can
-//   refuse every inline script;
+//   refuse every inline script; it also names each engine build's files;
 // - the wasm without the custom sections a browser never reads (function names, producers):
 //   about a sixth of the worker. Rust panics still say their file and line; for wasm stack
 //   traces with function names, build with ALIGNLAB_KEEP_NAMES=1;
@@ -112,12 +115,9 @@ put(`${app}_bg.wasm`, appWasm);
 const css = read(WWW, 'style.css');
 const style = `style-${hash(css)}.css`;
 put(style, css);
-const init = Buffer.from(`import init from './${app}.js';\nawait init({ module_or_path: './${app}_bg.wasm' });\n`);
-const initName = `init-${hash(init)}.js`;
-put(initName, init);
 
-// The engine's workers: fixed names, started by `new Worker('worker_loader.js')` (with WebGPU, and
-// the CPU on one thread) or `worker_mt_loader.js` (the CPU on every core) from the page.
+// The engine's workers, started by the page (src/app/client.rs) through a loader script: the full
+// build (with WebGPU, and the CPU on one thread) and the threaded one (the CPU on every core).
 // Each loader first starts the download of the model its URL names (`?model=`, set by the page's
 // src/app/client.rs), before the engine's wasm is fetched and compiled: from the models' cache
 // (the name src/worker/web/fetch.rs opens) or the network. The engine takes the response over
@@ -145,10 +145,11 @@ if (alignlabModel) {
 }
 `;
 // The WebGPU worker comes in two modules (tools/wasm-split, scripts/build-web): worker_bg.wasm,
-// what a WebGPU session runs, and worker_rest_bg.wasm, the rest, fetched the first time one of its
-// functions is called. The primary module imports `split.load`, which fetches the rest (a
-// synchronous request: a Web Worker may make one) and instantiates it on the primary's exports,
-// which fills the table slots the primary calls through. The loader hands wasm-bindgen's
+// what a WebGPU session runs, and worker_rest_bg.wasm (REST: its name in dist/), the rest, fetched
+// the first time one of its functions is called. The primary module imports `split.load`, which
+// fetches the rest (a synchronous request: a Web Worker may make one) and instantiates it on the
+// primary's exports, which fills the table slots the primary calls through (by index: a rest from
+// another build would fill them with the wrong functions, hence the names by hash). The loader hands wasm-bindgen's
 // instantiation that import and keeps the primary's exports; `restLoaded` says whether the rest
 // was needed (the browser test of the WebGPU path reads it).
 const split = `self.alignlabSplit = { exports: null, restLoaded: false };
@@ -163,26 +164,18 @@ for (const name of ['instantiate', 'instantiateStreaming']) {
 }
 function alignlabLoadRest() {
   const xhr = new XMLHttpRequest();
-  xhr.open('GET', './worker_rest_bg.wasm', false);
+  xhr.open('GET', 'REST', false);
   xhr.responseType = 'arraybuffer';
   try { xhr.send(); } catch { /* a network error: status 0, said below */ }
-  if (xhr.status !== 200) throw new Error(\`could not fetch worker_rest_bg.wasm, the rest of the engine (\${xhr.status ? 'HTTP ' + xhr.status : 'network error'}): reload the page once the network is back\`);
+  if (xhr.status !== 200) throw new Error(\`could not fetch REST, the rest of the engine (\${xhr.status ? 'HTTP ' + xhr.status : 'network error'}): reload the page once the network is back\`);
   new WebAssembly.Instance(new WebAssembly.Module(xhr.response), { primary: self.alignlabSplit.exports });
   self.alignlabSplit.restLoaded = true;
 }
 `;
-for (const w of ['worker', 'worker_mt']) {
-  put(`${w}.js`, read(stage, `${w}.js`));
-  put(`${w}_bg.wasm`, strip(read(stage, `${w}_bg.wasm`), `${w}_bg.wasm`));
-  if (w === 'worker') put('worker_rest_bg.wasm', strip(read(stage, 'worker_rest_bg.wasm'), 'worker_rest_bg.wasm'));
-  // A module the browser refuses (no shared memory, out of memory) throws outside the promise, to
-  // the page's onerror: the page says so, or starts another build, instead of waiting forever.
-  put(`${w}_loader.js`, `${early}${w === 'worker' ? split : ''}importScripts('./${w}.js');\nwasm_bindgen({ module_or_path: './${w}_bg.wasm' }).catch((e) => setTimeout(() => { throw e; }));\n`);
-}
 // One thread of the threaded build's pool (src/worker/web/threads.rs): the module and memory of
-// the worker that started it. An error is thrown outside the promise so that it reaches the
-// starting worker's onerror.
-put('worker_mt_thread.js', `importScripts('./worker_mt.js');
+// the worker that started it (JS: its bindings). An error is thrown outside the promise so that it
+// reaches the starting worker's onerror.
+const THREAD = `importScripts('JS');
 self.onmessage = ({ data: [module, memory] }) => {
   self.onmessage = null;
   wasm_bindgen({ module_or_path: module, memory }).then(() => {
@@ -190,7 +183,40 @@ self.onmessage = ({ data: [module, memory] }) => {
     wasm_bindgen.alignlab_thread();
   }, (e) => setTimeout(() => { throw e; }));
 };
+`;
+/** Writes one engine build's files, named by the hash of all of them, and returns their paths,
+ * the loader's first (the page starts it). */
+function engine(w) {
+  const js = read(stage, `${w}.js`);
+  const wasm = strip(read(stage, `${w}_bg.wasm`), `${w}_bg.wasm`);
+  const rest = w === 'worker' ? strip(read(stage, 'worker_rest_bg.wasm'), 'worker_rest_bg.wasm') : null;
+  const name = `${w}-${hash(early, split, THREAD, js, wasm, rest ?? '')}`;
+  const files = { [`${name}.js`]: js, [`${name}_bg.wasm`]: wasm };
+  let prelude = early;
+  if (rest) {
+    files[`${name}_rest_bg.wasm`] = rest;
+    prelude += split.replaceAll('REST', `./${name}_rest_bg.wasm`);
+  } else {
+    // One thread of its pool (src/worker/web/threads.rs reads the name here).
+    files[`${name}_thread.js`] = Buffer.from(THREAD.replace('JS', `./${name}.js`));
+    prelude += `self.alignlabThread = './${name}_thread.js';\n`;
+  }
+  // A module the browser refuses (no shared memory, out of memory) throws outside the promise, to
+  // the page's onerror: the page says so, or starts another build, instead of waiting forever.
+  const loader = `${prelude}importScripts('./${name}.js');\nwasm_bindgen({ module_or_path: './${name}_bg.wasm' }).catch((e) => setTimeout(() => { throw e; }));\n`;
+  for (const [f, bytes] of Object.entries(files)) put(f, bytes);
+  put(`${name}_loader.js`, loader);
+  return [`./${name}_loader.js`, ...Object.keys(files).map((f) => `./${f}`)];
+}
+const workers = { full: engine('worker'), threads: engine('worker_mt') };
+// The page's loader: the engines' names first (the page reads them as it starts one, and
+// www/offline.js keeps their files), then the page.
+const init = Buffer.from(`self.alignlabWorkers = ${JSON.stringify(workers)};
+import init from './${app}.js';
+await init({ module_or_path: './${app}_bg.wasm' });
 `);
+const initName = `init-${hash(init)}.js`;
+put(initName, init);
 
 // index.html: what the page loads, each with its integrity hash (crossorigin so that the preloads
 // are the very requests the loader makes).

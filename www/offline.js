@@ -16,19 +16,25 @@ if ('serviceWorker' in navigator && 'caches' in window) {
     // The engine's worker loads its own files; the page does not see them in its timeline. The
     // threaded CPU build is kept where the page can share memory, the full one where WebGPU can run
     // or the page cannot share memory (it is the CPU path on one thread): any page can continue on
-    // the CPU.
-    const workers = [...(self.crossOriginIsolated ? ['worker_mt'] : []), ...('gpu' in navigator || !self.crossOriginIsolated ? ['worker'] : [])];
+    // the CPU. Each build's files are listed by the page's loader (scripts/web-dist.mjs), the full
+    // build's second module among them: the engine fetches it only when first needed, and it is
+    // kept now so that need can come with no network.
+    const builds = self.alignlabWorkers ?? {};
+    const engines = [...(self.crossOriginIsolated ? [builds.threads] : []), ...('gpu' in navigator || !self.crossOriginIsolated ? [builds.full] : [])];
     // The sample files the tabs fetch when first opened (src/app/samples.rs), kept even if this
     // visit never opened them.
     const library = await fetch('library/index.json').then((r) => r.json()).then((i) => i.files.map((f) => `library/${f}`)).catch(() => []);
     const samples = ['library/index.json', 'library/facts.json', 'probes.json', 'class/answers.json', ...library];
-    // The full build's second module (worker_rest_bg.wasm: what no profiled WebGPU session ran, the
-    // TRL hand-off's zip writer among it) is fetched by the engine only when first needed; kept
-    // now, so that need can come with no network.
-    const modules = (w) => [`${w}_loader.js`, `${w}.js`, `${w}_bg.wasm`, ...(w === 'worker' ? ['worker_rest_bg.wasm'] : [])];
-    const urls = [location.pathname, ...workers.flatMap(modules), ...samples, ...loaded];
-    if (self.crossOriginIsolated) urls.push('worker_mt_thread.js');
+    const urls = [location.pathname, ...engines.flat().filter(Boolean), ...samples, ...loaded];
     const cache = await caches.open('alignlab-app-v1');
     await Promise.all(urls.map(async (u) => { if (!(await cache.match(u))) await cache.add(u).catch(() => {}); }));
+    // Files named by their hash that this deploy no longer names are an earlier deploy's: dropped,
+    // so the copy does not grow with every deploy (an engine is tens of MB).
+    const current = new Set([...urls, ...Object.values(builds).flat()].map((u) => new URL(u, location.href).pathname));
+    const hashed = /\/[a-z_]+-[0-9a-f]{16}[._]/;
+    for (const req of await cache.keys()) {
+      const path = new URL(req.url).pathname;
+      if (hashed.test(path) && !current.has(path)) await cache.delete(req);
+    }
   });
 }

@@ -20,8 +20,8 @@ struct Client {
     jobs: HashMap<JobId, Handler>,
     global: Option<Box<dyn Fn(Event)>>,
     next_job: JobId,
-    /// The script that started the worker (which build of the engine).
-    loader: &'static str,
+    /// The build of the engine the worker runs.
+    build: Build,
     /// The model the worker starts downloading before its engine has compiled (see [`start`]).
     early: Option<String>,
     /// Closures the worker calls; kept alive as long as it is.
@@ -41,29 +41,35 @@ pub fn spawn(pref: BackendPref, early: Option<String>, global: impl Fn(Event) + 
         c.global = Some(Box::new(global));
         c.early = early;
     });
-    start(loader(pref));
+    start(Build::for_pref(pref));
 }
 
-/// Starts the worker script `loader`, in place of the one running (if any).
-fn start(loader: &'static str) {
+/// Starts `build` of the engine, in place of the worker running (if any).
+fn start(build: Build) {
     let (old, early) = CLIENT.with(|c| {
         let mut c = c.borrow_mut();
+        c.build = build;
         (c.worker.take(), c.early.clone())
     });
     if let Some(w) = old {
         w.terminate();
     }
-    // `?v=` keeps a stale worker script out of the HTTP cache after a rebuild. `&model=`: the
-    // worker's loader starts that download at once, while the engine's wasm compiles (about a
-    // second on a slow machine), and the engine takes the response over when `Load` names it;
-    // `&max=`: only a file known to fit is pulled before the engine can check it.
-    let mut url = format!("./{loader}?v={}", env!("CARGO_PKG_VERSION"));
+    let Some(mut url) = build.script() else {
+        dispatch(Event::Fatal { message: "the page does not name its engine's files (self.alignlabWorkers, written by scripts/web-dist.mjs): reload the page".into() });
+        return;
+    };
+    // `?model=`: the worker's loader starts that download at once, while the engine's wasm
+    // compiles (about a second on a slow machine), and the engine takes the response over when
+    // `Load` names it; `&max=`: only a file known to fit is pulled before the engine can check it.
     if let Some(model) = early {
-        url.push_str("&model=");
+        url.push_str("?model=");
         url.push_str(&String::from(js_sys::encode_uri_component(&model)));
         url.push_str(&format!("&max={MAX_DOWNLOAD}"));
     }
-    let worker = Worker::new(&url).expect("cannot start the worker");
+    let Ok(worker) = Worker::new(&url) else {
+        dispatch(Event::Fatal { message: format!("the browser refused to start the engine's worker ({url})") });
+        return;
+    };
     let onmessage = Closure::<dyn FnMut(JsValue)>::new(|v: JsValue| {
         let ev: MessageEvent = v.unchecked_into();
         // The worker sends each event as a Uint8Array of postcard's bytes (`Event::to_bytes`).
@@ -86,26 +92,45 @@ fn start(loader: &'static str) {
     CLIENT.with(|c| {
         let mut c = c.borrow_mut();
         c.worker = Some(worker);
-        c.loader = loader;
         c._closures = vec![onmessage, onerror];
     });
 }
 
-/// The engine's builds, by the script that starts each: the full one (WebGPU, and the CPU on one
-/// thread), and the CPU alone on every core.
-const FULL: &str = "worker_loader.js";
-const CPU_THREADS: &str = "worker_mt_loader.js";
+/// The engine's builds: the full one (WebGPU, and the CPU on one thread), and the CPU alone on
+/// every core.
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+enum Build {
+    #[default]
+    Full,
+    Threads,
+}
 
-/// Which build of the engine to start: on the CPU where the page may share memory between workers
-/// (cross-origin isolated: served with COOP and COEP), the threaded one (no WebGPU code: a third
-/// of the download, and quicker to start); else the full one, on WebGPU or on one core. (A
-/// single-threaded CPU build of its own would save a non-isolated page without WebGPU 3.7 MB
-/// gzip beside its model's 100; it cost every build of the app a third compile of the engine.)
-fn loader(pref: BackendPref) -> &'static str {
-    let Some(window) = web_sys::window() else { return FULL };
-    let webgpu = js_sys::Reflect::get(&window.navigator(), &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null());
-    let isolated = js_sys::Reflect::get(&window, &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy());
-    if (pref == BackendPref::Cpu || !webgpu) && isolated { CPU_THREADS } else { FULL }
+impl Build {
+    /// Which build to start: on the CPU where the page may share memory between workers
+    /// (cross-origin isolated: served with COOP and COEP), the threaded one (no WebGPU code: a
+    /// third of the download, and quicker to start); else the full one, on WebGPU or on one core.
+    /// (A single-threaded CPU build of its own would save a non-isolated page without WebGPU 3.7
+    /// MB gzip beside its model's 100; it cost every build of the app a third compile of the
+    /// engine.)
+    fn for_pref(pref: BackendPref) -> Self {
+        let Some(window) = web_sys::window() else { return Self::Full };
+        let webgpu = js_sys::Reflect::get(&window.navigator(), &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null());
+        let isolated = js_sys::Reflect::get(&window, &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy());
+        if (pref == BackendPref::Cpu || !webgpu) && isolated { Self::Threads } else { Self::Full }
+    }
+
+    /// The script that starts this build. The page's loader lists each build's files, named by
+    /// the hash of their contents (`self.alignlabWorkers`, scripts/web-dist.mjs): a page never
+    /// starts an engine of another deploy, nor an engine a second module or threads of another.
+    fn script(self) -> Option<String> {
+        let key = match self {
+            Self::Full => "full",
+            Self::Threads => "threads",
+        };
+        let builds = js_sys::Reflect::get(&js_sys::global(), &"alignlabWorkers".into()).ok()?;
+        let files = js_sys::Reflect::get(&builds, &key.into()).ok()?;
+        js_sys::Reflect::get_u32(&files, 0).ok()?.as_string()
+    }
 }
 
 /// The threaded build failed before it was ready (its threads' workers refused, its shared memory
@@ -114,13 +139,13 @@ fn fell_back(ev: &Event) -> bool {
     let Event::Fatal { message } = ev else { return false };
     let threaded_failed = CLIENT.with(|c| {
         let c = c.borrow();
-        !c.ready && c.loader == CPU_THREADS
+        !c.ready && c.build == Build::Threads
     });
     if threaded_failed {
         // The message alone: printing the event with `{:?}` would put every event's Debug code
         // into the page's download.
         web_sys::console::warn_1(&format!("alignlab: the engine on one thread instead: {message}").into());
-        start(FULL);
+        start(Build::Full);
     }
     threaded_failed
 }

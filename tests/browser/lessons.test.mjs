@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { serve } from './server.mjs';
-import { followReadingStep, generate, HAVE_TINY, launch, modelReady, shot, tempDir, TINY, walkLesson } from './lib.mjs';
+import { followReadingStep, generate, HAVE_TINY, launch, modelReady, shot, sleep, tempDir, TINY, walkLesson } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 const LABS = resolve(import.meta.dirname, '../../www/labs');
@@ -191,9 +191,22 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
   });
 
   await t.test('after a visit the whole lab opens and runs with no network', async () => {
+    // An earlier deploy's files, as a visit before it would have kept them: dropped by this one.
+    const old = ['worker-0123456789abcdef_bg.wasm', 'app-0123456789abcdef.js'];
+    await page.evaluate(async (old) => {
+      const cache = await caches.open('alignlab-app-v1');
+      for (const f of old) await cache.put(f, new Response('an earlier deploy'));
+    }, old);
     await page.reload();
     await modelReady(page, 'stories260K.bin');
     await page.waitForFunction(() => navigator.serviceWorker?.controller != null, null, { timeout: 30_000 });
+    const keys = () => page.evaluate(async () => (await (await caches.open('alignlab-app-v1')).keys()).map((r) => new URL(r.url).pathname.slice(1)));
+    const left = async () => (await keys()).filter((f) => old.includes(f));
+    for (let i = 0; i < 120 && (await left()).length > 0; i++) await sleep(500);
+    assert.deepEqual(await left(), [], "an earlier deploy's files are still kept");
+    // This deploy's engine is kept, every file of it.
+    const kept = await keys();
+    for (const f of await page.evaluate(() => self.alignlabWorkers.threads)) assert.ok(kept.includes(f.slice(2)), `${f} not kept: ${kept.join(' ')}`);
     await ctx.setOffline(true);
     try {
       await page.reload();

@@ -45,19 +45,23 @@ export async function launch({ webgpu = false, profile } = {}) {
   });
   const page = ctx.pages()[0] ?? (await ctx.newPage());
   const errors = [];
-  // Every Web Worker the page starts, by path: which build of the engine it chose. (Counted at
+  // Every Web Worker the page starts, by its role's path: which build of the engine it chose. (Counted at
   // the start, not by the server's requests: a script can be fetched twice for one start while a
   // service worker takes control.)
   const workers = [];
-  page.on('worker', (w) => workers.push(new URL(w.url()).pathname));
+  page.on('worker', (w) => workers.push(role(new URL(w.url()).pathname)));
   page.on('pageerror', (e) => errors.push(String(e)));
   page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
   return { ctx, page, errors, workers, profile: dir };
 }
 
+/** A file of dist/ by its role: without the hash scripts/web-dist.mjs names it by
+ * (`/worker-<hash>_loader.js` is `/worker_loader.js`). */
+export const role = (path) => path.replace(/-[0-9a-f]{16}(?=[._])/, '');
+
 /** The engine's full build (WebGPU, or the CPU on one thread) running in the page, if it runs. */
 export function fullEngine(page) {
-  return page.workers().find((w) => new URL(w.url()).pathname === '/worker_loader.js');
+  return page.workers().find((w) => role(new URL(w.url()).pathname) === '/worker_loader.js');
 }
 
 /** Whether the full build's engine has loaded its second module, worker_rest_bg.wasm (the split

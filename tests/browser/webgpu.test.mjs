@@ -53,7 +53,13 @@ test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend, 
   await shot(page, 'webgpu-train');
   // The worker's first download held all a WebGPU session ran (tools/wasm-split): it never
   // needed the rest. (The page fetches the rest itself once the model is ready, to keep it.)
-  assert.ok(paths.includes('/worker_bg.wasm'), paths.join(' '));
+  // Its files are named by their hash (scripts/web-dist.mjs): an open page never mixes them with
+  // another deploy's, its second module least of all.
+  const files = await page.evaluate(() => self.alignlabWorkers.full);
+  assert.equal(files.length, 4, files.join(' '));
+  for (const f of files) assert.match(f, /^\.\/worker-[0-9a-f]{16}(_loader\.js|\.js|_bg\.wasm|_rest_bg\.wasm)$/);
+  const rest = files.find((f) => f.endsWith('_rest_bg.wasm'));
+  assert.ok(paths.includes(files.find((f) => f.endsWith('_bg.wasm') && f !== rest).slice(1)), paths.join(' '));
   assert.equal(await restLoaded(page), false, 'a WebGPU session needed worker_rest_bg.wasm: run scripts/split-profile.mjs, then scripts/build-web');
 
   // A returning visit needs no more of it: the model read from the engine's cache, the trained
@@ -69,7 +75,7 @@ test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend, 
   // With no network the rest still comes when needed: the page keeps it after a visit, and the
   // service worker serves it to the engine that started under it. The TRL hand-off's zip writer
   // is in the rest.
-  const kept = () => page.evaluate(async () => Boolean(await (await caches.open('alignlab-app-v1')).match('worker_rest_bg.wasm')));
+  const kept = () => page.evaluate(async (f) => Boolean(await (await caches.open('alignlab-app-v1')).match(f)), rest);
   for (let i = 0; i < 120 && !(await kept()); i++) await sleep(500);
   assert.ok(await kept(), 'the page did not keep worker_rest_bg.wasm for a visit with no network');
   await ctx.setOffline(true);

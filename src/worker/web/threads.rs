@@ -3,8 +3,8 @@
 //! the thread's loop. burn-flex's gemm and the host decoder's products then split their work over
 //! the cores as they do natively.
 //!
-//! A thread's worker is `worker_mt_thread.js` beside the engine's (scripts/web-dist.mjs writes
-//! it): it loads the bindings, waits for `[module, memory]`, instantiates, says so, and calls
+//! A thread's worker is `worker_mt-<hash>_thread.js` beside the engine's (scripts/web-dist.mjs
+//! writes it, and the engine's loader names it in `self.alignlabThread`): it loads the bindings, waits for `[module, memory]`, instantiates, says so, and calls
 //! [`alignlab_thread`], which waits for a thread of the pool to run. The workers come first and the
 //! pool after: a browser starts a worker only once its creator returns to its event loop, and
 //! rayon's `build_global` blocks until every thread of the pool runs.
@@ -85,7 +85,11 @@ async fn build() -> Result<usize, String> {
 fn spawn(i: usize) -> Result<Promise, JsValue> {
     let opts = WorkerOptions::new();
     opts.set_name(&format!("alignlab-thread-{i}"));
-    let worker = Worker::new_with_options("worker_mt_thread.js", &opts)?;
+    // The thread script of this very build (its name carries the build's hash).
+    let script = js_sys::Reflect::get(&js_sys::global(), &"alignlabThread".into())?
+        .as_string()
+        .ok_or_else(|| JsValue::from_str("the engine's loader did not name its threads' script (self.alignlabThread)"))?;
+    let worker = Worker::new_with_options(&script, &opts)?;
     let ready = Promise::new(&mut |resolve, reject| {
         worker.set_onmessage(Some(&resolve));
         worker.set_onerror(Some(&reject));
