@@ -1,13 +1,13 @@
 //! The training commands driven from a shell on llama2.c's stories260K (../shared/models):
 //! each writes TRL-named metrics and a PEFT adapter that the other commands load back.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::common::{alignlab, stories260k};
+use crate::common::{TempDir, alignlab, stories260k, temp_dir};
 use serde_json::Value;
 
 struct Fixture {
-    dir: PathBuf,
+    dir: TempDir,
     model: String,
     tok: String,
 }
@@ -15,9 +15,7 @@ struct Fixture {
 impl Fixture {
     fn new(name: &str) -> Option<Self> {
         let (model, tok) = stories260k()?;
-        let dir = std::env::temp_dir().join(format!("alignlab-cli-train-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp_dir(&format!("cli-train-{name}"));
         let mut prefs = String::new();
         let mut kto = String::new();
         let mut prompts = String::new();

@@ -106,11 +106,39 @@ pub fn tiny_checkpoint(tied: bool, seed: u64) -> Checkpoint {
     }
 }
 
-pub fn temp_dir(name: &str) -> PathBuf {
+/// A new empty folder under the system's temporary one for one test: removed when the test
+/// passes, kept (and named on stderr) when it fails, for a look at what the test left there.
+pub fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("alignlab-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
+}
+
+/// See [`temp_dir`]; reads as the folder's path.
+pub struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the failed test's files are kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }
 
 // ---- HF -----------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ fn err_of(r: alignlab::Result<impl Sized>) -> String {
     }
 }
 
-fn tiny_gguf_bytes(name: &str, types: &[(&str, GgmlType)]) -> (std::path::PathBuf, Vec<u8>) {
+fn tiny_gguf_bytes(name: &str, types: &[(&str, GgmlType)]) -> (TempDir, Vec<u8>) {
     let dir = temp_dir(name);
     let c = tiny_config(false);
     let path = dir.join("m.gguf");

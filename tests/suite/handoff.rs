@@ -179,8 +179,7 @@ fn plain_text_runs_hand_off_plain_text_and_the_script_and_zip_read_in_python() {
     assert!(readme.contains("python train_trl.py --model stories.gguf") && readme.contains("accelerate launch"));
 
     // Python's own zip reader gets every file back, byte for byte; the script compiles.
-    let dir = std::env::temp_dir().join(format!("alignlab-handoff-zip-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = crate::common::temp_dir("handoff-zip");
     let archive = dir.join("run.zip");
     std::fs::write(&archive, zip(&files).unwrap()).unwrap();
     let listed = python(
@@ -196,7 +195,6 @@ fn plain_text_runs_hand_off_plain_text_and_the_script_and_zip_read_in_python() {
         assert_eq!(*zhash, sha256_hex(bytes, &dir), "{name}");
     }
     assert!(Path::new(&dir.join("train_trl.py")).exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
