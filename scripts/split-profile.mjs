@@ -14,7 +14,7 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { DIST, serve } from '../tests/browser/server.mjs';
+import { DIST, SHARED_MODELS, serve } from '../tests/browser/server.mjs';
 import { HAVE_TINY, TINY, fullEngine, generate, importJsonl, launch, modelReady, setField, tempDir, train } from '../tests/browser/lib.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..');
@@ -73,8 +73,8 @@ try {
 
 /** The technique tabs, each once, at the Train form's settings (one step): prompt variants,
  * answers from documents and the fact check, the probes, the constitution's self-judging, the
- * sample class and its group adapters, a reward-model ensemble, distillation and the weak critic's
- * rerank. */
+ * sample class and its group adapters, a reward-model ensemble, distillation (from the best of N,
+ * then from a second model as the teacher) and the weak critic's rerank. */
 async function techniques(page) {
   const p = page.getByRole('tabpanel');
   const tab = (name) => page.getByRole('tab', { name, exact: true }).click();
@@ -116,6 +116,13 @@ async function techniques(page) {
   await setField(p, 'N', 2);
   await p.getByRole('button', { name: 'Distill', exact: true }).click();
   await p.getByRole('table', { name: 'Distillation' }).waitFor({ timeout: 900_000 });
+  // A second model as the teacher: it answers and scores without autodiff, tensors of a kind the
+  // student's (trainable) model never makes.
+  await p.getByLabel('Teacher', { exact: true }).selectOption('model');
+  await p.getByLabel('Teacher model').setInputFiles([join(SHARED_MODELS, 'stories260K.bin'), join(SHARED_MODELS, 'tok512.bin')]);
+  await p.getByText(/stories260K\.bin \(0\.\d+M parameters\)/).waitFor({ timeout: 60_000 });
+  await p.getByRole('button', { name: 'Distill', exact: true }).click();
+  await page.waitForFunction(() => [...document.querySelectorAll('table[aria-label="Distillation"] th')].some((th) => th.textContent.includes('log-prob per token')), null, { timeout: 900_000 });
   await setField(p, 'Weak critic', 'include=happy');
   await p.getByRole('button', { name: 'Rerank with the weak critic' }).click();
   await p.getByLabel('Weak-to-strong summary').waitFor({ timeout: 900_000 });
