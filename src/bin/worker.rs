@@ -1,5 +1,6 @@
 //! The browser app's Web Worker: loads the model and runs generation and training off the page's
-//! thread. Built by `scripts/build-web` (bindings for a classic worker, started by `worker_loader.js`).
+//! thread. Built by `scripts/build-web` (bindings for a classic worker, started by its loader,
+//! `worker-<hash>_loader.js`).
 
 #[cfg(target_arch = "wasm32")]
 unsafe extern "C" {
