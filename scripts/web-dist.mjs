@@ -4,7 +4,7 @@
 // STAGE holds app.js, app_bg.wasm (wasm-bindgen --target web) and worker.js, worker_bg.wasm,
 // worker_mt.js, worker_mt_bg.wasm (--target no-modules, for classic Web Workers). DIST is
 // replaced only once the new copy is whole, so a failed build leaves the previous one:
-// - every file named by its hash (app-<hash>.js, app-<hash>_bg.wasm, style-<hash>.css, and each
+// - the page's and the engines' code named by its hash (app-<hash>.js, app-<hash>_bg.wasm, style-<hash>.css, and each
 //   engine build's worker-<hash>_loader.js, worker-<hash>.js, worker-<hash>_bg.wasm,
 //   worker-<hash>_rest_bg.wasm), so a new deploy is never mixed with an old copy a browser kept,
 //   nor with the files an open page fetches later (the second module of the engine it runs, its
