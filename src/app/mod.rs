@@ -742,18 +742,21 @@ fn Banners() -> impl IntoView {
     };
     view! {
         {move || ctx.banner.get().map(|b| {
-            let device = b.fatal || matches!(b.kind, ErrorKind::Device | ErrorKind::OutOfMemory);
+            let updated = b.kind == ErrorKind::Updated;
+            let device = !updated && (b.fatal || matches!(b.kind, ErrorKind::Device | ErrorKind::OutOfMemory));
             let title = match b.kind {
                 ErrorKind::NonFinite => "Training stopped: the numbers blew up",
                 ErrorKind::Device => "The compute device failed",
                 ErrorKind::OutOfMemory => "Out of memory",
                 ErrorKind::Network => "Download failed",
                 ErrorKind::Invalid => "That did not work",
+                ErrorKind::Updated => "The app was updated",
             };
             let hint = match b.kind {
                 ErrorKind::NonFinite => "The last good weights are kept. Lower the learning rate or beta and train again.",
                 ErrorKind::OutOfMemory => "Your data and the last adapter are kept. Continue on the CPU, or use smaller settings (fewer samples, shorter answers, batch size 1).",
                 ErrorKind::Device => "Your data and the last adapter are kept. Restart on WebGPU, or continue on the CPU.",
+                ErrorKind::Updated => "Your data and the last adapter are kept. Reload the page to run the new version.",
                 _ => "",
             };
             view! {
@@ -764,6 +767,9 @@ fn Banners() -> impl IntoView {
                     <Show when=move || device>
                         <button on:click=move |_| restart(BackendPref::Cpu)>"Continue on CPU"</button>
                         <button on:click=move |_| restart(BackendPref::Auto)>"Restart on WebGPU"</button>
+                    </Show>
+                    <Show when=move || updated>
+                        <button class="primary" on:click=move |_| { let _ = web_sys::window().map(|w| w.location().reload()); }>"Reload the page"</button>
                     </Show>
                     <button on:click=move |_| ctx.banner.set(None)>"Dismiss"</button>
                 </div>

@@ -337,7 +337,13 @@ pub enum ErrorKind {
     /// Out of memory (GPU or wasm).
     OutOfMemory,
     Network,
+    /// A deploy since the page opened took its engine's files away: only a reload helps.
+    Updated,
 }
+
+/// What the engine's loader says when a deploy took its files away (scripts/web-dist.mjs writes the
+/// same words): the page then offers a reload, not a restart of the same engine.
+pub const APP_UPDATED: &str = "the app was updated since this page opened";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -501,8 +507,12 @@ impl ErrorKind {
     }
 
     /// Sorts a device failure or a crashed worker by its message: wgpu and wasm report an exhausted
-    /// GPU or heap as a device error or a trap, and only the text tells them apart.
+    /// GPU or heap as a device error or a trap, and only the text tells them apart (as it does a
+    /// loader that found its engine's files gone).
     pub fn of_crash(message: &str) -> Self {
+        if message.contains(APP_UPDATED) {
+            return Self::Updated;
+        }
         let m = message.to_lowercase().replace(' ', "");
         if m.contains("outofmemory") || m.contains("memoryaccessoutofbounds") || m.contains("allocationfailed") {
             Self::OutOfMemory
@@ -720,5 +730,10 @@ mod tests {
         assert_eq!(ErrorKind::of(&nan), ErrorKind::NonFinite);
         assert_eq!(ErrorKind::of(&crate::Error::Invalid("bad beta".into())), ErrorKind::Invalid);
         assert_eq!(ErrorKind::of(&crate::Error::Device("Out of memory".into())), ErrorKind::OutOfMemory);
+        let gone = format!("the engine's worker crashed: Uncaught Error: the rest of the engine (./worker-0123456789abcdef_rest_bg.wasm) is gone: {APP_UPDATED}; reload the page");
+        assert_eq!(ErrorKind::of_crash(&gone), ErrorKind::Updated);
+        // The loader's words are the page's: the page recognises what the loader says.
+        let dist = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/web-dist.mjs")).unwrap();
+        assert!(dist.contains(APP_UPDATED), "scripts/web-dist.mjs no longer says {APP_UPDATED:?}");
     }
 }

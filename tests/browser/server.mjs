@@ -18,7 +18,8 @@ const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'applic
 
 /** `encodings`: the precompressed copies this host serves, when the browser takes them (a host
  * with gzip_static and no brotli: `['gzip']`). */
-export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip'] } = {}) {
+/** `missing`: paths answered 404, as a host answers for files a deploy since took away. */
+export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip'], missing = [] } = {}) {
   const hosts = [], paths = [];
   // `/huge-model.gguf`: a file the server says is 3 GiB, of which it sends the first MiB and then
   // waits; whether the browser hung up, for the tests of a download the page must refuse.
@@ -39,6 +40,10 @@ export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip
     let base = DIST, path = decodeURIComponent(url.pathname);
     if (path.startsWith('/test-models/')) { base = SHARED_MODELS; path = path.slice('/test-models'.length); }
     if (path.endsWith('/')) path += 'index.html';
+    if (missing.includes(path)) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${path}`);
+      return;
+    }
     const file = join(base, normalize(path));
     if (!file.startsWith(base) || !existsSync(file) || !statSync(file).isFile()) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${path}`);

@@ -4,7 +4,7 @@
 // the same DPO losses, on SmolLM2 (the tiny model's products are too small to be split).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { DIST, serve } from './server.mjs';
 import { generate, HAVE_TINY, importJsonl, launch, modelReady, restLoaded, shot, TINY, train } from './lib.mjs';
@@ -81,4 +81,21 @@ test('a host that sends no COOP/COEP: the service worker isolates the page from 
   assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'the service worker added COOP and COEP');
   assert.equal(workers[0], '/worker_mt_loader.js', workers.join(', '));
   assert.match(await page.getByRole('status', { name: 'Compute backend' }).innerText(), /^CPU \(Flex, WebAssembly, (\d+ threads|one thread)\)/);
+});
+
+test("a deploy took the engine's rest away since the page opened: the page says to reload", { skip: HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)', timeout: 5 * 60_000 }, async (t) => {
+  // The full build on one thread (not cross-origin isolated) needs its second module on the CPU;
+  // here the host no longer has it, as after a deploy (a new build's files have other names).
+  const rest = readdirSync(DIST).find((f) => /^worker-[0-9a-f]{16}_rest_bg\.wasm$/.test(f));
+  const { server, base } = await serve({ isolated: false, missing: [`/${rest}`] });
+  const { ctx, page } = await launch();
+  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
+  await page.goto(`${base}/${TINY}&backend=cpu`);
+  const banner = page.getByRole('alert').filter({ hasText: 'The app was updated' });
+  await banner.waitFor({ timeout: 120_000 });
+  assert.match(await banner.innerText(), /is gone: the app was updated since this page opened; reload the page/);
+  // Restarting the same engine would fail the same way: the page offers only a reload.
+  assert.equal(await banner.getByRole('button', { name: 'Continue on CPU' }).count(), 0);
+  await banner.getByRole('button', { name: 'Reload the page' }).waitFor();
+  await shot(page, 'rest-gone');
 });
