@@ -167,7 +167,8 @@ function alignlabLoadRest() {
   xhr.open('GET', 'REST', false);
   xhr.responseType = 'arraybuffer';
   try { xhr.send(); } catch { /* a network error: status 0, said below */ }
-  // 404: a deploy since this page opened took this build's files away (their names change with it).
+  // 404: a deploy since this page opened took this build's files away (their names change with
+  // it). The page knows these words (APP_UPDATED, src/worker/protocol.rs) and offers a reload.
   if (xhr.status === 404) throw new Error('the rest of the engine (REST) is gone: the app was updated since this page opened; reload the page');
   if (xhr.status !== 200) throw new Error(\`could not fetch REST, the rest of the engine (\${xhr.status ? 'HTTP ' + xhr.status : 'network error'}): reload the page once the network is back\`);
   new WebAssembly.Instance(new WebAssembly.Module(xhr.response), { primary: self.alignlabSplit.exports });
