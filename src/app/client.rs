@@ -8,7 +8,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{ErrorEvent, MessageEvent, Worker};
 
-use crate::worker::protocol::{BackendPref, Event, JobId, MAX_DOWNLOAD, Request};
+use crate::worker::protocol::{APP_UPDATED, BackendPref, Event, JobId, MAX_DOWNLOAD, Request};
 
 type Handler = Box<dyn FnMut(Event)>;
 
@@ -54,13 +54,14 @@ fn start(build: Build) {
     if let Some(w) = old {
         w.terminate();
     }
-    let Some(mut url) = build.script() else {
+    let Some(script) = build.script() else {
         dispatch(Event::Fatal { message: "the page does not name its engine's files (self.alignlabWorkers, written by scripts/web-dist.mjs): reload the page".into() });
         return;
     };
     // `?model=`: the worker's loader starts that download at once, while the engine's wasm
     // compiles (about a second on a slow machine), and the engine takes the response over when
     // `Load` names it; `&max=`: only a file known to fit is pulled before the engine can check it.
+    let mut url = script.clone();
     if let Some(model) = early {
         url.push_str("?model=");
         url.push_str(&String::from(js_sys::encode_uri_component(&model)));
@@ -82,10 +83,11 @@ fn start(build: Build) {
             Err(e) => web_sys::console::error_1(&format!("alignlab: unreadable event from the worker: {e}").into()),
         }
     });
-    // A wasm trap (out of memory, a bug) kills the worker without a message of its own.
-    let onerror = Closure::<dyn FnMut(JsValue)>::new(|v: JsValue| {
-        let msg = v.dyn_ref::<ErrorEvent>().map(|e| e.message()).unwrap_or_else(|| "unknown error".into());
-        dispatch(Event::Fatal { message: format!("the engine's worker crashed: {msg}") });
+    // A wasm trap (out of memory, a bug) kills the worker without a message of its own. A script
+    // that never loaded comes with no message at all.
+    let onerror = Closure::<dyn FnMut(JsValue)>::new(move |v: JsValue| match v.dyn_ref::<ErrorEvent>() {
+        Some(e) => dispatch(Event::Fatal { message: format!("the engine's worker crashed: {}", e.message()) }),
+        None => wasm_bindgen_futures::spawn_local(not_started(script.clone())),
     });
     worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
     worker.set_onerror(Some(onerror.as_ref().unchecked_ref()));
@@ -94,6 +96,24 @@ fn start(build: Build) {
         c.worker = Some(worker);
         c._closures = vec![onmessage, onerror];
     });
+}
+
+/// The worker's script did not load: gone from the host (a deploy since the page opened renamed
+/// every engine file), or out of reach. Which one, the host says.
+async fn not_started(script: String) {
+    let status = match web_sys::window() {
+        Some(w) => wasm_bindgen_futures::JsFuture::from(w.fetch_with_str(&script))
+            .await
+            .ok()
+            .and_then(|r| r.dyn_into::<web_sys::Response>().ok())
+            .map(|r| r.status()),
+        None => None,
+    };
+    let message = match status {
+        Some(404) => format!("the engine's files ({script}) are gone: {APP_UPDATED}; reload the page"),
+        _ => format!("the engine's worker did not start ({script}): check the network, then reload the page"),
+    };
+    dispatch(Event::Fatal { message });
 }
 
 /// The engine's builds: the full one (WebGPU, and the CPU on one thread), and the CPU alone on

@@ -99,3 +99,18 @@ test("a deploy took the engine's rest away since the page opened: the page says 
   await banner.getByRole('button', { name: 'Reload the page' }).waitFor();
   await shot(page, 'rest-gone');
 });
+
+test('a deploy took the engine itself away before it started: the page says to reload', { skip: HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)', timeout: 5 * 60_000 }, async (t) => {
+  // Both builds' loaders gone, as when "Continue on CPU" starts an engine after a deploy: the
+  // threaded build fails, the page falls back to the full one, which fails too.
+  const loaders = readdirSync(DIST).filter((f) => /^worker(_mt)?-[0-9a-f]{16}_loader\.js$/.test(f)).map((f) => `/${f}`);
+  assert.equal(loaders.length, 2, loaders.join(' '));
+  const { server, base } = await serve({ missing: loaders });
+  const { ctx, page } = await launch();
+  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
+  await page.goto(`${base}/${TINY}&backend=cpu`);
+  const banner = page.getByRole('alert').filter({ hasText: 'The app was updated' });
+  await banner.waitFor({ timeout: 120_000 });
+  assert.match(await banner.innerText(), /the engine's files \(\.\/worker-[0-9a-f]{16}_loader\.js\) are gone: the app was updated since this page opened/);
+  await banner.getByRole('button', { name: 'Reload the page' }).waitFor();
+});
