@@ -11,11 +11,11 @@
 // a WebGPU session has to fetch the worker's rest (the webgpu browser test says so; the session
 // then waits for a second download), then scripts/build-web again.
 import { execFileSync } from 'node:child_process';
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { DIST, SHARED_MODELS, serve } from '../tests/browser/server.mjs';
-import { HAVE_TINY, TINY, fullEngine, generate, importJsonl, launch, modelReady, setField, tempDir, train } from '../tests/browser/lib.mjs';
+import { SHARED_MODELS, serve } from '../tests/browser/server.mjs';
+import { HAVE_TINY, TINY, distFile, fullEngine, generate, importJsonl, launch, modelReady, setField, tempDir, train } from '../tests/browser/lib.mjs';
 
 const ROOT = resolve(import.meta.dirname, '..');
 const target = process.env.CARGO_TARGET_DIR ?? join(homedir(), '.cache/alignlab/target');
@@ -27,9 +27,7 @@ const dir = tempDir('alignlab-split-');
 execFileSync(tool, ['instrument', join(target, 'web-stage/worker_whole_bg.wasm'), join(dir, 'worker.wasm'), join(dir, 'names.txt')], { stdio: 'inherit' });
 const names = readFileSync(join(dir, 'names.txt'), 'utf8').split('\n');
 // Served in place of the full build's first module, whatever its hash (scripts/web-dist.mjs).
-const primary = readdirSync(DIST).find((f) => /^worker-[0-9a-f]{16}_bg\.wasm$/.test(f));
-if (!primary) { console.error('split-profile: no worker-<hash>_bg.wasm in dist/: run scripts/build-web'); process.exit(1); }
-const { server, base } = await serve({ override: { [`/${primary}`]: readFileSync(join(dir, 'worker.wasm')) } });
+const { server, base } = await serve({ override: { [distFile('worker_bg.wasm')]: readFileSync(join(dir, 'worker.wasm')) } });
 const { ctx, page, errors } = await launch({ webgpu: true });
 const step = (what) => console.error(`split-profile: ${what} (${Math.round(performance.now() / 1000)} s)`);
 try {

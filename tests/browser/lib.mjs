@@ -1,10 +1,10 @@
 // Shared by the browser tests: launch Debian's Chromium (headless, fresh profile), open the app on
 // the tiny stories260K model, and small helpers. playwright-core has no `expect`: node:assert.
 import { chromium } from 'playwright-core';
-import { mkdtempSync, mkdirSync, existsSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, existsSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { SHARED_MODELS, serve } from './server.mjs';
+import { DIST, SHARED_MODELS, serve } from './server.mjs';
 
 export const SHOTS = resolve(import.meta.dirname, 'screenshots');
 mkdirSync(SHOTS, { recursive: true });
@@ -58,6 +58,13 @@ export async function launch({ webgpu = false, profile } = {}) {
 /** A file of dist/ by its role: without the hash scripts/web-dist.mjs names it by
  * (`/worker-<hash>_loader.js` is `/worker_loader.js`). */
 export const role = (path) => path.replace(/-[0-9a-f]{16}(?=[._])/, '');
+
+/** dist/'s file of a role (`worker_rest_bg.wasm`: `worker-<hash>_rest_bg.wasm`), as a path. */
+export function distFile(name) {
+  const file = readdirSync(DIST).find((f) => role(`/${f}`) === `/${name}`);
+  if (!file) throw new Error(`no ${name} in dist/, under any hash: run scripts/build-web`);
+  return `/${file}`;
+}
 
 /** The engine's full build (WebGPU, or the CPU on one thread) running in the page, if it runs. */
 export function fullEngine(page) {

@@ -40,12 +40,8 @@ export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip
     let base = DIST, path = decodeURIComponent(url.pathname);
     if (path.startsWith('/test-models/')) { base = SHARED_MODELS; path = path.slice('/test-models'.length); }
     if (path.endsWith('/')) path += 'index.html';
-    if (missing.includes(path)) {
-      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${path}`);
-      return;
-    }
     const file = join(base, normalize(path));
-    if (!file.startsWith(base) || !existsSync(file) || !statSync(file).isFile()) {
+    if (missing.includes(path) || !file.startsWith(base) || !existsSync(file) || !statSync(file).isFile()) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: ${path}`);
       return;
     }

@@ -4,13 +4,14 @@
 // the same DPO losses, on SmolLM2 (the tiny model's products are too small to be split).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { DIST, serve } from './server.mjs';
-import { generate, HAVE_TINY, importJsonl, launch, modelReady, restLoaded, shot, TINY, train } from './lib.mjs';
+import { distFile, generate, HAVE_TINY, importJsonl, launch, modelReady, restLoaded, shot, TINY, train } from './lib.mjs';
 
 const MODEL = 'SmolLM2-135M-Instruct (Q4_1)';
 const skip = existsSync(join(DIST, 'models/SmolLM2-135M-Instruct.Q4_1.gguf')) ? false : 'needs the default model in dist/models (scripts/setup, then scripts/build-web)';
+const skipTiny = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
 /** Opens the page on the default model, then a greedy answer and two DPO steps; what they showed. */
 async function session(isolated) {
@@ -66,7 +67,7 @@ test('the CPU path on every core gives the numbers of one core (SmolLM2)', { ski
   assert.deepEqual([...one.errors, ...all.errors], []);
 });
 
-test('a host that sends no COOP/COEP: the service worker isolates the page from the second visit', { skip: HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)', timeout: 5 * 60_000 }, async (t) => {
+test('a host that sends no COOP/COEP: the service worker isolates the page from the second visit', { skip: skipTiny, timeout: 5 * 60_000 }, async (t) => {
   const { server, base } = await serve({ isolated: false });
   const { ctx, page, workers } = await launch();
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
@@ -83,34 +84,31 @@ test('a host that sends no COOP/COEP: the service worker isolates the page from 
   assert.match(await page.getByRole('status', { name: 'Compute backend' }).innerText(), /^CPU \(Flex, WebAssembly, (\d+ threads|one thread)\)/);
 });
 
-test("a deploy took the engine's rest away since the page opened: the page says to reload", { skip: HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)', timeout: 5 * 60_000 }, async (t) => {
-  // The full build on one thread (not cross-origin isolated) needs its second module on the CPU;
-  // here the host no longer has it, as after a deploy (a new build's files have other names).
-  const rest = readdirSync(DIST).find((f) => /^worker-[0-9a-f]{16}_rest_bg\.wasm$/.test(f));
-  const { server, base } = await serve({ isolated: false, missing: [`/${rest}`] });
+/** Opens the page on the tiny model (`backend=cpu`) from a host that answers 404 for `missing`, as
+ * after a deploy (a new build's files have other names); the banner the page shows for it. */
+async function afterDeploy(t, { missing, isolated }) {
+  const { server, base } = await serve({ isolated, missing });
   const { ctx, page } = await launch();
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   await page.goto(`${base}/${TINY}&backend=cpu`);
   const banner = page.getByRole('alert').filter({ hasText: 'The app was updated' });
   await banner.waitFor({ timeout: 120_000 });
-  assert.match(await banner.innerText(), /is gone: the app was updated since this page opened; reload the page/);
   // Restarting the same engine would fail the same way: the page offers only a reload.
   assert.equal(await banner.getByRole('button', { name: 'Continue on CPU' }).count(), 0);
   await banner.getByRole('button', { name: 'Reload the page' }).waitFor();
+  return { page, banner };
+}
+
+test("a deploy took the engine's rest away since the page opened: the page says to reload", { skip: skipTiny, timeout: 5 * 60_000 }, async (t) => {
+  // The full build on one thread (not cross-origin isolated) needs its second module on the CPU.
+  const { page, banner } = await afterDeploy(t, { missing: [distFile('worker_rest_bg.wasm')], isolated: false });
+  assert.match(await banner.innerText(), /is gone: the app was updated since this page opened; reload the page/);
   await shot(page, 'rest-gone');
 });
 
-test('a deploy took the engine itself away before it started: the page says to reload', { skip: HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)', timeout: 5 * 60_000 }, async (t) => {
+test('a deploy took the engine itself away before it started: the page says to reload', { skip: skipTiny, timeout: 5 * 60_000 }, async (t) => {
   // Both builds' loaders gone, as when "Continue on CPU" starts an engine after a deploy: the
   // threaded build fails, the page falls back to the full one, which fails too.
-  const loaders = readdirSync(DIST).filter((f) => /^worker(_mt)?-[0-9a-f]{16}_loader\.js$/.test(f)).map((f) => `/${f}`);
-  assert.equal(loaders.length, 2, loaders.join(' '));
-  const { server, base } = await serve({ missing: loaders });
-  const { ctx, page } = await launch();
-  t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
-  await page.goto(`${base}/${TINY}&backend=cpu`);
-  const banner = page.getByRole('alert').filter({ hasText: 'The app was updated' });
-  await banner.waitFor({ timeout: 120_000 });
+  const { banner } = await afterDeploy(t, { missing: [distFile('worker_mt_loader.js'), distFile('worker_loader.js')], isolated: true });
   assert.match(await banner.innerText(), /the engine's files \(\.\/worker-[0-9a-f]{16}_loader\.js\) are gone: the app was updated since this page opened/);
-  await banner.getByRole('button', { name: 'Reload the page' }).waitFor();
 });

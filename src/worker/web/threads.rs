@@ -4,10 +4,11 @@
 //! the cores as they do natively.
 //!
 //! A thread's worker is `worker_mt-<hash>_thread.js` beside the engine's (scripts/web-dist.mjs
-//! writes it, and the engine's loader names it in `self.alignlabThread`): it loads the bindings, waits for `[module, memory]`, instantiates, says so, and calls
-//! [`alignlab_thread`], which waits for a thread of the pool to run. The workers come first and the
-//! pool after: a browser starts a worker only once its creator returns to its event loop, and
-//! rayon's `build_global` blocks until every thread of the pool runs.
+//! writes it, and the engine's loader names it in `self.alignlabThread`): it loads the bindings,
+//! waits for `[module, memory]`, instantiates, says so, and calls [`alignlab_thread`], which
+//! waits for a thread of the pool to run. The workers come first and the pool after: a browser
+//! starts a worker only once its creator returns to its event loop, and rayon's `build_global`
+//! blocks until every thread of the pool runs.
 
 use std::cell::RefCell;
 use std::sync::mpsc::{Receiver, Sender, channel};
