@@ -8,7 +8,7 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use web_sys::{ErrorEvent, MessageEvent, Worker};
 
-use crate::worker::protocol::{APP_UPDATED, BackendPref, Event, JobId, MAX_DOWNLOAD, Request};
+use crate::worker::protocol::{APP_UPDATED, BackendPref, Event, JobId, MAX_DOWNLOAD, Request, crash_message};
 
 type Handler = Box<dyn FnMut(Event)>;
 
@@ -86,7 +86,7 @@ fn start(build: Build) {
     // A wasm trap (out of memory, a bug) kills the worker without a message of its own. A script
     // that never loaded comes with no message at all.
     let onerror = Closure::<dyn FnMut(JsValue)>::new(move |v: JsValue| match v.dyn_ref::<ErrorEvent>() {
-        Some(e) => dispatch(Event::Fatal { message: format!("the engine's worker crashed: {}", e.message()) }),
+        Some(e) => dispatch(Event::Fatal { message: crash_message(&e.message()) }),
         None => wasm_bindgen_futures::spawn_local(not_started(script.clone())),
     });
     worker.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));

@@ -183,6 +183,8 @@ pub struct Ctx {
     pub model_source: RwSignal<Option<ModelSource>>,
     /// A model is being loaded (the old one, if any, still answers until the new one is ready).
     pub loading: RwSignal<bool>,
+    /// The engine's worker died (its banner says why); a restart or a reload starts another.
+    pub stopped: RwSignal<bool>,
     /// What the worker's policy is (base, LoRA or a full fine-tune) and its one-line description.
     pub policy: RwSignal<(PolicyKind, String)>,
     pub banner: RwSignal<Option<Banner>>,
@@ -345,6 +347,7 @@ fn start_engine(ctx: Ctx) {
     ctx.backend.set(None);
     ctx.model.set(None);
     ctx.loading.set(false);
+    ctx.stopped.set(false);
     let early = match ctx.model_source.get_untracked() {
         Some(ModelSource::Url { model, .. }) => Some(model),
         _ => None,
@@ -419,6 +422,9 @@ fn on_event(ctx: Ctx, ev: Event) {
         Event::Fatal { message } => {
             let kind = ErrorKind::of_crash(&message);
             ctx.training.set(false);
+            // Nothing is loading any more: the badge and the model box say so, not "Starting".
+            ctx.loading.set(false);
+            ctx.stopped.set(true);
             ctx.banner.set(Some(Banner { kind, message, fatal: true }));
         }
         _ => {}
@@ -549,6 +555,7 @@ fn App() -> impl IntoView {
         model: RwSignal::new(None),
         model_source: RwSignal::new(None),
         loading: RwSignal::new(true),
+        stopped: RwSignal::new(false),
         policy: RwSignal::new((PolicyKind::Base, "the base model".into())),
         banner: RwSignal::new(None),
         notice: RwSignal::new(None),
@@ -643,6 +650,7 @@ fn App() -> impl IntoView {
 fn BackendBadge() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let text = move || match ctx.backend.get() {
+        _ if ctx.stopped.get() => "The engine stopped (the message below says why)".to_string(),
         None => "Starting the engine…".to_string(),
         Some(b) if b.kind == BackendKind::Wgpu => format!(
             "WebGPU: {}{} · {}",

@@ -345,6 +345,15 @@ pub enum ErrorKind {
 /// same words): the page then offers a reload, not a restart of the same engine.
 pub const APP_UPDATED: &str = "the app was updated since this page opened";
 
+/// What the page says of a worker that died with an error: the browser's "Uncaught Error: " (it
+/// says only that nothing caught what the engine threw) taken off the engine's own words. A trap
+/// keeps its kind ("RuntimeError: memory access out of bounds").
+pub fn crash_message(browser: &str) -> String {
+    let said = browser.strip_prefix("Uncaught ").unwrap_or(browser);
+    let said = said.strip_prefix("Error: ").unwrap_or(said);
+    format!("the engine's worker crashed: {said}")
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RunState {
@@ -730,8 +739,12 @@ mod tests {
         assert_eq!(ErrorKind::of(&nan), ErrorKind::NonFinite);
         assert_eq!(ErrorKind::of(&crate::Error::Invalid("bad beta".into())), ErrorKind::Invalid);
         assert_eq!(ErrorKind::of(&crate::Error::Device("Out of memory".into())), ErrorKind::OutOfMemory);
-        let gone = format!("the engine's worker crashed: Uncaught Error: the rest of the engine (./worker-0123456789abcdef_rest_bg.wasm) is gone: {APP_UPDATED}; reload the page");
+        let gone = crash_message(&format!("Uncaught Error: the rest of the engine (./worker-0123456789abcdef_rest_bg.wasm) is gone: {APP_UPDATED}; reload the page"));
+        assert_eq!(gone, format!("the engine's worker crashed: the rest of the engine (./worker-0123456789abcdef_rest_bg.wasm) is gone: {APP_UPDATED}; reload the page"));
         assert_eq!(ErrorKind::of_crash(&gone), ErrorKind::Updated);
+        let trap = crash_message("Uncaught RuntimeError: memory access out of bounds");
+        assert_eq!(trap, "the engine's worker crashed: RuntimeError: memory access out of bounds");
+        assert_eq!(ErrorKind::of_crash(&trap), ErrorKind::OutOfMemory);
         // The loader's words are the page's: the page recognises what the loader says.
         // (Read at compile time: cargo rebuilds the test when the script changes.)
         let dist = include_str!("../../scripts/web-dist.mjs");

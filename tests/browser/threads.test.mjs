@@ -102,7 +102,12 @@ async function afterDeploy(t, { missing, isolated }) {
 test("a deploy took the engine's rest away since the page opened: the page says to reload", { skip: skipTiny, timeout: 5 * 60_000 }, async (t) => {
   // The full build on one thread (not cross-origin isolated) needs its second module on the CPU.
   const { page, banner } = await afterDeploy(t, { missing: [distFile('worker_rest_bg.wasm')], isolated: false });
-  assert.match(await banner.innerText(), /is gone: the app was updated since this page opened; reload the page/);
+  const said = await banner.innerText();
+  assert.match(said, /is gone: the app was updated since this page opened; reload the page/);
+  assert.doesNotMatch(said, /Uncaught|crashed: Error:/, "the browser's prefix is left in the engine's words");
+  // Nothing says it is still starting or loading.
+  assert.match(await page.getByRole('status', { name: 'Compute backend' }).innerText(), /^The engine stopped/);
+  assert.equal(await page.getByText(/^Loading: /).count(), 0);
   await shot(page, 'rest-gone');
 });
 
