@@ -3,6 +3,12 @@
 // A file of its own: the page's Content-Security-Policy forbids inline scripts.
 if ('serviceWorker' in navigator && 'caches' in window) {
   navigator.serviceWorker.register('sw.js').catch((e) => console.warn('alignlab: no offline copy:', e));
+  // Every open page of the lab holds this lock, shared, while it lives (the browser lets it go
+  // when the page closes): a visit drops an earlier deploy's files only when no other page is
+  // open, since a tab left open from before that deploy may still need its engine's files offline.
+  const OPEN = 'alignlab-open-page';
+  navigator.locks?.request(OPEN, { mode: 'shared' }, () => new Promise(() => {}));
+  const alone = async () => !navigator.locks || (await navigator.locks.query()).held.filter((l) => l.name === OPEN).length <= 1;
   // After the engine has loaded its model (or half a minute, if it never does), so these
   // downloads do not compete with the engine's own on the way to a ready model.
   const started = new Promise((ok) => {
@@ -29,12 +35,19 @@ if ('serviceWorker' in navigator && 'caches' in window) {
     const cache = await caches.open('alignlab-app-v1');
     await Promise.all(urls.map(async (u) => { if (!(await cache.match(u))) await cache.add(u).catch(() => {}); }));
     // Files named by their hash that this deploy no longer names are an earlier deploy's: dropped,
-    // so the copy does not grow with every deploy (an engine is tens of MB).
+    // so the copy does not grow with every deploy (an engine is tens of MB); kept while another
+    // page of the lab is open, for a later visit to drop. What was done is left in
+    // `alignlabOfflineCopy` (the browser tests read it).
+    if (!(await alone())) {
+      self.alignlabOfflineCopy = 'kept; earlier deploys left: another page of the lab is open';
+      return;
+    }
     const current = new Set([...urls, ...Object.values(builds).flat()].map((u) => new URL(u, location.href).pathname));
     const hashed = /\/[a-z_]+-[0-9a-f]{16}[._]/;
     for (const req of await cache.keys()) {
       const path = new URL(req.url).pathname;
       if (hashed.test(path) && !current.has(path)) await cache.delete(req);
     }
+    self.alignlabOfflineCopy = 'kept; earlier deploys dropped';
   });
 }

@@ -191,18 +191,41 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
   });
 
   await t.test('after a visit the whole lab opens and runs with no network', async () => {
-    // An earlier deploy's files, as a visit before it would have kept them: dropped by this one.
+    // An earlier deploy's files, as a visit before it would have kept them.
     const old = ['worker-0123456789abcdef_bg.wasm', 'app-0123456789abcdef.js'];
     await page.evaluate(async (old) => {
       const cache = await caches.open('alignlab-app-v1');
       for (const f of old) await cache.put(f, new Response('an earlier deploy'));
     }, old);
+    const keys = () => page.evaluate(async () => (await (await caches.open('alignlab-app-v1')).keys()).map((r) => new URL(r.url).pathname.slice(1)));
+    const left = async () => (await keys()).filter((f) => old.includes(f)).sort();
+    // What the visit did with the offline copy, once it has done it.
+    const copied = async (p = page) => {
+      for (let i = 0; i < 120; i++) {
+        const said = await p.evaluate(() => self.alignlabOfflineCopy);
+        if (said) return said;
+        await sleep(500);
+      }
+      return 'nothing after a minute';
+    };
+    // Kept while another page of the lab is open: a tab left open from that deploy may need them.
+    const other = await ctx.newPage();
+    try {
+      await other.goto(`${base}/${TINY}&backend=cpu`);
+      // The new page keeps them, as this one is open (and is done before this one reloads).
+      assert.match(await copied(other), /earlier deploys left: another page of the lab is open/);
+      await page.reload();
+      await modelReady(page, 'stories260K.bin');
+      assert.match(await copied(), /earlier deploys left: another page of the lab is open/);
+      assert.deepEqual(await left(), [...old].sort(), "an earlier deploy's files were dropped while another page was open");
+    } finally {
+      await other.close();
+    }
+    // Alone, the next visit drops them.
     await page.reload();
     await modelReady(page, 'stories260K.bin');
     await page.waitForFunction(() => navigator.serviceWorker?.controller != null, null, { timeout: 30_000 });
-    const keys = () => page.evaluate(async () => (await (await caches.open('alignlab-app-v1')).keys()).map((r) => new URL(r.url).pathname.slice(1)));
-    const left = async () => (await keys()).filter((f) => old.includes(f));
-    for (let i = 0; i < 120 && (await left()).length > 0; i++) await sleep(500);
+    assert.equal(await copied(), 'kept; earlier deploys dropped');
     assert.deepEqual(await left(), [], "an earlier deploy's files are still kept");
     // This deploy's engine is kept, every file of it.
     const kept = await keys();
