@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { serve } from './server.mjs';
-import { followReadingStep, generate, HAVE_TINY, launch, modelReady, shot, sleep, tempDir, TINY, walkLesson } from './lib.mjs';
+import { followReadingStep, generate, HAVE_TINY, launch, modelReady, shot, tempDir, TINY, walkLesson } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 const LABS = resolve(import.meta.dirname, '../../www/labs');
@@ -200,14 +200,7 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
     const keys = () => page.evaluate(async () => (await (await caches.open('alignlab-app-v1')).keys()).map((r) => new URL(r.url).pathname.slice(1)));
     const left = async () => (await keys()).filter((f) => old.includes(f)).sort();
     // What the visit did with the offline copy, once it has done it.
-    const copied = async (p = page) => {
-      for (let i = 0; i < 120; i++) {
-        const said = await p.evaluate(() => self.alignlabOfflineCopy);
-        if (said) return said;
-        await sleep(500);
-      }
-      return 'nothing after a minute';
-    };
+    const copied = async (p = page) => (await p.waitForFunction(() => self.alignlabOfflineCopy, null, { timeout: 60_000 })).jsonValue();
     // Kept while another page of the lab is open: a tab left open from that deploy may need them.
     const other = await ctx.newPage();
     try {
