@@ -650,7 +650,8 @@ fn App() -> impl IntoView {
 fn BackendBadge() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let text = move || match ctx.backend.get() {
-        _ if ctx.stopped.get() => "The engine stopped (the message below says why)".to_string(),
+        // Its banner says why, until dismissed: the badge says only what stays true.
+        _ if ctx.stopped.get() => "The engine stopped: reload the page to start it again".to_string(),
         None => "Starting the engine…".to_string(),
         Some(b) if b.kind == BackendKind::Wgpu => format!(
             "WebGPU: {}{} · {}",
