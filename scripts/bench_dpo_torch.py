@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Comparison benchmark: seconds per LoRA DPO training step in PyTorch + PEFT on the CPU.
+"""Comparison benchmark: seconds per LoRA DPO training step in PyTorch + PEFT (CPU, or a GPU).
 
 Run from the repository root, after `scripts/setup` (model) and `scripts/setup-bench` (peft in .venv-ref):
 
     .venv-ref/bin/python scripts/bench_dpo_torch.py [--threads 2] [--steps 5]
+    python3 scripts/bench_dpo_torch.py --model DIR --device cuda    # an HF directory, on a GPU
 
 The model is models/SmolLM2-135M-Instruct.Q4_1.gguf loaded by transformers' GGUF loader (every
 tensor dequantized to float32, as scripts/reference.py does), on the CPU with torch.set_num_threads(2),
@@ -96,7 +97,10 @@ def dpo_loss(pc, pr, rc, rr, beta):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (on the CPU only)")
+    ap.add_argument("--model", type=Path, default=MODEL_DIR / MODEL_FILE,
+                    help="a .gguf file (dequantized to float32) or an HF directory")
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU")
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--pairs", type=int, default=4)
     ap.add_argument("--prompt-len", type=int, default=64)
@@ -108,14 +112,16 @@ def main():
                     help="the head on completion positions only (TRL's use_logits_to_keep; alignlab's default)")
     args = ap.parse_args()
 
-    torch.set_num_threads(args.threads)
+    dev = torch.device(args.device)
+    if dev.type == "cpu":
+        torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     beta, lr, max_grad_norm = 0.1, 5e-5, 1.0
 
     t = time.perf_counter()
-    model = AutoModelForCausalLM.from_pretrained(
-        str(MODEL_DIR), gguf_file=MODEL_FILE, dtype=torch.float32, attn_implementation=args.attn
-    )
+    where = {"pretrained_model_name_or_path": str(args.model)} if args.model.is_dir() else \
+        {"pretrained_model_name_or_path": str(args.model.parent), "gguf_file": args.model.name}
+    model = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32, attn_implementation=args.attn).to(dev)
     model.config.use_cache = False
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
                       bias="none", task_type="CAUSAL_LM")
@@ -132,9 +138,9 @@ def main():
     prompt = torch.randint(100, vocab, (B, P), generator=g)
     chosen = torch.randint(100, vocab, (B, C), generator=g)
     rejected = torch.randint(100, vocab, (B, C), generator=g)
-    input_ids = torch.cat([torch.cat([prompt, chosen], 1), torch.cat([prompt, rejected], 1)], 0)  # [2B, P+C]
+    input_ids = torch.cat([torch.cat([prompt, chosen], 1), torch.cat([prompt, rejected], 1)], 0).to(dev)  # [2B, P+C]
     attention_mask = torch.ones_like(input_ids)
-    completion_mask = torch.cat([torch.zeros(2 * B, P, dtype=torch.long), torch.ones(2 * B, C, dtype=torch.long)], 1)
+    completion_mask = torch.cat([torch.zeros(2 * B, P, dtype=torch.long), torch.ones(2 * B, C, dtype=torch.long)], 1).to(dev)
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
@@ -180,7 +186,8 @@ def main():
         "peft": peft.__version__,
         "transformers": transformers.__version__,
         "logits_to_keep": keep,
-        "threads": args.threads,
+        "threads": args.threads if dev.type == "cpu" else None,
+        "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "CPU",
         "pairs": B,
         "seq_len": P + C,
         "prompt_len": P,

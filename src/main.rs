@@ -437,7 +437,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                 };
                 ids.truncate(32);
                 let cfg = SamplingConfig { num_samples: a.batch, ..SamplingConfig::greedy(a.tokens) };
-                let ((produced, _), best, _) = timed(a.repeats, &mut || {
+                let ((produced, first_seconds), best, _) = timed(a.repeats, &mut || {
                     let s = block_on(generate_on(a.decode, &model, &lm.tokenizer, &ids, &cfg, &mut |_| true))?;
                     Ok(s.iter().map(|s| s.tokens.len()).sum::<usize>())
                 })?;
@@ -451,15 +451,16 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                 };
                 json!({"backend": kind.name(), "device": desc, "what": "generate", "decode": route.name(),
                        "decode_weights": weights, "prompt_tokens": ids.len(),
-                       "batch": a.batch, "new_tokens": produced, "seconds": best, "tokens_per_s": produced as f64 / best})
+                       "batch": a.batch, "new_tokens": produced, "seconds": best, "tokens_per_s": produced as f64 / best,
+                       "first_seconds": first_seconds})
             }
             Bench::Score => {
                 ids.truncate(a.tokens);
                 let half = ids.len() / 2;
                 let pairs: Vec<_> = (0..a.batch).map(|_| (ids[..half].to_vec(), ids[half..].to_vec())).collect();
-                let (_, best, _) = timed(a.repeats, &mut || Ok(block_on(completion_logps(&model, session.pad(), &pairs))?))?;
+                let ((_, first_seconds), best, _) = timed(a.repeats, &mut || Ok(block_on(completion_logps(&model, session.pad(), &pairs))?))?;
                 json!({"backend": kind.name(), "device": desc, "what": "score", "batch": a.batch, "seq_len": ids.len(),
-                       "seconds": best, "tokens_per_s": (a.batch * ids.len()) as f64 / best})
+                       "seconds": best, "tokens_per_s": (a.batch * ids.len()) as f64 / best, "first_seconds": first_seconds})
             }
             Bench::Dpo => {
                 let mut run = train_cli::bench_dpo_run(&session, a.batch.max(1), a.precompute_ref_log_probs)?;
