@@ -26,7 +26,7 @@ impl Llama {
     /// Whether `device` decodes from the f16 copy: a GPU whose adapter computes in f16 (WebGPU's
     /// `shader-f16`, Vulkan's `shaderFloat16`). The CPU backends decode from their own compact
     /// copy ([`crate::decode`]). The copy halves a step's bytes and adds two casts per product
-    /// (docs/results.md: faster on lavapipe, 26 % slower on an H200, where launches bound a step).
+    /// (docs/results.md: faster on lavapipe; 26 % slower on an H200, bound by its product kernel).
     pub fn decodes_in_half(device: &Device) -> bool {
         !is_cpu(device) && device.supports_dtype(FloatDType::F16)
     }
