@@ -119,9 +119,10 @@ def main():
     beta, lr, max_grad_norm = 0.1, 5e-5, 1.0
 
     t = time.perf_counter()
-    where = {"pretrained_model_name_or_path": str(args.model)} if args.model.is_dir() else \
-        {"pretrained_model_name_or_path": str(args.model.parent), "gguf_file": args.model.name}
-    model = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32, attn_implementation=args.attn).to(dev)
+    folder, gguf = (args.model, None) if args.model.is_dir() else (args.model.parent, args.model.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(folder), gguf_file=gguf, dtype=torch.float32, attn_implementation=args.attn
+    ).to(dev)
     model.config.use_cache = False
     lora = LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
                       bias="none", task_type="CAUSAL_LM")

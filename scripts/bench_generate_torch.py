@@ -27,6 +27,8 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
+from bench_load import TEXT  # noqa: E402  (this folder is on sys.path when a script runs)
+
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -44,7 +46,7 @@ def main() -> int:
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     tok = AutoTokenizer.from_pretrained(str(args.model))
     model = AutoModelForCausalLM.from_pretrained(str(args.model), dtype=DTYPES[args.dtype]).to(dev).eval()
-    ids = tok("The quick brown fox jumps over the lazy dog. " * 64, add_special_tokens=False)["input_ids"][:32]
+    ids = tok(TEXT * 64, add_special_tokens=False)["input_ids"][:32]
     input_ids = torch.tensor([ids] * args.batch, device=dev)
     # No pad token in a bare tokenizer.json: pad with EOS, as generate would after a warning.
     pad = model.config.eos_token_id if model.config.pad_token_id is None else model.config.pad_token_id

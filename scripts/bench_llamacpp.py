@@ -42,10 +42,9 @@ import numpy as np
 import llama_cpp
 
 ROOT = Path(__file__).resolve().parent.parent
-from bench_load import OtherLoad  # noqa: E402  (this folder is on sys.path when a script runs)
+from bench_load import TEXT, OtherLoad  # noqa: E402  (this folder is on sys.path when a script runs)
 
 MODEL = ROOT / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
-TEXT = "The quick brown fox jumps over the lazy dog. "
 PROMPT_TOKENS = 32
 NEW_TOKENS = 64
 

@@ -1,7 +1,11 @@
-"""Shared by the comparison benchmarks: how busy the rest of the machine was while one ran."""
+"""Shared by the comparison benchmarks: how busy the rest of the machine was while one ran, and
+the text the decoding benchmarks take their prompt from."""
 
 import os
 import time
+
+# Repeated, tokenized, and cut to the prompt's length: what `alignlab bench generate` does (src/main.rs).
+TEXT = "The quick brown fox jumps over the lazy dog. "
 
 
 class OtherLoad:

@@ -13,7 +13,6 @@ file transformers would write changes how RoPE is stored), and a tied head is no
 """
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -38,7 +37,7 @@ def main() -> int:
     config = AutoConfig.from_pretrained(str(args.dir))
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
-    if json.loads((args.dir / "config.json").read_text()).get("tie_word_embeddings"):
+    if config.tie_word_embeddings:
         state.pop("lm_head.weight", None)
     save_file(state, str(args.dir / "model.safetensors"), metadata={"format": "pt"})
     params = sum(v.numel() for v in state.values())
