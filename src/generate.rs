@@ -258,14 +258,17 @@ pub async fn generate(
 #[cfg_attr(not(target_arch = "wasm32"), derive(clap::ValueEnum))]
 pub enum DecodePath {
     /// On the host from a compact copy of the weights when the model is on the CPU
-    /// ([`crate::decode`]); on a GPU that computes in f16, as `half`; on the model's device in
-    /// f32 otherwise.
+    /// ([`crate::decode`]); on a GPU from the decoding copy, in f16 where the GPU computes in f16
+    /// (`half`), else in f32 (`fused`).
     Auto,
-    /// Always on the model's device in f32, through burn: the reference the other paths are
-    /// checked against.
+    /// Always on the model's device in f32, through burn's forward pass on the model itself: the
+    /// reference the other paths are checked against.
     Device,
-    /// On the model's device with the products' weights in f16 ([`Llama::to_half`]): half the
-    /// bytes a step reads. Needs a GPU whose adapter computes in f16.
+    /// On the model's device from the decoding copy in f32 ([`Llama::for_decoding`]): adapters
+    /// merged, q/k/v and gate/up one product each. Needs a GPU.
+    Fused,
+    /// The decoding copy with the products' weights in f16: half the bytes a step reads. Needs a
+    /// GPU whose adapter computes in f16.
     Half,
 }
 
@@ -274,13 +277,18 @@ impl DecodePath {
     /// Where a generation's steps run for a model on `device`: `Auto` made concrete, and a path
     /// the device cannot take refused.
     pub fn on(self, device: &burn::tensor::Device) -> Result<Route> {
+        let cpu = crate::backend::is_cpu(device);
         let half = Llama::decodes_in_half(device);
         match self {
-            Self::Auto if crate::backend::is_cpu(device) => Ok(Route::Host),
+            Self::Auto if cpu => Ok(Route::Host),
             Self::Auto if half => Ok(Route::Half),
-            Self::Auto | Self::Device => Ok(Route::Device),
+            Self::Auto | Self::Fused if !cpu => Ok(Route::Fused),
+            Self::Device => Ok(Route::Device),
             Self::Half if half => Ok(Route::Half),
-            Self::Half => Err(Error::Device(
+            Self::Fused => Err(Error::Device(
+                "the decoding copy is for a GPU; on the CPU decode with auto or device".into(),
+            )),
+            Self::Auto | Self::Half => Err(Error::Device(
                 "this device does not compute in f16 (a CPU backend, or a GPU adapter without \
                  shader-f16); decode with auto or device"
                     .into(),
@@ -295,9 +303,11 @@ impl DecodePath {
 pub enum Route {
     /// On the host from a compact copy of the weights.
     Host,
-    /// Through burn on the model's device, in f32.
+    /// Through burn on the model's device, in f32, the model itself.
     Device,
-    /// Through burn on the model's device, the products in f16.
+    /// Through burn on the model's device, from the decoding copy in f32.
+    Fused,
+    /// Through burn on the model's device, from the decoding copy in f16.
     Half,
 }
 
@@ -307,7 +317,17 @@ impl Route {
         match self {
             Self::Host => "host",
             Self::Device => "device",
+            Self::Fused => "fused",
             Self::Half => "half",
+        }
+    }
+
+    /// The weights' type of the decoding copy this route decodes from, if it takes one.
+    fn copy_dtype(self) -> Option<burn::tensor::FloatDType> {
+        match self {
+            Self::Fused => Some(burn::tensor::FloatDType::F32),
+            Self::Half => Some(burn::tensor::FloatDType::F16),
+            Self::Host | Self::Device => None,
         }
     }
 }
@@ -345,8 +365,8 @@ pub async fn generate_on(
     let mut active: Vec<usize> = (0..n).collect();
 
     let route = path.on(&model.embed_tokens.weight.device())?;
-    let half = (route == Route::Half).then(|| model.to_half());
-    let model = half.as_ref().unwrap_or(model);
+    let copy = route.copy_dtype().map(|dtype| model.for_decoding(dtype));
+    let model = copy.as_ref().unwrap_or(model);
     let (mut decoder, mut rows) = Decoder::start(model, prompt, n, route).await?;
     let vocab = model.vocab_size();
 

@@ -1,9 +1,10 @@
 //! Grouped-query self-attention with rotary positions and an optional KV cache.
 
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::tensor::Tensor;
 
-use super::{KvCache, LoraLinear, RopeAngles, softmax};
+use super::{KvCache, LoraLinear, RopeAngles, linear, softmax};
 
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -11,6 +12,10 @@ pub struct Attention {
     pub k_proj: LoraLinear,
     pub v_proj: LoraLinear,
     pub o_proj: LoraLinear,
+    /// In a decoding copy only: `[Wq | Wk | Wv | Wq R | Wk R]`, q, k, v and their rotated halves
+    /// in one product ([`Llama::for_decoding`](super::Llama::for_decoding)); then `q_proj`,
+    /// `k_proj` and `v_proj` are not read.
+    pub qkv: Option<Linear>,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
@@ -25,13 +30,25 @@ impl Attention {
         mask: Option<&Tensor<4>>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
-        let [b, t, _] = x.dims();
+        let [b, t, d] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
 
         let split_heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
-        let q = rope.rotate(split_heads(self.q_proj.forward(x.clone()), h));
-        let k = rope.rotate(split_heads(self.k_proj.forward(x.clone()), kvh));
-        let v = split_heads(self.v_proj.forward(x), kvh);
+        let (q, k, v) = match &self.qkv {
+            Some(qkv) => {
+                let y = linear(x.reshape([b * t, d]), qkv);
+                let (qo, kvo) = (h * hd, kvh * hd);
+                let part = |at: usize, n: usize| split_heads(y.clone().narrow(1, at, n * hd).reshape([b, t, n * hd]), n);
+                let q = rope.rotate_with(part(0, h), part(qo + 2 * kvo, h));
+                let k = rope.rotate_with(part(qo, kvh), part(2 * qo + 2 * kvo, kvh));
+                (q, k, part(qo + kvo, kvh))
+            }
+            None => (
+                rope.rotate(split_heads(self.q_proj.forward(x.clone()), h)),
+                rope.rotate(split_heads(self.k_proj.forward(x.clone()), kvh)),
+                split_heads(self.v_proj.forward(x), kvh),
+            ),
+        };
 
         let (k, v) = match cache {
             Some((cache, layer)) => cache.append(layer, k, v),

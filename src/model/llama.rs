@@ -231,12 +231,14 @@ impl Llama {
                     num_heads: config.num_attention_heads,
                     num_kv_heads: config.num_key_value_heads,
                     head_dim: config.head_dim,
+                    qkv: None,
                 },
                 post_attention_layernorm: norm(weights, &format!("{p}.post_attention_layernorm"))?,
                 mlp: Mlp {
                     gate_proj: lin(weights, &format!("{p}.mlp.gate_proj"), f, d)?,
                     up_proj: lin(weights, &format!("{p}.mlp.up_proj"), f, d)?,
                     down_proj: lin(weights, &format!("{p}.mlp.down_proj"), d, f)?,
+                    gate_up: None,
                 },
             });
         }

@@ -6,7 +6,7 @@
 //! operands' strides (a transposed view is not copied). The backward is burn's:
 //! da = g b^T, db = a^T g, each only for an operand that is tracked.
 //!
-//! Weights in f16 (the copy [`Llama::to_half`](super::Llama::to_half) makes for decoding on a GPU)
+//! Weights in f16 (the copy [`Llama::for_decoding`](super::Llama::for_decoding) makes for decoding on a GPU)
 //! take their input in f16 and give their output back in the input's type.
 
 use burn::backend::autodiff::checkpoint::{base::Checkpointer, strategy::CheckpointStrategy};

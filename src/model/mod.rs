@@ -6,9 +6,9 @@ mod attention;
 mod cache;
 mod config;
 #[cfg(feature = "engine")]
-mod fused;
+mod decoding;
 #[cfg(feature = "engine")]
-mod half;
+mod fused;
 #[cfg(feature = "engine")]
 mod llama;
 pub mod lora;

@@ -71,7 +71,12 @@ pub struct RopeAngles {
 
 impl RopeAngles {
     pub fn rotate(&self, x: Tensor<4>) -> Tensor<4> {
-        x.clone() * self.cos.clone() + rotate_half(x) * self.sin.clone()
+        self.rotate_with(x.clone(), rotate_half(x))
+    }
+
+    /// `x cos + rotate_half(x) sin`, given `rotate_half(x)` (a decoding copy's product gives it).
+    pub fn rotate_with(&self, x: Tensor<4>, x_rotated: Tensor<4>) -> Tensor<4> {
+        x * self.cos.clone() + x_rotated * self.sin.clone()
     }
 }
 

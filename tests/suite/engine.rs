@@ -232,37 +232,46 @@ fn host_decoding_matches_the_forward_pass() {
     check(&lm.model, "adapter merged");
 }
 
-/// The f16 copy a GPU decodes with: it holds every product's weights in f16 and nothing else,
-/// its logits stay within f16's rounding of the f32 model's, with an adapter active too (merged
-/// into the copy's weights, and still in the model). Its numbers are computed on Flex, whose f16 products accumulate
-/// in f32 as cubek's do on a GPU, in milliseconds where lavapipe takes half a minute; stories260K
-/// runs the copy on wgpu against llama2.c. The head is a matrix of its own here, tied in
-/// stories260K and SmolLM2. Auto picks the copy on a GPU that computes in f16 (lavapipe does), and
-/// a device that does not refuses the path with a reason.
+/// The decoding copies a GPU decodes from ([`Llama::for_decoding`]): the f32 one gives the
+/// model's logits up to rounding (q, k, v and the rotated q and k from one product, gate and up
+/// from one), the f16 one holds every product's weights in f16 and stays within f16's rounding,
+/// with an adapter active too (merged into the copy's weights, and still in the model). Their
+/// numbers are computed on Flex, whose f16 products accumulate in f32 as cubek's do on a GPU, in
+/// milliseconds where lavapipe takes half a minute; stories260K runs both copies on wgpu against
+/// llama2.c. The head is a matrix of its own here, tied in stories260K and SmolLM2. Auto picks the
+/// f16 copy on a GPU that computes in f16 (lavapipe does), and a device that cannot take a path
+/// refuses it with a reason.
 #[test]
-fn half_decoding_stays_within_f16_rounding() {
+fn decoding_copies_match_the_model() {
     use alignlab::generate::{DecodePath, Route};
     use alignlab::model::{LoraConfig, Llama};
     use burn::module::Param;
-    use burn::tensor::{DType, Distribution, Tensor};
+    use burn::tensor::{DType, Distribution, FloatDType, Tensor};
 
     let gpu = device(BackendKind::Wgpu);
     assert!(Llama::decodes_in_half(&gpu), "the Vulkan adapter does not compute in f16 (lavapipe does)");
     assert_eq!(DecodePath::Auto.on(&gpu).unwrap(), Route::Half);
+    assert_eq!(DecodePath::Fused.on(&gpu).unwrap(), Route::Fused);
     assert_eq!(DecodePath::Device.on(&gpu).unwrap(), Route::Device);
     let dev = device(BackendKind::Flex);
     assert_eq!(DecodePath::Auto.on(&dev).unwrap(), Route::Host);
     let refused = DecodePath::Half.on(&dev).unwrap_err().to_string();
     assert!(refused.contains("f16") && refused.contains("auto or device"), "{refused}");
+    let refused = DecodePath::Fused.on(&dev).unwrap_err().to_string();
+    assert!(refused.contains("GPU") && refused.contains("auto or device"), "{refused}");
 
-    let half_logits = |model: &Llama| {
+    let copy_logits = |model: &Llama| {
         let (batch, _) = Batch::right_padded(model, &[SEQ.to_vec()], 0).unwrap();
         read_f32(model.forward(&batch, None)).unwrap()
     };
     let mut lm = tiny(BackendKind::Flex, false);
-    let half = lm.model.to_half();
-    for (name, lin) in half.linears() {
-        assert_eq!(lin.base.weight.val().dtype(), DType::F16, "{name}");
+    let half = lm.model.for_decoding(FloatDType::F16);
+    for (i, layer) in half.layers.iter().enumerate() {
+        let fused = [&layer.self_attn.qkv, &layer.mlp.gate_up];
+        assert!(fused.iter().all(|l| l.as_ref().unwrap().weight.val().dtype() == DType::F16), "layer {i}");
+        for lin in [&layer.self_attn.o_proj, &layer.mlp.down_proj] {
+            assert_eq!(lin.base.weight.val().dtype(), DType::F16, "layer {i}");
+        }
     }
     assert_eq!(half.embed_tokens.weight.val().dtype(), DType::F16);
     assert!(half.lm_head.iter().all(|h| h.weight.val().dtype() == DType::F16));
@@ -270,12 +279,14 @@ fn half_decoding_stays_within_f16_rounding() {
 
     let want = logits(&lm, &SEQ);
     let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let d = max_diff(&half_logits(&half), &want);
+    let d = max_diff(&copy_logits(&lm.model.for_decoding(FloatDType::F32)), &want);
+    assert!(d < 1e-4 * scale, "the f32 copy's logits differ by {d} (logits up to {scale})");
+    let d = max_diff(&copy_logits(&half), &want);
     // Rounded, not skipped: f16 keeps 11 significant bits (lavapipe: 0.0042 of 2.86).
     assert!(d > 0.0 && d < 1e-2 * scale, "half logits differ by {d} (logits up to {scale})");
 
-    // An adapter that changes the output, merged into the copy: it moves the half logits as far
-    // as the f32 ones, and they still agree.
+    // An adapter that changes the output, merged into the copies: it moves their logits as far as
+    // the model's, and they still agree.
     lm.model.add_lora(&LoraConfig { target_modules: vec!["q_proj".into(), "down_proj".into()], ..Default::default() }).unwrap();
     for (_, _, lin) in lm.model.linears_mut() {
         if let Some(l) = &mut lin.lora {
@@ -285,9 +296,11 @@ fn half_decoding_stays_within_f16_rounding() {
     }
     let adapted = logits(&lm, &SEQ);
     let moved = max_diff(&adapted, &want);
-    let merged = lm.model.to_half();
-    assert!(merged.linears().iter().all(|(_, lin)| lin.lora.is_none()), "the copy has its adapters merged");
+    for (dtype, tolerance) in [(FloatDType::F32, 1e-4), (FloatDType::F16, 1e-2)] {
+        let merged = lm.model.for_decoding(dtype);
+        assert!(merged.linears().iter().all(|(_, lin)| lin.lora.is_none()), "the copy has its adapters merged");
+        let d = max_diff(&copy_logits(&merged), &adapted);
+        assert!(d < tolerance * scale && moved > 10.0 * d, "{dtype:?}, with the adapter: differs by {d}, the adapter moved {moved}");
+    }
     assert_eq!(lm.model.linears().iter().filter(|(_, lin)| lin.lora.is_some()).count(), 4, "the model keeps its own");
-    let d = max_diff(&half_logits(&merged), &adapted);
-    assert!(d < 1e-2 * scale && moved > 10.0 * d, "with the adapter, half differs by {d}, the adapter moved {moved}");
 }

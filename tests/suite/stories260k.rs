@@ -12,12 +12,13 @@ One day, she saw a big, red ball. She wanted to play with it, but it was too hig
 #[test]
 fn greedy_story_matches_llama2c() {
     let Some((model, tok)) = stories260k() else { return };
-    // Flex decodes on the host, NdArray through burn in f32, wgpu with its products in f16 (the
-    // browser tests decode through burn in f32 on WebGPU: SwiftShader has no f16).
+    // Flex decodes on the host, NdArray through burn in f32, wgpu from the decoding copy in f16
+    // and in f32 (the browser tests decode from the f32 copy on WebGPU: SwiftShader has no f16).
     let paths = [
         (BackendKind::Flex, DecodePath::Auto),
         (BackendKind::Ndarray, DecodePath::Auto),
         (BackendKind::Wgpu, DecodePath::Half),
+        (BackendKind::Wgpu, DecodePath::Fused),
     ];
     for (kind, path) in paths {
         let lm = load_model(&model, Some(&tok), &device(kind), &mut |_: &str, _: f32| {}).unwrap();

@@ -1,0 +1,85 @@
+//! The decoding copy: the model as a GPU decodes from it, made at the start of a generation and
+//! dropped at its end, so it can never be older than the weights or the adapter it copies (a
+//! training step, a merge, a full fine-tune).
+//!
+//! A decoding step on a GPU has one row per sample, and on an H200 its time went to kernel
+//! launches: about a thousand a step at some 30 µs of the host's time each (docs/results.md). The
+//! copy has fewer of them:
+//! - merges every active LoRA adapter into its projection, `W + scaling A B`: no two small
+//!   products and an addition per projection per step;
+//! - puts q, k, v and the rotated q and k side by side, `[Wq | Wk | Wv | Wq R | Wk R]`, so a
+//!   layer's attention inputs are one product. `R` is RoPE's `rotate_half` as a signed permutation
+//!   of each head's columns, `[y1, y2] R = [-y2, y1]`, so `x (W R) = rotate_half(x W)` and the
+//!   rotation needs no slicing and concatenation per step ([`super::RopeAngles::rotate_with`]);
+//! - puts gate and up side by side, `[Wg | Wu]`: one product for both;
+//! - in f16 on a GPU that computes in f16, keeps the products' weights (the fused ones, o, down,
+//!   the embedding and the head) in half precision: half the bytes a step reads. The rest stays f32
+//!   as training has it: the residual stream, RMSNorm (it squares activations, and f16 overflows
+//!   above 65504, so at a value of about 256), the attention softmax, the rotary tables, the masks,
+//!   the key/value cache and the logits sampling reads. A product casts its input down to f16 and
+//!   its output back up ([`super::matmul`]); the embedding's rows come back up as they are looked
+//!   up.
+//!
+//! The copy's own q, k, v, gate and up projections are the model's, shared and not read.
+
+use burn::module::Param;
+use burn::nn::Linear;
+use burn::tensor::{Device, FloatDType, Tensor};
+
+use super::{Llama, LoraLinear};
+use crate::backend::is_cpu;
+
+impl Llama {
+    /// Whether `device` can decode from an f16 copy: a GPU whose adapter computes in f16
+    /// (WebGPU's `shader-f16`, Vulkan's `shaderFloat16`). The CPU backends decode from their own
+    /// compact copy ([`crate::decode`]).
+    pub fn decodes_in_half(device: &Device) -> bool {
+        !is_cpu(device) && device.supports_dtype(FloatDType::F16)
+    }
+
+    /// The decoding copy, its products' weights in `dtype` (f16 only where
+    /// [`Llama::decodes_in_half`]). The norms and the unfused projections' tensors are shared with
+    /// `self`, not copied.
+    pub fn for_decoding(&self, dtype: FloatDType) -> Self {
+        let mut copy = self.clone();
+        let cast = |w: Tensor<2>| Linear { weight: Param::from_tensor(w.cast(dtype)), bias: None };
+        for layer in &mut copy.layers {
+            let a = &mut layer.self_attn;
+            let hd = a.head_dim;
+            let (q, k) = (a.q_proj.effective_weight(), a.k_proj.effective_weight());
+            let v = a.v_proj.effective_weight();
+            let (q_rot, k_rot) = (rotate_half_columns(q.clone(), hd), rotate_half_columns(k.clone(), hd));
+            a.qkv = Some(cast(Tensor::cat(vec![q, k, v, q_rot, k_rot], 1)));
+            let m = &mut layer.mlp;
+            m.gate_up = Some(cast(Tensor::cat(vec![m.gate_proj.effective_weight(), m.up_proj.effective_weight()], 1)));
+            for lin in [&mut a.o_proj, &mut m.down_proj] {
+                lin.base = cast(lin.effective_weight());
+            }
+            for lin in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj, &mut m.gate_proj, &mut m.up_proj, &mut m.down_proj] {
+                // Merged above: nothing left to add.
+                unadapted(lin);
+            }
+        }
+        let weight = &mut copy.embed_tokens.weight;
+        *weight = Param::from_tensor(weight.val().cast(dtype));
+        if let Some(head) = &mut copy.lm_head {
+            head.weight = Param::from_tensor(head.weight.val().cast(dtype));
+        }
+        copy
+    }
+}
+
+fn unadapted(lin: &mut LoraLinear) {
+    lin.lora = None;
+    lin.merged = false;
+}
+
+/// `W R` for `W [in, heads * head_dim]`: within each head, the columns `[w1, w2]` become
+/// `[-w2, w1]`, so that `x (W R) = rotate_half(x W)`.
+fn rotate_half_columns(w: Tensor<2>, head_dim: usize) -> Tensor<2> {
+    let [d_in, d_out] = w.dims();
+    let half = head_dim / 2;
+    let w = w.reshape([d_in, d_out / head_dim, 2, half]);
+    let (w1, w2) = (w.clone().narrow(2, 0, 1), w.narrow(2, 1, 1));
+    Tensor::cat(vec![w2.neg(), w1], 2).reshape([d_in, d_out])
+}
