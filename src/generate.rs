@@ -280,15 +280,16 @@ impl DecodePath {
         let cpu = crate::backend::is_cpu(device);
         let half = Llama::decodes_in_half(device);
         match self {
+            Self::Device => Ok(Route::Device),
             Self::Auto if cpu => Ok(Route::Host),
             Self::Auto if half => Ok(Route::Half),
-            Self::Auto | Self::Fused if !cpu => Ok(Route::Fused),
-            Self::Device => Ok(Route::Device),
-            Self::Half if half => Ok(Route::Half),
-            Self::Fused => Err(Error::Device(
+            Self::Auto => Ok(Route::Fused),
+            Self::Fused if cpu => Err(Error::Device(
                 "the decoding copy is for a GPU; on the CPU decode with auto or device".into(),
             )),
-            Self::Auto | Self::Half => Err(Error::Device(
+            Self::Fused => Ok(Route::Fused),
+            Self::Half if half => Ok(Route::Half),
+            Self::Half => Err(Error::Device(
                 "this device does not compute in f16 (a CPU backend, or a GPU adapter without \
                  shader-f16); decode with auto or device"
                     .into(),

@@ -26,7 +26,8 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{Device, FloatDType, Tensor};
 
-use super::{Llama, LoraLinear};
+use super::Llama;
+use super::rope::rotate_half;
 use crate::backend::is_cpu;
 
 impl Llama {
@@ -55,10 +56,10 @@ impl Llama {
             for lin in [&mut a.o_proj, &mut m.down_proj] {
                 lin.base = cast(lin.effective_weight());
             }
-            for lin in [&mut a.q_proj, &mut a.k_proj, &mut a.v_proj, &mut a.o_proj, &mut m.gate_proj, &mut m.up_proj, &mut m.down_proj] {
-                // Merged above: nothing left to add.
-                unadapted(lin);
-            }
+        }
+        for (_, _, lin) in copy.linears_mut() {
+            // Merged above: nothing left to add.
+            lin.lora = None;
         }
         let weight = &mut copy.embed_tokens.weight;
         *weight = Param::from_tensor(weight.val().cast(dtype));
@@ -69,17 +70,9 @@ impl Llama {
     }
 }
 
-fn unadapted(lin: &mut LoraLinear) {
-    lin.lora = None;
-    lin.merged = false;
-}
-
 /// `W R` for `W [in, heads * head_dim]`: within each head, the columns `[w1, w2]` become
 /// `[-w2, w1]`, so that `x (W R) = rotate_half(x W)`.
 fn rotate_half_columns(w: Tensor<2>, head_dim: usize) -> Tensor<2> {
     let [d_in, d_out] = w.dims();
-    let half = head_dim / 2;
-    let w = w.reshape([d_in, d_out / head_dim, 2, half]);
-    let (w1, w2) = (w.clone().narrow(2, 0, 1), w.narrow(2, 1, 1));
-    Tensor::cat(vec![w2.neg(), w1], 2).reshape([d_in, d_out])
+    rotate_half(w.reshape([1, d_in, d_out / head_dim, head_dim])).reshape([d_in, d_out])
 }

@@ -81,7 +81,7 @@ impl RopeAngles {
 }
 
 /// `[x1, x2] -> [-x2, x1]` on the last dimension.
-fn rotate_half(x: Tensor<4>) -> Tensor<4> {
+pub(super) fn rotate_half(x: Tensor<4>) -> Tensor<4> {
     let d = x.dims()[3];
     let x1 = x.clone().narrow(3, 0, d / 2);
     let x2 = x.narrow(3, d / 2, d / 2);
