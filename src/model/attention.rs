@@ -54,24 +54,18 @@ impl Attention {
             Some((cache, layer)) => cache.append(layer, k, v),
             None => (k, v),
         };
-        let k = repeat_kv(k, h / kvh);
-        let v = repeat_kv(v, h / kvh);
-
+        // Each key/value head serves `groups` query heads. The query heads are grouped under
+        // theirs, `[b, h, t, hd] -> [b, kvh, groups * t, hd]` (a view when t = 1, a decoding step),
+        // rather than the keys and values repeated `groups` times (a copy of the whole cache).
+        let groups = h / kvh;
+        let q = q.reshape([b, kvh, groups * t, hd]);
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale;
+        let mut scores = q.matmul(k.swap_dims(2, 3)) * scale; // [b, kvh, groups * t, s]
         if let Some(mask) = mask {
-            scores = scores + mask.clone();
+            // Row g t + i of a group is query position i.
+            scores = scores + mask.clone().repeat_dim(2, groups);
         }
-        let out = softmax(scores).matmul(v); // [b, h, t, hd]
+        let out = softmax(scores).matmul(v).reshape([b, h, t, hd]);
         self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
     }
-}
-
-/// Shares each key/value head among `groups` query heads: `[b, kv, s, d] -> [b, kv*groups, s, d]`.
-fn repeat_kv(x: Tensor<4>, groups: usize) -> Tensor<4> {
-    if groups == 1 {
-        return x;
-    }
-    let [b, kv, s, d] = x.dims();
-    x.unsqueeze_dim::<5>(2).repeat_dim(2, groups).reshape([b, kv * groups, s, d])
 }
