@@ -1,10 +1,9 @@
 //! Grouped-query self-attention with rotary positions and an optional KV cache.
 
-use burn::module::Module;
-use burn::nn::Linear;
+use burn::module::{Module, Param};
 use burn::tensor::Tensor;
 
-use super::{KvCache, LoraLinear, RopeAngles, linear, softmax};
+use super::{KvCache, LoraLinear, RopeAngles, linear_t, softmax};
 
 #[derive(Module, Debug)]
 pub struct Attention {
@@ -12,10 +11,14 @@ pub struct Attention {
     pub k_proj: LoraLinear,
     pub v_proj: LoraLinear,
     pub o_proj: LoraLinear,
-    /// In a decoding copy only: `[Wq | Wk | Wv | Wq R | Wk R]`, q, k, v and their rotated halves
-    /// in one product ([`Llama::for_decoding`](super::Llama::for_decoding)); then `q_proj`,
-    /// `k_proj` and `v_proj` are not read.
-    pub qkv: Option<Linear>,
+    /// In a decoding copy only, stored `[d_out, d_in]` ([`linear_t`]): `[Wq | Wk | Wv | Wq R | Wk R]`,
+    /// q, k, v and their rotated halves in one product
+    /// ([`Llama::for_decoding`](super::Llama::for_decoding)); then `q_proj`, `k_proj` and
+    /// `v_proj` are not read.
+    pub qkv: Option<Param<Tensor<2>>>,
+    /// In a decoding copy only: `o_proj`'s weight with its adapter merged, stored `[d_out, d_in]`;
+    /// then `o_proj` is not read.
+    pub o: Option<Param<Tensor<2>>>,
     pub num_heads: usize,
     pub num_kv_heads: usize,
     pub head_dim: usize,
@@ -36,7 +39,7 @@ impl Attention {
         let split_heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
         let (q, k, v) = match &self.qkv {
             Some(qkv) => {
-                let y = linear(x.reshape([b * t, d]), qkv);
+                let y = linear_t(x.reshape([b * t, d]), qkv);
                 let (qo, kvo) = (h * hd, kvh * hd);
                 let part = |at: usize, n: usize| split_heads(y.clone().narrow(1, at, n * hd).reshape([b, t, n * hd]), n);
                 let q = rope.rotate_with(part(0, h), part(qo + 2 * kvo, h));
@@ -65,7 +68,10 @@ impl Attention {
             // Row g t + i of a group is query position i.
             scores = scores + mask.clone().repeat_dim(2, groups);
         }
-        let out = softmax(scores).matmul(v).reshape([b, h, t, hd]);
-        self.o_proj.forward(out.swap_dims(1, 2).reshape([b, t, h * hd]))
+        let out = softmax(scores).matmul(v).reshape([b, h, t, hd]).swap_dims(1, 2);
+        match &self.o {
+            Some(o) => linear_t(out.reshape([b * t, h * hd]), o).reshape([b, t, d]),
+            None => self.o_proj.forward(out.reshape([b, t, h * hd])),
+        }
     }
 }

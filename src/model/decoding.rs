@@ -20,10 +20,12 @@
 //!   its output back up ([`super::matmul`]); the embedding's rows come back up as they are looked
 //!   up.
 //!
-//! The copy's own q, k, v, gate and up projections are the model's, shared and not read.
+//! - keeps those weights by outputs, `[d_out, d_in]`, so that on a GPU a step's few rows can be
+//!   multiplied by a reduction that reads each output's weights side by side ([`super::linear_t`]).
+//!
+//! The copy's own q, k, v, o, gate, up and down projections are the model's, shared and not read.
 
 use burn::module::Param;
-use burn::nn::Linear;
 use burn::tensor::{Device, FloatDType, Tensor};
 
 use super::Llama;
@@ -43,22 +45,21 @@ impl Llama {
     /// `self`, not copied.
     pub fn for_decoding(&self, dtype: FloatDType) -> Self {
         let mut copy = self.clone();
-        let cast = |w: Tensor<2>| Linear { weight: Param::from_tensor(w.cast(dtype)), bias: None };
+        let stored = |w: Tensor<2>| Some(Param::from_tensor(by_outputs(w).cast(dtype)));
         for layer in &mut copy.layers {
             let a = &mut layer.self_attn;
             let hd = a.head_dim;
             let (q, k) = (a.q_proj.effective_weight(), a.k_proj.effective_weight());
             let v = a.v_proj.effective_weight();
             let (q_rot, k_rot) = (rotate_half_columns(q.clone(), hd), rotate_half_columns(k.clone(), hd));
-            a.qkv = Some(cast(Tensor::cat(vec![q, k, v, q_rot, k_rot], 1)));
+            a.qkv = stored(Tensor::cat(vec![q, k, v, q_rot, k_rot], 1));
+            a.o = stored(a.o_proj.effective_weight());
             let m = &mut layer.mlp;
-            m.gate_up = Some(cast(Tensor::cat(vec![m.gate_proj.effective_weight(), m.up_proj.effective_weight()], 1)));
-            for lin in [&mut a.o_proj, &mut m.down_proj] {
-                lin.base = cast(lin.effective_weight());
-            }
+            m.gate_up = stored(Tensor::cat(vec![m.gate_proj.effective_weight(), m.up_proj.effective_weight()], 1));
+            m.down = stored(m.down_proj.effective_weight());
         }
         for (_, _, lin) in copy.linears_mut() {
-            // Merged above: nothing left to add.
+            // Merged above, and not read: nothing left to add.
             lin.lora = None;
         }
         let weight = &mut copy.embed_tokens.weight;
@@ -68,6 +69,14 @@ impl Llama {
         }
         copy
     }
+}
+
+/// `W [d_in, d_out]` laid out by outputs, `[d_out, d_in]` with each output's weights side by side
+/// in memory ([`super::linear_t`] reads them so). The flattening cannot be a view of the
+/// transpose, so it copies.
+fn by_outputs(w: Tensor<2>) -> Tensor<2> {
+    let [d_in, d_out] = w.dims();
+    w.transpose().reshape([d_in * d_out]).reshape([d_out, d_in])
 }
 
 /// `W R` for `W [in, heads * head_dim]`: within each head, the columns `[w1, w2]` become

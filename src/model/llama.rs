@@ -232,6 +232,7 @@ impl Llama {
                     num_kv_heads: config.num_key_value_heads,
                     head_dim: config.head_dim,
                     qkv: None,
+                    o: None,
                 },
                 post_attention_layernorm: norm(weights, &format!("{p}.post_attention_layernorm"))?,
                 mlp: Mlp {
@@ -239,6 +240,7 @@ impl Llama {
                     up_proj: lin(weights, &format!("{p}.mlp.up_proj"), f, d)?,
                     down_proj: lin(weights, &format!("{p}.mlp.down_proj"), d, f)?,
                     gate_up: None,
+                    down: None,
                 },
             });
         }

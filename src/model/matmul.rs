@@ -14,10 +14,12 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, binary};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, TensorMetadata, backend_extension};
+use burn::module::Param;
 use burn::nn::Linear;
 use burn::tensor::{FloatDType, Tensor};
 
 use super::fused::{flex_tensor, on_flex};
+use crate::backend::is_cpu;
 
 /// `a [m, k] · b [k, n]`.
 pub fn matmul(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
@@ -51,6 +53,29 @@ pub fn matmul_t(a: Tensor<2>, b: Tensor<2>) -> Tensor<2> {
         return on_gemm(a, b.transpose());
     }
     b.matmul(a.transpose()).transpose()
+}
+
+/// Rows up to which [`linear_t`] reduces rather than multiplies: the samples of a decoding step
+/// (measured on an H200 at 1 and 4, docs/results.md).
+const FEW_ROWS: usize = 8;
+
+/// `x [m, k] · Wᵀ` for a decoding copy's weight `W [n, k]`, stored by outputs
+/// ([`Llama::for_decoding`](super::Llama::for_decoding)).
+///
+/// On a GPU, a few rows (a decoding step's) are a broadcast product and a sum over `k`,
+/// `y[i, j] = Σ_k x[i, k] W[j, k]`: one thread per output reads its `k` weights side by side, and
+/// the outputs spread over the whole GPU. burn's product kernel gives one row a few output tiles,
+/// each walking all of `k`: about 130 µs a projection on an H200 whatever its width, where the
+/// product and the sum take about 60 µs together (burn's fusion runs them as two kernels). The sum
+/// is in f32 whatever the weights' type. More rows (a prompt) take the product, [`matmul_t`].
+pub fn linear_t(x: Tensor<2>, w: &Param<Tensor<2>>) -> Tensor<2> {
+    let [m, _] = x.dims();
+    if m > FEW_ROWS || is_cpu(&x.device()) {
+        return matmul_t(x, w.val());
+    }
+    let [n, k] = w.dims();
+    let w = w.val().cast(FloatDType::from(x.dtype()));
+    (x.reshape([m, 1, k]) * w.reshape([1, n, k])).sum_dim(2).reshape([m, n])
 }
 
 /// `product(a, b)` computed in the weights' type: `a` cast to `b`'s, the output cast back to `a`'s.

@@ -54,7 +54,7 @@ pub use lora::LoraConfig;
 pub use {
     attention::Attention,
     fused::{log_softmax, silu, softmax},
-    matmul::{linear, matmul, matmul_t},
+    matmul::{linear, linear_t, matmul, matmul_t},
     cache::KvCache,
     llama::{Batch, Block, Llama, token_out_of_vocabulary},
     lora::{LoraAdapter, LoraLinear, with_dropout_stream},

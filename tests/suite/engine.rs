@@ -267,11 +267,14 @@ fn decoding_copies_match_the_model() {
     let mut lm = tiny(BackendKind::Flex, false);
     let half = lm.model.for_decoding(FloatDType::F16);
     for (i, layer) in half.layers.iter().enumerate() {
-        let fused = [&layer.self_attn.qkv, &layer.mlp.gate_up];
-        assert!(fused.iter().all(|l| l.as_ref().unwrap().weight.val().dtype() == DType::F16), "layer {i}");
-        for lin in [&layer.self_attn.o_proj, &layer.mlp.down_proj] {
-            assert_eq!(lin.base.weight.val().dtype(), DType::F16, "layer {i}");
+        let (a, m) = (&layer.self_attn, &layer.mlp);
+        for w in [&a.qkv, &a.o, &m.gate_up, &m.down] {
+            assert_eq!(w.as_ref().unwrap().val().dtype(), DType::F16, "layer {i}");
         }
+        // Stored by outputs, [d_out, d_in].
+        let d = lm.config.hidden_size;
+        assert_eq!(m.down.as_ref().unwrap().dims(), [d, lm.config.intermediate_size], "layer {i}");
+        assert_eq!(m.gate_up.as_ref().unwrap().dims(), [2 * lm.config.intermediate_size, d], "layer {i}");
     }
     assert_eq!(half.embed_tokens.weight.val().dtype(), DType::F16);
     assert!(half.lm_head.iter().all(|h| h.weight.val().dtype() == DType::F16));
