@@ -2,9 +2,9 @@
 //! dropped at its end, so it can never be older than the weights or the adapter it copies (a
 //! training step, a merge, a full fine-tune).
 //!
-//! A decoding step on a GPU has one row per sample, and on an H200 its time went to kernel
-//! launches: about a thousand a step at some 30 µs of the host's time each (docs/results.md). The
-//! copy has fewer of them:
+//! A decoding step on a GPU has one row per sample. On an H200 its time went to kernel launches
+//! (about a thousand a step, some 30 µs of the host's time each) and to burn's product kernel,
+//! which gives one row a few output tiles (docs/results.md). The copy:
 //! - merges every active LoRA adapter into its projection, `W + scaling A B`: no two small
 //!   products and an addition per projection per step;
 //! - puts q, k, v and the rotated q and k side by side, `[Wq | Wk | Wv | Wq R | Wk R]`, so a
@@ -12,16 +12,16 @@
 //!   of each head's columns, `[y1, y2] R = [-y2, y1]`, so `x (W R) = rotate_half(x W)` and the
 //!   rotation needs no slicing and concatenation per step ([`super::RopeAngles::rotate_with`]);
 //! - puts gate and up side by side, `[Wg | Wu]`: one product for both;
-//! - in f16 on a GPU that computes in f16, keeps the products' weights (the fused ones, o, down,
-//!   the embedding and the head) in half precision: half the bytes a step reads. The rest stays f32
-//!   as training has it: the residual stream, RMSNorm (it squares activations, and f16 overflows
-//!   above 65504, so at a value of about 256), the attention softmax, the rotary tables, the masks,
-//!   the key/value cache and the logits sampling reads. A product casts its input down to f16 and
-//!   its output back up ([`super::matmul`]); the embedding's rows come back up as they are looked
-//!   up.
-//!
-//! - keeps those weights by outputs, `[d_out, d_in]`, so that on a GPU a step's few rows can be
-//!   multiplied by a reduction that reads each output's weights side by side ([`super::linear_t`]).
+//! - keeps the products' weights by outputs, `[d_out, d_in]`, so that a step's few rows are a
+//!   product and a sum spread over the whole GPU, each output reading its weights side by side
+//!   ([`super::linear_t`]);
+//! - in f16 on a GPU that computes in f16, keeps those weights, the embedding and the head in half
+//!   precision: half the bytes a step reads. The rest stays f32 as training has it: the residual
+//!   stream, RMSNorm (it squares activations, and f16 overflows above 65504, so at a value of about
+//!   256), the attention softmax, the rotary tables, the masks, the key/value cache and the logits
+//!   sampling reads. A step's sum reads the weights up to f32; a prompt's product casts its input
+//!   down to f16 and its output back up ([`super::matmul`]); the embedding's rows come back up as
+//!   they are looked up.
 //!
 //! The copy's own q, k, v, o, gate, up and down projections are the model's, shared and not read.
 
