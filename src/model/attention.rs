@@ -25,7 +25,8 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// `x: [batch, seq, hidden]`; `mask: [batch, 1, seq, past + seq]`, additive (0 or very negative).
+    /// `x: [batch, seq, hidden]`; `mask: [batch, 1, groups * seq, past + seq]`, additive (0 or very
+    /// negative), its rows in the grouped queries' order ([`Batch`](super::Batch)).
     pub fn forward(
         &self,
         x: Tensor<3>,
@@ -33,15 +34,15 @@ impl Attention {
         mask: Option<&Tensor<4>>,
         cache: Option<(&mut KvCache, usize)>,
     ) -> Tensor<3> {
-        let [b, t, d] = x.dims();
+        let [b, t, _] = x.dims();
         let (h, kvh, hd) = (self.num_heads, self.num_kv_heads, self.head_dim);
 
         let split_heads = |y: Tensor<3>, n: usize| y.reshape([b, t, n, hd]).swap_dims(1, 2);
         let (q, k, v) = match &self.qkv {
             Some(qkv) => {
-                let y = linear_t(x.reshape([b * t, d]), qkv);
+                let y = linear_t(x, qkv);
                 let (qo, kvo) = (h * hd, kvh * hd);
-                let part = |at: usize, n: usize| split_heads(y.clone().narrow(1, at, n * hd).reshape([b, t, n * hd]), n);
+                let part = |at: usize, n: usize| split_heads(y.clone().narrow(2, at, n * hd), n);
                 let q = rope.rotate_with(part(0, h), part(qo + 2 * kvo, h));
                 let k = rope.rotate_with(part(qo, kvh), part(2 * qo + 2 * kvo, kvh));
                 (q, k, part(qo + kvo, kvh))
@@ -65,13 +66,12 @@ impl Attention {
         let scale = 1.0 / (hd as f64).sqrt();
         let mut scores = q.matmul(k.swap_dims(2, 3)) * scale; // [b, kvh, groups * t, s]
         if let Some(mask) = mask {
-            // Row g t + i of a group is query position i.
-            scores = scores + mask.clone().repeat_dim(2, groups);
+            scores = scores + mask.clone();
         }
-        let out = softmax(scores).matmul(v).reshape([b, h, t, hd]).swap_dims(1, 2);
+        let out = softmax(scores).matmul(v).reshape([b, h, t, hd]).swap_dims(1, 2).reshape([b, t, h * hd]);
         match &self.o {
-            Some(o) => linear_t(out.reshape([b * t, h * hd]), o).reshape([b, t, d]),
-            None => self.o_proj.forward(out.reshape([b, t, h * hd])),
+            Some(o) => linear_t(out, o),
+            None => self.o_proj.forward(out),
         }
     }
 }

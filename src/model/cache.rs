@@ -52,15 +52,14 @@ impl KvCache {
                 Layer { k: at(kb, k), v: at(vb, v), len: len + t }
             }
         };
-        let written = (l.k.clone().narrow(2, 0, l.len), l.v.clone().narrow(2, 0, l.len));
+        let written = l.written();
         self.layers[layer] = Some(l);
         written
     }
 
     /// Layer `layer`'s cached keys and values, `[batch, kv_heads, seq, head_dim]` each.
     pub fn layer(&self, layer: usize) -> Option<(Tensor<4>, Tensor<4>)> {
-        let l = self.layers.get(layer)?.as_ref()?;
-        Some((l.k.clone().narrow(2, 0, l.len), l.v.clone().narrow(2, 0, l.len)))
+        Some(self.layers.get(layer)?.as_ref()?.written())
     }
 
     /// Keeps only the batch rows in `rows` (e.g. to drop finished samples).
@@ -73,6 +72,13 @@ impl KvCache {
             l.k = l.k.clone().select(0, idx.clone());
             l.v = l.v.clone().select(0, idx);
         }
+    }
+}
+
+impl Layer {
+    /// Views of the written positions.
+    fn written(&self) -> (Tensor<4>, Tensor<4>) {
+        (self.k.clone().narrow(2, 0, self.len), self.v.clone().narrow(2, 0, self.len))
     }
 }
 

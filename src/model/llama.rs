@@ -47,7 +47,8 @@ pub struct Llama {
 }
 
 /// One forward pass's inputs, built on the host: token ids, their positions and the additive
-/// attention mask (causal and key padding together).
+/// attention mask (causal and key padding together), `[batch, 1, groups * seq, past + seq]` in the
+/// grouped queries' row order of [`super::Attention::forward`].
 pub struct Batch {
     pub tokens: Tensor<2, Int>,
     pub positions: Tensor<2, Int>,
@@ -115,16 +116,21 @@ impl Batch {
         let tok: Vec<i32> = tokens.iter().flatten().map(|&x| x as i32).collect();
         let pos: Vec<i32> = positions.iter().flatten().map(|&x| x as i32).collect();
         let needs_mask = t > 1 || valid.iter().any(|row| row.iter().any(|v| !v));
+        // Attention groups each key/value head's query heads as rows `g t + i`, query position i
+        // ([`super::Attention::forward`]): the mask comes in that order, once for every layer.
+        let groups = model.layers.first().map_or(1, |l| l.self_attn.num_heads / l.self_attn.num_kv_heads);
         let mask = needs_mask.then(|| {
-            let mut m = Vec::with_capacity(b * t * s);
+            let mut m = Vec::with_capacity(b * groups * t * s);
             for row in valid {
-                for i in 0..t {
-                    for (j, &ok) in row.iter().enumerate().take(s) {
-                        m.push(if ok && j <= past + i { 0.0 } else { MASKED });
+                for _ in 0..groups {
+                    for i in 0..t {
+                        for (j, &ok) in row.iter().enumerate().take(s) {
+                            m.push(if ok && j <= past + i { 0.0 } else { MASKED });
+                        }
                     }
                 }
             }
-            Tensor::from_data(TensorData::new(m, [b, 1, t, s]), device)
+            Tensor::from_data(TensorData::new(m, [b, 1, groups * t, s]), device)
         });
         Ok(Self {
             tokens: Tensor::from_data(TensorData::new(tok, [b, t]), device),

@@ -68,14 +68,20 @@ const FEW_ROWS: usize = 8;
 /// each walking all of `k`: about 130 µs a projection on an H200 whatever its width, where the
 /// product and the sum take about 60 µs together (burn's fusion runs them as two kernels). The sum
 /// is in f32 whatever the weights' type. More rows (a prompt) take the product, [`matmul_t`].
-pub fn linear_t(x: Tensor<2>, w: &Param<Tensor<2>>) -> Tensor<2> {
-    let [m, _] = x.dims();
-    if m > FEW_ROWS || is_cpu(&x.device()) {
-        return matmul_t(x, w.val());
-    }
-    let [n, k] = w.dims();
-    let w = w.val().cast(FloatDType::from(x.dtype()));
-    (x.reshape([m, 1, k]) * w.reshape([1, n, k])).sum_dim(2).reshape([m, n])
+/// The input's leading dimensions are its rows, as in [`LoraLinear::forward`](super::LoraLinear::forward).
+pub fn linear_t<const D: usize>(x: Tensor<D>, w: &Param<Tensor<2>>) -> Tensor<D> {
+    let mut dims = x.dims();
+    let (m, k) = (dims[..D - 1].iter().product::<usize>(), dims[D - 1]);
+    let x: Tensor<2> = x.reshape([m, k]);
+    let n = w.dims()[0];
+    let y = if m > FEW_ROWS || is_cpu(&x.device()) {
+        matmul_t(x, w.val())
+    } else {
+        let w = w.val().cast(FloatDType::from(x.dtype()));
+        (x.reshape([m, 1, k]) * w.reshape([1, n, k])).sum_dim(2).reshape([m, n])
+    };
+    dims[D - 1] = n;
+    y.reshape(dims)
 }
 
 /// `product(a, b)` computed in the weights' type: `a` cast to `b`'s, the output cast back to `a`'s.

@@ -21,22 +21,17 @@ pub struct Mlp {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let [b, t, d] = x.dims();
         let (gate, up) = match &self.gate_up {
             Some(gate_up) => {
-                let y = linear_t(x.reshape([b * t, d]), gate_up);
-                let f = y.dims()[1] / 2;
-                let part = |at: usize| y.clone().narrow(1, at, f).reshape([b, t, f]);
-                (part(0), part(f))
+                let y = linear_t(x, gate_up);
+                let f = y.dims()[2] / 2;
+                (y.clone().narrow(2, 0, f), y.narrow(2, f, f))
             }
             None => (self.gate_proj.forward(x.clone()), self.up_proj.forward(x)),
         };
         let h = silu(gate) * up;
         match &self.down {
-            Some(down) => {
-                let f = h.dims()[2];
-                linear_t(h.reshape([b * t, f]), down).reshape([b, t, d])
-            }
+            Some(down) => linear_t(h, down),
             None => self.down_proj.forward(h),
         }
     }
