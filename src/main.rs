@@ -201,6 +201,9 @@ struct BenchArgs {
     /// Tokens to decode (generate) or sequence length (score).
     #[arg(long, default_value_t = 64)]
     tokens: usize,
+    /// generate: tokens of the prompt, up to 700 (llama.cpp's script takes 32).
+    #[arg(long, default_value_t = 32)]
+    prompt_tokens: usize,
     /// Batch size (samples decoded together, sequences scored together, or DPO pairs).
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -435,12 +438,28 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                         continue;
                     }
                 };
-                ids.truncate(32);
+                if a.prompt_tokens == 0 || a.prompt_tokens > ids.len() {
+                    bail!("--prompt-tokens takes 1 to {} (the benchmark's text is that long)", ids.len());
+                }
+                ids.truncate(a.prompt_tokens);
                 let cfg = SamplingConfig { num_samples: a.batch, ..SamplingConfig::greedy(a.tokens) };
+                // Each run's time to its first token (the prompt), kept to split the best run as
+                // llama.cpp's script does: prefill, then the other tokens' decode rate.
+                let mut prefills = Vec::new();
                 let ((produced, first_seconds), best, _) = timed(a.repeats, &mut || {
-                    let s = block_on(generate_on(a.decode, &model, &lm.tokenizer, &ids, &cfg, &mut |_| true))?;
+                    let (start, mut first) = (Instant::now(), None);
+                    let s = block_on(generate_on(a.decode, &model, &lm.tokenizer, &ids, &cfg, &mut |_| {
+                        first.get_or_insert_with(|| start.elapsed().as_secs_f64());
+                        true
+                    }))?;
+                    let total = start.elapsed().as_secs_f64();
+                    prefills.push((total, first.unwrap_or(total)));
                     Ok(s.iter().map(|s| s.tokens.len()).sum::<usize>())
                 })?;
+                // The warm-up's run is the first; the best is the shortest of the rest.
+                let (total, prefill) =
+                    prefills.iter().skip(1).copied().min_by(|a, b| a.0.total_cmp(&b.0)).unwrap_or((best, best));
+                let later = produced.saturating_sub(a.batch) as f64;
                 let weights = if route == Route::Host {
                     let base = block_on(alignlab::decode::host_base(&model))?;
                     let (bytes, formats) = base.summary();
@@ -452,6 +471,7 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                 json!({"backend": kind.name(), "device": desc, "what": "generate", "decode": route.name(),
                        "decode_weights": weights, "prompt_tokens": ids.len(),
                        "batch": a.batch, "new_tokens": produced, "seconds": best, "tokens_per_s": produced as f64 / best,
+                       "prefill_seconds": prefill, "decode_tokens_per_s": later / (total - prefill),
                        "first_seconds": first_seconds})
             }
             Bench::Score => {

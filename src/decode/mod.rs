@@ -33,11 +33,15 @@ use kernels::{dot, matmul, matmul_many};
 use quant::QMatrix;
 
 /// Prompts up to this many tokens run here, longer ones through burn: the host's products are
-/// made for a few rows of input, burn's gemm for many. SmolLM2 on the 2-core VM, prompt of 31 /
-/// 101 / 401 tokens: here 165 / 496 / 2904 ms, burn 245 / 352 / 1168 ms. In the page (one thread,
-/// SIMD128), prompt of 40 / 242 tokens: here 0.43-0.49 / 3.26-3.41 s, burn 0.87-1.08 / 3.40-3.43 s.
+/// made for a few rows of input, burn's gemm for many. SmolLM2 on the 2-core Zen 1 VM, since the
+/// host's rows are dotted two weight rows by four input rows (`alignlab bench generate --decode
+/// auto|device --prompt-tokens N --tokens 1`, two runs each), prompt of 48 / 64 / 96 / 128 / 200
+/// tokens: here 0.30 / 0.37 / 0.56 / 0.73 / 1.22 s, burn 0.42 / 0.43 / 0.70 / 0.89 / 1.17 s. (On
+/// the Zen 4 VM, with burn's AVX-512 gemm and the host's earlier loop, 101 tokens took 496 ms
+/// here against burn's 352.) In the page (one thread, SIMD128), prompt of 40 / 242 tokens: here
+/// 0.43-0.49 / 3.26-3.41 s, burn 0.87-1.08 / 3.40-3.43 s.
 #[cfg(not(target_arch = "wasm32"))]
-const HOST_PROMPT: usize = 48;
+const HOST_PROMPT: usize = 96;
 #[cfg(target_arch = "wasm32")]
 const HOST_PROMPT: usize = 256;
 

@@ -168,7 +168,8 @@ fn host_decoding_matches_the_forward_pass() {
     use burn::tensor::{Distribution, Tensor};
 
     let dir = temp_dir("host-decode");
-    let c = tiny_config(true);
+    // Room for a prompt longer than the host runs natively (96 tokens).
+    let c = alignlab::model::LlamaConfig { max_position_embeddings: 128, ..tiny_config(true) };
     let types = [
         ("model.embed_tokens.weight", GgmlType::Q8_0),
         ("model.layers.0.self_attn.q_proj.weight", GgmlType::Q8_0),
@@ -199,12 +200,12 @@ fn host_decoding_matches_the_forward_pass() {
         }
     }
     let tokenizer = lm.tokenizer.clone();
-    // A short prompt runs on the host; one over 48 tokens runs through burn and hands over its
+    // A short prompt runs on the host; one over 96 tokens runs through burn and hands over its
     // keys and values.
-    let long: Vec<u32> = (0..56).map(|i| (i * 7 + 3) % 64).collect();
+    let long: Vec<u32> = (0..104).map(|i| (i * 7 + 3) % 64).collect();
     let check = |model: &alignlab::model::Llama, what: &str| {
         let v = model.vocab_size();
-        for (seq, prompt) in [(&SEQ[..], 4), (&long[..], 50)] {
+        for (seq, prompt) in [(&SEQ[..], 4), (&long[..], 40), (&long[..], 100)] {
             let (batch, _) = Batch::right_padded(model, &[seq.to_vec()], 0).unwrap();
             let full = read_f32(model.forward(&batch, None)).unwrap();
             let (mut dec, first) = block_on(HostDecoder::start(model, &seq[..prompt], 2)).unwrap();
