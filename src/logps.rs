@@ -1,11 +1,14 @@
 //! Log-probabilities of completions given prompts: `log p(completion_t | prompt, completion_<t)`
 //! per completion token, batched. DPO, reward models and RL all start from this.
 
+mod shared_prompt;
+
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::backend::read_f32;
 use crate::model::{Batch, Llama, log_softmax};
 use crate::{Error, Result};
+pub use shared_prompt::SharedPromptBatch;
 
 /// A batch of prompt+completion sequences, right-padded, with the mask of completion targets.
 pub struct ScoringBatch {
@@ -85,13 +88,43 @@ pub fn token_stats(model: &Llama, sb: &ScoringBatch, entropy: bool, correct: boo
     let [b, t1] = sb.completion_mask.dims();
     let (lo, w) = (sb.window.start, sb.window.len());
     let hidden = model.hidden(&sb.batch, None).narrow(1, lo, w);
+    let targets = sb.targets.clone().narrow(1, lo, w);
+    let (lp, ent, hit) = head_stats(model, hidden, targets, entropy, correct);
+    let mask = sb.completion_mask.clone();
+    let device = mask.device();
+    // Back to `[batch, seq-1]`, zero outside the window.
+    let join = |part: Tensor<2>| {
+        let mut cols = Vec::new();
+        if lo > 0 {
+            cols.push(Tensor::zeros([b, lo], &device));
+        }
+        cols.push(part);
+        if lo + w < t1 {
+            cols.push(Tensor::zeros([b, t1 - lo - w], &device));
+        }
+        Tensor::cat(cols, 1) * mask.clone()
+    };
+    TokenStats { logps: join(lp), entropy: ent.map(join), correct: hit.map(join) }
+}
+
+/// The head, its log-softmax and the targets' log-probabilities on `hidden: [b, w, d]` with
+/// `targets: [b, w]`, a few sequences at a time (see [`MAX_LOGITS_BYTES`]); with the entropies
+/// and top-1 hits when asked. Each `[b, w]`.
+fn head_stats(
+    model: &Llama,
+    hidden: Tensor<3>,
+    targets: Tensor<2, Int>,
+    entropy: bool,
+    correct: bool,
+) -> (Tensor<2>, Option<Tensor<2>>, Option<Tensor<2>>) {
+    let [b, w, _] = hidden.dims();
     let v = model.vocab_size();
     let rows = (MAX_LOGITS_BYTES / (w * v * 4).max(1)).clamp(1, b);
     let (mut lp, mut ent, mut hit) = (Vec::new(), Vec::new(), Vec::new());
     for start in (0..b).step_by(rows) {
         let n = rows.min(b - start);
         let logits = model.head(hidden.clone().narrow(0, start, n));
-        let targets = sb.targets.clone().narrow(0, start, n).narrow(1, lo, w);
+        let targets = targets.clone().narrow(0, start, n);
         let logp = log_softmax(logits);
         if entropy {
             ent.push((logp.clone().exp() * logp.clone()).sum_dim(2).neg().reshape([n, w]).detach());
@@ -102,25 +135,7 @@ pub fn token_stats(model: &Llama, sb: &ScoringBatch, entropy: bool, correct: boo
         }
         lp.push(logp.gather(2, targets.unsqueeze_dim::<3>(2)).reshape([n, w]));
     }
-    let mask = sb.completion_mask.clone();
-    let device = mask.device();
-    // Back to `[batch, seq-1]`, zero outside the window.
-    let join = |parts: Vec<Tensor<2>>| {
-        let mut cols = Vec::new();
-        if lo > 0 {
-            cols.push(Tensor::zeros([b, lo], &device));
-        }
-        cols.push(Tensor::cat(parts, 0));
-        if lo + w < t1 {
-            cols.push(Tensor::zeros([b, t1 - lo - w], &device));
-        }
-        Tensor::cat(cols, 1) * mask.clone()
-    };
-    TokenStats {
-        logps: join(lp),
-        entropy: entropy.then(|| join(ent)),
-        correct: correct.then(|| join(hit)),
-    }
+    (Tensor::cat(lp, 0), entropy.then(|| Tensor::cat(ent, 0)), correct.then(|| Tensor::cat(hit, 0)))
 }
 
 /// Per-position log-probabilities of the targets, `[batch, seq-1]`, zero outside completions.

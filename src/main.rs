@@ -213,6 +213,10 @@ struct BenchArgs {
     /// runs every step, as TRL's default and the PyTorch benchmark do).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     precompute_ref_log_probs: bool,
+    /// DPO: run each pair's prompt once for both answers (false: twice, as TRL and the PyTorch
+    /// benchmark do).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+    share_prompt: bool,
     /// generate: where the decoding steps run (device: burn's forward pass in f32, the path
     /// before the host decoder; half: the same with the products' weights in f16, on a GPU).
     #[arg(long, value_enum, default_value = "auto")]
@@ -483,12 +487,16 @@ fn cmd_bench(a: BenchArgs) -> Result<()> {
                        "seconds": best, "tokens_per_s": (a.batch * ids.len()) as f64 / best, "first_seconds": first_seconds})
             }
             Bench::Dpo => {
-                let mut run = train_cli::bench_dpo_run(&session, a.batch.max(1), a.precompute_ref_log_probs)?;
+                let mut run = train_cli::bench_dpo_run(&session, a.batch.max(1), alignlab::align::dpo::DpoConfig {
+                    precompute_ref_log_probs: a.precompute_ref_log_probs,
+                    share_prompt: a.share_prompt,
+                    ..Default::default()
+                })?;
                 let ((first, first_seconds), best, median) = timed(a.repeats, &mut || Ok(block_on(run.step())?))?;
                 let pairs = a.batch.max(1);
                 // The first step is not counted: it also computes the kept reference values.
                 json!({"backend": kind.name(), "device": desc, "what": "dpo", "pairs": pairs, "seq_len": 128, "lora_r": 8,
-                       "precompute_ref_log_probs": a.precompute_ref_log_probs,
+                       "precompute_ref_log_probs": a.precompute_ref_log_probs, "share_prompt": a.share_prompt,
                        "first_loss": first["loss"], "first_seconds": first_seconds, "seconds": best, "seconds_median": median,
                        "tokens_per_s": (pairs * 2 * 128) as f64 / best})
             }

@@ -475,12 +475,12 @@ impl Log {
 
 /// The DPO run `alignlab bench dpo` times: `pairs` pairs of 64-token prompts with 64-token
 /// chosen and rejected completions, LoRA r=8 on q_proj,v_proj, as scripts/bench_dpo_torch.py.
-pub fn bench_dpo_run(session: &Session, pairs: usize, precompute_ref_log_probs: bool) -> Result<Run> {
+pub fn bench_dpo_run(session: &Session, pairs: usize, dpo: DpoConfig) -> Result<Run> {
     let tok = |i: usize| (i * 7919 % 40000 + 100) as u32 % session.lm.config.vocab_size as u32;
     let seq = |p: usize, off: usize| (0..64).map(|i| tok(p * 1000 + off + i)).collect::<Vec<u32>>();
     let examples = Examples::Pairs((0..pairs).map(|p| EncodedPair { prompt: seq(p, 0), chosen: seq(p, 100), rejected: seq(p, 200) }).collect());
     let spec = RunSpec {
-        method: Method::Dpo(DpoConfig { precompute_ref_log_probs, ..Default::default() }),
+        method: Method::Dpo(dpo),
         train: TrainConfig { max_steps: 1000, per_device_train_batch_size: pairs, ..Default::default() },
         lora: Some(LoraConfig { lora_dropout: 0.0, ..Default::default() }),
         encoding: Encoding::default(),

@@ -171,7 +171,7 @@ impl Run {
         let batches = Batches::new(train.len(), batch, spec.train.seed, spec.train.in_order);
         let ref_logps = match &spec.method {
             Method::Dpo(c) if c.precompute_ref_log_probs => {
-                Some([RefLogpsCache::new(train.len()), RefLogpsCache::new(held_out.len())])
+                Some([RefLogpsCache::new(train.len(), c.share_prompt), RefLogpsCache::new(held_out.len(), c.share_prompt)])
             }
             _ => None,
         };

@@ -95,10 +95,47 @@ impl Batch {
         Self::build(model, &tok, &pos, valid, past)
     }
 
+    /// Rows that hold several sequences sharing a prefix: `tokens[r]` with its `positions[r]`,
+    /// where query `i` of row `r` sees key `j` when `sees(r, i, j)`. For example a prompt followed
+    /// by two answers, each answer seeing the prompt and itself (see
+    /// [`crate::logps::SharedPromptBatch`]). Rows are right-padded with `pad_id` at position 0;
+    /// every query sees at least one key.
+    pub fn packed(
+        model: &Llama,
+        tokens: &[Vec<u32>],
+        positions: &[Vec<usize>],
+        pad_id: u32,
+        sees: impl Fn(usize, usize, usize) -> bool,
+    ) -> Result<Self> {
+        let t = tokens.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let pad = |row: &Vec<usize>, v: usize| row.iter().copied().chain(std::iter::repeat(v)).take(t).collect::<Vec<_>>();
+        let tok: Vec<Vec<u32>> = tokens.iter().map(|r| r.iter().copied().chain(std::iter::repeat(pad_id)).take(t).collect()).collect();
+        let pos: Vec<Vec<usize>> = positions.iter().map(|r| pad(r, 0)).collect();
+        let lens: Vec<usize> = tokens.iter().map(Vec::len).collect();
+        // A padding query sees the row's real keys, as in `right_padded`, so no row of the
+        // softmax is empty.
+        Self::build_with(model, &tok, &pos, 0, true, |r, i, j| j < lens[r] && (i >= lens[r] || sees(r, i, j)))
+    }
+
     /// Where tokens enter the model: every id must name a row of the embedding and every position
     /// a row of the rotary table, whatever tokenizer or file produced them (the CPU backends
     /// panic on an index out of range, and WebGPU reads garbage).
     fn build(model: &Llama, tokens: &[Vec<u32>], positions: &[Vec<usize>], valid: &[Vec<bool>], past: usize) -> Result<Self> {
+        let t = tokens.first().map_or(0, Vec::len);
+        let needs_mask = t > 1 || valid.iter().any(|row| row.iter().any(|v| !v));
+        Self::build_with(model, tokens, positions, past, needs_mask, |r, i, j| valid[r][j] && j <= past + i)
+    }
+
+    /// [`Self::build`] with the mask given as `sees(row, query, key)`, keys counted from the
+    /// cache's first position.
+    fn build_with(
+        model: &Llama,
+        tokens: &[Vec<u32>],
+        positions: &[Vec<usize>],
+        past: usize,
+        needs_mask: bool,
+        sees: impl Fn(usize, usize, usize) -> bool,
+    ) -> Result<Self> {
         let (vocab, context) = (model.vocab_size(), model.rope.max_positions);
         if let Some(&id) = tokens.iter().flatten().find(|&&id| id as usize >= vocab) {
             return Err(Error::Invalid(token_out_of_vocabulary(id, vocab)));
@@ -115,18 +152,15 @@ impl Batch {
         let s = past + t;
         let tok: Vec<i32> = tokens.iter().flatten().map(|&x| x as i32).collect();
         let pos: Vec<i32> = positions.iter().flatten().map(|&x| x as i32).collect();
-        let needs_mask = t > 1 || valid.iter().any(|row| row.iter().any(|v| !v));
         // Attention groups each key/value head's query heads as rows `g t + i`, query position i
         // ([`super::Attention::forward`]): the mask comes in that order, once for every layer.
         let groups = model.layers.first().map_or(1, |l| l.self_attn.num_heads / l.self_attn.num_kv_heads);
         let mask = needs_mask.then(|| {
             let mut m = Vec::with_capacity(b * groups * t * s);
-            for row in valid {
+            for r in 0..b {
                 for _ in 0..groups {
                     for i in 0..t {
-                        for (j, &ok) in row.iter().enumerate().take(s) {
-                            m.push(if ok && j <= past + i { 0.0 } else { MASKED });
-                        }
+                        m.extend((0..s).map(|j| if sees(r, i, j) { 0.0 } else { MASKED }));
                     }
                 }
             }

@@ -446,6 +446,38 @@ fn adapters_work_on_the_wgpu_backend_too() {
     }
 }
 
+#[test]
+fn a_shared_prompt_gives_the_numbers_of_separate_sequences() {
+    // Each pair's prompt run once for both answers gives the loss, margins, log-probabilities and
+    // gradients of chosen and rejected run apart (TRL's way), step after step as the adapter
+    // moves: over prompts and answers of uneven lengths, one answer empty.
+    let lm = tiny_lm();
+    let prefs: Vec<Preference> = (0..4)
+        .map(|i| Preference {
+            prompt: format!("t1{i}{}", " t12".repeat(2 * i)),
+            chosen: format!("t5{}", " t3".repeat(3 - i)),
+            rejected: format!("t6 t4{}", " t7".repeat(2 * i)),
+        })
+        .collect();
+    let mut pairs = encode_pairs(&lm, &enc(), &prefs).unwrap();
+    pairs[2].chosen.clear();
+    let run = |share_prompt: bool| {
+        let mut model = lm.model.clone();
+        model.add_lora(&lora(4, &ALL)).unwrap();
+        let reference = Reference::for_policy(&model);
+        let mut tr = Trainer::new(model, train_cfg(1e-2, 4)).unwrap();
+        let cfg = DpoConfig { share_prompt, precompute_ref_log_probs: false, ..Default::default() };
+        (0..4).map(|_| block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, RefLogps::Model(&reference.model(p)), &pairs, 1))).unwrap()).collect::<Vec<_>>()
+    };
+    let (shared, apart) = (run(true), run(false));
+    for (i, (s, a)) in shared.iter().zip(&apart).enumerate() {
+        for key in ["loss", "rewards/margins", "logps/chosen", "logps/rejected", "grad_norm"] {
+            assert!((s[key] - a[key]).abs() <= 1e-4 * a[key].abs().max(1.0), "step {}: {key} shared {} vs apart {}", i + 1, s[key], a[key]);
+        }
+    }
+    assert!(shared[3]["loss"] < shared[0]["loss"] - 0.05, "training moved the loss: {shared:?}");
+}
+
 fn dpo_run_spec(precompute_ref_log_probs: bool, batch: usize, accumulation: usize) -> alignlab::lab::RunSpec {
     use alignlab::lab::{EvalConfig, Method, RunSpec, TrainData};
     RunSpec {
@@ -501,7 +533,9 @@ fn reference_values_kept_a_pair_per_core_match_one_batch() {
         .collect();
     let pairs = encode_pairs(&lm, &enc(), &prefs).unwrap();
     let idx: Vec<usize> = (0..pairs.len()).collect();
-    let mut cache = RefLogpsCache::new(pairs.len());
+    // Kept values are scored with each prompt once (the default); the batch below runs chosen and
+    // rejected apart, so they agree only if sharing the prompt changes no number.
+    let mut cache = RefLogpsCache::new(pairs.len(), true);
     // Kept values are not computed again: a second fill over some of them changes nothing.
     block_on(cache.fill(&lm.model, &pairs, &idx[1..3], 1)).unwrap();
     block_on(cache.fill(&lm.model, &pairs, &idx, 1)).unwrap();
@@ -520,7 +554,7 @@ fn reference_values_kept_a_pair_per_core_match_one_batch() {
     // Log-probabilities of whole completions: below zero, lower for the longer chosen answers.
     assert!(batch.iter().all(|v| v[0] < 0.0 && v[1] < 0.0), "{batch:?}");
     assert!(batch[4][0] < batch[0][0], "{batch:?}");
-    assert!(RefLogpsCache::new(2).get(&[0]).is_err(), "a value never computed is an error, not a number");
+    assert!(RefLogpsCache::new(2, true).get(&[0]).is_err(), "a value never computed is an error, not a number");
 }
 
 #[test]
