@@ -64,7 +64,9 @@ pub struct DpoConfig {
     pub precompute_ref_log_probs: bool,
     /// Run each pair's prompt once for both answers (`prompt | chosen | rejected` in one row,
     /// each answer seeing only the prompt and itself): the same log-probabilities, a quarter
-    /// less work when prompts are as long as answers. TRL runs the prompt twice (false).
+    /// less work when prompts are as long as answers. TRL runs the prompt twice (false). With
+    /// LoRA dropout on, the prompt's positions get one dropout draw for both answers instead of
+    /// one each, so the two ways differ as two seeds do; without dropout they agree to rounding.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DpoConfig::default().share_prompt,
         action = clap::ArgAction::Set, value_name = "BOOL"))]
     pub share_prompt: bool,
