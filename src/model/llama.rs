@@ -63,10 +63,7 @@ impl Batch {
         let t = lens.iter().copied().max().unwrap_or(0).max(1);
         let valid: Vec<Vec<bool>> = lens.iter().map(|&l| (0..t).map(|j| j < l).collect()).collect();
         let positions: Vec<Vec<usize>> = seqs.iter().map(|_| (0..t).collect()).collect();
-        let tokens: Vec<Vec<u32>> = seqs
-            .iter()
-            .map(|s| s.iter().copied().chain(std::iter::repeat(pad_id)).take(t).collect())
-            .collect();
+        let tokens: Vec<Vec<u32>> = seqs.iter().map(|s| padded(s, t, pad_id)).collect();
         Ok((Self::build(model, &tokens, &positions, &valid, 0)?, lens))
     }
 
@@ -108,9 +105,8 @@ impl Batch {
         sees: impl Fn(usize, usize, usize) -> bool,
     ) -> Result<Self> {
         let t = tokens.iter().map(Vec::len).max().unwrap_or(0).max(1);
-        let pad = |row: &Vec<usize>, v: usize| row.iter().copied().chain(std::iter::repeat(v)).take(t).collect::<Vec<_>>();
-        let tok: Vec<Vec<u32>> = tokens.iter().map(|r| r.iter().copied().chain(std::iter::repeat(pad_id)).take(t).collect()).collect();
-        let pos: Vec<Vec<usize>> = positions.iter().map(|r| pad(r, 0)).collect();
+        let tok: Vec<Vec<u32>> = tokens.iter().map(|r| padded(r, t, pad_id)).collect();
+        let pos: Vec<Vec<usize>> = positions.iter().map(|r| padded(r, t, 0)).collect();
         let lens: Vec<usize> = tokens.iter().map(Vec::len).collect();
         // A padding query sees the row's real keys, as in `right_padded`, so no row of the
         // softmax is empty.
@@ -172,6 +168,11 @@ impl Batch {
             mask,
         })
     }
+}
+
+/// `row` followed by `fill` up to length `t` (no longer than `t`).
+fn padded<T: Copy>(row: &[T], t: usize, fill: T) -> Vec<T> {
+    row.iter().copied().chain(std::iter::repeat(fill)).take(t).collect()
 }
 
 /// What to say of a token id that names no row of the embedding.
