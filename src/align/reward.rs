@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use {
     super::{dpo::EncodedPair, train::LossOutput},
     crate::backend::read_f32,
+    crate::logps::SharedPromptBatch,
     crate::model::{Batch, Llama},
     crate::{Error, Result},
     burn::module::{Module, Param},
@@ -28,11 +29,17 @@ pub struct RewardConfig {
     /// Pulls rewards towards 0: `coefficient * mean((r_chosen + r_rejected)^2)` is added.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RewardConfig::default().center_rewards_coefficient))]
     pub center_rewards_coefficient: f64,
+    /// Run each pair's prompt once for both answers, as DPO's `share_prompt` does: the same
+    /// rewards, less work. TRL scores chosen and rejected apart (false). With LoRA dropout on, the
+    /// prompt gets one dropout draw for both answers instead of one each.
+    #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = RewardConfig::default().share_prompt,
+        action = clap::ArgAction::Set, value_name = "BOOL"))]
+    pub share_prompt: bool,
 }
 
 impl Default for RewardConfig {
     fn default() -> Self {
-        Self { margin: 0.0, center_rewards_coefficient: 0.0 }
+        Self { margin: 0.0, center_rewards_coefficient: 0.0, share_prompt: true }
     }
 }
 
@@ -99,12 +106,19 @@ pub fn reward_losses(cfg: &RewardConfig, chosen: Tensor<1>, rejected: Tensor<1>)
 #[cfg(feature = "engine")]
 pub fn reward_step(cfg: &RewardConfig, model: &RewardModel, pairs: &[EncodedPair], pad_id: u32) -> Result<LossOutput> {
     let b = pairs.len();
-    let seqs: Vec<Vec<u32>> = pairs
-        .iter()
-        .map(|p| p.prompt.iter().chain(&p.chosen).copied().collect())
-        .chain(pairs.iter().map(|p| p.prompt.iter().chain(&p.rejected).copied().collect()))
-        .collect();
-    let r = model.rewards(&seqs, pad_id)?;
+    // A pair without a prompt has nothing to share (and the same rewards either way).
+    let r = if cfg.share_prompt && !pairs.is_empty() && pairs.iter().all(|p| !p.prompt.is_empty()) {
+        let ids: Vec<[&[u32]; 3]> = pairs.iter().map(|p| [&p.prompt[..], &p.chosen, &p.rejected]).collect();
+        let last = SharedPromptBatch::new(&model.backbone, &ids, pad_id)?.last_hidden(&model.backbone);
+        model.score.forward(last).reshape([2 * b])
+    } else {
+        let seqs: Vec<Vec<u32>> = pairs
+            .iter()
+            .map(|p| p.prompt.iter().chain(&p.chosen).copied().collect())
+            .chain(pairs.iter().map(|p| p.prompt.iter().chain(&p.rejected).copied().collect()))
+            .collect();
+        model.rewards(&seqs, pad_id)?
+    };
     let (rc, rr) = (r.clone().narrow(0, 0, b), r.narrow(0, b, b));
     let loss = reward_losses(cfg, rc.clone(), rr.clone()).mean();
     let (rc, rr) = (rc.detach(), rr.detach());

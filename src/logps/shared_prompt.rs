@@ -25,6 +25,9 @@ pub struct SharedPromptBatch {
     mask: Tensor<2>,
     /// Each answer's length, chosen first.
     pub completion_lens: Vec<usize>,
+    /// `[2 pairs]`: the flat index of each whole sequence's last token (the prompt's last where
+    /// the answer is empty), chosen first.
+    ends: Vec<i32>,
 }
 
 impl SharedPromptBatch {
@@ -52,18 +55,23 @@ impl SharedPromptBatch {
         let k = pairs.iter().map(|[_, c, r]| c.len().max(r.len())).max().unwrap_or(0).max(1);
         let n = 2 * pairs.len();
         let (mut at, mut targets, mut mask) = (vec![0i32; n * k], vec![pad_id as i32; n * k], vec![0.0f32; n * k]);
+        let mut ends = vec![0i32; n];
         for (row, [p, c, r]) in pairs.iter().enumerate() {
             let (p, base) = (p.len(), row * t);
-            // Chosen token m is predicted at p - 1 + m; rejected token m at p - 1 for the first,
-            // then at the rejected token before it, p + c + m - 1.
-            let chosen = c.iter().enumerate().map(|(m, &id)| (base + p - 1 + m, id));
-            let rejected = r.iter().enumerate().map(|(m, &id)| (if m == 0 { base + p - 1 } else { base + p + c.len() + m - 1 }, id));
-            for (out, answer) in [(row, chosen.collect::<Vec<_>>()), (pairs.len() + row, rejected.collect())] {
-                for (m, (pos, id)) in answer.into_iter().enumerate() {
-                    at[out * k + m] = pos as i32;
-                    targets[out * k + m] = id as i32;
-                    mask[out * k + m] = 1.0;
-                }
+            ends[row] = (base + p + c.len() - 1) as i32;
+            ends[pairs.len() + row] = (if r.is_empty() { base + p - 1 } else { base + p + c.len() + r.len() - 1 }) as i32;
+            // Each answer token as (output slot, the flat position predicting it, id). Chosen token
+            // m is predicted at p - 1 + m; rejected token m at p - 1 for the first, then at the
+            // rejected token before it, p + c + m - 1.
+            let chosen = c.iter().enumerate().map(|(m, &id)| (row * k + m, base + p - 1 + m, id));
+            let rejected = r.iter().enumerate().map(|(m, &id)| {
+                let pos = if m == 0 { base + p - 1 } else { base + p + c.len() + m - 1 };
+                ((pairs.len() + row) * k + m, pos, id)
+            });
+            for (slot, pos, id) in chosen.chain(rejected) {
+                at[slot] = pos as i32;
+                targets[slot] = id as i32;
+                mask[slot] = 1.0;
             }
         }
         let device = &model.embed_tokens.weight.device();
@@ -73,7 +81,18 @@ impl SharedPromptBatch {
             targets: Tensor::from_data(TensorData::new(targets, [n, k]), device),
             mask: Tensor::from_data(TensorData::new(mask, [n, k]), device),
             completion_lens: pairs.iter().map(|[_, c, _]| c.len()).chain(pairs.iter().map(|[_, _, r]| r.len())).collect(),
+            ends,
         })
+    }
+
+    /// The hidden state at each whole sequence's last token, `[2 pairs, hidden]`, chosen first:
+    /// what a sequence-classification head reads (the reward model's score). Differentiable.
+    pub fn last_hidden(&self, model: &Llama) -> Tensor<2> {
+        let hidden = model.hidden(&self.batch, None);
+        let [b, t, d] = hidden.dims();
+        let device = hidden.device();
+        let ends = Tensor::<1, Int>::from_data(TensorData::new(self.ends.clone(), [self.ends.len()]), &device);
+        hidden.reshape([b * t, d]).select(0, ends)
     }
 
     /// Sum of each answer's log-probabilities, `[2 pairs]`, chosen first: what

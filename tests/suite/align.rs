@@ -478,6 +478,38 @@ fn a_shared_prompt_gives_the_numbers_of_separate_sequences() {
     assert!(shared[3]["loss"] < shared[0]["loss"] - 0.05, "training moved the loss: {shared:?}");
 }
 
+#[test]
+fn a_reward_model_scores_a_shared_prompt_as_separate_sequences() {
+    // The reward model reads each whole sequence's last token; with the prompt run once, it must
+    // read the same hidden state, step after step, for answers of uneven lengths, one chosen and
+    // one rejected answer empty (the score is then the prompt's).
+    let lm = tiny_lm();
+    let prefs: Vec<Preference> = (0..4)
+        .map(|i| Preference {
+            prompt: format!("t1{i}{}", " t12".repeat(2 * i)),
+            chosen: format!("t5{}", " t3".repeat(3 - i)),
+            rejected: format!("t6 t4{}", " t7".repeat(2 * i)),
+        })
+        .collect();
+    let mut pairs = encode_pairs(&lm, &enc(), &prefs).unwrap();
+    pairs[1].rejected.clear();
+    pairs[2].chosen.clear();
+    let run = |share_prompt: bool| {
+        let mut backbone = lm.model.clone();
+        backbone.add_lora(&lora(4, &ALL)).unwrap();
+        let mut tr = Trainer::new(RewardModel::new(backbone, 0), train_cfg(1e-2, 4)).unwrap();
+        let cfg = RewardConfig { share_prompt, ..Default::default() };
+        (0..4).map(|_| block_on(tr.step(&mut |rm, _| reward_step(&cfg, rm, &pairs, 1))).unwrap()).collect::<Vec<_>>()
+    };
+    let (shared, apart) = (run(true), run(false));
+    for (i, (s, a)) in shared.iter().zip(&apart).enumerate() {
+        for key in ["loss", "margin", "mean_reward", "accuracy", "grad_norm"] {
+            assert!((s[key] - a[key]).abs() <= 1e-4 * a[key].abs().max(1.0), "step {}: {key} shared {} vs apart {}", i + 1, s[key], a[key]);
+        }
+    }
+    assert!(shared[3]["loss"] < shared[0]["loss"] - 0.05, "training moved the loss: {shared:?}");
+}
+
 fn dpo_run_spec(precompute_ref_log_probs: bool, batch: usize, accumulation: usize) -> alignlab::lab::RunSpec {
     use alignlab::lab::{EvalConfig, Method, RunSpec, TrainData};
     RunSpec {
