@@ -188,7 +188,9 @@ impl<H: Host> Router<H> {
         };
         // The model downloads while the device opens (WebGPU's adapter, the CPU's threads): a
         // Load sent right after Init waits for the device only once it has the bytes.
-        let (name, model, tokenizer, from_cache) = self.read_source(source).await?;
+        // The judges' word lists (half a megabyte) come beside it, not after it.
+        let (read, judge_data) = futures_util::future::join(self.read_source(source), self.judge_data()).await;
+        let (name, model, tokenizer, from_cache) = read?;
         mark(LoadPart::Download);
         let (device, max_binding) = loop {
             if let Some(d) = self.with(|s| s.device.clone()) {
@@ -222,23 +224,31 @@ impl<H: Host> Router<H> {
         mark(LoadPart::Weights);
         let file = name.clone();
         let name = lm.info.name.get_or_insert(name).clone();
-        let session = Session::new(lm, self.judge_data().await);
+        let session = Session::new(lm, judge_data);
         mark(LoadPart::Judges);
-        // Warm-up: one forward pass compiles the kernels (WebGPU) before the first real token.
-        progress("warm-up", 0.0);
-        let warm = SamplingConfig::greedy(1);
-        let bos = session.lm.tokenizer.bos_id.unwrap_or(0);
-        crate::generate::generate(&session.lm.model, &session.lm.tokenizer, &[bos], &warm, &mut |_| true).await?;
-        progress("warm-up", 1.0);
-        mark(LoadPart::WarmUp);
+        // On a GPU the warm-up compiles the kernels, seconds on some adapters: before the model is
+        // called ready, so that the first answer does not wait for them.
+        let kernels = !crate::backend::is_cpu(&device);
+        if kernels {
+            progress("warm-up", 0.0);
+            warm_up(&session).await?;
+            progress("warm-up", 1.0);
+            mark(LoadPart::WarmUp);
+        }
         let info = ModelSummary::of(&session.lm, name, &file, stages, from_cache);
         self.with(|s| {
-            s.session = Some(session);
+            s.session = Some(session.clone());
             s.paused = None;
             s.teacher = None;
         });
         self.host.post(Event::ModelReady { info });
         self.post_policy_state();
+        if !kernels {
+            // The CPU has none to compile, but the browser optimizes a wasm function only once it
+            // has run hot: warmed here, while the student reads and types, the first answer comes
+            // a tenth of a second sooner. A failure here is the first answer's to report.
+            let _ = warm_up(&session).await;
+        }
         Ok(())
     }
 
@@ -328,4 +338,11 @@ pub(super) fn peft_files(f: AdapterFiles) -> Vec<FileOut> {
         FileOut { name: "adapter_config.json".into(), bytes: f.config_json.into_bytes() },
         FileOut { name: "adapter_model.safetensors".into(), bytes: f.safetensors },
     ]
+}
+
+/// One greedy token from BOS, the first run of the engine's code for this model.
+async fn warm_up(session: &Session) -> Result<()> {
+    let bos = session.lm.tokenizer.bos_id.unwrap_or(0);
+    crate::generate::generate(&session.lm.model, &session.lm.tokenizer, &[bos], &SamplingConfig::greedy(1), &mut |_| true).await?;
+    Ok(())
 }

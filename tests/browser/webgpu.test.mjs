@@ -29,6 +29,10 @@ test('the WebGPU path (SwiftShader): generate and train DPO on the GPU backend, 
   await modelReady(page, 'stories260K.bin', 300_000);
   const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
   assert.match(badge, /^WebGPU: .*\(software adapter, slow\) · decoding in f(16|32)/, badge);
+  // On a GPU the warm-up compiles the kernels before the model is called ready (on the CPU it
+  // runs after).
+  const where = await page.locator('.model-status').getAttribute('title');
+  assert.match(where ?? '', /judges [\d.]+ s · warm-up [\d.]+ s$/, where);
   // Answers are decoded in f16 exactly where the adapter computes in f16 (SwiftShader does not
   // today, so the page says why it decodes in f32).
   const f16 = await page.evaluate(async () => (await navigator.gpu.requestAdapter()).features.has('shader-f16'));
