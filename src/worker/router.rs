@@ -152,12 +152,12 @@ impl<H: Host> Router<H> {
     }
 
     async fn init(&self, pref: BackendPref, judges_base: String) -> Result<()> {
+        // Before the first await: the Load sent right after Init fetches the judges' lists while
+        // the device opens (seconds for a WebGPU adapter).
+        self.with(|s| s.judges_base = judges_base);
         let d = self.host.open_device(pref).await;
         let half = crate::model::Llama::decodes_in_half(&d.device);
-        self.with(|s| {
-            s.judges_base = judges_base;
-            s.device = Some((d.device.autodiff(), d.max_binding));
-        });
+        self.with(|s| s.device = Some((d.device.autodiff(), d.max_binding)));
         self.host.post(Event::Backend { kind: d.kind, adapter: d.adapter, software: d.software, half, fallback: d.fallback });
         Ok(())
     }
