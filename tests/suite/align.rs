@@ -446,12 +446,8 @@ fn adapters_work_on_the_wgpu_backend_too() {
     }
 }
 
-#[test]
-fn a_shared_prompt_gives_the_numbers_of_separate_sequences() {
-    // Each pair's prompt run once for both answers gives the loss, margins, log-probabilities and
-    // gradients of chosen and rejected run apart (TRL's way), step after step as the adapter
-    // moves: over prompts and answers of uneven lengths, one answer empty.
-    let lm = tiny_lm();
+/// Four pairs whose prompts and answers have uneven lengths, the third chosen answer empty.
+fn uneven_pairs(lm: &LoadedModel) -> Vec<alignlab::align::dpo::EncodedPair> {
     let prefs: Vec<Preference> = (0..4)
         .map(|i| Preference {
             prompt: format!("t1{i}{}", " t12".repeat(2 * i)),
@@ -459,8 +455,18 @@ fn a_shared_prompt_gives_the_numbers_of_separate_sequences() {
             rejected: format!("t6 t4{}", " t7".repeat(2 * i)),
         })
         .collect();
-    let mut pairs = encode_pairs(&lm, &enc(), &prefs).unwrap();
+    let mut pairs = encode_pairs(lm, &enc(), &prefs).unwrap();
     pairs[2].chosen.clear();
+    pairs
+}
+
+#[test]
+fn a_shared_prompt_gives_the_numbers_of_separate_sequences() {
+    // Each pair's prompt run once for both answers gives the loss, margins, log-probabilities and
+    // gradients of chosen and rejected run apart (TRL's way), step after step as the adapter
+    // moves: over prompts and answers of uneven lengths, one answer empty.
+    let lm = tiny_lm();
+    let pairs = uneven_pairs(&lm);
     let run = |share_prompt: bool| {
         let mut model = lm.model.clone();
         model.add_lora(&lora(4, &ALL)).unwrap();
@@ -484,16 +490,8 @@ fn a_reward_model_scores_a_shared_prompt_as_separate_sequences() {
     // read the same hidden state, step after step, for answers of uneven lengths, one chosen and
     // one rejected answer empty (the score is then the prompt's).
     let lm = tiny_lm();
-    let prefs: Vec<Preference> = (0..4)
-        .map(|i| Preference {
-            prompt: format!("t1{i}{}", " t12".repeat(2 * i)),
-            chosen: format!("t5{}", " t3".repeat(3 - i)),
-            rejected: format!("t6 t4{}", " t7".repeat(2 * i)),
-        })
-        .collect();
-    let mut pairs = encode_pairs(&lm, &enc(), &prefs).unwrap();
+    let mut pairs = uneven_pairs(&lm);
     pairs[1].rejected.clear();
-    pairs[2].chosen.clear();
     let run = |share_prompt: bool| {
         let mut backbone = lm.model.clone();
         backbone.add_lora(&lora(4, &ALL)).unwrap();
