@@ -8,7 +8,7 @@ use burn::tensor::{Int, Tensor, TensorData};
 use crate::backend::read_f32;
 use crate::model::{Batch, Llama, log_softmax};
 use crate::{Error, Result};
-pub use shared_prompt::SharedPromptBatch;
+pub use shared_prompt::{SharedPromptBatch, SharedPromptLogps};
 
 /// A batch of prompt+completion sequences, right-padded, with the mask of completion targets.
 pub struct ScoringBatch {

@@ -13,7 +13,7 @@ use {
     super::{Encoding, parts, train::LossOutput},
     crate::backend::read_f32,
     crate::data::Preference,
-    crate::logps::{ScoringBatch, SharedPromptBatch, sequence_logps},
+    crate::logps::{ScoringBatch, SharedPromptLogps, sequence_logps},
     crate::model::Llama,
     crate::LoadedModel,
     burn::tensor::Tensor,
@@ -121,6 +121,14 @@ pub struct EncodedPair {
 }
 
 #[cfg(feature = "engine")]
+impl EncodedPair {
+    /// `[prompt, chosen, rejected]`, as a packed batch takes them.
+    pub fn parts(&self) -> [&[u32]; 3] {
+        [&self.prompt, &self.chosen, &self.rejected]
+    }
+}
+
+#[cfg(feature = "engine")]
 pub fn encode_pairs(lm: &LoadedModel, enc: &Encoding, pairs: &[Preference]) -> Result<Vec<EncodedPair>> {
     pairs
         .iter()
@@ -145,20 +153,20 @@ pub enum RefLogps<'a> {
 }
 
 /// Pairs ready for the model: chosen and rejected as sequences of their own (TRL's way), or
-/// packed with their prompt once ([`SharedPromptBatch`]). Either gives each answer's summed
+/// packed with their prompt once ([`SharedPromptLogps`]). Either gives each answer's summed
 /// log-probabilities chosen first, `[2 pairs]`.
 #[cfg(feature = "engine")]
 enum PairBatch {
     Apart(ScoringBatch),
-    Shared(SharedPromptBatch),
+    Shared(SharedPromptLogps),
 }
 
 #[cfg(feature = "engine")]
 impl PairBatch {
     fn new(model: &Llama, pairs: &[EncodedPair], pad_id: u32, share_prompt: bool) -> Result<Self> {
         if share_prompt {
-            let ids: Vec<[&[u32]; 3]> = pairs.iter().map(|p| [&p.prompt[..], &p.chosen, &p.rejected]).collect();
-            return Ok(Self::Shared(SharedPromptBatch::new(model, &ids, pad_id)?));
+            let ids: Vec<[&[u32]; 3]> = pairs.iter().map(EncodedPair::parts).collect();
+            return Ok(Self::Shared(SharedPromptLogps::new(model, &ids, pad_id)?));
         }
         let seqs: Vec<(Vec<u32>, Vec<u32>)> = pairs
             .iter()

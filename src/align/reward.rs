@@ -106,9 +106,8 @@ pub fn reward_losses(cfg: &RewardConfig, chosen: Tensor<1>, rejected: Tensor<1>)
 #[cfg(feature = "engine")]
 pub fn reward_step(cfg: &RewardConfig, model: &RewardModel, pairs: &[EncodedPair], pad_id: u32) -> Result<LossOutput> {
     let b = pairs.len();
-    // A pair without a prompt has nothing to share (and the same rewards either way).
-    let r = if cfg.share_prompt && !pairs.is_empty() && pairs.iter().all(|p| !p.prompt.is_empty()) {
-        let ids: Vec<[&[u32]; 3]> = pairs.iter().map(|p| [&p.prompt[..], &p.chosen, &p.rejected]).collect();
+    let r = if cfg.share_prompt {
+        let ids: Vec<[&[u32]; 3]> = pairs.iter().map(EncodedPair::parts).collect();
         let last = SharedPromptBatch::new(&model.backbone, &ids, pad_id)?.last_hidden(&model.backbone);
         model.score.forward(last).reshape([2 * b])
     } else {

@@ -13,21 +13,15 @@ use super::head_stats;
 use crate::model::{Batch, Llama};
 use crate::{Error, Result};
 
-/// A batch of `[prompt, chosen, rejected]` token ids packed one pair a row.
+/// A batch of `[prompt, chosen, rejected]` token ids packed one pair a row: what both readers
+/// below share. A prompt may be empty (the row is then two sequences side by side); a sequence
+/// may not.
 pub struct SharedPromptBatch {
     batch: Batch,
-    /// `[2 pairs * K]`: for each answer token, the flat index (`row * T + position`) of the
-    /// position whose hidden state predicts it. Chosen answers first, each padded to `K` tokens.
-    at: Tensor<1, Int>,
-    /// `[2 pairs, K]`: the answer tokens, pad where none.
-    targets: Tensor<2, Int>,
-    /// `[2 pairs, K]`: 1.0 where an answer token is.
-    mask: Tensor<2>,
-    /// Each answer's length, chosen first.
-    pub completion_lens: Vec<usize>,
-    /// `[2 pairs]`: the flat index of each whole sequence's last token (the prompt's last where
-    /// the answer is empty), chosen first.
-    ends: Vec<i32>,
+    /// Each pair's `[prompt, chosen, rejected]` lengths.
+    lens: Vec<[usize; 3]>,
+    /// The row length: the longest pair's.
+    t: usize,
 }
 
 impl SharedPromptBatch {
@@ -35,8 +29,8 @@ impl SharedPromptBatch {
         if pairs.is_empty() {
             return Err(Error::Invalid("nothing to score".into()));
         }
-        if let Some(i) = pairs.iter().position(|[p, _, _]| p.is_empty()) {
-            return Err(Error::Invalid(format!("prompt #{i} is empty; a completion needs a prompt to follow")));
+        if let Some(i) = pairs.iter().position(|[p, c, r]| p.is_empty() && (c.is_empty() || r.is_empty())) {
+            return Err(Error::Invalid(format!("pair #{i} has an empty prompt and an empty answer: there is nothing to score")));
         }
         let rows: Vec<Vec<u32>> = pairs.iter().map(|ids| ids.concat()).collect();
         // The rejected answer restarts where the prompt ends.
@@ -52,14 +46,53 @@ impl SharedPromptBatch {
             j <= i && (j < p || part(i) == part(j))
         })?;
         let t = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
+        Ok(Self { batch, lens, t })
+    }
+
+    /// The hidden state at each whole sequence's last token, `[2 pairs, hidden]`, chosen first:
+    /// what a sequence-classification head reads (the reward model's score). Differentiable.
+    pub fn last_hidden(&self, model: &Llama) -> Tensor<2> {
+        // The flat index (`row * T + position`) of each sequence's last token: the prompt's where
+        // the answer is empty (`new` refused a pair where both are).
+        let last = |row: usize, end: usize| (row * self.t + end - 1) as i32;
+        let chosen = self.lens.iter().enumerate().map(|(row, [p, c, _])| last(row, p + c));
+        let rejected = self.lens.iter().enumerate().map(|(row, [p, c, r])| last(row, if *r == 0 { *p } else { p + c + r }));
+        let ends: Vec<i32> = chosen.chain(rejected).collect();
+        let hidden = model.hidden(&self.batch, None);
+        let [b, t, d] = hidden.dims();
+        let device = hidden.device();
+        let ends = Tensor::<1, Int>::from_data(TensorData::new(ends, [2 * self.lens.len()]), &device);
+        hidden.reshape([b * t, d]).select(0, ends)
+    }
+}
+
+/// Each answer's summed log-probabilities from a [`SharedPromptBatch`], with the tables that pick
+/// every answer token's predicting position out of the packed rows.
+pub struct SharedPromptLogps {
+    packed: SharedPromptBatch,
+    /// `[2 pairs * K]`: for each answer token, the flat index (`row * T + position`) of the
+    /// position whose hidden state predicts it. Chosen answers first, each padded to `K` tokens.
+    at: Tensor<1, Int>,
+    /// `[2 pairs, K]`: the answer tokens, pad where none.
+    targets: Tensor<2, Int>,
+    /// `[2 pairs, K]`: 1.0 where an answer token is.
+    mask: Tensor<2>,
+    /// Each answer's length, chosen first.
+    pub completion_lens: Vec<usize>,
+}
+
+impl SharedPromptLogps {
+    pub fn new(model: &Llama, pairs: &[[&[u32]; 3]], pad_id: u32) -> Result<Self> {
+        if let Some(i) = pairs.iter().position(|[p, _, _]| p.is_empty()) {
+            return Err(Error::Invalid(format!("prompt #{i} is empty; a completion needs a prompt to follow")));
+        }
+        let packed = SharedPromptBatch::new(model, pairs, pad_id)?;
+        let t = packed.t;
         let k = pairs.iter().map(|[_, c, r]| c.len().max(r.len())).max().unwrap_or(0).max(1);
         let n = 2 * pairs.len();
         let (mut at, mut targets, mut mask) = (vec![0i32; n * k], vec![pad_id as i32; n * k], vec![0.0f32; n * k]);
-        let mut ends = vec![0i32; n];
         for (row, [p, c, r]) in pairs.iter().enumerate() {
             let (p, base) = (p.len(), row * t);
-            ends[row] = (base + p + c.len() - 1) as i32;
-            ends[pairs.len() + row] = (if r.is_empty() { base + p - 1 } else { base + p + c.len() + r.len() - 1 }) as i32;
             // Each answer token as (output slot, the flat position predicting it, id). Chosen token
             // m is predicted at p - 1 + m; rejected token m at p - 1 for the first, then at the
             // rejected token before it, p + c + m - 1.
@@ -76,23 +109,12 @@ impl SharedPromptBatch {
         }
         let device = &model.embed_tokens.weight.device();
         Ok(Self {
-            batch,
+            packed,
             at: Tensor::from_data(TensorData::new(at, [n * k]), device),
             targets: Tensor::from_data(TensorData::new(targets, [n, k]), device),
             mask: Tensor::from_data(TensorData::new(mask, [n, k]), device),
             completion_lens: pairs.iter().map(|[_, c, _]| c.len()).chain(pairs.iter().map(|[_, _, r]| r.len())).collect(),
-            ends,
         })
-    }
-
-    /// The hidden state at each whole sequence's last token, `[2 pairs, hidden]`, chosen first:
-    /// what a sequence-classification head reads (the reward model's score). Differentiable.
-    pub fn last_hidden(&self, model: &Llama) -> Tensor<2> {
-        let hidden = model.hidden(&self.batch, None);
-        let [b, t, d] = hidden.dims();
-        let device = hidden.device();
-        let ends = Tensor::<1, Int>::from_data(TensorData::new(self.ends.clone(), [self.ends.len()]), &device);
-        hidden.reshape([b * t, d]).select(0, ends)
     }
 
     /// Sum of each answer's log-probabilities, `[2 pairs]`, chosen first: what
@@ -100,7 +122,7 @@ impl SharedPromptBatch {
     /// Differentiable.
     pub fn logps(&self, model: &Llama) -> Tensor<1> {
         let [n, k] = self.mask.dims();
-        let hidden = model.hidden(&self.batch, None);
+        let hidden = model.hidden(&self.packed.batch, None);
         let [b, t, d] = hidden.dims();
         let answers = hidden.reshape([b * t, d]).select(0, self.at.clone()).reshape([n, k, d]);
         let (logps, _, _) = head_stats(model, answers, self.targets.clone(), false, false);

@@ -488,10 +488,11 @@ fn a_shared_prompt_gives_the_numbers_of_separate_sequences() {
 fn a_reward_model_scores_a_shared_prompt_as_separate_sequences() {
     // The reward model reads each whole sequence's last token; with the prompt run once, it must
     // read the same hidden state, step after step, for answers of uneven lengths, one chosen and
-    // one rejected answer empty (the score is then the prompt's).
+    // one rejected answer empty (the score is then the prompt's), and one pair with no prompt.
     let lm = tiny_lm();
     let mut pairs = uneven_pairs(&lm);
     pairs[1].rejected.clear();
+    pairs[3].prompt.clear();
     let run = |share_prompt: bool| {
         let mut backbone = lm.model.clone();
         backbone.add_lora(&lora(4, &ALL)).unwrap();
@@ -506,6 +507,11 @@ fn a_reward_model_scores_a_shared_prompt_as_separate_sequences() {
         }
     }
     assert!(shared[3]["loss"] < shared[0]["loss"] - 0.05, "training moved the loss: {shared:?}");
+    // With neither a prompt nor an answer there is no sequence to score: a clear error, as apart.
+    pairs[2].prompt.clear();
+    let rm = RewardModel::new(lm.model.clone(), 0);
+    let err = reward_step(&RewardConfig::default(), &rm, &pairs, 1).err().expect("an empty sequence is refused");
+    assert!(err.to_string().contains("pair #2 has an empty prompt and an empty answer"), "{err}");
 }
 
 fn dpo_run_spec(precompute_ref_log_probs: bool, batch: usize, accumulation: usize) -> alignlab::lab::RunSpec {
