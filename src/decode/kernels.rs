@@ -160,6 +160,51 @@ fn rows_scalar(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
     }
 }
 
+/// Rows `r0..` of `w` against `n` input rows `x` (a prompt, or samples decoded together), into
+/// `out` as `[row, n]`: two weight rows made floats once (`floats(w, r, buf)`: the stored row,
+/// or the row dequantized into `buf`), then dotted with four input rows a step (`dot4`) and the rest
+/// one at a time (`dot1`), eight sums in registers, so each vector loaded serves two or four
+/// multiply-adds. (Turning each block into floats once per eight input rows, with one x load per
+/// multiply-add, held a 32-token prompt to about a third of two Zen 1 cores' rate; a weight row at
+/// a time, the loads bounded the page's prompt at ~11 GFLOP/s.) Inlined into each SIMD module's
+/// caller, so its closures compile with that module's instructions.
+#[inline(always)]
+#[allow(dead_code)] // the scalar build has no SIMD caller
+fn rows_in_pairs(
+    w: &QMatrix,
+    x: &[f32],
+    n: usize,
+    r0: usize,
+    out: &mut [f32],
+    floats: impl for<'b> Fn(&'b QMatrix, usize, &'b mut [f32]) -> &'b [f32],
+    dot4: impl Fn(&[f32], &[f32], &[f32]) -> [[f32; 4]; 2],
+    dot1: impl Fn(&[f32], &[f32], &[f32]) -> [[f32; 1]; 2],
+) {
+    let c = w.cols;
+    let mut ws = vec![0.0f32; 2 * c];
+    for (k, o) in out.chunks_mut(2 * n).enumerate() {
+        let pair = o.len() / n;
+        let (b0, b1) = ws.split_at_mut(c);
+        // An odd last row is paired with itself; its second sums are not kept.
+        let w0 = floats(w, r0 + 2 * k, b0);
+        let w1 = floats(w, r0 + 2 * k + pair - 1, b1);
+        let mut i = 0;
+        while i + 4 <= n {
+            let sums = dot4(w0, w1, &x[i * c..(i + 4) * c]);
+            for t in 0..pair {
+                o[t * n + i..t * n + i + 4].copy_from_slice(&sums[t]);
+            }
+            i += 4;
+        }
+        for i in i..n {
+            let sums = dot1(w0, w1, &x[i * c..(i + 1) * c]);
+            for t in 0..pair {
+                o[t * n + i] = sums[t][0];
+            }
+        }
+    }
+}
+
 /// `sum a[j] b[j]`: SIMD128 in the browser, 8 independent lanes the compiler can vectorize
 /// elsewhere (the matrix products natively use [`avx2`]).
 #[inline(always)]
@@ -221,38 +266,14 @@ mod avx2 {
         rows_many(w, x, n, r0, out);
     }
 
-    /// Rows `r0..` of `w` against `n` input rows `x` (a prompt, or samples decoded together),
-    /// into `out` as `[row, n]`: two weight rows made floats once, then dotted with four input
-    /// rows a step, eight sums in registers, so each vector loaded serves two or four
-    /// multiply-adds. (Turning each block into floats once per eight input rows, with one x load
-    /// per multiply-add, held a 32-token prompt to about a third of two Zen 1 cores' rate.)
-    /// Each sum adds its products in the order that loop did (columns in order, eight lanes,
-    /// then [`hsum`]), so the values are the same to the bit.
+    /// [`super::rows_in_pairs`] with AVX2's loops. Each sum adds its products in the order the
+    /// loop of one input row at a time did (columns in order, eight lanes, then [`hsum`]), so the
+    /// values are the same to the bit.
     #[target_feature(enable = "avx2,fma,f16c")]
     fn rows_many(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
-        let c = w.cols;
-        let mut ws = vec![0.0f32; 2 * c];
-        for (k, o) in out.chunks_mut(2 * n).enumerate() {
-            let pair = o.len() / n;
-            let (b0, b1) = ws.split_at_mut(c);
-            // An odd last row is paired with itself; its second sums are not kept.
-            let w0 = row_floats(w, r0 + 2 * k, b0);
-            let w1 = row_floats(w, r0 + 2 * k + pair - 1, b1);
-            let mut i = 0;
-            while i + 4 <= n {
-                let sums = dot_2x::<4>(w0, w1, &x[i * c..(i + 4) * c]);
-                for t in 0..pair {
-                    o[t * n + i..t * n + i + 4].copy_from_slice(&sums[t]);
-                }
-                i += 4;
-            }
-            for i in i..n {
-                let sums = dot_2x::<1>(w0, w1, &x[i * c..(i + 1) * c]);
-                for t in 0..pair {
-                    o[t * n + i] = sums[t][0];
-                }
-            }
-        }
+        super::rows_in_pairs(w, x, n, r0, out, |w, r, buf| row_floats(w, r, buf), |w0, w1, x| dot_2x::<4>(w0, w1, x), |w0, w1, x| {
+            dot_2x::<1>(w0, w1, x)
+        });
     }
 
     /// Row `r` of `w` as floats: the stored row when `w` is f32, else dequantized into `buf`.
@@ -586,8 +607,8 @@ mod simd128 {
         std::array::from_fn(|i| lanes(acc[i]) + minimum[i])
     }
 
-    /// Row `r` of a quantized `w` as f32 into `out`.
-    pub fn dequantize(w: &QMatrix, r: usize, out: &mut [f32]) {
+    /// Row `r` of `w` as floats: the stored row when `w` is f32, else dequantized into `buf`.
+    fn row_floats<'a>(w: &'a QMatrix, r: usize, buf: &'a mut [f32]) -> &'a [f32] {
         let nb = w.cols / BLOCK;
         let store = |o: &mut [f32], ws: [v128; 8]| {
             for (k, wv) in ws.into_iter().enumerate() {
@@ -596,67 +617,36 @@ mod simd128 {
             }
         };
         match &w.data {
-            QData::F32(_) => w.row_into(r, out),
+            QData::F32(_) => return w.f32_row(r).expect("an f32 matrix has f32 rows"),
             QData::Q4_1(blocks) => {
-                blocks[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(BLOCK)).for_each(|(b, o)| store(o, q4_1_floats(b)))
+                blocks[r * nb..(r + 1) * nb].iter().zip(buf.chunks_exact_mut(BLOCK)).for_each(|(b, o)| store(o, q4_1_floats(b)))
             }
             QData::Q8_0(blocks) => {
-                blocks[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(BLOCK)).for_each(|(b, o)| store(o, q8_0_floats(b)))
+                blocks[r * nb..(r + 1) * nb].iter().zip(buf.chunks_exact_mut(BLOCK)).for_each(|(b, o)| store(o, q8_0_floats(b)))
             }
         }
+        buf
     }
 
-    /// Rows `r0..` of `w` against `n` input rows `x` (a prompt), into `out` as `[row, n]`: two
-    /// weight rows (dequantized once) by four input rows a step, eight sums in registers, so each
-    /// vector loaded serves four or two products rather than one (a row at a time, the loads
-    /// bounded the page's prompt at ~11 GFLOP/s).
+    /// [`super::rows_in_pairs`] with SIMD128's loops.
     pub fn rows_many(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
-        let c = w.cols;
-        let mut ws = vec![0.0f32; 2 * c];
-        for (k, o) in out.chunks_mut(2 * n).enumerate() {
-            let pair = o.len() / n;
-            for t in 0..2 {
-                // An odd last row is paired with itself; its second sums are not kept.
-                let r = r0 + 2 * k + t.min(pair - 1);
-                let dst = &mut ws[t * c..(t + 1) * c];
-                match w.f32_row(r) {
-                    Some(wr) => dst.copy_from_slice(wr),
-                    None => dequantize(w, r, dst),
-                }
-            }
-            let (w0, w1) = ws.split_at(c);
-            let mut i = 0;
-            while i + 4 <= n {
-                let sums = dot_2x4(w0, w1, &x[i * c..(i + 4) * c]);
-                for t in 0..pair {
-                    o[t * n + i..t * n + i + 4].copy_from_slice(&sums[t]);
-                }
-                i += 4;
-            }
-            for i in i..n {
-                let xi = &x[i * c..(i + 1) * c];
-                o[i] = dot(w0, xi);
-                if pair == 2 {
-                    o[n + i] = dot(w1, xi);
-                }
-            }
-        }
+        super::rows_in_pairs(w, x, n, r0, out, row_floats, dot_2x::<4>, dot_2x::<1>);
     }
 
-    /// `w0` and `w1` (each `c` long) dotted with each of the four rows of `x` (`4 c` long).
+    /// `w0` and `w1` (each `c` long) dotted with each of the `M` rows of `x` (`M c` long).
     #[inline(always)]
-    fn dot_2x4(w0: &[f32], w1: &[f32], x: &[f32]) -> [[f32; 4]; 2] {
+    fn dot_2x<const M: usize>(w0: &[f32], w1: &[f32], x: &[f32]) -> [[f32; M]; 2] {
         let c = w0.len();
-        assert!(w1.len() == c && x.len() == 4 * c);
+        assert!(w1.len() == c && x.len() == M * c);
         let whole = c / 4 * 4;
-        let mut acc = [[f32x4_splat(0.0); 4]; 2];
+        let mut acc = [[f32x4_splat(0.0); M]; 2];
         let (p0, p1, px) = (w0.as_ptr(), w1.as_ptr(), x.as_ptr());
         let mut j = 0;
         while j < whole {
             // SAFETY: j + 4 <= whole <= c, the length of w0 and w1 and of each row of x.
             unsafe {
                 let (a0, a1) = (v128_load(p0.add(j).cast()), v128_load(p1.add(j).cast()));
-                for i in 0..4 {
+                for i in 0..M {
                     let xv = v128_load(px.add(i * c + j).cast());
                     acc[0][i] = f32x4_add(acc[0][i], f32x4_mul(a0, xv));
                     acc[1][i] = f32x4_add(acc[1][i], f32x4_mul(a1, xv));
@@ -665,9 +655,9 @@ mod simd128 {
             j += 4;
         }
         let lanes = |v: v128| f32x4_extract_lane::<0>(v) + f32x4_extract_lane::<1>(v) + f32x4_extract_lane::<2>(v) + f32x4_extract_lane::<3>(v);
-        let mut out = [[0.0f32; 4]; 2];
+        let mut out = [[0.0f32; M]; 2];
         for (t, w) in [w0, w1].into_iter().enumerate() {
-            for i in 0..4 {
+            for i in 0..M {
                 out[t][i] = lanes(acc[t][i]) + (whole..c).map(|j| w[j] * x[i * c + j]).sum::<f32>();
             }
         }
