@@ -169,7 +169,7 @@ fn rows_scalar(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
 /// a time, the loads bounded the page's prompt at ~11 GFLOP/s.) Inlined into each SIMD module's
 /// caller, so its closures compile with that module's instructions.
 #[inline(always)]
-#[allow(dead_code)] // the scalar build has no SIMD caller
+#[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
 fn rows_in_pairs(
     w: &QMatrix,
     x: &[f32],
