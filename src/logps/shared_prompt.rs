@@ -20,8 +20,6 @@ pub struct SharedPromptBatch {
     batch: Batch,
     /// Each pair's `[prompt, chosen, rejected]` lengths.
     lens: Vec<[usize; 3]>,
-    /// The row length: the longest pair's.
-    t: usize,
 }
 
 impl SharedPromptBatch {
@@ -45,8 +43,12 @@ impl SharedPromptBatch {
             let part = |k: usize| usize::from(k >= p) + usize::from(k >= p + c);
             j <= i && (j < p || part(i) == part(j))
         })?;
-        let t = rows.iter().map(Vec::len).max().unwrap_or(1).max(1);
-        Ok(Self { batch, lens, t })
+        Ok(Self { batch, lens })
+    }
+
+    /// The row length `T`: the longest pair's.
+    fn row_len(&self) -> usize {
+        self.batch.tokens.dims()[1]
     }
 
     /// The hidden state at each whole sequence's last token, `[2 pairs, hidden]`, chosen first:
@@ -54,7 +56,8 @@ impl SharedPromptBatch {
     pub fn last_hidden(&self, model: &Llama) -> Tensor<2> {
         // The flat index (`row * T + position`) of each sequence's last token: the prompt's where
         // the answer is empty (`new` refused a pair where both are).
-        let last = |row: usize, end: usize| (row * self.t + end - 1) as i32;
+        let t = self.row_len();
+        let last = |row: usize, end: usize| (row * t + end - 1) as i32;
         let chosen = self.lens.iter().enumerate().map(|(row, [p, c, _])| last(row, p + c));
         let rejected = self.lens.iter().enumerate().map(|(row, [p, c, r])| last(row, if *r == 0 { *p } else { p + c + r }));
         let ends: Vec<i32> = chosen.chain(rejected).collect();
@@ -87,7 +90,7 @@ impl SharedPromptLogps {
             return Err(Error::Invalid(format!("prompt #{i} is empty; a completion needs a prompt to follow")));
         }
         let packed = SharedPromptBatch::new(model, pairs, pad_id)?;
-        let t = packed.t;
+        let t = packed.row_len();
         let k = pairs.iter().map(|[_, c, r]| c.len().max(r.len())).max().unwrap_or(0).max(1);
         let n = 2 * pairs.len();
         let (mut at, mut targets, mut mask) = (vec![0i32; n * k], vec![pad_id as i32; n * k], vec![0.0f32; n * k]);
