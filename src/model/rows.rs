@@ -6,7 +6,8 @@
 //! SiLU:         y = x * s,  s = 1 / (1 + e^{-x})    dx = g * s * (1 + x * (1 - s))
 //!
 //! m is the row's maximum. The loops are branch-free over fixed-width lanes, so they run as
-//! SSE2 natively (AVX2 where the CPU has it, chosen at run time) and as SIMD128 in the browser.
+//! SSE2 natively (AVX2 or AVX-512 where the CPU has it, chosen at run time) and as SIMD128 in the
+//! browser.
 
 /// Lanes of the reductions: partial sums or maxima side by side, which the compiler keeps in
 /// vector registers (a single running sum would be a chain it may not reorder).
@@ -173,6 +174,11 @@ pub fn each_row<Op: RowOp>(width: usize, a: &[f32], b: Option<&[f32]>, out: &mut
     assert!(width > 0 && a.len() == out.len() && out.len() % width == 0);
     assert!(b.is_none_or(|b| b.len() == out.len()));
     #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features the function is compiled for.
+        return unsafe { each_row_avx512::<Op>(width, a, b, out) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the function is compiled for.
         return unsafe { each_row_avx2::<Op>(width, a, b, out) };
@@ -203,19 +209,44 @@ unsafe fn each_row_avx2<Op: RowOp>(width: usize, a: &[f32], b: Option<&[f32]>, o
     each_row_generic::<Op>(width, a, b, out)
 }
 
+/// And for AVX-512: sixteen lanes, one register per [`LANES`] accumulator.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn each_row_avx512<Op: RowOp>(width: usize, a: &[f32], b: Option<&[f32]>, out: &mut [f32]) {
+    each_row_generic::<Op>(width, a, b, out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// [`each_row`]'s output, once every SIMD build of the loops this CPU runs has given the
+    /// plain loops' values.
     fn run<Op: RowOp>(width: usize, a: &[f32], b: Option<&[f32]>) -> Vec<f32> {
-        let mut out = vec![0.0; a.len()];
-        each_row::<Op>(width, a, b, &mut out);
         let mut plain = vec![0.0; a.len()];
         each_row_generic::<Op>(width, a, b, &mut plain);
-        assert_eq!(out.len(), plain.len());
-        for (x, y) in out.iter().zip(&plain) {
-            assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{x} vs {y}: AVX2 and plain loops differ");
+        let same = |name: &str, out: &[f32]| {
+            for (x, y) in out.iter().zip(&plain) {
+                assert!((x - y).abs() <= 1e-6 * x.abs().max(1.0), "{x} vs {y}: the {name} and plain loops differ");
+            }
+        };
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("fma") {
+            let mut out = vec![0.0; a.len()];
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has the features the function is compiled for.
+                unsafe { each_row_avx2::<Op>(width, a, b, &mut out) };
+                same("AVX2", &out);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: as above.
+                unsafe { each_row_avx512::<Op>(width, a, b, &mut out) };
+                same("AVX-512", &out);
+            }
         }
+        let mut out = vec![0.0; a.len()];
+        each_row::<Op>(width, a, b, &mut out);
+        same("dispatched", &out);
         out
     }
 
