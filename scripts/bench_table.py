@@ -43,69 +43,64 @@ def one(candidates, what):
 
 
 def comparisons(data):
-    """(label, ours, reference, ratio, target, met) for each alignlab row of one round."""
+    """One round's (label, ours, reference, ratio, target) for each alignlab row with a reference,
+    and the lines said beside them (figures without one, notes on the references' runs)."""
     llama = one([r for r in data if r.get("engine") == "llama-cpp-python"], "llama-cpp-python")
     torch = [r for r in data if r.get("engine") == "pytorch+peft"]
     same_ref = one([r for r in torch if r.get("logits_to_keep", 0) > 0], "PyTorch same-work")
     trl_ref = one([r for r in torch if r.get("logits_to_keep", 0) == 0], "TRL-defaults")
-    out = []
+    pairs, lines = [], []
     for r in (r for r in data if "what" in r):
         backend = r["backend"]
         if r["what"] == "generate":
-            ratio = r["tokens_per_s"] / llama["end_to_end_tokens_per_s"]
-            out.append((
+            pairs.append((
                 f"greedy decode, {backend}",
                 f"{r['tokens_per_s']:.1f} tokens/s",
                 f"llama-cpp-python {llama['end_to_end_tokens_per_s']:.1f} tokens/s",
-                ratio, ">= 1.0", meets(ratio, ">= 1.0"),
+                r["tokens_per_s"] / llama["end_to_end_tokens_per_s"], ">= 1.0",
             ))
         elif r["what"] == "dpo":
             same_work = not r["precompute_ref_log_probs"] and not r["share_prompt"]
             ref = same_ref if same_work else trl_ref
-            ratio = r["seconds"] / ref["seconds_per_step"]
-            target = "<= 1.0" if same_work else "<= 0.5"
             kind = "the same work" if same_work else "each side's defaults"
-            out.append((
+            pairs.append((
                 f"DPO step, {kind}, {backend}",
                 f"{r['seconds']:.2f} s ({r['seconds_median']:.2f})",
                 f"{'PyTorch+PEFT' if same_work else 'TRL defaults'} {ref['seconds_per_step']:.2f} s "
                 f"({ref['seconds_per_step_median']:.2f})",
-                ratio, target, meets(ratio, target),
+                r["seconds"] / ref["seconds_per_step"], "<= 1.0" if same_work else "<= 0.5",
             ))
         elif r["what"] == "load":
-            out.append((f"model load, {backend}", f"{r['seconds']:.2f} s", "", None, "", None))
+            lines.append(f"{'model load, ' + backend:<36} {r['seconds']:.2f} s")
     for name, ref in (("llama-cpp-python", llama), ("PyTorch (same work)", same_ref), ("PyTorch (TRL defaults)", trl_ref)):
         if ref.get("other_cpu_cores", 0) > 0.1:
-            out.append((f"note: other processes took {ref['other_cpu_cores']:.2f} cores during {name}'s run", "", "", None, "", None))
-    return out
+            lines.append(f"note: other processes took {ref['other_cpu_cores']:.2f} cores during {name}'s run")
+    return pairs, lines
 
 
-def verdict(met):
-    return "met" if met else "NOT met"
+def verdict(ratio, target):
+    return "met" if meets(ratio, target) else "NOT met"
 
 
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
     all_rounds = [comparisons(r) for r in rounds(rows(sys.argv[1]))]
-    for i, table in enumerate(all_rounds, 1):
+    for i, (pairs, lines) in enumerate(all_rounds, 1):
         if len(all_rounds) > 1:
             print(f"round {i} of {len(all_rounds)}")
         print(f"{'':<36} {'alignlab':<34} {'reference':<40} {'ratio':>7}  target")
-        for label, ours, theirs, ratio, target, met in table:
-            if ratio is None:
-                print(f"{label:<36} {ours}")
-            else:
-                print(f"{label:<36} {ours:<34} {theirs:<40} {ratio:>6.2f}x  {target} ({verdict(met)})")
+        for label, ours, theirs, ratio, target in pairs:
+            print(f"{label:<36} {ours:<34} {theirs:<40} {ratio:>6.2f}x  {target} ({verdict(ratio, target)})")
+        for line in lines:
+            print(line)
     if len(all_rounds) > 1:
         print(f"over {len(all_rounds)} rounds: the median ratio, and the rounds that met the target")
-        for label, _, _, ratio, target, _ in all_rounds[0]:
-            if ratio is None:
-                continue
-            found = [c for table in all_rounds for c in table if c[0] == label]
-            median = statistics.median(c[3] for c in found)
-            met = meets(median, target)
-            print(f"{label:<36} {median:>6.2f}x  {target} ({verdict(met)}; {sum(c[5] for c in found)} of {len(found)} rounds)")
+        for label, _, _, _, target in all_rounds[0][0]:
+            ratios = [c[3] for pairs, _ in all_rounds for c in pairs if c[0] == label]
+            met = sum(meets(r, target) for r in ratios)
+            median = statistics.median(ratios)
+            print(f"{label:<36} {median:>6.2f}x  {target} ({verdict(median, target)}; {met} of {len(ratios)} rounds)")
 
 
 def meets(ratio, target):
