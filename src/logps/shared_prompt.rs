@@ -54,15 +54,14 @@ impl SharedPromptBatch {
     /// The hidden state at each whole sequence's last token, `[2 pairs, hidden]`, chosen first:
     /// what a sequence-classification head reads (the reward model's score). Differentiable.
     pub fn last_hidden(&self, model: &Llama) -> Tensor<2> {
+        let hidden = model.hidden(&self.batch, None);
+        let [b, t, d] = hidden.dims();
         // The flat index (`row * T + position`) of each sequence's last token: the prompt's where
         // the answer is empty (`new` refused a pair where both are).
-        let t = self.row_len();
         let last = |row: usize, end: usize| (row * t + end - 1) as i32;
         let chosen = self.lens.iter().enumerate().map(|(row, [p, c, _])| last(row, p + c));
         let rejected = self.lens.iter().enumerate().map(|(row, [p, c, r])| last(row, if *r == 0 { *p } else { p + c + r }));
         let ends: Vec<i32> = chosen.chain(rejected).collect();
-        let hidden = model.hidden(&self.batch, None);
-        let [b, t, d] = hidden.dims();
         let device = hidden.device();
         let ends = Tensor::<1, Int>::from_data(TensorData::new(ends, [2 * self.lens.len()]), &device);
         hidden.reshape([b * t, d]).select(0, ends)
