@@ -23,7 +23,7 @@ pub fn load(bytes: &[u8], progress: &mut Progress) -> Result<Checkpoint> {
     let (dim, hidden, layers, heads, kv_heads, vocab, seq_len) = (h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
     let sane = |x: i32, max: i32| x > 0 && x <= max;
     if !(sane(dim, 1 << 16) && sane(hidden, 1 << 18) && sane(layers, 512) && sane(heads, 1024)
-        && sane(kv_heads, 1024) && vocab != 0 && vocab.abs() <= 1 << 20 && sane(seq_len, 1 << 20))
+        && sane(kv_heads, 1024) && vocab != 0 && vocab.unsigned_abs() <= 1 << 20 && sane(seq_len, 1 << 20))
     {
         return Err(Error::format(format!(
             "not a model file: not GGUF, not an HF directory, and its first bytes are not a \

@@ -66,6 +66,15 @@ fn wrong_magic_names_the_formats() {
     assert!(e.contains("not a model file"), "{e}");
 }
 
+/// A llama2.c header whose vocabulary is `i32::MIN` (found by `scripts/fuzz`): its absolute value
+/// overflowed, a panic where overflow is checked and a header taken as plausible where it is not.
+#[test]
+fn a_llama2c_vocabulary_of_i32_min_is_refused_at_the_header() {
+    let header: Vec<u8> = [64, 128, 2, 4, 4, i32::MIN, 256].iter().flat_map(|v: &i32| v.to_le_bytes()).collect();
+    let e = err_of(Checkpoint::from_bytes(&header, None, &mut noop()));
+    assert!(e.contains("not a plausible llama2.c header") && e.contains("vocab=-2147483648"), "{e}");
+}
+
 #[test]
 fn unsupported_tensor_type_is_named() {
     let (_dir, mut bytes) = tiny_gguf_bytes("qtype", &[("model.norm.weight", GgmlType::F32)]);
