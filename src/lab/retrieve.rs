@@ -121,7 +121,8 @@ impl Library {
 }
 
 /// Paragraphs (split at blank lines), a heading kept with the paragraph after it, long ones cut at
-/// sentence ends so a passage stays near [`MAX_PASSAGE_CHARS`].
+/// sentence ends so a passage stays near [`MAX_PASSAGE_CHARS`]. Linear in the text: a document is
+/// up to a megabyte, and the worker cuts it before the student can search.
 fn split(text: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut heading = String::new();
@@ -131,28 +132,43 @@ fn split(text: &str) -> Vec<String> {
             heading.push('\n');
             continue;
         }
-        let block = std::mem::take(&mut heading) + block;
-        let mut piece = String::new();
-        for sentence in block.split_inclusive(". ") {
-            if !piece.is_empty() && piece.chars().count() + sentence.chars().count() > MAX_PASSAGE_CHARS {
-                out.push(std::mem::take(&mut piece).trim().to_string());
-            }
-            piece.push_str(sentence);
-            // A single run-on "sentence" longer than a passage is cut where it passes the limit.
-            while piece.chars().count() > MAX_PASSAGE_CHARS {
-                let cut = piece.char_indices().nth(MAX_PASSAGE_CHARS).map_or(piece.len(), |(i, _)| i);
-                out.push(piece[..cut].trim().to_string());
-                piece = piece[cut..].to_string();
-            }
-        }
-        if !piece.trim().is_empty() {
-            out.push(piece.trim().to_string());
-        }
+        paragraph(&(std::mem::take(&mut heading) + block), &mut out);
     }
-    if !heading.trim().is_empty() {
-        out.push(heading.trim().to_string());
-    }
+    // Headings with no paragraph after them are a passage of their own, cut like any other.
+    paragraph(&heading, &mut out);
     out
+}
+
+/// One paragraph's passages: whole sentences while they fit; a run-on "sentence" longer than a
+/// passage is cut every [`MAX_PASSAGE_CHARS`] characters.
+fn paragraph(block: &str, out: &mut Vec<String>) {
+    let mut push = |p: &str| {
+        let p = p.trim();
+        if !p.is_empty() {
+            out.push(p.to_string());
+        }
+    };
+    let (mut piece, mut chars) = (String::new(), 0usize);
+    for sentence in block.split_inclusive(". ") {
+        let n = sentence.chars().count();
+        if chars > 0 && chars + n > MAX_PASSAGE_CHARS {
+            push(&std::mem::take(&mut piece));
+            chars = 0;
+        }
+        piece.push_str(sentence);
+        chars += n;
+        if chars > MAX_PASSAGE_CHARS {
+            let mut rest = piece.as_str();
+            while chars > MAX_PASSAGE_CHARS {
+                let cut = rest.char_indices().nth(MAX_PASSAGE_CHARS).map_or(rest.len(), |(i, _)| i);
+                push(&rest[..cut]);
+                rest = &rest[cut..];
+                chars -= MAX_PASSAGE_CHARS;
+            }
+            piece = rest.to_string();
+        }
+    }
+    push(&piece);
 }
 
 /// The prompt with the passages ahead of the question, numbered, each with its document's name.
@@ -364,6 +380,25 @@ mod tests {
         assert!(p.len() >= 4, "{p:?}");
         assert!(p.iter().all(|x| x.chars().count() <= MAX_PASSAGE_CHARS), "{p:?}");
         assert_eq!(p.concat().matches("Word").count(), 400);
+    }
+
+    /// What an odd document once did: trailing headings became one passage of any length, and a
+    /// run of spaces an empty passage.
+    #[test]
+    fn any_document_cuts_into_short_nonempty_passages() {
+        let headings = "# Heading\n\n".repeat(200);
+        let spaces = format!("start{}end", " ".repeat(2000));
+        for text in [headings.as_str(), spaces.as_str()] {
+            let p = split(text);
+            assert!(!p.is_empty() && p.iter().all(|x| !x.is_empty() && x.chars().count() <= MAX_PASSAGE_CHARS), "{p:?}");
+        }
+        assert_eq!(split(&headings).concat().matches("# Heading").count(), 200);
+        assert_eq!(split(&spaces), ["start", "end"]);
+        // A megabyte of one run-on sentence, in multi-byte characters: cut in one pass, nothing lost.
+        let runon = "é".repeat(MAX_DOCUMENT_BYTES / 2);
+        let p = split(&runon);
+        assert_eq!(p.len(), (MAX_DOCUMENT_BYTES / 2).div_ceil(MAX_PASSAGE_CHARS));
+        assert_eq!(p.concat(), runon);
     }
 
     #[test]
