@@ -5,9 +5,11 @@
 //! error is a pass; a panic, a hang or an allocation out of proportion to the input is a bug.
 #![allow(dead_code)]
 
+use alignlab::align::reward;
 use alignlab::backend::{self, BackendKind, block_on};
 use alignlab::data::{self, Demonstration, Preference, PromptOnly, Unpaired};
 use alignlab::io::{self, ChatTemplate, Checkpoint, Message, hf, llama2c, peft};
+use alignlab::lab::{self, class::ClassFile, lesson, retrieve};
 use alignlab::logps::completion_logps;
 use alignlab::model::{Llama, LlamaConfig};
 
@@ -21,6 +23,7 @@ pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
     ("peft", peft_adapter),
     ("jsonl", jsonl),
     ("chat_template", chat_template),
+    ("lab_files", lab_files),
 ];
 
 const TEXTS: [&str; 3] = ["Hello, world", "  wörld 123 <|im_end|> <s>", ""];
@@ -156,15 +159,19 @@ pub fn tiny_model() -> Llama {
     Llama::from_weights(&c, &mut w, &device()).expect("the tiny model is consistent")
 }
 
-/// `adapter_config.json` then `adapter_model.safetensors`, loaded into the tiny model.
+/// `adapter_config.json` then `adapter_model.safetensors`, loaded into the tiny model as an adapter
+/// and as a reward model (the same layout with a `score` head, `task_type = SEQ_CLS`); true when
+/// either loads and then scores.
 pub fn peft_adapter(data: &[u8]) -> bool {
     let p = parts(data, 2);
-    let mut model = tiny_model();
-    if peft::load_adapter(&mut model, p[0], p[1]).is_err() {
-        return false;
-    }
     let pairs = [(vec![0u32, 1], vec![2u32])];
-    block_on(completion_logps(&model, 0, &pairs)).is_ok()
+    let mut model = tiny_model();
+    let adapter = peft::load_adapter(&mut model, p[0], p[1]).is_ok() && block_on(completion_logps(&model, 0, &pairs)).is_ok();
+    let reward = match reward::load_reward_model(tiny_model(), p[0], p[1]) {
+        Ok((rm, _)) => block_on(rm.rewards_for(&pairs, 0)).is_ok_and(|r| r.len() == 1),
+        Err(_) => false,
+    };
+    adapter || reward
 }
 
 /// TRL JSONL in every record type; what is imported exports and imports back unchanged.
@@ -190,4 +197,85 @@ pub fn chat_template(data: &[u8]) -> bool {
         ok &= t.render(&[Message::system("Be brief."), Message::user(text), Message::assistant("Hi")], true).is_ok();
     }
     ok
+}
+
+/// The lab's own files, picked by the first byte: a lab file, a settings link, a class file, a
+/// constitution, prompt variants, a probe set, a fact set, a document for retrieval, the sample
+/// class's answers. What a reader accepts is used as the page uses it, and what the app writes
+/// back out reads back the same.
+pub fn lab_files(data: &[u8]) -> bool {
+    let [kind, file @ ..] = data else { return false };
+    match kind % 9 {
+        0 => lesson::Lesson::parse(file).is_ok_and(|l| {
+            let presets = std::iter::once(&l.setup).chain(l.steps.iter().map(|s| &s.set));
+            for p in presets {
+                use_preset(p);
+            }
+            let again = lesson::Lesson::parse(&serde_json::to_vec(&l).expect("a lesson serializes"));
+            assert_eq!(again.as_ref().ok(), Some(&l), "a lab file written back did not read back: {again:?}");
+            true
+        }),
+        1 => lesson::Preset::parse(&String::from_utf8_lossy(file)).is_ok_and(|p| {
+            use_preset(&p);
+            let again = lesson::Preset::parse(&serde_json::to_string(&p).expect("a preset serializes"));
+            assert_eq!(again.as_ref().ok(), Some(&p), "a settings link written back did not read back: {again:?}");
+            true
+        }),
+        2 => ClassFile::parse(file).is_ok_and(|f| {
+            let files = [f.clone(), f];
+            let merged = lab::class::merge(&[&files[0].pairs, &files[1].pairs]);
+            let _ = lab::class::agreement(&files[0].pairs, &merged.pairs);
+            let groups = lab::groups::groups_of(&files, &Default::default());
+            assert_eq!(groups.len(), 1, "two files of one rater are one group");
+            assert_eq!(lab::class::raters(&files).len(), 1);
+            let again = ClassFile::parse(&serde_json::to_vec(&files[0]).expect("a class file serializes"));
+            assert_eq!(again.as_ref().ok(), Some(&files[0]), "a class file written back did not read back: {again:?}");
+            true
+        }),
+        3 => lab::constitution::parse_constitution(file).is_ok_and(|c| {
+            c.principles.iter().all(|p| lab::constitution::critique_question(p, " an answer ").ends_with("Answer Yes or No."))
+        }),
+        4 => lab::prompting::parse_variants(file).is_ok_and(|v| {
+            let _: Vec<String> = v.iter().map(|v| v.question("How far is the ferry?")).collect();
+            let again = lab::prompting::parse_variants(&serde_json::to_vec(&v).expect("variants serialize"));
+            assert_eq!(again.as_ref().ok(), Some(&v), "variants written back did not read back: {again:?}");
+            true
+        }),
+        5 => lab::probes::parse_probes(file).is_ok_and(|p| {
+            for probe in &p {
+                let _ = probe.judge_specs();
+            }
+            let again = lab::probes::parse_probes(lab::probes::probes_file(&p).as_bytes());
+            assert_eq!(again.as_ref().ok(), Some(&p), "a probe file written back did not read back: {again:?}");
+            true
+        }),
+        6 => retrieve::parse_facts(file).is_ok_and(|facts| {
+            facts.iter().all(|f| f.answers.iter().all(|a| a.trim().is_empty() || f.is_answered_by(a)))
+        }),
+        7 => retrieve::Document::from_bytes("doc.md".into(), file.to_vec()).is_ok_and(|d| {
+            let Ok(library) = retrieve::Library::new(std::slice::from_ref(&d)) else { return false };
+            for p in library.passages() {
+                let n = p.text.chars().count();
+                assert!(n > 0 && n <= retrieve::MAX_PASSAGE_CHARS, "a passage of {n} characters");
+            }
+            let query: String = d.text.chars().take(200).collect();
+            let hits = library.search(&query, retrieve::MAX_TOP_K + 1);
+            assert!(hits.len() <= retrieve::MAX_TOP_K, "more passages than asked for");
+            retrieve::augmented_prompt(&query, &hits).ends_with(&query)
+        }),
+        _ => lab::groups::sample_class_from(file).is_ok_and(|(files, assign)| {
+            lab::groups::groups_of(&files, &assign).iter().all(|g| !g.name.is_empty())
+        }),
+    }
+}
+
+/// What the page does with a preset: the sampling and training settings and the judges it sets,
+/// and its examples added to the data (twice adds nothing more).
+fn use_preset(p: &lesson::Preset) {
+    let _ = p.sampling(&Default::default());
+    let _ = p.train(&Default::default());
+    let _ = p.judges(&[("sentiment".into(), 1.0, true)]);
+    let mut data = lab::TrainData::default();
+    p.add_data(&mut data);
+    assert_eq!(p.add_data(&mut data), 0, "adding a preset's examples twice added some again");
 }

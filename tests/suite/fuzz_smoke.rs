@@ -181,6 +181,9 @@ fn write_seeds() {
     model.add_lora(&lora).unwrap();
     let files = alignlab::backend::block_on(alignlab::io::peft::save_adapter(&model, &lora, "tiny")).unwrap();
     put("peft", "tiny", &framed(&[files.config_json.as_bytes(), &files.safetensors]));
+    let rm = alignlab::align::reward::RewardModel::new(model, 7);
+    let files = alignlab::backend::block_on(alignlab::align::reward::save_reward_model(&rm, &lora, "tiny")).unwrap();
+    put("peft", "tiny-reward", &framed(&[files.config_json.as_bytes(), &files.safetensors]));
 
     put("jsonl", "trl.jsonl", concat!(
         r#"{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}"#, "\n",
@@ -193,7 +196,35 @@ fn write_seeds() {
     put("chat_template", "chatml.jinja", chatml.as_bytes());
     let llama3 = "{% set ns = namespace(sys='') %}{% for m in messages %}{% if m.role == 'system' %}{% set ns.sys = m.content | trim %}{% elif m.role not in ['user', 'assistant'] %}{{ raise_exception('bad role') }}{% endif %}{% endfor %}{{ bos_token }}{% if ns.sys %}{{ '<|start_header_id|>system<|end_header_id|>\n\n' + ns.sys + '<|eot_id|>' }}{% endif %}{% for m in messages if m.role != 'system' %}{{ '<|start_header_id|>' + m.role + '<|end_header_id|>\n\n' + m.content.strip() + '<|eot_id|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}";
     put("chat_template", "llama3.jinja", llama3.as_bytes());
+    write_lab_seeds(&put);
+
     // The seeds load: a seed that fails to parse would only fuzz the error paths.
     let ok = alignlab::io::ChatTemplate::new(llama3, "<s>", "</s>").render(&[Message::user("hi")], true).unwrap();
     assert!(ok.contains("assistant"));
+}
+
+/// The lab's own files, each behind the byte that picks its reader in `targets::lab_files`: the
+/// shipped lessons, probes, facts, documents and class answers, and the starter sets as the app
+/// writes them.
+fn write_lab_seeds(put: &dyn Fn(&str, &str, &[u8])) {
+    use alignlab::lab::{constitution, groups, lesson, prompting};
+    let www = root().join("www");
+    let seed = |kind: u8, name: &str, bytes: &[u8]| put("lab_files", name, &[&[kind], bytes].concat());
+    for name in ["what-is-alignment", "dpo-without-reward-model", "answers-from-documents", "whose-preferences"] {
+        seed(0, &format!("{name}.json"), &std::fs::read(www.join(format!("labs/{name}.json"))).unwrap());
+    }
+    // The built-in preset that sets the most kinds of thing.
+    let presets = lesson::built_in().into_iter().flat_map(|l| std::iter::once(l.setup).chain(l.steps.into_iter().map(|s| s.set)));
+    let kinds = |p: &lesson::Preset| [p.sampling.is_some(), p.train.is_some(), p.judges.is_some(), p.data.is_some()].iter().filter(|&&k| k).count();
+    let set = presets.max_by_key(kinds).expect("the built-in lessons have presets");
+    assert!(kinds(&set) >= 2, "no built-in preset sets two kinds of thing: {set:?}");
+    seed(1, "preset.json", serde_json::to_string(&set).unwrap().as_bytes());
+    seed(2, "class.json", &serde_json::to_vec(&groups::sample_class().0[0]).unwrap());
+    let principles = constitution::starter_constitution().principles;
+    seed(3, "constitution.json", serde_json::json!({"alignlab_constitution": 1, "principles": principles}).to_string().as_bytes());
+    seed(4, "variants.json", &serde_json::to_vec(&prompting::starter_variants()).unwrap());
+    seed(5, "probes.json", &std::fs::read(www.join("probes.json")).unwrap());
+    seed(6, "facts.json", &std::fs::read(www.join("library/facts.json")).unwrap());
+    seed(7, "ferry.md", &std::fs::read(www.join("library/ferry.md")).unwrap());
+    seed(8, "answers.json", &std::fs::read(www.join("class/answers.json")).unwrap());
 }
