@@ -92,7 +92,8 @@ impl Tokenizer {
         // tokenizers 0.22 panics instead of returning an error on two kinds of input, so both are
         // refused here first: JSON it cannot read inside some sections (`expect("Helper")`: a
         // string that is not UTF-8 or a lone surrogate, found by fuzzing), and a `Precompiled`
-        // normalizer whose fields do not parse (`expect("Precompiled")`).
+        // normalizer whose fields do not parse (`expect("Precompiled")`); and one whose size
+        // header asks for gigabytes (`check_trie_size`).
         let json: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
         check_precompiled(&json)?;
@@ -288,6 +289,7 @@ fn check_precompiled(v: &serde_json::Value) -> Result<()> {
     match v {
         serde_json::Value::Object(o) => {
             if o.get("type").and_then(|t| t.as_str()) == Some("Precompiled") {
+                check_trie_size(o.get("precompiled_charsmap"))?;
                 // As tokenizers reads it: through the JSON text.
                 serde_json::from_str::<tokenizers::normalizers::Precompiled>(&v.to_string()).map_err(|e| {
                     Error::Tokenizer(format!("tokenizer.json has a Precompiled normalizer that cannot be read: {e}"))
@@ -298,4 +300,21 @@ fn check_precompiled(v: &serde_json::Value) -> Result<()> {
         serde_json::Value::Array(a) => a.iter().try_for_each(check_precompiled),
         _ => Ok(()),
     }
+}
+
+/// A precompiled charsmap (base64) starts with its trie's size in bytes (u32, little-endian), and
+/// the reader allocates room for the whole trie before reading it: a 4-byte header could ask for
+/// 4 GiB (found by fuzzing). The trie must fit in the map after its header. A map that is not
+/// base64 or shorter than a header is left to the reader's own error.
+fn check_trie_size(charsmap: Option<&serde_json::Value>) -> Result<()> {
+    let Some(Ok(map)) = charsmap.and_then(|m| m.as_str()).map(base64::decode) else { return Ok(()) };
+    let Some((&header, rest)) = map.split_first_chunk::<4>() else { return Ok(()) };
+    let trie = u64::from(u32::from_le_bytes(header));
+    if trie > rest.len() as u64 {
+        return Err(Error::Tokenizer(format!(
+            "tokenizer.json has a Precompiled normalizer whose charsmap declares a {trie}-byte trie in {} bytes: the file is damaged; use the tokenizer.json the model came with",
+            rest.len()
+        )));
+    }
+    Ok(())
 }

@@ -75,6 +75,18 @@ fn a_llama2c_vocabulary_of_i32_min_is_refused_at_the_header() {
     assert!(e.contains("not a plausible llama2.c header") && e.contains("vocab=-2147483648"), "{e}");
 }
 
+/// A `Precompiled` normalizer whose charsmap declares a 4 GiB trie in 8 bytes (found by
+/// `scripts/fuzz`): tokenizers' reader allocated the whole trie before reading it, so a 189-byte
+/// tokenizer.json asked for 3.7 GB (and a wasm32 worker, which has 4 GiB in all, would abort).
+#[test]
+fn a_precompiled_charsmap_declaring_a_huge_trie_is_refused_before_it_is_read() {
+    let mut json: serde_json::Value = serde_json::from_str(&tiny_tokenizer_json(64)).unwrap();
+    // Base64 of ff ff ff ff 00 00 00 00: a u32::MAX-byte trie, then four bytes.
+    json["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": [{"type": "Precompiled", "precompiled_charsmap": "/////wAAAAA="}]});
+    let e = err_of(alignlab::io::tokenizer_from_bytes(json.to_string().as_bytes(), 64));
+    assert!(e.contains("declares a 4294967295-byte trie in 4 bytes"), "{e}");
+}
+
 #[test]
 fn unsupported_tensor_type_is_named() {
     let (_dir, mut bytes) = tiny_gguf_bytes("qtype", &[("model.norm.weight", GgmlType::F32)]);
