@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::samples::{self, Samples};
 use super::{Ctx, files, groups};
-use crate::lab::class::{CLASS_FORMAT, ClassFile, RunReport, agreement, merge};
+use crate::lab::class::{CLASS_FORMAT, ClassFile, MAX_CLASS_BYTES, RunReport, agreement, merge};
 use crate::lab::groups::AdapterRow;
 
 /// The teacher's side, kept across a reload.
@@ -79,7 +79,7 @@ pub fn ClassPanel() -> impl IntoView {
         leptos::task::spawn_local(async move {
             let mut bad = Vec::new();
             for f in picked {
-                match files::read_bytes(&f).await.and_then(|b| ClassFile::parse(&b).map_err(|e| e.to_string())) {
+                match files::read_bytes(&f, MAX_CLASS_BYTES as u64).await.and_then(|b| ClassFile::parse(&b).map_err(|e| e.to_string())) {
                     // The same rater handing in again replaces their earlier file.
                     Ok(c) => room.update(|r| {
                         r.files.retain(|x| x.rater.trim() != c.rater.trim());

@@ -8,6 +8,10 @@ use super::{Banner, Ctx, client, files, lines};
 use crate::data::{self, Demonstration, Preference, Unpaired};
 use crate::worker::protocol::*;
 
+/// The largest JSONL file the page imports: its text, its records and their saved copy all sit in
+/// the page's memory (at most 4 GiB). A bigger dataset is a job for the CLI.
+const MAX_JSONL_BYTES: u64 = 64 << 20;
+
 /// Imports a JSONL file as whichever TRL format its lines fit best.
 fn import_jsonl(ctx: Ctx, text: &str) -> String {
     let pref = data::import::<Preference>(text);
@@ -62,9 +66,9 @@ pub fn DataPanel() -> impl IntoView {
         let picked = files::picked(&ev);
         leptos::task::spawn_local(async move {
             for f in picked {
-                match files::read_text(&f).await {
+                match files::read_text(&f, MAX_JSONL_BYTES).await {
                     Ok(t) => message.set(Some(format!("{}: {}", f.name(), import_jsonl(ctx, &t)))),
-                    Err(e) => ctx.banner.set(Some(Banner { kind: ErrorKind::Invalid, message: e, fatal: false })),
+                    Err(e) => ctx.banner.set(Some(Banner { kind: ErrorKind::Invalid, message: format!("{}: {e}", f.name()), fatal: false })),
                 }
             }
         });

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::samples::{self, Samples};
 use super::{Ctx, client, files, lesson};
 use crate::lab::lesson::{Action, record};
-use crate::lab::retrieve::{Fact, FactSummary, MAX_DOCUMENTS, MAX_TOP_K, SAMPLE_QUESTION, parse_facts};
+use crate::lab::retrieve::{Fact, FactSummary, MAX_DOCUMENT_BYTES, MAX_DOCUMENTS, MAX_FACTS_BYTES, MAX_TOP_K, SAMPLE_QUESTION, parse_facts};
 use crate::worker::protocol::*;
 
 /// The documents and question the tab remembers between visits.
@@ -48,7 +48,7 @@ fn add_files(shelf: RwSignal<Shelf>, problems: RwSignal<Vec<String>>, picked: Ve
             let name = f.name();
             // The size first: a big file is refused before it is read.
             let read = match Document::check_size(&name, f.size() as u64) {
-                Ok(()) => files::read_bytes(&f).await.and_then(|b| Document::from_bytes(name.clone(), b).map_err(|e| e.to_string())),
+                Ok(()) => files::read_bytes(&f, MAX_DOCUMENT_BYTES as u64).await.map_err(|e| format!("{name}: {e}")).and_then(|b| Document::from_bytes(name.clone(), b).map_err(|e| e.to_string())),
                 Err(e) => Err(e.to_string()),
             };
             let doc = match read {
@@ -156,7 +156,7 @@ pub fn DocumentsPanel() -> impl IntoView {
         let picked = files::picked(&ev);
         leptos::task::spawn_local(async move {
             for f in picked {
-                match files::read_bytes(&f).await.and_then(|b| parse_facts(&b).map_err(|e| e.to_string())) {
+                match files::read_bytes(&f, MAX_FACTS_BYTES as u64).await.and_then(|b| parse_facts(&b).map_err(|e| e.to_string())) {
                     Ok(list) => {
                         facts_name.set(format!("{} ({} questions)", f.name(), list.len()));
                         facts.set(Some(list));

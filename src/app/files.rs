@@ -5,6 +5,8 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{Blob, BlobPropertyBag, File, HtmlAnchorElement, HtmlInputElement, Url};
 
+use crate::worker::protocol::MAX_DOWNLOAD;
+
 /// Offers `bytes` as a download named `name`.
 pub fn download(name: &str, mime: &str, bytes: &[u8]) -> Result<(), String> {
     let arr = js_sys::Array::new();
@@ -43,14 +45,29 @@ pub fn picked(ev: &web_sys::Event) -> Vec<File> {
     out
 }
 
-pub async fn read_bytes(file: &File) -> Result<Vec<u8>, String> {
-    let buf = JsFuture::from(file.array_buffer()).await.map_err(|e| format!("could not read {}: {e:?}", file.name()))?;
+/// Refuses a picked file over `max` bytes before it is read: the page has at most 4 GiB of
+/// memory, and a wrong pick must not take it down with the student's work. The error leaves the
+/// file's name to the caller, which puts it first.
+fn check_size(file: &File, max: u64) -> Result<(), String> {
+    let mib = |b: f64| b / f64::from(1u32 << 20);
+    if file.size() > max as f64 {
+        return Err(format!("{:.1} MiB, more than the {:.0} MiB this page reads for this kind of file; nothing was read", mib(file.size()), mib(max as f64)));
+    }
+    Ok(())
+}
+
+/// A picked file's bytes, refused unread when it is over `max` bytes.
+pub async fn read_bytes(file: &File, max: u64) -> Result<Vec<u8>, String> {
+    check_size(file, max)?;
+    let buf = JsFuture::from(file.array_buffer()).await.map_err(|e| format!("could not read it: {e:?}"))?;
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
-pub async fn read_text(file: &File) -> Result<String, String> {
-    let t = JsFuture::from(file.text()).await.map_err(|e| format!("could not read {}: {e:?}", file.name()))?;
-    t.as_string().ok_or_else(|| format!("{} is not text", file.name()))
+/// A picked file's text, refused unread when it is over `max` bytes.
+pub async fn read_text(file: &File, max: u64) -> Result<String, String> {
+    check_size(file, max)?;
+    let t = JsFuture::from(file.text()).await.map_err(|e| format!("could not read it: {e:?}"))?;
+    t.as_string().ok_or_else(|| "it is not text".to_string())
 }
 
 /// The page's own files at `urls` (relative to the page), fetched at once and read in order. Each
@@ -86,7 +103,7 @@ pub async fn fetch_own(urls: &[String], max_bytes: usize) -> Result<Vec<Vec<u8>>
 pub async fn model_source(picked: &[File]) -> Result<crate::worker::protocol::ModelSource, String> {
     let mut list: Vec<(String, Vec<u8>)> = Vec::new();
     for f in picked {
-        list.push((f.name(), read_bytes(f).await?));
+        list.push((f.name(), read_bytes(f, MAX_DOWNLOAD).await.map_err(|e| format!("{}: {e}", f.name()))?));
     }
     if list.is_empty() {
         return Err("no file was picked".into());

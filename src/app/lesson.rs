@@ -295,7 +295,7 @@ pub fn LessonList() -> impl IntoView {
     let on_file = move |ev: leptos::ev::Event| {
         let Some(f) = files::picked(&ev).into_iter().next() else { return };
         leptos::task::spawn_local(async move {
-            let parsed = match files::read_bytes(&f).await {
+            let parsed = match files::read_bytes(&f, MAX_LAB_BYTES as u64).await {
                 Ok(b) => Lesson::parse(&b).map_err(|e| e.to_string()),
                 Err(e) => Err(e),
             };

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{Ctx, client, files, lesson, samples};
 use crate::data::Preference;
 use crate::lab::lesson::{Action, record};
-use crate::lab::probes::{MAX_PROBES, ProbeSummary, Side, parse_probes, probes_file};
+use crate::lab::probes::{MAX_PROBES, MAX_PROBES_BYTES, ProbeSummary, Side, parse_probes, probes_file};
 use crate::worker::protocol::*;
 
 /// Best against worst, second best against second worst, …: up to this many pairs from a probe.
@@ -190,7 +190,7 @@ pub fn ProbesPanel() -> impl IntoView {
         let picked = files::picked(&ev);
         leptos::task::spawn_local(async move {
             for f in picked {
-                match files::read_bytes(&f).await.and_then(|b| parse_probes(&b).map_err(|e| e.to_string())) {
+                match files::read_bytes(&f, MAX_PROBES_BYTES as u64).await.and_then(|b| parse_probes(&b).map_err(|e| e.to_string())) {
                     Ok(list) if st.with_untracked(|s| s.own.len() + list.len()) > MAX_PROBES => {
                         problems.set(vec![format!("{}: {} probes would make more than {MAX_PROBES}; remove some first", f.name(), list.len())])
                     }

@@ -337,9 +337,9 @@ fn Artifacts(busy: Signal<bool>, message: RwSignal<Option<String>>) -> impl Into
         leptos::task::spawn_local(async move {
             let mut got = picked.get_untracked();
             for f in chosen {
-                match files::read_bytes(&f).await {
+                match files::read_bytes(&f, MAX_DOWNLOAD).await {
                     Ok(b) => got.push((f.name(), b)),
-                    Err(e) => return message.set(Some(e)),
+                    Err(e) => return message.set(Some(format!("{}: {e}", f.name()))),
                 }
             }
             let cfg = got.iter().find(|(n, _)| n.ends_with(".json")).cloned();

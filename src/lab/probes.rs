@@ -31,7 +31,7 @@ pub const MAX_PROBES: usize = 200;
 pub const MAX_PROBE_CHARS: usize = 2000;
 /// Judges one probe may name.
 pub const MAX_PROBE_JUDGES: usize = 8;
-const MAX_PROBES_BYTES: usize = 1 << 20;
+pub const MAX_PROBES_BYTES: usize = 1 << 20;
 
 /// What a probe tries to get out of the model.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

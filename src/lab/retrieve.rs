@@ -26,7 +26,7 @@ pub const MAX_PASSAGE_CHARS: usize = 700;
 /// Passages put into one prompt, at most.
 pub const MAX_TOP_K: usize = 8;
 pub const MAX_FACTS: usize = 500;
-const MAX_FACTS_BYTES: usize = 1 << 20;
+pub const MAX_FACTS_BYTES: usize = 1 << 20;
 
 /// A text or Markdown file the student added (or one of the sample set).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

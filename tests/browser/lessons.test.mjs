@@ -178,13 +178,16 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
     const close = p.getByRole('button', { name: "Close the class's files" });
     if (await close.isEnabled()) await close.click();
     const files = [['ana.json', ana], ['ben.json', ben], ['nobody.json', { ...ana, rater: ' ' }]].map(([f, v]) => { writeFileSync(join(dir, f), JSON.stringify(v)); return join(dir, f); });
-    await p.getByLabel('Open class files').setInputFiles(files);
+    // A wrong pick far over a class file's 16 MiB is refused by its size, before it is read.
+    writeFileSync(join(dir, 'huge.json'), Buffer.alloc((16 << 20) + (1 << 19), 32));
+    await p.getByLabel('Open class files').setInputFiles([...files, join(dir, 'huge.json')]);
     const table = page.getByRole('table', { name: 'Rater agreement' });
     await table.waitFor();
     const row = (r) => table.locator('tbody tr').nth(r).locator('td');
     assert.match(await row(0).nth(0).innerText(), new RegExp(`^100% of ${n}\\b`));
     assert.match(await row(0).nth(1).innerText(), new RegExp(`^${Math.round(((n - 2) / n) * 100)}% of ${n}`));
     assert.match(await p.getByRole('alert').filter({ hasText: 'nobody.json' }).innerText(), /rater: give a name/);
+    assert.match(await p.getByRole('alert').filter({ hasText: 'huge.json' }).innerText(), /huge\.json: 16\.5 MiB, more than the 16 MiB this page reads for this kind of file; nothing was read/);
     assert.match(await p.getByLabel('Merged preferences').innerText(), new RegExp(`^${n - 2} pairs from 2 raters: .* ${n} judged by several raters, 2 even splits left out`));
     assert.equal(await page.getByRole('table', { name: 'Class runs' }).locator('tbody tr').count(), 2 * ana.runs.length);
     await shot(page, 'class-teacher-view');
