@@ -89,11 +89,11 @@ impl Tokenizer {
     /// From an HF `tokenizer.json` (bytes). `tokenizer.json` does not say which tokens are BOS and
     /// EOS: `specials` does (from `tokenizer_config.json`, else `config.json`'s ids).
     pub fn from_hf_json(bytes: &[u8], specials: &HfSpecials) -> Result<Self> {
-        // tokenizers 0.22 panics instead of returning an error on two kinds of input, so both are
-        // refused here first: JSON it cannot read inside some sections (`expect("Helper")`: a
-        // string that is not UTF-8 or a lone surrogate, found by fuzzing), and a `Precompiled`
-        // normalizer whose fields do not parse (`expect("Precompiled")`); and one whose size
-        // header asks for gigabytes (`check_trie_size`).
+        // tokenizers 0.22 fails badly on three kinds of input, so all are refused here first: JSON
+        // it cannot read inside some sections (a panic, `expect("Helper")`: a string that is not
+        // UTF-8 or a lone surrogate, found by fuzzing), a `Precompiled` normalizer whose fields do
+        // not parse (a panic, `expect("Precompiled")`), and one whose size header makes it reserve
+        // gigabytes before reading (`check_trie_size`, found by fuzzing).
         let json: serde_json::Value = serde_json::from_slice(bytes)
             .map_err(|e| Error::Tokenizer(format!("tokenizer.json is not valid JSON: {e}")))?;
         check_precompiled(&json)?;
