@@ -4,7 +4,7 @@ the text the decoding benchmarks take their prompt from."""
 import os
 import time
 
-# Repeated, tokenized, and cut to the prompt's length: what `alignlab bench generate` does (src/main.rs).
+# Repeated, tokenized, and cut to the prompt's length: what `alignlab bench generate` does (src/bench_cli.rs).
 TEXT = "The quick brown fox jumps over the lazy dog. "
 
 

@@ -6,11 +6,10 @@
 //! a checkpoint every N steps (adapter, optimizer state, step), whole or not at all, so a killed
 //! run resumes with `--resume-from` exactly where it was.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use alignlab::align::Encoding;
-use alignlab::align::dpo::{DpoConfig, EncodedPair};
+use alignlab::align::dpo::DpoConfig;
 use alignlab::align::kto::KtoConfig;
 use alignlab::align::reward::RewardConfig;
 use alignlab::align::rl::RlConfig;
@@ -22,15 +21,15 @@ use alignlab::io::hf::save_hf;
 use alignlab::io::peft::{AdapterFiles, write_atomic};
 use alignlab::judges::JudgeSpec;
 use alignlab::lab::ensemble::{Combine, MAX_MEMBERS};
-use alignlab::lab::run::Examples;
 use alignlab::lab::handoff::Handoff;
-use alignlab::lab::{AdapterFrom, EvalConfig, Method, RewardSpec, Rewarder, Run, RunSpec, RunState, Session, TrainData, Which};
+use alignlab::lab::{AdapterFrom, EvalConfig, Method, RewardSpec, Rewarder, Run, RunSpec, Session, TrainData, Which};
 use alignlab::model::LoraConfig;
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use serde_json::json;
 
+use crate::checkpoint_cli::{Log, checkpoint, last_logged_step, newest_checkpoint, read_checkpoint_state};
 use crate::{ModelArgs, open_session};
 
 /// What every training command takes.
@@ -301,19 +300,19 @@ fn train(a: TrainArgs, mut method: Method, data: TrainData, reward: Option<&Rewa
                 }
             }
             Err(e) => {
-                log.bar.finish();
+                log.finish();
                 save(&a, &run, &mut session, &last)?;
                 eprintln!("error: {e}");
                 bail!("training stopped early at step {}; the last good weights are saved", run.steps_done());
             }
         }
     }
-    log.bar.finish();
+    log.finish();
     save(&a, &run, &mut session, &last)
 }
 
 /// Writes what the run trained so far into the output directory.
-fn save(a: &TrainArgs, run: &Run, session: &mut Session, last: &Metrics) -> Result<()> {
+pub(crate) fn save(a: &TrainArgs, run: &Run, session: &mut Session, last: &Metrics) -> Result<()> {
     run.publish(session);
     let out = &a.output_dir;
     if let Method::Reward(_) = run.spec.method {
@@ -372,123 +371,6 @@ fn handoff(a: &TrainArgs, run: &Run, session: &Session) -> Result<()> {
     Ok(())
 }
 
-/// Writes OUTPUT_DIR/checkpoint-N (adapter, `optimizer.bpk`, `trainer_state.json`) into a
-/// `.part` directory renamed when whole, then drops older checkpoints: a kill at any moment
-/// leaves the previous checkpoint or the new one, never half of one.
-fn checkpoint(a: &TrainArgs, run: &Run, session: &mut Session) -> Result<()> {
-    let (state, optimizer) = match run.state() {
-        Ok(s) => s,
-        // Reward models and full fine-tunes save their weights only (no exact resume yet).
-        Err(_) => return save(a, run, session, &Metrics::new()),
-    };
-    run.publish(session);
-    let name = format!("checkpoint-{}", state.step);
-    let part = a.output_dir.join(format!("{name}.part"));
-    let _ = std::fs::remove_dir_all(&part);
-    block_on(session.policy.export_adapter(&session.model_name()))?.write_dir(&part)?;
-    std::fs::write(part.join("optimizer.bpk"), optimizer)?;
-    std::fs::write(part.join("trainer_state.json"), serde_json::to_vec_pretty(&state)?)?;
-    let dir = a.output_dir.join(&name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&part, &dir).with_context(|| format!("writing {}", dir.display()))?;
-    for old in checkpoints(&a.output_dir)?.into_iter().filter(|(step, _)| *step != state.step) {
-        let _ = std::fs::remove_dir_all(old.1);
-    }
-    Ok(())
-}
-
-/// The complete `checkpoint-N` directories in `dir`, by step.
-fn checkpoints(dir: &Path) -> Result<Vec<(usize, PathBuf)>> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).with_context(|| format!("reading {}", dir.display()))?.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if let Some(step) = name.strip_prefix("checkpoint-").and_then(|s| s.parse::<usize>().ok()) {
-            out.push((step, entry.path()));
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// The newest checkpoint in an output directory, if `dir` is one that has any.
-fn newest_checkpoint(dir: &Path) -> Result<Option<PathBuf>> {
-    if dir.join("trainer_state.json").exists() {
-        return Ok(Some(dir.to_path_buf()));
-    }
-    Ok(checkpoints(dir)?.pop().map(|(_, p)| p))
-}
-
-/// A checkpoint's `trainer_state.json` and `optimizer.bpk`, each when present.
-fn read_checkpoint_state(dir: &Path) -> Result<(Option<RunState>, Option<Vec<u8>>)> {
-    let (state, optimizer) = (dir.join("trainer_state.json"), dir.join("optimizer.bpk"));
-    let state = match std::fs::read(&state) {
-        Ok(text) => Some(serde_json::from_slice(&text).with_context(|| format!("{} is not a run state", state.display()))?),
-        Err(_) => None,
-    };
-    Ok((state, std::fs::read(&optimizer).ok()))
-}
-
-/// The last step logged in DIR's metrics.jsonl (0 without one).
-fn last_logged_step(dir: &Path) -> Result<usize> {
-    let path = dir.join("metrics.jsonl");
-    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-    let last = text.lines().filter(|l| !l.trim().is_empty()).last();
-    Ok(last.and_then(|l| serde_json::from_str::<serde_json::Value>(l).ok()).and_then(|v| v["step"].as_f64()).map_or(0, |s| s as usize))
-}
-
-/// `metrics.jsonl` (appended to when a run resumes into the same directory) and a progress bar.
-struct Log {
-    file: std::fs::File,
-    bar: ProgressBar,
-}
-
-impl Log {
-    fn new(dir: &Path, steps: usize, done: usize) -> Result<Self> {
-        let path = dir.join("metrics.jsonl");
-        if done > 0 && path.exists() {
-            // A killed run may have logged steps past its checkpoint: they are run again.
-            let text = std::fs::read_to_string(&path)?;
-            let kept: String = text
-                .lines()
-                .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_f64()).is_some_and(|s| s as usize <= done))
-                .map(|l| format!("{l}\n"))
-                .collect();
-            write_atomic(&path, kept.as_bytes())?;
-        }
-        let file = std::fs::OpenOptions::new().create(true).append(done > 0).write(true).truncate(done == 0).open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        let bar = ProgressBar::new(steps as u64);
-        bar.set_position(done as u64);
-        bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} [{elapsed} < {eta}] {msg}").unwrap());
-        Ok(Self { file, bar })
-    }
-
-    fn step(&mut self, m: &Metrics) -> Result<()> {
-        writeln!(self.file, "{}", serde_json::to_string(m)?)?;
-        let keys = ["loss", "rewards/margins", "accuracy", "reward", "kl", "eval/accuracy", "eval/loss"];
-        let msg: Vec<String> = keys.iter().filter_map(|k| m.get(*k).map(|v| format!("{k} {v:.4}"))).collect();
-        self.bar.set_message(msg.join("  "));
-        self.bar.inc(1);
-        Ok(())
-    }
-}
-
-/// The DPO run `alignlab bench dpo` times: `pairs` pairs of 64-token prompts with 64-token
-/// chosen and rejected completions, LoRA r=8 on q_proj,v_proj, as scripts/bench_dpo_torch.py.
-pub fn bench_dpo_run(session: &Session, pairs: usize, dpo: DpoConfig) -> Result<Run> {
-    let tok = |i: usize| (i * 7919 % 40000 + 100) as u32 % session.lm.config.vocab_size as u32;
-    let seq = |p: usize, off: usize| (0..64).map(|i| tok(p * 1000 + off + i)).collect::<Vec<u32>>();
-    let examples = Examples::Pairs((0..pairs).map(|p| EncodedPair { prompt: seq(p, 0), chosen: seq(p, 100), rejected: seq(p, 200) }).collect());
-    let spec = RunSpec {
-        method: Method::Dpo(dpo),
-        train: TrainConfig { max_steps: 1000, per_device_train_batch_size: pairs, ..Default::default() },
-        lora: Some(LoraConfig { lora_dropout: 0.0, ..Default::default() }),
-        encoding: Encoding::default(),
-        eval: EvalConfig { eval_fraction: 0.0, ..Default::default() },
-        data: TrainData::default(),
-    };
-    Ok(Run::from_examples(session, spec, examples)?)
-}
 
 pub fn pairs(a: PairsArgs) -> Result<()> {
     if a.s.sampling.num_samples < 2 {
