@@ -5,13 +5,14 @@
 //! error is a pass; a panic, a hang or an allocation out of proportion to the input is a bug.
 #![allow(dead_code)]
 
-use alignlab::align::reward;
+use alignlab::align::train::{TrainConfig, Trainer};
+use alignlab::align::{reward, sft};
 use alignlab::backend::{self, BackendKind, block_on};
 use alignlab::data::{self, Demonstration, Preference, PromptOnly, Unpaired};
 use alignlab::io::{self, ChatTemplate, Checkpoint, Message, hf, llama2c, peft};
 use alignlab::lab::{self, class::ClassFile, lesson, retrieve};
 use alignlab::logps::completion_logps;
-use alignlab::model::{Llama, LlamaConfig};
+use alignlab::model::{Llama, LlamaConfig, LoraConfig};
 
 /// Every target by name: the directory names under `fuzz/corpus/` and `fuzz/regressions/`.
 pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
@@ -24,6 +25,7 @@ pub const TARGETS: &[(&str, fn(&[u8]) -> bool)] = &[
     ("jsonl", jsonl),
     ("chat_template", chat_template),
     ("lab_files", lab_files),
+    ("optimizer_state", optimizer_state),
 ];
 
 const TEXTS: [&str; 3] = ["Hello, world", "  wörld 123 <|im_end|> <s>", ""];
@@ -122,6 +124,10 @@ pub fn hf_checkpoint(data: &[u8]) -> bool {
 
 /// A tiny model with every adapter target, built once per call (cheap at this size).
 pub fn tiny_model() -> Llama {
+    tiny_model_on(&device())
+}
+
+fn tiny_model_on(device: &burn::tensor::Device) -> Llama {
     let c = LlamaConfig {
         vocab_size: 16,
         hidden_size: 8,
@@ -156,7 +162,30 @@ pub fn tiny_model() -> Llama {
     ] {
         put(format!("{p}.{name}.weight"), shape);
     }
-    Llama::from_weights(&c, &mut w, &device()).expect("the tiny model is consistent")
+    Llama::from_weights(&c, &mut w, device).expect("the tiny model is consistent")
+}
+
+/// A trainer of the tiny model with LoRA on q_proj and v_proj, whose adapter matrices carry fixed
+/// ids (as a resumed run's do, from its `trainer_state.json`), so a saved state's seed keeps fitting.
+pub fn lora_trainer() -> Trainer<Llama> {
+    let mut model = tiny_model_on(&device().autodiff());
+    let lora = LoraConfig { r: 2, lora_alpha: 4.0, lora_dropout: 0.0, target_modules: vec!["q_proj".into(), "v_proj".into()], ..Default::default() };
+    model.add_lora(&lora).expect("the tiny model has both targets");
+    let ids = model.lora_param_ids().into_keys().zip(1000u64..).collect();
+    model.set_lora_param_ids(&ids).expect("the ids name this adapter's matrices");
+    Trainer::new(model, TrainConfig { learning_rate: 1e-2, max_steps: 8, ..Default::default() }).expect("an autodiff device")
+}
+
+/// One SFT step on a two-token answer.
+pub fn sft_once(tr: &mut Trainer<Llama>) -> bool {
+    let batch = [(vec![0u32, 1], vec![2u32, 3])];
+    block_on(tr.step(&mut |p, _| sft::sft_step(p, &batch, 0))).is_ok()
+}
+
+/// A checkpoint's `optimizer.bpk`, loaded into [`lora_trainer`]; when it loads, one step runs from it.
+pub fn optimizer_state(data: &[u8]) -> bool {
+    let mut tr = lora_trainer();
+    tr.load_optimizer_state(data).is_ok() && sft_once(&mut tr)
 }
 
 /// `adapter_config.json` then `adapter_model.safetensors`, loaded into the tiny model as an adapter

@@ -9,6 +9,8 @@ pub mod rl;
 #[cfg(feature = "engine")]
 pub mod sft;
 pub mod parts;
+#[cfg(feature = "engine")]
+pub mod resume;
 pub mod train;
 
 use serde::{Deserialize, Serialize};

@@ -209,8 +209,9 @@ impl<M: Module> Trainer<M> {
     }
 
     /// Restores [`Self::optimizer_state`]; the model's parameters must carry the ids it was
-    /// saved under.
+    /// saved under. A state that does not fit them is refused ([`super::resume`]).
     pub fn load_optimizer_state(&mut self, bytes: &[u8]) -> Result<()> {
+        super::resume::check_optimizer_state(bytes, &super::resume::trainable(&self.model))?;
         let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes.to_vec()))
             .map_err(|e| Error::format(format!("the saved optimizer state is corrupt: {e:?}")))?;
         let fresh = adamw(&self.cfg);

@@ -261,6 +261,69 @@ fn dpo_with_lora_raises_the_margin() {
     assert!(max_diff(&logits(&tr.model.reference(), &seq), &logits(&lm.model, &seq)) < 1e-6);
 }
 
+/// `optimizer.bpk` rewritten by `edit`, which sees each tensor's name and values and each scalar.
+fn rewrite_optimizer_state(bytes: &[u8], edit: &dyn Fn(&str, &mut Vec<f32>), scalar: &dyn Fn(&str, burn_pack::Scalar) -> burn_pack::Scalar) -> Vec<u8> {
+    let reader = burn_pack::Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())).unwrap();
+    let (scalars, metadata) = (reader.scalars().clone(), reader.metadata().clone());
+    let tensors = reader
+        .into_tensors()
+        .unwrap()
+        .into_iter()
+        .map(|t| {
+            let (name, dtype, shape, id, data) = t.into_parts().unwrap();
+            let mut xs: Vec<f32> = data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+            edit(&name, &mut xs);
+            let data = burn::tensor::Bytes::from_bytes_vec(xs.iter().flat_map(|x| x.to_le_bytes()).collect());
+            burn_pack::Tensor::new(name, dtype, shape, id, data)
+        })
+        .collect();
+    let mut w = burn_pack::Writer::new(tensors);
+    for (k, v) in scalars {
+        w = w.with_scalar(&k, scalar(&k, v));
+    }
+    for (k, v) in metadata {
+        w = w.with_metadata(&k, &v);
+    }
+    w.into_bytes().unwrap().to_vec()
+}
+
+#[test]
+fn a_saved_optimizer_state_resumes_only_the_adapter_it_was_saved_with() {
+    let lm = tiny_lm();
+    let pairs = encode_pairs(&lm, &enc(), &prefs()).unwrap();
+    let mut model = lm.model.clone();
+    model.add_lora(&lora(2, &["q_proj", "v_proj"])).unwrap();
+    let reference = Reference::for_policy(&model);
+    let cfg = DpoConfig::default();
+    let mut tr = Trainer::new(model, train_cfg(1e-2, 10)).unwrap();
+    for _ in 0..2 {
+        block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, RefLogps::Model(&reference.model(p)), &pairs[..4], 1))).unwrap();
+    }
+    let saved = tr.optimizer_state().unwrap();
+    let load = |bytes: &[u8]| Trainer::new(tr.model.clone(), train_cfg(1e-2, 10)).unwrap().load_optimizer_state(bytes);
+    load(&saved).expect("the state loads into the adapter it was saved with");
+    // Rewritten unchanged, it still loads: the refusals below come from the edits alone.
+    load(&rewrite_optimizer_state(&saved, &|_, _| {}, &|_, v| v)).unwrap();
+
+    let refused = |bytes: &[u8]| load(bytes).expect_err("refused").to_string();
+    let nan = rewrite_optimizer_state(&saved, &|name, xs| if name.ends_with("moment_1") { xs[0] = f32::NAN }, &|_, v| v);
+    let err = refused(&nan);
+    assert!(err.contains("NaN") && err.contains("moment_1"), "{err}");
+    let negative = rewrite_optimizer_state(&saved, &|name, xs| if name.ends_with("moment_2") { xs[0] = -1.0 }, &|_, v| v);
+    assert!(refused(&negative).contains("moment_2"));
+    // AdamW divides by 1 - beta^time: a step count of 0 would make every update infinite.
+    let zero = rewrite_optimizer_state(&saved, &|_, _| {}, &|k, v| if k.ends_with(".time") { burn_pack::Scalar::UInt(0) } else { v });
+    assert!(refused(&zero).contains("step count"), "{}", refused(&zero));
+    // Another adapter of the same shapes (fresh ids, as another run's): burn would drop the state
+    // and go on from fresh moments; it is refused instead.
+    let mut other = lm.model.clone();
+    other.add_lora(&lora(2, &["q_proj", "v_proj"])).unwrap();
+    let err = Trainer::new(other, train_cfg(1e-2, 10)).unwrap().load_optimizer_state(&saved).unwrap_err().to_string();
+    assert!(err.contains("another run"), "{err}");
+    let err = refused(&saved[..saved.len() / 2]);
+    assert!(err.contains("burnpack"), "{err}");
+}
+
 #[test]
 fn nan_loss_stops_training_and_keeps_the_last_good_weights() {
     let lm = tiny_lm();

@@ -256,6 +256,46 @@ fn a_killed_run_resumes_from_its_checkpoint_to_the_same_end() {
     assert!(a[59]["rewards/margins"].as_f64().unwrap() > a[0]["rewards/margins"].as_f64().unwrap() + 0.05);
 }
 
+/// A checkpoint is files a person can mix up: another run's `optimizer.bpk` (and its
+/// `trainer_state.json`) copied beside this run's adapter. burn would drop state that names other
+/// matrices and panic on moments of another shape; the resume is refused, saying which, and the
+/// output directory keeps what it had.
+#[test]
+fn another_runs_optimizer_state_is_refused_on_resume_and_nothing_is_lost() {
+    let Some(f) = Fixture::new("foreign") else { return };
+    let args = |out: &str, r: &str, steps: &str| -> Vec<String> {
+        ["dpo", "--data", &f.p("prefs.jsonl"), "--output-dir", out, "--max-steps", steps, "--batch-size", "2",
+         "--lora-r", r, "--save-steps", "2", "--eval-fraction", "0", "--model", &f.model, "--tokenizer", &f.tok]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let run = |a: Vec<String>| alignlab(&a.iter().map(String::as_str).collect::<Vec<_>>());
+    let (r4, r8) = (f.p("r4"), f.p("r8"));
+    for (out, r) in [(&r4, "4"), (&r8, "8")] {
+        let (ok, _, err) = run(args(out, r, "3"));
+        assert!(ok, "{err}");
+    }
+    let (ck4, ck8) = (Path::new(&r4).join("checkpoint-2"), Path::new(&r8).join("checkpoint-2"));
+    let kept = |dir: &str| (std::fs::read(Path::new(dir).join("adapter_model.safetensors")).unwrap(), metrics(Path::new(dir)));
+    let before = kept(&r4);
+    let resume = || {
+        let mut a = args(&r4, "4", "4");
+        a.extend(["--resume-from".to_string(), r4.clone()]);
+        run(a)
+    };
+
+    // The optimizer state alone swapped: it names the other run's matrices.
+    std::fs::copy(ck8.join("optimizer.bpk"), ck4.join("optimizer.bpk")).unwrap();
+    let (ok, _, err) = resume();
+    assert!(!ok && err.contains("another run") && !err.contains("panicked"), "{err}");
+    // With its trainer_state.json too the ids fit, and the rank-8 moments meet rank-4 matrices.
+    std::fs::copy(ck8.join("trainer_state.json"), ck4.join("trainer_state.json")).unwrap();
+    let (ok, _, err) = resume();
+    assert!(!ok && err.contains("another rank") && err.contains("of shape [") && !err.contains("panicked"), "{err}");
+    assert!(kept(&r4) == before, "the refused resumes changed the output directory's adapter or log");
+}
+
 /// Red-teaming's loop from the shell: a probe finds a behaviour (stories260K says "girl" after
 /// "a little"), its answers become pairs against it, DPO on them, and the same probe asked again
 /// with a fresh seed triggers far less, with a KL to show what it cost.

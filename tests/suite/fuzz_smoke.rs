@@ -185,6 +185,11 @@ fn write_seeds() {
     let files = alignlab::backend::block_on(alignlab::align::reward::save_reward_model(&rm, &lora, "tiny")).unwrap();
     put("peft", "tiny-reward", &framed(&[files.config_json.as_bytes(), &files.safetensors]));
 
+    // A state as a checkpoint saves it: two steps' moments for the adapter's four matrices.
+    let mut tr = targets::lora_trainer();
+    assert!(targets::sft_once(&mut tr) && targets::sft_once(&mut tr));
+    put("optimizer_state", "two-steps.bpk", &tr.optimizer_state().unwrap());
+
     put("jsonl", "trl.jsonl", concat!(
         r#"{"prompt": "Hi", "chosen": "Hello!", "rejected": "Go away."}"#, "\n",
         r#"{"prompt": [{"role": "user", "content": "Hey"}], "chosen": [{"role": "assistant", "content": "Hi there"}], "rejected": [{"role": "assistant", "content": "What"}]}"#, "\n",
