@@ -7,7 +7,7 @@
 //! while saying it resumed; `time = 0` divides by `1 − β⁰ = 0`. Checkpoints come from users
 //! (`--resume-from`), so each of these is refused here, naming what does not fit.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Bytes, DType, Shape, Tensor};
@@ -34,7 +34,8 @@ pub fn trainable<M: Module>(model: &M) -> BTreeMap<u64, Shape> {
 
 /// Checks that `bytes`, an optimizer state saved by [`super::train::Trainer::optimizer_state`],
 /// fits `params` ([`trainable`]): every tensor belongs to one of them, has its shape, holds f32
-/// values that are finite (second moments not negative), and every parameter has its state.
+/// values that are finite (second moments not negative), and every parameter has its whole state
+/// (both moments and the step count: burn restarts a parameter missing any of them from zero).
 pub fn check_optimizer_state(bytes: &[u8], params: &BTreeMap<u64, Shape>) -> Result<()> {
     let refuse = |what: String| {
         Error::format(format!(
@@ -52,8 +53,10 @@ pub fn check_optimizer_state(bytes: &[u8], params: &BTreeMap<u64, Shape>) -> Res
             None => Err(refuse(format!("has state for a parameter this adapter does not have ('{key}'): it was saved by another run"))),
         }
     };
+    // Per parameter: first moment, second moment, step count (bits 0, 1, 2).
+    let mut found: BTreeMap<u64, u8> = BTreeMap::new();
     for (key, value) in reader.scalars() {
-        let (_, shape) = param(key)?;
+        let (id, shape) = param(key)?;
         let as_int = u64::try_from(*value).ok();
         if key.ends_with(&format!(".{RANK_KEY}")) && as_int != Some(shape.len() as u64) {
             return Err(refuse(format!("says its parameter has rank {value:?}, but the parameter has shape {:?}", shape.as_slice())));
@@ -62,8 +65,10 @@ pub fn check_optimizer_state(bytes: &[u8], params: &BTreeMap<u64, Shape>) -> Res
         if key.ends_with(".time") && !as_int.is_some_and(|t| (1..=i32::MAX as u64).contains(&t)) {
             return Err(refuse(format!("has a step count '{key}' of {value:?}; a parameter that was updated has 1 or more")));
         }
+        if key.ends_with(".momentum.time") {
+            *found.entry(id).or_default() |= 4;
+        }
     }
-    let mut covered = BTreeSet::new();
     let tensors = reader.into_tensors().map_err(|e| refuse(format!("is damaged ({e})")))?;
     for tensor in tensors {
         let (name, dtype, shape, id, data) = tensor.into_parts().map_err(|e| refuse(format!("is damaged ({e})")))?;
@@ -90,12 +95,17 @@ pub fn check_optimizer_state(bytes: &[u8], params: &BTreeMap<u64, Shape>) -> Res
         if let Some(v) = bad {
             return Err(refuse(format!("has a value {v} in '{name}', which an optimizer that trained cannot hold")));
         }
-        covered.insert(key_id);
+        if name.ends_with(".momentum.moment_1") {
+            *found.entry(key_id).or_default() |= 1;
+        } else if name.ends_with(".momentum.moment_2") {
+            *found.entry(key_id).or_default() |= 2;
+        }
     }
-    if covered.len() != params.len() {
+    let whole = found.values().filter(|&&bits| bits == 7).count();
+    if whole != params.len() {
         return Err(refuse(format!(
-            "has state for {} of this adapter's {} trainable matrices: it was saved by another run",
-            covered.len(),
+            "has the whole state (both moments and the step count) of {whole} of this adapter's {} trainable matrices: \
+             it is damaged, or was saved by another run",
             params.len()
         )));
     }

@@ -261,20 +261,21 @@ fn dpo_with_lora_raises_the_margin() {
     assert!(max_diff(&logits(&tr.model.reference(), &seq), &logits(&lm.model, &seq)) < 1e-6);
 }
 
-/// `optimizer.bpk` rewritten by `edit`, which sees each tensor's name and values and each scalar.
-fn rewrite_optimizer_state(bytes: &[u8], edit: &dyn Fn(&str, &mut Vec<f32>), scalar: &dyn Fn(&str, burn_pack::Scalar) -> burn_pack::Scalar) -> Vec<u8> {
+/// `optimizer.bpk` rewritten by `edit`, which sees each tensor's name and values (and drops the
+/// tensor when it returns false), and by `scalar`, which sees each scalar.
+fn rewrite_optimizer_state(bytes: &[u8], edit: &dyn Fn(&str, &mut Vec<f32>) -> bool, scalar: &dyn Fn(&str, burn_pack::Scalar) -> burn_pack::Scalar) -> Vec<u8> {
     let reader = burn_pack::Reader::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes.to_vec())).unwrap();
     let (scalars, metadata) = (reader.scalars().clone(), reader.metadata().clone());
     let tensors = reader
         .into_tensors()
         .unwrap()
         .into_iter()
-        .map(|t| {
+        .filter_map(|t| {
             let (name, dtype, shape, id, data) = t.into_parts().unwrap();
             let mut xs: Vec<f32> = data.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-            edit(&name, &mut xs);
+            let keep = edit(&name, &mut xs);
             let data = burn::tensor::Bytes::from_bytes_vec(xs.iter().flat_map(|x| x.to_le_bytes()).collect());
-            burn_pack::Tensor::new(name, dtype, shape, id, data)
+            keep.then(|| burn_pack::Tensor::new(name, dtype, shape, id, data))
         })
         .collect();
     let mut w = burn_pack::Writer::new(tensors);
@@ -303,16 +304,22 @@ fn a_saved_optimizer_state_resumes_only_the_adapter_it_was_saved_with() {
     let load = |bytes: &[u8]| Trainer::new(tr.model.clone(), train_cfg(1e-2, 10)).unwrap().load_optimizer_state(bytes);
     load(&saved).expect("the state loads into the adapter it was saved with");
     // Rewritten unchanged, it still loads: the refusals below come from the edits alone.
-    load(&rewrite_optimizer_state(&saved, &|_, _| {}, &|_, v| v)).unwrap();
+    load(&rewrite_optimizer_state(&saved, &|_, _| true, &|_, v| v)).unwrap();
 
     let refused = |bytes: &[u8]| load(bytes).expect_err("refused").to_string();
-    let nan = rewrite_optimizer_state(&saved, &|name, xs| if name.ends_with("moment_1") { xs[0] = f32::NAN }, &|_, v| v);
+    let nan = rewrite_optimizer_state(&saved, &|name, xs| { if name.ends_with("moment_1") { xs[0] = f32::NAN } true }, &|_, v| v);
     let err = refused(&nan);
     assert!(err.contains("NaN") && err.contains("moment_1"), "{err}");
-    let negative = rewrite_optimizer_state(&saved, &|name, xs| if name.ends_with("moment_2") { xs[0] = -1.0 }, &|_, v| v);
+    let negative = rewrite_optimizer_state(&saved, &|name, xs| { if name.ends_with("moment_2") { xs[0] = -1.0 } true }, &|_, v| v);
     assert!(refused(&negative).contains("moment_2"));
+    // One matrix's second moment gone: burn would restart that matrix from zero moments.
+    let first = std::cell::Cell::new(true);
+    let partial = rewrite_optimizer_state(&saved, &|name, _| !(name.ends_with("moment_2") && first.replace(false)), &|_, v| v);
+    let err = refused(&partial);
+    let n = alignlab::align::resume::trainable(&tr.model).len();
+    assert!(err.contains("whole state") && err.contains(&format!("{} of this adapter's {n}", n - 1)), "{err}");
     // AdamW divides by 1 - beta^time: a step count of 0 would make every update infinite.
-    let zero = rewrite_optimizer_state(&saved, &|_, _| {}, &|k, v| if k.ends_with(".time") { burn_pack::Scalar::UInt(0) } else { v });
+    let zero = rewrite_optimizer_state(&saved, &|_, _| true, &|k, v| if k.ends_with(".time") { burn_pack::Scalar::UInt(0) } else { v });
     assert!(refused(&zero).contains("step count"), "{}", refused(&zero));
     // Another adapter of the same shapes (fresh ids, as another run's): burn would drop the state
     // and go on from fresh moments; it is refused instead.
