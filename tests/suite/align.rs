@@ -2,7 +2,7 @@
 //! against finite differences, adapter merge/unmerge and PEFT round trips, and each trainer moving
 //! its loss or reward the right way.
 
-use alignlab::align::dpo::{DpoConfig, DpoLossType, RefLogps, dpo_loss_of_margin, dpo_margins, dpo_step, encode_pairs};
+use alignlab::align::dpo::{DpoConfig, DpoLossType, EncodedPair, RefLogps, dpo_loss_of_margin, dpo_margins, dpo_step, encode_pairs};
 use alignlab::align::kto::{KtoConfig, encode_examples, kto_losses, kto_step};
 use alignlab::align::reward::{RewardConfig, RewardModel, load_reward_model, reward_losses, reward_step, save_reward_model};
 use alignlab::align::rl::{RlConfig, rl_sample, rl_update};
@@ -261,6 +261,16 @@ fn dpo_with_lora_raises_the_margin() {
     assert!(max_diff(&logits(&tr.model.reference(), &seq), &logits(&lm.model, &seq)) < 1e-6);
 }
 
+/// DPO on the tiny model with LoRA r = 2 on q_proj and v_proj: its trainer (lr 1e-2, 10 steps),
+/// the reference and the encoded pairs.
+fn dpo_lora_run(lm: &LoadedModel) -> (Trainer, Reference, Vec<EncodedPair>) {
+    let pairs = encode_pairs(lm, &enc(), &prefs()).unwrap();
+    let mut model = lm.model.clone();
+    model.add_lora(&lora(2, &["q_proj", "v_proj"])).unwrap();
+    let reference = Reference::for_policy(&model);
+    (Trainer::new(model, train_cfg(1e-2, 10)).unwrap(), reference, pairs)
+}
+
 /// `optimizer.bpk` rewritten by `edit`, which sees each tensor's name and values (and drops the
 /// tensor when it returns false), and by `scalar`, which sees each scalar.
 fn rewrite_optimizer_state(bytes: &[u8], edit: &dyn Fn(&str, &mut Vec<f32>) -> bool, scalar: &dyn Fn(&str, burn_pack::Scalar) -> burn_pack::Scalar) -> Vec<u8> {
@@ -291,12 +301,8 @@ fn rewrite_optimizer_state(bytes: &[u8], edit: &dyn Fn(&str, &mut Vec<f32>) -> b
 #[test]
 fn a_saved_optimizer_state_resumes_only_the_adapter_it_was_saved_with() {
     let lm = tiny_lm();
-    let pairs = encode_pairs(&lm, &enc(), &prefs()).unwrap();
-    let mut model = lm.model.clone();
-    model.add_lora(&lora(2, &["q_proj", "v_proj"])).unwrap();
-    let reference = Reference::for_policy(&model);
+    let (mut tr, reference, pairs) = dpo_lora_run(&lm);
     let cfg = DpoConfig::default();
-    let mut tr = Trainer::new(model, train_cfg(1e-2, 10)).unwrap();
     for _ in 0..2 {
         block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, RefLogps::Model(&reference.model(p)), &pairs[..4], 1))).unwrap();
     }
@@ -334,11 +340,7 @@ fn a_saved_optimizer_state_resumes_only_the_adapter_it_was_saved_with() {
 #[test]
 fn nan_loss_stops_training_and_keeps_the_last_good_weights() {
     let lm = tiny_lm();
-    let pairs = encode_pairs(&lm, &enc(), &prefs()).unwrap();
-    let mut model = lm.model.clone();
-    model.add_lora(&lora(2, &["q_proj", "v_proj"])).unwrap();
-    let reference = Reference::for_policy(&model);
-    let mut tr = Trainer::new(model, train_cfg(1e-2, 10)).unwrap();
+    let (mut tr, reference, pairs) = dpo_lora_run(&lm);
     let cfg = DpoConfig::default();
     let seq = [3u32, 9, 27];
     block_on(tr.step(&mut |p, _| dpo_step(&cfg, p, RefLogps::Model(&reference.model(p)), &pairs[..4], 1))).unwrap();
