@@ -279,14 +279,15 @@ fn train(a: TrainArgs, mut method: Method, data: TrainData, reward: Option<&Rewa
     }
     let lora = (!a.full).then(|| LoraConfig { seed: a.train.seed, ..a.lora.clone() });
     let spec = RunSpec { method, train: a.train.clone(), lora, encoding: a.encoding.clone(), eval: a.eval.clone(), data };
-    std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
     let described = RunSpec { data: TrainData::default(), ..spec.clone() };
-    write_atomic(&a.output_dir.join("run.json"), serde_json::to_string_pretty(&described)?.as_bytes())?;
     let mut run = Run::new(&session, spec)?;
     match &restore {
         Some((state, optimizer)) => run.restore(state, optimizer)?,
         None => run.resume_at(done),
     }
+    // Written once the run can start: a refused resume leaves the output directory as it was.
+    std::fs::create_dir_all(&a.output_dir).with_context(|| format!("creating {}", a.output_dir.display()))?;
+    write_atomic(&a.output_dir.join("run.json"), serde_json::to_string_pretty(&described)?.as_bytes())?;
     eprintln!("{}: {} trainable parameters, {} examples ({} held out)", run.spec.method.name(), run.trainable(), run.examples(), run.held_out());
     let mut log = Log::new(&a.output_dir, run.total_steps(), done)?;
     let mut last = Metrics::new();

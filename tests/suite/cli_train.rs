@@ -277,7 +277,10 @@ fn another_runs_optimizer_state_is_refused_on_resume_and_nothing_is_lost() {
         assert!(ok, "{err}");
     }
     let (ck4, ck8) = (Path::new(&r4).join("checkpoint-2"), Path::new(&r8).join("checkpoint-2"));
-    let kept = |dir: &str| (std::fs::read(Path::new(dir).join("adapter_model.safetensors")).unwrap(), metrics(Path::new(dir)));
+    let kept = |dir: &str| {
+        let read = |name: &str| std::fs::read(Path::new(dir).join(name)).unwrap();
+        (read("adapter_model.safetensors"), read("run.json"), metrics(Path::new(dir)))
+    };
     let before = kept(&r4);
     let resume = || {
         let mut a = args(&r4, "4", "4");
@@ -293,7 +296,7 @@ fn another_runs_optimizer_state_is_refused_on_resume_and_nothing_is_lost() {
     std::fs::copy(ck8.join("trainer_state.json"), ck4.join("trainer_state.json")).unwrap();
     let (ok, _, err) = resume();
     assert!(!ok && err.contains("another rank") && err.contains("of shape [") && !err.contains("panicked"), "{err}");
-    assert!(kept(&r4) == before, "the refused resumes changed the output directory's adapter or log");
+    assert!(kept(&r4) == before, "the refused resumes changed the output directory's adapter, run.json or log");
 }
 
 /// Red-teaming's loop from the shell: a probe finds a behaviour (stories260K says "girl" after
