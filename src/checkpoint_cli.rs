@@ -12,31 +12,26 @@ use alignlab::lab::{Run, RunState, Session};
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::train_cli::{TrainArgs, save};
-
 /// Writes OUTPUT_DIR/checkpoint-N (adapter, `optimizer.bpk`, `trainer_state.json`) into a
 /// `.part` directory renamed when whole, then drops older checkpoints: a kill at any moment
-/// leaves the previous checkpoint or the new one, never half of one.
-pub(crate) fn checkpoint(a: &TrainArgs, run: &Run, session: &mut Session) -> Result<()> {
-    let (state, optimizer) = match run.state() {
-        Ok(s) => s,
-        // Reward models and full fine-tunes save their weights only (no exact resume yet).
-        Err(_) => return save(a, run, session, &Metrics::new()),
-    };
+/// leaves the previous checkpoint or the new one, never half of one. Writes nothing and returns
+/// false for a run that keeps no optimizer state (reward models and full fine-tunes).
+pub(crate) fn checkpoint(output_dir: &Path, run: &Run, session: &mut Session) -> Result<bool> {
+    let Ok((state, optimizer)) = run.state() else { return Ok(false) };
     run.publish(session);
     let name = format!("checkpoint-{}", state.step);
-    let part = a.output_dir.join(format!("{name}.part"));
+    let part = output_dir.join(format!("{name}.part"));
     let _ = std::fs::remove_dir_all(&part);
     block_on(session.policy.export_adapter(&session.model_name()))?.write_dir(&part)?;
     std::fs::write(part.join("optimizer.bpk"), optimizer)?;
     std::fs::write(part.join("trainer_state.json"), serde_json::to_vec_pretty(&state)?)?;
-    let dir = a.output_dir.join(&name);
+    let dir = output_dir.join(&name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::rename(&part, &dir).with_context(|| format!("writing {}", dir.display()))?;
-    for old in checkpoints(&a.output_dir)?.into_iter().filter(|(step, _)| *step != state.step) {
+    for old in checkpoints(output_dir)?.into_iter().filter(|(step, _)| *step != state.step) {
         let _ = std::fs::remove_dir_all(old.1);
     }
-    Ok(())
+    Ok(true)
 }
 
 /// The complete `checkpoint-N` directories in `dir`, by step.

@@ -297,7 +297,10 @@ fn train(a: TrainArgs, mut method: Method, data: TrainData, reward: Option<&Rewa
                 log.step(&m)?;
                 last = m;
                 if a.save_steps > 0 && run.steps_done() % a.save_steps == 0 && !run.is_done() {
-                    checkpoint(&a, &run, &mut session)?;
+                    if !checkpoint(&a.output_dir, &run, &mut session)? {
+                        // Reward models and full fine-tunes save their weights only (no exact resume yet).
+                        save(&a, &run, &mut session, &Metrics::new())?;
+                    }
                 }
             }
             Err(e) => {
@@ -313,7 +316,7 @@ fn train(a: TrainArgs, mut method: Method, data: TrainData, reward: Option<&Rewa
 }
 
 /// Writes what the run trained so far into the output directory.
-pub(crate) fn save(a: &TrainArgs, run: &Run, session: &mut Session, last: &Metrics) -> Result<()> {
+fn save(a: &TrainArgs, run: &Run, session: &mut Session, last: &Metrics) -> Result<()> {
     run.publish(session);
     let out = &a.output_dir;
     if let Method::Reward(_) = run.spec.method {
