@@ -14,8 +14,11 @@ use burn::tensor::{Bytes, DType, Shape, Tensor};
 
 use crate::{Error, Result};
 
-/// burn-optim's key for a parameter's tensor rank among a record's scalars (`"{id}.__rank"`).
-const RANK_KEY: &str = "__rank";
+/// burn-optim's keys, after the parameter's id: its tensor rank, and AdamW's step count and moments.
+const RANK: &str = ".__rank";
+const TIME: &str = ".momentum.time";
+const MOMENT_1: &str = ".momentum.moment_1";
+const MOMENT_2: &str = ".momentum.moment_2";
 
 /// The parameters an optimizer updates (those that take a gradient), by id, with their shapes.
 pub fn trainable<M: Module>(model: &M) -> BTreeMap<u64, Shape> {
@@ -58,14 +61,14 @@ pub fn check_optimizer_state(bytes: &[u8], params: &BTreeMap<u64, Shape>) -> Res
     for (key, value) in reader.scalars() {
         let (id, shape) = param(key)?;
         let as_int = u64::try_from(*value).ok();
-        if key.ends_with(&format!(".{RANK_KEY}")) && as_int != Some(shape.len() as u64) {
+        if key.ends_with(RANK) && as_int != Some(shape.len() as u64) {
             return Err(refuse(format!("says its parameter has rank {value:?}, but the parameter has shape {:?}", shape.as_slice())));
         }
         // AdamW's bias correction divides by 1 − β^time, and burn reads time as an i32.
-        if key.ends_with(".time") && !as_int.is_some_and(|t| (1..=i32::MAX as u64).contains(&t)) {
-            return Err(refuse(format!("has a step count '{key}' of {value:?}; a parameter that was updated has 1 or more")));
-        }
-        if key.ends_with(".momentum.time") {
+        if key.ends_with(TIME) {
+            if !as_int.is_some_and(|t| (1..=i32::MAX as u64).contains(&t)) {
+                return Err(refuse(format!("has a step count '{key}' of {value:?}; a parameter that was updated has 1 or more")));
+            }
             *found.entry(id).or_default() |= 4;
         }
     }
@@ -90,14 +93,14 @@ pub fn check_optimizer_state(bytes: &[u8], params: &BTreeMap<u64, Shape>) -> Res
         if len != Some(data.len()) {
             return Err(refuse(format!("has a tensor '{name}' of {} bytes for shape {:?}", data.len(), shape.as_slice())));
         }
-        let second = name.ends_with("moment_2");
+        let second = name.ends_with(MOMENT_2);
         let bad = data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).find(|v| !v.is_finite() || (second && *v < 0.0));
         if let Some(v) = bad {
             return Err(refuse(format!("has a value {v} in '{name}', which an optimizer that trained cannot hold")));
         }
-        if name.ends_with(".momentum.moment_1") {
+        if name.ends_with(MOMENT_1) {
             *found.entry(key_id).or_default() |= 1;
-        } else if name.ends_with(".momentum.moment_2") {
+        } else if second {
             *found.entry(key_id).or_default() |= 2;
         }
     }
