@@ -31,7 +31,6 @@ pub fn crash_message(browser: &str) -> String {
     format!("the engine's worker crashed: {said}")
 }
 
-
 impl ErrorKind {
     /// Sorts an engine error for the page: what happened decides what it offers.
     pub fn of(e: &crate::Error) -> Self {

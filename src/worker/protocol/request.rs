@@ -105,7 +105,6 @@ pub enum Request {
     Fetch { job: JobId, url: String },
 }
 
-
 impl Request {
     /// The job a request starts, if it starts one (its events and errors carry this id).
     pub fn job(&self) -> Option<JobId> {
