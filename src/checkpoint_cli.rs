@@ -15,9 +15,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// Writes OUTPUT_DIR/checkpoint-N (adapter, `optimizer.bpk`, `trainer_state.json`) into a
 /// `.part` directory renamed when whole, then drops older checkpoints: a kill at any moment
 /// leaves the previous checkpoint or the new one, never half of one. Writes nothing and returns
-/// false for a run that keeps no optimizer state (reward models and full fine-tunes).
+/// false for a run that keeps no optimizer state ([`Run::state`]).
 pub(crate) fn checkpoint(output_dir: &Path, run: &Run, session: &mut Session) -> Result<bool> {
-    let Ok((state, optimizer)) = run.state() else { return Ok(false) };
+    let Some((state, optimizer)) = run.state()? else { return Ok(false) };
     run.publish(session);
     let name = format!("checkpoint-{}", state.step);
     let part = output_dir.join(format!("{name}.part"));

@@ -196,13 +196,14 @@ impl Run {
     }
 
     /// Where the run stands, to save beside its adapter: the steps taken and the optimizer's state
-    /// with the ids it is keyed by. Policy runs with LoRA only.
-    pub fn state(&self) -> Result<(RunState, Vec<u8>)> {
+    /// with the ids it is keyed by. `None` for a run that keeps none so far: only LoRA policy runs
+    /// do (reward models and full fine-tunes save their weights alone).
+    pub fn state(&self) -> Result<Option<(RunState, Vec<u8>)>> {
         match &self.learner {
             Learner::Policy { trainer, .. } if trainer.model.has_lora() => {
-                Ok((RunState { step: self.done, param_ids: trainer.model.lora_param_ids() }, trainer.optimizer_state()?))
+                Ok(Some((RunState { step: self.done, param_ids: trainer.model.lora_param_ids() }, trainer.optimizer_state()?)))
             }
-            _ => Err(Error::Unsupported("only LoRA policy runs save their optimizer state so far".into())),
+            _ => Ok(None),
         }
     }
 
