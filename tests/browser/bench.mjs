@@ -2,9 +2,13 @@
 // driving the built app like the tests do. Run after scripts/build-web:
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
+//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT]
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
 // --samples decodes that many greedy answers together (tokens/s counts every answer's tokens).
+// --flow times a new user's way to the first visible DPO shift: open the page, sample --samples
+// answers of --tokens tokens to the prompt, save them in the order shown (every better-over-worse
+// pair), train --steps DPO steps with the page's defaults, and read the margins chart.
 // --threads off serves the page without cross-origin isolation, as a host that cannot set headers
 // would: the CPU path then runs on one thread.
 import { parseArgs } from 'node:util';
@@ -15,10 +19,14 @@ import { TINY, followReadingStep, generate, importJsonl, launch, modelReady, tra
 
 const { values: a } = parseArgs({ options: {
   model: { type: 'string', default: 'tiny' }, backend: { type: 'string', default: 'cpu' },
-  steps: { type: 'string', default: '2' }, tokens: { type: 'string', default: '16' },
+  steps: { type: 'string' }, tokens: { type: 'string' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
-  samples: { type: 'string', default: '1' },
+  samples: { type: 'string' }, flow: { type: 'boolean', default: false },
 } });
+// --flow's defaults are the issue's walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
+a.steps ??= a.flow ? '4' : '2';
+a.tokens ??= a.flow ? '40' : '16';
+a.samples ??= a.flow ? '4' : '1';
 const tiny = a.model === 'tiny';
 const { server, base } = await serve({ isolated: a.threads !== 'off' });
 const { ctx, page, errors } = await launch({ webgpu: a.backend === 'webgpu' });
@@ -49,6 +57,8 @@ try {
       out.lessons.push({ id: lesson.id, seconds: (Date.now() - t) / 1000, steps: steps.map((s) => [s.title, s.ms / 1000, s.error]) });
       console.error('bench:', JSON.stringify(out.lessons.at(-1)));
     }
+  } else if (a.flow) {
+    await firstShift(t0);
   } else {
     const p = page.getByRole('tabpanel');
     const t1 = Date.now();
@@ -76,4 +86,46 @@ try {
   console.log(JSON.stringify(out));
   await ctx.close();
   server.close();
+}
+
+// The --flow walk (see the header): from opening the page (t0) to the DPO chart's margins after
+// the last step. Clicks take milliseconds; a student's reading and ranking time is not counted.
+async function firstShift(t0) {
+  const p = page.getByRole('tabpanel');
+  const since = () => (Date.now() - t0) / 1000;
+  const prompt = a.prompt ?? 'Write a short story about a brave little cat.';
+  await generate(page, { prompt, samples: Number(a.samples), tokens: Number(a.tokens) });
+  await page.waitForFunction(() => [...document.querySelectorAll('button')].some((b) => b.textContent === 'Save ranking' && !b.disabled), null, { timeout: 900_000 });
+  out.generated_s = since();
+  out.samples = `${a.samples} x ${a.tokens} tokens, the page's sampling settings`;
+  await p.getByRole('button', { name: 'Save ranking' }).click();
+  out.pairs = Number((await p.getByText(/Added \d+ preference pairs/).innerText()).match(/Added (\d+)/)[1]);
+  const { status, cell } = await train(page, { Steps: Number(a.steps) }, 1_800_000);
+  out.trained_s = since();
+  out.train_status = status;
+  out.loss = cell;
+  const margins = await page.getByRole('tabpanel').locator('svg[data-metric=margins]').locator('..').locator('figcaption').innerText();
+  out.margins = Number(margins.match(/rewards\/margins: (-?[\d.]+)/)?.[1]);
+  out.shift_visible = out.margins > 0 && /^finished/.test(status);
+  out.step_seconds = await stepSeconds();
+}
+
+// Each step's own time (the worker's `step_seconds`), from the newest run the page kept in
+// IndexedDB: the first step also scores the reference on its pairs, the last the held-out pairs.
+async function stepSeconds() {
+  await page.waitForTimeout(1500); // the record follows a run once a second
+  return page.evaluate(() => new Promise((done, fail) => {
+    const open = indexedDB.open('alignlab');
+    open.onerror = () => fail(open.error);
+    open.onsuccess = () => {
+      const get = open.result.transaction('kv').objectStore('kv').get('runs');
+      get.onerror = () => fail(get.error);
+      get.onsuccess = () => {
+        const runs = get.result?.data ?? get.result;
+        const field = (m, k) => (m instanceof Map ? m.get(k) : m?.[k]);
+        const last = runs.at(-1);
+        done(field(last, 'metrics').map((m) => Number(field(m, 'step_seconds').toFixed(2))));
+      };
+    };
+  }));
 }
