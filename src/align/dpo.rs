@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 #[cfg(feature = "engine")]
 use {
-    super::{Encoding, parts, train::LossOutput},
+    super::{Encoding, parts, train::{LossOutput, PerExample}},
     crate::backend::read_f32,
     crate::data::Preference,
     crate::logps::{ScoringBatch, SharedPromptLogps, sequence_logps},
@@ -57,7 +57,8 @@ pub struct DpoConfig {
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DpoConfig::default().label_smoothing))]
     pub label_smoothing: f64,
     /// Compute the reference model's log-probabilities of each pair once and keep them for the
-    /// run (TRL's option of this name): later epochs and evaluations skip the reference pass.
+    /// run (TRL's option of this name): later epochs and evaluations skip the reference pass,
+    /// and so does a first step from fresh adapters (the policy is then its own reference).
     /// The reference does not change during a run, so the loss is the same either way.
     #[cfg_attr(not(target_arch = "wasm32"), arg(long, default_value_t = DpoConfig::default().precompute_ref_log_probs,
         action = clap::ArgAction::Set, value_name = "BOOL"))]
@@ -143,14 +144,27 @@ pub fn encode_pairs(lm: &LoadedModel, enc: &Encoding, pairs: &[Preference]) -> R
 }
 
 /// Where a DPO step gets the reference model's log-probabilities: a forward pass of the reference
-/// (adapters off, or a frozen copy), or values kept from an earlier pass ([`RefLogpsCache`]).
+/// (adapters off, or a frozen copy), values kept from an earlier pass ([`RefLogpsCache`]), or the
+/// policy's own pass while the policy is its reference.
 #[cfg(feature = "engine")]
 #[derive(Clone, Copy)]
 pub enum RefLogps<'a> {
     Model(&'a Llama),
+    /// The policy computes what its reference does (before its first step: fresh adapters add
+    /// zero, a full fine-tune is still its frozen copy), so its own log-probabilities, detached,
+    /// are the reference's: the step runs no reference pass. The step reports them per pair
+    /// ([`OWN_CHOSEN`], [`OWN_REJECTED`]) for a run to keep.
+    Own,
     /// Summed log-probabilities of each pair's `[chosen, rejected]` completion, in batch order.
     Values(&'a [[f32; 2]]),
 }
+
+/// The names of the per-pair values a step with [`RefLogps::Own`] reports: the reference's summed
+/// log-probabilities of the chosen and the rejected answer.
+#[cfg(feature = "engine")]
+pub const OWN_CHOSEN: &str = "ref_logps/chosen";
+#[cfg(feature = "engine")]
+pub const OWN_REJECTED: &str = "ref_logps/rejected";
 
 /// Pairs ready for the model: chosen and rejected as sequences of their own (TRL's way), or
 /// packed with their prompt once ([`SharedPromptLogps`]). Either gives each answer's summed
@@ -201,6 +215,7 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
     let logps = batch.logps(policy);
     let ref_logps = match reference {
         RefLogps::Model(m) => batch.logps(m).detach(),
+        RefLogps::Own => logps.clone().detach(),
         RefLogps::Values(v) if v.len() == b => {
             let flat: Vec<f32> = v.iter().map(|r| r[0]).chain(v.iter().map(|r| r[1])).collect();
             Tensor::<1>::from_floats(flat.as_slice(), &device)
@@ -217,8 +232,8 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
     let margins = dpo_margins(cfg, pc.clone(), pr.clone(), rc.clone(), rr.clone(), lens.clone().narrow(0, 0, b), lens.narrow(0, b, b));
     let losses = dpo_loss_of_margin(cfg, margins.clone());
 
-    let chosen_rewards = (pc.clone().detach() - rc) * cfg.beta;
-    let rejected_rewards = (pr.clone().detach() - rr) * cfg.beta;
+    let chosen_rewards = (pc.clone().detach() - rc.clone()) * cfg.beta;
+    let rejected_rewards = (pr.clone().detach() - rr.clone()) * cfg.beta;
     let accuracies = chosen_rewards.clone().greater(rejected_rewards.clone()).float();
     Ok(LossOutput {
         loss: losses.clone().mean(),
@@ -230,8 +245,12 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
             ("logps/chosen", pc.detach().mean()),
             ("logps/rejected", pr.detach().mean()),
         ],
-        // Each pair of the batch as a point on the loss curve.
-        per_example: vec![("margin", margins.detach()), ("loss", losses.detach())],
+        // Each pair of the batch as a point on the loss curve; with its own reference, the values
+        // a run keeps.
+        per_example: match reference {
+            RefLogps::Own => vec![("margin", margins.detach()), ("loss", losses.detach()), (OWN_CHOSEN, rc), (OWN_REJECTED, rr)],
+            _ => vec![("margin", margins.detach()), ("loss", losses.detach())],
+        },
     })
 }
 
@@ -272,6 +291,22 @@ impl RefLogpsCache {
             for (k, &i) in group.iter().enumerate() {
                 self.values[i] = Some([sums[k], sums[n + k]]);
             }
+        }
+        Ok(())
+    }
+
+    /// Keeps the values a step with its own reference reported ([`RefLogps::Own`]) for the pairs
+    /// `idx`, in the step's order.
+    pub fn keep_own(&mut self, idx: &[usize], examples: &PerExample) -> Result<()> {
+        let column = |name: &str| examples.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_slice());
+        let (Some(chosen), Some(rejected)) = (column(OWN_CHOSEN), column(OWN_REJECTED)) else {
+            return Err(Error::Invalid("the step did not report its reference values".into()));
+        };
+        if chosen.len() != idx.len() || rejected.len() != idx.len() {
+            return Err(Error::Invalid(format!("{} reference values for {} pairs", chosen.len(), idx.len())));
+        }
+        for ((&i, &c), &r) in idx.iter().zip(chosen).zip(rejected) {
+            *self.values.get_mut(i).ok_or_else(|| Error::Invalid(format!("pair {i} is not in this run")))? = Some([c as f32, r as f32]);
         }
         Ok(())
     }

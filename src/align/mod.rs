@@ -152,4 +152,18 @@ impl Reference {
             Self::Frozen(m) => (**m).clone(),
         }
     }
+
+    /// Whether `policy`, which has taken no step yet (`stepped` false), computes exactly what
+    /// this reference does: a frozen copy is the policy as it was before its first step; with
+    /// adapters, only while every adapter's B is zero (fresh ones are: `x A B` adds exactly 0),
+    /// not for adapters a previous run trained.
+    pub async fn is_policy(&self, policy: &Llama, stepped: bool) -> Result<bool> {
+        if stepped {
+            return Ok(false);
+        }
+        match self {
+            Self::AdaptersOff => policy.adapters_add_zero().await,
+            Self::Frozen(_) => Ok(true),
+        }
+    }
 }

@@ -289,26 +289,38 @@ impl Run {
             }
             (Learner::Policy { trainer, reference }, method) => {
                 let mut kept = Vec::new();
+                // Before the first step the policy may be its own reference: the step's forward
+                // then gives the reference's values, kept for later epochs, and no reference
+                // pass runs.
+                let mut own = false;
                 if let (Some([cache, _]), Examples::Pairs(all)) = (&mut self.ref_logps, &self.train) {
-                    let reference = reference.model(&trainer.model);
-                    cache.fill(&reference, all, &idx.concat(), pad).await?;
-                    kept = idx.iter().map(|i| cache.get(i)).collect::<Result<_>>()?;
+                    own = reference.is_policy(&trainer.model, self.done > 0).await?;
+                    if !own {
+                        let reference = reference.model(&trainer.model);
+                        cache.fill(&reference, all, &idx.concat(), pad).await?;
+                        kept = idx.iter().map(|i| cache.get(i)).collect::<Result<_>>()?;
+                    }
                 }
+                let given = |i: usize, j: Option<usize>| match (own, kept.get(i)) {
+                    (true, _) => Some(RefLogps::Own),
+                    (false, Some(k)) => Some(RefLogps::Values(j.map_or(k.as_slice(), |j| &k[j..=j]))),
+                    (false, None) => None,
+                };
                 let metrics = match &parts {
                     Some(parts) => {
                         let part = |m: &Llama, i: usize, j: usize| {
-                            let kept = kept.get(i).map(|k| &k[j..=j]);
-                            policy_loss(method, m, reference, kept, &batches[i].pick(&[j]), pad)
+                            policy_loss(method, m, reference, given(i, Some(j)), &batches[i].pick(&[j]), pad)
                         };
                         trainer.step_parts(parts, &part).await?
                     }
                     None => {
-                        let mut micro = |m: &Llama, i: usize| {
-                            policy_loss(method, m, reference, kept.get(i).map(Vec::as_slice), &batches[i], pad)
-                        };
+                        let mut micro = |m: &Llama, i: usize| policy_loss(method, m, reference, given(i, None), &batches[i], pad);
                         trainer.step(&mut micro).await?
                     }
                 };
+                if let (true, Some([cache, _])) = (own, &mut self.ref_logps) {
+                    cache.keep_own(&idx.concat(), &trainer.last_examples)?;
+                }
                 self.detail = match method {
                     Method::Dpo(cfg) => dpo_pairs(cfg, &trainer.last_examples, &self.lm.device).await?,
                     _ => None,
@@ -371,7 +383,7 @@ impl Run {
                         }
                         _ => batch,
                     };
-                    policy_loss(method, policy.as_ref().expect("frozen above"), reference, kept.get(k).map(Vec::as_slice), &batch, pad)
+                    policy_loss(method, policy.as_ref().expect("frozen above"), reference, kept.get(k).map(|v| RefLogps::Values(v)), &batch, pad)
                 }
                 _ => unreachable!(),
             }
@@ -422,12 +434,13 @@ impl Run {
     }
 }
 
-/// The loss of one micro-batch for the policy methods; `kept`: DPO's reference log-probabilities
-/// of the batch when the run keeps them.
-fn policy_loss(method: &Method, model: &Llama, reference: &Reference, kept: Option<&[[f32; 2]]>, batch: &Examples, pad: u32) -> Result<LossOutput> {
+/// The loss of one micro-batch for the policy methods; `given`: where DPO's reference
+/// log-probabilities of the batch come from when the run keeps them (kept values, or the policy's
+/// own pass), else from a pass of `reference`.
+fn policy_loss(method: &Method, model: &Llama, reference: &Reference, given: Option<RefLogps>, batch: &Examples, pad: u32) -> Result<LossOutput> {
     match (method, batch) {
-        (Method::Dpo(cfg), Examples::Pairs(b)) => match kept {
-            Some(values) => dpo_step(cfg, model, RefLogps::Values(values), b, pad),
+        (Method::Dpo(cfg), Examples::Pairs(b)) => match given {
+            Some(r) => dpo_step(cfg, model, r, b, pad),
             None => dpo_step(cfg, model, RefLogps::Model(&reference.model(model)), b, pad),
         },
         (Method::Kto(cfg), Examples::Unpaired(b)) => kto_step(cfg, model, &reference.model(model), b, pad),

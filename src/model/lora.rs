@@ -313,6 +313,18 @@ impl Llama {
         self.linears().iter().any(|(_, l)| l.lora.is_some())
     }
 
+    /// Whether the model has adapters and every one's B is exactly zero (as [`Self::add_lora`]
+    /// makes them), so that each adds exactly nothing. Reads the B matrices back (a NaN is not zero).
+    pub async fn adapters_add_zero(&self) -> Result<bool> {
+        let peaks: Vec<Tensor<1>> =
+            self.linears().iter().filter_map(|(_, l)| l.lora.as_ref()).map(|l| l.b.val().detach().abs().max()).collect();
+        if peaks.is_empty() {
+            return Ok(false);
+        }
+        let peak = crate::backend::read_f32(Tensor::cat(peaks, 0).max()).await?;
+        Ok(peak.first() == Some(&0.0))
+    }
+
     /// Switches adapters on (policy) or off (reference model).
     pub fn set_adapters_enabled(&mut self, enabled: bool) {
         for (_, _, lin) in self.linears_mut() {

@@ -612,7 +612,9 @@ fn run_all(spec: alignlab::lab::RunSpec) -> Vec<alignlab::align::train::Metrics>
 fn kept_reference_logps_give_the_run_it_would_have_had() {
     // The reference is fixed for a run, so keeping its log-probabilities (computed once per pair,
     // in whatever batch the pair first came in) changes no number: every step's loss, margin
-    // and held-out metrics match a run that recomputes them, over more than one epoch.
+    // and held-out metrics match a run that recomputes them, over more than one epoch. The first
+    // step's pairs take them from the policy's own pass (its fresh adapters add zero); the
+    // second epoch draws those pairs again and reads the kept values.
     let (kept, fresh) = (run_all(dpo_run_spec(true, 2, 1)), run_all(dpo_run_spec(false, 2, 1)));
     assert_eq!(kept.len(), 6);
     for (i, (k, f)) in kept.iter().zip(&fresh).enumerate() {
@@ -624,6 +626,39 @@ fn kept_reference_logps_give_the_run_it_would_have_had() {
     let (first, last) = (&kept[0], kept.last().unwrap());
     assert!(last["loss"] < first["loss"] - 0.1 && last["rewards/margins"] > 0.1, "training moved the loss and margin: {kept:?}");
     assert!(last.contains_key("eval/loss"), "the held-out split was scored with kept reference values too");
+}
+
+#[test]
+fn a_policy_is_its_own_reference_only_until_its_adapters_move() {
+    let lm = tiny_lm();
+    let mut policy = lm.model.clone();
+    assert!(!block_on(policy.adapters_add_zero()).unwrap(), "a model without adapters has none to add zero");
+    policy.add_lora(&lora(4, &["q_proj", "v_proj"])).unwrap();
+    let reference = Reference::for_policy(&policy);
+    assert!(block_on(reference.is_policy(&policy, false)).unwrap(), "fresh adapters: B = 0");
+    assert!(!block_on(reference.is_policy(&policy, true)).unwrap(), "a policy that took a step is not");
+
+    // A second run goes on from the adapters the first one trained: its first step must score
+    // the reference (adapters off), not take the policy's own values (which would start the
+    // loss at ln 2), and match a run that scores the reference every step.
+    let second_run = |kept: bool| {
+        let mut session = alignlab::lab::Session::new(tiny_lm(), std::rc::Rc::new(Default::default()));
+        let mut first = alignlab::lab::Run::new(&session, dpo_run_spec(true, 2, 1)).unwrap();
+        for _ in 0..3 {
+            block_on(first.step()).unwrap();
+        }
+        first.publish(&mut session);
+        assert!(!block_on(session.policy.model.adapters_add_zero()).unwrap(), "trained adapters add something");
+        let mut second = alignlab::lab::Run::new(&session, dpo_run_spec(kept, 2, 1)).unwrap();
+        (0..4).map(|_| block_on(second.step()).unwrap()).collect::<Vec<_>>()
+    };
+    let (kept, fresh) = (second_run(true), second_run(false));
+    for (i, (k, f)) in kept.iter().zip(&fresh).enumerate() {
+        for (name, v) in f {
+            assert!((k[name] - v).abs() <= 1e-5 * v.abs().max(1.0), "step {}: {name} kept {} vs recomputed {v}", i + 1, k[name]);
+        }
+    }
+    assert!(kept[0]["loss"] < std::f64::consts::LN_2 - 0.01, "the second run starts where the first left: {}", kept[0]["loss"]);
 }
 
 #[test]
