@@ -256,7 +256,8 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
 
 /// The reference's log-probabilities of a set of pairs, each computed the first time its pair is
 /// drawn and kept (TRL computes them all before training; drawing them lazily gives the same
-/// numbers without a long wait before the first step). Valid while the reference is unchanged:
+/// numbers without a long wait before the first step), or kept from a first step whose policy was
+/// its own reference ([`RefLogps::Own`]). Valid while the reference is unchanged:
 /// a run owns one, and its reference is fixed for the run.
 #[cfg(feature = "engine")]
 pub struct RefLogpsCache {
