@@ -111,7 +111,8 @@ async function firstShift(t0) {
 }
 
 // Each step's own time (the worker's `step_seconds`), from the newest run the page kept in
-// IndexedDB: the first step also scores the reference on its pairs, the last the held-out pairs.
+// IndexedDB. A step also scores the reference on the pairs new to the run (except the first,
+// whose fresh adapters make the policy its own reference); the last also scores the held-out pairs.
 async function stepSeconds() {
   await page.waitForTimeout(1500); // the record follows a run once a second
   return page.evaluate(() => new Promise((done, fail) => {
