@@ -207,7 +207,8 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 })?;
                 let ((first, first_seconds), best, median) = timed(a.repeats, &mut || Ok(block_on(run.step())?))?;
                 let pairs = a.batch.max(1);
-                // The first step is not counted: it also computes the kept reference values.
+                // The first step is not counted: it warms the allocator up (with fresh adapters it
+                // takes the kept reference values from its own pass, so it runs no reference pass).
                 json!({"backend": kind.name(), "device": desc, "what": "dpo", "pairs": pairs, "seq_len": 128, "lora_r": 8,
                        "precompute_ref_log_probs": a.precompute_ref_log_probs, "share_prompt": a.share_prompt,
                        "first_loss": first["loss"], "first_seconds": first_seconds, "seconds": best, "seconds_median": median,
