@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::{Error, Result};
 #[cfg(feature = "engine")]
 use {
-    super::{Encoding, parts, train::{LossOutput, PerExample}},
+    super::{Encoding, parts, train::{LossOutput, PerExample, example_column}},
     crate::backend::read_f32,
     crate::data::Preference,
     crate::logps::{ScoringBatch, SharedPromptLogps, sequence_logps},
@@ -235,6 +235,12 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
     let chosen_rewards = (pc.clone().detach() - rc.clone()) * cfg.beta;
     let rejected_rewards = (pr.clone().detach() - rr.clone()) * cfg.beta;
     let accuracies = chosen_rewards.clone().greater(rejected_rewards.clone()).float();
+    // Each pair of the batch as a point on the loss curve; with its own reference, the values a
+    // run keeps.
+    let mut per_example = vec![("margin", margins.detach()), ("loss", losses.clone().detach())];
+    if matches!(reference, RefLogps::Own) {
+        per_example.extend([(OWN_CHOSEN, rc), (OWN_REJECTED, rr)]);
+    }
     Ok(LossOutput {
         loss: losses.clone().mean(),
         metrics: vec![
@@ -245,12 +251,7 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
             ("logps/chosen", pc.detach().mean()),
             ("logps/rejected", pr.detach().mean()),
         ],
-        // Each pair of the batch as a point on the loss curve; with its own reference, the values
-        // a run keeps.
-        per_example: match reference {
-            RefLogps::Own => vec![("margin", margins.detach()), ("loss", losses.detach()), (OWN_CHOSEN, rc), (OWN_REJECTED, rr)],
-            _ => vec![("margin", margins.detach()), ("loss", losses.detach())],
-        },
+        per_example,
     })
 }
 
@@ -299,8 +300,7 @@ impl RefLogpsCache {
     /// Keeps the values a step with its own reference reported ([`RefLogps::Own`]) for the pairs
     /// `idx`, in the step's order.
     pub fn keep_own(&mut self, idx: &[usize], examples: &PerExample) -> Result<()> {
-        let column = |name: &str| examples.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_slice());
-        let (Some(chosen), Some(rejected)) = (column(OWN_CHOSEN), column(OWN_REJECTED)) else {
+        let (Some(chosen), Some(rejected)) = (example_column(examples, OWN_CHOSEN), example_column(examples, OWN_REJECTED)) else {
             return Err(Error::Invalid("the step did not report its reference values".into()));
         };
         if chosen.len() != idx.len() || rejected.len() != idx.len() {

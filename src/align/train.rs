@@ -144,6 +144,11 @@ pub struct LossOutput {
 /// Values per example by name, in batch order (micro-batches one after another).
 pub type PerExample = Vec<(&'static str, Vec<f64>)>;
 
+/// The values per example named `name`, if the step reported them.
+pub fn example_column<'a>(examples: &'a PerExample, name: &str) -> Option<&'a [f64]> {
+    examples.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_slice())
+}
+
 #[cfg(feature = "engine")]
 impl LossOutput {
     pub fn new(loss: Tensor<1>, metrics: Vec<(&'static str, Tensor<1>)>) -> Self {

@@ -10,7 +10,7 @@ use crate::align::rl::SampleScore;
 use {
     crate::Result,
     crate::align::dpo::{DpoConfig, DpoLossType, dpo_loss_of_margin},
-    crate::align::train::PerExample,
+    crate::align::train::{PerExample, example_column},
     crate::backend::read_f32,
     burn::tensor::{Device, Tensor},
 };
@@ -41,8 +41,7 @@ pub struct SampleRow {
 /// the curve's minimum at `1/(2β)`.
 #[cfg(feature = "engine")]
 pub async fn dpo_pairs(cfg: &DpoConfig, examples: &PerExample, device: &Device) -> Result<Option<StepDetail>> {
-    let column = |name: &str| examples.iter().find(|(n, _)| *n == name).map(|(_, v)| v.clone());
-    let (Some(margins), Some(losses)) = (column("margin"), column("loss")) else { return Ok(None) };
+    let (Some(margins), Some(losses)) = (example_column(examples, "margin"), example_column(examples, "loss")) else { return Ok(None) };
     let finite = margins.iter().copied().filter(|m| m.is_finite());
     let (mut lo, mut hi) = finite.fold((-3.0f64, 3.0f64), |(a, b), m| (a.min(m), b.max(m)));
     if cfg.loss_type == DpoLossType::Ipo {
@@ -60,7 +59,7 @@ pub async fn dpo_pairs(cfg: &DpoConfig, examples: &PerExample, device: &Device) 
     Ok(Some(StepDetail::Pairs {
         axis: axis.into(),
         curve: xs.iter().zip(ys).map(|(&x, y)| [x as f64, y as f64]).collect(),
-        points: margins.into_iter().zip(losses).map(|(m, l)| [m, l]).collect(),
+        points: margins.iter().zip(losses).map(|(&m, &l)| [m, l]).collect(),
     }))
 }
 
