@@ -11,6 +11,7 @@ use crate::{Error, Result};
 #[cfg(feature = "engine")]
 use {
     super::{Encoding, parts, train::{LossOutput, PerExample, example_column}},
+    std::collections::HashMap,
     crate::backend::read_f32,
     crate::data::Preference,
     crate::logps::{ScoringBatch, SharedPromptLogps, sequence_logps},
@@ -114,7 +115,7 @@ pub fn dpo_loss_of_margin(cfg: &DpoConfig, x: Tensor<1>) -> Tensor<1> {
 
 /// Token ids of preference pairs, ready for scoring.
 #[cfg(feature = "engine")]
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EncodedPair {
     pub prompt: Vec<u32>,
     pub chosen: Vec<u32>,
@@ -259,18 +260,21 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
 /// drawn and kept (TRL computes them all before training; drawing them lazily gives the same
 /// numbers without a long wait before the first step), or kept from a first step whose policy was
 /// its own reference ([`RefLogps::Own`]). Valid while the reference is unchanged:
-/// a run owns one, and its reference is fixed for the run.
+/// a run owns one, and its reference is fixed for the run. A [`RefLogpsStore`] carries the values
+/// on to later runs with the same reference.
 #[cfg(feature = "engine")]
 pub struct RefLogpsCache {
     values: Vec<Option<[f32; 2]>>,
     /// Score each pair with its prompt once ([`DpoConfig::share_prompt`]).
     share_prompt: bool,
+    /// Pairs whose values were computed since they were last given to a store.
+    unsaved: Vec<usize>,
 }
 
 #[cfg(feature = "engine")]
 impl RefLogpsCache {
     pub fn new(pairs: usize, share_prompt: bool) -> Self {
-        Self { values: vec![None; pairs], share_prompt }
+        Self { values: vec![None; pairs], share_prompt, unsaved: Vec::new() }
     }
 
     /// Computes the values of the pairs `idx` names that are not kept yet: on the CPU a pair on
@@ -292,6 +296,7 @@ impl RefLogpsCache {
             let n = group.len();
             for (k, &i) in group.iter().enumerate() {
                 self.values[i] = Some([sums[k], sums[n + k]]);
+                self.unsaved.push(i);
             }
         }
         Ok(())
@@ -308,12 +313,82 @@ impl RefLogpsCache {
         }
         for ((&i, &c), &r) in idx.iter().zip(chosen).zip(rejected) {
             *self.values.get_mut(i).ok_or_else(|| Error::Invalid(format!("pair {i} is not in this run")))? = Some([c as f32, r as f32]);
+            self.unsaved.push(i);
         }
         Ok(())
+    }
+
+    /// Takes the values `store` keeps for `pairs` (this cache's pairs, in its order).
+    pub fn take_kept(&mut self, store: &mut RefLogpsStore, pairs: &[EncodedPair]) {
+        for (value, pair) in self.values.iter_mut().zip(pairs) {
+            if value.is_none() {
+                *value = store.get(self.share_prompt, pair);
+            }
+        }
+    }
+
+    /// Gives `store` the values computed since the last call, for later runs.
+    pub fn keep_in(&mut self, store: &mut RefLogpsStore, pairs: &[EncodedPair]) {
+        for i in self.unsaved.drain(..) {
+            if let (Some(v), Some(pair)) = (self.values[i], pairs.get(i)) {
+                store.insert(self.share_prompt, pair, v);
+            }
+        }
     }
 
     /// The kept values of `pairs[i]` for each `i` in `idx` ([`Self::fill`] first).
     pub fn get(&self, idx: &[usize]) -> Result<Vec<[f32; 2]>> {
         idx.iter().map(|&i| self.values[i].ok_or_else(|| Error::Invalid(format!("pair {i}'s reference values were not computed")))).collect()
+    }
+}
+
+/// Reference log-probabilities kept beyond one run, for every later run whose reference is the
+/// same model (TRL keeps them with the dataset): a session keeps one for its loaded model, and a
+/// run reads it only while its reference is that model ([`crate::lab::Policy::base_is_loaded`]).
+/// Keyed by a pair's token ids and how it is scored ([`DpoConfig::share_prompt`]), so another
+/// template or tokenizer makes other keys. Its keys hold at most [`RefLogpsStore::MAX_TOKENS`]
+/// token ids: past that a run keeps its values for itself alone.
+#[cfg(feature = "engine")]
+#[derive(Default)]
+pub struct RefLogpsStore {
+    /// By `share_prompt` (`false`, `true`), then by pair.
+    values: [HashMap<EncodedPair, [f32; 2]>; 2],
+    tokens: usize,
+    served: usize,
+}
+
+#[cfg(feature = "engine")]
+impl RefLogpsStore {
+    /// 4 Mi token ids (16 MiB of keys): far above a class's datasets.
+    pub const MAX_TOKENS: usize = 1 << 22;
+
+    /// Pairs with values kept, counting each way of scoring apart.
+    pub fn len(&self) -> usize {
+        self.values.iter().map(HashMap::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Values handed to runs so far: reference passes saved.
+    pub fn served(&self) -> usize {
+        self.served
+    }
+
+    fn get(&mut self, share_prompt: bool, pair: &EncodedPair) -> Option<[f32; 2]> {
+        let v = self.values[usize::from(share_prompt)].get(pair).copied();
+        self.served += usize::from(v.is_some());
+        v
+    }
+
+    fn insert(&mut self, share_prompt: bool, pair: &EncodedPair, v: [f32; 2]) {
+        let tokens = pair.prompt.len().saturating_add(pair.chosen.len()).saturating_add(pair.rejected.len());
+        let map = &mut self.values[usize::from(share_prompt)];
+        if map.contains_key(pair) || self.tokens.saturating_add(tokens) > Self::MAX_TOKENS {
+            return;
+        }
+        self.tokens += tokens;
+        map.insert(pair.clone(), v);
     }
 }

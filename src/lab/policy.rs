@@ -33,6 +33,8 @@ pub struct Policy {
     pub kind: PolicyKind,
     /// What shaped it, oldest first ("DPO (20 steps)", "an imported adapter").
     pub history: Vec<String>,
+    /// Its weights outside any adapter are the loaded model's.
+    base_is_loaded: bool,
 }
 
 /// Where an installed adapter came from, for the policy's history.
@@ -59,7 +61,16 @@ impl AdapterFrom {
 #[cfg(feature = "engine")]
 impl Policy {
     pub fn base(lm: &LoadedModel) -> Self {
-        Self { model: lm.model.clone(), kind: PolicyKind::Base, history: Vec::new() }
+        Self { model: lm.model.clone(), kind: PolicyKind::Base, history: Vec::new(), base_is_loaded: true }
+    }
+
+    /// Whether its weights outside any adapter are still the loaded model's: then a run's
+    /// reference (adapters off, or a frozen copy for a full fine-tune) is the loaded model, and
+    /// the reference values the session keeps for it hold. A full fine-tune or imported weights
+    /// end it (a LoRA run on top keeps them as its base); a reset or an imported adapter, which
+    /// sits on the loaded weights, brings it back.
+    pub fn base_is_loaded(&self) -> bool {
+        self.base_is_loaded
     }
 
     /// Back to the base model: adapters and fine-tuned weights dropped.
@@ -130,6 +141,7 @@ impl Policy {
 
     /// Takes what a run trained (the run's label joins the history when it ends).
     pub fn trained(&mut self, model: Llama, lora: Option<LoraConfig>) {
+        self.base_is_loaded &= lora.is_some();
         self.kind = match lora {
             Some(c) => PolicyKind::Lora(c),
             None => PolicyKind::Full,
@@ -141,7 +153,7 @@ impl Policy {
     pub fn import_adapter(&mut self, lm: &LoadedModel, config_json: &[u8], safetensors: &[u8], from: AdapterFrom) -> Result<LoraConfig> {
         let mut model = lm.model.clone();
         let cfg = peft::load_adapter(&mut model, config_json, safetensors)?;
-        *self = Self { model, kind: PolicyKind::Lora(cfg.clone()), history: vec![from.label().into()] };
+        *self = Self { model, kind: PolicyKind::Lora(cfg.clone()), history: vec![from.label().into()], base_is_loaded: true };
         Ok(cfg)
     }
 
@@ -155,7 +167,7 @@ impl Policy {
         let model = Llama::from_weights(&lm.config, &mut ckpt.weights, &lm.device).map_err(|e| {
             Error::Invalid(format!("these fine-tuned weights do not fit the loaded model: {e}"))
         })?;
-        *self = Self { model, kind: PolicyKind::Full, history: vec!["training in your last session".into()] };
+        *self = Self { model, kind: PolicyKind::Full, history: vec!["training in your last session".into()], base_is_loaded: false };
         Ok(())
     }
 

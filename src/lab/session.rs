@@ -3,6 +3,7 @@
 //! reward model, bring a reward model in and out. Cloning is cheap (weights are shared), so a
 //! front end can hand a copy to a long job and take its results back.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use burn::module::Module;
@@ -12,6 +13,7 @@ use super::rewards::{RewardHead, Rewarder};
 use super::spec::{RewardSpec, Which};
 use crate::align::Encoding;
 use crate::align::best_of_n::Candidate;
+use crate::align::dpo::RefLogpsStore;
 use crate::align::reward::{load_reward_model, save_reward_model};
 use crate::generate::{Sample, SamplingConfig, TextStream, TokenEvent, generate};
 use crate::io::LoadedModel;
@@ -29,6 +31,9 @@ pub struct Session {
     /// The members of a reward-model ensemble, when one has been trained.
     pub ensemble: Vec<RewardHead>,
     pub judge_data: Rc<JudgeData>,
+    /// DPO's reference log-probabilities under the loaded model, kept for every run whose
+    /// reference it is ([`Policy::base_is_loaded`]); copies of the session share it.
+    pub ref_logps: Rc<RefCell<RefLogpsStore>>,
 }
 
 /// Per-token log-probabilities of a text under the policy and the reference (the heatmap).
@@ -42,7 +47,7 @@ pub struct TokenLogps {
 impl Session {
     pub fn new(lm: LoadedModel, judge_data: Rc<JudgeData>) -> Self {
         let policy = Policy::base(&lm);
-        Self { lm: Rc::new(lm), policy, reward_model: None, ensemble: Vec::new(), judge_data }
+        Self { lm: Rc::new(lm), policy, reward_model: None, ensemble: Vec::new(), judge_data, ref_logps: Default::default() }
     }
 
     /// The model's name: its metadata name, else what the caller knows it by.

@@ -661,6 +661,78 @@ fn a_policy_is_its_own_reference_only_until_its_adapters_move() {
     assert!(kept[0]["loss"] < std::f64::consts::LN_2 - 0.01, "the second run starts where the first left: {}", kept[0]["loss"]);
 }
 
+/// Every step of `second` matches `recomputed` (a run that scores its reference every step).
+fn same_steps(second: &[alignlab::align::train::Metrics], recomputed: &[alignlab::align::train::Metrics]) {
+    assert_eq!(second.len(), recomputed.len());
+    for (i, (k, f)) in second.iter().zip(recomputed).enumerate() {
+        for (name, v) in f {
+            assert!((k[name] - v).abs() <= 1e-5 * v.abs().max(1.0), "step {}: {name} kept {} vs recomputed {v}", i + 1, k[name]);
+        }
+    }
+}
+
+/// Runs `spec` to its end on `session`.
+fn run_on(session: &alignlab::lab::Session, spec: alignlab::lab::RunSpec) -> (alignlab::lab::Run, Vec<alignlab::align::train::Metrics>) {
+    let mut run = alignlab::lab::Run::new(session, spec).unwrap();
+    let mut steps = Vec::new();
+    while !run.is_done() {
+        steps.push(block_on(run.step()).unwrap());
+    }
+    (run, steps)
+}
+
+/// A second DPO run of another beta and rank, with fresh adapters.
+fn another_dpo_spec(precompute_ref_log_probs: bool) -> alignlab::lab::RunSpec {
+    use alignlab::lab::Method;
+    let mut spec = dpo_run_spec(precompute_ref_log_probs, 2, 1);
+    spec.method = Method::Dpo(DpoConfig { beta: 0.3, precompute_ref_log_probs, ..Default::default() });
+    spec.lora = Some(lora(8, &["q_proj", "k_proj", "v_proj"]));
+    spec
+}
+
+#[test]
+fn reference_values_kept_in_the_session_serve_its_next_runs() {
+    // The reference of a LoRA run on the loaded weights is the loaded model, whatever the run: the
+    // values one run computed serve the next (another beta, another rank), which then scores no
+    // pair's reference again and gets the numbers of a run that scores it every step.
+    let mut session = alignlab::lab::Session::new(tiny_lm(), std::rc::Rc::new(Default::default()));
+    let (first, _) = run_on(&session, dpo_run_spec(true, 2, 1));
+    first.publish(&mut session);
+    assert_eq!(session.ref_logps.borrow().len(), 8, "each pair's values kept, held-out ones included");
+    assert_eq!(session.ref_logps.borrow().served(), 0);
+    assert!(session.policy.base_is_loaded(), "LoRA leaves the base weights as loaded");
+    let (_, second) = run_on(&session, another_dpo_spec(true));
+    assert_eq!(session.ref_logps.borrow().served(), 8, "the second run took every pair's values from the session");
+    let (_, recomputed) = run_on(&alignlab::lab::Session::new(tiny_lm(), std::rc::Rc::new(Default::default())), another_dpo_spec(false));
+    same_steps(&second, &recomputed);
+    assert!(second.last().unwrap()["loss"] < second[0]["loss"] - 0.1, "the second run trained: {second:?}");
+}
+
+#[test]
+fn a_fine_tuned_base_takes_no_reference_values_kept_for_the_loaded_model() {
+    // A full fine-tune changes the weights a later LoRA run sits on, so that run's reference is
+    // the fine-tuned model: values kept for the loaded one would be wrong. A reset brings them back.
+    let full = || alignlab::lab::RunSpec { lora: None, ..dpo_run_spec(true, 2, 1) };
+    let fine_tuned = || {
+        let mut session = alignlab::lab::Session::new(tiny_lm(), std::rc::Rc::new(Default::default()));
+        let (run, _) = run_on(&session, full());
+        run.publish(&mut session);
+        session
+    };
+    let mut session = fine_tuned();
+    assert_eq!(session.ref_logps.borrow().len(), 8, "a full fine-tune from the loaded weights has them as its reference");
+    assert!(!session.policy.base_is_loaded());
+    let (_, second) = run_on(&session, another_dpo_spec(true));
+    assert_eq!(session.ref_logps.borrow().served(), 0, "no value kept for the loaded model served the fine-tuned one");
+    let (_, recomputed) = run_on(&fine_tuned(), another_dpo_spec(false));
+    same_steps(&second, &recomputed);
+
+    session.policy.reset(&session.lm);
+    assert!(session.policy.base_is_loaded());
+    run_on(&session, another_dpo_spec(true));
+    assert_eq!(session.ref_logps.borrow().served(), 8, "after a reset the kept values hold again");
+}
+
 #[test]
 fn reference_values_kept_a_pair_per_core_match_one_batch() {
     // On the CPU the reference's values of pairs not kept yet are computed a pair per core. Alone
