@@ -2,13 +2,15 @@
 // driving the built app like the tests do. Run after scripts/build-web:
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
-//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT]
+//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--again BETA]
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
 // --samples decodes that many greedy answers together (tokens/s counts every answer's tokens).
 // --flow times a new user's way to the first visible DPO shift: open the page, sample --samples
 // answers of --tokens tokens to the prompt, save them in the order shown (every better-over-worse
-// pair), train --steps DPO steps with the page's defaults, and read the margins chart.
+// pair), train --steps DPO steps with the page's defaults, and read the margins chart. --again
+// then trains a second run of --steps on the same pairs with beta BETA, as a class trying another
+// beta would, and times its steps too.
 // --threads off serves the page without cross-origin isolation, as a host that cannot set headers
 // would: the CPU path then runs on one thread.
 import { parseArgs } from 'node:util';
@@ -21,7 +23,7 @@ const { values: a } = parseArgs({ options: {
   model: { type: 'string', default: 'tiny' }, backend: { type: 'string', default: 'cpu' },
   steps: { type: 'string' }, tokens: { type: 'string' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
-  samples: { type: 'string' }, flow: { type: 'boolean', default: false },
+  samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
 } });
 // --flow's defaults are the issue's walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
 a.steps ??= a.flow ? '4' : '2';
@@ -108,6 +110,11 @@ async function firstShift(t0) {
   out.margins = Number(margins.match(/rewards\/margins: (-?[\d.]+)/)?.[1]);
   out.shift_visible = out.margins > 0 && /^finished/.test(status);
   out.step_seconds = await stepSeconds();
+  if (a.again !== undefined) {
+    const t = Date.now();
+    const again = await train(page, { Beta: Number(a.again), Steps: Number(a.steps) }, 1_800_000);
+    out.again = { beta: Number(a.again), seconds: (Date.now() - t) / 1000, train_status: again.status, loss: again.cell, step_seconds: await stepSeconds() };
+  }
 }
 
 // Each step's own time (the worker's `step_seconds`), from the newest run the page kept in
