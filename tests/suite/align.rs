@@ -598,14 +598,31 @@ fn dpo_run_spec(precompute_ref_log_probs: bool, batch: usize, accumulation: usiz
     }
 }
 
-fn run_all(spec: alignlab::lab::RunSpec) -> Vec<alignlab::align::train::Metrics> {
-    let session = alignlab::lab::Session::new(tiny_lm(), std::rc::Rc::new(Default::default()));
-    let mut run = alignlab::lab::Run::new(&session, spec).unwrap();
+/// Runs `spec` to its end on `session`.
+fn run_on(session: &alignlab::lab::Session, spec: alignlab::lab::RunSpec) -> (alignlab::lab::Run, Vec<alignlab::align::train::Metrics>) {
+    let mut run = alignlab::lab::Run::new(session, spec).unwrap();
     let mut steps = Vec::new();
     while !run.is_done() {
         steps.push(block_on(run.step()).unwrap());
     }
-    steps
+    (run, steps)
+}
+
+/// Runs `spec` to its end in a fresh session.
+fn run_all(spec: alignlab::lab::RunSpec) -> Vec<alignlab::align::train::Metrics> {
+    run_on(&alignlab::lab::Session::new(tiny_lm(), std::rc::Rc::new(Default::default())), spec).1
+}
+
+/// Every step of `kept` (reference values kept) matches `recomputed` (a run that scores its
+/// reference every step), metric by metric.
+fn same_steps(kept: &[alignlab::align::train::Metrics], recomputed: &[alignlab::align::train::Metrics]) {
+    assert_eq!(kept.len(), recomputed.len());
+    for (i, (k, f)) in kept.iter().zip(recomputed).enumerate() {
+        assert_eq!(k.keys().collect::<Vec<_>>(), f.keys().collect::<Vec<_>>());
+        for (name, v) in f {
+            assert!((k[name] - v).abs() <= 1e-5 * v.abs().max(1.0), "step {}: {name} kept {} vs recomputed {v}", i + 1, k[name]);
+        }
+    }
 }
 
 #[test]
@@ -617,12 +634,7 @@ fn kept_reference_logps_give_the_run_it_would_have_had() {
     // second epoch draws those pairs again and reads the kept values.
     let (kept, fresh) = (run_all(dpo_run_spec(true, 2, 1)), run_all(dpo_run_spec(false, 2, 1)));
     assert_eq!(kept.len(), 6);
-    for (i, (k, f)) in kept.iter().zip(&fresh).enumerate() {
-        assert_eq!(k.keys().collect::<Vec<_>>(), f.keys().collect::<Vec<_>>());
-        for (name, v) in f {
-            assert!((k[name] - v).abs() <= 1e-5 * v.abs().max(1.0), "step {}: {name} kept {} vs recomputed {v}", i + 1, k[name]);
-        }
-    }
+    same_steps(&kept, &fresh);
     let (first, last) = (&kept[0], kept.last().unwrap());
     assert!(last["loss"] < first["loss"] - 0.1 && last["rewards/margins"] > 0.1, "training moved the loss and margin: {kept:?}");
     assert!(last.contains_key("eval/loss"), "the held-out split was scored with kept reference values too");
@@ -653,32 +665,8 @@ fn a_policy_is_its_own_reference_only_until_its_adapters_move() {
         (0..4).map(|_| block_on(second.step()).unwrap()).collect::<Vec<_>>()
     };
     let (kept, fresh) = (second_run(true), second_run(false));
-    for (i, (k, f)) in kept.iter().zip(&fresh).enumerate() {
-        for (name, v) in f {
-            assert!((k[name] - v).abs() <= 1e-5 * v.abs().max(1.0), "step {}: {name} kept {} vs recomputed {v}", i + 1, k[name]);
-        }
-    }
+    same_steps(&kept, &fresh);
     assert!(kept[0]["loss"] < std::f64::consts::LN_2 - 0.01, "the second run starts where the first left: {}", kept[0]["loss"]);
-}
-
-/// Every step of `second` matches `recomputed` (a run that scores its reference every step).
-fn same_steps(second: &[alignlab::align::train::Metrics], recomputed: &[alignlab::align::train::Metrics]) {
-    assert_eq!(second.len(), recomputed.len());
-    for (i, (k, f)) in second.iter().zip(recomputed).enumerate() {
-        for (name, v) in f {
-            assert!((k[name] - v).abs() <= 1e-5 * v.abs().max(1.0), "step {}: {name} kept {} vs recomputed {v}", i + 1, k[name]);
-        }
-    }
-}
-
-/// Runs `spec` to its end on `session`.
-fn run_on(session: &alignlab::lab::Session, spec: alignlab::lab::RunSpec) -> (alignlab::lab::Run, Vec<alignlab::align::train::Metrics>) {
-    let mut run = alignlab::lab::Run::new(session, spec).unwrap();
-    let mut steps = Vec::new();
-    while !run.is_done() {
-        steps.push(block_on(run.step()).unwrap());
-    }
-    (run, steps)
 }
 
 /// A second DPO run of another beta and rank, with fresh adapters.
