@@ -11,7 +11,7 @@ use crate::{Error, Result};
 #[cfg(feature = "engine")]
 use {
     super::{Encoding, parts, train::{LossOutput, PerExample, example_column}},
-    std::collections::HashMap,
+    std::{cell::RefCell, collections::HashMap, rc::Rc},
     crate::backend::read_f32,
     crate::data::Preference,
     crate::logps::{ScoringBatch, SharedPromptLogps, sequence_logps},
@@ -260,21 +260,36 @@ pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[E
 /// drawn and kept (TRL computes them all before training; drawing them lazily gives the same
 /// numbers without a long wait before the first step), or kept from a first step whose policy was
 /// its own reference ([`RefLogps::Own`]). Valid while the reference is unchanged:
-/// a run owns one, and its reference is fixed for the run. A [`RefLogpsStore`] carries the values
-/// on to later runs with the same reference.
+/// a run owns one, and its reference is fixed for the run. Given a [`RefLogpsStore`], it starts
+/// from the values the store keeps and gives the store each value it gets, for later runs with
+/// the same reference.
 #[cfg(feature = "engine")]
 pub struct RefLogpsCache {
     values: Vec<Option<[f32; 2]>>,
     /// Score each pair with its prompt once ([`DpoConfig::share_prompt`]).
     share_prompt: bool,
-    /// Pairs whose values were computed since they were last given to a store.
-    unsaved: Vec<usize>,
+    store: Option<Rc<RefCell<RefLogpsStore>>>,
 }
 
 #[cfg(feature = "engine")]
 impl RefLogpsCache {
-    pub fn new(pairs: usize, share_prompt: bool) -> Self {
-        Self { values: vec![None; pairs], share_prompt, unsaved: Vec::new() }
+    /// A cache of `pairs` (the run's pairs, in its order), holding what `store` keeps of them.
+    pub fn new(pairs: &[EncodedPair], share_prompt: bool, store: Option<Rc<RefCell<RefLogpsStore>>>) -> Self {
+        let values = match &store {
+            Some(store) => {
+                let mut store = store.borrow_mut();
+                pairs.iter().map(|pair| store.get(share_prompt, pair)).collect()
+            }
+            None => vec![None; pairs.len()],
+        };
+        Self { values, share_prompt, store }
+    }
+
+    fn set(&mut self, i: usize, pair: &EncodedPair, v: [f32; 2]) {
+        self.values[i] = Some(v);
+        if let Some(store) = &self.store {
+            store.borrow_mut().insert(self.share_prompt, pair, v);
+        }
     }
 
     /// Computes the values of the pairs `idx` names that are not kept yet: on the CPU a pair on
@@ -295,16 +310,15 @@ impl RefLogpsCache {
             let sums = read_f32(sums?).await?;
             let n = group.len();
             for (k, &i) in group.iter().enumerate() {
-                self.values[i] = Some([sums[k], sums[n + k]]);
-                self.unsaved.push(i);
+                self.set(i, &pairs[i], [sums[k], sums[n + k]]);
             }
         }
         Ok(())
     }
 
     /// Keeps the values a step with its own reference reported ([`RefLogps::Own`]) for the pairs
-    /// `idx`, in the step's order.
-    pub fn keep_own(&mut self, idx: &[usize], examples: &PerExample) -> Result<()> {
+    /// `idx` of `pairs`, in the step's order.
+    pub fn keep_own(&mut self, pairs: &[EncodedPair], idx: &[usize], examples: &PerExample) -> Result<()> {
         let (Some(chosen), Some(rejected)) = (example_column(examples, OWN_CHOSEN), example_column(examples, OWN_REJECTED)) else {
             return Err(Error::Invalid("the step did not report its reference values".into()));
         };
@@ -312,28 +326,10 @@ impl RefLogpsCache {
             return Err(Error::Invalid(format!("{} reference values for {} pairs", chosen.len(), idx.len())));
         }
         for ((&i, &c), &r) in idx.iter().zip(chosen).zip(rejected) {
-            *self.values.get_mut(i).ok_or_else(|| Error::Invalid(format!("pair {i} is not in this run")))? = Some([c as f32, r as f32]);
-            self.unsaved.push(i);
+            let pair = pairs.get(i).ok_or_else(|| Error::Invalid(format!("pair {i} is not in this run")))?;
+            self.set(i, pair, [c as f32, r as f32]);
         }
         Ok(())
-    }
-
-    /// Takes the values `store` keeps for `pairs` (this cache's pairs, in its order).
-    pub fn take_kept(&mut self, store: &mut RefLogpsStore, pairs: &[EncodedPair]) {
-        for (value, pair) in self.values.iter_mut().zip(pairs) {
-            if value.is_none() {
-                *value = store.get(self.share_prompt, pair);
-            }
-        }
-    }
-
-    /// Gives `store` the values computed since the last call, for later runs.
-    pub fn keep_in(&mut self, store: &mut RefLogpsStore, pairs: &[EncodedPair]) {
-        for i in self.unsaved.drain(..) {
-            if let (Some(v), Some(pair)) = (self.values[i], pairs.get(i)) {
-                store.insert(self.share_prompt, pair, v);
-            }
-        }
     }
 
     /// The kept values of `pairs[i]` for each `i` in `idx` ([`Self::fill`] first).

@@ -3,7 +3,6 @@
 //! metrics on the held-out split every `eval_steps`. The caller decides when to step, so pausing,
 //! stopping and saving belong to whoever drives it.
 
-use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
 
@@ -18,7 +17,7 @@ use super::session::Session;
 use super::spec::{Method, MethodKind, RunSpec};
 use crate::align::{Reference, parts};
 use crate::backend::is_cpu;
-use crate::align::dpo::{EncodedPair, RefLogps, RefLogpsCache, RefLogpsStore, dpo_step, encode_pairs};
+use crate::align::dpo::{EncodedPair, RefLogps, RefLogpsCache, dpo_step, encode_pairs};
 use crate::align::kto::{EncodedExample, encode_examples, kto_step};
 use crate::align::reward::{RewardModel, reward_step};
 use crate::align::rl::{RlConfig, rl_sample, rl_update};
@@ -49,6 +48,14 @@ impl Examples {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The pairs, or none for another kind of example.
+    fn pairs(&self) -> &[EncodedPair] {
+        match self {
+            Self::Pairs(v) => v,
+            _ => &[],
+        }
     }
 
     fn pick(&self, idx: &[usize]) -> Self {
@@ -112,9 +119,6 @@ pub struct Run {
     rewarder: Option<Rewarder>,
     /// DPO's reference log-probabilities of the training and held-out pairs, when kept.
     ref_logps: Option<[RefLogpsCache; 2]>,
-    /// The session's reference values, when the run's reference is the loaded model: read when
-    /// the run starts, given what it computes.
-    ref_store: Option<Rc<RefCell<RefLogpsStore>>>,
     /// Steps as the user counts them (rounds for RLHF).
     done: usize,
     /// The last step example by example, for the pictures beside the charts.
@@ -173,32 +177,15 @@ impl Run {
             _ => spec.train.per_device_train_batch_size,
         };
         let batches = Batches::new(train.len(), batch, spec.train.seed, spec.train.in_order);
-        let mut ref_logps = match &spec.method {
+        // The session's values serve a run whose reference is the loaded model.
+        let store = session.policy.base_is_loaded().then(|| session.ref_logps.clone());
+        let ref_logps = match &spec.method {
             Method::Dpo(c) if c.precompute_ref_log_probs => {
-                Some([RefLogpsCache::new(train.len(), c.share_prompt), RefLogpsCache::new(held_out.len(), c.share_prompt)])
+                Some([&train, &held_out].map(|e| RefLogpsCache::new(e.pairs(), c.share_prompt, store.clone())))
             }
             _ => None,
         };
-        let ref_store = (ref_logps.is_some() && session.policy.base_is_loaded()).then(|| session.ref_logps.clone());
-        if let (Some(caches), Some(store)) = (&mut ref_logps, &ref_store) {
-            for (cache, examples) in caches.iter_mut().zip([&train, &held_out]) {
-                if let Examples::Pairs(pairs) = examples {
-                    cache.take_kept(&mut store.borrow_mut(), pairs);
-                }
-            }
-        }
-        Ok(Self { spec, lm, train, held_out, learner, batches, rewarder, ref_logps, ref_store, done: 0, detail: None })
-    }
-
-    /// Gives the session's store the reference values computed since the last call.
-    fn share_ref_logps(&mut self) {
-        if let (Some(caches), Some(store)) = (&mut self.ref_logps, &self.ref_store) {
-            for (cache, examples) in caches.iter_mut().zip([&self.train, &self.held_out]) {
-                if let Examples::Pairs(pairs) = examples {
-                    cache.keep_in(&mut store.borrow_mut(), pairs);
-                }
-            }
-        }
+        Ok(Self { spec, lm, train, held_out, learner, batches, rewarder, ref_logps, done: 0, detail: None })
     }
 
     /// Continues a stopped run at `step` (as counted by [`Run::steps_done`]): the schedule goes on
@@ -341,8 +328,8 @@ impl Run {
                         trainer.step(&mut micro).await?
                     }
                 };
-                if let (true, Some([cache, _])) = (own, &mut self.ref_logps) {
-                    cache.keep_own(&idx.concat(), &trainer.last_examples)?;
+                if let (true, Some([cache, _]), Examples::Pairs(all)) = (own, &mut self.ref_logps, &self.train) {
+                    cache.keep_own(all, &idx.concat(), &trainer.last_examples)?;
                 }
                 self.detail = match method {
                     Method::Dpo(cfg) => dpo_pairs(cfg, &trainer.last_examples, &self.lm.device).await?,
@@ -363,7 +350,6 @@ impl Run {
             (Learner::Reward { .. }, _) => unreachable!("only the reward method trains a reward model"),
         };
         self.done += 1;
-        self.share_ref_logps();
         metrics.insert("step".into(), self.done as f64);
         if !self.held_out.is_empty() && (self.done % self.spec.eval.eval_steps == 0 || self.is_done()) {
             metrics.extend(self.evaluate().await?);
@@ -391,7 +377,6 @@ impl Run {
             cache.fill(&reference, all, &batches.concat(), pad).await?;
             kept = batches.iter().map(|idx| cache.get(idx)).collect::<Result<_>>()?;
         }
-        self.share_ref_logps();
         let (held_out, learner, method) = (&self.held_out, &self.learner, &self.spec.method);
         let score = |k: usize, idx: &Vec<usize>| -> Result<LossOutput> {
             let batch = held_out.pick(idx);

@@ -738,7 +738,7 @@ fn reference_values_kept_a_pair_per_core_match_one_batch() {
     let idx: Vec<usize> = (0..pairs.len()).collect();
     // Kept values are scored with each prompt once (the default); the batch below runs chosen and
     // rejected apart, so they agree only if sharing the prompt changes no number.
-    let mut cache = RefLogpsCache::new(pairs.len(), true);
+    let mut cache = RefLogpsCache::new(&pairs, true, None);
     // Kept values are not computed again: a second fill over some of them changes nothing.
     block_on(cache.fill(&lm.model, &pairs, &idx[1..3], 1)).unwrap();
     block_on(cache.fill(&lm.model, &pairs, &idx, 1)).unwrap();
@@ -757,7 +757,7 @@ fn reference_values_kept_a_pair_per_core_match_one_batch() {
     // Log-probabilities of whole completions: below zero, lower for the longer chosen answers.
     assert!(batch.iter().all(|v| v[0] < 0.0 && v[1] < 0.0), "{batch:?}");
     assert!(batch[4][0] < batch[0][0], "{batch:?}");
-    assert!(RefLogpsCache::new(2, true).get(&[0]).is_err(), "a value never computed is an error, not a number");
+    assert!(RefLogpsCache::new(&pairs[..2], true, None).get(&[0]).is_err(), "a value never computed is an error, not a number");
 }
 
 #[test]
