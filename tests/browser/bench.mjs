@@ -2,7 +2,8 @@
 // driving the built app like the tests do. Run after scripts/build-web:
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
-//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--again BETA]
+//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--again BETA [--runs N]]
+//   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
 // --samples decodes that many greedy answers together (tokens/s counts every answer's tokens).
@@ -10,7 +11,9 @@
 // answers of --tokens tokens to the prompt, save them in the order shown (every better-over-worse
 // pair), train --steps DPO steps with the page's defaults, and read the margins chart. --again
 // then trains a second run of --steps on the same pairs with beta BETA, as a class trying another
-// beta would, and times its steps too.
+// beta would, and times its steps too; --runs N trains N such runs, one after another.
+// --browser-flag passes a switch to Chromium: V8's flags, for one, to see what its compilers do to
+// a step (docs/results.md, stop 60: the second run's slower steps are V8's tier-up).
 // --threads off serves the page without cross-origin isolation, as a host that cannot set headers
 // would: the CPU path then runs on one thread.
 import { parseArgs } from 'node:util';
@@ -24,6 +27,7 @@ const { values: a } = parseArgs({ options: {
   steps: { type: 'string' }, tokens: { type: 'string' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
   samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
+  runs: { type: 'string', default: '1' }, 'browser-flag': { type: 'string', multiple: true, default: [] },
 } });
 // --flow's defaults are the issue's walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
 a.steps ??= a.flow ? '4' : '2';
@@ -31,8 +35,9 @@ a.tokens ??= a.flow ? '40' : '16';
 a.samples ??= a.flow ? '4' : '1';
 const tiny = a.model === 'tiny';
 const { server, base } = await serve({ isolated: a.threads !== 'off' });
-const { ctx, page, errors } = await launch({ webgpu: a.backend === 'webgpu' });
+const { ctx, page, errors } = await launch({ webgpu: a.backend === 'webgpu', flags: a['browser-flag'] });
 const out = { model: tiny ? 'stories260K' : 'SmolLM2-135M-Instruct Q4_1', backend: a.backend };
+if (a['browser-flag'].length) out.browser_flags = a['browser-flag'];
 try {
   const t0 = Date.now();
   await page.goto(`${base}/${tiny ? TINY + '&' : '?'}backend=${a.backend}`);
@@ -110,10 +115,12 @@ async function firstShift(t0) {
   out.margins = Number(margins.match(/rewards\/margins: (-?[\d.]+)/)?.[1]);
   out.shift_visible = out.margins > 0 && /^finished/.test(status);
   out.step_seconds = await stepSeconds();
-  if (a.again !== undefined) {
+  if (a.again === undefined) return;
+  out.again = [];
+  for (let k = 0; k < Number(a.runs); k++) {
     const t = Date.now();
     const again = await train(page, { Beta: Number(a.again), Steps: Number(a.steps) }, 1_800_000);
-    out.again = { beta: Number(a.again), seconds: (Date.now() - t) / 1000, train_status: again.status, loss: again.cell, step_seconds: await stepSeconds() };
+    out.again.push({ beta: Number(a.again), seconds: (Date.now() - t) / 1000, train_status: again.status, loss: again.cell, step_seconds: await stepSeconds() });
   }
 }
 

@@ -33,15 +33,16 @@ export function tempDir(prefix = 'alignlab-') {
   return dir;
 }
 
-/** A persistent context so IndexedDB and the Cache API survive a reload within one test. */
-export async function launch({ webgpu = false, profile } = {}) {
+/** A persistent context so IndexedDB and the Cache API survive a reload within one test.
+ * `flags`: more Chromium switches (the benchmark's --browser-flag). */
+export async function launch({ webgpu = false, profile, flags = [] } = {}) {
   const dir = profile ?? tempDir('alignlab-chromium-');
   const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
     headless: true,
     acceptDownloads: true,
     viewport: { width: 1280, height: 900 },
-    args: [...BASE_FLAGS, ...(webgpu ? WEBGPU_FLAGS : [])],
+    args: [...BASE_FLAGS, ...(webgpu ? WEBGPU_FLAGS : []), ...flags],
   });
   const page = ctx.pages()[0] ?? (await ctx.newPage());
   const errors = [];
