@@ -2,7 +2,7 @@
 // driving the built app like the tests do. Run after scripts/build-web:
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
-//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--again BETA [--runs N]]
+//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--again BETA [--runs N] [--pause S]]
 //   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
@@ -11,7 +11,8 @@
 // answers of --tokens tokens to the prompt, save them in the order shown (every better-over-worse
 // pair), train --steps DPO steps with the page's defaults, and read the margins chart. --again
 // then trains a second run of --steps on the same pairs with beta BETA, as a class trying another
-// beta would, and times its steps too; --runs N trains N such runs, one after another.
+// beta would, and times its steps too; --runs N trains N such runs, each after --pause S seconds
+// with the page idle (a class reading the chart; default 0).
 // --browser-flag passes a switch to Chromium: V8's flags, for one, to see what its compilers do to
 // a step (docs/results.md, stop 60: the second run's slower steps are V8's tier-up).
 // --threads off serves the page without cross-origin isolation, as a host that cannot set headers
@@ -27,7 +28,7 @@ const { values: a } = parseArgs({ options: {
   steps: { type: 'string' }, tokens: { type: 'string' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
   samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
-  runs: { type: 'string', default: '1' }, 'browser-flag': { type: 'string', multiple: true, default: [] },
+  runs: { type: 'string', default: '1' }, pause: { type: 'string', default: '0' }, 'browser-flag': { type: 'string', multiple: true, default: [] },
 } });
 // --flow's defaults are the issue's walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
 a.steps ??= a.flow ? '4' : '2';
@@ -118,6 +119,7 @@ async function firstShift(t0) {
   if (a.again === undefined) return;
   out.again = [];
   for (let k = 0; k < Number(a.runs); k++) {
+    await page.waitForTimeout(Number(a.pause) * 1000);
     const t = Date.now();
     const again = await train(page, { Beta: Number(a.again), Steps: Number(a.steps) }, 1_800_000);
     out.again.push({ beta: Number(a.again), seconds: (Date.now() - t) / 1000, train_status: again.status, loss: again.cell, step_seconds: await stepSeconds() });
