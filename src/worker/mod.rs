@@ -20,6 +20,8 @@ mod prompting;
 pub mod router;
 #[cfg(feature = "engine")]
 mod training;
+#[cfg(feature = "engine")]
+mod warm;
 
 #[cfg(all(target_arch = "wasm32", feature = "web", feature = "engine"))]
 mod web;

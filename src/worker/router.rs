@@ -46,6 +46,12 @@ pub trait Host {
     async fn sleep(&self, ms: u32);
     /// Milliseconds on a monotonic clock.
     fn now_ms(&self) -> f64;
+    /// Whether the code runs under a JIT that optimizes a function only once it has run hot (V8's
+    /// tiering of wasm in the threaded CPU worker): the router then warms the training code up
+    /// in the background after a model loads ([`super::warm`]).
+    fn tiers_up(&self) -> bool {
+        false
+    }
 }
 
 #[derive(Default)]
@@ -61,6 +67,12 @@ pub(super) struct State {
     /// A second model loaded to teach from (distillation).
     pub(super) teacher: Option<Rc<crate::io::LoadedModel>>,
     pub(super) control: Option<(JobId, RunControl)>,
+    /// Requests being served now (the training warm-up waits for none but its own load).
+    pub(super) busy: usize,
+    /// Models loaded so far: a warm-up for an older one stops.
+    pub(super) loads: u64,
+    /// The training warm-up has run in this worker (V8 keeps what it optimized for every model).
+    pub(super) warmed: bool,
 }
 
 pub struct Router<H: Host> {
@@ -98,6 +110,7 @@ impl<H: Host> Router<H> {
     /// Serves one request; its errors become an Error event for its job.
     pub async fn handle(self: Rc<Self>, req: Request) {
         let job = req.job();
+        self.with(|s| s.busy += 1);
         let res = match req {
             Request::Init { backend, judges_base } => self.init(backend, judges_base).await,
             Request::Load { source } => self.load(source).await,
@@ -146,6 +159,7 @@ impl<H: Host> Router<H> {
                 Ok(())
             }
         };
+        self.with(|s| s.busy -= 1);
         if let Err(e) = res {
             self.post_error(job, &e);
         }
@@ -178,6 +192,7 @@ impl<H: Host> Router<H> {
     }
 
     async fn load(&self, source: ModelSource) -> Result<()> {
+        self.with(|s| s.loads += 1);
         let t0 = self.host.now_ms();
         // Each part's wall time, for the model bar and the page bench.
         let (mut stages, mut last) = (Vec::new(), t0);
@@ -248,6 +263,11 @@ impl<H: Host> Router<H> {
             // has run hot: warmed here, while the student reads and types, the first answer comes
             // a tenth of a second sooner. A failure here is the first answer's to report.
             let _ = warm_up(&session).await;
+            // Then the training code, while the worker has nothing else to do; a failure here
+            // is the first run's to report.
+            if self.host.tiers_up() && !self.with(|s| s.warmed) {
+                let _ = self.warm_training(&session).await;
+            }
         }
         Ok(())
     }

@@ -33,10 +33,15 @@ async function session(isolated) {
       { prompt: 'How is the weather?', chosen: 'Warm and bright, a perfect day for a walk.', rejected: 'Cold, grey and miserable.' },
     ]);
     const run = await train(page, { Steps: 2, 'Batch size': 2 }, 900_000);
+    // The threaded build trains a toy in the background while idle (V8 then has the training code
+    // optimized); its time shows in the model bar's tooltip once it has ended.
+    const status = page.locator('.model-status');
+    if (isolated) await page.waitForFunction(() => /training warm-up/.test(document.querySelector('.model-status')?.title ?? ''), null, { timeout: 120_000 });
+    const loadParts = await status.getAttribute('title');
     await shot(page, isolated ? 'threads' : 'one-thread');
     // Whether the full build's engine needed its second module (the page fetches it too, to keep
     // it for offline use, so the server's log cannot tell).
-    return { badge, cores, workers, answer, run, errors, rest: await restLoaded(page) };
+    return { badge, cores, workers, answer, run, errors, loadParts, rest: await restLoaded(page) };
   } finally {
     await ctx.close();
     server.close();
@@ -63,7 +68,10 @@ test('the CPU path on every core gives the numbers of one core (SmolLM2)', { ski
   assert.match(all.run.status, /^finished step 2 of 2/, all.run.status);
   // The first step's loss is ln 2 (policy = reference); the second shows the first update.
   assert.ok(Math.abs(one.run.first - Math.LN2) < 1e-3 && one.run.last < one.run.first, one.run.cell);
+  // ... and the same even though the threaded page trained its toy before and after these steps.
   assert.equal(all.run.cell, one.run.cell, 'the same DPO losses on every core as on one');
+  assert.match(all.loadParts, /; then, in the background, training warm-up \d+\.\d\d s$/, all.loadParts);
+  assert.doesNotMatch(one.loadParts, /training warm-up/, 'one thread: no training warm-up');
   assert.deepEqual([...one.errors, ...all.errors], []);
 });
 

@@ -20,7 +20,7 @@ use crate::common::{self, alignlab, stories260k};
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The worker's host, natively: events into a list, files from disk, Flex on the CPU.
-struct TestHost(Rc<RefCell<Vec<Event>>>);
+struct TestHost(Rc<RefCell<Vec<Event>>>, bool);
 
 impl Host for TestHost {
     fn post(&self, ev: Event) {
@@ -36,6 +36,9 @@ impl Host for TestHost {
     fn now_ms(&self) -> f64 {
         0.0
     }
+    fn tiers_up(&self) -> bool {
+        self.1
+    }
 }
 
 struct Worker {
@@ -45,13 +48,22 @@ struct Worker {
 
 impl Worker {
     fn new(model: &Path, tok: &Path) -> Self {
+        Self::on_host(model, tok, false).0
+    }
+    /// A worker whose host says its code tiers up (the threaded page), and the load's events.
+    fn on_host(model: &Path, tok: &Path, tiers_up: bool) -> (Self, Vec<Event>) {
         let events = Rc::new(RefCell::new(Vec::new()));
-        let w = Self { router: Router::new(TestHost(events.clone())), events };
+        let w = Self { router: Router::new(TestHost(events.clone(), tiers_up)), events };
         w.send(Request::Init { backend: BackendPref::Cpu, judges_base: "models/judges/".into() });
+        let loaded = w.load(model, tok);
+        (w, loaded)
+    }
+    fn load(&self, model: &Path, tok: &Path) -> Vec<Event> {
         let (model, tokenizer) = (std::fs::read(model).unwrap(), std::fs::read(tok).unwrap());
-        w.send(Request::Load { source: ModelSource::Files { name: "stories260K.bin".into(), model, tokenizer: Some(tokenizer.into()) } });
-        assert!(w.take().iter().any(|e| matches!(e, Event::ModelReady { .. })), "the model loads");
-        w
+        self.send(Request::Load { source: ModelSource::Files { name: "stories260K.bin".into(), model, tokenizer: Some(tokenizer.into()) } });
+        let events = self.take();
+        assert!(events.iter().any(|e| matches!(e, Event::ModelReady { .. })), "the model loads");
+        events
     }
     fn send(&self, req: Request) {
         block_on(self.router.clone().handle(req));
@@ -259,7 +271,7 @@ fn the_worker_keeps_a_full_fine_tune_and_a_fresh_worker_restores_it() {
 #[test]
 fn the_worker_fetches_a_lab_file_for_the_page_and_refuses_an_oversized_one() {
     let events = Rc::new(RefCell::new(Vec::new()));
-    let router = Router::new(TestHost(events.clone()));
+    let router = Router::new(TestHost(events.clone(), false));
     let dir = common::temp_dir("lab-fetch");
     let (lab, big) = (dir.join("lab.json"), dir.join("big.json"));
     std::fs::write(&lab, include_bytes!("../../www/labs/lora.json")).unwrap();
@@ -330,4 +342,36 @@ fn the_cli_and_the_worker_run_the_same_pipeline_to_the_same_numbers() {
     assert!(cli[1].eval.as_ref().unwrap().kl > 0.0, "SFT moved the policy");
     let snapshots = events.iter().filter(|e| matches!(e, Event::PipelineStage { files, .. } if files.iter().any(|f| f.name == "adapter_model.safetensors"))).count();
     assert_eq!(snapshots, 2, "each stage's adapter reaches the page");
+}
+
+/// Where V8 optimizes wasm only once it has run hot (the threaded page), the worker trains a toy of
+/// the loaded model in the background after the load, once per worker. The student's model is
+/// untouched: the same run trains to the same numbers as in a worker that never warmed up.
+#[test]
+fn the_training_warm_up_trains_a_toy_and_leaves_the_students_model_alone() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((model, tok)) = stories260k() else { return };
+    let warmed_steps = |events: &[Event]| events.iter().find_map(|e| if let Event::TrainingWarmed { steps, .. } = e { Some(*steps) } else { None });
+    let (plain, loaded) = Worker::on_host(&model, &tok, false);
+    assert_eq!(warmed_steps(&loaded), None, "no warm-up where the code does not tier up");
+    let (warmed, loaded) = Worker::on_host(&model, &tok, true);
+    assert!(errors(&loaded).is_empty(), "{:?}", errors(&loaded));
+    let ready = loaded.iter().position(|e| matches!(e, Event::ModelReady { .. })).unwrap();
+    let done = loaded.iter().position(|e| matches!(e, Event::TrainingWarmed { .. })).expect("the warm-up ends and says so");
+    assert!(ready < done, "the model is ready before the warm-up starts");
+    assert!(warmed_steps(&loaded).unwrap() >= 20, "{:?}", warmed_steps(&loaded));
+    assert_eq!(warmed_steps(&warmed.load(&model, &tok)), None, "once per worker");
+
+    let mut settings = alignlab::lab::RunSettings::default();
+    settings.train.max_steps = 4;
+    let spec = settings.spec(vec![], alignlab::align::Encoding::default(), TrainData { pairs: park_pairs(6), ..Default::default() });
+    let [a, b] = [&plain, &warmed].map(|w| {
+        w.send(Request::Train { job: 1, run: spec.clone() });
+        let events = w.take();
+        assert!(errors(&events).is_empty(), "{:?}", errors(&events));
+        steps_of(&events)
+    });
+    assert_eq!(a.len(), 4);
+    assert!(a[3]["loss"] < a[0]["loss"], "the run learns: {a:?}");
+    same_metrics(&b, &a, "after the warm-up");
 }

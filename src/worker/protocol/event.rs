@@ -33,6 +33,8 @@ pub enum Event {
     Backend { kind: BackendKind, adapter: String, software: bool, half: bool, fallback: Option<String> },
     Progress { stage: String, fraction: f32, loaded: u64, total: Option<u64>, from_cache: bool },
     ModelReady { info: ModelSummary },
+    /// The background training warm-up ended: `steps` toy steps in `ms` of their own time.
+    TrainingWarmed { steps: usize, ms: f64 },
     Token { job: JobId, sample: usize, delta: String },
     Generated { job: JobId, samples: Vec<SampleOut>, millis: f64, first_token_ms: f64, tokens_per_s: f64 },
     Logprobs { job: JobId, pieces: Vec<String>, policy: Vec<f32>, reference: Vec<f32> },

@@ -22,6 +22,10 @@ pub struct ModelSummary {
     pub stages: Vec<LoadStage>,
     /// The file came from the browser's cache, not the network.
     pub from_cache: bool,
+    /// The background training warm-up's own time in ms, once it has ended (the page sets it
+    /// from [`super::Event::TrainingWarmed`]; not part of the load).
+    #[serde(default)]
+    pub training_warm_up_ms: Option<f64>,
 }
 
 /// One part of a model's load and its wall time.
@@ -68,7 +72,11 @@ impl ModelSummary {
 
     /// "download 0.62 s · device 0.00 s · parse 0.31 s · …", in order.
     pub fn stages_line(&self) -> String {
-        self.stages.iter().map(|s| format!("{} {:.2} s", s.part.label(), s.ms / 1000.0)).collect::<Vec<_>>().join(" · ")
+        let mut line = self.stages.iter().map(|s| format!("{} {:.2} s", s.part.label(), s.ms / 1000.0)).collect::<Vec<_>>().join(" · ");
+        if let Some(ms) = self.training_warm_up_ms {
+            line.push_str(&format!("; then, in the background, training warm-up {:.2} s", ms / 1000.0));
+        }
+        line
     }
 }
 
@@ -88,6 +96,7 @@ impl ModelSummary {
             chat_template: lm.chat_template.is_some(),
             stages,
             from_cache,
+            training_warm_up_ms: None,
         }
     }
 }

@@ -67,6 +67,7 @@ fn every_event() -> Vec<Event> {
         chat_template: true,
         stages: vec![LoadStage { part: LoadPart::WarmUp, ms: 12.5 }],
         from_cache: true,
+        training_warm_up_ms: Some(1950.5),
     };
     let file = FileOut { name: text("adapter_model.safetensors"), bytes: vec![0, 255, 7] };
     let rows = vec![SampleRow { prompt: text("p"), answer: text("a"), score: crate::align::rl::SampleScore { reward: 1.0, advantage: -0.5, kl: 0.25 } }];
@@ -100,6 +101,7 @@ fn every_event() -> Vec<Event> {
         Event::Backend { kind: BackendKind::Flex, adapter: text("WebAssembly"), software: true, half: false, fallback: Some(text("why")) },
         Event::Progress { stage: text("download"), fraction: 0.5, loaded: 1 << 33, total: None, from_cache: false },
         Event::ModelReady { info: summary },
+        Event::TrainingWarmed { steps: 40, ms: 1950.5 },
         Event::Token { job: 1, sample: 2, delta: text("é") },
         Event::Generated { job: 1, samples: vec![SampleOut { text: text("hi"), tokens: 2, finish: text("eos") }], millis: 1.5, first_token_ms: 0.5, tokens_per_s: 40.0 },
         Event::Logprobs { job: 1, pieces: vec![text("a")], policy: vec![-1.0], reference: vec![f32::NEG_INFINITY] },
@@ -156,6 +158,7 @@ fn covered(ev: &Event) -> &'static str {
         Event::Backend { .. } => "Backend",
         Event::Progress { .. } => "Progress",
         Event::ModelReady { .. } => "ModelReady",
+        Event::TrainingWarmed { .. } => "TrainingWarmed",
         Event::Token { .. } => "Token",
         Event::Generated { .. } => "Generated",
         Event::Logprobs { .. } => "Logprobs",

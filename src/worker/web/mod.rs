@@ -55,6 +55,11 @@ impl Host for WebHost {
     fn now_ms(&self) -> f64 {
         js_sys::Date::now()
     }
+
+    /// Only the threaded CPU worker was measured to gain (docs/results.md, stop 61).
+    fn tiers_up(&self) -> bool {
+        cfg!(feature = "threads")
+    }
 }
 
 pub fn main() {

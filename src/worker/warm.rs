@@ -1,0 +1,158 @@
+//! The training warm-up: forty DPO steps on a toy copy of the loaded model, in the background
+//! while the student types or reads, so that the browser has optimized the training code before
+//! the first real step.
+//!
+//! Why: V8 runs a wasm function first as quickly compiled baseline code and optimizes it only once
+//! it has run enough (its dynamic tiering). In the threaded CPU worker, a session's first twelve
+//! DPO steps on SmolLM2 took 38 s where the same steps take 28.6 s once V8 has optimized what
+//! they run (`docs/results.md`, stops 60 and 61). The toy has the loaded model's heads, key-value
+//! heads, tied head and chat template, so the same code runs, but narrow layers and a vocabulary
+//! of bytes: its steps call the same functions as often while leaving the cores mostly free (a toy
+//! with SmolLM2's 49,152-word head, whose products kept both cores busy, removed less than half
+//! of the slowdown). 40 toy steps take about 3.5 s. The toy has its own random weights and data, so
+//! nothing the student has is touched; it gives way to every request and stops for a new model.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::router::{Host, Router};
+use crate::Result;
+use crate::align::Encoding;
+use crate::data::Preference;
+use crate::io::{HostTensor, LoadedModel, ModelInfo, SpmTokenizer, Tokenizer, Weights};
+use crate::lab::{Run, RunSettings, Session, TrainData};
+use crate::model::{Llama, LlamaConfig};
+
+/// Layers of the toy: each runs the layer's code once more a step.
+const TOY_LAYERS: usize = 5;
+/// Toy steps: enough for V8 to optimize what a step runs (measured at stop 61).
+const WARM_STEPS: usize = 40;
+/// How long the warm-up waits for a busy worker before it looks again.
+const IDLE_POLL_MS: u32 = 100;
+
+impl<H: Host> Router<H> {
+    /// Trains the toy of `session`'s model for [`WARM_STEPS`] steps whenever the worker has no
+    /// other request, once per worker; it ends early when a new model loads (whose load warms up
+    /// again). Tells the page how long it took, which the model bar's tooltip shows.
+    pub(super) async fn warm_training(&self, session: &Session) -> Result<()> {
+        let load = self.with(|s| s.loads);
+        let toy = Session::new(toy_of(&session.lm)?, session.judge_data.clone());
+        let mut run = Run::new(&toy, toy_spec())?;
+        let (mut ms, mut steps) = (0.0, 0);
+        while !run.is_done() {
+            // This load's own request is the one in flight; any other waits for no toy step.
+            while self.with(|s| s.busy > 1 && s.loads == load) {
+                self.host.sleep(IDLE_POLL_MS).await;
+            }
+            if self.with(|s| s.loads != load) {
+                return Ok(());
+            }
+            let t0 = self.host.now_ms();
+            run.step().await?;
+            ms += self.host.now_ms() - t0;
+            steps += 1;
+            // A turn of the event loop, for requests that came during the step.
+            self.host.sleep(0).await;
+        }
+        self.with(|s| s.warmed = true);
+        self.host.post(super::protocol::Event::TrainingWarmed { steps, ms });
+        Ok(())
+    }
+}
+
+/// The page's default run (DPO with LoRA) on the toy's pairs, for [`WARM_STEPS`] steps.
+fn toy_spec() -> crate::lab::RunSpec {
+    let mut settings = RunSettings::default();
+    settings.train.max_steps = WARM_STEPS;
+    settings.spec(Vec::new(), Encoding::default(), TrainData { pairs: toy_pairs(), ..TrainData::default() })
+}
+
+/// Four answers to one prompt, ranked best first, saved as every better-over-worse pair (six), as
+/// the Generate tab saves a ranking.
+fn toy_pairs() -> Vec<Preference> {
+    let prompt = "Write a short story about a brave little cat.";
+    let answers = [
+        "A small cat named Pip heard a kitten crying on a branch in the river, leapt from stone to stone and carried it home.",
+        "Moss was afraid of the dark barn, but when the farmer lost his ring there she crept in alone and found it under the hay.",
+        "A grey cat guarded the bakery at night, and when a fox came to the door she hissed until it ran back to the woods.",
+        "The cat was brave. It did a brave thing. Then it slept on the mat.",
+    ];
+    let mut pairs = Vec::new();
+    for (i, chosen) in answers.iter().enumerate() {
+        for rejected in &answers[i + 1..] {
+            pairs.push(Preference { prompt: prompt.into(), chosen: (*chosen).into(), rejected: (*rejected).into() });
+        }
+    }
+    pairs
+}
+
+/// `lm`'s architecture with [`TOY_LAYERS`] narrow layers of random weights and a vocabulary of
+/// bytes: the same code runs for it as for `lm` (heads and key-value heads, tied head, chat
+/// template), where a head over `lm`'s whole vocabulary would keep both cores busy with products.
+/// Texts of bytes are also a few times longer than `lm`'s tokens, so each toy step calls the
+/// per-token code more.
+fn toy_of(lm: &LoadedModel) -> Result<LoadedModel> {
+    let tokenizer = byte_tokenizer()?;
+    let head_dim = 8;
+    let width = lm.config.num_attention_heads * head_dim;
+    let config = LlamaConfig {
+        vocab_size: tokenizer.vocab_size(),
+        hidden_size: width,
+        intermediate_size: width * 8 / 3,
+        num_hidden_layers: TOY_LAYERS,
+        head_dim,
+        ..lm.config.clone()
+    };
+    let mut weights = random_weights(&config, 61);
+    Ok(LoadedModel {
+        model: Llama::from_weights(&config, &mut weights, &lm.device)?,
+        tokenizer,
+        chat_template: lm.chat_template.clone(),
+        config,
+        info: ModelInfo { format: "toy".into(), name: Some("training warm-up".into()), tensor_types: Default::default(), file_bytes: 0 },
+        device: lm.device.clone(),
+    })
+}
+
+/// A SentencePiece vocabulary of the three control pieces and the 256 bytes (llama2.c's layout):
+/// every text is its UTF-8 bytes.
+fn byte_tokenizer() -> Result<Tokenizer> {
+    let mut pieces = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
+    pieces.extend((0..=255u8).map(|b| format!("<0x{b:02X}>")));
+    let n = pieces.len();
+    let spm = SpmTokenizer::new(pieces, vec![0.0; n], (0..n).map(|i| i < 3).collect(), ' ')?;
+    Ok(Tokenizer::from_spm(spm, Some(1), Some(2), "byte vocabulary"))
+}
+
+/// transformers-named weights for `c`: matrices uniform in ±1/√fan-in, norms at 1.
+fn random_weights(c: &LlamaConfig, seed: u64) -> Weights {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut w = Weights::default();
+    let mut mat = |name: String, rows: usize, cols: usize| {
+        let s = 1.0 / (cols as f32).sqrt();
+        w.insert(name, HostTensor::new(vec![rows, cols], (0..rows * cols).map(|_| rng.random_range(-s..s)).collect()));
+    };
+    let (d, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
+    let (q, kv) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
+    mat("model.embed_tokens.weight".into(), v, d);
+    if !c.tie_word_embeddings {
+        mat("lm_head.weight".into(), v, d);
+    }
+    for i in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{i}");
+        mat(format!("{p}.self_attn.q_proj.weight"), q, d);
+        mat(format!("{p}.self_attn.k_proj.weight"), kv, d);
+        mat(format!("{p}.self_attn.v_proj.weight"), kv, d);
+        mat(format!("{p}.self_attn.o_proj.weight"), d, q);
+        mat(format!("{p}.mlp.gate_proj.weight"), f, d);
+        mat(format!("{p}.mlp.up_proj.weight"), f, d);
+        mat(format!("{p}.mlp.down_proj.weight"), d, f);
+    }
+    let ones = HostTensor::new(vec![d], vec![1.0; d]);
+    for i in 0..c.num_hidden_layers {
+        w.insert(format!("model.layers.{i}.input_layernorm.weight"), ones.clone());
+        w.insert(format!("model.layers.{i}.post_attention_layernorm.weight"), ones.clone());
+    }
+    w.insert("model.norm.weight", ones);
+    w
+}
