@@ -2,14 +2,17 @@
 // driving the built app like the tests do. Run after scripts/build-web:
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
-//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--again BETA [--runs N] [--pause S]]
+//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--again BETA [--runs N] [--pause S]]
 //   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
 // --samples decodes that many greedy answers together (tokens/s counts every answer's tokens).
 // --flow times a new user's way to the first visible DPO shift: open the page, sample --samples
 // answers of --tokens tokens to the prompt, save them in the order shown (every better-over-worse
-// pair), train --steps DPO steps with the page's defaults, and read the margins chart. --again
+// pair), train --steps DPO steps with the page's defaults, and read the margins chart. --type S
+// waits S seconds before Generate, as a student typing the prompt would, and --read S before
+// saving the ranking, as one reading the answers would (both default 0): the threaded page's
+// training warm-up runs in such idle time (docs/results.md, stop 61). --again
 // then trains a second run of --steps on the same pairs with beta BETA, as a class trying another
 // beta would, and times its steps too; --runs N trains N such runs, each after --pause S seconds
 // with the page idle (a class reading the chart; default 0).
@@ -28,7 +31,7 @@ const { values: a } = parseArgs({ options: {
   steps: { type: 'string' }, tokens: { type: 'string' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
   samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
-  runs: { type: 'string', default: '1' }, pause: { type: 'string', default: '0' }, 'browser-flag': { type: 'string', multiple: true, default: [] },
+  runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'browser-flag': { type: 'string', multiple: true, default: [] },
 } });
 // --flow's defaults are the issue's walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
 a.steps ??= a.flow ? '4' : '2';
@@ -97,19 +100,29 @@ try {
 }
 
 // The --flow walk (see the header): from opening the page (t0) to the DPO chart's margins after
-// the last step. Clicks take milliseconds; a student's reading and ranking time is not counted.
+// the last step. Clicks take milliseconds; a student's typing, reading and ranking time is not
+// counted, except --type's and --read's (trained_s counts them, ranked_to_trained_s does not).
 async function firstShift(t0) {
   const p = page.getByRole('tabpanel');
   const since = () => (Date.now() - t0) / 1000;
   const prompt = a.prompt ?? 'Write a short story about a brave little cat.';
+  if (Number(a.type)) out.type_s = Number(a.type);
+  await page.waitForTimeout(Number(a.type) * 1000);
   await generate(page, { prompt, samples: Number(a.samples), tokens: Number(a.tokens) });
   await page.waitForFunction(() => [...document.querySelectorAll('button')].some((b) => b.textContent === 'Save ranking' && !b.disabled), null, { timeout: 900_000 });
   out.generated_s = since();
   out.samples = `${a.samples} x ${a.tokens} tokens, the page's sampling settings`;
+  if (Number(a.read)) out.read_s = Number(a.read);
+  await page.waitForTimeout(Number(a.read) * 1000);
+  const t = Date.now();
   await p.getByRole('button', { name: 'Save ranking' }).click();
   out.pairs = Number((await p.getByText(/Added \d+ preference pairs/).innerText()).match(/Added (\d+)/)[1]);
   const { status, cell } = await train(page, { Steps: Number(a.steps) }, 1_800_000);
   out.trained_s = since();
+  out.ranked_to_trained_s = (Date.now() - t) / 1000;
+  // The threaded page's background training warm-up, when it ended before now (the model bar's tooltip).
+  const warm = /training warm-up ([\d.]+) s/.exec(await page.locator('.model-status').getAttribute('title') ?? '');
+  out.training_warm_up_s = warm ? Number(warm[1]) : null;
   out.train_status = status;
   out.loss = cell;
   const margins = await page.getByRole('tabpanel').locator('svg[data-metric=margins]').locator('..').locator('figcaption').innerText();
