@@ -69,6 +69,8 @@ pub(super) struct State {
     pub(super) control: Option<(JobId, RunControl)>,
     /// Requests being served now (the training warm-up waits for none but its own load).
     pub(super) busy: usize,
+    /// When the last request ended, or the last model became ready ([`Host::now_ms`]).
+    pub(super) idle_since: f64,
     /// Models loaded so far: a warm-up for an older one stops.
     pub(super) loads: u64,
     /// The training warm-up has run in this worker (V8 keeps what it optimized for every model).
@@ -159,7 +161,11 @@ impl<H: Host> Router<H> {
                 Ok(())
             }
         };
-        self.with(|s| s.busy -= 1);
+        let now = self.host.now_ms();
+        self.with(|s| {
+            s.busy -= 1;
+            s.idle_since = now;
+        });
         if let Err(e) = res {
             self.post_error(job, &e);
         }
@@ -266,6 +272,8 @@ impl<H: Host> Router<H> {
             // Then the training code, while the worker has nothing else to do; a failure here
             // is the first run's to report.
             if self.host.tiers_up() && !self.with(|s| s.warmed) {
+                let now = self.host.now_ms();
+                self.with(|s| s.idle_since = now);
                 let _ = self.warm_training(&session).await;
             }
         }

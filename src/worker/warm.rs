@@ -27,12 +27,15 @@ use crate::model::{Llama, LlamaConfig};
 const TOY_LAYERS: usize = 5;
 /// Toy steps: enough for V8 to optimize what a step runs (measured at stop 61).
 const WARM_STEPS: usize = 40;
-/// How long the warm-up waits for a busy worker before it looks again.
+/// How long the worker must have had no other request before a toy step: the page shows the
+/// ready model and a quick click on Generate gets the cores to itself.
+const QUIET_MS: f64 = 1_000.0;
+/// How often the warm-up looks whether the worker is quiet.
 const IDLE_POLL_MS: u32 = 100;
 
 impl<H: Host> Router<H> {
-    /// Trains the toy of `session`'s model for [`WARM_STEPS`] steps whenever the worker has no
-    /// other request, once per worker; it ends early when a new model loads (whose load warms up
+    /// Trains the toy of `session`'s model for [`WARM_STEPS`] steps whenever the worker has had
+    /// no other request for [`QUIET_MS`], once per worker; it ends early when a new model loads (whose load warms up
     /// again). Tells the page how long it took, which the model bar's tooltip shows.
     pub(super) async fn warm_training(&self, session: &Session) -> Result<()> {
         let load = self.with(|s| s.loads);
@@ -41,7 +44,7 @@ impl<H: Host> Router<H> {
         let (mut ms, mut steps) = (0.0, 0);
         while !run.is_done() {
             // This load's own request is the one in flight; any other waits for no toy step.
-            while self.with(|s| s.busy > 1 && s.loads == load) {
+            while self.with(|s| s.loads == load && (s.busy > 1 || self.host.now_ms() - s.idle_since < QUIET_MS)) {
                 self.host.sleep(IDLE_POLL_MS).await;
             }
             if self.with(|s| s.loads != load) {

@@ -19,8 +19,11 @@ use crate::common::{self, alignlab, stories260k};
 /// in another thread does not draw from it in between.
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// The worker's host, natively: events into a list, files from disk, Flex on the CPU.
+/// The worker's host, natively: events into a list, files from disk, Flex on the CPU. With
+/// `true`, a host like the threaded page's: its code tiers up, and it has a clock and sleeps.
 struct TestHost(Rc<RefCell<Vec<Event>>>, bool);
+
+static START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
 
 impl Host for TestHost {
     fn post(&self, ev: Event) {
@@ -32,9 +35,13 @@ impl Host for TestHost {
     async fn open_device(&self, _pref: BackendPref) -> OpenedDevice {
         OpenedDevice { device: Device::flex(), kind: BackendKind::Flex, adapter: "test".into(), software: true, fallback: None, max_binding: None }
     }
-    async fn sleep(&self, _ms: u32) {}
+    async fn sleep(&self, ms: u32) {
+        if self.1 {
+            std::thread::sleep(std::time::Duration::from_millis(ms.into()));
+        }
+    }
     fn now_ms(&self) -> f64 {
-        0.0
+        if self.1 { START.elapsed().as_secs_f64() * 1000.0 } else { 0.0 }
     }
     fn tiers_up(&self) -> bool {
         self.1
