@@ -9,6 +9,7 @@
 //! column), and a new model has new ids. Reading those rows costs a few hundred small reads, nothing beside a
 //! generation.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -33,24 +34,26 @@ const BUDGET: usize = if cfg!(target_arch = "wasm32") { 320 << 20 } else { 2 << 
 
 static COPIES: Mutex<Vec<(u64, Arc<HostBase>)>> = Mutex::new(Vec::new());
 
-/// The stored blocks of the model loaded last, by weight name, with the id of its embedding:
-/// taken by the first copy of that model, each only after it is checked against the weights.
-static PENDING: Mutex<Option<(u64, BTreeMap<String, QMatrix>)>> = Mutex::new(None);
+thread_local! {
+    /// The stored blocks of the model this thread loaded last, by weight name, with the id of its
+    /// embedding: taken by the first copy of that model, each only after it is checked against the
+    /// weights. Per thread: a model loads and first decodes on one thread (the worker's, the
+    /// CLI's), and tests that load models side by side must not drop each other's blocks.
+    static PENDING: RefCell<Option<(u64, BTreeMap<String, QMatrix>)>> = const { RefCell::new(None) };
+}
 
 /// Keeps a quantized checkpoint's blocks for the first decoding of `model`, which then neither
 /// reads its weights back nor searches them for blocks (what made the page slow to be ready).
 pub fn prime(model: &Llama, blocks: BTreeMap<String, QMatrix>) {
-    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    *pending = (!blocks.is_empty()).then(|| (model.embed_tokens.weight.id.val(), blocks));
+    PENDING.with_borrow_mut(|p| *p = (!blocks.is_empty()).then(|| (model.embed_tokens.weight.id.val(), blocks)));
 }
 
-/// The stored blocks of weight `name` of `model`, if the model is the one loaded last.
+/// The stored blocks of weight `name` of `model`, if the model is the one this thread loaded last.
 pub(super) fn take_pending(model: &Llama, name: &str) -> Option<QMatrix> {
-    let mut pending = PENDING.lock().unwrap_or_else(|e| e.into_inner());
-    match pending.as_mut() {
+    PENDING.with_borrow_mut(|p| match p.as_mut() {
         Some((id, blocks)) if *id == model.embed_tokens.weight.id.val() => blocks.remove(name),
         _ => None,
-    }
+    })
 }
 
 /// The host copy of `model`'s base weights, from the cache or read now.
