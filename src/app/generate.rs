@@ -104,19 +104,6 @@ fn move_card(order: RwSignal<Vec<usize>>, from: usize, to: usize) {
     });
 }
 
-/// All pairs a ranking implies (best over each worse one), skipping equal texts.
-pub fn ranking_pairs(prompt: &str, ranked: &[String]) -> Vec<Preference> {
-    let mut out = Vec::new();
-    for i in 0..ranked.len() {
-        for j in i + 1..ranked.len() {
-            if ranked[i].trim() != ranked[j].trim() && !ranked[i].trim().is_empty() && !ranked[j].trim().is_empty() {
-                out.push(Preference { prompt: prompt.to_string(), chosen: ranked[i].clone(), rejected: ranked[j].clone() });
-            }
-        }
-    }
-    out
-}
-
 #[component]
 pub fn GeneratePanel() -> impl IntoView {
     let ctx = expect_context::<Ctx>();
@@ -152,7 +139,7 @@ pub fn GeneratePanel() -> impl IntoView {
     let save_ranking = move |_| {
         let c = cards.get_untracked();
         let ranked: Vec<String> = order.get_untracked().iter().map(|&i| c[i].text.clone()).collect();
-        let pairs = ranking_pairs(&asked.get_untracked(), &ranked);
+        let pairs = crate::data::ranking_pairs(&asked.get_untracked(), &ranked);
         let n = pairs.len();
         ctx.pairs.update(|p| p.extend(pairs));
         message.set(Some(if n == 0 {

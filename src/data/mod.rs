@@ -153,6 +153,19 @@ pub fn export<T: Serialize>(records: &[T]) -> String {
     out
 }
 
+/// All pairs a ranking implies (best over each worse one), skipping equal texts.
+pub fn ranking_pairs(prompt: &str, ranked: &[String]) -> Vec<Preference> {
+    let mut out = Vec::new();
+    for i in 0..ranked.len() {
+        for j in i + 1..ranked.len() {
+            if ranked[i].trim() != ranked[j].trim() && !ranked[i].trim().is_empty() && !ranked[j].trim().is_empty() {
+                out.push(Preference { prompt: prompt.to_string(), chosen: ranked[i].clone(), rejected: ranked[j].clone() });
+            }
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -18,7 +18,7 @@ use rand::{Rng, SeedableRng};
 use super::router::{Host, Router};
 use crate::Result;
 use crate::align::Encoding;
-use crate::data::Preference;
+use crate::data::{Preference, ranking_pairs};
 use crate::io::{HostTensor, LoadedModel, ModelInfo, SpmTokenizer, Tokenizer, Weights};
 use crate::lab::{Run, RunSettings, Session, TrainData};
 use crate::model::{Llama, LlamaConfig};
@@ -73,20 +73,13 @@ fn toy_spec() -> crate::lab::RunSpec {
 /// Four answers to one prompt, ranked best first, saved as every better-over-worse pair (six), as
 /// the Generate tab saves a ranking.
 fn toy_pairs() -> Vec<Preference> {
-    let prompt = "Write a short story about a brave little cat.";
     let answers = [
         "A small cat named Pip heard a kitten crying on a branch in the river, leapt from stone to stone and carried it home.",
         "Moss was afraid of the dark barn, but when the farmer lost his ring there she crept in alone and found it under the hay.",
         "A grey cat guarded the bakery at night, and when a fox came to the door she hissed until it ran back to the woods.",
         "The cat was brave. It did a brave thing. Then it slept on the mat.",
     ];
-    let mut pairs = Vec::new();
-    for (i, chosen) in answers.iter().enumerate() {
-        for rejected in &answers[i + 1..] {
-            pairs.push(Preference { prompt: prompt.into(), chosen: (*chosen).into(), rejected: (*rejected).into() });
-        }
-    }
-    pairs
+    ranking_pairs("Write a short story about a brave little cat.", &answers.map(String::from))
 }
 
 /// `lm`'s architecture with [`TOY_LAYERS`] narrow layers of random weights and a vocabulary of
