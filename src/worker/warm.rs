@@ -1,16 +1,20 @@
-//! The training warm-up: forty DPO steps on a toy copy of the loaded model, in the background
-//! while the student types or reads, so that the browser has optimized the training code before
-//! the first real step.
+//! The training warm-up: two hundred DPO steps on a toy copy of the loaded model, in the
+//! background while the student types or reads, so that the browser has optimized the training
+//! code before the real steps.
 //!
 //! Why: V8 runs a wasm function first as quickly compiled baseline code and optimizes it only once
 //! it has run enough (its dynamic tiering). In the threaded CPU worker, a session's first twelve
-//! DPO steps on SmolLM2 took 38 s where the same steps take 28.6 s once V8 has optimized what
-//! they run (`docs/results.md`, stops 60 and 61). The toy has the loaded model's heads, key-value
-//! heads, tied head and chat template, so the same code runs, but narrow layers and a vocabulary
-//! of bytes: its steps call the same functions as often while leaving the cores mostly free (a toy
+//! DPO steps on SmolLM2 took 38 s where the same steps take 27 s once V8 has optimized what they
+//! run (`docs/results.md`, stops 60 to 62). The toy has the loaded model's heads, key-value heads,
+//! tied head and chat template, so the same code runs, but narrow layers and a vocabulary of
+//! bytes: its steps call the same functions as often while leaving the cores mostly free (a toy
 //! with SmolLM2's 49,152-word head, whose products kept both cores busy, removed less than half
-//! of the slowdown). 40 toy steps take about 3.5 s. The toy has its own random weights and data, so
-//! nothing the student has is touched; it gives way to every request and stops for a new model.
+//! of the slowdown). What counts is how often the per-layer code runs: with 40 steps of 5 layers
+//! the session's thirteenth and later real steps ran about 0.6 s slower each, for good, and 40
+//! steps of 12 layers or 200 of 2 did no better; 200 steps of 5 layers (1,000 layer passes) leave
+//! no slow stretch over 30 real steps. Short answers keep a toy step cheap: the 200 take about 8 s.
+//! The toy has its own random weights and data, so nothing the student has is touched; it gives
+//! way to every request and stops for a new model.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -25,8 +29,8 @@ use crate::model::{Llama, LlamaConfig};
 
 /// Layers of the toy: each runs the layer's code once more a step.
 const TOY_LAYERS: usize = 5;
-/// Toy steps: enough for V8 to optimize what a step runs (measured at stop 61).
-const WARM_STEPS: usize = 40;
+/// Toy steps: with [`TOY_LAYERS`], enough for V8 to optimize what a step runs (measured at stop 62).
+const WARM_STEPS: usize = 200;
 /// How long the worker must have had no other request before a toy step: the page shows the
 /// ready model and a quick click on Generate gets the cores to itself.
 const QUIET_MS: f64 = 1_000.0;
@@ -70,14 +74,15 @@ fn toy_spec() -> crate::lab::RunSpec {
     settings.spec(Vec::new(), Encoding::default(), TrainData { pairs: toy_pairs(), ..TrainData::default() })
 }
 
-/// Four answers to one prompt, ranked best first, saved as every better-over-worse pair (six), as
-/// the Generate tab saves a ranking.
+/// Four short answers to one prompt, ranked best first, saved as every better-over-worse pair
+/// (six), as the Generate tab saves a ranking. Short, so that a toy step costs little: its
+/// sequences are mostly the chat template's prompt.
 fn toy_pairs() -> Vec<Preference> {
     let answers = [
-        "A small cat named Pip heard a kitten crying on a branch in the river, leapt from stone to stone and carried it home.",
-        "Moss was afraid of the dark barn, but when the farmer lost his ring there she crept in alone and found it under the hay.",
-        "A grey cat guarded the bakery at night, and when a fox came to the door she hissed until it ran back to the woods.",
-        "The cat was brave. It did a brave thing. Then it slept on the mat.",
+        "Pip leapt the river stones to save a kitten.",
+        "Moss crept into the dark barn to find the ring.",
+        "A grey cat hissed at the fox until it ran.",
+        "The cat was brave. Then it slept on the mat.",
     ];
     ranking_pairs("Write a short story about a brave little cat.", &answers.map(String::from))
 }
