@@ -2,7 +2,7 @@
 // driving the built app like the tests do. Run after scripts/build-web:
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
-//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--again BETA [--runs N] [--pause S]]
+//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--again BETA [--runs N] [--pause S]] [--answer-after]
 //   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
@@ -15,7 +15,9 @@
 // training warm-up runs in such idle time (docs/results.md, stop 61). --again
 // then trains a second run of --steps on the same pairs with beta BETA, as a class trying another
 // beta would, and times its steps too; --runs N trains N such runs, each after --pause S seconds
-// with the page idle (a class reading the chart; default 0).
+// with the page idle (a class reading the chart; default 0). --answer-after then asks the trained
+// model for one greedy answer of --tokens tokens to the prompt, as a student looking at what
+// training changed would, and times it as the plain bench does.
 // --browser-flag passes a switch to Chromium: V8's flags, for one, to see what its compilers do to
 // a step (docs/results.md, stop 60: the second run's slower steps are V8's tier-up).
 // --threads off serves the page without cross-origin isolation, as a host that cannot set headers
@@ -31,7 +33,7 @@ const { values: a } = parseArgs({ options: {
   steps: { type: 'string' }, tokens: { type: 'string' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
   samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
-  runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'browser-flag': { type: 'string', multiple: true, default: [] },
+  runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
 } });
 // --flow's defaults are the issue's walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
 a.steps ??= a.flow ? '4' : '2';
@@ -129,14 +131,33 @@ async function firstShift(t0) {
   out.margins = Number(margins.match(/rewards\/margins: (-?[\d.]+)/)?.[1]);
   out.shift_visible = out.margins > 0 && /^finished/.test(status);
   out.step_seconds = await stepSeconds();
-  if (a.again === undefined) return;
+  if (a.again !== undefined) await again();
+  if (a['answer-after']) await answerAfter(prompt);
+}
+
+// --again: more runs on the same pairs with another beta, each after --pause seconds.
+async function again() {
   out.again = [];
   for (let k = 0; k < Number(a.runs); k++) {
     await page.waitForTimeout(Number(a.pause) * 1000);
     const t = Date.now();
-    const again = await train(page, { Beta: Number(a.again), Steps: Number(a.steps) }, 1_800_000);
-    out.again.push({ beta: Number(a.again), seconds: (Date.now() - t) / 1000, train_status: again.status, loss: again.cell, step_seconds: await stepSeconds() });
+    const run = await train(page, { Beta: Number(a.again), Steps: Number(a.steps) }, 1_800_000);
+    out.again.push({ beta: Number(a.again), seconds: (Date.now() - t) / 1000, train_status: run.status, loss: run.cell, step_seconds: await stepSeconds() });
   }
+}
+
+// --answer-after: one greedy answer from the trained model; its first token and tokens/s.
+async function answerAfter(prompt) {
+  const stats = () => document.body.innerText.match(/first token after ([\d.]+) s, ([\d.]+) tokens\/s/)?.[0] ?? '';
+  const before = await page.evaluate(stats);
+  await generate(page, { prompt, samples: 1, temperature: 0, tokens: Number(a.tokens) });
+  await page.waitForFunction((b) => {
+    const now = document.body.innerText.match(/first token after [\d.]+ s, [\d.]+ tokens\/s/)?.[0] ?? '';
+    return now !== '' && now !== b;
+  }, before, { timeout: 900_000 });
+  const [, first, rate] = (await page.evaluate(stats)).match(/([\d.]+) s, ([\d.]+)/);
+  const answer = await page.getByRole('tabpanel').getByRole('article').first().locator('.sample-text').innerText();
+  out.after = { first_token_s: Number(first), decode_tokens_per_s: Number(rate), answer: answer.slice(0, 80) };
 }
 
 // Each step's own time (the worker's `step_seconds`), from the newest run the page kept in
