@@ -12,7 +12,7 @@
 // pair), train --steps DPO steps with the page's defaults, and read the margins chart. --type S
 // waits S seconds before Generate, as a student typing the prompt would, and --read S before
 // saving the ranking, as one reading the answers would (both default 0): the threaded page's
-// training warm-up runs in such idle time (docs/results.md, stop 61). --again
+// training warm-up runs in such idle time (docs/results.md, stops 61-62). --again
 // then trains a second run of --steps on the same pairs with beta BETA, as a class trying another
 // beta would, and times its steps too; --runs N trains N such runs, each after --pause S seconds
 // with the page idle (a class reading the chart; default 0). --answer-after then asks the trained
@@ -40,6 +40,7 @@ a.steps ??= a.flow ? '4' : '2';
 a.tokens ??= a.flow ? '40' : '16';
 a.samples ??= a.flow ? '4' : '1';
 const tiny = a.model === 'tiny';
+const DECODE_STATS = /first token after ([\d.]+) s, ([\d.]+) tokens\/s/;
 const { server, base } = await serve({ isolated: a.threads !== 'off' });
 const { ctx, page, errors } = await launch({ webgpu: a.backend === 'webgpu', flags: a['browser-flag'] });
 const out = { model: tiny ? 'stories260K' : 'SmolLM2-135M-Instruct Q4_1', backend: a.backend };
@@ -78,7 +79,7 @@ try {
     const prompt = a.prompt ?? (tiny ? '' : 'What is the capital of France?');
     await generate(page, { prompt, samples: Number(a.samples), temperature: 0, tokens: Number(a.tokens) });
     await page.waitForFunction(() => /first token after/.test(document.body.innerText), null, { timeout: 900_000 });
-    const stats = await page.evaluate(() => document.body.innerText.match(/first token after ([\d.]+) s, ([\d.]+) tokens\/s/));
+    const stats = await decodeStats();
     out.first_token_s = Number(stats[1]);
     out.page_load_to_first_token_s = (t1 - t0) / 1000 + out.first_token_s;
     out.decode_tokens_per_s = Number(stats[2]);
@@ -148,16 +149,20 @@ async function again() {
 
 // --answer-after: one greedy answer from the trained model; its first token and tokens/s.
 async function answerAfter(prompt) {
-  const stats = () => document.body.innerText.match(/first token after ([\d.]+) s, ([\d.]+) tokens\/s/)?.[0] ?? '';
-  const before = await page.evaluate(stats);
+  const before = await decodeStats();
   await generate(page, { prompt, samples: 1, temperature: 0, tokens: Number(a.tokens) });
-  await page.waitForFunction((b) => {
-    const now = document.body.innerText.match(/first token after [\d.]+ s, [\d.]+ tokens\/s/)?.[0] ?? '';
-    return now !== '' && now !== b;
-  }, before, { timeout: 900_000 });
-  const [, first, rate] = (await page.evaluate(stats)).match(/([\d.]+) s, ([\d.]+)/);
+  await page.waitForFunction(([src, b]) => {
+    const now = document.body.innerText.match(new RegExp(src))?.[0];
+    return now !== undefined && now !== b;
+  }, [DECODE_STATS.source, before?.[0]], { timeout: 900_000 });
+  const [, first, rate] = await decodeStats();
   const answer = await page.getByRole('tabpanel').getByRole('article').first().locator('.sample-text').innerText();
   out.after = { first_token_s: Number(first), decode_tokens_per_s: Number(rate), answer: answer.slice(0, 80) };
+}
+
+// The Generate tab's line for the last answer: [the line, first token's seconds, tokens/s], or null.
+function decodeStats() {
+  return page.evaluate((src) => document.body.innerText.match(new RegExp(src)), DECODE_STATS.source);
 }
 
 // Each step's own time (the worker's `step_seconds`), from the newest run the page kept in
