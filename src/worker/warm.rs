@@ -12,10 +12,10 @@
 //! of the slowdown). What counts is how often the per-layer code runs: with 40 steps of 5 layers
 //! the session's thirteenth and later real steps ran about 0.6 s slower each, for good, and 40
 //! steps of 12 layers or 200 of 2 did no better; 200 steps of 5 layers (1,000 layer passes) leave
-//! no slow stretch over 30 real steps. (What slowed them is V8's speculative inlining of indirect
-//! calls in code it optimized late, having seen both the toy's calls and the real ones: the
-//! stretch goes with `--no-wasm-inlining-call-indirect`. With enough toy steps V8 optimizes that
-//! code during the warm-up.) Short answers keep a toy step cheap: the 200 take about 8 s.
+//! no slow stretch over 60 real steps. (What slowed them is V8's speculative inlining of indirect
+//! calls in code it optimized late, during the real steps: the stretch goes with
+//! `--no-wasm-inlining-call-indirect`. With enough toy steps V8 optimizes that code during the
+//! warm-up.) Short answers keep a toy step cheap: the 200 take about 8 s.
 //! The toy has its own random weights and data, so nothing the student has is touched; it gives
 //! way to every request and stops for a new model.
 
