@@ -131,6 +131,16 @@ pub struct Weights {
     spent: BTreeMap<String, QMatrix>,
 }
 
+impl FromIterator<(String, HostTensor)> for Weights {
+    fn from_iter<I: IntoIterator<Item = (String, HostTensor)>>(iter: I) -> Self {
+        let mut w = Self::default();
+        for (name, t) in iter {
+            w.insert(name, t);
+        }
+        w
+    }
+}
+
 impl Weights {
     pub fn insert(&mut self, name: impl Into<String>, t: HostTensor) {
         self.tensors.insert(name.into(), Stored::Values(t));

@@ -13,6 +13,8 @@ mod fused;
 mod llama;
 pub mod lora;
 #[cfg(feature = "engine")]
+mod random;
+#[cfg(feature = "engine")]
 mod matmul;
 #[cfg(feature = "engine")]
 mod mlp;
@@ -59,5 +61,6 @@ pub use {
     llama::{Batch, Block, Llama, token_out_of_vocabulary},
     lora::{LoraAdapter, LoraLinear, with_dropout_stream},
     mlp::Mlp,
+    random::random_weights,
     rope::{RopeAngles, RotaryEmbedding},
 };

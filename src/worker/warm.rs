@@ -19,16 +19,13 @@
 //! The toy has its own random weights and data, so nothing the student has is touched; it gives
 //! way to every request and stops for a new model.
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-
 use super::router::{Host, Router};
 use crate::Result;
 use crate::align::Encoding;
 use crate::data::{Preference, ranking_pairs};
-use crate::io::{HostTensor, LoadedModel, ModelInfo, SpmTokenizer, Tokenizer, Weights};
+use crate::io::{LoadedModel, ModelInfo, SpmTokenizer, Tokenizer};
 use crate::lab::{Run, RunSettings, Session, TrainData};
-use crate::model::{Llama, LlamaConfig};
+use crate::model::{Llama, LlamaConfig, random_weights};
 
 /// Layers of the toy: each runs the layer's code once more a step.
 const TOY_LAYERS: usize = 5;
@@ -90,7 +87,7 @@ fn toy_pairs() -> Vec<Preference> {
     ranking_pairs("Write a short story about a brave little cat.", &answers.map(String::from))
 }
 
-/// `lm`'s architecture with [`TOY_LAYERS`] narrow layers of random weights and a vocabulary of
+/// `lm`'s architecture with [`TOY_LAYERS`] narrow layers of random weights ([`random_weights`]) and a vocabulary of
 /// bytes: the same code runs for it as for `lm` (heads and key-value heads, tied head, chat
 /// template), where a head over `lm`'s whole vocabulary would keep both cores busy with products.
 /// Texts of bytes are also a few times longer than `lm`'s tokens, so each toy step calls the
@@ -107,7 +104,7 @@ fn toy_of(lm: &LoadedModel) -> Result<LoadedModel> {
         head_dim,
         ..lm.config.clone()
     };
-    let mut weights = random_weights(&config, 61);
+    let mut weights = random_weights(&config, 61).into_iter().collect();
     Ok(LoadedModel {
         model: Llama::from_weights(&config, &mut weights, &lm.device)?,
         tokenizer,
@@ -126,37 +123,4 @@ fn byte_tokenizer() -> Result<Tokenizer> {
     let n = pieces.len();
     let spm = SpmTokenizer::new(pieces, vec![0.0; n], (0..n).map(|i| i < 3).collect(), ' ')?;
     Ok(Tokenizer::from_spm(spm, Some(1), Some(2), "byte vocabulary"))
-}
-
-/// transformers-named weights for `c`: matrices uniform in ±1/√fan-in, norms at 1.
-fn random_weights(c: &LlamaConfig, seed: u64) -> Weights {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut w = Weights::default();
-    let mut mat = |name: String, rows: usize, cols: usize| {
-        let s = 1.0 / (cols as f32).sqrt();
-        w.insert(name, HostTensor::new(vec![rows, cols], (0..rows * cols).map(|_| rng.random_range(-s..s)).collect()));
-    };
-    let (d, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-    let (q, kv) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
-    mat("model.embed_tokens.weight".into(), v, d);
-    if !c.tie_word_embeddings {
-        mat("lm_head.weight".into(), v, d);
-    }
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        mat(format!("{p}.self_attn.q_proj.weight"), q, d);
-        mat(format!("{p}.self_attn.k_proj.weight"), kv, d);
-        mat(format!("{p}.self_attn.v_proj.weight"), kv, d);
-        mat(format!("{p}.self_attn.o_proj.weight"), d, q);
-        mat(format!("{p}.mlp.gate_proj.weight"), f, d);
-        mat(format!("{p}.mlp.up_proj.weight"), f, d);
-        mat(format!("{p}.mlp.down_proj.weight"), d, f);
-    }
-    let ones = HostTensor::new(vec![d], vec![1.0; d]);
-    for i in 0..c.num_hidden_layers {
-        w.insert(format!("model.layers.{i}.input_layernorm.weight"), ones.clone());
-        w.insert(format!("model.layers.{i}.post_attention_layernorm.weight"), ones.clone());
-    }
-    w.insert("model.norm.weight", ones);
-    w
 }

@@ -61,7 +61,7 @@ fn logprobs_json_sums_its_tokens() {
 fn info_describes_a_gguf() {
     let dir = temp_dir("cli-info");
     let c = tiny_config(false);
-    write_tiny_gguf(&dir.join("tiny.gguf"), &c, &tiny_weights(&c, 1), &[("model.embed_tokens.weight", GgmlType::Q8_0)]);
+    write_tiny_gguf(&dir.join("tiny.gguf"), &c, &random_weights(&c, 1), &[("model.embed_tokens.weight", GgmlType::Q8_0)]);
     let path = dir.join("tiny.gguf").display().to_string();
     let (ok, out, err) = alignlab(&["info", "--model", &path, "--json"]);
     assert!(ok, "{err}");

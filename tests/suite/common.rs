@@ -7,11 +7,10 @@ use std::path::{Path, PathBuf};
 
 use alignlab::backend::{self, BackendKind};
 use alignlab::io::{Checkpoint, HostTensor, Weights};
+pub use alignlab::model::random_weights;
 use alignlab::model::LlamaConfig;
 use burn::tensor::Device;
 use half::f16;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
 
 pub fn device(kind: BackendKind) -> Device {
     backend::open(kind).unwrap_or_else(|e| panic!("{kind} device: {e} (run scripts/setup --test)")).device
@@ -31,37 +30,6 @@ pub fn tiny_config(tied: bool) -> LlamaConfig {
         max_position_embeddings: 64,
         tie_word_embeddings: tied,
     }
-}
-
-/// transformers-named random weights for `c`, reproducible from `seed`.
-pub fn tiny_weights(c: &LlamaConfig, seed: u64) -> BTreeMap<String, HostTensor> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut w = BTreeMap::new();
-    let mat = |rng: &mut StdRng, rows: usize, cols: usize| {
-        let s = 1.0 / (cols as f32).sqrt();
-        HostTensor::new(vec![rows, cols], (0..rows * cols).map(|_| rng.random_range(-s..s) * 1.7).collect())
-    };
-    let norm = |rng: &mut StdRng, n: usize| HostTensor::new(vec![n], (0..n).map(|_| 1.0 + rng.random_range(-0.2..0.2)).collect());
-    let (d, f, v) = (c.hidden_size, c.intermediate_size, c.vocab_size);
-    let (q, kv) = (c.num_attention_heads * c.head_dim, c.num_key_value_heads * c.head_dim);
-    w.insert("model.embed_tokens.weight".into(), mat(&mut rng, v, d));
-    for i in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{i}");
-        w.insert(format!("{p}.input_layernorm.weight"), norm(&mut rng, d));
-        w.insert(format!("{p}.self_attn.q_proj.weight"), mat(&mut rng, q, d));
-        w.insert(format!("{p}.self_attn.k_proj.weight"), mat(&mut rng, kv, d));
-        w.insert(format!("{p}.self_attn.v_proj.weight"), mat(&mut rng, kv, d));
-        w.insert(format!("{p}.self_attn.o_proj.weight"), mat(&mut rng, d, q));
-        w.insert(format!("{p}.post_attention_layernorm.weight"), norm(&mut rng, d));
-        w.insert(format!("{p}.mlp.gate_proj.weight"), mat(&mut rng, f, d));
-        w.insert(format!("{p}.mlp.up_proj.weight"), mat(&mut rng, f, d));
-        w.insert(format!("{p}.mlp.down_proj.weight"), mat(&mut rng, d, f));
-    }
-    w.insert("model.norm.weight".into(), norm(&mut rng, d));
-    if !c.tie_word_embeddings {
-        w.insert("lm_head.weight".into(), mat(&mut rng, v, d));
-    }
-    w
 }
 
 pub fn tiny_tokens(n: usize) -> Vec<String> {
@@ -88,10 +56,7 @@ pub fn tiny_tokenizer_json(n: usize) -> String {
 /// A checkpoint built in memory (no file), for engine tests.
 pub fn tiny_checkpoint(tied: bool, seed: u64) -> Checkpoint {
     let config = tiny_config(tied);
-    let mut weights = Weights::default();
-    for (k, v) in tiny_weights(&config, seed) {
-        weights.insert(k, v);
-    }
+    let weights: Weights = random_weights(&config, seed).into_iter().collect();
     let tokenizer = alignlab::io::Tokenizer::from_hf_json(
         tiny_tokenizer_json(config.vocab_size).as_bytes(),
         &alignlab::io::HfSpecials { eos_token: Some("t1".into()), ..Default::default() },

@@ -108,7 +108,7 @@ fn gguf_hf_and_llama2c_files_load_to_the_same_model() {
     use alignlab::io::HostTensor;
     let dir = temp_dir("formats");
     let c = tiny_config(false);
-    let w = tiny_weights(&c, 7);
+    let w = random_weights(&c, 7);
     let dev = device(BackendKind::Flex);
 
     // GGUF with mixed types: the reference holds exactly the rounded values the file holds.
@@ -175,7 +175,7 @@ fn host_decoding_matches_the_forward_pass() {
         ("model.layers.0.self_attn.q_proj.weight", GgmlType::Q8_0),
         ("model.layers.1.mlp.gate_proj.weight", GgmlType::Q8_0),
     ];
-    write_tiny_gguf(&dir.join("tiny.gguf"), &c, &tiny_weights(&c, 9), &types);
+    write_tiny_gguf(&dir.join("tiny.gguf"), &c, &random_weights(&c, 9), &types);
     let dev = device(BackendKind::Flex);
     let mut lm = load_model(&dir.join("tiny.gguf"), None, &dev, &mut noop()).unwrap();
     use alignlab::backend::block_on;

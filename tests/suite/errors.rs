@@ -20,7 +20,7 @@ fn tiny_gguf_bytes(name: &str, types: &[(&str, GgmlType)]) -> (TempDir, Vec<u8>)
     let dir = temp_dir(name);
     let c = tiny_config(false);
     let path = dir.join("m.gguf");
-    write_tiny_gguf(&path, &c, &tiny_weights(&c, 1), types);
+    write_tiny_gguf(&path, &c, &random_weights(&c, 1), types);
     let bytes = std::fs::read(&path).unwrap();
     (dir, bytes)
 }
@@ -104,7 +104,7 @@ fn unsupported_tensor_type_is_named() {
 fn shape_disagreeing_with_config_is_reported() {
     let dir = temp_dir("shape");
     let mut c = tiny_config(false);
-    let w = tiny_weights(&c, 3);
+    let w = random_weights(&c, 3);
     c.intermediate_size = 40; // the config lies about the FFN size
     write_hf(&dir, &c, &w, &[]);
     let e = err_of(load_model(&dir, None, &device(BackendKind::Flex), &mut noop()));
@@ -115,12 +115,12 @@ fn shape_disagreeing_with_config_is_reported() {
 fn tokenizer_from_another_model_is_refused() {
     let dir = temp_dir("tokmismatch");
     let c = tiny_config(true);
-    let w = tiny_weights(&c, 5);
+    let w = random_weights(&c, 5);
     write_llama2c(&dir.join("m.bin"), &dir.join("tok.bin"), &c, &w);
     // A tokenizer.bin for a 100-token vocabulary.
     let mut big = c.clone();
     big.vocab_size = 100;
-    let bw = tiny_weights(&big, 5);
+    let bw = random_weights(&big, 5);
     write_llama2c(&dir.join("big.bin"), &dir.join("bigtok.bin"), &big, &bw);
     let e = err_of(load_model(&dir.join("m.bin"), Some(&dir.join("bigtok.bin")), &device(BackendKind::Flex), &mut noop()));
     assert!(e.contains("do not belong together") || e.contains("larger vocabulary"), "{e}");
@@ -137,7 +137,7 @@ fn tokenizer_from_another_model_is_refused() {
 fn corrupt_hf_directory_is_reported() {
     let dir = temp_dir("hfbad");
     let c = tiny_config(false);
-    write_hf(&dir, &c, &tiny_weights(&c, 2), &[]);
+    write_hf(&dir, &c, &random_weights(&c, 2), &[]);
     let st = std::fs::read(dir.join("model.safetensors")).unwrap();
     std::fs::write(dir.join("model.safetensors"), &st[..st.len() / 3]).unwrap();
     let e = err_of(load_checkpoint(&dir, None, &mut noop()));
@@ -191,7 +191,7 @@ fn token_ids_outside_the_vocabulary_are_refused_where_they_enter() {
 fn hostile_hf_index_and_adapter_numbers_are_refused() {
     let dir = temp_dir("hfindex");
     let c = tiny_config(false);
-    write_hf(&dir, &c, &tiny_weights(&c, 2), &[]);
+    write_hf(&dir, &c, &random_weights(&c, 2), &[]);
     std::fs::rename(dir.join("model.safetensors"), dir.join("shard.safetensors")).unwrap();
     for name in ["../../etc/passwd.safetensors", "/dev/zero", "sub/dir.safetensors", "..safetensors", "x.bin"] {
         let index = serde_json::json!({"weight_map": {"model.norm.weight": name}});

@@ -139,7 +139,7 @@ fn write_seeds() {
         max_position_embeddings: 32,
         tie_word_embeddings: true,
     };
-    let w = tiny_weights(&c, 3);
+    let w = random_weights(&c, 3);
     let tmp = temp_dir("fuzz-seeds");
     let put = |target: &str, name: &str, bytes: &[u8]| {
         let dir = fuzz_dir().join("corpus").join(target);
