@@ -145,7 +145,7 @@ pub fn GeneratePanel() -> impl IntoView {
         message.set(Some(if n == 0 {
             "No pairs: the samples are identical. Raise the temperature and generate again.".into()
         } else {
-            format!("Added {n} preference pairs from your ranking (best over each worse one).")
+            format!("Added {n} preference pairs from your ranking (each answer over every one ranked below it).")
         }));
     };
     let pick_ab = move |winner: Option<usize>| {

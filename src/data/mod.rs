@@ -153,7 +153,8 @@ pub fn export<T: Serialize>(records: &[T]) -> String {
     out
 }
 
-/// All pairs a ranking implies (best over each worse one), skipping equal texts.
+/// All pairs a ranking implies (each answer over every one ranked below it), skipping equal or
+/// empty texts.
 pub fn ranking_pairs(prompt: &str, ranked: &[String]) -> Vec<Preference> {
     let mut out = Vec::new();
     for i in 0..ranked.len() {
