@@ -20,14 +20,17 @@ use crate::common::{self, alignlab, stories260k};
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// The worker's host, natively: events into a list, files from disk, Flex on the CPU. With
-/// `true`, a host like the threaded page's: its code tiers up, and it has a clock and sleeps.
-struct TestHost(Rc<RefCell<Vec<Event>>>, bool);
+/// `tiers_up`, a host like the threaded page's: its code tiers up, and it has a clock and sleeps.
+struct TestHost {
+    events: Rc<RefCell<Vec<Event>>>,
+    tiers_up: bool,
+}
 
 static START: std::sync::LazyLock<std::time::Instant> = std::sync::LazyLock::new(std::time::Instant::now);
 
 impl Host for TestHost {
     fn post(&self, ev: Event) {
-        self.0.borrow_mut().push(ev);
+        self.events.borrow_mut().push(ev);
     }
     async fn fetch(&self, url: &str, _stage: Option<&str>) -> alignlab::Result<(Vec<u8>, bool)> {
         std::fs::read(url).map(|b| (b, false)).map_err(|e| alignlab::Error::io(url, e))
@@ -36,15 +39,15 @@ impl Host for TestHost {
         OpenedDevice { device: Device::flex(), kind: BackendKind::Flex, adapter: "test".into(), software: true, fallback: None, max_binding: None }
     }
     async fn sleep(&self, ms: u32) {
-        if self.1 {
+        if self.tiers_up {
             std::thread::sleep(std::time::Duration::from_millis(ms.into()));
         }
     }
     fn now_ms(&self) -> f64 {
-        if self.1 { START.elapsed().as_secs_f64() * 1000.0 } else { 0.0 }
+        if self.tiers_up { START.elapsed().as_secs_f64() * 1000.0 } else { 0.0 }
     }
     fn tiers_up(&self) -> bool {
-        self.1
+        self.tiers_up
     }
 }
 
@@ -60,7 +63,7 @@ impl Worker {
     /// A worker whose host says its code tiers up (the threaded page), and the load's events.
     fn on_host(model: &Path, tok: &Path, tiers_up: bool) -> (Self, Vec<Event>) {
         let events = Rc::new(RefCell::new(Vec::new()));
-        let w = Self { router: Router::new(TestHost(events.clone(), tiers_up)), events };
+        let w = Self { router: Router::new(TestHost { events: events.clone(), tiers_up }), events };
         w.send(Request::Init { backend: BackendPref::Cpu, judges_base: "models/judges/".into() });
         let loaded = w.load(model, tok);
         (w, loaded)
@@ -278,7 +281,7 @@ fn the_worker_keeps_a_full_fine_tune_and_a_fresh_worker_restores_it() {
 #[test]
 fn the_worker_fetches_a_lab_file_for_the_page_and_refuses_an_oversized_one() {
     let events = Rc::new(RefCell::new(Vec::new()));
-    let router = Router::new(TestHost(events.clone(), false));
+    let router = Router::new(TestHost { events: events.clone(), tiers_up: false });
     let dir = common::temp_dir("lab-fetch");
     let (lab, big) = (dir.join("lab.json"), dir.join("big.json"));
     std::fs::write(&lab, include_bytes!("../../www/labs/lora.json")).unwrap();
