@@ -25,6 +25,7 @@
 //   The .gz copies of files up to 4 MB are zopfli's: plain gzip that any client reads, 5 % smaller
 //   than zlib's level 9 (the page's wasm: 522 -> 497 KB) for 7 s of build. The workers (11 and
 //   31 MB) would take a minute more of every build, so they keep zlib's level 9;
+// - _headers for hosts that read one: COOP and COEP, and a year's caching for each hashed file;
 // - models/ (the default model, fetched by scripts/setup) and www's labs, service worker and
 //   offline script, copied.
 import { createHash } from 'node:crypto';
@@ -45,6 +46,9 @@ const DROP = new Set(process.env.ALIGNLAB_KEEP_NAMES === '1' ? [] : ['name', 'pr
 /** Files copied as they are: from the repository root, and from www/. */
 const COPY_ROOT = ['models'];
 const COPY_WWW = ['labs', 'library', 'class', 'probes.json', 'sw.js', 'offline.js'];
+/** A file named by its content's hash (`app-<hash>.js`, `worker_mt-<hash>_bg.wasm`), and how long it keeps. */
+const HASHED = /-[0-9a-f]{16}[._]/;
+const IMMUTABLE = 'public, max-age=31536000, immutable';
 
 function fail(message) {
   console.error(`web-dist: ${message}`);
@@ -234,6 +238,19 @@ if (!html.includes('</head>')) fail('www/index.html has no </head>');
 html = html.replace('</head>', `  ${tags.join('\n  ')}\n</head>`);
 if (/<script(?![^>]*\ssrc=)[^>]*>/.test(html)) fail('www/index.html has an inline script, which the page\'s CSP refuses');
 put('index.html', html);
+
+// _headers, for hosts that read one (Netlify, Cloudflare Pages; the test server too): every
+// response cross-origin isolated, so the engine runs on every core from the first visit, and each
+// file named by its hash kept a year without asking. A returning visit then gets the response the
+// browser kept, and with it the optimized code V8 kept for the engine: Chrome's code cache checks
+// an entry against the response's time, which a revalidation (304) changes (docs/results.md, stop 63).
+const hashed = readdirSync(dist).filter((f) => HASHED.test(f)).sort();
+put('_headers', [
+  '# Written by scripts/web-dist.mjs: see its comment.',
+  '/*', '  Cross-Origin-Opener-Policy: same-origin', '  Cross-Origin-Embedder-Policy: require-corp',
+  ...hashed.flatMap((f) => [`/${f}`, `  Cache-Control: ${IMMUTABLE}`]),
+  '',
+].join('\n'));
 
 for (const f of COPY_ROOT) cpSync(join(ROOT, f), join(dist, f), { recursive: true });
 for (const f of COPY_WWW) cpSync(join(WWW, f), join(dist, f), { recursive: true });

@@ -3,10 +3,10 @@
 // charts, see the policy change in Compare, reload and find everything still there.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, statSync, writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DIST, serve } from './server.mjs';
-import { generate, HAVE_TINY, importJsonl, launch, modelReady, shot, sleep, tempDir, TINY, train } from './lib.mjs';
+import { generate, HASHED, HAVE_TINY, importJsonl, launch, modelReady, shot, sleep, tempDir, TINY, train } from './lib.mjs';
 
 const skip = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ../shared/README.md)';
 
@@ -285,4 +285,42 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
 
   assert.deepEqual(errors.filter((e) => !/Failed to load resource/.test(e)), [], 'no page errors');
   void profile;
+});
+
+test('a returning visit takes the app from the browser\'s copy and asks only whether the page changed', { skip, timeout: 5 * 60_000 }, async (t) => {
+  // dist/_headers, for hosts that read one: COOP and COEP everywhere, and a year without asking for
+  // each file named by its hash (its .br and .gz copies are the same file, negotiated).
+  const headers = readFileSync(join(DIST, '_headers'), 'utf8').split('\n');
+  const at = headers.indexOf('/*');
+  assert.deepEqual(headers.slice(at + 1, at + 3), ['  Cross-Origin-Opener-Policy: same-origin', '  Cross-Origin-Embedder-Policy: require-corp']);
+  const hashed = readdirSync(DIST).filter((f) => HASHED.test(f) && !/\.(br|gz)$/.test(f));
+  assert.ok(hashed.length >= 10, hashed.join(' '));
+  for (const f of hashed) assert.equal(headers[headers.indexOf(`/${f}`) + 1], '  Cache-Control: public, max-age=31536000, immutable', f);
+  assert.equal(headers.filter((l) => /immutable/.test(l)).length, hashed.length, 'nothing else is kept without asking');
+
+  // The test server sends what _headers says. Two visits in one profile, the browser closed between.
+  const { server, base, paths } = await serve();
+  t.after(() => server.close());
+  const profile = tempDir('alignlab-chromium-');
+  const visit = async () => {
+    paths.length = 0;
+    const { ctx, page, errors } = await launch({ profile });
+    try {
+      await page.goto(`${base}/${TINY}&backend=cpu`);
+      await modelReady(page, 'stories260K.bin');
+      assert.deepEqual(errors, []);
+      return [...paths];
+    } finally {
+      await ctx.close();
+    }
+  };
+  const first = await visit();
+  const engine = first.filter((p) => /^\/worker_mt-[0-9a-f]{16}_bg\.wasm$/.test(p));
+  assert.equal(engine.length, 1, `the first visit fetched the threaded engine once: ${first.join(' ')}`);
+  const again = await visit();
+  // The page is asked after (index.html has no hash; a deploy changes it), and nothing the first
+  // visit fetched by hash is: the engine's wasm is the response the browser kept, so Chrome may
+  // give V8 the optimized code it kept with it (a response taken again, even a 304, is not).
+  assert.ok(again.includes('/'), `the page asked whether index.html changed: ${again.join(' ')}`);
+  assert.deepEqual(again.filter((p) => first.includes(p) && HASHED.test(p)), [], 'files named by their hash were not asked for again');
 });

@@ -58,7 +58,9 @@ export async function launch({ webgpu = false, profile, flags = [] } = {}) {
 
 /** A file of dist/ by its role: without the hash scripts/web-dist.mjs names it by
  * (`/worker-<hash>_loader.js` is `/worker_loader.js`). */
-export const role = (path) => path.replace(/-[0-9a-f]{16}(?=[._])/, '');
+export const role = (path) => path.replace(HASHED, '');
+/** The hash in a file's name (scripts/web-dist.mjs). */
+export const HASHED = /-[0-9a-f]{16}(?=[._])/;
 
 /** dist/'s file of a role (`worker_rest_bg.wasm`: `worker-<hash>_rest_bg.wasm`), as a path. */
 export function distFile(name) {

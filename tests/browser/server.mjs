@@ -2,9 +2,10 @@
 // /test-models/ (never copied into the repo). Listens on 127.0.0.1 on a free port, and keeps the
 // Host header and path of every request, for the tests to check. Like a deployment should, it makes the
 // page cross-origin isolated (COOP and COEP), so the engine may run on every core; `isolated:
-// false` serves it as a host that cannot set headers would.
+// false` serves it as a host that cannot set headers would. It caches as dist/_headers says, with
+// an ETag on every file (see cachingRules).
 import { createServer } from 'node:http';
-import { createReadStream, existsSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
 import { extname, join, normalize, resolve } from 'node:path';
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -24,6 +25,7 @@ export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip
   // `/huge-model.gguf`: a file the server says is 3 GiB, of which it sends the first MiB and then
   // waits; whether the browser hung up, for the tests of a download the page must refuse.
   const huge = { closed: false };
+  const caching = cachingRules();
   const server = createServer((req, res) => {
     hosts.push(req.headers.host);
     const url = new URL(req.url, 'http://x');
@@ -48,18 +50,41 @@ export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip
     // The precompressed copy scripts/web-dist.mjs wrote, when the browser takes it.
     const accepts = String(req.headers['accept-encoding'] ?? '');
     const [encoding, body] = encodings.map((e) => [e, `${file}.${SUFFIX[e]}`]).find(([e, f]) => accepts.includes(e) && existsSync(f)) ?? [null, file];
-    res.writeHead(200, {
-      'content-type': TYPES[extname(file)] ?? 'application/octet-stream',
-      'content-length': statSync(body).size,
-      ...(encoding ? { 'content-encoding': encoding, vary: 'accept-encoding' } : {}),
-      'cache-control': 'no-cache',
+    const { size, mtimeMs } = statSync(body);
+    const etag = `"${size.toString(16)}-${Math.round(mtimeMs).toString(16)}"`;
+    const headers = {
+      vary: 'accept-encoding',
+      'cache-control': caching.get(path) ?? 'no-cache',
+      etag,
       // Lets the tests load a model "from another site" (localhost vs 127.0.0.1).
       'access-control-allow-origin': '*',
       ...isolation(isolated),
-    });
+    };
+    if (req.headers['if-none-match'] === etag) {
+      res.writeHead(304, headers).end();
+      return;
+    }
+    res.writeHead(200, { ...headers, ...(encoding ? { 'content-encoding': encoding } : {}), 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'content-length': size });
     createReadStream(body).pipe(res);
   });
   return new Promise((ok) => server.listen(0, '127.0.0.1', () => ok({ server, hosts, paths, huge, base: `http://127.0.0.1:${server.address().port}` })));
+}
+
+/** The Cache-Control dist/_headers (scripts/web-dist.mjs) gives each path, as a host that reads it
+ * (Netlify, Cloudflare Pages) sends it: a year, without asking, for each file named by its hash.
+ * The rest (index.html, the service worker, models) gets 'no-cache': asked after on every visit,
+ * and answered 304 while unchanged. */
+function cachingRules() {
+  const rules = new Map();
+  const file = join(DIST, '_headers');
+  if (!existsSync(file)) return rules;
+  let path = null;
+  for (const line of readFileSync(file, 'utf8').split('\n')) {
+    if (line.startsWith('/')) path = line.trim();
+    const value = /^\s+cache-control:\s*(.*)$/i.exec(line)?.[1];
+    if (path && value) rules.set(path, value);
+  }
+  return rules;
 }
 
 /** A response that says it is 3 GiB, sends 1 MiB of it and then stalls until the client hangs up.
