@@ -3,7 +3,7 @@
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
 //   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--again BETA [--runs N] [--pause S]] [--answer-after]
-//   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering
+//   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering, and with --revisit
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
 // --samples decodes that many greedy answers together (tokens/s counts every answer's tokens).
@@ -22,9 +22,13 @@
 // a step (docs/results.md, stop 60: the second run's slower steps are V8's tier-up).
 // --threads off serves the page without cross-origin isolation, as a host that cannot set headers
 // would: the CPU path then runs on one thread.
+// --revisit measures a returning student: the walk once (its figures under first_visit), the
+// browser closed, the page's stored data (IndexedDB) removed so that the second walk does the same
+// work, then the same walk again in the same profile. What the browser kept stays: the app's files,
+// the model the engine cached, and the optimized code V8 kept for the engine's wasm.
 import { parseArgs } from 'node:util';
 import { serve } from './server.mjs';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TINY, followReadingStep, generate, importJsonl, launch, modelReady, train, walkLesson } from './lib.mjs';
 
@@ -33,7 +37,7 @@ const { values: a } = parseArgs({ options: {
   steps: { type: 'string' }, tokens: { type: 'string' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
   samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
-  runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
+  revisit: { type: 'boolean', default: false }, runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
 } });
 // --flow's defaults are the issue's walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
 a.steps ??= a.flow ? '4' : '2';
@@ -42,10 +46,29 @@ a.samples ??= a.flow ? '4' : '1';
 const tiny = a.model === 'tiny';
 const DECODE_STATS = /first token after ([\d.]+) s, ([\d.]+) tokens\/s/;
 const { server, base } = await serve({ isolated: a.threads !== 'off' });
-const { ctx, page, errors } = await launch({ webgpu: a.backend === 'webgpu', flags: a['browser-flag'] });
-const out = { model: tiny ? 'stories260K' : 'SmolLM2-135M-Instruct Q4_1', backend: a.backend };
-if (a['browser-flag'].length) out.browser_flags = a['browser-flag'];
+const browser = { webgpu: a.backend === 'webgpu', flags: a['browser-flag'] };
+let { ctx, page, errors, profile } = await launch(browser);
+const head = { model: tiny ? 'stories260K' : 'SmolLM2-135M-Instruct Q4_1', backend: a.backend };
+if (a['browser-flag'].length) head.browser_flags = a['browser-flag'];
+let out = { ...head };
 try {
+  if (a.revisit) {
+    await walk();
+    const first = out;
+    await ctx.close();
+    rmSync(join(profile, 'Default', 'IndexedDB'), { recursive: true, force: true });
+    ({ ctx, page, errors } = await launch({ ...browser, profile }));
+    out = { ...head, revisit: true, first_visit: first };
+  }
+  await walk();
+} finally {
+  console.log(JSON.stringify(out));
+  await ctx.close();
+  server.close();
+}
+
+// One visit: open the page and walk what the arguments ask for, into `out`.
+async function walk() {
   const t0 = Date.now();
   await page.goto(`${base}/${tiny ? TINY + '&' : '?'}backend=${a.backend}`);
   const name = tiny ? 'stories260K.bin' : 'SmolLM2-135M-Instruct (Q4_1)';
@@ -96,10 +119,6 @@ try {
     out.dpo = 'batch 2 pairs, LoRA r=8 on q,v';
   }
   if (errors.length) out.errors = errors;
-} finally {
-  console.log(JSON.stringify(out));
-  await ctx.close();
-  server.close();
 }
 
 // The --flow walk (see the header): from opening the page (t0) to the DPO chart's margins after
