@@ -332,6 +332,11 @@ impl RefLogpsCache {
         Ok(())
     }
 
+    /// The pairs with no values yet, by index.
+    pub fn missing(&self) -> Vec<usize> {
+        (0..self.values.len()).filter(|&i| self.values[i].is_none()).collect()
+    }
+
     /// The kept values of `pairs[i]` for each `i` in `idx` ([`Self::fill`] first).
     pub fn get(&self, idx: &[usize]) -> Result<Vec<[f32; 2]>> {
         idx.iter().map(|&i| self.values[i].ok_or_else(|| Error::Invalid(format!("pair {i}'s reference values were not computed")))).collect()
@@ -378,13 +383,37 @@ impl RefLogpsStore {
         v
     }
 
+    /// Keeps `v` for `pair`, in place of any value kept before: a first step's own values
+    /// ([`RefLogps::Own`]) replace those scored ahead of the run ([`crate::lab::ReferenceAhead`]),
+    /// so that later runs read what they would have read had nothing been scored ahead.
     fn insert(&mut self, share_prompt: bool, pair: &EncodedPair, v: [f32; 2]) {
         let tokens = pair.prompt.len().saturating_add(pair.chosen.len()).saturating_add(pair.rejected.len());
         let map = &mut self.values[usize::from(share_prompt)];
-        if map.contains_key(pair) || self.tokens.saturating_add(tokens) > Self::MAX_TOKENS {
+        if let Some(kept) = map.get_mut(pair) {
+            *kept = v;
+            return;
+        }
+        if self.tokens.saturating_add(tokens) > Self::MAX_TOKENS {
             return;
         }
         self.tokens += tokens;
         map.insert(pair.clone(), v);
+    }
+}
+
+#[cfg(all(test, feature = "engine"))]
+mod tests {
+    use super::*;
+
+    /// A first step's own values replace those scored ahead of its run (`crate::lab::ahead`).
+    #[test]
+    fn a_later_value_replaces_the_kept_one_and_adds_no_tokens() {
+        let pair = EncodedPair { prompt: vec![1, 2], chosen: vec![3], rejected: vec![4] };
+        let mut store = RefLogpsStore::default();
+        store.insert(false, &pair, [-1.0, -2.0]);
+        store.insert(false, &pair, [-1.5, -2.5]);
+        assert_eq!(store.get(false, &pair), Some([-1.5, -2.5]));
+        assert_eq!(store.get(true, &pair), None, "scored with its prompt shared, it is another key");
+        assert_eq!((store.len(), store.tokens), (1, 4));
     }
 }

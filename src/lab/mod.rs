@@ -9,7 +9,8 @@
 //! - [`policy`]: base / LoRA / full fine-tune as one value, its reference, import and export.
 //! - [`rewards`]: judges and reward models as one async scorer.
 //! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained. [`detail`]: a
-//!   step example by example (DPO's pairs on the loss curve, RL's samples).
+//!   step example by example (DPO's pairs on the loss curve, RL's samples). [`ahead`]: a DPO
+//!   run's reference values scored in the idle time before it starts.
 //! - [`handoff`]: a run's data, adapter and a TRL script, to continue it on a GPU box.
 //! - [`class`]: a class's work pooled: rater agreement (rate, Cohen's kappa), a merged set, runs.
 //! - [`curriculum`]: pairs ordered by a reward source's margin, easy or hard first.
@@ -28,6 +29,8 @@
 //! - [`probes`]: adversarial prompts answered before and after alignment, judged.
 //! - [`label`]: best-of-N and best-vs-worst pairs. [`evaluate`]: reward, length and KL on prompts.
 
+#[cfg(feature = "engine")]
+pub mod ahead;
 pub mod class;
 pub mod constitution;
 pub mod curriculum;
@@ -82,6 +85,7 @@ pub use policy::{AdapterFrom, FULL_FINETUNE_MAX_PARAMS, PolicyKind};
 pub use spec::*;
 #[cfg(feature = "engine")]
 pub use {
+    ahead::ReferenceAhead,
     evaluate::evaluate,
     label::best_of_n,
     policy::Policy,

@@ -17,6 +17,8 @@ mod pipeline;
 #[cfg(feature = "engine")]
 mod prompting;
 #[cfg(feature = "engine")]
+mod reference;
+#[cfg(feature = "engine")]
 pub mod router;
 #[cfg(feature = "engine")]
 mod training;

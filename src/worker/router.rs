@@ -67,14 +67,34 @@ pub(super) struct State {
     /// A second model loaded to teach from (distillation).
     pub(super) teacher: Option<Rc<crate::io::LoadedModel>>,
     pub(super) control: Option<(JobId, RunControl)>,
-    /// Requests being served now (the training warm-up waits for none but its own load).
+    /// Requests being served now.
     pub(super) busy: usize,
+    /// Of those, the ones working in the background (the training warm-up, the reference scored
+    /// ahead): they wait until the others are done.
+    pub(super) background: usize,
     /// When the last request ended, or the last model became ready ([`Host::now_ms`]).
     pub(super) idle_since: f64,
     /// Models loaded so far: a warm-up for an older one stops.
     pub(super) loads: u64,
     /// The training warm-up has run in this worker (V8 keeps what it optimized for every model).
     pub(super) warmed: bool,
+    /// `ScoreReference` requests so far: an older one stops for the newest.
+    pub(super) scorings: u64,
+    /// Those still waiting or scoring: the training warm-up gives them way.
+    pub(super) scoring: usize,
+}
+
+/// How long the worker must have had no request but background ones before background work
+/// steps: the page has shown what the last request did, and a quick click gets the cores to itself.
+pub(super) const QUIET_MS: f64 = 1_000.0;
+/// How often background work looks whether the worker is quiet.
+pub(super) const IDLE_POLL_MS: u32 = 100;
+
+impl State {
+    /// Whether background work may step now ([`QUIET_MS`]).
+    pub(super) fn quiet(&self, now: f64) -> bool {
+        self.busy == self.background && now - self.idle_since >= QUIET_MS
+    }
 }
 
 pub struct Router<H: Host> {
@@ -121,6 +141,10 @@ impl<H: Host> Router<H> {
             Request::Judge { job, prompt, encoding, completions, judges } => self.judge(job, prompt, encoding, completions, judges).await,
             Request::AutoLabel { job, prompts, encoding, sampling, reward } => self.auto_label(job, prompts, encoding, sampling, reward).await,
             Request::Train { job, run } => self.train(job, run).await,
+            Request::ScoreReference { run } => {
+                self.score_ahead(run).await;
+                Ok(())
+            }
             Request::Control { job, action } => self.control(job, action).await,
             Request::Cancel { job } => {
                 self.with(|s| s.cancelled.insert(job));

@@ -19,7 +19,7 @@
 //! The toy has its own random weights and data, so nothing the student has is touched; it gives
 //! way to every request and stops for a new model.
 
-use super::router::{Host, Router};
+use super::router::{Host, IDLE_POLL_MS, Router};
 use crate::Result;
 use crate::align::Encoding;
 use crate::data::{Preference, ranking_pairs};
@@ -31,24 +31,28 @@ use crate::model::{Llama, LlamaConfig, random_weights};
 const TOY_LAYERS: usize = 5;
 /// Toy steps: with [`TOY_LAYERS`], enough for V8 to optimize what a step runs (measured at stop 62).
 const WARM_STEPS: usize = 200;
-/// How long the worker must have had no other request before a toy step: the page shows the
-/// ready model and a quick click on Generate gets the cores to itself.
-const QUIET_MS: f64 = 1_000.0;
-/// How often the warm-up looks whether the worker is quiet.
-const IDLE_POLL_MS: u32 = 100;
 
 impl<H: Host> Router<H> {
-    /// Trains the toy of `session`'s model for [`WARM_STEPS`] steps whenever the worker has had
-    /// no other request for [`QUIET_MS`], once per worker; it ends early when a new model loads (whose load warms up
-    /// again). Tells the page how long it took, which the model bar's tooltip shows.
+    /// Trains the toy of `session`'s model for [`WARM_STEPS`] steps whenever the worker is quiet
+    /// ([`super::router::State::quiet`]) and no reference is being scored ahead of a run (real
+    /// work for the student's next run), once per worker; it ends early when a new model loads
+    /// (whose load warms up again). Tells the page how long it took, which the model bar's
+    /// tooltip shows.
     pub(super) async fn warm_training(&self, session: &Session) -> Result<()> {
+        // The load's request, in flight until the warm-up ends, is background work from here.
+        self.with(|s| s.background += 1);
+        let res = self.warm_toy(session).await;
+        self.with(|s| s.background -= 1);
+        res
+    }
+
+    async fn warm_toy(&self, session: &Session) -> Result<()> {
         let load = self.with(|s| s.loads);
         let toy = Session::new(toy_of(&session.lm)?, session.judge_data.clone());
         let mut run = Run::new(&toy, toy_spec())?;
         let (mut ms, mut steps) = (0.0, 0);
         while !run.is_done() {
-            // This load's own request is the one in flight; any other waits for no toy step.
-            while self.with(|s| s.loads == load && (s.busy > 1 || self.host.now_ms() - s.idle_since < QUIET_MS)) {
+            while self.with(|s| s.loads == load && (!s.quiet(self.host.now_ms()) || s.scoring > 0)) {
                 self.host.sleep(IDLE_POLL_MS).await;
             }
             if self.with(|s| s.loads != load) {

@@ -354,6 +354,45 @@ fn the_cli_and_the_worker_run_the_same_pipeline_to_the_same_numbers() {
     assert_eq!(snapshots, 2, "each stage's adapter reaches the page");
 }
 
+/// After Save ranking the page tells the worker what Train would start (`ScoreReference`); in the
+/// idle time before Train the worker scores the reference on the pairs the session lacks. The run
+/// then gives the numbers of a run in a worker that scored nothing ahead, bit for bit, and so does
+/// a second run, whose kept values include the first run's first step's own.
+#[test]
+fn the_reference_scored_ahead_gives_the_runs_they_would_have_had() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let Some((model, tok)) = stories260k() else { return };
+    let scored = |events: &[Event]| events.iter().find_map(|e| if let Event::ReferenceScored { pairs, .. } = e { Some(*pairs) } else { None });
+    let mut settings = alignlab::lab::RunSettings::default();
+    settings.train.max_steps = 6;
+    let first = settings.spec(vec![], alignlab::align::Encoding::default(), TrainData { pairs: park_pairs(7), ..Default::default() });
+    settings.dpo.beta = 0.3;
+    let second = settings.spec(vec![], alignlab::align::Encoding::default(), TrainData { pairs: park_pairs(7), ..Default::default() });
+
+    // A worker with a clock (the page's): the scoring waits for a quiet second.
+    let (ahead, _) = Worker::on_host(&model, &tok, true);
+    ahead.send(Request::ScoreReference { run: first.clone() });
+    let events = ahead.take();
+    assert!(errors(&events).is_empty(), "{:?}", errors(&events));
+    assert_eq!(scored(&events), Some(7), "every pair, the held-out one too: {events:?}");
+    ahead.send(Request::ScoreReference { run: first.clone() });
+    assert_eq!(scored(&ahead.take()), None, "nothing is scored twice");
+
+    let plain = Worker::new(&model, &tok);
+    for (run, which) in [(first, "the first run"), (second, "a second run")] {
+        let [a, b] = [&plain, &ahead].map(|w| {
+            w.send(Request::Train { job: 1, run: run.clone() });
+            let events = w.take();
+            assert!(errors(&events).is_empty(), "{:?}", errors(&events));
+            steps_of(&events)
+        });
+        assert_eq!(a.len(), 6);
+        assert!(a[5]["loss"] < a[0]["loss"], "{which} learns: {a:?}");
+        assert!(a[5].contains_key("eval/loss"), "the held-out pair is scored: {:?}", a[5]);
+        same_metrics(&b, &a, which);
+    }
+}
+
 /// Where V8 optimizes wasm only once it has run hot (the threaded page), the worker trains a toy of
 /// the loaded model in the background after the load, once per worker. The student's model is
 /// untouched: the same run trains to the same numbers as in a worker that never warmed up.

@@ -35,6 +35,8 @@ pub enum Event {
     ModelReady { info: ModelSummary },
     /// The background training warm-up ended: `steps` toy steps in `ms` of their own time.
     TrainingWarmed { steps: usize, ms: f64 },
+    /// The reference was scored ahead of a run on `pairs` pairs, in `ms` of their own time.
+    ReferenceScored { pairs: usize, ms: f64 },
     Token { job: JobId, sample: usize, delta: String },
     Generated { job: JobId, samples: Vec<SampleOut>, millis: f64, first_token_ms: f64, tokens_per_s: f64 },
     Logprobs { job: JobId, pieces: Vec<String>, policy: Vec<f32>, reference: Vec<f32> },

@@ -26,6 +26,10 @@ pub struct ModelSummary {
     /// from [`super::Event::TrainingWarmed`]; not part of the load).
     #[serde(default)]
     pub training_warm_up_ms: Option<f64>,
+    /// The last reference scored ahead of a run: pairs and ms (from
+    /// [`super::Event::ReferenceScored`]).
+    #[serde(default)]
+    pub scored_ahead: Option<(usize, f64)>,
 }
 
 /// One part of a model's load and its wall time.
@@ -76,6 +80,9 @@ impl ModelSummary {
         if let Some(ms) = self.training_warm_up_ms {
             line.push_str(&format!("; then, in the background, training warm-up {:.2} s", ms / 1000.0));
         }
+        if let Some((pairs, ms)) = self.scored_ahead {
+            line.push_str(&format!("; the reference of {pairs} new pairs scored ahead of training {:.2} s", ms / 1000.0));
+        }
         line
     }
 }
@@ -97,6 +104,7 @@ impl ModelSummary {
             stages,
             from_cache,
             training_warm_up_ms: None,
+            scored_ahead: None,
         }
     }
 }

@@ -20,6 +20,10 @@ pub enum Request {
     /// Generates N samples per prompt and pairs best vs worst by the reward source.
     AutoLabel { job: JobId, prompts: Vec<String>, encoding: Encoding, sampling: SamplingConfig, reward: RewardSpec },
     Train { job: JobId, run: RunSpec },
+    /// The run Train would start now: the worker scores its reference on the pairs it lacks while
+    /// nothing else runs, quietly, so that the run finds the values kept ([`crate::lab::ReferenceAhead`]).
+    /// A newer one, or a new model, stops it.
+    ScoreReference { run: RunSpec },
     Control { job: JobId, action: RunControl },
     Cancel { job: JobId },
     Export { job: JobId, what: Artifact },

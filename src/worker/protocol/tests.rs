@@ -68,6 +68,7 @@ fn every_event() -> Vec<Event> {
         stages: vec![LoadStage { part: LoadPart::WarmUp, ms: 12.5 }],
         from_cache: true,
         training_warm_up_ms: Some(1950.5),
+        scored_ahead: Some((6, 2610.25)),
     };
     let file = FileOut { name: text("adapter_model.safetensors"), bytes: vec![0, 255, 7] };
     let rows = vec![SampleRow { prompt: text("p"), answer: text("a"), score: crate::align::rl::SampleScore { reward: 1.0, advantage: -0.5, kl: 0.25 } }];
@@ -102,6 +103,7 @@ fn every_event() -> Vec<Event> {
         Event::Progress { stage: text("download"), fraction: 0.5, loaded: 1 << 33, total: None, from_cache: false },
         Event::ModelReady { info: summary },
         Event::TrainingWarmed { steps: 40, ms: 1950.5 },
+        Event::ReferenceScored { pairs: 6, ms: 2610.25 },
         Event::Token { job: 1, sample: 2, delta: text("é") },
         Event::Generated { job: 1, samples: vec![SampleOut { text: text("hi"), tokens: 2, finish: text("eos") }], millis: 1.5, first_token_ms: 0.5, tokens_per_s: 40.0 },
         Event::Logprobs { job: 1, pieces: vec![text("a")], policy: vec![-1.0], reference: vec![f32::NEG_INFINITY] },
@@ -159,6 +161,7 @@ fn covered(ev: &Event) -> &'static str {
         Event::Progress { .. } => "Progress",
         Event::ModelReady { .. } => "ModelReady",
         Event::TrainingWarmed { .. } => "TrainingWarmed",
+        Event::ReferenceScored { .. } => "ReferenceScored",
         Event::Token { .. } => "Token",
         Event::Generated { .. } => "Generated",
         Event::Logprobs { .. } => "Logprobs",
@@ -198,7 +201,7 @@ fn covered(ev: &Event) -> &'static str {
 fn every_event_crosses_to_the_page_as_bytes_and_back() {
     let events = every_event();
     let names: std::collections::BTreeSet<&str> = events.iter().map(covered).collect();
-    assert_eq!(names.len(), 37, "every variant once at least: {names:?}");
+    assert_eq!(names.len(), 38, "every variant once at least: {names:?}");
     for ev in events {
         let bytes = ev.to_bytes().unwrap_or_else(|e| panic!("{} does not encode: {e}", covered(&ev)));
         assert_eq!(Event::from_bytes(&bytes).unwrap_or_else(|e| panic!("{} does not decode: {e}", covered(&ev))), ev);
