@@ -62,6 +62,11 @@ fn on_event(ctx: Ctx, ev: Event) {
                 m.training_warm_up_ms = Some(ms);
             }
         }),
+        Event::ReferenceScored { pairs, ms } => ctx.model.update(|m| {
+            if let Some(m) = m {
+                m.scored_ahead = Some((pairs, ms));
+            }
+        }),
         Event::PolicyState { kind, description, reward_model, ensemble } => {
             ctx.policy.set((kind, description));
             ctx.has_reward_model.set(reward_model);

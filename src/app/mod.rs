@@ -12,10 +12,12 @@
 //!
 //! Around them: `state` (the context every panel shares) and `settings` (the knobs kept between
 //! visits), `engine` (the worker started and its events read; `client` is the link itself),
-//! `persist` (IndexedDB through `store`), `links` (what the page's address asks for), `shell` (the
+//! `persist` (IndexedDB through `store`), `ahead` (the worker told what Train would start, to
+//! score its reference early), `links` (what the page's address asks for), `shell` (the
 //! badge, the model bar and the banners), `chart` (the SVG line charts). This file builds the
 //! context and lays out the tabs.
 
+mod ahead;
 mod chart;
 mod class;
 mod client;
@@ -117,6 +119,7 @@ fn App() -> impl IntoView {
     };
     provide_context(ctx);
     persist(ctx);
+    ahead::score_ahead(ctx);
     let model = absolute(&query("model").unwrap_or_else(|| DEFAULT_MODEL.to_string()));
     let tokenizer = query("tokenizer").map(|t| absolute(&t));
     let foreign = [Some(&model), tokenizer.as_ref()].into_iter().flatten().find_map(|u| foreign_origin(u));

@@ -30,7 +30,7 @@ fn csv(metrics: &[BTreeMap<String, f64>]) -> String {
 }
 
 /// The run the form describes, on the page's data, encoded as Generate encodes.
-fn spec(ctx: Ctx) -> Result<RunSpec, String> {
+pub(super) fn spec(ctx: Ctx) -> Result<RunSpec, String> {
     let st = ctx.settings.get_untracked();
     let judges = st.judge_specs()?;
     let encoding = Encoding { chat: st.chat, system: st.system.clone(), ..Encoding::default() };
