@@ -2,7 +2,7 @@
 // driving the built app like the tests do. Run after scripts/build-web:
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
-//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--again BETA [--runs N] [--pause S]] [--answer-after]
+//   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--settle S] [--again BETA [--runs N] [--pause S]] [--answer-after]
 //   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering, and with --revisit
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
@@ -11,8 +11,10 @@
 // answers of --tokens tokens to the prompt, save them in the order shown (every better-over-worse
 // pair), train --steps DPO steps with the page's defaults, and read the margins chart. --type S
 // waits S seconds before Generate, as a student typing the prompt would, and --read S before
-// saving the ranking, as one reading the answers would (both default 0): the threaded page's
-// training warm-up runs in such idle time (docs/results.md, stops 61-62). --again
+// saving the ranking, as one reading the answers would, and --settle S between saving and Train,
+// as one looking over the training form would (all default 0): the threaded page's training
+// warm-up runs in such idle time (docs/results.md, stops 61-62), and the reference is scored
+// ahead of the run in the time after saving (stop 63). --again
 // then trains a second run of --steps on the same pairs with beta BETA, as a class trying another
 // beta would, and times its steps too; --runs N trains N such runs, each after --pause S seconds
 // with the page idle (a class reading the chart; default 0). --answer-after then asks the trained
@@ -37,7 +39,7 @@ const { values: a } = parseArgs({ options: {
   steps: { type: 'string' }, tokens: { type: 'string' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
   samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
-  revisit: { type: 'boolean', default: false }, runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
+  revisit: { type: 'boolean', default: false }, runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, settle: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
 } });
 // --flow's defaults are the walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
 a.steps ??= a.flow ? '4' : '2';
@@ -139,12 +141,17 @@ async function firstShift(t0) {
   const t = Date.now();
   await p.getByRole('button', { name: 'Save ranking' }).click();
   out.pairs = Number((await p.getByText(/Added \d+ preference pairs/).innerText()).match(/Added (\d+)/)[1]);
+  if (Number(a.settle)) out.settle_s = Number(a.settle);
+  await page.waitForTimeout(Number(a.settle) * 1000);
   const { status, cell } = await train(page, { Steps: Number(a.steps) }, 1_800_000);
   out.trained_s = since();
   out.ranked_to_trained_s = (Date.now() - t) / 1000;
   // The threaded page's background training warm-up, when it ended before now (the model bar's tooltip).
   const warm = /training warm-up ([\d.]+) s/.exec(await page.locator('.model-status').getAttribute('title') ?? '');
   out.training_warm_up_s = warm ? Number(warm[1]) : null;
+  // The reference scored ahead of the run, when that ended before now (the same tooltip).
+  const ahead = /reference of (\d+) new pairs scored ahead of training ([\d.]+) s/.exec(await page.locator('.model-status').getAttribute('title') ?? '');
+  out.scored_ahead = ahead ? { pairs: Number(ahead[1]), s: Number(ahead[2]) } : null;
   out.train_status = status;
   out.loss = cell;
   const margins = await page.getByRole('tabpanel').locator('svg[data-metric=margins]').locator('..').locator('figcaption').innerText();
