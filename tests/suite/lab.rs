@@ -81,6 +81,13 @@ impl Worker {
     fn take(&self) -> Vec<Event> {
         std::mem::take(&mut self.events.borrow_mut())
     }
+    /// Trains `run` to its end: each step's metrics.
+    fn train(&self, run: &RunSpec) -> Vec<BTreeMap<String, f64>> {
+        self.send(Request::Train { job: 1, run: run.clone() });
+        let events = self.take();
+        assert!(errors(&events).is_empty(), "{:?}", errors(&events));
+        steps_of(&events)
+    }
 }
 
 fn errors(events: &[Event]) -> Vec<String> {
@@ -380,12 +387,7 @@ fn the_reference_scored_ahead_gives_the_runs_they_would_have_had() {
 
     let plain = Worker::new(&model, &tok);
     for (run, which) in [(first, "the first run"), (second, "a second run")] {
-        let [a, b] = [&plain, &ahead].map(|w| {
-            w.send(Request::Train { job: 1, run: run.clone() });
-            let events = w.take();
-            assert!(errors(&events).is_empty(), "{:?}", errors(&events));
-            steps_of(&events)
-        });
+        let [a, b] = [&plain, &ahead].map(|w| w.train(&run));
         assert_eq!(a.len(), 6);
         assert!(a[5]["loss"] < a[0]["loss"], "{which} learns: {a:?}");
         assert!(a[5].contains_key("eval/loss"), "the held-out pair is scored: {:?}", a[5]);
@@ -414,12 +416,7 @@ fn the_training_warm_up_trains_a_toy_and_leaves_the_students_model_alone() {
     let mut settings = alignlab::lab::RunSettings::default();
     settings.train.max_steps = 4;
     let spec = settings.spec(vec![], alignlab::align::Encoding::default(), TrainData { pairs: park_pairs(6), ..Default::default() });
-    let [a, b] = [&plain, &warmed].map(|w| {
-        w.send(Request::Train { job: 1, run: spec.clone() });
-        let events = w.take();
-        assert!(errors(&events).is_empty(), "{:?}", errors(&events));
-        steps_of(&events)
-    });
+    let [a, b] = [&plain, &warmed].map(|w| w.train(&spec));
     assert_eq!(a.len(), 4);
     assert!(a[3]["loss"] < a[0]["loss"], "the run learns: {a:?}");
     same_metrics(&b, &a, "after the warm-up");
