@@ -6,10 +6,11 @@
 //! their values are kept (`docs/results.md`, stops 59 and 63).
 //!
 //! The values are the ones the run would compute: the same reference (the policy the run builds,
-//! its adapters off), each pair scored alone as [`RefLogpsCache::fill`] scores it in a run. A first
-//! step whose policy is its own reference still takes its values from its own pass, and those
-//! replace the ones scored ahead; so a run gives the same numbers, bit for bit, whether or not
-//! anything was scored ahead of it.
+//! its adapters off), scored by [`RefLogpsCache::fill`] as in a run. A first step whose policy is
+//! its own reference still takes its values from its own pass, and those replace the ones scored
+//! ahead. On the CPU, where `fill` scores each pair alone, a run so gives the same numbers bit for
+//! bit whether or not anything was scored ahead of it (`tests/suite/lab.rs`); on a GPU a turn's
+//! pairs share a batch, as a step's do, so they agree to rounding, as kept values always have.
 
 use std::cell::RefCell;
 use std::rc::Rc;
