@@ -98,6 +98,9 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     await first.focus();
     await page.keyboard.press('ArrowDown');
     await ranked('Sample 1, ranked 2 of 3');
+    // The page gives the moved card focus again a turn later: wait for that, or it could take
+    // the focus back from the card focused next, and the key would move the wrong card.
+    await page.waitForFunction(() => document.activeElement?.id === 'card-0', null, { timeout: 10_000 });
     assert.match(await p.getByRole('article').nth(1).getAttribute('aria-label'), /^Sample 1, ranked 2 of 3/);
     await p.locator('#card-2').focus();
     await page.keyboard.press('1');
@@ -308,6 +311,9 @@ test('a returning visit takes the app from the browser\'s copy and asks only whe
     try {
       await page.goto(`${base}/${TINY}&backend=cpu`);
       await modelReady(page, 'stories260K.bin');
+      // And the offline copy done (www/offline.js): a browser closed during its downloads keeps
+      // them unfinished, and the next visit would fetch them again.
+      await page.waitForFunction(() => self.alignlabOfflineCopy, null, { timeout: 60_000 });
       assert.deepEqual(errors, []);
       return [...paths];
     } finally {
