@@ -332,11 +332,6 @@ impl RefLogpsCache {
         Ok(())
     }
 
-    /// The pairs with no values yet, by index.
-    pub fn missing(&self) -> Vec<usize> {
-        (0..self.values.len()).filter(|&i| self.values[i].is_none()).collect()
-    }
-
     /// The kept values of `pairs[i]` for each `i` in `idx` ([`Self::fill`] first).
     pub fn get(&self, idx: &[usize]) -> Result<Vec<[f32; 2]>> {
         idx.iter().map(|&i| self.values[i].ok_or_else(|| Error::Invalid(format!("pair {i}'s reference values were not computed")))).collect()
@@ -375,6 +370,11 @@ impl RefLogpsStore {
     /// Values handed to runs so far: reference passes saved.
     pub fn served(&self) -> usize {
         self.served
+    }
+
+    /// Whether `pair` has values kept, without handing them to a run (not [`Self::served`]).
+    pub fn contains(&self, share_prompt: bool, pair: &EncodedPair) -> bool {
+        self.values[usize::from(share_prompt)].contains_key(pair)
     }
 
     fn get(&mut self, share_prompt: bool, pair: &EncodedPair) -> Option<[f32; 2]> {

@@ -48,8 +48,9 @@ impl ReferenceAhead {
             return Ok(None);
         }
         let pairs = encode_pairs(&session.lm, &spec.encoding, &spec.data.pairs)?;
-        let kept = RefLogpsCache::new(&pairs, cfg.share_prompt, Some(session.ref_logps.clone()));
-        let todo: Vec<usize> = kept.missing().into_iter().rev().take(AHEAD_MAX_PAIRS).collect();
+        let store = session.ref_logps.borrow();
+        let todo: Vec<usize> = (0..pairs.len()).rev().filter(|&i| !store.contains(cfg.share_prompt, &pairs[i])).take(AHEAD_MAX_PAIRS).collect();
+        drop(store);
         let policy = session.policy.for_training(spec.lora.as_ref())?;
         let reference = Reference::for_policy(&policy).model(&policy);
         let pad = session.lm.tokenizer.pad_id();
@@ -65,11 +66,15 @@ impl ReferenceAhead {
     /// how many it scored.
     pub async fn step(&mut self, n: usize) -> Result<usize> {
         let end = self.todo.len().min(self.next.saturating_add(n));
-        let pairs: Vec<EncodedPair> = self.todo[self.next..end].iter().map(|&i| self.pairs[i].clone()).collect();
+        let pairs: Vec<EncodedPair> = {
+            let store = self.store.borrow();
+            self.todo[self.next..end].iter().map(|&i| &self.pairs[i]).filter(|p| !store.contains(self.share_prompt, p)).cloned().collect()
+        };
         self.next = end;
+        // None of them kept, so the cache hands nothing out: the store counts only what runs take.
         let mut cache = RefLogpsCache::new(&pairs, self.share_prompt, Some(self.store.clone()));
-        let missing = cache.missing();
-        cache.fill(&self.reference, &pairs, &missing, self.pad).await?;
-        Ok(missing.len())
+        let all: Vec<usize> = (0..pairs.len()).collect();
+        cache.fill(&self.reference, &pairs, &all, self.pad).await?;
+        Ok(pairs.len())
     }
 }

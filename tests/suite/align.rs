@@ -697,6 +697,25 @@ fn reference_values_kept_in_the_session_serve_its_next_runs() {
 }
 
 #[test]
+fn the_reference_scored_ahead_is_kept_and_counted_only_when_a_run_takes_it() {
+    // In the idle time before Train the page's worker scores a run's pairs ahead of it
+    // (`ReferenceAhead`): into the session's store, where the run then takes each pair's values.
+    // Looking at what is kept hands nothing out: the store counts what runs take.
+    let session = alignlab::lab::Session::new(tiny_lm(), std::rc::Rc::new(Default::default()));
+    let spec = dpo_run_spec(true, 2, 1);
+    let mut ahead = alignlab::lab::ReferenceAhead::new(&session, &spec).unwrap().expect("a LoRA run on the loaded weights keeps its values");
+    let mut scored = 0;
+    while ahead.remaining() > 0 {
+        scored += block_on(ahead.step(2)).unwrap();
+    }
+    assert_eq!((scored, session.ref_logps.borrow().len()), (8, 8), "every pair, held-out ones included");
+    assert_eq!(alignlab::lab::ReferenceAhead::new(&session, &spec).unwrap().unwrap().remaining(), 0, "nothing is left to score");
+    assert_eq!(session.ref_logps.borrow().served(), 0, "scoring ahead and looking hand nothing to a run");
+    run_on(&session, another_dpo_spec(true));
+    assert_eq!(session.ref_logps.borrow().served(), 8, "the run took every pair's values from the session");
+}
+
+#[test]
 fn a_fine_tuned_base_takes_no_reference_values_kept_for_the_loaded_model() {
     // A full fine-tune changes the weights a later LoRA run sits on, so that run's reference is
     // the fine-tuned model: values kept for the loaded one would be wrong. A reset brings them back.
