@@ -4,7 +4,7 @@
 //! no other request runs, as the training warm-up steps ([`super::warm`]), which gives it way.
 
 use super::protocol::Event;
-use super::router::{Host, IDLE_POLL_MS, Router, State};
+use super::router::{Host, Router, State};
 use crate::Result;
 use crate::lab::{ReferenceAhead, RunSpec};
 
@@ -34,13 +34,13 @@ impl<H: Host> Router<H> {
     async fn score_when_quiet(&self, me: u64, run: &RunSpec) -> Result<()> {
         let load = self.with(|s| s.loads);
         let current = |s: &State| s.scorings == me && s.loads == load;
-        if !self.wait_quiet(current).await {
+        if !self.wait_quiet(current, |_| false).await {
             return Ok(());
         }
         let Some(session) = self.with(|s| s.session.clone()) else { return Ok(()) };
         let Some(mut ahead) = ReferenceAhead::new(&session, run)? else { return Ok(()) };
         let (mut pairs, mut ms) = (0, 0.0);
-        while ahead.remaining() > 0 && self.wait_quiet(current).await {
+        while ahead.remaining() > 0 && self.wait_quiet(current, |_| false).await {
             let t0 = self.host.now_ms();
             pairs += ahead.step(PAIRS_PER_TURN).await?;
             ms += self.host.now_ms() - t0;
@@ -51,13 +51,5 @@ impl<H: Host> Router<H> {
             self.host.post(Event::ReferenceScored { pairs, ms });
         }
         Ok(())
-    }
-
-    /// Waits until the worker is quiet; false if `current` stops holding first.
-    async fn wait_quiet(&self, current: impl Fn(&State) -> bool) -> bool {
-        while self.with(|s| current(s) && !s.quiet(self.host.now_ms())) {
-            self.host.sleep(IDLE_POLL_MS).await;
-        }
-        self.with(|s| current(s))
     }
 }

@@ -88,11 +88,11 @@ pub(super) struct State {
 /// steps: the page has shown what the last request did, and a quick click gets the cores to itself.
 pub(super) const QUIET_MS: f64 = 1_000.0;
 /// How often background work looks whether the worker is quiet.
-pub(super) const IDLE_POLL_MS: u32 = 100;
+const IDLE_POLL_MS: u32 = 100;
 
 impl State {
     /// Whether background work may step now ([`QUIET_MS`]).
-    pub(super) fn quiet(&self, now: f64) -> bool {
+    fn quiet(&self, now: f64) -> bool {
         self.busy == self.background && now - self.idle_since >= QUIET_MS
     }
 }
@@ -115,6 +115,16 @@ impl<H: Host> Router<H> {
     pub(super) fn session(&self) -> Result<Session> {
         self.with(|s| s.session.clone())
             .ok_or_else(|| Error::Invalid("no model is loaded yet: wait for loading to finish, or pick a model".into()))
+    }
+
+    /// Waits until background work may step: the worker quiet ([`State::quiet`]) and `yields` false
+    /// (background work that goes first); false if `current` stops holding first (the work is
+    /// stale: a new model, a newer request).
+    pub(super) async fn wait_quiet(&self, current: impl Fn(&State) -> bool, yields: impl Fn(&State) -> bool) -> bool {
+        while self.with(|s| current(s) && (!s.quiet(self.host.now_ms()) || yields(s))) {
+            self.host.sleep(IDLE_POLL_MS).await;
+        }
+        self.with(|s| current(s))
     }
 
     pub(super) fn update(&self, f: impl FnOnce(&mut Session)) {

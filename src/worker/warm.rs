@@ -19,7 +19,7 @@
 //! The toy has its own random weights and data, so nothing the student has is touched; it gives
 //! way to every request and stops for a new model.
 
-use super::router::{Host, IDLE_POLL_MS, Router};
+use super::router::{Host, Router};
 use crate::Result;
 use crate::align::Encoding;
 use crate::data::{Preference, ranking_pairs};
@@ -34,7 +34,7 @@ const WARM_STEPS: usize = 200;
 
 impl<H: Host> Router<H> {
     /// Trains the toy of `session`'s model for [`WARM_STEPS`] steps whenever the worker is quiet
-    /// ([`super::router::State::quiet`]) and no reference is being scored ahead of a run (real
+    /// ([`Router::wait_quiet`]) and no reference is being scored ahead of a run (real
     /// work for the student's next run), once per worker; it ends early when a new model loads
     /// (whose load warms up again). Tells the page how long it took, which the model bar's
     /// tooltip shows.
@@ -52,10 +52,8 @@ impl<H: Host> Router<H> {
         let mut run = Run::new(&toy, toy_spec())?;
         let (mut ms, mut steps) = (0.0, 0);
         while !run.is_done() {
-            while self.with(|s| s.loads == load && (!s.quiet(self.host.now_ms()) || s.scoring > 0)) {
-                self.host.sleep(IDLE_POLL_MS).await;
-            }
-            if self.with(|s| s.loads != load) {
+            // The reference scored ahead of a run goes first: it is the student's next run's work.
+            if !self.wait_quiet(|s| s.loads == load, |s| s.scoring > 0).await {
                 return Ok(());
             }
             let t0 = self.host.now_ms();

@@ -150,7 +150,7 @@ async function firstShift(t0) {
   const warm = /training warm-up ([\d.]+) s/.exec(await page.locator('.model-status').getAttribute('title') ?? '');
   out.training_warm_up_s = warm ? Number(warm[1]) : null;
   // The reference scored ahead of the run, when that ended before now (the same tooltip).
-  const ahead = /reference of (\d+) new pairs scored ahead of training ([\d.]+) s/.exec(await page.locator('.model-status').getAttribute('title') ?? '');
+  const ahead = /scores of (\d+) new pairs, ahead of training, ([\d.]+) s/.exec(await page.locator('.model-status').getAttribute('title') ?? '');
   out.scored_ahead = ahead ? { pairs: Number(ahead[1]), s: Number(ahead[2]) } : null;
   out.train_status = status;
   out.loss = cell;

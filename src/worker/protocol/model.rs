@@ -81,7 +81,7 @@ impl ModelSummary {
             line.push_str(&format!("; then, in the background, training warm-up {:.2} s", ms / 1000.0));
         }
         if let Some((pairs, ms)) = self.scored_ahead {
-            line.push_str(&format!("; the reference of {pairs} new pairs scored ahead of training {:.2} s", ms / 1000.0));
+            line.push_str(&format!("; the reference model's scores of {pairs} new pairs, ahead of training, {:.2} s", ms / 1000.0));
         }
         line
     }
