@@ -3,7 +3,7 @@
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
 //   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--settle S] [--again BETA [--runs N] [--pause S]] [--answer-after]
-//   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering, and with --revisit
+//   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering, with --revisit or --visits N, and with --rules off
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
 // --samples decodes that many greedy answers together (tokens/s counts every answer's tokens).
@@ -27,46 +27,62 @@
 // --revisit measures a returning student: the walk once (its figures under first_visit), the
 // browser closed, the page's stored data (IndexedDB) removed so that the second walk does the same
 // work, then the same walk again in the same profile. What the browser kept stays: the app's files,
-// the model the engine cached, and the optimized code V8 kept for the engine's wasm.
+// the model the engine cached, and the optimized code V8 kept for the engine's wasm. --visits N
+// makes N such visits (--revisit is 2; the figures of those between under earlier_visits). --rules off
+// ignores dist/_headers, so every file is asked after on every visit (answered 304), as on a host
+// whose short max-age has run out (GitHub Pages: ten minutes).
 import { parseArgs } from 'node:util';
 import { serve } from './server.mjs';
-import { readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TINY, followReadingStep, generate, importJsonl, launch, modelReady, train, walkLesson } from './lib.mjs';
 
 const { values: a } = parseArgs({ options: {
   model: { type: 'string', default: 'tiny' }, backend: { type: 'string', default: 'cpu' },
   steps: { type: 'string' }, tokens: { type: 'string' },
-  lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' },
+  lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' }, rules: { type: 'string', default: 'on' },
   samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
-  revisit: { type: 'boolean', default: false }, runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, settle: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
+  revisit: { type: 'boolean', default: false }, visits: { type: 'string' }, runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, settle: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
 } });
 // --flow's defaults are the issue's walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
 a.steps ??= a.flow ? '4' : '2';
 a.tokens ??= a.flow ? '40' : '16';
 a.samples ??= a.flow ? '4' : '1';
 const tiny = a.model === 'tiny';
+const visits = Number(a.visits ?? (a.revisit ? 2 : 1));
 const DECODE_STATS = /first token after ([\d.]+) s, ([\d.]+) tokens\/s/;
-const { server, base } = await serve({ isolated: a.threads !== 'off' });
+const { server, base } = await serve({ isolated: a.threads !== 'off', rules: a.rules !== 'off' });
 const browser = { webgpu: a.backend === 'webgpu', flags: a['browser-flag'] };
 let { ctx, page, errors, profile } = await launch(browser);
 const head = { model: tiny ? 'stories260K' : 'SmolLM2-135M-Instruct Q4_1', backend: a.backend };
 if (a['browser-flag'].length) head.browser_flags = a['browser-flag'];
+if (a.rules === 'off') head.rules = 'off: every file revalidated';
 let out = { ...head };
 try {
-  if (a.revisit) {
+  const earlier = [];
+  for (let k = 1; k < visits; k++) {
     await walk();
-    const first = out;
+    earlier.push(out);
     await ctx.close();
+    out.code_cache_kb = codeCacheKb();
     rmSync(join(profile, 'Default', 'IndexedDB'), { recursive: true, force: true });
     ({ ctx, page, errors } = await launch({ ...browser, profile }));
-    out = { ...head, revisit: true, first_visit: first };
+    out = { ...head, revisit: true, first_visit: earlier[0], ...(earlier.length > 1 ? { earlier_visits: earlier.slice(1) } : {}) };
   }
   await walk();
 } finally {
-  console.log(JSON.stringify(out));
   await ctx.close();
+  if (visits > 1) out.code_cache_kb = codeCacheKb();
+  console.log(JSON.stringify(out));
   server.close();
+}
+
+// The optimized wasm code Chrome kept in the profile so far (KiB): it grows when a visit's engine
+// could not take the code an earlier visit kept.
+function codeCacheKb() {
+  const dir = join(profile, 'Default', 'Code Cache', 'wasm');
+  const files = existsSync(dir) ? readdirSync(dir, { recursive: true }).map((f) => statSync(join(dir, f))) : [];
+  return Math.round(files.filter((f) => f.isFile()).reduce((n, f) => n + f.size, 0) / 1024);
 }
 
 // One visit: open the page and walk what the arguments ask for, into `out`.

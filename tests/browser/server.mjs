@@ -20,12 +20,14 @@ const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'applic
 /** `encodings`: the precompressed copies this host serves, when the browser takes them (a host
  * with gzip_static and no brotli: `['gzip']`). */
 /** `missing`: paths answered 404, as a host answers for files a deploy since took away. */
-export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip'], missing = [] } = {}) {
+/** `rules: false` ignores dist/_headers: every file 'no-cache', asked after on every visit, as a
+ * host without such a file asks once its own short max-age ran out (GitHub Pages: ten minutes). */
+export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip'], missing = [], rules = true } = {}) {
   const hosts = [], paths = [];
   // `/huge-model.gguf`: a file the server says is 3 GiB, of which it sends the first MiB and then
   // waits; whether the browser hung up, for the tests of a download the page must refuse.
   const huge = { closed: false };
-  const caching = cachingRules();
+  const caching = rules ? cachingRules() : new Map();
   const server = createServer((req, res) => {
     hosts.push(req.headers.host);
     const url = new URL(req.url, 'http://x');
