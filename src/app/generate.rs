@@ -83,6 +83,13 @@ fn score(ctx: Ctx, prompt: String, cards: RwSignal<Vec<Card>>) {
     });
 }
 
+/// The sample whose card has the keyboard focus (`card-{i}`), if one has.
+fn focused_card() -> Option<usize> {
+    let el = web_sys::window()?.document()?.active_element()?;
+    el.id().strip_prefix("card-")?.parse().ok()
+}
+
+/// Gives sample `c`'s card the focus a turn later, once the list drawn anew is in the page.
 fn focus_card(c: usize) {
     leptos::task::spawn_local(async move {
         gloo_timers::future::TimeoutFuture::new(0).await;
@@ -187,7 +194,6 @@ pub fn GeneratePanel() -> impl IntoView {
             if let Some(to) = to {
                 ev.prevent_default();
                 move_card(order, pos, to);
-                focus_card(ci);
             }
         };
         view! {
@@ -292,6 +298,12 @@ pub fn GeneratePanel() -> impl IntoView {
                     <div class="cards" role="list" aria-label="Samples">
                         {move || {
                             let c = cards.get();
+                            // Drawn anew on every change (a token, the judges' scores, a move): the
+                            // card that had the focus gets it back, so a student ranking with the
+                            // keyboard keeps their place.
+                            if let Some(ci) = focused_card() {
+                                focus_card(ci);
+                            }
                             order.get().into_iter().enumerate().filter_map(|(pos, ci)| c.get(ci).cloned().map(|card| card_view(pos, ci, card))).collect_view()
                         }}
                     </div>

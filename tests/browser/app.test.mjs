@@ -84,6 +84,18 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     await shot(page, 'generate');
   });
 
+  await t.test('a card focused while the answers are written keeps the focus', async () => {
+    // The cards are drawn anew with each token and again when the judges' scores come; a student
+    // who took a card with the keyboard keeps it through both.
+    const p = panel();
+    await generate(page, { prompt: '', samples: 2, temperature: 0, tokens: 400 });
+    const first = p.locator('#card-0');
+    await first.focus();
+    assert.match(await first.locator('header').innerText(), /writing/, 'focused while sample 1 was written');
+    await first.getByText(/judges [+-]/).waitFor({ timeout: 120_000 });
+    assert.equal(await page.evaluate(() => document.activeElement?.id), 'card-0');
+  });
+
   let pairsBefore;
   await t.test('ranking with the keyboard makes preference pairs', async () => {
     const p = panel();
