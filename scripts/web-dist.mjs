@@ -217,9 +217,11 @@ function engine(w) {
 }
 const workers = { full: engine('worker'), threads: engine('worker_mt') };
 // The page's loader: the engines' names first (the page reads them as it starts one, and
-// www/offline.js keeps their files), then the page.
+// www/offline.js keeps their files), then the page, once www/offline.js lets it start (a first
+// visit to a host that cannot isolate the page reloads first).
 const init = Buffer.from(`self.alignlabWorkers = ${JSON.stringify(workers)};
 import init from './${app}.js';
+await self.alignlabStart;
 await init({ module_or_path: './${app}_bg.wasm' });
 `);
 const initName = `init-${hash(init)}.js`;

@@ -2,7 +2,9 @@
 // visit, and keeps this visit's files at once (they were fetched before the service worker ran).
 // A file of its own: the page's Content-Security-Policy forbids inline scripts.
 if ('serviceWorker' in navigator && 'caches' in window) {
-  navigator.serviceWorker.register('sw.js').catch((e) => console.warn('alignlab: no offline copy:', e));
+  const registered = navigator.serviceWorker.register('sw.js');
+  registered.catch((e) => console.warn('alignlab: no offline copy:', e));
+  isolateFirstVisit(registered);
   // Every open page of the lab holds this lock, shared, while it lives (the browser lets it go
   // when the page closes): a visit drops an earlier deploy's files only when no other page is
   // open, since a tab left open from before that deploy may still need its engine's files offline.
@@ -49,5 +51,38 @@ if ('serviceWorker' in navigator && 'caches' in window) {
       if (hashed.test(path) && !current.has(path)) await cache.delete(req);
     }
     self.alignlabOfflineCopy = 'kept; earlier deploys dropped';
+  });
+}
+
+// A host that cannot send COOP and COEP (GitHub Pages): the service worker adds them, but only to
+// pages it serves, and a first visit's page came from the network. So that visit reloads once, as
+// soon as the service worker is active and before the engine starts, and runs on every core from
+// the start (one thread otherwise: about 28 s for six DPO steps on SmolLM2 against 16, a 2-core
+// VM; docs/results.md, stop 64). `alignlabStart`, which the page's loader (scripts/web-dist.mjs)
+// awaits, holds the page back meanwhile. Once a tab: a browser that still does not isolate the
+// page goes on as it is; so does one whose service worker is refused or slow.
+function isolateFirstVisit(registered) {
+  const RELOADED = 'alignlab-reloaded-to-isolate';
+  // Whether this tab may still reload for it (marked as done if so). No storage, no reload:
+  // nothing would stop a second one.
+  const mayReload = () => {
+    try {
+      if (sessionStorage.getItem(RELOADED)) return false;
+      sessionStorage.setItem(RELOADED, '1');
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  if (self.crossOriginIsolated || navigator.serviceWorker.controller) return;
+  self.alignlabStart = new Promise((start) => {
+    let started = false;
+    const go = () => { started = true; start(); };
+    setTimeout(go, 3000);
+    registered.then(() => navigator.serviceWorker.ready).then(() => {
+      if (started) return;
+      if (mayReload()) location.reload();
+      else go();
+    }, go);
   });
 }

@@ -1,6 +1,6 @@
 // Browser benchmark (not a test): page load to first token, tokens/s and seconds per DPO step,
 // driving the built app like the tests do. Run after scripts/build-web:
-//   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--samples 4]
+//   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--coop off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
 //   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--settle S] [--again BETA [--runs N] [--pause S]] [--answer-after]
 //   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering, with --revisit or --visits N, and with --rules off
@@ -22,8 +22,10 @@
 // training changed would, and times it as the plain bench does.
 // --browser-flag passes a switch to Chromium: V8's flags, for one, to see what its compilers do to
 // a step (docs/results.md, stop 60: the second run's slower steps are V8's tier-up).
-// --threads off serves the page without cross-origin isolation, as a host that cannot set headers
-// would: the CPU path then runs on one thread.
+// --coop off serves the page without COOP and COEP, as a host that cannot set headers (GitHub
+// Pages): the first visit reloads once, made cross-origin isolated by the service worker
+// (www/offline.js). --threads off also takes the browser's service workers away (a page on plain
+// HTTP from another machine): the CPU path then runs on one thread.
 // --revisit measures a returning student: the walk once (its figures under first_visit), the
 // browser closed, the page's stored data (IndexedDB) removed so that the second walk does the same
 // work, then the same walk again in the same profile. What the browser kept stays: the app's files,
@@ -40,7 +42,7 @@ import { TINY, followReadingStep, generate, importJsonl, launch, modelReady, tra
 const { values: a } = parseArgs({ options: {
   model: { type: 'string', default: 'tiny' }, backend: { type: 'string', default: 'cpu' },
   steps: { type: 'string' }, tokens: { type: 'string' },
-  lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' }, rules: { type: 'string', default: 'on' },
+  lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' }, coop: { type: 'string', default: 'on' }, rules: { type: 'string', default: 'on' },
   samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
   revisit: { type: 'boolean', default: false }, visits: { type: 'string' }, runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, settle: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
 } });
@@ -51,8 +53,8 @@ a.samples ??= a.flow ? '4' : '1';
 const tiny = a.model === 'tiny';
 const visits = Number(a.visits ?? (a.revisit ? 2 : 1));
 const DECODE_STATS = /first token after ([\d.]+) s, ([\d.]+) tokens\/s/;
-const { server, base } = await serve({ isolated: a.threads !== 'off', rules: a.rules !== 'off' });
-const browser = { webgpu: a.backend === 'webgpu', flags: a['browser-flag'] };
+const { server, base } = await serve({ isolated: a.threads !== 'off' && a.coop !== 'off', rules: a.rules !== 'off' });
+const browser = { webgpu: a.backend === 'webgpu', flags: a['browser-flag'], serviceWorkers: a.threads !== 'off' };
 let { ctx, page, errors, profile } = await launch(browser);
 const head = { model: tiny ? 'stories260K' : 'SmolLM2-135M-Instruct Q4_1', backend: a.backend };
 if (a['browser-flag'].length) head.browser_flags = a['browser-flag'];

@@ -35,7 +35,10 @@ export function tempDir(prefix = 'alignlab-') {
 
 /** A persistent context so IndexedDB and the Cache API survive a reload within one test.
  * `flags`: more Chromium switches (the benchmark's --browser-flag). */
-export async function launch({ webgpu = false, profile, flags = [] } = {}) {
+/** `serviceWorkers: false`: a browser without them (a page on plain HTTP from another machine of
+ * the room, a private window in some browsers), so a page not served cross-origin isolated stays
+ * so, and runs the CPU path on one thread. */
+export async function launch({ webgpu = false, profile, flags = [], serviceWorkers = true } = {}) {
   const dir = profile ?? tempDir('alignlab-chromium-');
   const ctx = await chromium.launchPersistentContext(dir, {
     executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
@@ -44,6 +47,7 @@ export async function launch({ webgpu = false, profile, flags = [] } = {}) {
     viewport: { width: 1280, height: 900 },
     args: [...BASE_FLAGS, ...(webgpu ? WEBGPU_FLAGS : []), ...flags],
   });
+  if (!serviceWorkers) await ctx.addInitScript(() => { delete Navigator.prototype.serviceWorker; });
   const page = ctx.pages()[0] ?? (await ctx.newPage());
   const errors = [];
   // Every Web Worker the page starts, by its role's path: which build of the engine it chose. (Counted at

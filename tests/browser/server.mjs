@@ -38,7 +38,7 @@ export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip
     }
     // `override`: path -> body, served in place of dist's file (a host serving something else).
     if (url.pathname in override) {
-      res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': Buffer.byteLength(override[url.pathname]) }).end(override[url.pathname]);
+      res.writeHead(200, { 'content-type': TYPES[extname(url.pathname)] ?? 'application/octet-stream', 'content-length': Buffer.byteLength(override[url.pathname]) }).end(override[url.pathname]);
       return;
     }
     let base = DIST, path = decodeURIComponent(url.pathname);

@@ -16,7 +16,8 @@ const skipTiny = HAVE_TINY ? false : 'needs ../shared/models/stories260K (see ..
 /** Opens the page on the default model, then a greedy answer and two DPO steps; what they showed. */
 async function session(isolated) {
   const { server, base } = await serve({ isolated });
-  const { ctx, page, errors, workers } = await launch();
+  // Not isolated: nor made so by the service worker (a reload), so the CPU path runs on one thread.
+  const { ctx, page, errors, workers } = await launch({ serviceWorkers: isolated });
   try {
     await page.goto(`${base}/?backend=cpu`);
     await modelReady(page, MODEL, 300_000);
@@ -75,28 +76,66 @@ test('the CPU path on every core gives the numbers of one core (SmolLM2)', { ski
   assert.deepEqual([...one.errors, ...all.errors], []);
 });
 
-test('a host that sends no COOP/COEP: the service worker isolates the page from the second visit', { skip: skipTiny, timeout: 5 * 60_000 }, async (t) => {
+test('a host that sends no COOP/COEP: the first visit reloads once, isolated by the service worker, and runs on every core', { skip: skipTiny, timeout: 5 * 60_000 }, async (t) => {
   const { server, base } = await serve({ isolated: false });
   const { ctx, page, workers } = await launch();
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
-  await page.goto(`${base}/${TINY}&backend=cpu`);
-  await modelReady(page, 'stories260K.bin');
-  assert.equal(await page.evaluate(() => crossOriginIsolated), false);
-  assert.deepEqual(workers, ['/worker_loader.js'], 'not isolated yet: the full build, on one thread');
-  await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 60_000 });
-  workers.length = 0;
-  await page.reload();
-  await modelReady(page, 'stories260K.bin');
-  assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'the service worker added COOP and COEP');
-  assert.equal(workers[0], '/worker_mt_loader.js', workers.join(', '));
-  assert.match(await page.getByRole('status', { name: 'Compute backend' }).innerText(), /^CPU \(Flex, WebAssembly, (\d+ threads|one thread)\)/);
+  const loads = pageLoads(page);
+  const visit = async (open) => {
+    workers.length = 0;
+    loads.length = 0;
+    await open();
+    await modelReady(page, 'stories260K.bin');
+    assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'the service worker added COOP and COEP');
+    assert.equal(workers[0], '/worker_mt_loader.js', workers.join(', '));
+    assert.ok(!workers.includes('/worker_loader.js'), `the threaded build, and no other engine started before: ${workers.join(', ')}`);
+    assert.match(await page.getByRole('status', { name: 'Compute backend' }).innerText(), /^CPU \(Flex, WebAssembly, (\d+ threads|one thread)\)/);
+    return loads.length;
+  };
+  assert.equal(await visit(() => page.goto(`${base}/${TINY}&backend=cpu`)), 2, 'the first visit loaded the page twice: itself and one reload');
+  assert.equal(await visit(() => page.reload()), 1, 'a later visit is isolated from the start');
 });
+
+test('where the service worker cannot isolate the page, the first visit reloads at most once and runs on one thread', { skip: skipTiny, timeout: 5 * 60_000 }, async (t) => {
+  // A browser without service workers, or one that refuses this page's, starts at once; one whose
+  // service worker does not add the headers (here: a host serving another sw.js) reloads once,
+  // then goes on as it is.
+  const plain = `self.addEventListener('install', () => self.skipWaiting());\nself.addEventListener('activate', (e) => e.waitUntil(self.clients.claim()));\n`;
+  const refused = () => { ServiceWorkerContainer.prototype.register = () => Promise.reject(new Error('refused here')); };
+  for (const [why, serveOptions, browser, times] of [
+    ['no service workers', {}, { serviceWorkers: false }, 1],
+    ['a service worker refused', {}, { init: refused }, 1],
+    ['a service worker that adds nothing', { override: { '/sw.js': plain } }, {}, 2],
+  ]) {
+    const { server, base } = await serve({ isolated: false, ...serveOptions });
+    const { ctx, page, workers } = await launch(browser);
+    const loads = pageLoads(page);
+    try {
+      if (browser.init) await ctx.addInitScript(browser.init);
+      await page.goto(`${base}/${TINY}&backend=cpu`);
+      await modelReady(page, 'stories260K.bin');
+      assert.equal(await page.evaluate(() => crossOriginIsolated), false, why);
+      assert.deepEqual(workers, ['/worker_loader.js'], `${why}: the full build, on one thread`);
+      assert.equal(loads.length, times, `${why}: the page's loads`);
+    } finally {
+      await ctx.close();
+      server.close();
+    }
+  }
+});
+
+/** The page's loads from now on (its main frame's navigations: a reload counts), as a list. */
+function pageLoads(page) {
+  const loads = [];
+  page.on('framenavigated', (f) => { if (f === page.mainFrame()) loads.push(f.url()); });
+  return loads;
+}
 
 /** Opens the page on the tiny model (`backend=cpu`) from a host that answers 404 for `missing`, as
  * after a deploy (a new build's files have other names); the banner the page shows for it. */
 async function afterDeploy(t, { missing, isolated }) {
   const { server, base } = await serve({ isolated, missing });
-  const { ctx, page } = await launch();
+  const { ctx, page } = await launch({ serviceWorkers: isolated });
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   await page.goto(`${base}/${TINY}&backend=cpu`);
   const banner = page.getByRole('alert').filter({ hasText: 'The app was updated' });
