@@ -12,8 +12,8 @@ self.addEventListener('install', () => self.skipWaiting());
 self.addEventListener('activate', (e) => e.waitUntil(self.clients.claim()));
 
 // A host that cannot set headers (GitHub Pages, a plain file server) still gets a cross-origin
-// isolated page from the second visit on: the app's own responses get COOP and COEP here, so the
-// engine may run on every core (src/app/client.rs then starts its threaded build). Not the wasm:
+// isolated page (from the first visit, which reloads once for it: www/offline.js): the app's own
+// responses get COOP and COEP here, so the engine may run on every core (src/app/client.rs then starts its threaded build). Not the wasm:
 // a same-origin module needs neither, and Chrome gives V8 the optimized code it kept for a module
 // only with the response the service worker passed through as it came, never with one built here.
 function isolated(res, path) {
@@ -44,7 +44,6 @@ self.addEventListener('fetch', (e) => {
     }
   })());
 });
-
 
 // How to fetch a hashed file. A host that said `immutable` for it (dist/_headers) has the
 // browser's HTTP cache answer without asking: left alone. Otherwise (GitHub Pages: ten minutes,

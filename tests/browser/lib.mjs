@@ -34,10 +34,10 @@ export function tempDir(prefix = 'alignlab-') {
 }
 
 /** A persistent context so IndexedDB and the Cache API survive a reload within one test.
- * `flags`: more Chromium switches (the benchmark's --browser-flag). */
-/** `serviceWorkers: false`: a browser without them (a page on plain HTTP from another machine of
- * the room, a private window in some browsers), so a page not served cross-origin isolated stays
- * so, and runs the CPU path on one thread. */
+ * `flags`: more Chromium switches (the benchmark's --browser-flag). `serviceWorkers: false`: a
+ * browser without them (a page on plain HTTP from another machine of the room, a private window
+ * in some browsers), so a page not served cross-origin isolated stays so, and runs the CPU path
+ * on one thread. */
 export async function launch({ webgpu = false, profile, flags = [], serviceWorkers = true } = {}) {
   const dir = profile ?? tempDir('alignlab-chromium-');
   const ctx = await chromium.launchPersistentContext(dir, {
