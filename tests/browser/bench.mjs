@@ -3,7 +3,7 @@
 //   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--coop off] [--samples 4]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
 //   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--settle S] [--again BETA [--runs N] [--pause S]] [--answer-after]
-//   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering, with --revisit or --visits N, and with --rules off
+//   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering, with --revisit or --visits N [--cache-trace], and with --rules off
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
 // --samples decodes that many greedy answers together (tokens/s counts every answer's tokens).
@@ -30,7 +30,8 @@
 // browser closed, the page's stored data (IndexedDB) removed so that the second walk does the same
 // work, then the same walk again in the same profile. What the browser kept stays: the app's files,
 // the model the engine cached, and the optimized code V8 kept for the engine's wasm. --visits N
-// makes N such visits (--revisit is 2; the figures of those between under earlier_visits). --rules off
+// makes N such visits (--revisit is 2; the figures of those between under earlier_visits), and
+// --cache-trace says for each what Chrome did with that code (wasm_code_cache). --rules off
 // ignores dist/_headers, so every file is asked after on every visit (answered 304), as on a host
 // whose short max-age has run out (GitHub Pages: ten minutes).
 import { parseArgs } from 'node:util';
@@ -44,7 +45,7 @@ const { values: a } = parseArgs({ options: {
   steps: { type: 'string' }, tokens: { type: 'string' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' }, coop: { type: 'string', default: 'on' }, rules: { type: 'string', default: 'on' },
   samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
-  revisit: { type: 'boolean', default: false }, visits: { type: 'string' }, runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, settle: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
+  revisit: { type: 'boolean', default: false }, 'cache-trace': { type: 'boolean', default: false }, visits: { type: 'string' }, runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, settle: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
 } });
 // --flow's defaults are the issue's walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
 a.steps ??= a.flow ? '4' : '2';
@@ -87,8 +88,41 @@ function codeCacheKb() {
   return Math.round(files.filter((f) => f.isFile()).reduce((n, f) => n + f.size, 0) / 1024);
 }
 
-// One visit: open the page and walk what the arguments ask for, into `out`.
+// One visit: the page's walk, traced if --cache-trace asks.
 async function walk() {
+  if (!a['cache-trace']) return walkPage();
+  const stop = await traceCodeCache();
+  try {
+    await walkPage();
+  } finally {
+    out.wasm_code_cache = await stop();
+  }
+}
+
+// --cache-trace: what Chrome did with the engine's optimized code this visit, from its trace
+// (Blink's events for wasm code caching): the sizes of each copy it kept (KiB), and the size of
+// the one it gave V8 back (null: compiled from the start).
+async function traceCodeCache() {
+  const cdp = await ctx.newCDPSession(page);
+  const seen = { produced_kb: [], consumed_kb: null, invalid: 0 };
+  cdp.on('Tracing.dataCollected', ({ value }) => {
+    for (const { name, args } of value) {
+      if (name === 'v8.wasm.cachedModule') seen.produced_kb.push(Math.round(args.producedCacheSize / 1024));
+      if (name === 'v8.wasm.moduleCacheHit') seen.consumed_kb = Math.round(args.consumedCacheSize / 1024);
+      if (name === 'v8.wasm.moduleCacheInvalid') seen.invalid += 1;
+    }
+  });
+  const done = new Promise((ok) => cdp.on('Tracing.tracingComplete', ok));
+  await cdp.send('Tracing.start', { categories: 'disabled-by-default-devtools.timeline', transferMode: 'ReportEvents' });
+  return async () => {
+    await cdp.send('Tracing.end');
+    await done;
+    return seen;
+  };
+}
+
+// One visit, untraced: open the page and walk what the arguments ask for, into `out`.
+async function walkPage() {
   const t0 = Date.now();
   await page.goto(`${base}/${tiny ? TINY + '&' : '?'}backend=${a.backend}`);
   const name = tiny ? 'stories260K.bin' : 'SmolLM2-135M-Instruct (Q4_1)';
