@@ -1,7 +1,8 @@
 //! The reference scored ahead of a run, in the worker's idle time ([`crate::lab::ReferenceAhead`]).
 //! The page sends the run its Train form describes whenever the pairs, the form or the model
 //! change; the worker scores the pairs the session lacks a turn at a time, each turn only while
-//! no other request runs, as the training warm-up steps ([`super::warm`]), which gives it way.
+//! no other request runs and the training warm-up ([`super::warm`]) is not under way: that goes
+//! first.
 
 use super::protocol::Event;
 use super::router::{Host, Router, State};
@@ -17,15 +18,11 @@ impl<H: Host> Router<H> {
     pub(super) async fn score_ahead(&self, run: RunSpec) {
         let me = self.with(|s| {
             s.background += 1;
-            s.scoring += 1;
             s.scorings += 1;
             s.scorings
         });
         let _ = self.score_when_quiet(me, &run).await;
-        self.with(|s| {
-            s.background -= 1;
-            s.scoring -= 1;
-        });
+        self.with(|s| s.background -= 1);
     }
 
     /// Scores a turn whenever the worker is quiet, until every pair is kept, a newer request
@@ -34,13 +31,13 @@ impl<H: Host> Router<H> {
     async fn score_when_quiet(&self, me: u64, run: &RunSpec) -> Result<()> {
         let load = self.with(|s| s.loads);
         let current = |s: &State| s.scorings == me && s.loads == load;
-        if !self.wait_quiet(current, |_| false).await {
+        if !self.wait_quiet(current, |s| s.warming).await {
             return Ok(());
         }
         let Some(session) = self.with(|s| s.session.clone()) else { return Ok(()) };
         let Some(mut ahead) = ReferenceAhead::new(&session, run)? else { return Ok(()) };
         let (mut pairs, mut ms) = (0, 0.0);
-        while ahead.remaining() > 0 && self.wait_quiet(current, |_| false).await {
+        while ahead.remaining() > 0 && self.wait_quiet(current, |s| s.warming).await {
             let t0 = self.host.now_ms();
             pairs += ahead.step(PAIRS_PER_TURN).await?;
             ms += self.host.now_ms() - t0;

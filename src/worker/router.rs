@@ -80,8 +80,8 @@ pub(super) struct State {
     pub(super) warmed: bool,
     /// `ScoreReference` requests so far: an older one stops for the newest.
     pub(super) scorings: u64,
-    /// Those still waiting or scoring: the training warm-up gives them way.
-    pub(super) scoring: usize,
+    /// The training warm-up is under way: the reference scored ahead waits for it.
+    pub(super) warming: bool,
 }
 
 /// How long the worker must have had no request but background ones before background work

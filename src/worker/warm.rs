@@ -34,15 +34,22 @@ const WARM_STEPS: usize = 200;
 
 impl<H: Host> Router<H> {
     /// Trains the toy of `session`'s model for [`WARM_STEPS`] steps whenever the worker is quiet
-    /// ([`Router::wait_quiet`]) and no reference is being scored ahead of a run (real
-    /// work for the student's next run), once per worker; it ends early when a new model loads
-    /// (whose load warms up again). Tells the page how long it took, which the model bar's
-    /// tooltip shows.
+    /// ([`Router::wait_quiet`]), once per worker; it ends early when a new model loads (whose load
+    /// warms up again). The reference scored ahead of a run waits for it: with six seconds of idle
+    /// time, too few for both, a first run's six steps took 14.2-15.3 s with the warm-up first
+    /// against 16.3-16.6 with the scoring first (`docs/results.md`, stop 64). Tells the page how
+    /// long it took, which the model bar's tooltip shows.
     pub(super) async fn warm_training(&self, session: &Session) -> Result<()> {
         // The load's request, in flight until the warm-up ends, is background work from here.
-        self.with(|s| s.background += 1);
+        self.with(|s| {
+            s.background += 1;
+            s.warming = true;
+        });
         let res = self.warm_toy(session).await;
-        self.with(|s| s.background -= 1);
+        self.with(|s| {
+            s.background -= 1;
+            s.warming = false;
+        });
         res
     }
 
@@ -52,8 +59,7 @@ impl<H: Host> Router<H> {
         let mut run = Run::new(&toy, toy_spec())?;
         let (mut ms, mut steps) = (0.0, 0);
         while !run.is_done() {
-            // The reference scored ahead of a run goes first: it is the student's next run's work.
-            if !self.wait_quiet(|s| s.loads == load, |s| s.scoring > 0).await {
+            if !self.wait_quiet(|s| s.loads == load, |_| false).await {
                 return Ok(());
             }
             let t0 = self.host.now_ms();
