@@ -32,9 +32,11 @@ self.addEventListener('fetch', (e) => {
   e.respondWith((async () => {
     const cache = await caches.open(CACHE);
     try {
-      const res = await fetch(req, hashed ? { cache: await hashedMode(cache, req) } : {});
+      // A hashed file kept once is kept for good: its name changes with its contents.
+      const kept = hashed ? await cache.match(req) : undefined;
+      const res = await fetch(req, hashed ? { cache: hashedMode(kept) } : {});
       // Kept in the background: the page gets the response as it streams.
-      if (res.ok) e.waitUntil(cache.put(req, res.clone()));
+      if (res.ok && !kept) e.waitUntil(cache.put(req, res.clone()));
       return isolated(res, url.pathname);
     } catch (err) {
       // A page opened by a link (?lab=..., ?model=...) is the same page: match without the query.
@@ -49,8 +51,7 @@ self.addEventListener('fetch', (e) => {
 // browser's HTTP cache answer without asking: left alone. Otherwise (GitHub Pages: ten minutes,
 // a plain server: none) the browser would revalidate a copy that cannot have changed, and a
 // revalidated response loses the optimized code V8 kept with it (docs/results.md, stop 64): the
-// HTTP cache's copy is taken however old.
-async function hashedMode(cache, req) {
-  const kept = await cache.match(req);
+// HTTP cache's copy is taken however old. `kept`: this worker's copy, which says what the host said.
+function hashedMode(kept) {
   return kept && !/immutable/.test(kept.headers.get('cache-control') ?? '') ? 'force-cache' : 'default';
 }

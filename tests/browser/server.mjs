@@ -18,10 +18,10 @@ const SUFFIX = { br: 'br', gzip: 'gz' };
 const TYPES = { '.html': 'text/html', '.js': 'text/javascript', '.wasm': 'application/wasm', '.css': 'text/css', '.json': 'application/json' };
 
 /** `encodings`: the precompressed copies this host serves, when the browser takes them (a host
- * with gzip_static and no brotli: `['gzip']`). */
-/** `missing`: paths answered 404, as a host answers for files a deploy since took away. */
-/** `rules: false` ignores dist/_headers: every file 'no-cache', asked after on every visit, as a
- * host without such a file asks once its own short max-age ran out (GitHub Pages: ten minutes). */
+ * with gzip_static and no brotli: `['gzip']`). `missing`: paths answered 404, as a host answers
+ * for files a deploy since took away. `rules: false` ignores dist/_headers: every file 'no-cache',
+ * asked after on every visit, as a host without such a file asks once its own short max-age ran
+ * out (GitHub Pages: ten minutes). */
 export function serve({ isolated = true, override = {}, encodings = ['br', 'gzip'], missing = [], rules = true } = {}) {
   const hosts = [], paths = [];
   // `/huge-model.gguf`: a file the server says is 3 GiB, of which it sends the first MiB and then
