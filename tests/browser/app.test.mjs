@@ -88,10 +88,23 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     // The cards are drawn anew with each token and again when the judges' scores come; a student
     // who took a card with the keyboard keeps it through both.
     const p = panel();
+    // Focused the moment the card shows it is being written, before the worker's first token can
+    // redraw it (the tiny model writes 400 tokens faster than a test can click).
+    await page.evaluate(() => {
+      self.focusedWhile = null;
+      const watch = new MutationObserver(() => {
+        const card = document.getElementById('card-0');
+        if (!card || !/writing/.test(card.querySelector('header')?.textContent ?? '')) return;
+        watch.disconnect();
+        card.focus();
+        self.focusedWhile = card.querySelector('.sample-text').textContent;
+      });
+      watch.observe(document.body, { childList: true, subtree: true, characterData: true });
+    });
     await generate(page, { prompt: '', samples: 2, temperature: 0, tokens: 400 });
+    await page.waitForFunction(() => self.focusedWhile !== null);
+    assert.equal(await page.evaluate(() => self.focusedWhile), '…', 'focused before sample 1 had a token');
     const first = p.locator('#card-0');
-    await first.focus();
-    assert.match(await first.locator('header').innerText(), /writing/, 'focused while sample 1 was written');
     await first.getByText(/judges [+-]/).waitFor({ timeout: 120_000 });
     assert.equal(await page.evaluate(() => document.activeElement?.id), 'card-0');
   });
