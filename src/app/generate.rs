@@ -101,8 +101,13 @@ fn focus_card(c: usize) {
     });
 }
 
-/// Moves the card at rank position `from` to position `to`.
+/// Moves the card at rank position `from` to position `to`. The places stay in the page and show
+/// other samples, so the keyboard focus goes with the sample that had it: a student ranking with
+/// the keyboard keeps their place.
 fn move_card(order: RwSignal<Vec<usize>>, from: usize, to: usize) {
+    if let Some(ci) = focused_card() {
+        focus_card(ci);
+    }
     order.update(|o| {
         if from < o.len() && to < o.len() && from != to {
             let c = o.remove(from);
@@ -178,10 +183,17 @@ pub fn GeneratePanel() -> impl IntoView {
         });
     };
 
-    let card_view = move |pos: usize, ci: usize, card: Card| {
-        let n = order.get_untracked().len();
-        let text = if card.text.is_empty() && !card.done { "…".to_string() } else { card.text.clone() };
+    // The card at rank position `pos`, kept in the page while as many samples are shown: a token
+    // changes its text node alone and a move the samples the places show, so drawing the answers
+    // leaves the cores to the engine.
+    let card_view = move |pos: usize| {
+        let ci = move || order.with(|o| o.get(pos).copied().unwrap_or(0));
+        let n = move || order.with(|o| o.len());
+        // Each reads its card anew on every change; the page's text is written only where it changed.
+        let card = move |f: &dyn Fn(&Card) -> String| cards.with(|c| c.get(ci()).map(f).unwrap_or_default());
+        let pressed = move |good: bool| card(&|c| (c.rating == Some(good)).to_string());
         let keydown = move |ev: leptos::ev::KeyboardEvent| {
+            let n = n();
             let key = ev.key();
             let to = match key.as_str() {
                 "ArrowUp" if pos > 0 => Some(pos - 1),
@@ -197,8 +209,8 @@ pub fn GeneratePanel() -> impl IntoView {
             }
         };
         view! {
-            <article id=format!("card-{ci}") class="card" tabindex="0" draggable="true"
-                aria-label=format!("Sample {}, ranked {} of {n}", ci + 1, pos + 1)
+            <article id=move || format!("card-{}", ci()) class="card" tabindex="0" draggable="true"
+                aria-label=move || format!("Sample {}, ranked {} of {}", ci() + 1, pos + 1, n())
                 class:dragging=move || drag_from.get() == Some(pos)
                 on:keydown=keydown
                 on:dragstart=move |_| drag_from.set(Some(pos))
@@ -210,25 +222,28 @@ pub fn GeneratePanel() -> impl IntoView {
                 }>
                 <header>
                     <span class="rank">{format!("#{}", pos + 1)}</span>
-                    <span class="muted">{format!("sample {}", ci + 1)}{if card.done { format!(" · {}", card.finish) } else { " · writing…".into() }}
-                        {card.score.map(|v| format!(" · judges {v:+.3}"))}</span>
+                    <span class="muted">{move || card(&|c| {
+                        let finish = if c.done { format!(" · {}", c.finish) } else { " · writing…".into() };
+                        format!("sample {}{finish}{}", ci() + 1, c.score.map(|v| format!(" · judges {v:+.3}")).unwrap_or_default())
+                    })}</span>
                     <Show when=move || mode.get() == "rank">
-                        <button class="small" aria-label=format!("Move sample {} up", ci + 1) disabled=pos == 0
+                        <button class="small" aria-label=move || format!("Move sample {} up", ci() + 1) disabled=pos == 0
                             on:click=move |_| { move_card(order, pos, pos.saturating_sub(1)); }>"↑"</button>
-                        <button class="small" aria-label=format!("Move sample {} down", ci + 1) disabled=pos + 1 == n
+                        <button class="small" aria-label=move || format!("Move sample {} down", ci() + 1) disabled=move || pos + 1 == n()
                             on:click=move |_| { move_card(order, pos, pos + 1); }>"↓"</button>
                     </Show>
                     <Show when=move || mode.get() == "thumbs">
-                        <button class="small" aria-label=format!("Thumbs up for sample {}", ci + 1) aria-pressed=(card.rating == Some(true)).to_string()
-                            on:click=move |_| rate(ci, true)>"👍"</button>
-                        <button class="small" aria-label=format!("Thumbs down for sample {}", ci + 1) aria-pressed=(card.rating == Some(false)).to_string()
-                            on:click=move |_| rate(ci, false)>"👎"</button>
+                        <button class="small" aria-label=move || format!("Thumbs up for sample {}", ci() + 1) aria-pressed=move || pressed(true)
+                            on:click=move |_| rate(ci(), true)>"👍"</button>
+                        <button class="small" aria-label=move || format!("Thumbs down for sample {}", ci() + 1) aria-pressed=move || pressed(false)
+                            on:click=move |_| rate(ci(), false)>"👎"</button>
                     </Show>
                 </header>
-                <p class="sample-text">{text}</p>
+                <p class="sample-text">{move || card(&|c| if c.text.is_empty() && !c.done { "…".into() } else { c.text.clone() })}</p>
             </article>
         }
     };
+    let shown = Memo::new(move |_| order.with(|o| o.len()));
 
     view! {
         <div class="panel generate">
@@ -296,16 +311,7 @@ pub fn GeneratePanel() -> impl IntoView {
                     }
                 }>
                     <div class="cards" role="list" aria-label="Samples">
-                        {move || {
-                            let c = cards.get();
-                            // Drawn anew on every change (a token, the judges' scores, a move): the
-                            // card that had the focus gets it back, so a student ranking with the
-                            // keyboard keeps their place.
-                            if let Some(ci) = focused_card() {
-                                focus_card(ci);
-                            }
-                            order.get().into_iter().enumerate().filter_map(|(pos, ci)| c.get(ci).cloned().map(|card| card_view(pos, ci, card))).collect_view()
-                        }}
+                        {move || (0..shown.get()).map(card_view).collect_view()}
                     </div>
                 </Show>
                 <Show when=move || mode.get() == "rank">

@@ -85,11 +85,11 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
   });
 
   await t.test('a card focused while the answers are written keeps the focus', async () => {
-    // The cards are drawn anew with each token and again when the judges' scores come; a student
-    // who took a card with the keyboard keeps it through both.
+    // A card stays in the page while its answer is written and again when the judges' scores
+    // come; a student who took it with the keyboard keeps it through both.
     const p = panel();
-    // Focused the moment the card shows it is being written, before the worker's first token can
-    // redraw it (the tiny model writes 400 tokens faster than a test can click).
+    // Focused the moment the card shows it is being written, before the worker's first token
+    // (the tiny model writes 400 tokens faster than a test can click).
     await page.evaluate(() => {
       self.focusedWhile = null;
       const watch = new MutationObserver(() => {
@@ -118,13 +118,14 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     const first = p.getByRole('article').first();
     assert.match(await first.getAttribute('aria-label'), /^Sample 1, ranked 1 of 3/);
     // Move sample 1 down with the arrow key, then sample 3 to the top with the number key.
-    // A key press re-renders the cards: wait for the new order before reading it.
+    // A key press moves the samples between the cards' places: wait for the new order before
+    // reading it.
     const ranked = (label) => p.locator(`article[aria-label^="${label}"]`).waitFor({ timeout: 10_000 });
     await first.focus();
     await page.keyboard.press('ArrowDown');
     await ranked('Sample 1, ranked 2 of 3');
-    // The page gives the moved card focus again a turn later: wait for that, or it could take
-    // the focus back from the card focused next, and the key would move the wrong card.
+    // The focus follows the moved sample to its new place a turn later: wait for that, or it
+    // could take the focus from the card focused next, and the key would move the wrong card.
     await page.waitForFunction(() => document.activeElement?.id === 'card-0', null, { timeout: 10_000 });
     assert.match(await p.getByRole('article').nth(1).getAttribute('aria-label'), /^Sample 1, ranked 2 of 3/);
     await p.locator('#card-2').focus();

@@ -154,8 +154,12 @@ async function walkPage() {
     const p = page.getByRole('tabpanel');
     const t1 = Date.now();
     const prompt = a.prompt ?? (tiny ? '' : 'What is the capital of France?');
+    const main = await mainThread();
     await generate(page, { prompt, samples: Number(a.samples), temperature: 0, tokens: Number(a.tokens) });
-    await page.waitForFunction(() => /first token after/.test(document.body.innerText), null, { timeout: 900_000 });
+    // Polled a few times a second, not every frame: reading innerText lays the page out, which
+    // would count in the main thread's time.
+    await page.waitForFunction(() => /first token after/.test(document.body.innerText), null, { timeout: 900_000, polling: 250 });
+    out.main_thread_while_decoding = await main();
     const stats = await decodeStats();
     out.first_token_s = Number(stats[1]);
     out.page_load_to_first_token_s = (t1 - t0) / 1000 + out.first_token_s;
@@ -236,6 +240,21 @@ async function answerAfter(prompt) {
   const [, first, rate] = await decodeStats();
   const answer = await page.getByRole('tabpanel').getByRole('article').first().locator('.sample-text').innerText();
   out.after = { first_token_s: Number(first), decode_tokens_per_s: Number(rate), answer: answer.slice(0, 80) };
+}
+
+// The page's main thread from now to the returned function's call (seconds busy, of which script,
+// style and layout; Chrome's own counters): what drawing the streamed answers costs it, on the
+// cores the engine's threads use too.
+async function mainThread() {
+  const cdp = await ctx.newCDPSession(page);
+  await cdp.send('Performance.enable');
+  const read = async () => Object.fromEntries((await cdp.send('Performance.getMetrics')).metrics.map((m) => [m.name, m.value]));
+  const before = await read();
+  return async () => {
+    const after = await read();
+    const d = (k) => Number((after[k] - before[k]).toFixed(3));
+    return { busy_s: d('TaskDuration'), script_s: d('ScriptDuration'), style_s: d('RecalcStyleDuration'), layout_s: d('LayoutDuration') };
+  };
 }
 
 // The Generate tab's line for the last answer: [the line, first token's seconds, tokens/s], or null.
