@@ -121,6 +121,17 @@ pub fn ComparePanel() -> impl IntoView {
             (!parts.is_empty()).then(|| parts.join(" · "))
         })
     };
+    // The Best-of-N samples' order, best first: by the reward model when there is one, else by the
+    // judges (the samples' own order until they are judged). It changes only when scores come, so
+    // the rows stay in the page while the samples are written.
+    let best_order = Memo::new(move |_| {
+        let mut order: Vec<usize> = (0..best.with(|b| b.len())).collect();
+        best_scores.with(|sc| order.sort_by(|&a, &b| {
+            let key = |i| { let (j, r) = best_score(sc, i); r.or(j).unwrap_or(0.0) };
+            key(b).total_cmp(&key(a))
+        }));
+        order
+    });
     let side = move |title: &'static str, cards: RwSignal<Vec<Card>>, i: usize, st: RwSignal<Option<String>>| view! {
         <article class="card" aria-label=title>
             <header><strong>{title}</strong><span class="muted">{move || st.get()}</span></header>
@@ -169,22 +180,22 @@ pub fn ComparePanel() -> impl IntoView {
             <h2>"Best of N"</h2>
             <p class="muted">{move || best_stats.get()}</p>
             <ol class="best">
-                {move || {
-                    let b = best.get();
-                    let sc = best_scores.get();
-                    let mut rows: Vec<(Option<f64>, Option<f64>, String)> = b.iter().enumerate().map(|(i, c)| {
-                        let j = sc.as_ref().and_then(|(j, _)| j.get(i).copied());
-                        let r = sc.as_ref().and_then(|(_, r)| r.as_ref().and_then(|r| r.get(i).copied()));
-                        (j, r, c.text.clone())
-                    }).collect();
-                    // Best first: by the reward model when there is one, else by the judges.
-                    rows.sort_by(|a, b| b.1.or(b.0).unwrap_or(0.0).total_cmp(&a.1.or(a.0).unwrap_or(0.0)));
-                    rows.into_iter().map(|(j, r, t)| view! {
-                        <li><span class="score">{format!("{}{}", j.map(|v| format!("judges {v:+.3}")).unwrap_or_default(),
-                            r.map(|v| format!(" · reward model {v:+.3}")).unwrap_or_default())}</span>" "{t}</li>
-                    }).collect_view()
-                }}
+                {move || (0..best_order.with(|o| o.len())).map(|rank| {
+                    // Each row reads its sample anew on every token; only a changed text is written.
+                    let at = move || best_order.with(|o| o.get(rank).copied());
+                    view! {
+                        <li><span class="score">{move || best_scores.with(|sc| {
+                            let (j, r) = at().map_or((None, None), |i| best_score(sc, i));
+                            format!("{}{}", j.map(|v| format!("judges {v:+.3}")).unwrap_or_default(), r.map(|v| format!(" · reward model {v:+.3}")).unwrap_or_default())
+                        })}</span>" "{move || best.with(|b| at().and_then(|i| b.get(i)).map(|c| c.text.clone()).unwrap_or_default())}</li>
+                    }
+                }).collect_view()}
             </ol>
         </div>
     }
+}
+
+/// Sample `i`'s judges' score and reward, once Best of N has scored it.
+fn best_score(scores: &Option<(Vec<f64>, Option<Vec<f64>>)>, i: usize) -> (Option<f64>, Option<f64>) {
+    scores.as_ref().map_or((None, None), |(j, r)| (j.get(i).copied(), r.as_ref().and_then(|r| r.get(i).copied())))
 }
