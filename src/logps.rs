@@ -206,3 +206,29 @@ pub async fn next_token_logps(model: &Llama, pad: u32, prompts: &[Vec<u32>], can
     let picked = logp.gather(2, Tensor::<3, Int>::from_data(TensorData::new(wanted, [b, 1, k]), &device));
     Ok(read_f32(picked).await?.chunks(k).map(<[f32]>::to_vec).collect())
 }
+
+/// [`next_token_logps`] for prompts that come in twos with a shared start, `[shared, a, b]` a row
+/// (prompts `shared + a` and `shared + b`): the shared tokens run once for both
+/// ([`SharedPromptBatch`]), as a judge asking two questions about one answer reads the answer
+/// once. `[row][a, b][candidate]`, to rounding what each prompt gets alone; an empty `b` is no
+/// second prompt, and its list is empty.
+pub async fn next_token_logps_shared(model: &Llama, pad: u32, rows: &[[&[u32]; 3]], candidates: &[u32]) -> Result<Vec<[Vec<f32>; 2]>> {
+    if rows.is_empty() || candidates.is_empty() {
+        return Ok(vec![Default::default(); rows.len()]);
+    }
+    if let Some(i) = rows.iter().position(|[s, a, _]| s.is_empty() && a.is_empty()) {
+        return Err(Error::Invalid(format!("prompt #{i} is empty; the next token needs a prompt to follow")));
+    }
+    let model = &*model.for_inference();
+    // Each prompt's last hidden state, `[2 rows, hidden]`: every row's `a` first, then its `b`.
+    let last = SharedPromptBatch::new(model, rows, pad)?.last_hidden(model);
+    let [n2, d] = last.dims();
+    let device = last.device();
+    let logp = log_softmax(model.head(last.reshape([n2, 1, d])));
+    let k = candidates.len();
+    let wanted: Vec<i32> = (0..n2).flat_map(|_| candidates.iter().map(|&c| c as i32)).collect();
+    let picked = logp.gather(2, Tensor::<3, Int>::from_data(TensorData::new(wanted, [n2, 1, k]), &device));
+    let lps: Vec<Vec<f32>> = read_f32(picked).await?.chunks(k).map(<[f32]>::to_vec).collect();
+    let n = rows.len();
+    Ok(rows.iter().enumerate().map(|(r, [_, _, b])| [lps[r].clone(), if b.is_empty() { Vec::new() } else { lps[n + r].clone() }]).collect())
+}

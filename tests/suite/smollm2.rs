@@ -199,6 +199,33 @@ fn the_model_judges_kind_answers_kinder_than_rude_ones() {
     assert!(wins >= 9, "{wins} of {}", pairs.len());
 }
 
+/// The judge reads an answer once for two of its questions (their shared start run once): each
+/// P(yes) is what the question gets alone, three principles (a row of two and a row of one) on
+/// two answers.
+#[test]
+fn self_judging_with_the_answer_read_once_equals_each_question_alone() {
+    use alignlab::align::Encoding;
+    use alignlab::lab::constitution::{Constitution, critique_question, self_judge};
+    use alignlab::lab::{Session, Which};
+    use alignlab::logps::next_token_logps;
+    let session = Session::new(load(BackendKind::Flex), std::rc::Rc::new(Default::default()));
+    let lm = &session.lm;
+    let c = Constitution { principles: vec!["Was that rude?".into(), "Could that hurt someone?".into(), "Was that a lie?".into()] };
+    let answers = ["You are wonderful, and I am glad you asked.".to_string(), "Nobody cares what you think, go away.".to_string()];
+    let got = alignlab::backend::block_on(self_judge(&session, Which::Reference, true, &c, &answers)).unwrap();
+    let [yes, no] = ["Yes", "No"].map(|w| lm.tokenizer.encode(w, false).unwrap()[0]);
+    let enc = Encoding::untruncated(true, "");
+    for (answer, by_principle) in answers.iter().zip(&got) {
+        assert_eq!(by_principle.len(), 3);
+        for (p, got) in c.principles.iter().zip(by_principle) {
+            let q = enc.prompt(lm, &critique_question(p, answer)).unwrap();
+            let lps = alignlab::backend::block_on(next_token_logps(&lm.model, session.pad(), &[q], &[yes, no])).unwrap();
+            let want = 1.0 / (1.0 + f64::from(lps[0][1] - lps[0][0]).exp());
+            assert!((got - want).abs() < 1e-4, "{p} on {answer:?}: {got} vs {want}");
+        }
+    }
+}
+
 /// Scoring answers with a policy that has trainable weights (the page's policy after training,
 /// on the autodiff device) keeps no memory behind: burn keeps the graph of a tracked pass that
 /// no backward pass consumes, and the probes' KL leaked ~300 MB a probe on SmolLM2 until
