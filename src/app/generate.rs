@@ -42,7 +42,7 @@ pub fn run_generation(
                 c.text.push_str(&delta);
             }
         }),
-        Event::Generated { samples, millis, first_token_ms, tokens_per_s, .. } => {
+        Event::Generated { samples, millis, first_token_ms, tokens_per_s, kept, .. } => {
             cards.update(|c| {
                 for (card, s) in c.iter_mut().zip(samples) {
                     card.text = s.text;
@@ -50,12 +50,11 @@ pub fn run_generation(
                     card.done = true;
                 }
             });
-            stats.set(Some(format!(
-                "first token after {:.2} s, {:.1} tokens/s, {:.1} s in all",
-                first_token_ms / 1000.0,
-                tokens_per_s,
-                millis / 1000.0
-            )));
+            stats.set(Some(if kept {
+                "the same answers as before: the same prompt, seed and settings, and the base model has not changed".into()
+            } else {
+                format!("first token after {:.2} s, {:.1} tokens/s, {:.1} s in all", first_token_ms / 1000.0, tokens_per_s, millis / 1000.0)
+            }));
             job.set(None);
             on_done();
         }

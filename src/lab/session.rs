@@ -15,7 +15,7 @@ use crate::align::Encoding;
 use crate::align::best_of_n::Candidate;
 use crate::align::dpo::RefLogpsStore;
 use crate::align::reward::{load_reward_model, save_reward_model};
-use crate::generate::{Sample, SamplingConfig, TextStream, TokenEvent, generate};
+use crate::generate::{FinishReason, Sample, SamplingConfig, TextStream, TokenEvent, generate};
 use crate::io::LoadedModel;
 use crate::io::peft::AdapterFiles;
 use crate::judges::{JudgeData, JudgeSpec};
@@ -34,6 +34,31 @@ pub struct Session {
     /// DPO's reference log-probabilities under the loaded model, kept for every run whose
     /// reference it is ([`Policy::base_is_loaded`]); copies of the session share it.
     pub ref_logps: Rc<RefCell<RefLogpsStore>>,
+    /// The reference's answers, kept while it is the loaded model; copies share them.
+    pub ref_samples: Rc<RefCell<KeptSamples>>,
+}
+
+/// The reference's answers by prompt and sampling settings, the newest [`KEPT_SAMPLES`]. The same
+/// prompt, seed and settings give the same answers, and the loaded model does not change: so
+/// Compare's reference side and the probes' answers before training are written once, not again
+/// after every run. Kept only while the reference is the loaded model ([`Policy::base_is_loaded`]).
+#[derive(Default)]
+pub struct KeptSamples(std::collections::VecDeque<(Vec<u32>, SamplingConfig, Vec<Sample>)>);
+
+/// How many generations [`KeptSamples`] holds: a lesson's or a class's prompts, a few settings each.
+const KEPT_SAMPLES: usize = 32;
+
+impl KeptSamples {
+    fn get(&self, ids: &[u32], sampling: &SamplingConfig) -> Option<&Vec<Sample>> {
+        self.0.iter().find(|(i, s, _)| i == ids && s == sampling).map(|(_, _, samples)| samples)
+    }
+
+    fn keep(&mut self, ids: Vec<u32>, sampling: SamplingConfig, samples: Vec<Sample>) {
+        if self.0.len() == KEPT_SAMPLES {
+            self.0.pop_front();
+        }
+        self.0.push_back((ids, sampling, samples));
+    }
 }
 
 /// Per-token log-probabilities of a text under the policy and the reference (the heatmap).
@@ -47,7 +72,7 @@ pub struct TokenLogps {
 impl Session {
     pub fn new(lm: LoadedModel, judge_data: Rc<JudgeData>) -> Self {
         let policy = Policy::base(&lm);
-        Self { lm: Rc::new(lm), policy, reward_model: None, ensemble: Vec::new(), judge_data, ref_logps: Default::default() }
+        Self { lm: Rc::new(lm), policy, reward_model: None, ensemble: Vec::new(), judge_data, ref_logps: Default::default(), ref_samples: Default::default() }
     }
 
     /// The model's name: its metadata name, else what the caller knows it by.
@@ -70,7 +95,8 @@ impl Session {
         }
     }
 
-    /// Samples for `prompt`; returns the prompt's ids and the samples.
+    /// Samples for `prompt`; returns the prompt's ids and the samples. The reference's come from
+    /// [`KeptSamples`] when it has written them before (no tokens are then streamed).
     pub async fn generate(
         &self,
         which: Which,
@@ -80,8 +106,22 @@ impl Session {
         on_token: &mut dyn FnMut(TokenEvent) -> bool,
     ) -> Result<(Vec<u32>, Vec<Sample>)> {
         let ids = self.prompt_ids(enc, prompt)?;
+        let keeps = which == Which::Reference && self.policy.base_is_loaded();
+        if let Some(samples) = keeps.then(|| self.ref_samples.borrow().get(&ids, sampling).cloned()).flatten() {
+            return Ok((ids, samples));
+        }
         let samples = generate(&self.model(which), &self.lm.tokenizer, &ids, sampling, on_token).await?;
+        if keeps && samples.iter().all(|s| s.finish_reason != FinishReason::Cancelled) {
+            self.ref_samples.borrow_mut().keep(ids.clone(), sampling.clone(), samples.clone());
+        }
         Ok((ids, samples))
+    }
+
+    /// Whether [`Session::generate`] would give `which`'s answers from [`KeptSamples`].
+    pub fn is_kept(&self, which: Which, enc: &Encoding, prompt: &str, sampling: &SamplingConfig) -> bool {
+        which == Which::Reference
+            && self.policy.base_is_loaded()
+            && self.prompt_ids(enc, prompt).is_ok_and(|ids| self.ref_samples.borrow().get(&ids, sampling).is_some())
     }
 
     /// Per-token log-probabilities of `completion` after `prompt`, policy and reference.

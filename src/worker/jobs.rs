@@ -14,6 +14,7 @@ use crate::{Error, Result};
 impl<H: Host> Router<H> {
     pub(super) async fn generate(self: &Rc<Self>, job: JobId, prompt: String, enc: Encoding, sampling: SamplingConfig, which: Which) -> Result<()> {
         let session = self.session()?;
+        let kept = session.is_kept(which, &enc, &prompt, &sampling);
         let t0 = self.host.now_ms();
         let mut first: Option<f64> = None;
         let mut n_tokens = 0usize;
@@ -43,7 +44,7 @@ impl<H: Host> Router<H> {
             .collect();
         let first_token_ms = first.unwrap_or(millis);
         let tokens_per_s = n_tokens as f64 / ((millis - first_token_ms).max(1.0) / 1000.0);
-        self.host.post(Event::Generated { job, samples, millis, first_token_ms, tokens_per_s });
+        self.host.post(Event::Generated { job, samples, millis, first_token_ms, tokens_per_s, kept });
         self.with(|s| s.cancelled.remove(&job));
         Ok(())
     }

@@ -219,6 +219,14 @@ test('the lab on the CPU path: generate, rank, data, train DPO, compare, reload'
     const ref = await p.getByRole('article', { name: 'Reference' }).locator('.sample-text').innerText();
     const pol = await p.getByRole('article', { name: 'Policy' }).locator('.sample-text').innerText();
     assert.ok(ref.length > 0 && pol.length > 0);
+    // Again: the reference is the loaded model still, so its answer is the one it wrote before,
+    // said so, and the policy's is written anew (the same, for the same seed).
+    await p.getByRole('button', { name: 'Compare', exact: true }).click();
+    await p.getByRole('article', { name: 'Reference' }).getByText(/^the same answers as before/).waitFor({ timeout: 120_000 });
+    await p.getByRole('article', { name: 'Policy' }).locator('.score').filter({ hasText: 'judges' }).waitFor({ timeout: 120_000 });
+    assert.match(await p.getByRole('article', { name: 'Policy' }).locator('header').innerText(), /first token after/);
+    assert.equal(await p.getByRole('article', { name: 'Reference' }).locator('.sample-text').innerText(), ref);
+    assert.equal(await p.getByRole('article', { name: 'Policy' }).locator('.sample-text').innerText(), pol);
     await p.getByLabel('Text to inspect (as the answer to the prompt)').fill(' there was a little girl named Lily.');
     await p.getByRole('button', { name: 'Show log-prob change' }).click();
     const cells = p.getByRole('group', { name: 'Token heatmap' }).locator('.tok');

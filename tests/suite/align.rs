@@ -669,6 +669,43 @@ fn a_policy_is_its_own_reference_only_until_its_adapters_move() {
     assert!(kept[0]["loss"] < std::f64::consts::LN_2 - 0.01, "the second run starts where the first left: {}", kept[0]["loss"]);
 }
 
+#[test]
+fn the_reference_writes_its_answers_once_for_a_prompt_and_its_settings() {
+    // Compare's reference side and the probes' answers before training: the same prompt, seed and
+    // settings give the same answers, so the session keeps them and streams nothing the second
+    // time, while the reference is the loaded model.
+    use alignlab::generate::SamplingConfig;
+    use alignlab::lab::{Session, Which};
+    let new_session = || Session::new(tiny_lm(), std::rc::Rc::new(Default::default()));
+    let enc = Encoding::untruncated(false, "");
+    let sampling = SamplingConfig { num_samples: 3, max_new_tokens: 12, temperature: 1.0, seed: 7, ..Default::default() };
+    let answer = |session: &Session, which: Which, sampling: &SamplingConfig| {
+        let mut streamed = 0;
+        let (_, samples) = block_on(session.generate(which, &enc, "Once upon a time", sampling, &mut |_| {
+            streamed += 1;
+            true
+        }))
+        .unwrap();
+        (samples, streamed)
+    };
+    let mut session = new_session();
+    let (first, streamed) = answer(&session, Which::Reference, &sampling);
+    assert!(streamed > 0);
+    assert!(session.is_kept(Which::Reference, &enc, "Once upon a time", &sampling));
+    assert_eq!(answer(&session, Which::Reference, &sampling), (first.clone(), 0), "kept: the same answers, none streamed");
+    // What writing them again gives, in a session that kept nothing: the premise of keeping them.
+    assert_eq!(answer(&new_session(), Which::Reference, &sampling).0, first);
+    // Another seed, the policy, and a reference that is no longer the loaded model are written anew.
+    let other = SamplingConfig { seed: 8, ..sampling.clone() };
+    assert!(!session.is_kept(Which::Reference, &enc, "Once upon a time", &other));
+    assert!(!session.is_kept(Which::Policy, &enc, "Once upon a time", &sampling));
+    assert!(answer(&session, Which::Policy, &sampling).1 > 0);
+    let weights = session.lm.model.clone();
+    session.policy.trained(weights, None);
+    assert!(!session.is_kept(Which::Reference, &enc, "Once upon a time", &sampling));
+    assert!(answer(&session, Which::Reference, &sampling).1 > 0);
+}
+
 /// A second DPO run of another beta and rank, with fresh adapters.
 fn another_dpo_spec(precompute_ref_log_probs: bool) -> alignlab::lab::RunSpec {
     use alignlab::lab::Method;

@@ -38,7 +38,8 @@ pub enum Event {
     /// The reference was scored ahead of a run on `pairs` pairs, in `ms` of their own time.
     ReferenceScored { pairs: usize, ms: f64 },
     Token { job: JobId, sample: usize, delta: String },
-    Generated { job: JobId, samples: Vec<SampleOut>, millis: f64, first_token_ms: f64, tokens_per_s: f64 },
+    /// `kept`: the reference's answers written before, for the same prompt and settings.
+    Generated { job: JobId, samples: Vec<SampleOut>, millis: f64, first_token_ms: f64, tokens_per_s: f64, kept: bool },
     Logprobs { job: JobId, pieces: Vec<String>, policy: Vec<f32>, reference: Vec<f32> },
     Judged { job: JobId, judges: Vec<f64>, reward_model: Option<Vec<f64>> },
     Labelled { job: JobId, pairs: Vec<Preference>, done: usize, total: usize },

@@ -105,7 +105,7 @@ fn every_event() -> Vec<Event> {
         Event::TrainingWarmed { steps: 40, ms: 1950.5 },
         Event::ReferenceScored { pairs: 6, ms: 2610.25 },
         Event::Token { job: 1, sample: 2, delta: text("é") },
-        Event::Generated { job: 1, samples: vec![SampleOut { text: text("hi"), tokens: 2, finish: text("eos") }], millis: 1.5, first_token_ms: 0.5, tokens_per_s: 40.0 },
+        Event::Generated { job: 1, samples: vec![SampleOut { text: text("hi"), tokens: 2, finish: text("eos") }], millis: 1.5, first_token_ms: 0.5, tokens_per_s: 40.0, kept: true },
         Event::Logprobs { job: 1, pieces: vec![text("a")], policy: vec![-1.0], reference: vec![f32::NEG_INFINITY] },
         Event::Judged { job: 1, judges: vec![0.5], reward_model: Some(vec![1.0]) },
         Event::Labelled { job: 1, pairs: vec![pair.clone()], done: 1, total: 2 },
