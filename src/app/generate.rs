@@ -182,9 +182,9 @@ pub fn GeneratePanel() -> impl IntoView {
         });
     };
 
-    // The card at rank position `pos`, kept in the page while as many samples are shown: a token
-    // changes its text node alone and a move the samples the places show, so drawing the answers
-    // leaves the cores to the engine.
+    // The card at rank position `pos`. Its nodes stay while the number of samples does: a token
+    // rewrites one text node, and a move changes which sample each place shows, so drawing the
+    // answers leaves the cores to the engine.
     let card_view = move |pos: usize| {
         let ci = move || order.with(|o| o.get(pos).copied().unwrap_or(0));
         let n = move || order.with(|o| o.len());
