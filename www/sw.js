@@ -13,9 +13,10 @@ self.addEventListener('activate', (e) => e.waitUntil(self.clients.claim()));
 
 // A host that cannot set headers (GitHub Pages, a plain file server) still gets a cross-origin
 // isolated page (from the first visit, which reloads once for it: www/offline.js): the app's own
-// responses get COOP and COEP here, so the engine may run on every core (src/app/client.rs then starts its threaded build). Not the wasm:
-// a same-origin module needs neither, and Chrome gives V8 the optimized code it kept for a module
-// only with the response the service worker passed through as it came, never with one built here.
+// responses get COOP and COEP here, so the engine may run on every core (src/app/client.rs then
+// starts its threaded build). Not the wasm: a same-origin module needs neither, and Chrome gives
+// V8 the optimized code it kept for a module only with the response the service worker passed
+// through as it came, never with one built here.
 function isolated(res, path) {
   if (res.status !== 200 || res.headers.has('cross-origin-embedder-policy') || path.endsWith('.wasm')) return res;
   const headers = new Headers(res.headers);

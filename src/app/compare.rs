@@ -113,21 +113,14 @@ pub fn ComparePanel() -> impl IntoView {
     };
     lesson::on_asked(ctx, Action::Compare, compare);
     lesson::on_asked(ctx, Action::BestOfN, best_of_n);
-    let score_line = move |i: usize| {
-        scores.get().and_then(|(j, rm)| {
-            let js = j.get(i).map(|v| format!("judges {v:+.3}"));
-            let rs = rm.and_then(|r| r.get(i).map(|v| format!("reward model {v:+.3}")));
-            let parts: Vec<String> = js.into_iter().chain(rs).collect();
-            (!parts.is_empty()).then(|| parts.join(" · "))
-        })
-    };
+    let score_line = move |i: usize| scores.with(|sc| score_text(scores_of(sc, i)));
     // The Best-of-N samples' order, best first: by the reward model when there is one, else by the
     // judges (the samples' own order until they are judged). It changes only when scores come, so
     // the rows stay in the page while the samples are written.
     let best_order = Memo::new(move |_| {
         let mut order: Vec<usize> = (0..best.with(|b| b.len())).collect();
         best_scores.with(|sc| order.sort_by(|&a, &b| {
-            let key = |i| { let (j, r) = best_score(sc, i); r.or(j).unwrap_or(0.0) };
+            let key = |i| { let (j, r) = scores_of(sc, i); r.or(j).unwrap_or(0.0) };
             key(b).total_cmp(&key(a))
         }));
         order
@@ -184,10 +177,7 @@ pub fn ComparePanel() -> impl IntoView {
                     // Each row reads its sample anew on every token; only a changed text is written.
                     let at = move || best_order.with(|o| o.get(rank).copied());
                     view! {
-                        <li><span class="score">{move || best_scores.with(|sc| {
-                            let (j, r) = at().map_or((None, None), |i| best_score(sc, i));
-                            format!("{}{}", j.map(|v| format!("judges {v:+.3}")).unwrap_or_default(), r.map(|v| format!(" · reward model {v:+.3}")).unwrap_or_default())
-                        })}</span>" "{move || best.with(|b| at().and_then(|i| b.get(i)).map(|c| c.text.clone()).unwrap_or_default())}</li>
+                        <li><span class="score">{move || best_scores.with(|sc| at().and_then(|i| score_text(scores_of(sc, i))))}</span>" "{move || best.with(|b| at().and_then(|i| b.get(i)).map(|c| c.text.clone()).unwrap_or_default())}</li>
                     }
                 }).collect_view()}
             </ol>
@@ -195,7 +185,13 @@ pub fn ComparePanel() -> impl IntoView {
     }
 }
 
-/// Sample `i`'s judges' score and reward, once Best of N has scored it.
-fn best_score(scores: &Option<(Vec<f64>, Option<Vec<f64>>)>, i: usize) -> (Option<f64>, Option<f64>) {
+/// Answer `i`'s judges' score and reward, once its answers are scored.
+fn scores_of(scores: &Option<(Vec<f64>, Option<Vec<f64>>)>, i: usize) -> (Option<f64>, Option<f64>) {
     scores.as_ref().map_or((None, None), |(j, r)| (j.get(i).copied(), r.as_ref().and_then(|r| r.get(i).copied())))
+}
+
+/// "judges +0.123 · reward model +1.234", or what of it there is.
+fn score_text((judges, reward): (Option<f64>, Option<f64>)) -> Option<String> {
+    let parts: Vec<String> = judges.map(|v| format!("judges {v:+.3}")).into_iter().chain(reward.map(|v| format!("reward model {v:+.3}"))).collect();
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }

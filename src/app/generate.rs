@@ -185,14 +185,14 @@ pub fn GeneratePanel() -> impl IntoView {
     // The card at rank position `pos`. Its nodes stay while the number of samples does: a token
     // rewrites one text node, and a move changes which sample each place shows, so drawing the
     // answers leaves the cores to the engine.
+    let shown = Memo::new(move |_| order.with(|o| o.len()));
     let card_view = move |pos: usize| {
         let ci = move || order.with(|o| o.get(pos).copied().unwrap_or(0));
-        let n = move || order.with(|o| o.len());
         // Each reads its card anew on every change; the page's text is written only where it changed.
         let card = move |f: &dyn Fn(&Card) -> String| cards.with(|c| c.get(ci()).map(f).unwrap_or_default());
         let pressed = move |good: bool| card(&|c| (c.rating == Some(good)).to_string());
         let keydown = move |ev: leptos::ev::KeyboardEvent| {
-            let n = n();
+            let n = shown.get_untracked();
             let key = ev.key();
             let to = match key.as_str() {
                 "ArrowUp" if pos > 0 => Some(pos - 1),
@@ -209,7 +209,7 @@ pub fn GeneratePanel() -> impl IntoView {
         };
         view! {
             <article id=move || format!("card-{}", ci()) class="card" tabindex="0" draggable="true"
-                aria-label=move || format!("Sample {}, ranked {} of {}", ci() + 1, pos + 1, n())
+                aria-label=move || format!("Sample {}, ranked {} of {}", ci() + 1, pos + 1, shown.get())
                 class:dragging=move || drag_from.get() == Some(pos)
                 on:keydown=keydown
                 on:dragstart=move |_| drag_from.set(Some(pos))
@@ -228,7 +228,7 @@ pub fn GeneratePanel() -> impl IntoView {
                     <Show when=move || mode.get() == "rank">
                         <button class="small" aria-label=move || format!("Move sample {} up", ci() + 1) disabled=pos == 0
                             on:click=move |_| { move_card(order, pos, pos.saturating_sub(1)); }>"↑"</button>
-                        <button class="small" aria-label=move || format!("Move sample {} down", ci() + 1) disabled=move || pos + 1 == n()
+                        <button class="small" aria-label=move || format!("Move sample {} down", ci() + 1) disabled=move || pos + 1 == shown.get()
                             on:click=move |_| { move_card(order, pos, pos + 1); }>"↓"</button>
                     </Show>
                     <Show when=move || mode.get() == "thumbs">
@@ -242,8 +242,6 @@ pub fn GeneratePanel() -> impl IntoView {
             </article>
         }
     };
-    let shown = Memo::new(move |_| order.with(|o| o.len()));
-
     view! {
         <div class="panel generate">
             <div class="form">

@@ -106,12 +106,11 @@ impl Session {
         on_token: &mut dyn FnMut(TokenEvent) -> bool,
     ) -> Result<(Vec<u32>, Vec<Sample>)> {
         let ids = self.prompt_ids(enc, prompt)?;
-        let keeps = which == Which::Reference && self.policy.base_is_loaded();
-        if let Some(samples) = keeps.then(|| self.ref_samples.borrow().get(&ids, sampling).cloned()).flatten() {
+        if let Some(samples) = self.kept(which, &ids, sampling) {
             return Ok((ids, samples));
         }
         let samples = generate(&self.model(which), &self.lm.tokenizer, &ids, sampling, on_token).await?;
-        if keeps && samples.iter().all(|s| s.finish_reason != FinishReason::Cancelled) {
+        if self.keeps(which) && samples.iter().all(|s| s.finish_reason != FinishReason::Cancelled) {
             self.ref_samples.borrow_mut().keep(ids.clone(), sampling.clone(), samples.clone());
         }
         Ok((ids, samples))
@@ -119,9 +118,18 @@ impl Session {
 
     /// Whether [`Session::generate`] would give `which`'s answers from [`KeptSamples`].
     pub fn is_kept(&self, which: Which, enc: &Encoding, prompt: &str, sampling: &SamplingConfig) -> bool {
-        which == Which::Reference
-            && self.policy.base_is_loaded()
-            && self.prompt_ids(enc, prompt).is_ok_and(|ids| self.ref_samples.borrow().get(&ids, sampling).is_some())
+        self.prompt_ids(enc, prompt).is_ok_and(|ids| self.keeps(which) && self.ref_samples.borrow().get(&ids, sampling).is_some())
+    }
+
+    /// Whether `which`'s answers go to and come from [`KeptSamples`]: the reference's, while it is
+    /// the loaded model.
+    fn keeps(&self, which: Which) -> bool {
+        which == Which::Reference && self.policy.base_is_loaded()
+    }
+
+    /// `which`'s kept answers for `ids` and `sampling`, if it keeps them and has them.
+    fn kept(&self, which: Which, ids: &[u32], sampling: &SamplingConfig) -> Option<Vec<Sample>> {
+        self.keeps(which).then(|| self.ref_samples.borrow().get(ids, sampling).cloned()).flatten()
     }
 
     /// Per-token log-probabilities of `completion` after `prompt`, policy and reference.
