@@ -2,8 +2,9 @@
 //!
 //! burn-flex 0.22.1 allocates every product's output by zeroing a byte vector and then copying it
 //! into an aligned buffer (`FlexTensor::empty`): two passes over memory the product then
-//! overwrites, 4 % of a DPO step. Here gemm writes into a fresh `Vec<f32>`, read through the
-//! operands' strides (a transposed view is not copied). The backward is burn's:
+//! overwrites, 4 % of a DPO step. Here the product writes into a fresh `Vec<f32>`, reading the
+//! operands through their strides (a transposed view is not copied): gemm natively, the page's
+//! own tiles in wasm ([`super::tiled_gemm`]). The backward is burn's:
 //! da = g b^T, db = a^T g, each only for an operand that is tracked.
 //!
 //! Weights in f16 (the copy [`Llama::for_decoding`](super::Llama::for_decoding) makes for decoding on a GPU)
@@ -19,6 +20,7 @@ use burn::nn::Linear;
 use burn::tensor::{FloatDType, Tensor};
 
 use super::fused::{flex_tensor, on_flex};
+use super::tiled_gemm::View;
 use crate::backend::is_cpu;
 
 /// `a [m, k] · b [k, n]`.
@@ -107,33 +109,12 @@ impl MatmulOps for Flex {
         let out = if m == 0 || n == 0 || k == 0 {
             vec![0f32; len]
         } else {
-            let ((a_ptr, a_rs, a_cs), (b_ptr, b_rs, b_cs)) = (view(&a), view(&b));
             let mut out = Vec::<f32>::with_capacity(len);
-            // SAFETY: the pointers and strides are the operands' own layouts, which Flex keeps
-            // inside their storage for every index of their shapes; gemm writes each of the m*n
-            // outputs once (`read_dst` false) before the length covers them.
+            // SAFETY: the views are the operands' own layouts, which Flex keeps inside their
+            // storage for every index of their shapes; the product writes each of the m*n
+            // outputs once before the length covers them.
             unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    k,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a_ptr,
-                    a_cs,
-                    a_rs,
-                    b_ptr,
-                    b_cs,
-                    b_rs,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    parallelism(m, n, k),
-                );
+                product(m, n, k, view(&a), view(&b), out.as_mut_ptr());
                 out.set_len(len);
             }
             out
@@ -149,25 +130,35 @@ fn dims2(t: &FloatTensor<Flex>) -> [usize; 2] {
 }
 
 /// The first element's address and the (row, column) strides in elements.
-fn view(t: &FloatTensor<Flex>) -> (*const f32, isize, isize) {
+fn view(t: &FloatTensor<Flex>) -> View {
     let layout = t.layout();
     let strides = layout.strides();
     let start = t.storage::<f32>()[layout.start_offset()..].as_ptr();
-    (start, strides[0], strides[1])
+    View { ptr: start, rs: strides[0], cs: strides[1] }
 }
 
-/// Every core for a product large enough to pay for the split, when the build has threads.
-fn parallelism(m: usize, n: usize, k: usize) -> gemm::Parallelism {
-    #[cfg(any(not(target_arch = "wasm32"), feature = "threads"))]
-    {
-        /// Multiply-adds above which a product is split over the cores (burn-flex's threshold).
-        const PARALLEL_ABOVE: usize = 192 * 192 * 192;
-        if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_ABOVE {
-            return gemm::Parallelism::Rayon(0);
-        }
+/// `c [m, n] = a [m, k] · b [k, n]` in the page: its own tiles ([`super::tiled_gemm`]), which V8
+/// runs faster than gemm's.
+///
+/// # Safety
+/// As [`super::tiled_gemm::gemm`].
+#[cfg(target_arch = "wasm32")]
+unsafe fn product(m: usize, n: usize, k: usize, a: View, b: View, c: *mut f32) {
+    unsafe { super::tiled_gemm::gemm(m, n, k, a, b, c) }
+}
+
+/// `c [m, n] = a [m, k] · b [k, n]` natively: gemm's kernels for the CPU it finds (AVX-512 here).
+///
+/// # Safety
+/// The views address every element of their shapes; `c` has room for `m * n` floats.
+#[cfg(not(target_arch = "wasm32"))]
+unsafe fn product(m: usize, n: usize, k: usize, a: View, b: View, c: *mut f32) {
+    // Every core for a product large enough to pay for the split.
+    let large = m.saturating_mul(n).saturating_mul(k) >= super::tiled_gemm::PARALLEL_ABOVE;
+    let parallelism = if large { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };
+    unsafe {
+        gemm::gemm(m, n, k, c, 1, n as isize, false, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 0.0, 1.0, false, false, false, parallelism);
     }
-    let _ = (m, n, k);
-    gemm::Parallelism::None
 }
 
 #[derive(Debug)]
