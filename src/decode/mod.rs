@@ -38,12 +38,11 @@ use quant::QMatrix;
 /// auto|device --prompt-tokens N --tokens 1`, two runs each), prompt of 48 / 64 / 96 / 128 / 200
 /// tokens: here 0.30 / 0.37 / 0.56 / 0.73 / 1.22 s, burn 0.42 / 0.43 / 0.70 / 0.89 / 1.17 s. (On
 /// the Zen 4 VM, with burn's AVX-512 gemm and the host's earlier loop, 101 tokens took 496 ms
-/// here against burn's 352.) In the page (one thread, SIMD128), prompt of 40 / 242 tokens: here
-/// 0.43-0.49 / 3.26-3.41 s, burn 0.87-1.08 / 3.40-3.43 s.
-#[cfg(not(target_arch = "wasm32"))]
+/// here against burn's 352.) In the page the same since its products run in their own tiles
+/// (stop 66; the Zen 5 VM, both cores, the plain browser bench's first token, two runs each),
+/// prompt of 72 / 100 / 128 / 198 / 254 tokens: here 0.35-0.39 / 0.51-0.52 / 0.63-0.65 /
+/// 1.08-1.09 / 1.52-1.53 s, burn 0.38-0.44 / 0.48-0.49 / 0.54-0.55 / 0.74-0.79 / 0.91-1.01 s.
 const HOST_PROMPT: usize = 96;
-#[cfg(target_arch = "wasm32")]
-const HOST_PROMPT: usize = 256;
 
 /// The seven projections of a block, in [`Llama::linears`]'s order.
 const Q: usize = 0;
