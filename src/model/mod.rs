@@ -21,7 +21,7 @@ mod mlp;
 #[cfg(feature = "engine")]
 mod rope;
 #[cfg(feature = "engine")]
-mod rows;
+pub(crate) mod rows;
 /// The page's products. Natively only its tests run them: gemm's own kernels are faster there.
 #[cfg(feature = "engine")]
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
