@@ -372,8 +372,9 @@ impl HostDecoder {
 
     /// Each query head over its key/value head's cache: `softmax(q k^T / sqrt(d)) v`, row `i`
     /// over the first `visible[i]` positions of sample `samples[i]`. One task a row and head,
-    /// shared between the cores ([`crew::for_each`]): the samples decoded together attend each
-    /// to its own cache, and on one core this was a fifth of an 8-sample step in the page.
+    /// shared between the cores ([`crew::for_each`]): each sample decoded beside others attends
+    /// to its own cache, and the decoder's own work around its products (this within it) took a
+    /// fifth of an 8-sample step in the page, on one thread while the other spun.
     fn attend(&self, l: usize, q: &[f32], samples: &[usize], visible: &[usize]) -> Vec<f32> {
         let b = &self.base;
         let (hd, heads, kvh) = (b.head_dim, b.num_heads, b.num_kv_heads);
