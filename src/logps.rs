@@ -200,10 +200,17 @@ pub async fn next_token_logps(model: &Llama, pad: u32, prompts: &[Vec<u32>], can
     let device = hidden.device();
     let last: Vec<i32> = prompts.iter().flat_map(|p| std::iter::repeat_n(p.len() as i32 - 1, d)).collect();
     let last = Tensor::<3, Int>::from_data(TensorData::new(last, [b, 1, d]), &device);
-    let logp = log_softmax(model.head(hidden.gather(1, last)));
-    let k = candidates.len();
-    let wanted: Vec<i32> = (0..b).flat_map(|_| candidates.iter().map(|&c| c as i32)).collect();
-    let picked = logp.gather(2, Tensor::<3, Int>::from_data(TensorData::new(wanted, [b, 1, k]), &device));
+    candidate_logps(model, hidden.gather(1, last), candidates).await
+}
+
+/// The log-probabilities of `candidates` after each of `last`'s hidden states (`[n, 1, hidden]`):
+/// `[n][candidate]`, the head and its log-softmax on those positions only.
+async fn candidate_logps(model: &Llama, last: Tensor<3>, candidates: &[u32]) -> Result<Vec<Vec<f32>>> {
+    let (n, k) = (last.dims()[0], candidates.len());
+    let device = last.device();
+    let logp = log_softmax(model.head(last));
+    let wanted: Vec<i32> = (0..n).flat_map(|_| candidates.iter().map(|&c| c as i32)).collect();
+    let picked = logp.gather(2, Tensor::<3, Int>::from_data(TensorData::new(wanted, [n, 1, k]), &device));
     Ok(read_f32(picked).await?.chunks(k).map(<[f32]>::to_vec).collect())
 }
 
@@ -223,12 +230,7 @@ pub async fn next_token_logps_shared(model: &Llama, pad: u32, rows: &[[&[u32]; 3
     // Each prompt's last hidden state, `[2 rows, hidden]`: every row's `a` first, then its `b`.
     let last = SharedPromptBatch::new(model, rows, pad)?.last_hidden(model);
     let [n2, d] = last.dims();
-    let device = last.device();
-    let logp = log_softmax(model.head(last.reshape([n2, 1, d])));
-    let k = candidates.len();
-    let wanted: Vec<i32> = (0..n2).flat_map(|_| candidates.iter().map(|&c| c as i32)).collect();
-    let picked = logp.gather(2, Tensor::<3, Int>::from_data(TensorData::new(wanted, [n2, 1, k]), &device));
-    let lps: Vec<Vec<f32>> = read_f32(picked).await?.chunks(k).map(<[f32]>::to_vec).collect();
-    let n = rows.len();
-    Ok(rows.iter().enumerate().map(|(r, [_, _, b])| [lps[r].clone(), if b.is_empty() { Vec::new() } else { lps[n + r].clone() }]).collect())
+    let mut lps = candidate_logps(model, last.reshape([n2, 1, d]), candidates).await?;
+    let seconds = lps.split_off(rows.len());
+    Ok(rows.iter().zip(lps).zip(seconds).map(|(([_, _, b], a_lps), b_lps)| [a_lps, if b.is_empty() { Vec::new() } else { b_lps }]).collect())
 }
