@@ -60,10 +60,11 @@ pub fn ConstitutionPanel() -> impl IntoView {
     let st = ctx.constitution;
     let job = RwSignal::new(None::<JobId>);
     let status = RwSignal::new(String::new());
-    // The Data tab's prompts when there are any, else the Generate tab's prompt. Untracked: a
-    // lesson's action runs inside an effect, which must not re-run (and drop its state) on them.
+    // The Data tab's prompts (a lesson's own when its card asked) when there are any, else the
+    // Generate tab's prompt. Untracked: a lesson's action runs inside an effect, which must not
+    // re-run (and drop its state) on them.
     let prompts = move || {
-        let list = ctx.prompts.get_untracked();
+        let list = lesson::prompts_for(ctx, Action::SelfLabel);
         if list.is_empty() { vec![ctx.settings.with_untracked(|s| s.prompt.clone())] } else { list }
     };
     let run = move || {
@@ -105,7 +106,11 @@ pub fn ConstitutionPanel() -> impl IntoView {
             _ => {}
         });
         job.set(Some(id));
-        status.set(format!("Judging the answers to {} prompts…", list.len()));
+        let all = ctx.prompts.with_untracked(Vec::len);
+        status.set(match list.len() {
+            n if n < all => format!("Judging the answers to the lesson's {n} prompts (the Data tab has {all})…"),
+            n => format!("Judging the answers to {n} prompts…"),
+        });
         client::send(&Request::SelfLabel { job: id, constitution, prompts: list, encoding: s.encoding(), sampling: s.sampling.clone(), judges, pairs_per_prompt: PAIRS_PER_PROMPT });
     };
     lesson::on_asked(ctx, Action::SelfLabel, run);
@@ -129,7 +134,7 @@ pub fn ConstitutionPanel() -> impl IntoView {
             <button disabled=move || { count() >= MAX_PRINCIPLES } on:click=move |_| st.update(|s| s.principles.push(String::new()))>"+ principle"</button>
             <p class="muted">{move || {
                 let n = ctx.prompts.with(Vec::len);
-                if n == 0 { format!("Prompt: the Generate tab's, \"{}\". Add prompts on the Data tab to judge many.", ctx.settings.with(|s| s.prompt.clone())) } else { format!("Prompts: the Data tab's {n}.") }
+                if n == 0 { format!("Prompt: the Generate tab's, \"{}\". Add prompts on the Data tab to judge many.", ctx.settings.with(|s| s.prompt.clone())) } else { format!("Prompts: the Data tab's {n}{}.", lesson::prompts_note(ctx)) }
             }}</p>
             <div class="row">
                 <button class="primary" disabled=move || !idle() on:click=move |_| run()>"Judge and label"</button>

@@ -125,7 +125,7 @@ pub fn DistillPanel() -> impl IntoView {
             TeacherKind::Answers => TeacherChoice::Answers(ctx.demos.get_untracked()),
         };
         let run = RunSettings { method: MethodKind::Sft, ..s.train.clone() }.spec(Vec::new(), s.encoding(), TrainData::default());
-        let prompts = ctx.prompts.get_untracked();
+        let prompts = lesson::prompts_for(ctx, Action::Distill);
         let sampling = s.sampling.clone();
         st.update(|d| d.report = None);
         let id = client::job(move |ev| match ev {
@@ -169,7 +169,7 @@ pub fn DistillPanel() -> impl IntoView {
                 return;
             }
         };
-        let prompts = ctx.prompts.get_untracked();
+        let prompts = lesson::prompts_for(ctx, Action::WeakToStrong);
         st.update(|d| d.reranked.clear());
         let id = client::job(move |ev| match ev {
             Event::Reranked { row, done, total, .. } => {
@@ -246,7 +246,7 @@ pub fn DistillPanel() -> impl IntoView {
                     <span class="muted">{move || teacher_model.get().unwrap_or_else(|| "none loaded".into())}</span>
                 </Show>
             </div>
-            <p class="muted">{move || format!("Prompts taught on: the Data tab's {}. Judges: the Generate tab's. Ideal answers on the Data tab: {}.", ctx.prompts.with(Vec::len), ctx.demos.with(Vec::len))}</p>
+            <p class="muted">{move || format!("Prompts taught on: the Data tab's {}{}. Judges: the Generate tab's. Ideal answers on the Data tab: {}.", ctx.prompts.with(Vec::len), lesson::prompts_note(ctx), ctx.demos.with(Vec::len))}</p>
             <label class="wide">"Held-out prompts, one per line"<textarea aria-label="Held-out prompts" rows="3" prop:value=move || st.with(|d| d.held_out.clone())
                 on:change=move |ev| { let v = event_target_value(&ev); st.update(|d| d.held_out = v) }></textarea></label>
             <div class="row">

@@ -60,6 +60,27 @@ pub fn on_asked(ctx: Ctx, action: Action, f: impl Fn() + 'static) {
     });
 }
 
+/// The prompts a panel's `action` runs on: the Data tab's, or, when the lesson's card asked for
+/// it, those the lesson brought ([`Lesson::prompts_for_step`]). The panel's own button keeps the
+/// whole Data tab.
+pub fn prompts_for(ctx: Ctx, action: Action) -> Vec<String> {
+    let data = ctx.prompts.get_untracked();
+    if ctx.act.get_untracked() != Act::Running(action) {
+        return data;
+    }
+    ctx.lesson.with_untracked(|st| st.as_ref().map(|st| st.lesson.prompts_for_step(st.step, &data))).unwrap_or(data)
+}
+
+/// What a panel adds to its count of the Data tab's prompts while the open lesson's steps take
+/// fewer of them ([`prompts_for`]); empty otherwise. Tracked, for a panel's view.
+pub fn prompts_note(ctx: Ctx) -> String {
+    let Some(st) = ctx.lesson.get() else { return String::new() };
+    ctx.prompts.with(|data| match st.lesson.prompts_for_step(st.step, data).len() {
+        n if n < data.len() => format!(" (the lesson's Try it takes its own {n})"),
+        _ => String::new(),
+    })
+}
+
 /// Called by a panel when its action ended (however it ended).
 pub fn finished(ctx: Ctx, action: Action) {
     if ctx.act.get_untracked() == Act::Running(action) {

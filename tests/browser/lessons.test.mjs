@@ -100,6 +100,13 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
     }
   });
 
+  // A class walking the lessons in order has the earlier lessons' prompts on the Data tab too; a
+  // step that goes through prompts one by one still takes only its lesson's own (the panel's line
+  // counts the Data tab's, the panel's result the prompts the step took).
+  const ownPrompts = {
+    'self-alignment': { step: 1, data: /Prompts: the Data tab's (\d+) \(the lesson's Try it takes its own 12\)\./, took: () => page.getByRole('status', { name: 'Self-alignment status' }).innerText(), want: /Judged the answers to 12 of 12 prompts/ },
+    'teacher-and-student': { step: 1, data: /Prompts taught on: the Data tab's (\d+) \(the lesson's Try it takes its own 8\)\./, took: () => page.getByText(/The student learnt from \d+ of the teacher's answers/).innerText(), want: /learnt from 8 of/ },
+  };
   const times = [];
   for (const lesson of lessons) {
     await t.test(`lesson: ${lesson.title}`, async () => {
@@ -107,6 +114,13 @@ test('guided lessons: list, lab files, links from other sites, and every built-i
       const onStep = async (i, step) => {
         await shot(page, `lesson-${lesson.id}-${String(i + 1).padStart(2, '0')}`);
         await followReadingStep(page, lesson.steps[i]);
+        const own = ownPrompts[lesson.id];
+        if (own?.step === i) {
+          const inData = Number((await page.getByRole('tabpanel').getByText(own.data).innerText()).match(own.data)[1]);
+          const brought = lesson.setup.data.prompts.length;
+          assert.ok(inData > brought, `the walk carried earlier lessons' prompts: the Data tab has ${inData}, the lesson brought ${brought}`);
+          assert.match(await own.took(), own.want);
+        }
       };
       const steps = await walkLesson(page, lesson.title, { onStep });
       times.push(`${lesson.id} ${((Date.now() - t0) / 1000).toFixed(1)} s [${steps.map((s) => (s.ms / 1000).toFixed(1)).join(" ")}]`);
