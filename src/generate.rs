@@ -109,11 +109,13 @@ pub struct TokenEvent<'a> {
 
 /// Chooses the next token of each row from its logits. Holds the seeded generator, so one
 /// `Sampler` per generation call keeps results reproducible.
+#[cfg(feature = "engine")]
 pub struct Sampler {
     cfg: SamplingConfig,
     rng: StdRng,
 }
 
+#[cfg(feature = "engine")]
 impl Sampler {
     pub fn new(cfg: SamplingConfig) -> Self {
         let rng = StdRng::seed_from_u64(cfg.seed);
@@ -154,45 +156,79 @@ impl Sampler {
     /// temperature `1 / inv_t`, cut by top-k, then by top-p). Sorting a 49k vocabulary for every
     /// token costs more than the choice; the nucleus is found among the most likely 64 tokens,
     /// then 256, ... (`select_nth_unstable` partitions in linear time), which almost always
-    /// holds it.
+    /// holds it. Without top-k, the whole vocabulary's exponentials are one vectorised pass
+    /// (libm's `expf`, a token at a time, was most of the sampler's time, and the sampler 6 % of
+    /// eight samples' decoding in the page), and only tokens that can be in the nucleus are
+    /// candidates: each token below
+    /// `(1 - top_p) / V` of the mass holds less than that, so all of them together hold less
+    /// than `1 - top_p`, and the most likely tokens reach `top_p` before any of them.
     fn nucleus(&self, logits: &[f32], inv_t: f32) -> (Vec<(u32, f32)>, Vec<f32>) {
-        let desc = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1);
-        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l * inv_t)).collect();
-        if self.cfg.top_k > 0 && self.cfg.top_k < cand.len() {
-            cand.select_nth_unstable_by(self.cfg.top_k - 1, desc);
-            cand.truncate(self.cfg.top_k);
+        let (top_k, top_p) = (self.cfg.top_k, self.cfg.top_p);
+        let scaled = |(i, &l): (usize, &f32)| (i as u32, l * inv_t);
+        if top_k == 0 || top_k >= logits.len() {
+            let mut e = vec![0.0f32; logits.len()];
+            let (max, total) = crate::model::rows::exp_scaled(logits, inv_t, &mut e);
+            // (Not finite only when every logit is -inf: the generic path below copes.)
+            if total.is_finite() {
+                if top_p >= 1.0 {
+                    // Every token stays: their order does not matter.
+                    return (logits.iter().enumerate().map(scaled).collect(), e.iter().map(|p| p / total).collect());
+                }
+                // Halved for rounding.
+                let floor = total * (1.0 - top_p) / (2.0 * logits.len() as f32);
+                let cand = logits.iter().enumerate().filter(|&(i, _)| e[i] >= floor).map(scaled).collect();
+                return top_p_of(cand, max, total, top_p);
+            }
+        }
+        let mut cand: Vec<(u32, f32)> = logits.iter().enumerate().map(scaled).collect();
+        if top_k > 0 && top_k < cand.len() {
+            cand.select_nth_unstable_by(top_k - 1, descending);
+            cand.truncate(top_k);
         }
         let max = cand.iter().map(|c| c.1).fold(f32::NEG_INFINITY, f32::max);
         let total: f32 = cand.iter().map(|&(_, l)| (l - max).exp()).sum();
-        let prob = |c: &[(u32, f32)]| -> Vec<f32> { c.iter().map(|&(_, l)| (l - max).exp() / total).collect() };
-        if self.cfg.top_p >= 1.0 {
+        if top_p >= 1.0 {
             // Every candidate stays: their order does not matter.
-            let probs = prob(&cand);
+            let probs = cand.iter().map(|&(_, l)| (l - max).exp() / total).collect();
             return (cand, probs);
         }
-        let mut keep = cand.len().min(64);
-        loop {
-            if keep < cand.len() {
-                cand.select_nth_unstable_by(keep - 1, desc);
-            }
-            let mut head = cand[..keep].to_vec();
-            head.sort_unstable_by(desc);
-            let mut probs = prob(&head);
-            let mut cum = 0.0;
-            let reached = probs.iter().position(|&p| {
-                cum += p;
-                cum >= self.cfg.top_p
-            });
-            if let Some(i) = reached {
-                probs.truncate(i + 1);
-                head.truncate(i + 1);
-                return (head, probs);
-            }
-            if keep == cand.len() {
-                return (head, probs);
-            }
-            keep = (keep * 4).min(cand.len());
+        top_p_of(cand, max, total, top_p)
+    }
+}
+
+/// Most likely first.
+#[cfg(feature = "engine")]
+fn descending(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1)
+}
+
+/// The most likely of `cand` (token, scaled logit) whose probabilities, `e^{l - max} / total`,
+/// first reach `top_p`, with those probabilities.
+#[cfg(feature = "engine")]
+fn top_p_of(mut cand: Vec<(u32, f32)>, max: f32, total: f32, top_p: f32) -> (Vec<(u32, f32)>, Vec<f32>) {
+    let prob = |c: &[(u32, f32)]| -> Vec<f32> { c.iter().map(|&(_, l)| (l - max).exp() / total).collect() };
+    let mut keep = cand.len().min(64);
+    loop {
+        if keep < cand.len() {
+            cand.select_nth_unstable_by(keep - 1, descending);
         }
+        let mut head = cand[..keep].to_vec();
+        head.sort_unstable_by(descending);
+        let mut probs = prob(&head);
+        let mut cum = 0.0;
+        let reached = probs.iter().position(|&p| {
+            cum += p;
+            cum >= top_p
+        });
+        if let Some(i) = reached {
+            probs.truncate(i + 1);
+            head.truncate(i + 1);
+            return (head, probs);
+        }
+        if keep == cand.len() {
+            return (head, probs);
+        }
+        keep = (keep * 4).min(cand.len());
     }
 }
 
@@ -519,9 +555,11 @@ mod tests {
 
     #[test]
     fn the_nucleus_is_the_one_a_full_sort_finds() {
-        // Near-uniform logits: the nucleus holds hundreds of tokens, past the first 64.
-        let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 4000.0).collect();
-        for (top_k, top_p) in [(0, 0.9), (300, 0.5), (0, 0.01), (10, 1.0)] {
+        // Near-uniform logits (spread 0.25): the nucleus holds hundreds of tokens, past the first
+        // 64. Spread 10: most tokens are below the floor under which none can be in the nucleus.
+        let cases = [(0.25, 0, 0.9), (0.25, 300, 0.5), (0.25, 0, 0.01), (0.25, 10, 1.0), (0.25, 0, 1.0), (0.25, 2000, 0.9)];
+        for (spread, top_k, top_p) in cases.into_iter().chain([(10.0, 0, 0.9), (10.0, 0, 0.5), (10.0, 0, 0.999), (10.0, 0, 1.0)]) {
+            let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 1000) as f32 / 1000.0 * spread).collect();
             let cfg = SamplingConfig { temperature: 0.7, top_k, top_p, ..Default::default() };
             let (cand, probs) = Sampler::new(cfg).nucleus(&logits, 1.0 / 0.7);
             let mut all: Vec<(u32, f32)> = logits.iter().enumerate().map(|(i, &l)| (i as u32, l / 0.7)).collect();
@@ -541,13 +579,13 @@ mod tests {
                 .copied()
                 .collect();
             let mass: f32 = want.iter().map(|c| (c.1 - all[0].1).exp() / total).sum();
-            assert!((probs.iter().sum::<f32>() - mass).abs() < 1e-4, "top_k {top_k}, top_p {top_p}");
+            assert!((probs.iter().sum::<f32>() - mass).abs() < 1e-4, "spread {spread}, top_k {top_k}, top_p {top_p}");
             let want: Vec<u32> = want.iter().map(|c| c.0).collect();
             let mut got: Vec<u32> = cand.iter().map(|c| c.0).collect();
             got.sort_unstable();
             let mut want = want;
             want.sort_unstable();
-            assert_eq!(got, want, "top_k {top_k}, top_p {top_p}");
+            assert_eq!(got, want, "spread {spread}, top_k {top_k}, top_p {top_p}");
         }
     }
 

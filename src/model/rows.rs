@@ -93,6 +93,17 @@ fn exp_shifted(x: &[f32], m: f32, y: &mut [f32]) -> f32 {
     sum(y)
 }
 
+/// `y = e^{s x - m}`, m the largest `s x` (`s > 0`, so it is `s` times the largest x, the same
+/// float): a softmax at temperature `1 / s` before its division, for sampling. Returns m and the
+/// sum of y.
+pub fn exp_scaled(x: &[f32], s: f32, y: &mut [f32]) -> (f32, f32) {
+    let m = row_max(x) * s;
+    for (o, &v) in y.iter_mut().zip(x) {
+        *o = exp(v * s - m);
+    }
+    (m, sum(y))
+}
+
 /// One of the operations, applied to a row: `inputs` are the forward's input (or its output and
 /// the gradient, for a backward), each as long as `out`.
 pub trait RowOp {

@@ -1,12 +1,13 @@
 // Browser benchmark (not a test): page load to first token, tokens/s and seconds per DPO step,
 // driving the built app like the tests do. Run after scripts/build-web:
-//   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--coop off] [--samples 4]
+//   node tests/browser/bench.mjs --model tiny|smollm2 --backend cpu|webgpu [--steps 2] [--tokens 16] [--prompt TEXT] [--threads off] [--coop off] [--samples 4] [--temperature 0.7]
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
 //   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--settle S] [--again BETA [--runs N] [--pause S]] [--answer-after]
 //   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering, with --revisit or --visits N [--cache-trace], and with --rules off
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
-// --samples decodes that many greedy answers together (tokens/s counts every answer's tokens).
+// --samples decodes that many greedy answers together (tokens/s counts every answer's tokens);
+// --temperature samples them instead (the page's top-p, 0.9).
 // --flow times a new user's way to the first visible DPO shift: open the page, sample --samples
 // answers of --tokens tokens to the prompt, save them in the order shown (every better-over-worse
 // pair), train --steps DPO steps with the page's defaults, and read the margins chart. --type S
@@ -44,7 +45,7 @@ const { values: a } = parseArgs({ options: {
   model: { type: 'string', default: 'tiny' }, backend: { type: 'string', default: 'cpu' },
   steps: { type: 'string' }, tokens: { type: 'string' },
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' }, coop: { type: 'string', default: 'on' }, rules: { type: 'string', default: 'on' },
-  samples: { type: 'string' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
+  samples: { type: 'string' }, temperature: { type: 'string', default: '0' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
   revisit: { type: 'boolean', default: false }, 'cache-trace': { type: 'boolean', default: false }, visits: { type: 'string' }, runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, settle: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
 } });
 // --flow's defaults are the walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
@@ -155,7 +156,7 @@ async function walkPage() {
     const t1 = Date.now();
     const prompt = a.prompt ?? (tiny ? '' : 'What is the capital of France?');
     const main = await mainThread();
-    await generate(page, { prompt, samples: Number(a.samples), temperature: 0, tokens: Number(a.tokens) });
+    await generate(page, { prompt, samples: Number(a.samples), temperature: Number(a.temperature), tokens: Number(a.tokens) });
     // Polled a few times a second, not every frame: reading innerText lays the page out, which
     // would count in the main thread's time.
     await page.waitForFunction(() => /first token after/.test(document.body.innerText), null, { timeout: 900_000, polling: 250 });
