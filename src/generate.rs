@@ -4,8 +4,8 @@
 //! Sampling runs on the host from one logits row per sample: it is cheap next to the forward pass
 //! and gives the same numbers on every backend.
 
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+#[cfg(feature = "engine")]
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "engine")]
@@ -159,9 +159,9 @@ impl Sampler {
     /// holds it. Without top-k, the whole vocabulary's exponentials are one vectorised pass
     /// (libm's `expf`, a token at a time, was most of the sampler's time, and the sampler 6 % of
     /// eight samples' decoding in the page), and only tokens that can be in the nucleus are
-    /// candidates: each token below
-    /// `(1 - top_p) / V` of the mass holds less than that, so all of them together hold less
-    /// than `1 - top_p`, and the most likely tokens reach `top_p` before any of them.
+    /// candidates: each token below `(1 - top_p) / V` of the mass holds less than that, so all
+    /// of them together hold less than `1 - top_p`, and the most likely tokens reach `top_p`
+    /// before any of them.
     fn nucleus(&self, logits: &[f32], inv_t: f32) -> (Vec<(u32, f32)>, Vec<f32>) {
         let (top_k, top_p) = (self.cfg.top_k, self.cfg.top_p);
         let scaled = |(i, &l): (usize, &f32)| (i as u32, l * inv_t);

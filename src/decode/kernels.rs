@@ -164,10 +164,11 @@ fn rows_scalar(w: &QMatrix, x: &[f32], n: usize, r0: usize, out: &mut [f32]) {
 /// `out` as `[row, n]`: two weight rows made floats once (`floats(w, r, buf)`: the stored row,
 /// or the row dequantized into `buf`), then dotted with four input rows a step (`dot4`), two of
 /// the rest (`dot2`: two or three samples decoded together) and the last one alone (`dot1`),
-/// eight sums in registers, so each vector loaded serves two or four multiply-adds. (Turning each block into floats once per eight input rows, with one x load per
-/// multiply-add, held a 32-token prompt to about a third of two Zen 1 cores' rate; a weight row at
-/// a time, the loads bounded the page's prompt at ~11 GFLOP/s.) Inlined into each SIMD module's
-/// caller, so its closures compile with that module's instructions.
+/// eight sums in registers, so each vector loaded serves two or four multiply-adds. (Turning each
+/// block into floats once per eight input rows, with one x load per multiply-add, held a 32-token
+/// prompt to about a third of two Zen 1 cores' rate; a weight row at a time, the loads bounded
+/// the page's prompt at ~11 GFLOP/s.) Inlined into each SIMD module's caller, so its closures
+/// compile with that module's instructions.
 #[inline(always)]
 #[cfg(any(target_arch = "x86_64", all(target_arch = "wasm32", target_feature = "simd128")))]
 fn rows_in_pairs(

@@ -84,11 +84,12 @@ fn sum(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `y = e^{x - m}`, returning the row's sum of them.
+/// `y = e^{s x - m}`, returning the row's sum of them (`s` is 1 but for sampling's temperature;
+/// `x * 1` is `x` to the bit).
 #[inline(always)]
-fn exp_shifted(x: &[f32], m: f32, y: &mut [f32]) -> f32 {
+fn exp_shifted(x: &[f32], s: f32, m: f32, y: &mut [f32]) -> f32 {
     for (o, &v) in y.iter_mut().zip(x) {
-        *o = exp(v - m);
+        *o = exp(v * s - m);
     }
     sum(y)
 }
@@ -98,10 +99,7 @@ fn exp_shifted(x: &[f32], m: f32, y: &mut [f32]) -> f32 {
 /// sum of y.
 pub fn exp_scaled(x: &[f32], s: f32, y: &mut [f32]) -> (f32, f32) {
     let m = row_max(x) * s;
-    for (o, &v) in y.iter_mut().zip(x) {
-        *o = exp(v * s - m);
-    }
-    (m, sum(y))
+    (m, exp_shifted(x, s, m, y))
 }
 
 /// One of the operations, applied to a row: `inputs` are the forward's input (or its output and
@@ -114,7 +112,7 @@ pub struct Softmax;
 impl RowOp for Softmax {
     #[inline(always)]
     fn row([x, _]: [&[f32]; 2], y: &mut [f32]) {
-        let total = exp_shifted(x, row_max(x), y);
+        let total = exp_shifted(x, 1.0, row_max(x), y);
         let inv = 1.0 / total;
         y.iter_mut().for_each(|v| *v *= inv);
     }
@@ -137,7 +135,7 @@ impl RowOp for LogSoftmax {
     #[inline(always)]
     fn row([x, _]: [&[f32]; 2], y: &mut [f32]) {
         let m = row_max(x);
-        let shift = m + exp_shifted(x, m, y).ln();
+        let shift = m + exp_shifted(x, 1.0, m, y).ln();
         for (o, &v) in y.iter_mut().zip(x) {
             *o = v - shift;
         }
