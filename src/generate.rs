@@ -9,9 +9,13 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "engine")]
+mod generations;
+#[cfg(feature = "engine")]
+pub use generations::{Generations, Request};
+
+#[cfg(feature = "engine")]
 use crate::{
     backend::read_f32,
-    decode::HostDecoder,
     io::Tokenizer,
     model::{Batch, KvCache, Llama},
 };
@@ -379,86 +383,10 @@ pub async fn generate_on(
     cfg: &SamplingConfig,
     on_token: &mut dyn FnMut(TokenEvent) -> bool,
 ) -> Result<Vec<Sample>> {
-    cfg.validate()?;
-    let model = &*model.for_inference();
-    if prompt.is_empty() {
-        return Err(Error::Invalid("the prompt is empty; give at least one token".into()));
-    }
-    let max_pos = model.rope.max_positions;
-    if prompt.len() >= max_pos {
-        return Err(Error::Invalid(format!(
-            "the prompt has {} tokens but the model's context is {max_pos}",
-            prompt.len()
-        )));
-    }
-    let max_new = cfg.max_new_tokens.min(max_pos - prompt.len());
-    let n = cfg.num_samples;
-    let mut sampler = Sampler::new(cfg.clone());
-
-    let mut tokens: Vec<Vec<u32>> = vec![Vec::new(); n];
-    let mut finish: Vec<Option<FinishReason>> = vec![None; n];
-    let mut streams = vec![TextStream::default(); n];
-    // Row r of the running batch decodes sample active[r].
-    let mut active: Vec<usize> = (0..n).collect();
-
-    let route = path.on(&model.embed_tokens.weight.device())?;
-    let copy = route.copy_dtype().map(|dtype| model.for_decoding(dtype));
-    let model = copy.as_ref().unwrap_or(model);
-    let (mut decoder, mut rows) = Decoder::start(model, prompt, n, route).await?;
-    let vocab = model.vocab_size();
-
-    for step in 0..max_new {
-        let mut next = Vec::with_capacity(active.len());
-        let mut cancelled = false;
-        for (r, &s) in active.iter().enumerate() {
-            let row = &mut rows[r * vocab..(r + 1) * vocab];
-            if row.iter().any(|x| x.is_nan() || *x == f32::INFINITY) {
-                return Err(Error::NonFinite(
-                    "the model produced NaN or infinite scores for the next token: its weights or its \
-                     adapter are broken (a diverged run?); reset the adapter or reload the model"
-                        .into(),
-                ));
-            }
-            let tok = sampler.sample(row, prompt, &tokens[s]);
-            if tokenizer.stop_ids.contains(&tok) {
-                finish[s] = Some(FinishReason::Stop);
-            } else {
-                tokens[s].push(tok);
-                let delta = streams[s].push(tokenizer, tok);
-                if !on_token(TokenEvent { sample: s, token: tok, text_delta: &delta }) {
-                    cancelled = true;
-                }
-                if step + 1 == max_new {
-                    finish[s] = Some(FinishReason::Length);
-                }
-            }
-            next.push(tok);
-        }
-        if cancelled {
-            for f in finish.iter_mut().filter(|f| f.is_none()) {
-                *f = Some(FinishReason::Cancelled);
-            }
-        }
-        // Drop finished rows from the batch and the cache.
-        let keep: Vec<usize> = (0..active.len()).filter(|&r| finish[active[r]].is_none()).collect();
-        if keep.is_empty() {
-            break;
-        }
-        if keep.len() != active.len() {
-            decoder.keep_rows(&keep);
-            active = keep.iter().map(|&r| active[r]).collect();
-            next = keep.iter().map(|&r| next[r]).collect();
-        }
-        let positions: Vec<usize> = active.iter().map(|&s| prompt.len() + tokens[s].len() - 1).collect();
-        rows = decoder.step(model, &next, &positions).await?;
-    }
-    Ok((0..n)
-        .map(|s| Sample {
-            text: tokenizer.decode(&tokens[s]),
-            tokens: std::mem::take(&mut tokens[s]),
-            finish_reason: finish[s].unwrap_or(FinishReason::Length),
-        })
-        .collect())
+    let requests = vec![Request { prompt: prompt.to_vec(), sampling: cfg.clone() }];
+    let mut answers = Generations::with(path, model, tokenizer, requests, crate::decode::kernels::OneRow::Integers)?;
+    let (_, samples) = answers.next(&mut |_, ev| on_token(ev)).await?.expect("one request, not cancelled before it started");
+    Ok(samples)
 }
 
 /// `prompt` through `model` on its device: the filled key/value cache and the next token's
@@ -469,59 +397,6 @@ pub(crate) async fn prefill(model: &Llama, prompt: &[u32]) -> Result<(KvCache, V
     let (batch, _) = Batch::left_padded(model, &[prompt.to_vec()], 0)?;
     let logits = read_f32(model.forward_last(&batch, Some(&mut cache))).await?;
     Ok((cache, logits))
-}
-
-/// The model state between decoding steps, on the device or on the host.
-#[cfg(feature = "engine")]
-enum Decoder {
-    /// burn's forward pass on the model's device, with its key/value cache and each row's valid keys.
-    Device { cache: KvCache, valid: Vec<Vec<bool>> },
-    Host(HostDecoder),
-}
-
-#[cfg(feature = "engine")]
-impl Decoder {
-    /// Runs the prompt once and starts `n` samples from it; returns the decoder and the next
-    /// token's logits, `[n, vocab]`.
-    async fn start(model: &Llama, prompt: &[u32], n: usize, route: Route) -> Result<(Self, Vec<f32>)> {
-        if route == Route::Host {
-            let (decoder, logits) = HostDecoder::start(model, prompt, n).await?;
-            return Ok((Self::Host(decoder), logits));
-        }
-        let (mut cache, logits) = prefill(model, prompt).await?;
-        // Every sample starts from the same prompt: one pass, its cache row repeated.
-        cache.select_rows(&vec![0; n]);
-        Ok((Self::Device { cache, valid: vec![vec![true; prompt.len()]; n] }, logits.repeat(n)))
-    }
-
-    fn keep_rows(&mut self, rows: &[usize]) {
-        match self {
-            Self::Device { cache, valid } => {
-                cache.select_rows(rows);
-                *valid = rows.iter().map(|&r| valid[r].clone()).collect();
-            }
-            Self::Host(h) => h.keep_rows(rows),
-        }
-    }
-
-    /// One token per running row at `positions`; the logits of the next, `[rows, vocab]`.
-    async fn step(&mut self, model: &Llama, tokens: &[u32], positions: &[usize]) -> Result<Vec<f32>> {
-        match self {
-            Self::Device { cache, valid } => {
-                for v in valid.iter_mut() {
-                    v.push(true);
-                }
-                let batch = Batch::step(model, tokens, positions, valid)?;
-                read_f32(model.forward_last(&batch, Some(cache))).await
-            }
-            Self::Host(h) => {
-                let logits = h.step(tokens, positions);
-                #[cfg(target_arch = "wasm32")]
-                crate::backend::yield_if_due().await;
-                Ok(logits)
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -23,16 +23,26 @@ const ROWS_PER_TASK: usize = 64;
 /// ([`crew`]), a microsecond or so, not a thread's wake-up.
 const SMALL: usize = 1 << 16;
 
+/// How one input row alone is multiplied.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OneRow {
+    /// As integers against quantized weights ([`QInput`]): fastest for one sample decoded alone.
+    Integers,
+    /// As floats, as every row is in company: a row's sums are then the same bits whatever the
+    /// rows beside it, so a prompt decoded beside others gets the answer it gets alone.
+    Floats,
+}
+
 /// `y[i][r] = sum_c x[i][c] * W[r][c]` for `n` input rows; `x` is `[n, cols]`, `y` is `[n, rows]`.
-pub fn matmul(w: &QMatrix, x: &[f32], n: usize, y: &mut [f32]) {
+pub fn matmul(w: &QMatrix, x: &[f32], n: usize, one: OneRow, y: &mut [f32]) {
     assert_eq!(y.len(), n * w.rows);
-    y.copy_from_slice(&products(&[w], x, n).remove(0));
+    y.copy_from_slice(&products(&[w], x, n, one).remove(0));
 }
 
 /// [`matmul`] of one input against several matrices (q, k and v; gate and up), split over the
 /// cores together: one wake-up of the threads instead of one per matrix. Returns each `[n, rows]`.
-pub fn matmul_many(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
-    products(ws, x, n)
+pub fn matmul_many(ws: &[&QMatrix], x: &[f32], n: usize, one: OneRow) -> Vec<Vec<f32>> {
+    products(ws, x, n, one)
 }
 
 /// One input row as 16-bit integers per block of 32: `x ~ dx * qx`, qx in -32767..=32767.
@@ -70,9 +80,11 @@ struct Input<'a> {
     x: &'a [f32],
     n: usize,
     q: Option<QInput>,
+    /// One row, multiplied as [`OneRow::Integers`] says.
+    alone: bool,
 }
 
-fn products(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
+fn products(ws: &[&QMatrix], x: &[f32], n: usize, one: OneRow) -> Vec<Vec<f32>> {
     // Computed as `[rows, n]` so each task owns a contiguous slice, then transposed (n is small).
     let mut yts: Vec<Vec<f32>> = ws
         .iter()
@@ -88,8 +100,9 @@ fn products(ws: &[&QMatrix], x: &[f32], n: usize) -> Vec<Vec<f32>> {
         }
     }
     let quantized = ws.iter().any(|w| !matches!(w.data, QData::F32(_)));
-    let q = (n == 1 && quantized && x.len() % BLOCK == 0).then(|| QInput::new(x));
-    run(tasks, ws.iter().map(|w| w.rows * w.cols * n).sum(), &Input { x, n, q });
+    let alone = n == 1 && one == OneRow::Integers;
+    let q = (alone && quantized && x.len() % BLOCK == 0).then(|| QInput::new(x));
+    run(tasks, ws.iter().map(|w| w.rows * w.cols * n).sum(), &Input { x, n, q, alone });
     yts.into_iter()
         .zip(ws)
         .map(|(yt, w)| {
@@ -260,8 +273,8 @@ mod avx2 {
     pub fn rows(w: &QMatrix, input: &Input, r0: usize, out: &mut [f32]) {
         let (x, n) = (input.x, input.n);
         let nb = w.cols / BLOCK;
-        if n == 1 {
-            // One sample: integer products against the input's integers.
+        if input.alone {
+            // One sample alone: integer products against the input's integers.
             for (k, o) in out.iter_mut().enumerate() {
                 let r = r0 + k;
                 *o = match (&w.data, &input.q) {
@@ -712,30 +725,42 @@ mod tests {
 
     #[test]
     fn matmul_matches_the_plain_sum_for_every_layout() {
-        // More rows than one task; whole blocks, and a row length with a tail (kept at f32).
-        for (rows_, cols) in [(130, 96), (70, 40)] {
-        let w: Vec<f32> = (0..rows_ * cols).map(|i| ((i * 7919) % 61) as f32 / 61.0 - 0.5).collect();
-        let m = QMatrix::exact(rows_, cols, w.clone());
-        let mut first_two: Vec<Vec<f32>> = Vec::new();
-        for n in [1, 2, 3, 6, 11] {
-            // The same first rows whatever n.
-            let x: Vec<f32> = (0..n * cols).map(|i| ((i * 104729) % 37) as f32 / 37.0 - 0.4).collect();
-            let mut y = vec![0.0; n * rows_];
-            matmul(&m, &x, n, &mut y);
-            for i in 0..n {
-                for r in 0..rows_ {
-                    let want: f32 = (0..cols).map(|c| x[i * cols + c] * w[r * cols + c]).sum();
-                    assert!((y[i * rows_ + r] - want).abs() < 1e-4, "row {r} sample {i}: {} vs {want}", y[i * rows_ + r]);
+        use crate::io::gguf::{TensorType, dequantize};
+        // Q4_1 weights (whole blocks), f32 ones over more rows than one task, and a row length
+        // with a tail (kept at f32).
+        let q4_1 = |rows: usize, cols: usize| {
+            let mut blocks = Vec::new();
+            for i in 0..rows * cols / BLOCK {
+                blocks.extend(half::f16::from_f32(0.01 + (i % 5) as f32 * 0.003).to_le_bytes());
+                blocks.extend(half::f16::from_f32(-0.05).to_le_bytes());
+                blocks.extend((0..16).map(|j| ((i * 31 + j * 7) % 256) as u8));
+            }
+            dequantize(TensorType::Q4_1, &blocks)
+        };
+        let f32s = |rows: usize, cols: usize| (0..rows * cols).map(|i| ((i * 7919) % 61) as f32 / 61.0 - 0.5).collect::<Vec<f32>>();
+        for (rows_, cols, w) in [(96, 64, q4_1(96, 64)), (130, 96, f32s(130, 96)), (70, 40, f32s(70, 40))] {
+            let m = QMatrix::exact(rows_, cols, w.clone());
+            assert_eq!(m.format() == "Q4_1", rows_ == 96, "{}", m.format());
+            let mut first: Vec<Vec<f32>> = Vec::new();
+            for (n, one) in [(1, OneRow::Integers), (1, OneRow::Floats), (2, OneRow::Floats), (3, OneRow::Integers), (6, OneRow::Floats), (11, OneRow::Floats)] {
+                // The same first rows whatever n.
+                let x: Vec<f32> = (0..n * cols).map(|i| ((i * 104729) % 37) as f32 / 37.0 - 0.4).collect();
+                let mut y = vec![0.0; n * rows_];
+                matmul(&m, &x, n, one, &mut y);
+                for i in 0..n {
+                    for r in 0..rows_ {
+                        let want: f32 = (0..cols).map(|c| x[i * cols + c] * w[r * cols + c]).sum();
+                        assert!((y[i * rows_ + r] - want).abs() < 1e-4, "row {r} sample {i}: {} vs {want}", y[i * rows_ + r]);
+                    }
+                }
+                if n > 1 || one == OneRow::Floats {
+                    first.push(y[..rows_].to_vec());
                 }
             }
-            if n > 1 {
-                first_two.push(y[..2 * rows_].to_vec());
-            }
-        }
-        // From two rows on, a row's sums do not depend on how many rows are multiplied together
-        // (four a step, two, or one): samples decoded together get the numbers they would in any
-        // other company.
-        assert!(first_two.windows(2).all(|p| p[0] == p[1]), "rows' sums changed with their number");
+            // A row multiplied as floats has the same sums alone and beside others (four a step,
+            // two, or one): samples and prompts decoded together get the numbers they would in
+            // any other company.
+            assert!(first.windows(2).all(|p| p[0] == p[1]), "a row's sums changed with its company ({rows_} x {cols})");
         }
         assert_eq!(dot(&[1.0, 2.0, 3.0], &[4.0, 5.0, 6.0]), 32.0);
     }
@@ -765,7 +790,7 @@ mod speed {
             pool.install(|| {
                 let t = std::time::Instant::now();
                 for _ in 0..10 {
-                    matmul(&w, &x, 1, &mut y);
+                    matmul(&w, &x, 1, OneRow::Integers, &mut y);
                 }
                 let s = t.elapsed().as_secs_f64() / 10.0;
                 eprintln!("{threads} threads: {:.3} ms, {:.2} GB/s, {:.2} Gweights/s", s * 1e3, w.bytes() as f64 / s / 1e9, (rows * cols) as f64 / s / 1e9);

@@ -30,7 +30,7 @@ use crate::backend::read_f32;
 use crate::model::rows::exp;
 use crate::model::{Llama, LoraLinear};
 use crew::on_pool;
-use kernels::{dot, matmul, matmul_many};
+use kernels::{OneRow, dot, matmul, matmul_many};
 use quant::QMatrix;
 
 /// Prompts up to this many tokens run here, longer ones through burn: the host's products are
@@ -222,7 +222,7 @@ async fn read_lora(lin: &LoraLinear) -> Result<Option<HostLora>> {
     }))
 }
 
-/// Decodes a batch of samples of one prompt, a token per sample per step.
+/// Decodes a batch of samples, of one prompt or of several, a token per sample per step.
 pub struct HostDecoder {
     base: Arc<HostBase>,
     /// Per layer, the adapter of each of its seven projections.
@@ -230,13 +230,21 @@ pub struct HostDecoder {
     /// Per sample, per layer: the keys (values) of every position so far, `[pos, kv_heads * head_dim]`.
     keys: Vec<Vec<Vec<f32>>>,
     values: Vec<Vec<Vec<f32>>>,
+    /// How a sample decoded alone is multiplied.
+    one: OneRow,
 }
 
 impl HostDecoder {
     /// Runs `prompt` once and starts `n` samples from it. Returns the decoder and the logits of
     /// the next token, `[n, vocab]`.
     pub async fn start(model: &Llama, prompt: &[u32], n: usize) -> Result<(Self, Vec<f32>)> {
-        check_tokens(model, prompt)?;
+        let mut decoder = Self::new(model, OneRow::Integers).await?;
+        let logits = decoder.add(model, prompt, n).await?;
+        Ok((decoder, logits))
+    }
+
+    /// A decoder with no samples yet, for `model`'s weights and adapters as they are now.
+    pub async fn new(model: &Llama, one: OneRow) -> Result<Self> {
         let base = cache::base_for(model).await?;
         let mut adapters = Vec::with_capacity(model.layers.len());
         for lins in model.linears().chunks_exact(7) {
@@ -246,14 +254,23 @@ impl HostDecoder {
             }
             adapters.push(per);
         }
-        let layers = base.layers.len();
-        let mut decoder = Self { base, adapters, keys: vec![vec![Vec::new(); layers]], values: vec![vec![Vec::new(); layers]] };
+        Ok(Self { base, adapters, keys: Vec::new(), values: Vec::new(), one })
+    }
+
+    /// Runs `prompt` once and adds `n` samples of it after those already decoding; returns the
+    /// logits of their next token, `[n, vocab]`. `model` is the one the decoder was made for.
+    pub async fn add(&mut self, model: &Llama, prompt: &[u32], n: usize) -> Result<Vec<f32>> {
+        check_tokens(model, prompt)?;
+        let layers = self.base.layers.len();
+        let slot = self.keys.len();
+        self.keys.push(vec![Vec::new(); layers]);
+        self.values.push(vec![Vec::new(); layers]);
         let logits = if prompt.len() <= HOST_PROMPT {
             let positions: Vec<usize> = (0..prompt.len()).collect();
             on_pool(|| {
-                let hidden = decoder.forward(prompt, &positions, &vec![0; prompt.len()]);
-                let d = decoder.base.hidden();
-                decoder.logits(&hidden[hidden.len() - d..], 1)
+                let hidden = self.forward(prompt, &positions, &vec![slot; prompt.len()]);
+                let d = self.base.hidden();
+                self.logits(&hidden[hidden.len() - d..], 1)
             })
         } else {
             // A long prompt is a large matrix product, where burn's gemm is faster: run it on
@@ -261,20 +278,35 @@ impl HostDecoder {
             let (cache, logits) = crate::generate::prefill(model, prompt).await?;
             for layer in 0..layers {
                 let (k, v) = cache.layer(layer).expect("the prompt filled every layer's cache");
-                decoder.keys[0][layer] = positions_major(k).await?;
-                decoder.values[0][layer] = positions_major(v).await?;
+                self.keys[slot][layer] = positions_major(k).await?;
+                self.values[slot][layer] = positions_major(v).await?;
             }
             logits
         };
         // Every sample starts from the same prompt: its cache copied.
-        decoder.keep_rows(&vec![0; n]);
-        Ok((decoder, logits.repeat(n)))
+        let rows: Vec<usize> = (0..slot).chain(std::iter::repeat_n(slot, n)).collect();
+        self.keep_rows(&rows);
+        Ok(logits.repeat(n))
     }
 
     /// Keeps only the samples in `rows` (finished ones are dropped).
     pub fn keep_rows(&mut self, rows: &[usize]) {
-        self.keys = rows.iter().map(|&r| self.keys[r].clone()).collect();
-        self.values = rows.iter().map(|&r| self.values[r].clone()).collect();
+        // Each kept row's cache is moved, not copied; only a row kept twice is cloned.
+        let (mut keys, mut values) = (std::mem::take(&mut self.keys), std::mem::take(&mut self.values));
+        let mut left: Vec<usize> = vec![0; keys.len()];
+        for &r in rows {
+            left[r] += 1;
+        }
+        for &r in rows {
+            left[r] -= 1;
+            if left[r] == 0 {
+                self.keys.push(std::mem::take(&mut keys[r]));
+                self.values.push(std::mem::take(&mut values[r]));
+            } else {
+                self.keys.push(keys[r].clone());
+                self.values.push(values[r].clone());
+            }
+        }
     }
 
     /// One step: `tokens[i]` at `positions[i]` for each sample still decoding; returns the logits
@@ -329,20 +361,20 @@ impl HostDecoder {
     fn logits(&self, hidden: &[f32], n: usize) -> Vec<f32> {
         let head = self.base.head.as_ref().unwrap_or(&self.base.embed);
         let mut logits = vec![0.0f32; n * head.rows];
-        matmul(head, hidden, n, &mut logits);
+        matmul(head, hidden, n, self.one, &mut logits);
         logits
     }
 
     /// Projections `which` of layer `l` on the same input, each with its adapter.
     fn linears<const N: usize>(&self, l: usize, which: [usize; N], x: &[f32], n: usize) -> [Vec<f32>; N] {
         let base = &self.base.layers[l].linears;
-        let mut ys = matmul_many(&which.map(|i| &base[i]), x, n);
+        let mut ys = matmul_many(&which.map(|i| &base[i]), x, n, self.one);
         for (y, i) in ys.iter_mut().zip(which) {
             if let Some(lora) = &self.adapters[l][i] {
                 let mut t = vec![0.0f32; n * lora.a.rows];
-                matmul(&lora.a, x, n, &mut t);
+                matmul(&lora.a, x, n, self.one, &mut t);
                 let mut dy = vec![0.0f32; y.len()];
-                matmul(&lora.b, &t, n, &mut dy);
+                matmul(&lora.b, &t, n, self.one, &mut dy);
                 for (y, dy) in y.iter_mut().zip(dy) {
                     *y += dy * lora.scaling;
                 }

@@ -308,3 +308,82 @@ fn decoding_copies_match_the_model() {
     }
     assert_eq!(lm.model.linears().iter().filter(|(_, lin)| lin.lora.is_some()).count(), 4, "the model keeps its own");
 }
+
+/// Prompts decoded together ([`Generations`]) get the answers each gets alone: more prompts than
+/// fit one batch (they wait for room), one-token, short and long prompts (the long one through
+/// burn), greedy and sampled, an adapter on, Q8_0 weights (a row alone is multiplied as floats,
+/// as in company). They agree token for token with decoding on the device, the answers come back
+/// in the prompts' order, and a stop asked for mid-way ends the running prompts as cancelled.
+#[test]
+fn prompts_decoded_together_get_the_answers_they_get_alone() {
+    use alignlab::backend::block_on;
+    use alignlab::generate::{DecodePath, FinishReason, Generations, Request, SamplingConfig, generate_on};
+    use alignlab::model::LoraConfig;
+    use burn::module::Param;
+    use burn::tensor::{Distribution, Tensor};
+
+    let dir = temp_dir("together");
+    let c = alignlab::model::LlamaConfig { max_position_embeddings: 128, ..tiny_config(true) };
+    let types = [("model.embed_tokens.weight", GgmlType::Q8_0), ("model.layers.1.mlp.up_proj.weight", GgmlType::Q8_0)];
+    write_tiny_gguf(&dir.join("tiny.gguf"), &c, &random_weights(&c, 11), &types);
+    let dev = device(BackendKind::Flex);
+    let mut lm = load_model(&dir.join("tiny.gguf"), None, &dev, &mut noop()).unwrap();
+    lm.model.add_lora(&LoraConfig { target_modules: vec!["v_proj".into(), "gate_proj".into()], ..Default::default() }).unwrap();
+    for (_, _, lin) in lm.model.linears_mut() {
+        if let Some(l) = &mut lin.lora {
+            let dims = l.b.dims();
+            l.b = Param::from_tensor(Tensor::random(dims, Distribution::Normal(0.0, 0.3), &dev));
+        }
+    }
+    let (model, tokenizer) = (&lm.model, &lm.tokenizer);
+    let long: Vec<u32> = (0..100).map(|i| (i * 5 + 1) % 64).collect();
+    let sampled = |n, seed, max| SamplingConfig { temperature: 1.0, num_samples: n, max_new_tokens: max, seed, ..Default::default() };
+    let requests = vec![
+        Request { prompt: SEQ[..3].to_vec(), sampling: sampled(3, 5, 12) },
+        Request { prompt: SEQ[2..9].to_vec(), sampling: SamplingConfig::greedy(8) },
+        Request { prompt: long.clone(), sampling: sampled(2, 9, 10) },
+        Request { prompt: SEQ[..1].to_vec(), sampling: sampled(8, 1, 16) },
+        Request { prompt: SEQ[4..].to_vec(), sampling: SamplingConfig { max_new_tokens: 0, num_samples: 2, ..Default::default() } },
+        Request { prompt: SEQ[1..6].to_vec(), sampling: sampled(4, 3, 6) },
+        Request { prompt: SEQ[5..].to_vec(), sampling: SamplingConfig::greedy(14) },
+    ];
+    let all = |path: DecodePath, requests: Vec<Request>| {
+        let mut answers = Generations::new(path, model, tokenizer, requests).unwrap();
+        let mut out = Vec::new();
+        while let Some((i, samples)) = block_on(answers.next(&mut |_, _| true)).unwrap() {
+            assert_eq!(i, out.len(), "answers come back in the prompts' order");
+            out.push(samples);
+        }
+        out
+    };
+    let together = all(DecodePath::Auto, requests.clone());
+    assert_eq!(together.len(), requests.len());
+    for (i, r) in requests.iter().enumerate() {
+        let alone = all(DecodePath::Auto, vec![r.clone()]).remove(0);
+        assert_eq!(together[i], alone, "prompt {i} decoded beside others");
+        let device = block_on(generate_on(DecodePath::Device, model, tokenizer, &r.prompt, &r.sampling, &mut |_| true)).unwrap();
+        assert_eq!(together[i], device, "prompt {i} on the device");
+        assert_eq!(together[i].len(), r.sampling.num_samples);
+    }
+    assert!(together[4].iter().all(|s| s.tokens.is_empty() && s.finish_reason == FinishReason::Length));
+    assert!(together.iter().map(|a| a.iter().map(|s| s.tokens.len()).sum::<usize>()).sum::<usize>() > 100);
+    // On the device the prompts run one after the other, with the same answers.
+    assert_eq!(all(DecodePath::Device, requests.clone()), together);
+
+    // Asked to stop at the 20th token: the prompts running then end as cancelled, the rest never
+    // start.
+    let mut answers = Generations::new(DecodePath::Auto, model, tokenizer, requests.clone()).unwrap();
+    let (mut seen, mut back) = (0, Vec::new());
+    while let Some((_, samples)) = block_on(answers.next(&mut |_, _| {
+        seen += 1;
+        seen < 20
+    }))
+    .unwrap()
+    {
+        back.push(samples);
+    }
+    // The stop takes effect once the step's rows have their tokens (at most 16 rows a step).
+    assert!((20..36).contains(&seen), "{seen} tokens seen");
+    assert!(!back.is_empty() && back.len() < requests.len(), "{} of {} came back", back.len(), requests.len());
+    assert!(back.iter().flatten().any(|s| s.finish_reason == FinishReason::Cancelled));
+}
