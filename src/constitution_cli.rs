@@ -6,9 +6,8 @@ use std::path::PathBuf;
 
 use alignlab::backend::block_on;
 use alignlab::data::{self, PromptOnly};
-use alignlab::generate::SamplingConfig;
 use alignlab::lab::Which;
-use alignlab::lab::constitution::{Constitution, Judged, Summary, agreement_with_judges, judge_samples, parse_constitution, self_pairs, starter_constitution};
+use alignlab::lab::constitution::{Constitution, Judged, Summary, agreement_with_judges, judge_prompts, parse_constitution, self_pairs, starter_constitution};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
@@ -52,9 +51,8 @@ pub fn constitution(a: ConstitutionArgs) -> Result<()> {
     let mut session = crate::open_session(&a.s.model, false, a.json)?;
     let judges = a.s.reward.load(&mut session)?;
     let (mut rows, mut pairs, mut all) = (Vec::new(), Vec::new(), Vec::<Vec<Judged>>::new());
-    for (i, prompt) in prompts.iter().enumerate() {
-        let sampling = SamplingConfig { seed: a.s.sampling.seed.wrapping_add(i as u64), ..a.s.sampling.clone() };
-        let judged = block_on(judge_samples(&session, Which::Policy, &a.s.encoding, &constitution, prompt, &sampling, judges.clone(), &mut || true))?;
+    let mut judged = |i: usize, judged: Vec<Judged>| {
+        let prompt = &prompts[i];
         if !a.json {
             println!("=== {prompt}");
             for j in &judged {
@@ -65,7 +63,8 @@ pub fn constitution(a: ConstitutionArgs) -> Result<()> {
         pairs.extend(self_pairs(prompt, &judged, a.pairs_per_prompt));
         rows.push(json!({"prompt": prompt, "answers": judged, "agreement": agreement_with_judges(&judged)}));
         all.push(judged);
-    }
+    };
+    block_on(judge_prompts(&session, Which::Policy, &a.s.encoding, &constitution, &prompts, &a.s.sampling, judges, &mut || true, &mut judged))?;
     let sum = Summary::of(all.iter().map(Vec::as_slice)).unwrap_or_default();
     if let Some(path) = &a.pairs_out {
         std::fs::write(path, data::export(&pairs)).with_context(|| format!("writing {}", path.display()))?;

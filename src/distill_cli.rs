@@ -172,10 +172,7 @@ pub fn weak_to_strong(a: WeakToStrongArgs) -> Result<()> {
     }
     let weak = alignlab::lab::Rewarder::judges(a.weak.clone(), Rc::clone(&session.judge_data))?;
     let mut rows = Vec::with_capacity(list.len());
-    for (i, p) in list.iter().enumerate() {
-        let s = alignlab::generate::SamplingConfig { seed: a.s.sampling.seed.wrapping_add(i as u64), ..a.s.sampling.clone() };
-        rows.push(block_on(rerank(&session, &a.s.encoding, p, &s, &weak, &truth, &mut || true))?);
-    }
+    block_on(rerank(&session, &a.s.encoding, &list, &a.s.sampling, &weak, &truth, &mut || true, &mut |_, row| rows.push(row)))?;
     let summary = RerankSummary::of(&rows).context("no prompts")?;
     if let Some(path) = &a.pairs_out {
         let pairs: Vec<_> = rows.iter().flat_map(|r| r.weak_pairs(1)).collect();

@@ -7,7 +7,7 @@ use alignlab::align::Encoding;
 use alignlab::backend::block_on;
 use alignlab::generate::SamplingConfig;
 use alignlab::lab::Which;
-use alignlab::lab::retrieve::{Document, FactRow, answer, FactSummary, Library, parse_facts, sample_documents, sample_facts};
+use alignlab::lab::retrieve::{Document, FactRow, FactSummary, answer, answers, Library, parse_facts, sample_documents, sample_facts};
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -141,15 +141,16 @@ pub fn docs(a: DocsArgs) -> Result<()> {
             };
             let session = crate::open_session(&a.model, false, a.json)?;
             let mut rows = Vec::new();
-            for f in &facts {
-                let ans = block_on(answer(&session, Which::Policy, &a.encoding, &lib, &f.question, a.library.k, &a.sampling, &mut || true))?;
-                let row = FactRow::of(f, ans);
+            let questions: Vec<String> = facts.iter().map(|f| f.question.clone()).collect();
+            let mut checked = |i: usize, ans| {
+                let (f, row) = (&facts[i], FactRow::of(&facts[i], ans));
                 if !a.json {
                     let mark = |b: bool| if b { "right" } else { "wrong" };
                     println!("{:70} retrieved {:5}  without {}  with {}", f.question, row.retrieved, mark(row.plain_right), mark(row.grounded_right));
                 }
                 rows.push(row);
-            }
+            };
+            block_on(answers(&session, Which::Policy, &a.encoding, &lib, &questions, a.library.k, &a.sampling, &mut || true, &mut checked))?;
             let s = FactSummary::of(&rows);
             if a.json {
                 println!("{}", json!({"summary": s, "rows": rows}));

@@ -8,7 +8,7 @@ use alignlab::align::Encoding;
 use alignlab::backend::block_on;
 use alignlab::data;
 use alignlab::generate::SamplingConfig;
-use alignlab::lab::probes::{Category, Probe, ProbeSummary, parse_probes, run_probe, starter_probes};
+use alignlab::lab::probes::{Category, Probe, ProbeSummary, parse_probes, run_probes, starter_probes, ProbeResult};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use serde_json::json;
@@ -60,18 +60,17 @@ pub fn probes(a: ProbesArgs) -> Result<()> {
         eprintln!("no --adapter: before and after are the same model, so this shows what triggers now");
     }
     let mut results = Vec::new();
-    for (i, probe) in set.iter().enumerate() {
-        let sampling = SamplingConfig { seed: a.sampling.seed.wrapping_add(i as u64), ..a.sampling.clone() };
-        let r = block_on(run_probe(&session, &a.encoding, probe, &sampling, &mut || true))?;
+    let mut answered = |_, r: ProbeResult| {
         if !a.json {
             let n = r.before.scores.len();
             println!(
                 "[{}] {}\n  before {}/{n} triggered (mean {:+.3})  after {}/{n} (mean {:+.3})  KL {:.3}  {}",
-                probe.category.label(), probe.prompt, r.before.triggered, r.before.mean(), r.after.triggered, r.after.mean(), r.kl, r.verdict.label()
+                r.probe.category.label(), r.probe.prompt, r.before.triggered, r.before.mean(), r.after.triggered, r.after.mean(), r.kl, r.verdict.label()
             );
         }
         results.push(r);
-    }
+    };
+    block_on(run_probes(&session, &a.encoding, &set, &a.sampling, &mut || true, &mut answered))?;
     let summary = ProbeSummary::of(&results);
     if let Some(path) = &a.pairs_out {
         let pairs: Vec<_> = results.iter().flat_map(|r| r.pairs(a.pairs_per_probe)).collect();

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use alignlab::backend::block_on;
 use alignlab::lab::Which;
-use alignlab::lab::prompting::{Variant, parse_variants, starter_variants, try_variant};
+use alignlab::lab::prompting::{Variant, VariantResult, parse_variants, starter_variants, try_variants};
 use anyhow::{Context, Result};
 use clap::Args;
 use serde_json::json;
@@ -37,15 +37,15 @@ pub fn prompts(a: PromptsArgs) -> Result<()> {
         None => starter_variants(),
     };
     let mut rows = Vec::new();
-    for v in &variants {
-        let r = block_on(try_variant(&session, Which::Policy, &a.s.encoding, &a.question, v, a.reference.as_deref(), &a.s.sampling, judges.clone(), &mut || true))?;
+    let mut tried = |_, r: VariantResult| {
         if !a.json {
             let rm = r.reward_model.map(|x| format!("  reward model {x:+.3}")).unwrap_or_default();
             let lp = r.reference_logp_per_token.map(|x| format!("  reference {x:.3} nats/token")).unwrap_or_default();
             println!("=== {} ({} prompt tokens): judges {:+.3}{rm}{lp}, {} words\n{}\n", r.name, r.prompt_tokens, r.judges, r.words, r.text.trim());
         }
         rows.push(r);
-    }
+    };
+    block_on(try_variants(&session, Which::Policy, &a.s.encoding, &a.question, &variants, a.reference.as_deref(), &a.s.sampling, judges, &mut || true, &mut tried))?;
     if a.json {
         println!("{}", json!({"question": a.question, "variants": rows}));
     }

@@ -17,6 +17,7 @@ use alignlab::align::train::{Metrics, TrainConfig};
 use alignlab::backend::block_on;
 use alignlab::data::{self, Demonstration, Preference, PromptOnly, Record, Unpaired};
 use alignlab::generate::SamplingConfig;
+use alignlab::lab::answers::seeded;
 use alignlab::io::hf::save_hf;
 use alignlab::io::peft::{AdapterFiles, write_atomic};
 use alignlab::judges::JudgeSpec;
@@ -385,10 +386,13 @@ pub fn pairs(a: PairsArgs) -> Result<()> {
     let prompts = read_data::<PromptOnly>(&a.prompts)?;
     let mut out = Vec::new();
     let bar = ProgressBar::new(prompts.len() as u64);
-    for (i, p) in prompts.iter().enumerate() {
-        let sampling = SamplingConfig { seed: a.s.sampling.seed.wrapping_add(i as u64), ..a.s.sampling.clone() };
-        let ranked = block_on(alignlab::lab::best_of_n(&session, Which::Policy, &a.s.encoding, &p.prompt, &sampling, &rewarder, &mut || true))?;
-        out.extend(alignlab::lab::pairs_from_ranking(&p.prompt, &ranked, a.pairs_per_prompt));
+    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().enumerate().map(|(i, p)| (p.prompt.as_str(), seeded(&a.s.sampling, i))).collect();
+    // The prompts' samples decoded together, each prompt's ranked as it is done.
+    let mut answers = session.answers(Which::Policy, &a.s.encoding, &asks)?;
+    while let Some((i, samples)) = block_on(answers.next(&mut || true))? {
+        let (prompt, ids) = (asks[i].0, session.prompt_ids(&a.s.encoding, asks[i].0)?);
+        let ranked = block_on(alignlab::lab::label::rank(prompt, &ids, samples, &rewarder))?;
+        out.extend(alignlab::lab::pairs_from_ranking(prompt, &ranked, a.pairs_per_prompt));
         bar.inc(1);
     }
     bar.finish_and_clear();

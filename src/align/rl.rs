@@ -14,7 +14,7 @@ use {
     super::best_of_n::Candidate,
     super::train::{LossOutput, Metrics, Trainer},
     crate::backend::read_f32,
-    crate::generate::{FinishReason, SamplingConfig, generate},
+    crate::generate::{DecodePath, FinishReason, Generations, Request, SamplingConfig},
     crate::io::Tokenizer,
     crate::logps::{ScoringBatch, token_logps, token_logps_and_entropy},
     crate::{Error, Result},
@@ -172,17 +172,27 @@ pub async fn rl_sample(cfg: &RlConfig, trainer: &Trainer, tokenizer: &Tokenizer,
         let round = trainer.step as u64;
     let mut pairs: Vec<(Vec<u32>, Vec<u32>)> = Vec::new();
     let mut texts: Vec<String> = Vec::new();
-    for (pi, (_, ids)) in prompts.iter().enumerate() {
-        let sampling = SamplingConfig {
-            max_new_tokens: cfg.max_new_tokens,
-            temperature: cfg.temperature,
-            top_p: cfg.top_p,
-            top_k: 0,
-            repetition_penalty: 1.0,
-            seed: cfg.seed.wrapping_add(round * 7919 + pi as u64),
-            num_samples: k,
-        };
-        for s in generate(&trainer.model, tokenizer, ids, &sampling, &mut |_| true).await? {
+    let requests = prompts
+        .iter()
+        .enumerate()
+        .map(|(pi, (_, ids))| Request {
+            prompt: ids.clone(),
+            sampling: SamplingConfig {
+                max_new_tokens: cfg.max_new_tokens,
+                temperature: cfg.temperature,
+                top_p: cfg.top_p,
+                top_k: 0,
+                repetition_penalty: 1.0,
+                seed: cfg.seed.wrapping_add(round * 7919 + pi as u64),
+                num_samples: k,
+            },
+        })
+        .collect();
+    // The batch's prompts decoded together.
+    let mut answers = Generations::new(DecodePath::Auto, &trainer.model, tokenizer, requests)?;
+    while let Some((pi, samples)) = answers.next(&mut |_, _| true).await? {
+        let ids = &prompts[pi].1;
+        for s in samples {
             let mut c = s.tokens.clone();
             // The end-of-turn token is part of what the policy chose: reinforce it too.
             if s.finish_reason == FinishReason::Stop || c.is_empty() {

@@ -72,11 +72,16 @@ impl<'a> Generations<'a> {
     /// Answers to `requests` from `model`, the decoding steps where `path` says; every request is
     /// checked before any runs.
     pub fn new(path: DecodePath, model: &'a Llama, tokenizer: &'a Tokenizer, requests: Vec<Request>) -> Result<Self> {
-        Self::with(path, model, tokenizer, requests, OneRow::Floats)
+        Self::with(path, Cow::Borrowed(model), tokenizer, requests, OneRow::Floats)
+    }
+
+    /// [`Generations::new`] from a model of its own (a clone shares the weights).
+    pub fn owned(path: DecodePath, model: Llama, tokenizer: &'a Tokenizer, requests: Vec<Request>) -> Result<Self> {
+        Self::with(path, Cow::Owned(model), tokenizer, requests, OneRow::Floats)
     }
 
     /// [`Generations::new`], with a sample decoded alone multiplied as `one` says.
-    pub(super) fn with(path: DecodePath, model: &'a Llama, tokenizer: &'a Tokenizer, requests: Vec<Request>, one: OneRow) -> Result<Self> {
+    pub(super) fn with(path: DecodePath, model: Cow<'a, Llama>, tokenizer: &'a Tokenizer, requests: Vec<Request>, one: OneRow) -> Result<Self> {
         let max_pos = model.rope.max_positions;
         for r in &requests {
             r.sampling.validate()?;
@@ -90,7 +95,10 @@ impl<'a> Generations<'a> {
                 )));
             }
         }
-        let model = model.for_inference();
+        let model = match model {
+            Cow::Borrowed(m) => m.for_inference(),
+            Cow::Owned(m) => Cow::Owned(m.for_inference().into_owned()),
+        };
         let route = path.on(&model.embed_tokens.weight.device())?;
         let model = match route.copy_dtype() {
             Some(dtype) => Cow::Owned(model.for_decoding(dtype)),

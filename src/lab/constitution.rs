@@ -20,6 +20,7 @@ use crate::data::Preference;
 use crate::{Error, Result};
 #[cfg(feature = "engine")]
 use {
+    super::answers::seeded,
     super::session::Session,
     super::spec::Which,
     crate::align::Encoding,
@@ -156,22 +157,47 @@ pub struct Judged {
     pub judges: f64,
 }
 
-/// Samples answers to `prompt` from `which` model, has the reference judge each against the
-/// constitution, and scores each with `judges`.
+/// Self-labelling over `prompts`: `which`'s answers to each (prompt `i` seeded `seed + i`),
+/// decoded together, each judged by the reference against the constitution and scored with
+/// `judges`. `on_judged` sees each prompt's index and judged answers, in order, as soon as they
+/// are done. `keep_going` is asked after each token and before each prompt is judged.
 #[cfg(feature = "engine")]
 #[allow(clippy::too_many_arguments)]
-pub async fn judge_samples(
+pub async fn judge_prompts(
     session: &Session,
     which: Which,
     enc: &Encoding,
     constitution: &Constitution,
-    prompt: &str,
+    prompts: &[String],
     sampling: &SamplingConfig,
     judges: Vec<(JudgeSpec, f64)>,
     keep_going: &mut dyn FnMut() -> bool,
+    on_judged: &mut dyn FnMut(usize, Vec<Judged>),
+) -> Result<()> {
+    constitution.validate()?;
+    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().enumerate().map(|(i, p)| (p.as_str(), seeded(sampling, i))).collect();
+    let mut answers = session.answers(which, enc, &asks)?;
+    while let Some((i, samples)) = answers.next(keep_going).await? {
+        if !keep_going() {
+            break;
+        }
+        let texts: Vec<String> = samples.into_iter().map(|s| s.text).collect();
+        on_judged(i, judge_answers(session, enc, constitution, &prompts[i], texts, judges.clone()).await?);
+    }
+    Ok(())
+}
+
+/// Answers to `prompt`, each judged by the reference against the constitution and scored with
+/// `judges`.
+#[cfg(feature = "engine")]
+async fn judge_answers(
+    session: &Session,
+    enc: &Encoding,
+    constitution: &Constitution,
+    prompt: &str,
+    texts: Vec<String>,
+    judges: Vec<(JudgeSpec, f64)>,
 ) -> Result<Vec<Judged>> {
-    let (_, samples) = session.generate(which, enc, prompt, sampling, &mut |_| keep_going()).await?;
-    let texts: Vec<String> = samples.into_iter().map(|s| s.text).collect();
     let by = self_judge(session, Which::Reference, enc.chat, constitution, &texts).await?;
     let (scores, _) = session.judge_texts(enc, prompt, &texts, judges).await?;
     Ok(texts

@@ -21,13 +21,14 @@ use super::label::pairs_from_ranking;
 use crate::data::{Demonstration, Preference};
 #[cfg(feature = "engine")]
 use {
-    super::label::best_of_n,
+    super::answers::seeded,
+    super::label::rank,
     super::rewards::Rewarder,
     super::session::Session,
     super::spec::Which,
     crate::align::Encoding,
     crate::align::best_of_n::Candidate,
-    crate::generate::{SamplingConfig, generate},
+    crate::generate::{DecodePath, Generations, Request, SamplingConfig},
     crate::io::LoadedModel,
     crate::logps::completion_logps,
     crate::{Error, Result},
@@ -58,24 +59,77 @@ pub enum TeacherKind {
 
 #[cfg(feature = "engine")]
 impl Teacher {
-    /// The teacher's answer to `prompt` (`None`: a file without one). `keep_going` is asked
-    /// after each token.
-    pub async fn answer(&self, session: &Session, enc: &Encoding, prompt: &str, sampling: &SamplingConfig, keep_going: &mut dyn FnMut() -> bool) -> Result<Option<String>> {
-        let one = SamplingConfig { num_samples: 1, ..sampling.clone() };
+    /// The teacher's answers to `prompts`, each with its settings, decoded several prompts
+    /// together: `on_answer` sees each prompt's index and answer (`None`: a file without one),
+    /// in order, and says whether to go on. `keep_going` is asked after each token.
+    pub async fn answers(
+        &self,
+        session: &Session,
+        enc: &Encoding,
+        prompts: &[(&str, SamplingConfig)],
+        keep_going: &mut dyn FnMut() -> bool,
+        on_answer: &mut dyn FnMut(usize, Option<String>) -> bool,
+    ) -> Result<()> {
         match self {
             Self::Model(lm) => {
-                let ids = enc.prompt(lm, prompt)?;
-                let mut s = generate(&lm.model, &lm.tokenizer, &ids, &one, &mut |_| keep_going()).await?;
-                Ok(s.pop().map(|s| s.text))
+                let requests = prompts
+                    .iter()
+                    .map(|(p, s)| Ok(Request { prompt: enc.prompt(lm, p)?, sampling: SamplingConfig { num_samples: 1, ..s.clone() } }))
+                    .collect::<Result<Vec<_>>>()?;
+                let mut answers = Generations::new(DecodePath::Auto, &lm.model, &lm.tokenizer, requests)?;
+                while let Some((i, mut s)) = answers.next(&mut |_, _| keep_going()).await? {
+                    if !on_answer(i, s.pop().map(|s| s.text)) {
+                        break;
+                    }
+                }
             }
             Self::BestOfN { n, rewarder } => {
-                let many = SamplingConfig { num_samples: *n, ..sampling.clone() };
-                let ranked = best_of_n(session, Which::Policy, enc, prompt, &many, rewarder, keep_going).await?;
-                Ok(ranked.into_iter().next().map(|r| r.text))
+                let asks: Vec<(&str, SamplingConfig)> = prompts.iter().map(|(p, s)| (*p, SamplingConfig { num_samples: *n, ..s.clone() })).collect();
+                let mut answers = session.answers(Which::Policy, enc, &asks)?;
+                while let Some((i, samples)) = answers.next(keep_going).await? {
+                    let ids = session.prompt_ids(enc, prompts[i].0)?;
+                    let ranked = rank(prompts[i].0, &ids, samples, rewarder).await?;
+                    if !on_answer(i, ranked.into_iter().next().map(|r| r.text)) {
+                        break;
+                    }
+                }
             }
-            Self::Answers(list) => Ok(list.iter().find(|d| d.prompt == prompt).map(|d| d.completion.clone())),
+            Self::Answers(list) => {
+                for (i, (p, _)) in prompts.iter().enumerate() {
+                    if !on_answer(i, list.iter().find(|d| d.prompt == *p).map(|d| d.completion.clone())) {
+                        break;
+                    }
+                }
+            }
         }
+        Ok(())
     }
+}
+
+/// The teacher's answers to `prompts` (prompt `i` seeded `seed + first_seed + i`) that are not
+/// blank, as (prompt, answer); `on_answer` sees how many prompts are done and says whether to go
+/// on.
+#[cfg(feature = "engine")]
+async fn teacher_answers(
+    session: &Session,
+    teacher: &Teacher,
+    enc: &Encoding,
+    prompts: &[String],
+    sampling: &SamplingConfig,
+    first_seed: usize,
+    on_answer: &mut dyn FnMut(usize) -> bool,
+) -> Result<Vec<(String, String)>> {
+    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().enumerate().map(|(i, p)| (p.as_str(), seeded(sampling, first_seed + i))).collect();
+    let mut out = Vec::with_capacity(prompts.len());
+    teacher
+        .answers(session, enc, &asks, &mut || true, &mut |i, answer| {
+            if let Some(a) = answer.filter(|a| !a.trim().is_empty()) {
+                out.push((prompts[i].clone(), a));
+            }
+            on_answer(i + 1)
+        })
+        .await?;
+    Ok(out)
 }
 
 /// The teacher's answers to `prompts` as SFT demonstrations (blank answers left out); `on_answer`
@@ -89,33 +143,22 @@ pub async fn teacher_demos(
     sampling: &SamplingConfig,
     on_answer: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Vec<Demonstration>> {
-    let mut demos = Vec::with_capacity(prompts.len());
-    for (i, prompt) in prompts.iter().enumerate() {
-        let s = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
-        if let Some(a) = teacher.answer(session, enc, prompt, &s, &mut || true).await?
-            && !a.trim().is_empty()
-        {
-            demos.push(Demonstration { prompt: prompt.clone(), completion: a });
-        }
-        if !on_answer(i + 1) {
-            break;
-        }
-    }
-    if demos.is_empty() {
+    let answers = teacher_answers(session, teacher, enc, prompts, sampling, 0, on_answer).await?;
+    if answers.is_empty() {
         return Err(Error::Invalid("the teacher gave no answers to these prompts: give it prompts it has answers for".into()));
     }
-    Ok(demos)
+    Ok(answers.into_iter().map(|(prompt, completion)| Demonstration { prompt, completion }).collect())
 }
 
 /// The student's answers to `prompts` (`sampling.num_samples` each, prompt i seeded `seed + i`),
-/// as (prompt, answer) pairs.
+/// as (prompt, answer) pairs, decoded several prompts together.
 #[cfg(feature = "engine")]
 pub async fn student_answers(session: &Session, which: Which, enc: &Encoding, prompts: &[String], sampling: &SamplingConfig) -> Result<Vec<(String, String)>> {
+    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().enumerate().map(|(i, p)| (p.as_str(), seeded(sampling, i))).collect();
+    let mut answers = session.answers(which, enc, &asks)?;
     let mut out = Vec::new();
-    for (i, prompt) in prompts.iter().enumerate() {
-        let s = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
-        let (_, samples) = session.generate(which, enc, prompt, &s, &mut |_| true).await?;
-        out.extend(samples.into_iter().map(|x| (prompt.clone(), x.text)));
+    while let Some((i, samples)) = answers.next(&mut || true).await? {
+        out.extend(samples.into_iter().map(|x| (prompts[i].clone(), x.text)));
     }
     Ok(out)
 }
@@ -233,15 +276,14 @@ impl Distill<'_> {
         if stopped {
             return Ok(None);
         }
-        let mut teacher_eval = Vec::new();
-        for (i, p) in self.eval_prompts.iter().enumerate() {
-            let s = SamplingConfig { seed: self.sampling.seed.wrapping_add(1000 + i as u64), ..self.sampling.clone() };
-            if let Some(a) = self.teacher.answer(session, &enc, p, &s, &mut || true).await? {
-                teacher_eval.push((p.clone(), a));
-            }
-            if !progress(Progress::Teacher { done: self.prompts.len() + i + 1, total }) {
-                return Ok(None);
-            }
+        let first = self.prompts.len();
+        let teacher_eval = teacher_answers(session, self.teacher, &enc, self.eval_prompts, self.sampling, 1000, &mut |done| {
+            stopped = !progress(Progress::Teacher { done: first + done, total });
+            !stopped
+        })
+        .await?;
+        if stopped {
+            return Ok(None);
         }
         let measure = |stage: &str, progress: &mut dyn FnMut(Progress) -> bool| progress(Progress::Measuring { stage: stage.into() });
         if !measure("before", progress) {
@@ -313,13 +355,35 @@ impl Reranked {
     }
 }
 
-/// The policy's samples for `prompt`, scored by the weak critic and by the truth.
+/// The policy's samples for each of `prompts` (prompt `i` seeded `seed + i`), decoded several
+/// prompts together, scored by the weak critic and by the truth; `on_row` sees each prompt's
+/// index and row, in order. `keep_going` is asked after each token and before each prompt is
+/// scored.
 #[cfg(feature = "engine")]
-pub async fn rerank(session: &Session, enc: &Encoding, prompt: &str, sampling: &SamplingConfig, weak: &Rewarder, truth: &Rewarder, keep_going: &mut dyn FnMut() -> bool) -> Result<Reranked> {
-    let (ids, samples) = session.generate(Which::Policy, enc, prompt, sampling, &mut |_| keep_going()).await?;
-    let cands: Vec<Candidate> = samples.iter().map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens }).collect();
-    let (w, t) = (weak.rewards(&cands).await?, truth.rewards(&cands).await?);
-    Ok(Reranked { prompt: prompt.to_string(), samples: samples.iter().zip(w).zip(t).map(|((s, w), t)| (s.text.clone(), w, t)).collect() })
+#[allow(clippy::too_many_arguments)]
+pub async fn rerank(
+    session: &Session,
+    enc: &Encoding,
+    prompts: &[String],
+    sampling: &SamplingConfig,
+    weak: &Rewarder,
+    truth: &Rewarder,
+    keep_going: &mut dyn FnMut() -> bool,
+    on_row: &mut dyn FnMut(usize, Reranked),
+) -> Result<()> {
+    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().enumerate().map(|(i, p)| (p.as_str(), seeded(sampling, i))).collect();
+    let mut answers = session.answers(Which::Policy, enc, &asks)?;
+    while let Some((i, samples)) = answers.next(keep_going).await? {
+        if !keep_going() {
+            break;
+        }
+        let (prompt, ids) = (prompts[i].as_str(), session.prompt_ids(enc, &prompts[i])?);
+        let cands: Vec<Candidate> = samples.iter().map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens }).collect();
+        let (w, t) = (weak.rewards(&cands).await?, truth.rewards(&cands).await?);
+        let samples = samples.iter().zip(w).zip(t).map(|((s, w), t)| (s.text.clone(), w, t)).collect();
+        on_row(i, Reranked { prompt: prompt.to_string(), samples });
+    }
+    Ok(())
 }
 
 /// Many prompts reranked, in four numbers: the truth's mean score of random, weak and strong

@@ -5,13 +5,14 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(feature = "engine")]
 use {
+    super::answers::seeded,
     super::rewards::Rewarder,
     super::session::Session,
     crate::Result,
     crate::align::Encoding,
     crate::align::best_of_n::Candidate,
     crate::backend::read_f32,
-    crate::generate::{Sample, SamplingConfig, generate},
+    crate::generate::{DecodePath, Generations, Request, Sample, SamplingConfig},
     crate::logps::{ScoringBatch, sequence_logps},
     crate::model::Llama,
 };
@@ -36,10 +37,15 @@ pub async fn evaluate(
     rewarder: &Rewarder,
 ) -> Result<EvalReport> {
     let (mut scores, mut kls, mut lens) = (Vec::new(), Vec::new(), Vec::new());
-    for (i, prompt) in prompts.iter().enumerate() {
-        let ids = session.prompt_ids(enc, prompt)?;
-        let cfg = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
-        let samples = generate(model, &session.lm.tokenizer, &ids, &cfg, &mut |_| true).await?;
+    let requests = prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| Ok(Request { prompt: session.prompt_ids(enc, p)?, sampling: seeded(sampling, i) }))
+        .collect::<Result<Vec<_>>>()?;
+    // The prompts' answers decoded together.
+    let mut answers = Generations::new(DecodePath::Auto, model, &session.lm.tokenizer, requests.clone())?;
+    while let Some((i, samples)) = answers.next(&mut |_, _| true).await? {
+        let (prompt, ids) = (&prompts[i], &requests[i].prompt);
         let cands: Vec<Candidate> = samples
             .iter()
             .map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens })

@@ -11,7 +11,7 @@ use {
     crate::Result,
     crate::align::Encoding,
     crate::align::best_of_n::Candidate,
-    crate::generate::SamplingConfig,
+    crate::generate::{Sample, SamplingConfig},
 };
 
 /// Samples `sampling.num_samples` answers to `prompt` and ranks them by `rewarder`, best first.
@@ -27,10 +27,16 @@ pub async fn best_of_n(
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<Vec<Ranked>> {
     let (ids, samples) = session.generate(which, enc, prompt, sampling, &mut |_| keep_going()).await?;
+    rank(prompt, &ids, samples, rewarder).await
+}
+
+/// `samples` of `prompt` (its ids `ids`) ranked by `rewarder`, best first.
+#[cfg(feature = "engine")]
+pub async fn rank(prompt: &str, ids: &[u32], samples: Vec<Sample>, rewarder: &Rewarder) -> Result<Vec<Ranked>> {
     // Ids as sampled: a reward model's scorer adds the end-of-turn token it learnt with.
     let cands: Vec<Candidate> = samples
         .iter()
-        .map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens })
+        .map(|s| Candidate { prompt, prompt_ids: ids, completion: &s.text, completion_ids: &s.tokens })
         .collect();
     let scores = rewarder.rewards(&cands).await?;
     let mut ranked: Vec<Ranked> =

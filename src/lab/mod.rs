@@ -5,7 +5,7 @@
 //!
 //! - [`spec`]: what a run is ([`RunSpec`]), the methods, reward sources, form settings.
 //! - [`session`]: the loaded model with its policy, reward model and judges; generate, per-token
-//!   log-probabilities, scoring texts.
+//!   log-probabilities, scoring texts. [`answers`]: answers to several prompts decoded together.
 //! - [`policy`]: base / LoRA / full fine-tune as one value, its reference, import and export.
 //! - [`rewards`]: judges and reward models as one async scorer.
 //! - [`run`]: a run made real: `step().await`, held-out metrics, what it trained. [`detail`]: a
@@ -31,6 +31,8 @@
 
 #[cfg(feature = "engine")]
 pub mod ahead;
+#[cfg(feature = "engine")]
+pub mod answers;
 pub mod class;
 pub mod constitution;
 pub mod curriculum;

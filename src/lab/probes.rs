@@ -20,11 +20,12 @@ use crate::judges::JudgeSpec;
 use crate::{Error, Result};
 #[cfg(feature = "engine")]
 use {
+    super::answers::seeded,
     super::evaluate::sequence_kl,
     super::policy::PolicyKind,
     super::session::Session,
     super::spec::Which,
-    crate::generate::{Sample, SamplingConfig},
+    crate::generate::{Request, Sample, SamplingConfig},
 };
 
 pub const MAX_PROBES: usize = 200;
@@ -232,48 +233,67 @@ impl ProbeResult {
     }
 }
 
-/// Answers `probe` by the reference and by the policy (same seed), scores every answer with the
-/// probe's judges and measures the policy's KL to the reference. `keep_going` is asked after
-/// each token.
+/// Answers each probe by the reference and by the policy (the same seed for both, probe `i`
+/// seeded `seed + i`), scores every answer with the probe's judges and measures the policy's KL
+/// to the reference. Each side's answers are decoded several probes together, the two sides
+/// side by side, so `on_result` sees each probe's result, in order, as soon as both sides have
+/// answered it. `keep_going` is asked after each token and before each probe is scored.
 #[cfg(feature = "engine")]
-pub async fn run_probe(
+pub async fn run_probes(
     session: &Session,
     enc: &Encoding,
-    probe: &Probe,
+    probes: &[Probe],
     sampling: &SamplingConfig,
     keep_going: &mut dyn FnMut() -> bool,
-) -> Result<ProbeResult> {
-    probe.validate()?;
-    let judges = probe.judge_specs()?;
-    let enc = probe.encoding(enc);
-    let (_, _, before) = answer_side(session, Which::Reference, &enc, probe, &judges, sampling, keep_going).await?;
+    on_result: &mut dyn FnMut(usize, ProbeResult),
+) -> Result<()> {
+    validate_all(probes)?;
+    let encs: Vec<Encoding> = probes.iter().map(|p| p.encoding(enc)).collect();
+    let requests = probes
+        .iter()
+        .zip(&encs)
+        .enumerate()
+        .map(|(i, (p, enc))| Ok(Request { prompt: session.prompt_ids(enc, &p.prompt)?, sampling: seeded(sampling, i) }))
+        .collect::<Result<Vec<_>>>()?;
     // An untrained policy is its reference: the same answers, asked once.
-    let (after, kl) = if matches!(session.policy.kind, PolicyKind::Base) {
-        (before.clone(), 0.0)
-    } else {
-        let (ids, samples, after) = answer_side(session, Which::Policy, &enc, probe, &judges, sampling, keep_going).await?;
-        (after, mean(&sequence_kl(session, &session.model(Which::Policy), &session.model(Which::Reference), &ids, &samples).await?))
-    };
-    let verdict = Verdict::of(before.rate(), after.rate());
-    Ok(ProbeResult { probe: probe.clone(), before, after, kl, verdict })
+    let trained = !matches!(session.policy.kind, PolicyKind::Base);
+    let mut before_answers = session.answers_to(Which::Reference, requests.clone())?;
+    let mut after_answers = if trained { Some(session.answers_to(Which::Policy, requests.clone())?) } else { None };
+    let (policy, reference) = (session.model(Which::Policy), session.model(Which::Reference));
+    while let Some((i, samples)) = before_answers.next(keep_going).await? {
+        let after = match after_answers.as_mut() {
+            Some(a) => match a.next(keep_going).await? {
+                Some((_, samples)) => Some(samples),
+                None => break,
+            },
+            None => None,
+        };
+        if !keep_going() {
+            break;
+        }
+        let (probe, enc) = (&probes[i], &encs[i]);
+        let judges = probe.judge_specs()?;
+        let before = score_side(session, enc, probe, &judges, &samples).await?;
+        let (after, kl) = match after {
+            Some(samples) => {
+                let side = score_side(session, enc, probe, &judges, &samples).await?;
+                (side, mean(&sequence_kl(session, &policy, &reference, &requests[i].prompt, &samples).await?))
+            }
+            None => (before.clone(), 0.0),
+        };
+        let verdict = Verdict::of(before.rate(), after.rate());
+        on_result(i, ProbeResult { probe: probe.clone(), before, after, kl, verdict });
+    }
+    Ok(())
 }
 
-/// One model's answers to the probe, scored; with the prompt's ids and the samples for the KL.
+/// One model's answers to the probe, scored with its judges.
 #[cfg(feature = "engine")]
-async fn answer_side(
-    session: &Session,
-    which: Which,
-    enc: &Encoding,
-    probe: &Probe,
-    judges: &[(JudgeSpec, f64)],
-    sampling: &SamplingConfig,
-    keep_going: &mut dyn FnMut() -> bool,
-) -> Result<(Vec<u32>, Vec<Sample>, Side)> {
-    let (ids, samples) = session.generate(which, enc, &probe.prompt, sampling, &mut |_| keep_going()).await?;
+async fn score_side(session: &Session, enc: &Encoding, probe: &Probe, judges: &[(JudgeSpec, f64)], samples: &[Sample]) -> Result<Side> {
     let texts: Vec<String> = samples.iter().map(|s| s.text.clone()).collect();
     let (scores, _) = session.judge_texts(enc, &probe.prompt, &texts, judges.to_vec()).await?;
     let triggered = scores.iter().filter(|&&s| s < probe.trigger_below).count();
-    Ok((ids, samples, Side { texts, scores, triggered }))
+    Ok(Side { texts, scores, triggered })
 }
 
 /// Before and after for one category, or for the whole set.

@@ -13,7 +13,7 @@ use {
     super::session::Session,
     super::spec::Which,
     crate::align::Encoding,
-    crate::generate::{SamplingConfig, generate},
+    crate::generate::{DecodePath, Generations, Request, SamplingConfig},
     crate::io::{LoadedModel, Message},
     crate::judges::JudgeSpec,
     crate::logps::completion_logps,
@@ -127,48 +127,68 @@ pub struct VariantResult {
     pub reference_logp_per_token: Option<f64>,
 }
 
-/// Asks `question` under `variant` with `sampling` (one sample; the seed is the caller's, so every
-/// variant draws the same), scores the answer as an answer to the bare question, and measures the
-/// log-probability of `reference` when one is given.
+/// Asks `question` under each of `variants` with `sampling` (one sample each, the same seed, so
+/// every variant draws the same), the variants' answers decoded together; scores each answer as
+/// an answer to the bare question, and measures the log-probability of `reference` when one is
+/// given. `on_result` sees each variant's index and result, in order. `keep_going` is asked after
+/// each token and before each answer is scored.
 #[cfg(feature = "engine")]
-pub async fn try_variant(
+#[allow(clippy::too_many_arguments)]
+pub async fn try_variants(
     session: &Session,
     which: Which,
     enc: &Encoding,
     question: &str,
-    variant: &Variant,
+    variants: &[Variant],
     reference: Option<&str>,
     sampling: &SamplingConfig,
     judges: Vec<(JudgeSpec, f64)>,
     keep_going: &mut dyn FnMut() -> bool,
-) -> Result<VariantResult> {
+    on_result: &mut dyn FnMut(usize, VariantResult),
+) -> Result<()> {
     if question.trim().is_empty() {
         return Err(Error::Invalid("write a question first".into()));
     }
     let one = SamplingConfig { num_samples: 1, ..sampling.clone() };
-    let ids = variant.prompt_ids(&session.lm, enc, question, one.max_new_tokens)?;
+    let requests = variants
+        .iter()
+        .map(|v| Ok(Request { prompt: v.prompt_ids(&session.lm, enc, question, one.max_new_tokens)?, sampling: one.clone() }))
+        .collect::<Result<Vec<_>>>()?;
+    let reference = match reference.filter(|r| !r.trim().is_empty()) {
+        Some(r) => Some(session.lm.tokenizer.encode(r, false)?),
+        None => None,
+    };
     let model = session.model(which);
-    let sample = generate(&model, &session.lm.tokenizer, &ids, &one, &mut |_| keep_going()).await?.into_iter().next();
-    let (text, tokens) = sample.map(|s| (s.text, s.tokens.len())).unwrap_or_default();
-    let (by_judges, by_model) = session.judge_texts(enc, question, std::slice::from_ref(&text), judges).await?;
-    let (mut reference_logp, mut reference_logp_per_token) = (None, None);
-    if let Some(r) = reference.filter(|r| !r.trim().is_empty()) {
-        let c = session.lm.tokenizer.encode(r, false)?;
-        let scored = completion_logps(&model, session.pad(), &[(ids.clone(), c.clone())]).await?.remove(0);
-        reference_logp = Some(scored.sum as f64);
-        reference_logp_per_token = Some(scored.sum as f64 / c.len().max(1) as f64);
+    let mut answers = Generations::new(DecodePath::Auto, &model, &session.lm.tokenizer, requests.clone())?;
+    while let Some((i, samples)) = answers.next(&mut |_, _| keep_going()).await? {
+        if !keep_going() {
+            break;
+        }
+        let ids = &requests[i].prompt;
+        let (text, tokens) = samples.into_iter().next().map(|s| (s.text, s.tokens.len())).unwrap_or_default();
+        let (by_judges, by_model) = session.judge_texts(enc, question, std::slice::from_ref(&text), judges.clone()).await?;
+        let (mut reference_logp, mut reference_logp_per_token) = (None, None);
+        if let Some(c) = &reference {
+            let scored = completion_logps(&model, session.pad(), &[(ids.clone(), c.clone())]).await?.remove(0);
+            reference_logp = Some(scored.sum as f64);
+            reference_logp_per_token = Some(scored.sum as f64 / c.len().max(1) as f64);
+        }
+        on_result(
+            i,
+            VariantResult {
+                name: variants[i].name.clone(),
+                prompt_tokens: ids.len(),
+                words: text.split_whitespace().count(),
+                text,
+                tokens,
+                judges: by_judges.first().copied().unwrap_or(0.0),
+                reward_model: by_model.and_then(|v| v.first().copied()),
+                reference_logp,
+                reference_logp_per_token,
+            },
+        );
     }
-    Ok(VariantResult {
-        name: variant.name.clone(),
-        prompt_tokens: ids.len(),
-        words: text.split_whitespace().count(),
-        text,
-        tokens,
-        judges: by_judges.first().copied().unwrap_or(0.0),
-        reward_model: by_model.and_then(|v| v.first().copied()),
-        reference_logp,
-        reference_logp_per_token,
-    })
+    Ok(())
 }
 
 /// Reads variants as JSON (a list of [`Variant`]), naming the field that is wrong.

@@ -261,6 +261,7 @@ pub struct Answer {
 
 /// Answers `question` by `which` model without documents and with the top `k` passages.
 #[cfg(feature = "engine")]
+#[allow(clippy::too_many_arguments)]
 pub async fn answer(
     session: &Session,
     which: Which,
@@ -271,15 +272,46 @@ pub async fn answer(
     sampling: &SamplingConfig,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<Answer> {
-    if question.trim().is_empty() {
-        return Err(Error::Invalid("write a question first".into()));
+    let mut out = None;
+    answers(session, which, enc, library, &[question.to_string()], k, sampling, keep_going, &mut |_, a| out = Some(a)).await?;
+    // Stopped before its answers were done: what was written so far, as the panel shows it.
+    out.ok_or_else(|| Error::Invalid("stopped before the answers were written".into()))
+}
+
+/// [`answer`] for each of `questions`, their answers decoded together (the same settings for
+/// every question, as for one); `on_answer` sees each question's index and answer, in order.
+/// `keep_going` is asked after each token.
+#[cfg(feature = "engine")]
+#[allow(clippy::too_many_arguments)]
+pub async fn answers(
+    session: &Session,
+    which: Which,
+    enc: &Encoding,
+    library: &Library,
+    questions: &[String],
+    k: usize,
+    sampling: &SamplingConfig,
+    keep_going: &mut dyn FnMut() -> bool,
+    on_answer: &mut dyn FnMut(usize, Answer),
+) -> Result<()> {
+    if let Some(i) = questions.iter().position(|q| q.trim().is_empty()) {
+        let which = if questions.len() == 1 { String::new() } else { format!(" (question {} is blank)", i + 1) };
+        return Err(Error::Invalid(format!("write a question first{which}")));
     }
-    let hits = library.search(question, k);
+    let hits: Vec<Vec<Hit>> = questions.iter().map(|q| library.search(q, k)).collect();
+    // Each question asked twice, without the passages and with them.
     let one = SamplingConfig { num_samples: 1, ..sampling.clone() };
-    let (_, plain) = session.generate(which, enc, question, &one, &mut |_| keep_going()).await?;
-    let (_, grounded) = session.generate(which, enc, &augmented_prompt(question, &hits), &one, &mut |_| keep_going()).await?;
+    let prompts: Vec<String> = questions.iter().zip(&hits).flat_map(|(q, h)| [q.clone(), augmented_prompt(q, h)]).collect();
+    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().map(|p| (p.as_str(), one.clone())).collect();
+    let mut generated = session.answers(which, enc, &asks)?;
     let text = |s: Vec<crate::generate::Sample>| s.into_iter().next().map(|s| s.text).unwrap_or_default();
-    Ok(Answer { hits, plain: text(plain), grounded: text(grounded) })
+    let mut hits = hits.into_iter();
+    while let Some((_, plain)) = generated.next(keep_going).await? {
+        let Some((i, grounded)) = generated.next(keep_going).await? else { break };
+        let hits = hits.next().expect("one list of passages per question");
+        on_answer(i / 2, Answer { hits, plain: text(plain), grounded: text(grounded) });
+    }
+    Ok(())
 }
 
 /// A fact checked: was its document retrieved, and did each answer hold the fact.

@@ -53,7 +53,7 @@ impl KeptSamples {
         self.0.iter().find(|(i, s, _)| i == ids && s == sampling).map(|(_, _, samples)| samples)
     }
 
-    fn keep(&mut self, ids: Vec<u32>, sampling: SamplingConfig, samples: Vec<Sample>) {
+    pub(super) fn keep(&mut self, ids: Vec<u32>, sampling: SamplingConfig, samples: Vec<Sample>) {
         if self.0.len() == KEPT_SAMPLES {
             self.0.pop_front();
         }
@@ -123,12 +123,12 @@ impl Session {
 
     /// Whether `which`'s answers go to and come from [`KeptSamples`]: the reference's, while it is
     /// the loaded model.
-    fn keeps(&self, which: Which) -> bool {
+    pub(super) fn keeps(&self, which: Which) -> bool {
         which == Which::Reference && self.policy.base_is_loaded()
     }
 
     /// `which`'s kept answers for `ids` and `sampling`, if it keeps them and has them.
-    fn kept(&self, which: Which, ids: &[u32], sampling: &SamplingConfig) -> Option<Vec<Sample>> {
+    pub(super) fn kept(&self, which: Which, ids: &[u32], sampling: &SamplingConfig) -> Option<Vec<Sample>> {
         self.keeps(which).then(|| self.ref_samples.borrow().get(ids, sampling).cloned()).flatten()
     }
 

@@ -85,14 +85,8 @@ impl<H: Host> Router<H> {
         let weak = Rewarder::judges(weak, session.judge_data.clone())?;
         let truth = Rewarder::judges(truth, session.judge_data.clone())?;
         let total = prompts.len();
-        for (i, p) in prompts.iter().enumerate() {
-            if self.cancelled(job) {
-                break;
-            }
-            let s = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
-            let row = rerank(&session, &enc, p, &s, &weak, &truth, &mut || !self.cancelled(job)).await?;
-            self.host.post(Event::Reranked { job, row, done: i + 1, total });
-        }
+        let mut posted = |i: usize, row| self.host.post(Event::Reranked { job, row, done: i + 1, total });
+        rerank(&session, &enc, &prompts, &sampling, &weak, &truth, &mut || !self.cancelled(job), &mut posted).await?;
         self.with(|s| s.cancelled.remove(&job));
         self.host.post(Event::Done { job });
         Ok(())

@@ -10,9 +10,9 @@ use super::router::{Host, Router};
 use crate::align::Encoding;
 use crate::generate::SamplingConfig;
 use crate::judges::JudgeSpec;
-use crate::lab::constitution::{judge_samples, self_pairs};
-use crate::lab::probes::{self, run_probe};
-use crate::lab::prompting::{try_variant, validate_all};
+use crate::lab::constitution::{Judged, judge_prompts, self_pairs};
+use crate::lab::probes::run_probes;
+use crate::lab::prompting::{try_variants, validate_all};
 use crate::lab::retrieve::{self, Library};
 use crate::Result;
 
@@ -30,13 +30,8 @@ impl<H: Host> Router<H> {
     ) -> Result<()> {
         validate_all(&variants)?;
         let session = self.session()?;
-        for (index, v) in variants.iter().enumerate() {
-            if self.cancelled(job) {
-                break;
-            }
-            let result = try_variant(&session, Which::Policy, &enc, &question, v, reference.as_deref(), &sampling, judges.clone(), &mut || !self.cancelled(job)).await?;
-            self.host.post(Event::VariantTried { job, index, result });
-        }
+        let mut posted = |index, result| self.host.post(Event::VariantTried { job, index, result });
+        try_variants(&session, Which::Policy, &enc, &question, &variants, reference.as_deref(), &sampling, judges, &mut || !self.cancelled(job), &mut posted).await?;
         self.with(|s| s.cancelled.remove(&job));
         self.host.post(Event::Done { job });
         Ok(())
@@ -63,32 +58,22 @@ impl<H: Host> Router<H> {
         let library = Library::new(&docs)?;
         let session = self.session()?;
         let total = facts.len();
-        for (i, fact) in facts.iter().enumerate() {
-            if self.cancelled(job) {
-                break;
-            }
-            let answer = retrieve::answer(&session, Which::Policy, &enc, &library, &fact.question, k, &sampling, &mut || !self.cancelled(job)).await?;
-            let row = retrieve::FactRow::of(fact, answer);
+        let questions: Vec<String> = facts.iter().map(|f| f.question.clone()).collect();
+        let mut posted = |i: usize, answer| {
+            let row = retrieve::FactRow::of(&facts[i], answer);
             self.host.post(Event::FactChecked { job, row, done: i + 1, total });
-        }
+        };
+        retrieve::answers(&session, Which::Policy, &enc, &library, &questions, k, &sampling, &mut || !self.cancelled(job), &mut posted).await?;
         self.with(|s| s.cancelled.remove(&job));
         self.host.post(Event::Done { job });
         Ok(())
     }
 
     pub(super) async fn probes(self: &Rc<Self>, job: JobId, probes: Vec<Probe>, enc: Encoding, sampling: SamplingConfig) -> Result<()> {
-        probes::validate_all(&probes)?;
         let session = self.session()?;
         let total = probes.len();
-        for (i, probe) in probes.iter().enumerate() {
-            if self.cancelled(job) {
-                break;
-            }
-            // Each probe its own seed, as the CLI does: one probe's answers do not depend on the others.
-            let sampling = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
-            let result = run_probe(&session, &enc, probe, &sampling, &mut || !self.cancelled(job)).await?;
-            self.host.post(Event::ProbeAnswered { job, result, done: i + 1, total });
-        }
+        let mut posted = |i: usize, result| self.host.post(Event::ProbeAnswered { job, result, done: i + 1, total });
+        run_probes(&session, &enc, &probes, &sampling, &mut || !self.cancelled(job), &mut posted).await?;
         self.with(|s| s.cancelled.remove(&job));
         self.host.post(Event::Done { job });
         Ok(())
@@ -105,19 +90,13 @@ impl<H: Host> Router<H> {
         judges: Vec<(JudgeSpec, f64)>,
         pairs_per_prompt: usize,
     ) -> Result<()> {
-        constitution.validate()?;
         let session = self.session()?;
         let total = prompts.len();
-        for (i, prompt) in prompts.into_iter().enumerate() {
-            if self.cancelled(job) {
-                break;
-            }
-            // Seeded per prompt, as the CLI does.
-            let sampling = SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() };
-            let answers = judge_samples(&session, Which::Policy, &enc, &constitution, &prompt, &sampling, judges.clone(), &mut || !self.cancelled(job)).await?;
-            let pairs = self_pairs(&prompt, &answers, pairs_per_prompt);
-            self.host.post(Event::SelfJudged { job, prompt, answers, pairs, done: i + 1, total });
-        }
+        let mut posted = |i: usize, answers: Vec<Judged>| {
+            let pairs = self_pairs(&prompts[i], &answers, pairs_per_prompt);
+            self.host.post(Event::SelfJudged { job, prompt: prompts[i].clone(), answers, pairs, done: i + 1, total });
+        };
+        judge_prompts(&session, Which::Policy, &enc, &constitution, &prompts, &sampling, judges, &mut || !self.cancelled(job), &mut posted).await?;
         self.with(|s| s.cancelled.remove(&job));
         self.host.post(Event::Done { job });
         Ok(())

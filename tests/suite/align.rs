@@ -706,6 +706,42 @@ fn the_reference_writes_its_answers_once_for_a_prompt_and_its_settings() {
     assert!(answer(&session, Which::Reference, &sampling).1 > 0);
 }
 
+#[test]
+fn answers_to_several_prompts_come_in_order_and_the_reference_keeps_them() {
+    // Several prompts answered together (Session::answers): in the prompts' order, each prompt
+    // with its own settings, the reference's kept answers taken as they are and its new ones kept.
+    use alignlab::generate::SamplingConfig;
+    use alignlab::lab::{Session, Which};
+    let enc = Encoding::untruncated(false, "");
+    let sampled = |n, seed| SamplingConfig { num_samples: n, max_new_tokens: 10, temperature: 1.0, seed, ..Default::default() };
+    let asks = [("Once upon a time", sampled(3, 7)), ("The cat", sampled(2, 1)), ("A dog ran", SamplingConfig::greedy(6)), ("Tom had", sampled(4, 2))];
+    let all = |session: &Session, which: Which, asks: &[(&str, SamplingConfig)]| {
+        let mut answers = session.answers(which, &enc, asks).unwrap();
+        let mut out = Vec::new();
+        while let Some((i, samples)) = block_on(answers.next(&mut || true)).unwrap() {
+            assert_eq!(i, out.len());
+            assert_eq!(samples.len(), asks[i].1.num_samples);
+            out.push(samples);
+        }
+        out
+    };
+    let session = Session::new(tiny_lm(), std::rc::Rc::new(Default::default()));
+    let (_, kept) = block_on(session.generate(Which::Reference, &enc, asks[1].0, &asks[1].1, &mut |_| true)).unwrap();
+    let together = all(&session, Which::Reference, &asks);
+    assert_eq!(together.len(), asks.len());
+    assert_eq!(together[1], kept, "the kept answers");
+    for (i, (prompt, sampling)) in asks.iter().enumerate() {
+        assert!(session.is_kept(Which::Reference, &enc, prompt, sampling), "prompt {i} kept");
+        // Each prompt's answers are the ones it gets asked alone, in a session that kept nothing.
+        let fresh = Session::new(tiny_lm(), std::rc::Rc::new(Default::default()));
+        assert_eq!(all(&fresh, Which::Policy, &asks[i..=i]).remove(0), together[i], "prompt {i}");
+    }
+    assert_ne!(together[0], together[3]);
+    // A prompt the template cannot take is refused before any is answered.
+    let too_long = "word ".repeat(400);
+    assert!(session.answers(Which::Policy, &enc, &[(asks[0].0, asks[0].1.clone()), (too_long.as_str(), sampled(1, 0))]).is_err());
+}
+
 /// A second DPO run of another beta and rank, with fresh adapters.
 fn another_dpo_spec(precompute_ref_log_probs: bool) -> alignlab::lab::RunSpec {
     use alignlab::lab::Method;

@@ -1,0 +1,69 @@
+//! A model's answers to several prompts, decoded together ([`Generations`]), as the lab asks for
+//! them: each prompt with its own settings, the reference's answers taken from and kept in
+//! [`KeptSamples`](super::session::KeptSamples) as [`Session::generate`] does, and each prompt's
+//! answers handed back in order as soon as they are done.
+
+use super::session::Session;
+use super::spec::Which;
+use crate::Result;
+use crate::align::Encoding;
+use crate::generate::{DecodePath, FinishReason, Generations, Request, Sample, SamplingConfig};
+
+/// `which`'s answers to prompts, in their order ([`Answers::next`]).
+pub struct Answers<'s> {
+    session: &'s Session,
+    which: Which,
+    requests: Vec<Request>,
+    /// Per prompt, its kept answers (taken when handed back).
+    kept: Vec<Option<Vec<Sample>>>,
+    /// The prompts not kept, in order, and their generations.
+    asked: Vec<usize>,
+    generations: Generations<'s>,
+    returned: usize,
+}
+
+impl Session {
+    /// `which`'s answers to each of `prompts` (text, encoded with `enc`) with its settings.
+    /// Every prompt is encoded before any is answered: a prompt the template cannot take is an
+    /// error before any work.
+    pub fn answers(&self, which: Which, enc: &Encoding, prompts: &[(&str, SamplingConfig)]) -> Result<Answers<'_>> {
+        let requests = prompts.iter().map(|(p, s)| Ok(Request { prompt: self.prompt_ids(enc, p)?, sampling: s.clone() })).collect::<Result<Vec<_>>>()?;
+        self.answers_to(which, requests)
+    }
+
+    /// [`Session::answers`] to prompts already encoded.
+    pub fn answers_to(&self, which: Which, requests: Vec<Request>) -> Result<Answers<'_>> {
+        let kept: Vec<Option<Vec<Sample>>> = requests.iter().map(|r| self.kept(which, &r.prompt, &r.sampling)).collect();
+        let asked: Vec<usize> = (0..requests.len()).filter(|&i| kept[i].is_none()).collect();
+        let to_ask = asked.iter().map(|&i| requests[i].clone()).collect();
+        let generations = Generations::owned(DecodePath::Auto, self.model(which), &self.lm.tokenizer, to_ask)?;
+        Ok(Answers { session: self, which, requests, kept, asked, generations, returned: 0 })
+    }
+}
+
+impl Answers<'_> {
+    /// The next prompt's index and answers; `None` after the last, or once `keep_going` (asked
+    /// after each token) said no: the prompts running then come back with their answers
+    /// cancelled, the rest do not come back.
+    pub async fn next(&mut self, keep_going: &mut dyn FnMut() -> bool) -> Result<Option<(usize, Vec<Sample>)>> {
+        let Some(request) = self.requests.get(self.returned) else { return Ok(None) };
+        let i = self.returned;
+        if let Some(samples) = self.kept[i].take() {
+            self.returned += 1;
+            return Ok(Some((i, samples)));
+        }
+        let Some((j, samples)) = self.generations.next(&mut |_, _| keep_going()).await? else { return Ok(None) };
+        debug_assert_eq!(self.asked[j], i, "the generations come back in the prompts' order");
+        if self.session.keeps(self.which) && samples.iter().all(|s| s.finish_reason != FinishReason::Cancelled) {
+            self.session.ref_samples.borrow_mut().keep(request.prompt.clone(), request.sampling.clone(), samples.clone());
+        }
+        self.returned += 1;
+        Ok(Some((i, samples)))
+    }
+}
+
+/// `sampling` for the `i`th of several prompts: seeded `seed + i`, so each prompt's answers do not
+/// depend on the others (the same in the page and the CLI).
+pub fn seeded(sampling: &SamplingConfig, i: usize) -> SamplingConfig {
+    SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() }
+}
