@@ -101,6 +101,11 @@ pub struct Sample {
     pub tokens: Vec<u32>,
     pub text: String,
     pub finish_reason: FinishReason,
+    /// `log p(token)` of each of `tokens` under the model that wrote them (temperature 1, no
+    /// penalty), when the generation was asked to keep them ([`Generations::keeping_logps`]);
+    /// else empty. Not sent or stored: it is read where it was written.
+    #[serde(skip)]
+    pub logps: Vec<f32>,
 }
 
 /// One streamed token: which sample it belongs to and the text it adds.

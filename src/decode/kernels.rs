@@ -148,8 +148,8 @@ fn rows(w: &QMatrix, input: &Input, r0: usize, out: &mut [f32]) {
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     match &input.q {
-        Some(q) => simd128::rows_dot(q, w, x, r0, out),
-        None => simd128::rows_many(w, x, n, r0, out),
+        Some(q) if input.alone => simd128::rows_dot(q, w, x, r0, out),
+        _ => simd128::rows_many(w, x, n, r0, out),
     }
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     rows_scalar(w, x, n, r0, out);

@@ -51,6 +51,8 @@ pub struct Generations<'a> {
     /// The next token's logits of each row, `[rows, vocab]`.
     logits: Vec<f32>,
     cancelled: bool,
+    /// Whether each chosen token's log-probability is kept ([`Generations::keeping_logps`]).
+    logps: bool,
 }
 
 /// One request's samples so far.
@@ -58,6 +60,7 @@ struct Answering {
     sampler: Sampler,
     max_new: usize,
     tokens: Vec<Vec<u32>>,
+    logps: Vec<Vec<f32>>,
     finish: Vec<Option<FinishReason>>,
     streams: Vec<TextStream>,
 }
@@ -116,7 +119,16 @@ impl<'a> Generations<'a> {
             rows: Vec::new(),
             logits: Vec::new(),
             cancelled: false,
+            logps: false,
         })
+    }
+
+    /// Keeps `log p(token)` of every chosen token under the model, at temperature 1 without
+    /// penalty ([`Sample::logps`]): the sequence log-probability a KL to a reference needs, read
+    /// off the decoding's own logits instead of a second pass over the answers.
+    pub fn keeping_logps(mut self) -> Self {
+        self.logps = true;
+        self
     }
 
     /// The next request's index and samples, once they are all done; `None` after the last, or
@@ -131,6 +143,7 @@ impl<'a> Generations<'a> {
                         text: self.tokenizer.decode(&a.tokens[s]),
                         tokens: std::mem::take(&mut a.tokens[s]),
                         finish_reason: a.finish[s].unwrap_or(FinishReason::Length),
+                        logps: std::mem::take(&mut a.logps[s]),
                     })
                     .collect();
                 self.returned += 1;
@@ -159,6 +172,7 @@ impl<'a> Generations<'a> {
                 sampler: Sampler::new(req.sampling.clone()),
                 max_new,
                 tokens: vec![Vec::new(); n],
+                logps: vec![Vec::new(); n],
                 finish: vec![(max_new == 0).then_some(FinishReason::Length); n],
                 streams: vec![TextStream::default(); n],
             });
@@ -195,10 +209,15 @@ impl<'a> Generations<'a> {
                 ));
             }
             let a = &mut self.answering[i];
+            // Read before the sampler, which may change the row (a repetition penalty).
+            let raw = self.logps.then(|| (log_sum_exp(row), row.to_vec()));
             let tok = a.sampler.sample(row, &self.requests[i].prompt, &a.tokens[s]);
             if self.tokenizer.stop_ids.contains(&tok) {
                 a.finish[s] = Some(FinishReason::Stop);
             } else {
+                if let Some((lse, raw)) = raw {
+                    a.logps[s].push(raw[tok as usize] - lse);
+                }
                 a.tokens[s].push(tok);
                 let delta = a.streams[s].push(self.tokenizer, tok);
                 if !on_token(i, TokenEvent { sample: s, token: tok, text_delta: &delta }) {
@@ -290,4 +309,11 @@ impl Decoder {
             }
         }
     }
+}
+
+/// `ln sum_j e^{x_j}`, shifted by the largest value so it cannot overflow.
+fn log_sum_exp(x: &[f32]) -> f32 {
+    let mut e = vec![0.0f32; x.len()];
+    let (max, total) = crate::model::rows::exp_scaled(x, 1.0, &mut e);
+    max + total.ln()
 }

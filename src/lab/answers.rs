@@ -42,6 +42,15 @@ impl Session {
 }
 
 impl Answers<'_> {
+    /// Keeps each answer's per-token log-probabilities under `which` ([`Sample::logps`]). Kept
+    /// answers of the reference have none: ask for them only from a model that does not keep
+    /// its answers (the policy).
+    pub fn keeping_logps(mut self) -> Self {
+        debug_assert!(self.kept.iter().all(Option::is_none), "kept answers have no log-probabilities");
+        self.generations = self.generations.keeping_logps();
+        self
+    }
+
     /// The next prompt's index and answers; `None` after the last, or once `keep_going` (asked
     /// after each token) said no: the prompts running then come back with their answers
     /// cancelled, the rest do not come back.

@@ -258,8 +258,9 @@ pub async fn run_probes(
     // An untrained policy is its reference: the same answers, asked once.
     let trained = !matches!(session.policy.kind, PolicyKind::Base);
     let mut before_answers = session.answers_to(Which::Reference, requests.clone())?;
-    let mut after_answers = if trained { Some(session.answers_to(Which::Policy, requests.clone())?) } else { None };
-    let (policy, reference) = (session.model(Which::Policy), session.model(Which::Reference));
+    // The policy's log-probabilities of its answers, for the KL, come with them.
+    let mut after_answers = if trained { Some(session.answers_to(Which::Policy, requests.clone())?.keeping_logps()) } else { None };
+    let reference = session.model(Which::Reference);
     while let Some((i, samples)) = before_answers.next(keep_going).await? {
         let after = match after_answers.as_mut() {
             Some(a) => match a.next(keep_going).await? {
@@ -277,7 +278,7 @@ pub async fn run_probes(
         let (after, kl) = match after {
             Some(samples) => {
                 let side = score_side(session, enc, probe, &judges, &samples).await?;
-                (side, mean(&sequence_kl(session, &policy, &reference, &requests[i].prompt, &samples).await?))
+                (side, mean(&sequence_kl(session, &reference, &requests[i].prompt, &samples).await?))
             }
             None => (before.clone(), 0.0),
         };

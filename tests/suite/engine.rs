@@ -370,6 +370,25 @@ fn prompts_decoded_together_get_the_answers_they_get_alone() {
     // On the device the prompts run one after the other, with the same answers.
     assert_eq!(all(DecodePath::Device, requests.clone()), together);
 
+    // Kept while decoding, each token's log-probability is the one a forward pass over the
+    // answer gives (temperature 1, whatever the sampler's temperature).
+    let mut kept = Generations::new(DecodePath::Auto, model, tokenizer, requests.clone()).unwrap().keeping_logps();
+    let mut checked = 0;
+    while let Some((i, samples)) = block_on(kept.next(&mut |_, _| true)).unwrap() {
+        for (s, plain) in samples.iter().zip(&together[i]) {
+            assert_eq!(s.tokens, plain.tokens, "keeping log-probabilities changes no answer");
+            assert_eq!(s.logps.len(), s.tokens.len());
+            if s.tokens.is_empty() {
+                continue;
+            }
+            let want = block_on(alignlab::logps::completion_logps(model, 0, &[(requests[i].prompt.clone(), s.tokens.clone())])).unwrap().remove(0);
+            let d = max_diff(&s.logps, &want.logprobs);
+            assert!(d < 1e-4, "prompt {i}: log-probabilities differ by {d}");
+            checked += s.tokens.len();
+        }
+    }
+    assert!(checked > 100, "{checked} tokens checked");
+
     // Asked to stop at the 20th token: the prompts running then end as cancelled, the rest never
     // start.
     let mut answers = Generations::new(DecodePath::Auto, model, tokenizer, requests.clone()).unwrap();

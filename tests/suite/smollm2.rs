@@ -228,13 +228,14 @@ fn self_judging_with_the_answer_read_once_equals_each_question_alone() {
 
 /// Scoring answers with a policy that has trainable weights (the page's policy after training,
 /// on the autodiff device) keeps no memory behind: burn keeps the graph of a tracked pass that
-/// no backward pass consumes, and the probes' KL leaked ~300 MB a probe on SmolLM2 until
-/// `sequence_kl` scored frozen copies. Resident memory over ten calls, in a process of its own.
+/// no backward pass consumes, and the probes' KL leaked ~300 MB a probe on SmolLM2 until it
+/// scored frozen copies. Resident memory over ten calls, in a process of its own.
 #[test]
 fn scoring_with_a_trainable_policy_keeps_no_graph() {
     use alignlab::generate::{FinishReason, Sample};
     use alignlab::lab::evaluate::sequence_kl;
     use alignlab::lab::Session;
+    use alignlab::logps::completion_logps;
     use alignlab::model::LoraConfig;
     if !crate::common::alone("smollm2::scoring_with_a_trainable_policy_keeps_no_graph") {
         return;
@@ -247,13 +248,20 @@ fn scoring_with_a_trainable_policy_keeps_no_graph() {
     let reference = policy.reference();
     let prompt = session.lm.tokenizer.encode("Tell me about the sea and the ships that sail on it.", true).unwrap();
     let samples: Vec<Sample> = (0..2)
-        .map(|i| Sample { tokens: (0..48).map(|t| 100 + i * 7 + t).collect(), text: String::new(), finish_reason: FinishReason::Length })
+        .map(|i| Sample { tokens: (0..48).map(|t| 100 + i * 7 + t).collect(), text: String::new(), finish_reason: FinishReason::Length, logps: Vec::new() })
         .collect();
     let rss = || {
         let status = std::fs::read_to_string("/proc/self/status").unwrap();
         status.lines().find_map(|l| l.strip_prefix("VmRSS:")).unwrap().trim().trim_end_matches(" kB").parse::<f64>().unwrap() / 1024.0
     };
-    let kl = |_: usize| alignlab::backend::block_on(sequence_kl(&session, &policy, &reference, &prompt, &samples)).unwrap();
+    // The policy's side as decoding keeps it, here from a pass of the trainable policy.
+    let kl = |_: usize| {
+        let mut samples = samples.clone();
+        for s in samples.iter_mut() {
+            s.logps = alignlab::backend::block_on(completion_logps(&policy, 0, &[(prompt.clone(), s.tokens.clone())])).unwrap().remove(0).logprobs;
+        }
+        alignlab::backend::block_on(sequence_kl(&session, &reference, &prompt, &samples)).unwrap()
+    };
     assert!(kl(0).iter().all(|k| k.abs() < 1e-3), "a fresh adapter is the reference");
     let before = rss();
     (0..10).for_each(|i| drop(kl(i)));
