@@ -389,7 +389,7 @@ pub async fn generate_on(
     on_token: &mut dyn FnMut(TokenEvent) -> bool,
 ) -> Result<Vec<Sample>> {
     let requests = vec![Request { prompt: prompt.to_vec(), sampling: cfg.clone() }];
-    let mut answers = Generations::with(path, std::borrow::Cow::Borrowed(model), tokenizer, requests, crate::decode::kernels::OneRow::Integers)?;
+    let mut answers = Generations::new(path, model, tokenizer, requests)?;
     let (_, samples) = answers.next(&mut |_, ev| on_token(ev)).await?.expect("one request, not cancelled before it started");
     Ok(samples)
 }

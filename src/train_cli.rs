@@ -421,10 +421,11 @@ pub fn eval(a: EvalArgs) -> Result<()> {
     let prompts: Vec<String> = read_data::<PromptOnly>(&a.prompts)?.into_iter().map(|p| p.prompt).collect();
     let (policy, reference) = (session.model(Which::Policy), session.model(Which::Reference));
     let (enc, s) = (&a.s.encoding, &a.s.sampling);
-    let r = block_on(alignlab::lab::evaluate(&session, &policy, &reference, enc, &prompts, s, &rewarder))?;
+    let trained = session.policy.is_trained().then_some(&reference);
+    let r = block_on(alignlab::lab::evaluate(&session, &policy, trained, enc, &prompts, s, &rewarder))?;
     let mut report = json!({"prompts": prompts.len(), "samples_per_prompt": s.num_samples, "mean_score": r.mean_score, "kl": r.kl, "mean_length": r.mean_length});
     if session.policy.is_trained() {
-        let base = block_on(alignlab::lab::evaluate(&session, &reference, &reference, enc, &prompts, s, &rewarder))?;
+        let base = block_on(alignlab::lab::evaluate(&session, &reference, None, enc, &prompts, s, &rewarder))?;
         report["base_mean_score"] = json!(base.mean_score);
         report["base_mean_length"] = json!(base.mean_length);
     }

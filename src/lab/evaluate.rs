@@ -25,12 +25,13 @@ pub struct EvalReport {
 }
 
 /// Samples `sampling.num_samples` answers per prompt from `model` (seed + prompt index), scores
-/// them with `rewarder`, and measures their KL to `reference`.
+/// them with `rewarder`, and measures their KL to `reference`; `None` when `model` is its own
+/// reference (an untrained policy, the base model): its KL is 0, not measured.
 #[cfg(feature = "engine")]
 pub async fn evaluate(
     session: &Session,
     model: &Llama,
-    reference: &Llama,
+    reference: Option<&Llama>,
     enc: &Encoding,
     prompts: &[String],
     sampling: &SamplingConfig,
@@ -43,7 +44,10 @@ pub async fn evaluate(
         .map(|(i, p)| Ok(Request { prompt: session.prompt_ids(enc, p)?, sampling: seeded(sampling, i) }))
         .collect::<Result<Vec<_>>>()?;
     // The prompts' answers decoded together.
-    let mut answers = Generations::new(DecodePath::Auto, model, &session.lm.tokenizer, requests.clone())?.keeping_logps();
+    let mut answers = Generations::new(DecodePath::Auto, model, &session.lm.tokenizer, requests.clone())?;
+    if reference.is_some() {
+        answers = answers.keeping_logps();
+    }
     while let Some((i, samples)) = answers.next(&mut |_, _| true).await? {
         let (prompt, ids) = (&prompts[i], &requests[i].prompt);
         let cands: Vec<Candidate> = samples
@@ -51,7 +55,10 @@ pub async fn evaluate(
             .map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens })
             .collect();
         scores.extend(rewarder.rewards(&cands).await?);
-        kls.extend(sequence_kl(session, reference, ids, &samples).await?);
+        match reference {
+            Some(r) => kls.extend(sequence_kl(session, r, ids, &samples).await?),
+            None => kls.extend(samples.iter().filter(|s| !s.tokens.is_empty()).map(|_| 0.0)),
+        }
         lens.extend(samples.iter().map(|s| s.tokens.len() as f64));
     }
     let mean = |v: &[f64]| if v.is_empty() { 0.0 } else { v.iter().sum::<f64>() / v.len() as f64 };

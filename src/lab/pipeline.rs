@@ -112,7 +112,9 @@ impl Pipeline<'_> {
         match self.judges {
             Some(j) if !self.eval_prompts.is_empty() => {
                 let base = session.lm.model.clone();
-                Ok(Some(evaluate(session, &session.policy.model, &base, self.encoding, self.eval_prompts, self.sampling, j).await?))
+                // Before any stage the policy is the base model.
+                let reference = session.policy.is_trained().then_some(&base);
+                Ok(Some(evaluate(session, &session.policy.model, reference, self.encoding, self.eval_prompts, self.sampling, j).await?))
             }
             _ => Ok(None),
         }
