@@ -280,7 +280,8 @@ pub async fn answer(
 
 /// [`answer`] for each of `questions`, their answers decoded together (the same settings for
 /// every question, as for one); `on_answer` sees each question's index and answer, in order.
-/// `keep_going` is asked after each token.
+/// `keep_going` is asked after each token and before each answer is handed on (one question
+/// stopped mid-way is handed on as far as it got, as the panel shows it).
 #[cfg(feature = "engine")]
 #[allow(clippy::too_many_arguments)]
 pub async fn answers(
@@ -308,6 +309,10 @@ pub async fn answers(
     let mut hits = hits.into_iter();
     while let Some((_, plain)) = generated.next(keep_going).await? {
         let Some((i, grounded)) = generated.next(keep_going).await? else { break };
+        // Stopped: the questions then running come back cut short; they are not answers.
+        if !keep_going() && questions.len() > 1 {
+            break;
+        }
         let hits = hits.next().expect("one list of passages per question");
         on_answer(i / 2, Answer { hits, plain: text(plain), grounded: text(grounded) });
     }
