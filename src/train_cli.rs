@@ -17,7 +17,7 @@ use alignlab::align::train::{Metrics, TrainConfig};
 use alignlab::backend::block_on;
 use alignlab::data::{self, Demonstration, Preference, PromptOnly, Record, Unpaired};
 use alignlab::generate::SamplingConfig;
-use alignlab::lab::answers::seeded;
+use alignlab::lab::answers::seeded_each;
 use alignlab::io::hf::save_hf;
 use alignlab::io::peft::{AdapterFiles, write_atomic};
 use alignlab::judges::JudgeSpec;
@@ -386,12 +386,11 @@ pub fn pairs(a: PairsArgs) -> Result<()> {
     let prompts = read_data::<PromptOnly>(&a.prompts)?;
     let mut out = Vec::new();
     let bar = ProgressBar::new(prompts.len() as u64);
-    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().enumerate().map(|(i, p)| (p.prompt.as_str(), seeded(&a.s.sampling, i))).collect();
     // The prompts' samples decoded together, each prompt's ranked as it is done.
-    let mut answers = session.answers(Which::Policy, &a.s.encoding, &asks)?;
+    let mut answers = session.answers(Which::Policy, &a.s.encoding, &seeded_each(prompts.iter().map(|p| p.prompt.as_str()), &a.s.sampling, 0))?;
     while let Some((i, samples)) = block_on(answers.next(&mut || true))? {
-        let (prompt, ids) = (asks[i].0, session.prompt_ids(&a.s.encoding, asks[i].0)?);
-        let ranked = block_on(alignlab::lab::label::rank(prompt, &ids, samples, &rewarder))?;
+        let prompt = prompts[i].prompt.as_str();
+        let ranked = block_on(alignlab::lab::label::rank(prompt, answers.ids(i), samples, &rewarder))?;
         out.extend(alignlab::lab::pairs_from_ranking(prompt, &ranked, a.pairs_per_prompt));
         bar.inc(1);
     }

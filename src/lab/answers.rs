@@ -16,8 +16,7 @@ pub struct Answers<'s> {
     requests: Vec<Request>,
     /// Per prompt, its kept answers (taken when handed back).
     kept: Vec<Option<Vec<Sample>>>,
-    /// The prompts not kept, in order, and their generations.
-    asked: Vec<usize>,
+    /// The prompts not kept, in order.
     generations: Generations<'s>,
     returned: usize,
 }
@@ -34,10 +33,9 @@ impl Session {
     /// [`Session::answers`] to prompts already encoded.
     pub fn answers_to(&self, which: Which, requests: Vec<Request>) -> Result<Answers<'_>> {
         let kept: Vec<Option<Vec<Sample>>> = requests.iter().map(|r| self.kept(which, &r.prompt, &r.sampling)).collect();
-        let asked: Vec<usize> = (0..requests.len()).filter(|&i| kept[i].is_none()).collect();
-        let to_ask = asked.iter().map(|&i| requests[i].clone()).collect();
+        let to_ask = requests.iter().zip(&kept).filter(|(_, k)| k.is_none()).map(|(r, _)| r.clone()).collect();
         let generations = Generations::owned(DecodePath::Auto, self.model(which), &self.lm.tokenizer, to_ask)?;
-        Ok(Answers { session: self, which, requests, kept, asked, generations, returned: 0 })
+        Ok(Answers { session: self, which, requests, kept, generations, returned: 0 })
     }
 }
 
@@ -51,6 +49,11 @@ impl Answers<'_> {
         self
     }
 
+    /// Prompt `i` as token ids (as it was answered).
+    pub fn ids(&self, i: usize) -> &[u32] {
+        &self.requests[i].prompt
+    }
+
     /// The next prompt's index and answers; `None` after the last, or once `keep_going` (asked
     /// after each token) said no: the prompts running then come back with their answers
     /// cancelled, the rest do not come back.
@@ -61,8 +64,8 @@ impl Answers<'_> {
             self.returned += 1;
             return Ok(Some((i, samples)));
         }
-        let Some((j, samples)) = self.generations.next(&mut |_, _| keep_going()).await? else { return Ok(None) };
-        debug_assert_eq!(self.asked[j], i, "the generations come back in the prompts' order");
+        // The generations come back in the prompts' order, so this is prompt i's.
+        let Some((_, samples)) = self.generations.next(&mut |_, _| keep_going()).await? else { return Ok(None) };
         if self.session.keeps(self.which) && samples.iter().all(|s| s.finish_reason != FinishReason::Cancelled) {
             self.session.ref_samples.borrow_mut().keep(request.prompt.clone(), request.sampling.clone(), samples.clone());
         }
@@ -75,4 +78,10 @@ impl Answers<'_> {
 /// depend on the others (the same in the page and the CLI).
 pub fn seeded(sampling: &SamplingConfig, i: usize) -> SamplingConfig {
     SamplingConfig { seed: sampling.seed.wrapping_add(i as u64), ..sampling.clone() }
+}
+
+/// Each of `prompts` with `sampling` [`seeded`] by its place, counted from `first`: what
+/// [`Session::answers`] takes for a list of prompts.
+pub fn seeded_each<'p>(prompts: impl IntoIterator<Item = &'p str>, sampling: &SamplingConfig, first: usize) -> Vec<(&'p str, SamplingConfig)> {
+    prompts.into_iter().enumerate().map(|(i, p)| (p, seeded(sampling, first + i))).collect()
 }

@@ -20,7 +20,7 @@ use crate::data::Preference;
 use crate::{Error, Result};
 #[cfg(feature = "engine")]
 use {
-    super::answers::seeded,
+    super::answers::seeded_each,
     super::session::Session,
     super::spec::Which,
     crate::align::Encoding,
@@ -175,8 +175,7 @@ pub async fn judge_prompts(
     on_judged: &mut dyn FnMut(usize, Vec<Judged>),
 ) -> Result<()> {
     constitution.validate()?;
-    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().enumerate().map(|(i, p)| (p.as_str(), seeded(sampling, i))).collect();
-    let mut answers = session.answers(which, enc, &asks)?;
+    let mut answers = session.answers(which, enc, &seeded_each(prompts.iter().map(String::as_str), sampling, 0))?;
     while let Some((i, samples)) = answers.next(keep_going).await? {
         if !keep_going() {
             break;

@@ -21,7 +21,7 @@ use super::label::pairs_from_ranking;
 use crate::data::{Demonstration, Preference};
 #[cfg(feature = "engine")]
 use {
-    super::answers::seeded,
+    super::answers::seeded_each,
     super::label::rank,
     super::rewards::Rewarder,
     super::session::Session,
@@ -87,8 +87,7 @@ impl Teacher {
                 let asks: Vec<(&str, SamplingConfig)> = prompts.iter().map(|(p, s)| (*p, SamplingConfig { num_samples: *n, ..s.clone() })).collect();
                 let mut answers = session.answers(Which::Policy, enc, &asks)?;
                 while let Some((i, samples)) = answers.next(keep_going).await? {
-                    let ids = session.prompt_ids(enc, prompts[i].0)?;
-                    let ranked = rank(prompts[i].0, &ids, samples, rewarder).await?;
+                    let ranked = rank(prompts[i].0, answers.ids(i), samples, rewarder).await?;
                     if !on_answer(i, ranked.into_iter().next().map(|r| r.text)) {
                         break;
                     }
@@ -119,7 +118,7 @@ async fn teacher_answers(
     first_seed: usize,
     on_answer: &mut dyn FnMut(usize) -> bool,
 ) -> Result<Vec<(String, String)>> {
-    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().enumerate().map(|(i, p)| (p.as_str(), seeded(sampling, first_seed + i))).collect();
+    let asks = seeded_each(prompts.iter().map(String::as_str), sampling, first_seed);
     let mut out = Vec::with_capacity(prompts.len());
     teacher
         .answers(session, enc, &asks, &mut || true, &mut |i, answer| {
@@ -154,8 +153,7 @@ pub async fn teacher_demos(
 /// as (prompt, answer) pairs, decoded several prompts together.
 #[cfg(feature = "engine")]
 pub async fn student_answers(session: &Session, which: Which, enc: &Encoding, prompts: &[String], sampling: &SamplingConfig) -> Result<Vec<(String, String)>> {
-    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().enumerate().map(|(i, p)| (p.as_str(), seeded(sampling, i))).collect();
-    let mut answers = session.answers(which, enc, &asks)?;
+    let mut answers = session.answers(which, enc, &seeded_each(prompts.iter().map(String::as_str), sampling, 0))?;
     let mut out = Vec::new();
     while let Some((i, samples)) = answers.next(&mut || true).await? {
         out.extend(samples.into_iter().map(|x| (prompts[i].clone(), x.text)));
@@ -371,14 +369,13 @@ pub async fn rerank(
     keep_going: &mut dyn FnMut() -> bool,
     on_row: &mut dyn FnMut(usize, Reranked),
 ) -> Result<()> {
-    let asks: Vec<(&str, SamplingConfig)> = prompts.iter().enumerate().map(|(i, p)| (p.as_str(), seeded(sampling, i))).collect();
-    let mut answers = session.answers(Which::Policy, enc, &asks)?;
+    let mut answers = session.answers(Which::Policy, enc, &seeded_each(prompts.iter().map(String::as_str), sampling, 0))?;
     while let Some((i, samples)) = answers.next(keep_going).await? {
         if !keep_going() {
             break;
         }
-        let (prompt, ids) = (prompts[i].as_str(), session.prompt_ids(enc, &prompts[i])?);
-        let cands: Vec<Candidate> = samples.iter().map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens }).collect();
+        let (prompt, ids) = (prompts[i].as_str(), answers.ids(i));
+        let cands: Vec<Candidate> = samples.iter().map(|s| Candidate { prompt, prompt_ids: ids, completion: &s.text, completion_ids: &s.tokens }).collect();
         let (w, t) = (weak.rewards(&cands).await?, truth.rewards(&cands).await?);
         let samples = samples.iter().zip(w).zip(t).map(|((s, w), t)| (s.text.clone(), w, t)).collect();
         on_row(i, Reranked { prompt: prompt.to_string(), samples });

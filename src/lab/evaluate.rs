@@ -52,7 +52,7 @@ pub async fn evaluate(
         let (prompt, ids) = (&prompts[i], &requests[i].prompt);
         let cands: Vec<Candidate> = samples
             .iter()
-            .map(|s| Candidate { prompt, prompt_ids: &ids, completion: &s.text, completion_ids: &s.tokens })
+            .map(|s| Candidate { prompt, prompt_ids: ids, completion: &s.text, completion_ids: &s.tokens })
             .collect();
         scores.extend(rewarder.rewards(&cands).await?);
         match reference {
