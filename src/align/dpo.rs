@@ -292,26 +292,15 @@ impl RefLogpsCache {
         }
     }
 
-    /// Computes the values of the pairs `idx` names that are not kept yet: on the CPU a pair on
-    /// each core at once (no gradients: nothing is shared), on a GPU in one batch.
+    /// Computes the values of the pairs `idx` names that are not kept yet ([`pair_logps`]).
     pub async fn fill(&mut self, reference: &Llama, pairs: &[EncodedPair], idx: &[usize], pad_id: u32) -> Result<()> {
         let missing: Vec<usize> = idx.iter().copied().filter(|&i| self.values[i].is_none()).collect();
         if missing.is_empty() {
             return Ok(());
         }
-        let at_once = crate::backend::is_cpu(&reference.embed_tokens.weight.device());
-        let groups: Vec<Vec<usize>> = if at_once { missing.iter().map(|&i| vec![i]).collect() } else { vec![missing] };
-        let reference = reference.for_inference();
-        let sums = parts::run(at_once, groups.clone(), |_, group| {
-            let batch: Vec<EncodedPair> = group.iter().map(|&i| pairs[i].clone()).collect();
-            Ok(PairBatch::new(&reference, &batch, pad_id, self.share_prompt)?.logps(&reference))
-        });
-        for (group, sums) in groups.iter().zip(sums) {
-            let sums = read_f32(sums?).await?;
-            let n = group.len();
-            for (k, &i) in group.iter().enumerate() {
-                self.set(i, &pairs[i], [sums[k], sums[n + k]]);
-            }
+        let batch: Vec<EncodedPair> = missing.iter().map(|&i| pairs[i].clone()).collect();
+        for (&i, v) in missing.iter().zip(pair_logps(reference, &batch, pad_id, self.share_prompt).await?) {
+            self.set(i, &pairs[i], v);
         }
         Ok(())
     }
@@ -336,6 +325,32 @@ impl RefLogpsCache {
     pub fn get(&self, idx: &[usize]) -> Result<Vec<[f32; 2]>> {
         idx.iter().map(|&i| self.values[i].ok_or_else(|| Error::Invalid(format!("pair {i}'s reference values were not computed")))).collect()
     }
+}
+
+/// Each pair's summed log-probabilities of `[chosen, rejected]` under `model`, without gradients:
+/// on the CPU a pair on each core at once (nothing is shared), on a GPU in one batch.
+#[cfg(feature = "engine")]
+pub async fn pair_logps(model: &Llama, pairs: &[EncodedPair], pad_id: u32, share_prompt: bool) -> Result<Vec<[f32; 2]>> {
+    if pairs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let at_once = crate::backend::is_cpu(&model.embed_tokens.weight.device());
+    let all: Vec<usize> = (0..pairs.len()).collect();
+    let groups: Vec<Vec<usize>> = if at_once { all.iter().map(|&i| vec![i]).collect() } else { vec![all] };
+    let model = model.for_inference();
+    let sums = parts::run(at_once, groups.clone(), |_, group| {
+        let batch: Vec<EncodedPair> = group.iter().map(|&i| pairs[i].clone()).collect();
+        Ok(PairBatch::new(&model, &batch, pad_id, share_prompt)?.logps(&model))
+    });
+    let mut values = vec![[0.0; 2]; pairs.len()];
+    for (group, sums) in groups.iter().zip(sums) {
+        let sums = read_f32(sums?).await?;
+        let n = group.len();
+        for (k, &i) in group.iter().enumerate() {
+            values[i] = [sums[k], sums[n + k]];
+        }
+    }
+    Ok(values)
 }
 
 /// Reference log-probabilities kept beyond one run, for every later run whose reference is the

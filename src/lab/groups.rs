@@ -23,16 +23,14 @@ use {
     super::session::Session,
     super::spec::MethodKind,
     crate::align::train::Metrics,
-    crate::logps::completion_logps,
+    super::spec::Method,
+    crate::align::dpo::{RefLogpsCache, encode_pairs, pair_logps},
     crate::model::Llama,
 };
 
 pub const MAX_GROUPS: usize = 8;
 /// The adapter trained on every group's pairs.
 pub const MERGED: &str = "merged";
-/// Pairs scored in one batch.
-#[cfg(feature = "engine")]
-const SCORE_BATCH: usize = 8;
 
 /// One group's preferences.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -189,29 +187,47 @@ pub struct PairScore {
     pub pairs: usize,
 }
 
-/// Scores `model` against the base model on `pairs`.
+/// Scores `model` against the base model on each split's held-out pairs, in the splits' order.
+/// Groups hold out the same comparisons, often chosen the other way round: each comparison is
+/// scored once, and a group that chose the other answer gets its margin negated. The base model's
+/// values are kept in the session ([`Session::ref_logps`]), so the next adapter scores only itself.
 #[cfg(feature = "engine")]
-pub async fn score_pairs(session: &Session, model: &Llama, spec: &RunSpec, pairs: &[Preference]) -> Result<PairScore> {
-    let (lm, enc, pad) = (&session.lm, &spec.encoding, session.pad());
-    let mut margins = Vec::with_capacity(pairs.len());
-    for chunk in pairs.chunks(SCORE_BATCH) {
-        let mut seqs = Vec::with_capacity(2 * chunk.len());
-        for p in chunk {
-            let prompt = enc.prompt(lm, &p.prompt)?;
-            seqs.push((prompt.clone(), enc.completion(lm, &p.chosen)?));
-            seqs.push((prompt, enc.completion(lm, &p.rejected)?));
-        }
-        let policy = completion_logps(model, pad, &seqs).await?;
-        let reference = completion_logps(&lm.model, pad, &seqs).await?;
-        let ratio: Vec<f64> = policy.iter().zip(&reference).map(|(p, r)| f64::from(p.sum) - f64::from(r.sum)).collect();
-        margins.extend(ratio.chunks(2).map(|cr| cr[0] - cr[1]));
+pub async fn score_splits(session: &Session, model: &Llama, spec: &RunSpec, splits: &[Split]) -> Result<Vec<PairScore>> {
+    let Method::Dpo(cfg) = &spec.method else {
+        return Err(Error::Invalid("group adapters are trained with DPO: choose DPO as the method".into()));
+    };
+    // Each held-out comparison once, the way round the first group to hold it out chose.
+    let mut index: BTreeMap<Comparison, usize> = BTreeMap::new();
+    let mut unique: Vec<Preference> = Vec::new();
+    for p in splits.iter().flat_map(|s| &s.held_out) {
+        index.entry(comparison(p)).or_insert_with(|| {
+            unique.push(p.clone());
+            unique.len() - 1
+        });
     }
-    let n = margins.len().max(1) as f64;
-    Ok(PairScore {
-        accuracy: margins.iter().filter(|&&m| m > 0.0).count() as f64 / n,
-        margin: margins.iter().sum::<f64>() / n,
-        pairs: margins.len(),
-    })
+    let pairs = encode_pairs(&session.lm, &spec.encoding, &unique)?;
+    let all: Vec<usize> = (0..pairs.len()).collect();
+    let mut reference = RefLogpsCache::new(&pairs, cfg.share_prompt, Some(session.ref_logps.clone()));
+    reference.fill(&session.lm.model, &pairs, &all, session.pad()).await?;
+    let reference = reference.get(&all)?;
+    let policy = pair_logps(model, &pairs, session.pad(), cfg.share_prompt).await?;
+    // `(log π − log ref)(chosen) − (log π − log ref)(rejected)`, as `unique` has them.
+    let margins: Vec<f64> = policy.iter().zip(&reference).map(|(p, r)| (f64::from(p[0]) - f64::from(r[0])) - (f64::from(p[1]) - f64::from(r[1]))).collect();
+    Ok(splits
+        .iter()
+        .map(|s| {
+            let m: Vec<f64> = s
+                .held_out
+                .iter()
+                .map(|p| {
+                    let i = index[&comparison(p)];
+                    if p.chosen.trim() == unique[i].chosen.trim() { margins[i] } else { -margins[i] }
+                })
+                .collect();
+            let n = m.len().max(1) as f64;
+            PairScore { accuracy: m.iter().filter(|&&x| x > 0.0).count() as f64 / n, margin: m.iter().sum::<f64>() / n, pairs: m.len() }
+        })
+        .collect())
 }
 
 /// One adapter's row of the table.
@@ -275,10 +291,7 @@ pub async fn train_and_score(
         }
     }
     let super::run::Trained::Policy { model, .. } = run.trained() else { unreachable!("DPO trains a policy") };
-    let mut scores = Vec::with_capacity(splits.len());
-    for s in splits {
-        scores.push(score_pairs(session, &model, spec, &s.held_out).await?);
-    }
+    let scores = score_splits(session, &model, spec, splits).await?;
     Ok(Some((AdapterRow { adapter: name.to_string(), trained_on, scores }, model)))
 }
 
