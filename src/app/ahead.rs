@@ -6,7 +6,7 @@
 
 use leptos::prelude::*;
 
-use super::{Ctx, client, train};
+use super::{Ctx, client, lesson, train};
 use crate::lab::MethodKind;
 use crate::worker::protocol::Request;
 
@@ -20,7 +20,7 @@ pub(super) fn score_ahead(ctx: Ctx) {
             return;
         }
         // A form the run would refuse sends nothing: Train says what is wrong.
-        if let Ok(run) = train::spec(ctx) {
+        if let Ok(run) = train::spec(ctx, lesson::data_tab(ctx)) {
             if run.method.kind() == MethodKind::Dpo && !run.data.pairs.is_empty() {
                 client::send(&Request::ScoreReference { run });
             }

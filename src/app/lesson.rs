@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Ctx, Tab, client, files};
 use crate::lab::{PolicyKind, TrainData};
+use crate::lab::carried::Carried;
 use crate::lab::lesson::{Action, Lesson, MAX_LAB_BYTES, Outcome, Preset, Readings};
 use crate::worker::protocol::*;
 
@@ -21,6 +22,10 @@ pub struct LessonState {
     pub before: Readings,
     /// "Try it" was pressed on this step.
     pub tried: bool,
+    /// What was on the Data tab when the lesson began and it does not bring: its steps leave it
+    /// out. Empty in a lesson kept from before the field.
+    #[serde(default)]
+    pub carried: Carried,
 }
 
 /// The lesson kept as its lab file's JSON text: the browser's store turns every number into a
@@ -60,25 +65,41 @@ pub fn on_asked(ctx: Ctx, action: Action, f: impl Fn() + 'static) {
     });
 }
 
-/// The prompts a panel's `action` runs on: the Data tab's, or, when the lesson's card asked for
-/// it, those the lesson brought ([`Lesson::prompts_for_step`]). The panel's own button keeps the
+/// The Data tab, whole.
+pub fn data_tab(ctx: Ctx) -> TrainData {
+    TrainData { pairs: ctx.pairs.get_untracked(), unpaired: ctx.unpaired.get_untracked(), demos: ctx.demos.get_untracked(), prompts: ctx.prompts.get_untracked() }
+}
+
+/// The data a panel's `action` runs on: the Data tab's, or, when the lesson's card asked for it,
+/// without what the class carried into the lesson ([`Carried`]). The panel's own button keeps the
 /// whole Data tab.
-pub fn prompts_for(ctx: Ctx, action: Action) -> Vec<String> {
-    let data = ctx.prompts.get_untracked();
+pub fn data_for(ctx: Ctx, action: Action) -> TrainData {
+    let data = data_tab(ctx);
     if ctx.act.get_untracked() != Act::Running(action) {
         return data;
     }
-    ctx.lesson.with_untracked(|st| st.as_ref().map(|st| st.lesson.prompts_for_step(st.step, &data))).unwrap_or(data)
+    ctx.lesson.with_untracked(|st| st.as_ref().map(|st| st.carried.leave_out(&data))).unwrap_or(data)
 }
 
-/// What a panel adds to its count of the Data tab's prompts while the open lesson's steps take
-/// fewer of them ([`prompts_for`]); empty otherwise. Tracked, for a panel's view.
-pub fn prompts_note(ctx: Ctx) -> String {
+/// The prompts a panel's `action` runs on ([`data_for`]).
+pub fn prompts_for(ctx: Ctx, action: Action) -> Vec<String> {
+    data_for(ctx, action).prompts
+}
+
+/// What a panel adds to its count of the Data tab's items (`count` of them) while the open
+/// lesson's steps take fewer ([`data_for`]); empty otherwise. Tracked, for a panel's view.
+pub fn lesson_note(ctx: Ctx, count: fn(&TrainData) -> usize) -> String {
     let Some(st) = ctx.lesson.get() else { return String::new() };
-    ctx.prompts.with(|data| match st.lesson.prompts_for_step(st.step, data).len() {
-        n if n < data.len() => format!(" (the lesson's Try it takes its own {n})"),
+    let data = TrainData { pairs: ctx.pairs.get(), unpaired: ctx.unpaired.get(), demos: ctx.demos.get(), prompts: ctx.prompts.get() };
+    match count(&st.carried.leave_out(&data)) {
+        n if n < count(&data) => format!(" (the lesson's Try it takes its own {n})"),
         _ => String::new(),
-    })
+    }
+}
+
+/// [`lesson_note`] for the prompts.
+pub fn prompts_note(ctx: Ctx) -> String {
+    lesson_note(ctx, |d| d.prompts.len())
 }
 
 /// Called by a panel when its action ended (however it ended).
@@ -109,7 +130,7 @@ pub fn apply(ctx: Ctx, p: &Preset) {
         s.judges = p.judges(&s.judges);
         s.train = p.train(&s.train);
     });
-    let mut data = TrainData { pairs: ctx.pairs.get_untracked(), unpaired: ctx.unpaired.get_untracked(), demos: ctx.demos.get_untracked(), prompts: ctx.prompts.get_untracked() };
+    let mut data = data_tab(ctx);
     if p.add_data(&mut data) > 0 {
         ctx.pairs.set(data.pairs);
         ctx.unpaired.set(data.unpaired);
@@ -118,18 +139,20 @@ pub fn apply(ctx: Ctx, p: &Preset) {
     }
 }
 
-fn enter(ctx: Ctx, lesson: Lesson, step: usize) {
+fn enter(ctx: Ctx, lesson: Lesson, step: usize, carried: Carried) {
     let Some(s) = lesson.steps.get(step) else { return };
     apply(ctx, &s.set);
     ctx.tab.set(Tab::from(s.panel));
     ctx.act.set(Act::Idle);
-    ctx.lesson.set(Some(LessonState { lesson, step, before: ctx.readings.get_untracked(), tried: false }));
+    ctx.lesson.set(Some(LessonState { lesson, step, before: ctx.readings.get_untracked(), tried: false, carried }));
 }
 
-/// Starts `lesson` at its first step.
+/// Starts `lesson` at its first step; what the Data tab holds that the lesson does not bring is
+/// carried ([`Carried`]).
 pub fn start(ctx: Ctx, lesson: Lesson) {
+    let carried = lesson.carried(&data_tab(ctx));
     apply(ctx, &lesson.setup);
-    enter(ctx, lesson, 0);
+    enter(ctx, lesson, 0, carried);
 }
 
 /// Runs `f` once the last visit's settings and lesson are back from the browser's store: a link's
@@ -213,7 +236,7 @@ pub fn LessonCard() -> impl IntoView {
         if let Some(st) = ctx.lesson.get_untracked() {
             let to = st.step as isize + delta;
             if to >= 0 && (to as usize) < st.lesson.steps.len() {
-                enter(ctx, st.lesson, to as usize);
+                enter(ctx, st.lesson, to as usize, st.carried);
             }
         }
     };

@@ -87,7 +87,7 @@ pub fn PipelineSection() -> impl IntoView {
                 return;
             }
         };
-        let data = TrainData { pairs: ctx.pairs.get_untracked(), unpaired: ctx.unpaired.get_untracked(), demos: ctx.demos.get_untracked(), prompts: ctx.prompts.get_untracked() };
+        let data = lesson::data_for(ctx, Action::Pipeline);
         let (stages, eval_prompts) = st.with_untracked(|p| {
             let stages: Vec<RunSpec> = p.stages.iter().map(|r| r.spec(judges.clone(), s.encoding(), data.clone())).collect();
             (stages, lines(&p.eval_prompts))

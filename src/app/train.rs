@@ -29,17 +29,11 @@ fn csv(metrics: &[BTreeMap<String, f64>]) -> String {
     out
 }
 
-/// The run the form describes, on the page's data, encoded as Generate encodes.
-pub(super) fn spec(ctx: Ctx) -> Result<RunSpec, String> {
+/// The run the form describes, on `data`, encoded as Generate encodes.
+pub(super) fn spec(ctx: Ctx, data: TrainData) -> Result<RunSpec, String> {
     let st = ctx.settings.get_untracked();
     let judges = st.judge_specs()?;
     let encoding = Encoding { chat: st.chat, system: st.system.clone(), ..Encoding::default() };
-    let data = TrainData {
-        pairs: ctx.pairs.get_untracked(),
-        unpaired: ctx.unpaired.get_untracked(),
-        demos: ctx.demos.get_untracked(),
-        prompts: ctx.prompts.get_untracked(),
-    };
     let spec = st.train.spec(judges, encoding, data);
     spec.validate().map_err(|e| e.to_string())?;
     Ok(spec)
@@ -146,7 +140,7 @@ pub fn TrainPanel() -> impl IntoView {
         _ => {}
     };
     let start = move || {
-        let spec = match spec(ctx) {
+        let spec = match spec(ctx, lesson::data_for(ctx, Action::Train)) {
             Ok(s) => s,
             Err(e) => {
                 message.set(Some(e));
@@ -323,7 +317,7 @@ fn Artifacts(busy: Signal<bool>, message: RwSignal<Option<String>>) -> impl Into
     };
     let export = move |what: Artifact| client::send(&Request::Export { job: downloads(), what });
     // The run as the form describes it (method, settings, data) with what was trained.
-    let handoff = move |_| match spec(ctx) {
+    let handoff = move |_| match spec(ctx, lesson::data_tab(ctx)) {
         Ok(run) => {
             let base_model = ctx.model_source.get_untracked().map(|s| s.file_name()).unwrap_or_default();
             client::send(&Request::Handoff { job: downloads(), run, base_model });

@@ -3,13 +3,13 @@
 
 use leptos::prelude::*;
 
-use super::Ctx;
+use super::{Ctx, lesson};
 use super::fields::{check, choice, number};
 use crate::align::dpo::DpoLossType;
 use crate::align::rl::{Advantage, KlEstimator, KlPlacement};
 use crate::align::train::Schedule;
 use crate::lab::ensemble::Combine;
-use crate::lab::{MethodKind, RewardChoice, RunSettings};
+use crate::lab::{MethodKind, RewardChoice, RunSettings, TrainData};
 use crate::model::lora::TARGETS;
 
 const fn method(m: MethodKind) -> (MethodKind, &'static str, &'static str) {
@@ -44,11 +44,15 @@ const SCHEDULES: [(Schedule, &str, &str); 3] =
 pub fn TrainForm(form: RwSignal<RunSettings>) -> impl IntoView {
     let ctx = expect_context::<Ctx>();
     let is = move |m: MethodKind| form.with(|f| f.method == m);
-    let count = move || match form.with(|f| f.method) {
-        MethodKind::Dpo | MethodKind::Reward => format!("{} pairs", ctx.pairs.get().len()),
-        MethodKind::Kto => format!("{} ratings", ctx.unpaired.get().len()),
-        MethodKind::Sft => format!("{} ideal answers", ctx.demos.get().len()),
-        MethodKind::Rl => format!("{} prompts", if ctx.prompts.get().is_empty() { ctx.pairs.get().len() } else { ctx.prompts.get().len() }),
+    let count = move || {
+        let (n, what): (fn(&TrainData) -> usize, &str) = match form.with(|f| f.method) {
+            MethodKind::Dpo | MethodKind::Reward => (|d| d.pairs.len(), "pairs"),
+            MethodKind::Kto => (|d| d.unpaired.len(), "ratings"),
+            MethodKind::Sft => (|d| d.demos.len(), "ideal answers"),
+            MethodKind::Rl => (|d| if d.prompts.is_empty() { d.pairs.len() } else { d.prompts.len() }, "prompts"),
+        };
+        let data = TrainData { pairs: ctx.pairs.get(), unpaired: ctx.unpaired.get(), demos: ctx.demos.get(), prompts: ctx.prompts.get() };
+        format!("{} {what}{}", n(&data), lesson::lesson_note(ctx, n))
     };
     view! {
         <div class="row">

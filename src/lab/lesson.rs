@@ -383,18 +383,6 @@ impl Lesson {
         }
         Ok(())
     }
-
-    /// The prompts a step's action runs on, of the student's `data` prompts: those the lesson
-    /// brought (its setup and its steps up to `step`) that are still there, in the data's order;
-    /// all of `data` when none of them are (the lesson brought none, or the student removed
-    /// them). A class that took the earlier lessons has gathered their prompts too, and a step's
-    /// text, its numbers and its wait are written for the lesson's own.
-    pub fn prompts_for_step(&self, step: usize, data: &[String]) -> Vec<String> {
-        let presets = || std::iter::once(&self.setup).chain(self.steps.iter().take(step.saturating_add(1)).map(|s| &s.set));
-        let brought = |p: &String| presets().any(|s| s.data.as_ref().is_some_and(|d| d.prompts.contains(p)));
-        let own: Vec<String> = data.iter().filter(|p| brought(p)).cloned().collect();
-        if own.is_empty() { data.to_vec() } else { own }
-    }
 }
 
 fn text(path: &str, s: &str, min: usize, max: usize) -> Result<()> {
@@ -778,28 +766,6 @@ mod tests {
         let big = vec![b' '; MAX_LAB_BYTES + 1];
         let e = Lesson::parse(&big).unwrap_err().to_string();
         assert!(e.contains("the most a lab file may hold is 1048576"), "{e}");
-    }
-
-    #[test]
-    fn a_steps_action_runs_on_the_prompts_its_lesson_brought() {
-        let l = Lesson::parse(
-            br#"{"alignlab_lab": 1, "id": "t", "title": "T", "setup": {"data": {"prompts": ["a", "b"]}},
-                "steps": [{"title": "S", "text": "x", "action": "self_label"},
-                          {"title": "S2", "text": "x", "action": "distill", "set": {"data": {"prompts": ["c"]}}}]}"#,
-        )
-        .unwrap();
-        let data = |xs: &[&str]| xs.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        // Earlier lessons' prompts stay out; the data's order is kept.
-        assert_eq!(l.prompts_for_step(0, &data(&["old", "b", "c", "a"])), data(&["b", "a"]));
-        // A later step's prompts count from that step on.
-        assert_eq!(l.prompts_for_step(1, &data(&["old", "b", "c", "a"])), data(&["b", "c", "a"]));
-        // The student removed one: the rest; removed them all: the whole Data tab.
-        assert_eq!(l.prompts_for_step(0, &data(&["old", "a"])), data(&["a"]));
-        assert_eq!(l.prompts_for_step(0, &data(&["old", "new"])), data(&["old", "new"]));
-        assert_eq!(l.prompts_for_step(0, &[]), Vec::<String>::new());
-        // A lesson that brings no prompts leaves the Data tab's as they are.
-        let none = Lesson::parse(lab(r#"[{"title": "S", "text": "x", "action": "distill"}]"#).as_bytes()).unwrap();
-        assert_eq!(none.prompts_for_step(0, &data(&["old"])), data(&["old"]));
     }
 
     #[test]

@@ -33,6 +33,7 @@
 pub mod ahead;
 #[cfg(feature = "engine")]
 pub mod answers;
+pub mod carried;
 pub mod class;
 pub mod constitution;
 pub mod curriculum;
