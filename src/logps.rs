@@ -6,7 +6,7 @@ mod shared_prompt;
 use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::backend::read_f32;
-use crate::model::{Batch, Llama, log_softmax};
+use crate::model::{Batch, KvCache, Llama, log_softmax};
 use crate::{Error, Result};
 pub use shared_prompt::{SharedPromptBatch, SharedPromptLogps};
 
@@ -215,20 +215,31 @@ async fn candidate_logps(model: &Llama, last: Tensor<3>, candidates: &[u32]) -> 
 }
 
 /// [`next_token_logps`] for prompts that come in twos with a shared start, `[shared, a, b]` a row
-/// (prompts `shared + a` and `shared + b`): the shared tokens run once for both
-/// ([`SharedPromptBatch`]), as a judge asking two questions about one answer reads the answer
-/// once. `[row][a, b][candidate]`, to rounding what each prompt gets alone; an empty `b` is no
-/// second prompt, and its list is empty.
-pub async fn next_token_logps_shared(model: &Llama, pad: u32, rows: &[[&[u32]; 3]], candidates: &[u32]) -> Result<Vec<[Vec<f32>; 2]>> {
+/// (prompts `prefix + shared + a` and `prefix + shared + b`): `prefix`, the start every row has
+/// (a chat template's system turn), runs once for all of them into a cache the rows read, and each
+/// row's `shared` once for its two prompts ([`SharedPromptBatch`]), as a judge asking two
+/// questions about one answer reads the answer once. `[row][a, b][candidate]`, to rounding what
+/// each prompt gets alone; an empty `b` is no second prompt, and its list is empty.
+pub async fn next_token_logps_shared(model: &Llama, pad: u32, prefix: &[u32], rows: &[[&[u32]; 3]], candidates: &[u32]) -> Result<Vec<[Vec<f32>; 2]>> {
     if rows.is_empty() || candidates.is_empty() {
         return Ok(vec![Default::default(); rows.len()]);
     }
     if let Some(i) = rows.iter().position(|[s, a, _]| s.is_empty() && a.is_empty()) {
-        return Err(Error::Invalid(format!("prompt #{i} is empty; the next token needs a prompt to follow")));
+        return Err(Error::Invalid(format!("prompt #{i} is empty past the start the rows share; each needs a token of its own")));
     }
     let model = &*model.for_inference();
+    let mut cache = if prefix.is_empty() {
+        None
+    } else {
+        let mut cache = KvCache::new(model.num_layers());
+        let (batch, _) = Batch::right_padded(model, &[prefix.to_vec()], pad)?;
+        // Only the keys and values are kept: the hidden states are not read.
+        drop(model.hidden(&batch, Some(&mut cache)));
+        cache.select_rows(&vec![0; rows.len()]);
+        Some(cache)
+    };
     // Each prompt's last hidden state, `[2 rows, hidden]`: every row's `a` first, then its `b`.
-    let last = SharedPromptBatch::new(model, rows, pad)?.last_hidden(model);
+    let last = SharedPromptBatch::after(model, prefix.len(), rows, pad)?.last_hidden(model, cache.as_mut());
     let [n2, d] = last.dims();
     let mut lps = candidate_logps(model, last.reshape([n2, 1, d]), candidates).await?;
     let seconds = lps.split_off(rows.len());

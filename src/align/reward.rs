@@ -108,7 +108,7 @@ pub fn reward_step(cfg: &RewardConfig, model: &RewardModel, pairs: &[EncodedPair
     let b = pairs.len();
     let r = if cfg.share_prompt {
         let ids: Vec<[&[u32]; 3]> = pairs.iter().map(EncodedPair::parts).collect();
-        let last = SharedPromptBatch::new(&model.backbone, &ids, pad_id)?.last_hidden(&model.backbone);
+        let last = SharedPromptBatch::new(&model.backbone, &ids, pad_id)?.last_hidden(&model.backbone, None);
         model.score.forward(last).reshape([2 * b])
     } else {
         let seqs: Vec<Vec<u32>> = pairs

@@ -10,7 +10,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::head_stats;
-use crate::model::{Batch, Llama};
+use crate::model::{Batch, KvCache, Llama};
 use crate::{Error, Result};
 
 /// A batch of `[prompt, chosen, rejected]` token ids packed one pair a row: what both readers
@@ -24,6 +24,12 @@ pub struct SharedPromptBatch {
 
 impl SharedPromptBatch {
     pub fn new(model: &Llama, pairs: &[[&[u32]; 3]], pad_id: u32) -> Result<Self> {
+        Self::after(model, 0, pairs, pad_id)
+    }
+
+    /// Pairs that follow `past` tokens every row shares, already run into a cache
+    /// ([`Self::last_hidden`] with that cache): each row's positions start at `past`.
+    pub fn after(model: &Llama, past: usize, pairs: &[[&[u32]; 3]], pad_id: u32) -> Result<Self> {
         if pairs.is_empty() {
             return Err(Error::Invalid("nothing to score".into()));
         }
@@ -34,10 +40,10 @@ impl SharedPromptBatch {
         // The rejected answer restarts where the prompt ends.
         let positions: Vec<Vec<usize>> = pairs
             .iter()
-            .map(|[p, c, r]| (0..p.len() + c.len()).chain(p.len()..p.len() + r.len()).collect())
+            .map(|[p, c, r]| (past..past + p.len() + c.len()).chain(past + p.len()..past + p.len() + r.len()).collect())
             .collect();
         let lens: Vec<[usize; 3]> = pairs.iter().map(|ids| ids.map(<[u32]>::len)).collect();
-        let batch = Batch::packed(model, &rows, &positions, pad_id, |row, i, j| {
+        let batch = Batch::packed(model, past, &rows, &positions, pad_id, |row, i, j| {
             // Whether position `k` of the row is the prompt (0), the chosen (1) or the rejected (2).
             let [p, c, _] = lens[row];
             let part = |k: usize| usize::from(k >= p) + usize::from(k >= p + c);
@@ -53,8 +59,9 @@ impl SharedPromptBatch {
 
     /// The hidden state at each whole sequence's last token, `[2 pairs, hidden]`, chosen first:
     /// what a sequence-classification head reads (the reward model's score). Differentiable.
-    pub fn last_hidden(&self, model: &Llama) -> Tensor<2> {
-        let hidden = model.hidden(&self.batch, None);
+    /// With `cache`, the rows follow what it holds ([`Self::after`]).
+    pub fn last_hidden(&self, model: &Llama, cache: Option<&mut KvCache>) -> Tensor<2> {
+        let hidden = model.hidden(&self.batch, cache);
         let [b, t, d] = hidden.dims();
         // The flat index (`row * T + position`) of each sequence's last token: the prompt's where
         // the answer is empty (`new` refused a pair where both are).

@@ -95,10 +95,13 @@ impl Batch {
     /// Rows that hold several sequences sharing a prefix: `tokens[r]` with its `positions[r]`,
     /// where query `i` of row `r` sees key `j` when `sees(r, i, j)`. For example a prompt followed
     /// by two answers, each answer seeing the prompt and itself (see
-    /// [`crate::logps::SharedPromptBatch`]). Rows are right-padded with `pad_id` at position 0;
-    /// every query sees at least one key.
+    /// [`crate::logps::SharedPromptBatch`]). After `past` positions already in a cache (a start
+    /// every row shares, run once), which every query sees; `sees` counts keys from the row's
+    /// first. Rows are right-padded with `pad_id` at position `past`; every query sees at least
+    /// one key.
     pub fn packed(
         model: &Llama,
+        past: usize,
         tokens: &[Vec<u32>],
         positions: &[Vec<usize>],
         pad_id: u32,
@@ -106,11 +109,13 @@ impl Batch {
     ) -> Result<Self> {
         let t = tokens.iter().map(Vec::len).max().unwrap_or(0).max(1);
         let tok: Vec<Vec<u32>> = tokens.iter().map(|r| padded(r, t, pad_id)).collect();
-        let pos: Vec<Vec<usize>> = positions.iter().map(|r| padded(r, t, 0)).collect();
+        let pos: Vec<Vec<usize>> = positions.iter().map(|r| padded(r, t, past)).collect();
         let lens: Vec<usize> = tokens.iter().map(Vec::len).collect();
         // A padding query sees the row's real keys, as in `right_padded`, so no row of the
         // softmax is empty.
-        Self::build_with(model, &tok, &pos, 0, true, |r, i, j| j < lens[r] && (i >= lens[r] || sees(r, i, j)))
+        Self::build_with(model, &tok, &pos, past, true, |r, i, j| {
+            j < past || (j - past < lens[r] && (i >= lens[r] || sees(r, i, j - past)))
+        })
     }
 
     /// Where tokens enter the model: every id must name a row of the embedding and every position
