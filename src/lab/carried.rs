@@ -28,8 +28,8 @@ const DEMO: u8 = 2;
 const PROMPT: u8 = 3;
 
 /// An item's fingerprint: FNV-1a over its kind and fields, folded to 32 bits (the browser's store
-/// keeps numbers as floats). Two of a class's few thousand items share one about once in a
-/// million classes, and then the step leaves out one item it could have taken.
+/// keeps numbers as floats). A new item takes a carried one's fingerprint with odds of one in 2³²
+/// per carried item (one in 14 million with 300 carried), and then the step leaves it out.
 fn fingerprint<T: Hash>(kind: u8, item: &T) -> u32 {
     let mut h = fnv::FnvHasher::default();
     h.write_u8(kind);

@@ -21,10 +21,9 @@ use {
     super::policy::Policy,
     super::run::{Run, split_indices},
     super::session::Session,
-    super::spec::MethodKind,
-    crate::align::train::Metrics,
-    super::spec::Method,
+    super::spec::{Method, MethodKind},
     crate::align::dpo::{RefLogpsCache, encode_pairs, pair_logps},
+    crate::align::train::Metrics,
     crate::model::Llama,
 };
 
