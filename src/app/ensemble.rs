@@ -148,7 +148,10 @@ pub fn EnsemblePanel() -> impl IntoView {
             <div class="row">
                 {number(st, "Members", "How many reward models (2 to 8): each trains for the Train tab's steps.", "1", |e| e.members, |e, v| e.members = v.clamp(2, MAX_MEMBERS))}
                 {choice(st, "Members differ by", "Different seeds: the same pairs, a new LoRA start, score head and batch order. Bootstrap: also a resample of the pairs, drawn with replacement.", &RESAMPLES, |e| e.resample, |e, v| e.resample = v)}
-                <span class="muted">{move || format!("{} pairs on the Data tab{}", ctx.pairs.with(Vec::len), lesson::lesson_note(ctx, |d| d.pairs.len()))}</span>
+                <span class="muted">{move || {
+                    let data = TrainData { pairs: ctx.pairs.get(), ..TrainData::default() };
+                    format!("{} pairs on the Data tab{}", data.pairs.len(), lesson::lesson_note(ctx, &data, |d| d.pairs.len()))
+                }}</span>
             </div>
             <div class="row">
                 <button class="primary" disabled=move || !idle() on:click=move |_| train()>"Train the ensemble"</button>

@@ -86,20 +86,20 @@ pub fn prompts_for(ctx: Ctx, action: Action) -> Vec<String> {
     data_for(ctx, action).prompts
 }
 
-/// What a panel adds to its count of the Data tab's items (`count` of them) while the open
-/// lesson's steps take fewer ([`data_for`]); empty otherwise. Tracked, for a panel's view.
-pub fn lesson_note(ctx: Ctx, count: fn(&TrainData) -> usize) -> String {
+/// What a panel adds to its count of `data`'s items (`count` of them: the panel reads the kinds it
+/// shows) while the open lesson's steps take fewer ([`data_for`]); empty otherwise. Tracked, for
+/// a panel's view.
+pub fn lesson_note(ctx: Ctx, data: &TrainData, count: fn(&TrainData) -> usize) -> String {
     let Some(st) = ctx.lesson.get() else { return String::new() };
-    let data = TrainData { pairs: ctx.pairs.get(), unpaired: ctx.unpaired.get(), demos: ctx.demos.get(), prompts: ctx.prompts.get() };
-    match count(&st.carried.leave_out(&data)) {
-        n if n < count(&data) => format!(" (the lesson's Try it takes its own {n})"),
+    match count(&st.carried.leave_out(data)) {
+        n if n < count(data) => format!(" (the lesson's Try it takes its own {n})"),
         _ => String::new(),
     }
 }
 
-/// [`lesson_note`] for the prompts.
+/// [`lesson_note`] for the Data tab's prompts.
 pub fn prompts_note(ctx: Ctx) -> String {
-    lesson_note(ctx, |d| d.prompts.len())
+    lesson_note(ctx, &TrainData { prompts: ctx.prompts.get(), ..TrainData::default() }, |d| d.prompts.len())
 }
 
 /// Called by a panel when its action ended (however it ended).

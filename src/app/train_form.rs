@@ -52,7 +52,7 @@ pub fn TrainForm(form: RwSignal<RunSettings>) -> impl IntoView {
             MethodKind::Rl => (|d| if d.prompts.is_empty() { d.pairs.len() } else { d.prompts.len() }, "prompts"),
         };
         let data = TrainData { pairs: ctx.pairs.get(), unpaired: ctx.unpaired.get(), demos: ctx.demos.get(), prompts: ctx.prompts.get() };
-        format!("{} {what}{}", n(&data), lesson::lesson_note(ctx, n))
+        format!("{} {what}{}", n(&data), lesson::lesson_note(ctx, &data, n))
     };
     view! {
         <div class="row">

@@ -16,7 +16,7 @@ pub struct Answers<'s> {
     requests: Vec<Request>,
     /// Per prompt, its kept answers (taken when handed back).
     kept: Vec<Option<Vec<Sample>>>,
-    /// The prompts not kept, in order.
+    /// The answers to the prompts not kept, in the prompts' order.
     generations: Generations<'s>,
     returned: usize,
 }
