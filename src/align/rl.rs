@@ -3,8 +3,9 @@
 //! 2. score them; optionally subtract `beta * KL(policy_old || ref)` from the reward (PPO/RLOO);
 //! 3. group-relative advantages: GRPO `(r - mean) / std`, or RLOO `r - mean(others)`;
 //! 4. a few inner epochs of the PPO clipped surrogate on token log-prob ratios
-//!    `min(ρA, clip(ρ, 1-ε, 1+ε)A)`, optionally minus `beta * KL` per token (GRPO), with the k1
-//!    (`log π/ref`) or k3 (`ref/π - log(ref/π) - 1`) estimator.
+//!    `min(ρA, clip(ρ, 1-ε, 1+ε)A)`, `ρ = π/π_old`, optionally minus `beta * KL` per token (GRPO),
+//!    with the k1 (`log π/ref`) or k3 (`ref/π - log(ref/π) - 1`) estimator. `π_old` is the
+//!    policy that sampled: the first epoch's own log-probabilities, so that epoch's `ρ` is 1.
 
 use serde::{Deserialize, Serialize};
 
@@ -234,19 +235,27 @@ pub async fn rl_update(
     let reward_std = (raw.iter().map(|r| (r - mean_reward).powi(2)).sum::<f64>() / n as f64).sqrt();
     let mean_len = pairs.iter().map(|(_, c)| c.len()).sum::<usize>() as f64 / n as f64;
 
-    // 3. Old-policy and reference log-probs, without gradients.
+    // 3. Reference log-probs, without gradients.
     let device = trainer.model.embed_tokens.weight.device();
     let sb = ScoringBatch::new(&trainer.model, pairs, pad)?;
-    // Untracked: a pass that records a graph for a backward pass that never comes is kept by
-    // burn's autodiff (hundreds of MB a call on SmolLM2). Dropout stays as it is.
-    let old = token_logps(&trainer.model.clone().no_grad(), &sb);
     let ref_model = reference.model(&trainer.model);
     let ref_lp = token_logps(&ref_model, &sb).detach();
+    // π_old is the policy that sampled, which is the policy of the first inner epoch: its own
+    // log-probabilities, detached, so that epoch's ratio is exactly 1 and no pass runs only to
+    // read them (TRL does the same with one epoch). PPO's KL in the reward is needed before the
+    // advantages, so there they are read ahead, untracked: a pass that records a graph for a
+    // backward pass that never comes is kept by burn's autodiff (hundreds of MB on SmolLM2).
+    let kl_in_reward = cfg.kl_in == KlPlacement::Reward && cfg.beta > 0.0;
+    let mut old = kl_in_reward.then(|| token_logps(&trainer.model.clone().no_grad(), &sb));
     // Log-probs are zero outside the answers: the sums are over each answer's tokens.
-    let seq_kl = read_f32((old.clone() - ref_lp.clone()).sum_dim(1).reshape([n])).await?;
+    let seq_kl_of = |old: Tensor<2>| read_f32((old - ref_lp.clone()).sum_dim(1).reshape([n]));
+    let early_kl = match &old {
+        Some(old) => Some(seq_kl_of(old.clone()).await?),
+        None => None,
+    };
     let mut rewards = raw.clone();
-    if cfg.kl_in == KlPlacement::Reward && cfg.beta > 0.0 {
-        for (r, kl) in rewards.iter_mut().zip(&seq_kl) {
+    if let Some(seq_kl) = &early_kl {
+        for (r, kl) in rewards.iter_mut().zip(seq_kl) {
             *r -= cfg.beta * *kl as f64;
         }
     }
@@ -261,7 +270,8 @@ pub async fn rl_update(
     for _ in 0..cfg.num_iterations.max(1) {
         metrics = trainer.step(&mut |model, _| {
             let (logp, entropy) = token_logps_and_entropy(model, &sb);
-            let ratio = (logp.clone() - old.clone()).exp();
+            let old = old.get_or_insert_with(|| logp.clone().detach()).clone();
+            let ratio = (logp.clone() - old).exp();
             let unclipped = ratio.clone() * adv_t.clone();
             let clipped = ratio.clone().clamp(1.0 - cfg.epsilon, 1.0 + cfg.epsilon) * adv_t.clone();
             let objective = unclipped.clone().min_pair(clipped.clone());
@@ -283,6 +293,10 @@ pub async fn rl_update(
             ))
         }).await?;
     }
+    let seq_kl = match early_kl {
+        Some(kl) => kl,
+        None => seq_kl_of(old.ok_or_else(|| Error::Invalid("the update ran no inner epoch".into()))?).await?,
+    };
     metrics.insert("reward".into(), mean_reward);
     metrics.insert("reward_std".into(), reward_std);
     metrics.insert("completions/mean_length".into(), mean_len);

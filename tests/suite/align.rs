@@ -499,6 +499,44 @@ fn rl_raises_mean_reward() {
 }
 
 #[test]
+fn rl_first_inner_epoch_has_ratio_one_under_lora_dropout() {
+    // π_old is the policy that sampled. With LoRA dropout a second pass to read it draws other
+    // masks, so a trained adapter's ratios would stray from 1 in the first epoch and, with a
+    // narrow clip range, be clipped. Read from the epoch's own pass, none is.
+    let lm = tiny_lm();
+    let mut model = lm.model.clone();
+    model.add_lora(&LoraConfig { lora_dropout: 0.5, ..lora(4, &ALL) }).unwrap();
+    let reference = Reference::for_policy(&model);
+    let mut tr = Trainer::new(model, train_cfg(5e-2, 1000)).unwrap();
+    let prompts: Vec<(String, Vec<u32>)> = ["t3 t4", "t20 t21"].iter().map(|p| (p.to_string(), lm.tokenizer.encode(p, true).unwrap())).collect();
+    let reward = |samples: &alignlab::align::rl::RlSamples| -> Vec<f64> {
+        samples.pairs.iter().map(|(_, c)| c.iter().filter(|&&t| t == 9).count() as f64 / c.len().max(1) as f64).collect()
+    };
+    let round = |tr: &mut Trainer, cfg: &RlConfig| {
+        block_on(async {
+            let samples = rl_sample(cfg, tr, &lm.tokenizer, &prompts).await?;
+            let given = reward(&samples);
+            rl_update(cfg, tr, &reference, &lm.tokenizer, &samples, given).await
+        })
+        .unwrap()
+        .0
+    };
+    // A few rounds first, so the adapter is no longer zero and dropout changes the answers' logps.
+    let warm = RlConfig { num_generations: 4, max_new_tokens: 6, num_iterations: 2, beta: 0.0, ..Default::default() };
+    for _ in 0..3 {
+        round(&mut tr, &warm);
+    }
+    let moved = tr.step;
+    let narrow = RlConfig { num_iterations: 1, epsilon: 1e-4, ..warm };
+    for _ in 0..3 {
+        let m = round(&mut tr, &narrow);
+        assert_eq!(m["clip_ratio"], 0.0, "the first epoch's ratio is exactly 1: {m:?}");
+        assert!(m["loss"].abs() < 1e-5, "ratio 1, no KL: the loss is minus the mean advantage, 0 in GRPO's groups: {m:?}");
+    }
+    assert_eq!(tr.step, moved + 3);
+}
+
+#[test]
 fn adapters_work_on_the_wgpu_backend_too() {
     // One DPO step on wgpu gives the same loss and margin as on the CPU.
     let run = |kind: BackendKind| {
