@@ -298,8 +298,7 @@ impl RefLogpsCache {
         if missing.is_empty() {
             return Ok(());
         }
-        let batch: Vec<EncodedPair> = missing.iter().map(|&i| pairs[i].clone()).collect();
-        for (&i, v) in missing.iter().zip(pair_logps(reference, &batch, pad_id, self.share_prompt).await?) {
+        for (&i, v) in missing.iter().zip(pair_logps(reference, pairs, &missing, pad_id, self.share_prompt).await?) {
             self.set(i, &pairs[i], v);
         }
         Ok(())
@@ -327,27 +326,28 @@ impl RefLogpsCache {
     }
 }
 
-/// Each pair's summed log-probabilities of `[chosen, rejected]` under `model`, without gradients:
-/// on the CPU a pair on each core at once (nothing is shared), on a GPU in one batch.
+/// The summed log-probabilities of `[chosen, rejected]` under `model` of each pair `idx` names,
+/// in `idx`'s order, without gradients: on the CPU a pair on each core at once (nothing is
+/// shared), on a GPU in one batch.
 #[cfg(feature = "engine")]
-pub async fn pair_logps(model: &Llama, pairs: &[EncodedPair], pad_id: u32, share_prompt: bool) -> Result<Vec<[f32; 2]>> {
-    if pairs.is_empty() {
+pub async fn pair_logps(model: &Llama, pairs: &[EncodedPair], idx: &[usize], pad_id: u32, share_prompt: bool) -> Result<Vec<[f32; 2]>> {
+    if idx.is_empty() {
         return Ok(Vec::new());
     }
     let at_once = crate::backend::is_cpu(&model.embed_tokens.weight.device());
-    let all: Vec<usize> = (0..pairs.len()).collect();
-    let groups: Vec<Vec<usize>> = if at_once { all.iter().map(|&i| vec![i]).collect() } else { vec![all] };
+    // Positions in `idx`, grouped into batches.
+    let groups: Vec<Vec<usize>> = if at_once { (0..idx.len()).map(|k| vec![k]).collect() } else { vec![(0..idx.len()).collect()] };
     let model = model.for_inference();
     let sums = parts::run(at_once, groups.clone(), |_, group| {
-        let batch: Vec<EncodedPair> = group.iter().map(|&i| pairs[i].clone()).collect();
+        let batch: Vec<EncodedPair> = group.iter().map(|&k| pairs[idx[k]].clone()).collect();
         Ok(PairBatch::new(&model, &batch, pad_id, share_prompt)?.logps(&model))
     });
-    let mut values = vec![[0.0; 2]; pairs.len()];
+    let mut values = vec![[0.0; 2]; idx.len()];
     for (group, sums) in groups.iter().zip(sums) {
         let sums = read_f32(sums?).await?;
         let n = group.len();
-        for (k, &i) in group.iter().enumerate() {
-            values[i] = [sums[k], sums[n + k]];
+        for (j, &k) in group.iter().enumerate() {
+            values[k] = [sums[j], sums[n + j]];
         }
     }
     Ok(values)

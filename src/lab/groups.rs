@@ -209,7 +209,7 @@ pub async fn score_splits(session: &Session, model: &Llama, spec: &RunSpec, spli
     let mut reference = RefLogpsCache::new(&pairs, cfg.share_prompt, Some(session.ref_logps.clone()));
     reference.fill(&session.lm.model, &pairs, &all, session.pad()).await?;
     let reference = reference.get(&all)?;
-    let policy = pair_logps(model, &pairs, session.pad(), cfg.share_prompt).await?;
+    let policy = pair_logps(model, &pairs, &all, session.pad(), cfg.share_prompt).await?;
     // `(log π − log ref)(chosen) − (log π − log ref)(rejected)`, as `unique` has them.
     let margins: Vec<f64> = policy.iter().zip(&reference).map(|(p, r)| (f64::from(p[0]) - f64::from(r[0])) - (f64::from(p[1]) - f64::from(r[1]))).collect();
     Ok(splits
