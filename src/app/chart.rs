@@ -11,6 +11,8 @@ use std::collections::BTreeMap;
 use leptos::prelude::*;
 use wasm_bindgen::JsCast;
 
+use super::fixed;
+
 const W: f64 = 320.0;
 const H: f64 = 130.0;
 const PAD: f64 = 30.0;
@@ -137,7 +139,7 @@ pub fn MetricChart(
         Some(s) => {
             let vals = metrics.with(|m| {
                 let row = m.get(s - 1);
-                series.get_value().iter().filter_map(|k| row.and_then(|r| r.get(*k)).map(|v| format!("{k} {v:.4}"))).collect::<Vec<_>>()
+                series.get_value().iter().filter_map(|k| row.and_then(|r| r.get(*k)).map(|v| format!("{k} {}", fixed(*v, 4)))).collect::<Vec<_>>()
             });
             format!("step {s}: {}", if vals.is_empty() { "—".to_string() } else { vals.join(", ") })
         }
@@ -164,7 +166,7 @@ pub fn MetricChart(
         let names: Vec<&'static str> = plot.with(|p| p.lines.iter().map(|(k, _)| *k).collect());
         let last: Vec<Option<f64>> = metrics.with(|m| names.iter().map(|k| m.iter().rev().find_map(|r| r.get(*k).copied())).collect());
         names.into_iter().zip(last).enumerate().map(|(i, (k, v))| view! {
-            <span class="legend" style:color=COLORS[i % 3]>{format!("{k}: {}", v.map(|v| format!("{v:.4}")).unwrap_or_default())}</span>
+            <span class="legend" style:color=COLORS[i % 3]>{format!("{k}: {}", v.map(|v| fixed(v, 4)).unwrap_or_default())}</span>
         }).collect_view()
     };
     let cursor_x = move || cursor.get().map(|s| plot.with(|p| p.x(s as f64)));
@@ -179,8 +181,8 @@ pub fn MetricChart(
                     on:pointermove=on_pointer on:pointerleave=move |_| cursor.set(None) on:keydown=on_key on:blur=move |_| cursor.set(None)>
                     <line x1=PAD y1=H - 18.0 x2=RIGHT y2=H - 18.0 class="axis"/>
                     <line x1=PAD y1=8.0 x2=PAD y2=H - 18.0 class="axis"/>
-                    <text x=2.0 y=14.0 class="tick">{move || plot.with(|p| format!("{:.3}", p.hi))}</text>
-                    <text x=2.0 y=H - 20.0 class="tick">{move || plot.with(|p| format!("{:.3}", p.lo))}</text>
+                    <text x=2.0 y=14.0 class="tick">{move || plot.with(|p| fixed(p.hi, 3))}</text>
+                    <text x=2.0 y=H - 20.0 class="tick">{move || plot.with(|p| fixed(p.lo, 3))}</text>
                     <text x=W - 40.0 y=H - 4.0 class="tick">{move || plot.with(|p| format!("step {}", p.n as usize))}</text>
                     <text x=PAD y=H - 4.0 class="axis-label">"training step →"</text>
                     <text x=9.0 y=H / 2.0 + 20.0 class="axis-label" transform=format!("rotate(-90 9 {})", H / 2.0 + 20.0)>{unit}</text>

@@ -9,7 +9,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::samples::{self, Samples};
-use super::{Ctx, files, groups};
+use super::{Ctx, files, fixed, groups};
 use crate::lab::class::{CLASS_FORMAT, ClassFile, MAX_CLASS_BYTES, RunReport, agreement, merge};
 use crate::lab::groups::AdapterRow;
 
@@ -155,7 +155,7 @@ pub fn ClassPanel() -> impl IntoView {
                         <thead><tr><th>"Rater"</th><th>"Method"</th><th>"Steps"</th><th>"State"</th>{COLUMNS.map(|c| view! { <th>{c}</th> }).collect_view()}</tr></thead>
                         <tbody>{move || handed_in.get().into_iter().flat_map(|f| f.runs.into_iter().map(move |r| (f.rater.clone(), r))).map(|(who, r)| view! {
                             <tr><td>{who}</td><td>{r.method.to_uppercase()}</td><td>{r.steps}</td><td>{r.state.clone()}</td>
-                                {COLUMNS.map(|c| view! { <td>{r.last.get(c).map(|v| format!("{v:.4}")).unwrap_or_default()}</td> }).collect_view()}</tr>
+                                {COLUMNS.map(|c| view! { <td>{r.last.get(c).map(|v| fixed(*v, 4)).unwrap_or_default()}</td> }).collect_view()}</tr>
                         }).collect_view()}</tbody>
                     </table>
                 </Show>

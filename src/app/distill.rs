@@ -9,7 +9,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::fields::{choice, number};
-use super::{Banner, Ctx, client, files, lesson, lines};
+use super::{Banner, Ctx, client, files, fixed, lesson, lines, percent};
 use crate::judges::JudgeSpec;
 use crate::lab::distill::TeacherKind;
 use crate::lab::lesson::{Action, record};
@@ -54,7 +54,7 @@ fn score(x: Option<f64>) -> String {
 }
 
 fn pct(x: Option<f64>) -> String {
-    x.map_or("— (no gap)".into(), |v| format!("{:.0}%", 100.0 * v))
+    x.map_or("— (no gap)".into(), percent)
 }
 
 fn report_view(r: &DistillReport) -> impl IntoView + use<> {
@@ -132,7 +132,7 @@ pub fn DistillPanel() -> impl IntoView {
             Event::Distilling { progress, .. } => status.set(match progress {
                 DistillProgress::Teacher { done, total } => format!("The teacher answered {done} of {total} prompts…"),
                 DistillProgress::Measuring { stage } => format!("Measuring the student {stage} learning…"),
-                DistillProgress::Step { step, steps, loss } => format!("SFT on the teacher's answers: step {step} of {steps}, loss {loss:.3}"),
+                DistillProgress::Step { step, steps, loss } => format!("SFT on the teacher's answers: step {step} of {steps}, loss {}", fixed(loss, 3)),
             }),
             Event::Distilled { report, .. } => {
                 lesson::note(ctx, |r| {

@@ -8,7 +8,7 @@ use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::fields::{choice, number};
-use super::{Ctx, client, lesson, lines};
+use super::{Ctx, client, lesson, lines, percent};
 use crate::lab::ensemble::{MAX_MEMBERS, mean_spread};
 use crate::lab::lesson::{Action, record};
 use crate::lab::{MethodKind, RunSettings};
@@ -40,13 +40,9 @@ impl Default for EnsembleState {
     }
 }
 
-fn pct(x: f64) -> String {
-    format!("{:.0}%", 100.0 * x)
-}
-
 fn report_table(r: &EnsembleReport) -> impl IntoView + use<> {
-    let members = r.members.iter().enumerate().map(|(k, a)| view! { <tr><th>{format!("member {}", k + 1)}</th><td>{pct(*a)}</td></tr> }).collect_view();
-    let combined = r.combined.iter().map(|(c, a)| view! { <tr class="combined"><th>{format!("ensemble: {}", c.name())}</th><td>{pct(*a)}</td></tr> }).collect_view();
+    let members = r.members.iter().enumerate().map(|(k, a)| view! { <tr><th>{format!("member {}", k + 1)}</th><td>{percent(*a)}</td></tr> }).collect_view();
+    let combined = r.combined.iter().map(|(c, a)| view! { <tr class="combined"><th>{format!("ensemble: {}", c.name())}</th><td>{percent(*a)}</td></tr> }).collect_view();
     view! {
         <table class="narrow" aria-label="Ensemble accuracy">
             <thead><tr><th>"Reward"</th><th>{format!("Held-out accuracy ({} pairs)", r.pairs)}</th></tr></thead>

@@ -5,7 +5,7 @@
 use leptos::prelude::*;
 
 use super::class::ClassRoom;
-use super::{Ctx, client, files, lesson, samples};
+use super::{Ctx, client, files, lesson, percent, samples};
 use crate::align::Encoding;
 use crate::lab::MethodKind;
 use crate::lab::groups::{GroupSummary, MERGED, agreements, groups_of, mean_agreement};
@@ -15,10 +15,6 @@ use crate::worker::protocol::*;
 /// The group each rater is in, as the table shows it.
 fn group_of(room: &ClassRoom, rater: &str) -> String {
     room.groups.get(rater.trim()).cloned().unwrap_or_else(|| rater.trim().to_string())
-}
-
-fn percent(x: f64) -> String {
-    format!("{:.0}%", 100.0 * x)
 }
 
 /// The adapters' table: one row per adapter, one column per group's held-out pairs.

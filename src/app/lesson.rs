@@ -7,7 +7,7 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, Tab, client, files};
+use super::{Ctx, Tab, client, files, fixed};
 use crate::lab::{PolicyKind, TrainData};
 use crate::lab::carried::Carried;
 use crate::lab::lesson::{Action, Lesson, MAX_LAB_BYTES, Outcome, Preset, Readings};
@@ -216,8 +216,8 @@ fn outcome_line(metric: &str, o: Option<Outcome>) -> (String, &'static str) {
         None => (format!("{metric}: not measured yet"), "pending"),
         Some(o) => {
             let moved = match o.from {
-                Some(f) => format!("{metric}: {f:.4} → {:.4}", o.to),
-                None => format!("{metric}: {:.4}", o.to),
+                Some(f) => format!("{metric}: {} → {}", fixed(f, 4), fixed(o.to, 4)),
+                None => format!("{metric}: {}", fixed(o.to, 4)),
             };
             match o.as_expected {
                 Some(true) => (format!("{moved} ✓ as the lesson expects"), "yes"),

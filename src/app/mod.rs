@@ -62,6 +62,7 @@ use shell::{BackendBadge, Banners, ModelBar};
 pub use engine::load_model;
 pub use settings::Settings;
 pub use state::*;
+pub use crate::lab::shown::{fixed, percent};
 
 /// The default model, copied into `dist/models/` by `scripts/build-web` (scripts/setup fetched it).
 const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -6,7 +6,7 @@
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Ctx, client, files, lesson, lines};
+use super::{Ctx, client, files, fixed, lesson, lines};
 use crate::lab::lesson::{Action, record};
 use crate::lab::pipeline::MAX_STAGES;
 use crate::lab::{MethodKind, RewardChoice, RunSettings};
@@ -49,7 +49,7 @@ fn table(reports: &[StageReport], files: &[Vec<FileOut>]) -> impl IntoView + use
     let rows = reports.iter().enumerate().map(|(i, r)| {
         let e = r.eval.clone();
         let cell = move |f: fn(&crate::lab::EvalReport) -> String| e.as_ref().map_or("—".to_string(), f);
-        let loss = r.last.get("loss").map_or(String::new(), |l| format!("{l:.3}"));
+        let loss = r.last.get("loss").map_or(String::new(), |l| fixed(*l, 3));
         let stage_files = files.get(i).cloned().unwrap_or_default();
         let name = format!("stage-{i}-{}", r.method.map_or("base", MethodKind::id));
         view! {

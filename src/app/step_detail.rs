@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+use super::fixed;
 use crate::worker::protocol::{SampleRow, StepDetail};
 
 const W: f64 = 320.0;
@@ -32,7 +33,7 @@ fn LossCurve(axis: String, curve: Vec<[f64; 2]>, points: Vec<[f64; 2]>, step: us
     let line = curve.iter().filter(finite).map(|p| format!("{:.1},{:.1}", x(p[0]), y(p[1]))).collect::<Vec<_>>().join(" ");
     let wrong = points.iter().filter(|p| p[0] < 0.0).count();
     let mean_loss = points.iter().map(|p| p[1]).sum::<f64>() / points.len().max(1) as f64;
-    let summary = format!("step {step}: {} pairs, {wrong} with the rejected answer ahead, mean loss {mean_loss:.3}", points.len());
+    let summary = format!("step {step}: {} pairs, {wrong} with the rejected answer ahead, mean loss {}", points.len(), fixed(mean_loss, 3));
     let dots = points.iter().enumerate().filter(|(_, p)| finite(p)).map(|(i, p)| {
         let tip = format!("pair {}: margin {:.3}, loss {:.3}", i + 1, p[0], p[1]);
         view! { <circle class="pair" cx=x(p[0]) cy=y(p[1]) r="4"><title>{tip}</title></circle> }

@@ -10,7 +10,7 @@ use leptos::prelude::*;
 use super::chart::MetricChart;
 use super::step_detail::StepPicture;
 use super::train_form::TrainForm;
-use super::{Ctx, RunRecord, client, files, lesson};
+use super::{Ctx, RunRecord, client, files, fixed, lesson};
 use crate::lab::lesson::{Action, record_run};
 use crate::align::Encoding;
 use crate::lab::{AdapterFrom, MethodKind, PolicyKind, RunSpec, TrainData};
@@ -44,7 +44,7 @@ fn held_out_line(metrics: &[BTreeMap<String, f64>]) -> Option<String> {
     let last = metrics.iter().rev().find(|m| m.keys().any(|k| k.starts_with("eval/")))?;
     let parts: Vec<String> = last
         .iter()
-        .filter_map(|(k, v)| k.strip_prefix("eval/").map(|k| format!("{} {v:.3}", k.replace("rewards/", ""))))
+        .filter_map(|(k, v)| k.strip_prefix("eval/").map(|k| format!("{} {}", k.replace("rewards/", ""), fixed(*v, 3))))
         .collect();
     Some(format!("Held-out (step {}): {}", last.get("step").copied().unwrap_or(0.0), parts.join(" · ")))
 }
@@ -179,7 +179,7 @@ pub fn TrainPanel() -> impl IntoView {
         format!(
             "step {n} of {t} · {per:.2} s/step · about {:.0} s left{}",
             per * (t.saturating_sub(n)) as f64,
-            last.map(|l| format!(" · loss {l:.4}")).unwrap_or_default()
+            last.map(|l| format!(" · loss {}", fixed(l, 4))).unwrap_or_default()
         )
     };
     let running = move || matches!(state.get().as_str(), "running" | "starting");
@@ -282,7 +282,7 @@ fn RunsTable() -> impl IntoView {
                 };
                 view! { <tr>
                     <td>{method.to_uppercase()}</td><td>{format!("{steps} / {total_steps}")}</td>
-                    <td>{match losses { Some((a, b)) => format!("{a:.4} → {b:.4}"), None => "–".into() }}</td>
+                    <td>{match losses { Some((a, b)) => format!("{} → {}", fixed(a, 4), fixed(b, 4)), None => "–".into() }}</td>
                     <td>{state}</td>
                     <td><button class="small" on:click=export>"Export metrics (CSV)"</button></td>
                 </tr> }

@@ -28,6 +28,7 @@
 //!   with and without them, a fact set.
 //! - [`probes`]: adversarial prompts answered before and after alignment, judged.
 //! - [`label`]: best-of-N and best-vs-worst pairs. [`evaluate`]: reward, length and KL on prompts.
+//! - [`shown`]: how a measured number reads (no "-0.0000").
 
 #[cfg(feature = "engine")]
 pub mod ahead;
@@ -51,6 +52,7 @@ pub mod policy;
 pub mod probes;
 pub mod prompting;
 pub mod retrieve;
+pub mod shown;
 #[cfg(feature = "engine")]
 pub mod rewards;
 #[cfg(feature = "engine")]

@@ -121,6 +121,8 @@ test('every method from the page, NaN handling and PEFT adapter export/import', 
     await panel().getByLabel('Advantage').selectOption('rloo');
     const r = await train('rl', 2, 0.005, { 'Samples per prompt': 2, 'Max tokens': 8, 'Prompts per round': 1 });
     assert.match(r.status, /^finished step 2 of 2/);
+    // GRPO's loss starts at about ±1e-8: a zero, never "-0.0000".
+    assert.doesNotMatch(`${r.cell} ${r.status}`, /-0\.0+(?!\d)/, `${r.cell} · ${r.status}`);
     assert.equal(await panel().locator('svg[data-metric=reward] polyline').count(), 1);
     // The round's samples: one prompt × 2, RLOO's advantages opposite, the mean reward the chart's.
     const rows = await panel().getByRole('table', { name: 'RL samples' }).locator('tbody tr').all();
