@@ -232,11 +232,21 @@ impl<M: Module> Trainer<M> {
     /// computes the loss of micro-batch `i`. On a non-finite loss or gradient nothing is updated,
     /// the weights go back to the last ones that gave a finite loss, and the error says so.
     /// Two reads are awaited: loss and metrics, then the gradient norm.
+    ///
+    /// On the CPU, LoRA's dropout draws from the run's seeded stream, each micro-batch as
+    /// [`Self::step_parts`]'s part 0: 16 bits an element where burn's generator draws a float. (On
+    /// a GPU the device's generator makes the mask where it is used, with no upload.)
     pub async fn step(&mut self, micro: &mut dyn FnMut(&M, usize) -> Result<LossOutput>) -> Result<Metrics> {
         let accum = self.cfg.gradient_accumulation_steps;
+        let (run_seed, step) = (self.cfg.seed, self.step);
+        let on_cpu = self.model.devices().first().is_some_and(crate::backend::is_cpu);
         let mut tally = Tally::new();
         for i in 0..accum {
-            let out = micro(&self.model, i)?;
+            let out = if on_cpu {
+                crate::model::with_dropout_stream(super::parts::seed(run_seed, step, i, 0), || micro(&self.model, i))?
+            } else {
+                micro(&self.model, i)?
+            };
             let (values, per_example) = out.read().await?;
             self.check_loss(values[0].1)?;
             tally.add(values, per_example, 1.0 / accum as f64);

@@ -147,7 +147,8 @@ impl Run {
             return Err(Error::Invalid(format!("{} needs {}", kind.name(), kind.needs())));
         }
         let (train, held_out) = split(examples, &spec, min);
-        // Dropout draws from the device's generator: seeded, the same spec is the same run.
+        // Dropout on a GPU draws from the device's generator (on the CPU from the trainer's seeded
+        // streams): seeded, the same spec is the same run.
         lm.device.seed(spec.train.seed);
         let rewarder = match &spec.method {
             Method::Rl { reward, .. } => Some(session.rewarder(reward)?),
@@ -276,8 +277,8 @@ impl Run {
         if self.is_done() {
             return Err(Error::Invalid("this run has taken all its steps".into()));
         }
-        // Dropout draws from the device's generator, seeded per step: a resumed run draws what
-        // the uninterrupted one would have.
+        // Dropout on a GPU draws from the device's generator, seeded per step: a resumed run draws
+        // what the uninterrupted one would have.
         self.lm.device.seed(self.spec.train.seed.wrapping_add((self.done as u64).wrapping_mul(0x9E37_79B9)));
         let idx: Vec<Vec<usize>> = (0..self.micro_batches()).map(|_| self.batches.next()).collect();
         let batches: Vec<Examples> = idx.iter().map(|i| self.train.pick(i)).collect();

@@ -537,6 +537,34 @@ fn rl_first_inner_epoch_has_ratio_one_under_lora_dropout() {
 }
 
 #[test]
+fn a_steps_lora_dropout_on_the_cpu_comes_from_the_runs_seed() {
+    // `Trainer::step` (SFT, KTO, RL) draws LoRA's dropout on the CPU from the run's seeded stream,
+    // as DPO's parts do: one seed takes the same step whatever the device's generator did before,
+    // and another seed another step.
+    let lm = tiny_lm();
+    let demos: Vec<Demonstration> = (0..4).map(|i| Demonstration { prompt: format!("t{} t3", 10 + i), completion: "t9 t8 t7".into() }).collect();
+    let batch = encode_demos(&lm, &enc(), &demos).unwrap();
+    let step = |seed: u64| {
+        let mut model = lm.model.clone();
+        // Non-zero B: dropout then changes the loss, not only the gradients.
+        set_lora(&mut model, &LoraConfig { lora_dropout: 0.5, ..lora(4, &ALL) }, 3, None);
+        let mut tr = Trainer::new(model, TrainConfig { seed, ..train_cfg(1e-2, 2) }).unwrap();
+        // The device's generator moves on between runs.
+        drop(Tensor::<2>::random([64, 64], burn::tensor::Distribution::Default, &dev()));
+        block_on(tr.step(&mut |m, _| sft_step(m, &batch, 1))).unwrap()
+    };
+    let (a, again, other) = (step(1), step(1), step(2));
+    for key in ["loss", "grad_norm"] {
+        assert_eq!(a[key], again[key], "{key}: one seed, one step");
+    }
+    assert_ne!(a["loss"], other["loss"], "another seed draws other masks");
+    let mut off = lm.model.clone();
+    set_lora(&mut off, &lora(4, &ALL), 3, None);
+    let plain = block_on(Trainer::new(off, train_cfg(1e-2, 2)).unwrap().step(&mut |m, _| sft_step(m, &batch, 1))).unwrap();
+    assert_ne!(a["loss"], plain["loss"], "dropout 0.5 moves the loss");
+}
+
+#[test]
 fn adapters_work_on_the_wgpu_backend_too() {
     // One DPO step on wgpu gives the same loss and margin as on the CPU.
     let run = |kind: BackendKind| {
