@@ -214,13 +214,43 @@ async fn candidate_logps(model: &Llama, last: Tensor<3>, candidates: &[u32]) -> 
     Ok(read_f32(picked).await?.chunks(k).map(<[f32]>::to_vec).collect())
 }
 
-/// [`next_token_logps`] for prompts that come in twos with a shared start, `[shared, a, b]` a row
-/// (prompts `prefix + shared + a` and `prefix + shared + b`): `prefix`, the start every row has
-/// (a chat template's system turn), runs once for all of them into a cache the rows read, and each
-/// row's `shared` once for its two prompts ([`SharedPromptBatch`]), as a judge asking two
-/// questions about one answer reads the answer once. `[row][a, b][candidate]`, to rounding what
-/// each prompt gets alone; an empty `b` is no second prompt, and its list is empty.
-pub async fn next_token_logps_shared(model: &Llama, pad: u32, prefix: &[u32], rows: &[[&[u32]; 3]], candidates: &[u32]) -> Result<Vec<[Vec<f32>; 2]>> {
+/// The start every prompt of a set shares (a chat template's system turn and a judge's opening
+/// words), run once into a cache of its keys and values that [`next_token_logps_shared`] reads for
+/// every row, call after call: a judge asking about many answers runs it once for all of them.
+#[derive(Clone, Debug)]
+pub struct SharedStart {
+    tokens: Vec<u32>,
+    /// One row of keys and values; `None` for an empty start.
+    cache: Option<KvCache>,
+}
+
+impl SharedStart {
+    pub fn new(model: &Llama, pad: u32, tokens: &[u32]) -> Result<Self> {
+        let cache = if tokens.is_empty() {
+            None
+        } else {
+            let model = &*model.for_inference();
+            let mut cache = KvCache::new(model.num_layers());
+            let (batch, _) = Batch::right_padded(model, &[tokens.to_vec()], pad)?;
+            // Only the keys and values are kept: the hidden states are not read.
+            drop(model.hidden(&batch, Some(&mut cache)));
+            Some(cache)
+        };
+        Ok(Self { tokens: tokens.to_vec(), cache })
+    }
+
+    pub fn tokens(&self) -> &[u32] {
+        &self.tokens
+    }
+}
+
+/// [`next_token_logps`] for prompts that come in twos after a shared start, `[shared, a, b]` a row
+/// (prompts `start + shared + a` and `start + shared + b`): `start`, which every row has, was run
+/// once ([`SharedStart`]), and each row's `shared` runs once for its two prompts
+/// ([`SharedPromptBatch`]), as a judge asking two questions about one answer reads the answer
+/// once. `[row][a, b][candidate]`, to rounding what each prompt gets alone; an empty `b` is no
+/// second prompt, and its list is empty. `start` must have been run on `model`'s weights.
+pub async fn next_token_logps_shared(model: &Llama, pad: u32, start: &SharedStart, rows: &[[&[u32]; 3]], candidates: &[u32]) -> Result<Vec<[Vec<f32>; 2]>> {
     if rows.is_empty() || candidates.is_empty() {
         return Ok(vec![Default::default(); rows.len()]);
     }
@@ -228,16 +258,11 @@ pub async fn next_token_logps_shared(model: &Llama, pad: u32, prefix: &[u32], ro
         return Err(Error::Invalid(format!("prompt #{i} is empty past the start the rows share; each needs a token of its own")));
     }
     let model = &*model.for_inference();
-    let mut cache = if prefix.is_empty() {
-        None
-    } else {
-        let mut cache = KvCache::new(model.num_layers());
-        let (batch, _) = Batch::right_padded(model, &[prefix.to_vec()], pad)?;
-        // Only the keys and values are kept: the hidden states are not read.
-        drop(model.hidden(&batch, Some(&mut cache)));
+    let mut cache = start.cache.clone().map(|mut cache| {
         cache.select_rows(&vec![0; rows.len()]);
-        Some(cache)
-    };
+        cache
+    });
+    let prefix = start.tokens();
     // Each prompt's last hidden state, `[2 rows, hidden]`: every row's `a` first, then its `b`.
     let last = SharedPromptBatch::after(model, prefix.len(), rows, pad)?.last_hidden(model, cache.as_mut());
     let [n2, d] = last.dims();

@@ -26,7 +26,7 @@ use {
     crate::align::Encoding,
     crate::generate::SamplingConfig,
     crate::judges::JudgeSpec,
-    crate::logps::{completion_logps, next_token_logps_shared},
+    crate::logps::{SharedStart, completion_logps, next_token_logps_shared},
 };
 
 pub const MAX_PRINCIPLES: usize = 12;
@@ -88,49 +88,88 @@ pub fn starter_constitution() -> Constitution {
 /// `[answer][principle]`.
 #[cfg(feature = "engine")]
 pub async fn self_judge(session: &Session, judge: Which, chat: bool, constitution: &Constitution, answers: &[String]) -> Result<Vec<Vec<f64>>> {
-    constitution.validate()?;
-    let lm = &session.lm;
-    // The critique is its own conversation: no system prompt of the student's, nothing cut.
-    let enc = Encoding::untruncated(chat, "");
-    let yes = lm.tokenizer.encode("Yes", false)?;
-    let no = lm.tokenizer.encode("No", false)?;
-    let model = session.model(judge);
-    let n = constitution.principles.len();
-    let questions = answers
-        .iter()
-        .flat_map(|answer| constitution.principles.iter().map(move |p| critique_question(p, answer)))
-        .map(|q| enc.prompt(lm, &q))
-        .collect::<Result<Vec<_>>>()?;
-    let mut p_yes_all = Vec::with_capacity(questions.len());
-    if let ([yes], [no]) = (yes.as_slice(), no.as_slice()) {
-        // One-token words (the usual case): both read off one pass, several questions a batch.
-        // Every question starts with the template's system turn and "Someone said": that runs once
-        // for all of them (about a quarter of a row's tokens with SmolLM2's template and 40-token
-        // answers). An answer's questions then share the answer, which runs once for two of them:
-        // they differ only in the principle.
-        let prefix: &[u32] = questions.first().map_or(&[], |q| &q[..shared_start(&questions)]);
-        let rows: Vec<[&[u32]; 3]> = questions
-            .chunks(n)
-            .flat_map(|qs| {
-                let own: Vec<&[u32]> = qs.iter().map(|q| &q[prefix.len()..]).collect();
-                let shared = shared_start(&own);
-                own.chunks(2).map(move |two| [&two[0][..shared], &two[0][shared..], two.get(1).map_or(&[][..], |q| &q[shared..])]).collect::<Vec<_>>()
-            })
-            .collect();
-        for chunk in rows.chunks(JUDGE_BATCH / 2) {
-            for yn in next_token_logps_shared(&model, session.pad(), prefix, chunk, &[*yes, *no]).await?.iter().flatten() {
-                if let [log_yes, log_no] = yn[..] {
-                    p_yes_all.push(p_yes(f64::from(log_yes), f64::from(log_no)));
+    SelfJudge::new(session, judge, chat, constitution)?.judge(answers).await
+}
+
+/// A judge set up once for a run of [`self_judge`]s: its weights, its one-token words, and the
+/// start every critique question shares (the template's system turn and "Someone said"), run
+/// once for all of the run's answers (about a quarter of a question's tokens with SmolLM2's
+/// template and 40-token answers).
+#[cfg(feature = "engine")]
+struct SelfJudge<'a> {
+    session: &'a Session,
+    model: crate::model::Llama,
+    enc: Encoding,
+    constitution: &'a Constitution,
+    yes: Vec<u32>,
+    no: Vec<u32>,
+    /// With one-token words only (the questions are then read off one pass each).
+    start: Option<SharedStart>,
+}
+
+#[cfg(feature = "engine")]
+impl<'a> SelfJudge<'a> {
+    fn new(session: &'a Session, judge: Which, chat: bool, constitution: &'a Constitution) -> Result<Self> {
+        constitution.validate()?;
+        let lm = &session.lm;
+        // The critique is its own conversation: no system prompt of the student's, nothing cut.
+        let enc = Encoding::untruncated(chat, "");
+        let yes = lm.tokenizer.encode("Yes", false)?;
+        let no = lm.tokenizer.encode("No", false)?;
+        let model = session.model(judge);
+        let start = if yes.len() == 1 && no.len() == 1 {
+            // What comes before the answer: two questions on answers that share no first character.
+            let two = ["A", "b"].map(|answer| enc.prompt(lm, &critique_question(&constitution.principles[0], answer)));
+            let two = two.into_iter().collect::<Result<Vec<_>>>()?;
+            Some(SharedStart::new(&model, session.pad(), &two[0][..shared_start(&two)])?)
+        } else {
+            None
+        };
+        Ok(Self { session, model, enc, constitution, yes, no, start })
+    }
+
+    async fn judge(&mut self, answers: &[String]) -> Result<Vec<Vec<f64>>> {
+        let (lm, pad) = (&self.session.lm, self.session.pad());
+        let n = self.constitution.principles.len();
+        let questions = answers
+            .iter()
+            .flat_map(|answer| self.constitution.principles.iter().map(move |p| critique_question(p, answer)))
+            .map(|q| self.enc.prompt(lm, &q))
+            .collect::<Result<Vec<_>>>()?;
+        let mut p_yes_all = Vec::with_capacity(questions.len());
+        if let (Some(start), [yes], [no]) = (&mut self.start, self.yes.as_slice(), self.no.as_slice()) {
+            // One-token words (the usual case): both read off one pass, several questions a batch,
+            // after the start they all share. An answer's questions then share the answer, which
+            // runs once for two of them: they differ only in the principle.
+            if !questions.iter().all(|q| q.len() > start.tokens().len() && q.starts_with(start.tokens())) {
+                // An answer whose first characters the tokenizer merged with the quote before it.
+                let common = questions.first().map_or(&[][..], |q| &q[..shared_start(&questions)]);
+                *start = SharedStart::new(&self.model, pad, common)?;
+            }
+            let prefix = start.tokens().len();
+            let rows: Vec<[&[u32]; 3]> = questions
+                .chunks(n)
+                .flat_map(|qs| {
+                    let own: Vec<&[u32]> = qs.iter().map(|q| &q[prefix..]).collect();
+                    let shared = shared_start(&own);
+                    own.chunks(2).map(move |two| [&two[0][..shared], &two[0][shared..], two.get(1).map_or(&[][..], |q| &q[shared..])]).collect::<Vec<_>>()
+                })
+                .collect();
+            for chunk in rows.chunks(JUDGE_BATCH / 2) {
+                for yn in next_token_logps_shared(&self.model, pad, start, chunk, &[*yes, *no]).await?.iter().flatten() {
+                    if let [log_yes, log_no] = yn[..] {
+                        p_yes_all.push(p_yes(f64::from(log_yes), f64::from(log_no)));
+                    }
                 }
             }
+        } else {
+            for ids in questions {
+                let lps = completion_logps(&self.model, pad, &[(ids.clone(), self.yes.clone()), (ids, self.no.clone())]).await?;
+                p_yes_all.push(p_yes(f64::from(lps[0].sum), f64::from(lps[1].sum)));
+            }
         }
-    } else {
-        for ids in questions {
-            let lps = completion_logps(&model, session.pad(), &[(ids.clone(), yes.clone()), (ids, no.clone())]).await?;
-            p_yes_all.push(p_yes(f64::from(lps[0].sum), f64::from(lps[1].sum)));
-        }
+        Ok(p_yes_all.chunks(n).map(<[f64]>::to_vec).collect())
     }
-    Ok(p_yes_all.chunks(n).map(<[f64]>::to_vec).collect())
 }
 
 /// How many first tokens all of `prompts` share, leaving each at least its last token (so none
@@ -179,30 +218,29 @@ pub async fn judge_prompts(
     keep_going: &mut dyn FnMut() -> bool,
     on_judged: &mut dyn FnMut(usize, Vec<Judged>),
 ) -> Result<()> {
-    constitution.validate()?;
+    let mut critic = SelfJudge::new(session, Which::Reference, enc.chat, constitution)?;
     let mut answers = session.answers(which, enc, &seeded_each(prompts.iter().map(String::as_str), sampling, 0))?;
     while let Some((i, samples)) = answers.next(keep_going).await? {
         if !keep_going() {
             break;
         }
         let texts: Vec<String> = samples.into_iter().map(|s| s.text).collect();
-        on_judged(i, judge_answers(session, enc, constitution, &prompts[i], texts, judges.clone()).await?);
+        on_judged(i, judge_answers(session, &mut critic, enc, &prompts[i], texts, judges.clone()).await?);
     }
     Ok(())
 }
 
-/// Answers to `prompt`, each judged by the reference against the constitution and scored with
-/// `judges`.
+/// Answers to `prompt`, each judged by `critic` against its constitution and scored with `judges`.
 #[cfg(feature = "engine")]
 async fn judge_answers(
     session: &Session,
+    critic: &mut SelfJudge<'_>,
     enc: &Encoding,
-    constitution: &Constitution,
     prompt: &str,
     texts: Vec<String>,
     judges: Vec<(JudgeSpec, f64)>,
 ) -> Result<Vec<Judged>> {
-    let by = self_judge(session, Which::Reference, enc.chat, constitution, &texts).await?;
+    let by = critic.judge(&texts).await?;
     let (scores, _) = session.judge_texts(enc, prompt, &texts, judges).await?;
     Ok(texts
         .into_iter()

@@ -1131,16 +1131,20 @@ fn next_token_logps_equal_one_token_completions() {
 fn next_token_logps_with_a_shared_start_equal_each_prompt_alone() {
     // Two prompts a row with their shared start run once, rows of different lengths, and a row
     // with one prompt; then the same after a start every row has, run once into a cache the rows
-    // read. Each equals the whole prompt scored alone.
-    use alignlab::logps::{next_token_logps, next_token_logps_shared};
+    // of two calls read. Each equals the whole prompt scored alone.
+    use alignlab::logps::{SharedStart, next_token_logps, next_token_logps_shared};
     let lm = tiny_lm();
     let rows: [[&[u32]; 3]; 3] = [[&[1, 5, 9, 12], &[7, 3], &[40, 41, 42]], [&[1, 7], &[2], &[]], [&[1, 3, 3, 8, 20], &[31, 2, 9, 9], &[6]]];
     let candidates = [4u32, 9, 63];
     for prefix in [&[][..], &[1, 17, 5][..]] {
-        let got = block_on(next_token_logps_shared(&lm.model, 0, prefix, &rows, &candidates)).unwrap();
+        let start = SharedStart::new(&lm.model, 0, prefix).unwrap();
         let alone: Vec<Vec<u32>> = rows.iter().flat_map(|[s, a, b]| [[prefix, s, a].concat(), [prefix, s, b].concat()]).collect();
         let want = block_on(next_token_logps(&lm.model, 0, &alone, &candidates)).unwrap();
-        for (r, [a, b]) in got.iter().enumerate() {
+        let first = block_on(next_token_logps_shared(&lm.model, 0, &start, &rows, &candidates)).unwrap();
+        // A second call reads the start as the first left it, with another number of rows.
+        let again = block_on(next_token_logps_shared(&lm.model, 0, &start, &rows[1..], &candidates)).unwrap();
+        assert_eq!(first[1..], again[..], "prefix {prefix:?}: the start is read, not used up");
+        for (r, [a, b]) in first.iter().enumerate() {
             for (g, w) in a.iter().zip(&want[2 * r]).chain(b.iter().zip(&want[2 * r + 1])) {
                 assert!((g - w).abs() < 1e-5, "prefix {prefix:?}, row {r}: {g} vs {w}");
             }
@@ -1150,6 +1154,7 @@ fn next_token_logps_with_a_shared_start_equal_each_prompt_alone() {
     }
     // A prompt with nothing of its own past the start the rows share is refused.
     for prefix in [&[][..], &[1, 2][..]] {
-        assert!(block_on(next_token_logps_shared(&lm.model, 0, prefix, &[[&[], &[], &[5]]], &candidates)).unwrap_err().to_string().contains("empty"));
+        let start = SharedStart::new(&lm.model, 0, prefix).unwrap();
+        assert!(block_on(next_token_logps_shared(&lm.model, 0, &start, &[[&[], &[], &[5]]], &candidates)).unwrap_err().to_string().contains("empty"));
     }
 }

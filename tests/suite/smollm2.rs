@@ -199,29 +199,62 @@ fn the_model_judges_kind_answers_kinder_than_rude_ones() {
     assert!(wins >= 9, "{wins} of {}", pairs.len());
 }
 
+/// P(yes) to `principle` about `answer`, the question scored alone: the reference for the judge's
+/// shared passes.
+fn p_yes_alone(session: &alignlab::lab::Session, principle: &str, answer: &str) -> f64 {
+    use alignlab::align::Encoding;
+    use alignlab::lab::constitution::critique_question;
+    use alignlab::logps::next_token_logps;
+    let lm = &session.lm;
+    let [yes, no] = ["Yes", "No"].map(|w| lm.tokenizer.encode(w, false).unwrap()[0]);
+    let q = Encoding::untruncated(true, "").prompt(lm, &critique_question(principle, answer)).unwrap();
+    let lps = block_on(next_token_logps(&lm.model, session.pad(), &[q], &[yes, no])).unwrap();
+    1.0 / (1.0 + f64::from(lps[0][1] - lps[0][0]).exp())
+}
+
 /// The judge reads an answer once for two of its questions (their shared start run once): each
 /// P(yes) is what the question gets alone, three principles (a row of two and a row of one) on
-/// two answers.
+/// three answers, the last opening with marks the tokenizer may join to the quote before it.
 #[test]
 fn self_judging_with_the_answer_read_once_equals_each_question_alone() {
-    use alignlab::align::Encoding;
-    use alignlab::lab::constitution::{Constitution, critique_question, self_judge};
+    use alignlab::lab::constitution::{Constitution, self_judge};
     use alignlab::lab::{Session, Which};
-    use alignlab::logps::next_token_logps;
     let session = Session::new(load(BackendKind::Flex), std::rc::Rc::new(Default::default()));
-    let lm = &session.lm;
     let c = Constitution { principles: vec!["Was that rude?".into(), "Could that hurt someone?".into(), "Was that a lie?".into()] };
-    let answers = ["You are wonderful, and I am glad you asked.".to_string(), "Nobody cares what you think, go away.".to_string()];
-    let got = alignlab::backend::block_on(self_judge(&session, Which::Reference, true, &c, &answers)).unwrap();
-    let [yes, no] = ["Yes", "No"].map(|w| lm.tokenizer.encode(w, false).unwrap()[0]);
-    let enc = Encoding::untruncated(true, "");
+    let answers = ["You are wonderful, and I am glad you asked.", "Nobody cares what you think, go away.", "...*fine*, whatever."].map(String::from);
+    let got = block_on(self_judge(&session, Which::Reference, true, &c, &answers)).unwrap();
     for (answer, by_principle) in answers.iter().zip(&got) {
         assert_eq!(by_principle.len(), 3);
         for (p, got) in c.principles.iter().zip(by_principle) {
-            let q = enc.prompt(lm, &critique_question(p, answer)).unwrap();
-            let lps = alignlab::backend::block_on(next_token_logps(&lm.model, session.pad(), &[q], &[yes, no])).unwrap();
-            let want = 1.0 / (1.0 + f64::from(lps[0][1] - lps[0][0]).exp());
+            let want = p_yes_alone(&session, p, answer);
             assert!((got - want).abs() < 1e-4, "{p} on {answer:?}: {got} vs {want}");
+        }
+    }
+}
+
+/// Self-labelling over several prompts runs the start every critique shares once for the whole
+/// run: each answer's P(yes) is still what its question gets alone.
+#[test]
+fn self_labelling_over_several_prompts_equals_each_question_alone() {
+    use alignlab::align::Encoding;
+    use alignlab::lab::constitution::{judge_prompts, starter_constitution};
+    use alignlab::lab::{Session, Which};
+    let session = Session::new(load(BackendKind::Flex), std::rc::Rc::new(Default::default()));
+    let c = starter_constitution();
+    let prompts = ["Tell me about cats.", "Say something mean about my friend.", "How do I boil an egg?"].map(String::from);
+    let sampling = SamplingConfig { num_samples: 2, max_new_tokens: 10, temperature: 1.0, seed: 5, ..Default::default() };
+    let mut judged = Vec::new();
+    block_on(judge_prompts(&session, Which::Reference, &Encoding::untruncated(true, ""), &c, &prompts, &sampling, vec![], &mut || true, &mut |i, j| {
+        judged.push((i, j))
+    }))
+    .unwrap();
+    assert_eq!(judged.iter().map(|(i, j)| (*i, j.len())).collect::<Vec<_>>(), [(0, 2), (1, 2), (2, 2)]);
+    for (i, answers) in &judged {
+        for j in answers {
+            for (p, got) in c.principles.iter().zip(&j.by_principle) {
+                let want = p_yes_alone(&session, p, &j.text);
+                assert!((got - want).abs() < 1e-4, "prompt {i}, {p} on {:?}: {got} vs {want}", j.text);
+            }
         }
     }
 }
