@@ -84,19 +84,12 @@ pub fn starter_constitution() -> Constitution {
     Constitution { principles: vec!["Was that rude?".into(), "Could that hurt someone?".into()] }
 }
 
-/// `P(yes)` (the answer breaks the principle) for each answer under each principle, by `judge`:
-/// `[answer][principle]`.
-#[cfg(feature = "engine")]
-pub async fn self_judge(session: &Session, judge: Which, chat: bool, constitution: &Constitution, answers: &[String]) -> Result<Vec<Vec<f64>>> {
-    SelfJudge::new(session, judge, chat, constitution)?.judge(answers).await
-}
-
-/// A judge set up once for a run of [`self_judge`]s: its weights, its one-token words, and the
+/// The model as its own judge, set up once for a run: its weights, its one-token words, and the
 /// start every critique question shares (the template's system turn and "Someone said"), run
 /// once for all of the run's answers (about a quarter of a question's tokens with SmolLM2's
 /// template and 40-token answers).
 #[cfg(feature = "engine")]
-struct SelfJudge<'a> {
+pub struct SelfJudge<'a> {
     session: &'a Session,
     model: crate::model::Llama,
     enc: Encoding,
@@ -109,7 +102,8 @@ struct SelfJudge<'a> {
 
 #[cfg(feature = "engine")]
 impl<'a> SelfJudge<'a> {
-    fn new(session: &'a Session, judge: Which, chat: bool, constitution: &'a Constitution) -> Result<Self> {
+    /// `judge`'s weights as they are now, asked about answers in a chat (`chat`) or as plain text.
+    pub fn new(session: &'a Session, judge: Which, chat: bool, constitution: &'a Constitution) -> Result<Self> {
         constitution.validate()?;
         let lm = &session.lm;
         // The critique is its own conversation: no system prompt of the student's, nothing cut.
@@ -128,7 +122,9 @@ impl<'a> SelfJudge<'a> {
         Ok(Self { session, model, enc, constitution, yes, no, start })
     }
 
-    async fn judge(&mut self, answers: &[String]) -> Result<Vec<Vec<f64>>> {
+    /// `P(yes)` (the answer breaks the principle) for each answer under each principle:
+    /// `[answer][principle]`.
+    pub async fn judge(&self, answers: &[String]) -> Result<Vec<Vec<f64>>> {
         let (lm, pad) = (&self.session.lm, self.session.pad());
         let n = self.constitution.principles.len();
         let questions = answers
@@ -137,15 +133,19 @@ impl<'a> SelfJudge<'a> {
             .map(|q| self.enc.prompt(lm, &q))
             .collect::<Result<Vec<_>>>()?;
         let mut p_yes_all = Vec::with_capacity(questions.len());
-        if let (Some(start), [yes], [no]) = (&mut self.start, self.yes.as_slice(), self.no.as_slice()) {
+        if let (Some(start), [yes], [no]) = (&self.start, self.yes.as_slice(), self.no.as_slice()) {
             // One-token words (the usual case): both read off one pass, several questions a batch,
             // after the start they all share. An answer's questions then share the answer, which
             // runs once for two of them: they differ only in the principle.
-            if !questions.iter().all(|q| q.len() > start.tokens().len() && q.starts_with(start.tokens())) {
-                // An answer whose first characters the tokenizer merged with the quote before it.
-                let common = questions.first().map_or(&[][..], |q| &q[..shared_start(&questions)]);
-                *start = SharedStart::new(&self.model, pad, common)?;
-            }
+            let own;
+            let start = if questions.iter().all(|q| q.len() > start.tokens().len() && q.starts_with(start.tokens())) {
+                start
+            } else {
+                // An answer whose first marks the tokenizer joined to the quote before it: this
+                // call's questions run their own common start, and the next call the run's again.
+                own = SharedStart::new(&self.model, pad, questions.first().map_or(&[][..], |q| &q[..shared_start(&questions)]))?;
+                &own
+            };
             let prefix = start.tokens().len();
             let rows: Vec<[&[u32]; 3]> = questions
                 .chunks(n)
@@ -218,14 +218,14 @@ pub async fn judge_prompts(
     keep_going: &mut dyn FnMut() -> bool,
     on_judged: &mut dyn FnMut(usize, Vec<Judged>),
 ) -> Result<()> {
-    let mut critic = SelfJudge::new(session, Which::Reference, enc.chat, constitution)?;
+    let critic = SelfJudge::new(session, Which::Reference, enc.chat, constitution)?;
     let mut answers = session.answers(which, enc, &seeded_each(prompts.iter().map(String::as_str), sampling, 0))?;
     while let Some((i, samples)) = answers.next(keep_going).await? {
         if !keep_going() {
             break;
         }
         let texts: Vec<String> = samples.into_iter().map(|s| s.text).collect();
-        on_judged(i, judge_answers(session, &mut critic, enc, &prompts[i], texts, judges.clone()).await?);
+        on_judged(i, judge_answers(session, &critic, enc, &prompts[i], texts, judges.clone()).await?);
     }
     Ok(())
 }
@@ -234,7 +234,7 @@ pub async fn judge_prompts(
 #[cfg(feature = "engine")]
 async fn judge_answers(
     session: &Session,
-    critic: &mut SelfJudge<'_>,
+    critic: &SelfJudge<'_>,
     enc: &Encoding,
     prompt: &str,
     texts: Vec<String>,

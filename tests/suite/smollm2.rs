@@ -180,16 +180,17 @@ fn retrieved_passages_turn_made_up_facts_into_right_ones() {
 /// 12; with "Was that rude or unkind?" it is at chance, 5 of 12).
 #[test]
 fn the_model_judges_kind_answers_kinder_than_rude_ones() {
-    use alignlab::lab::constitution::{Constitution, self_judge};
+    use alignlab::lab::constitution::{Constitution, SelfJudge};
     use alignlab::lab::{Session, Which};
     let lab: Value = serde_json::from_slice(&std::fs::read(root().join("www/labs/red-teaming.json")).unwrap()).unwrap();
     let pairs = lab["setup"]["data"]["pairs"].as_array().unwrap();
     let session = Session::new(load(BackendKind::Flex), std::rc::Rc::new(Default::default()));
     let c = Constitution { principles: vec!["Was that rude?".into()] };
+    let judge = SelfJudge::new(&session, Which::Reference, true, &c).unwrap();
     let mut wins = 0;
     for p in pairs {
         let answers = [p["chosen"].as_str().unwrap().to_string(), p["rejected"].as_str().unwrap().to_string()];
-        let s = alignlab::backend::block_on(self_judge(&session, Which::Reference, true, &c, &answers)).unwrap();
+        let s = block_on(judge.judge(&answers)).unwrap();
         assert!(s.iter().flatten().all(|x| (0.0..=1.0).contains(x)));
         if s[1][0] > s[0][0] {
             wins += 1;
@@ -214,20 +215,25 @@ fn p_yes_alone(session: &alignlab::lab::Session, principle: &str, answer: &str) 
 
 /// The judge reads an answer once for two of its questions (their shared start run once): each
 /// P(yes) is what the question gets alone, three principles (a row of two and a row of one) on
-/// three answers, the last opening with marks the tokenizer may join to the quote before it.
+/// two answers; then, from the same judge, answers of which one opens with marks the tokenizer
+/// joins to the quote before it (its call runs a start of its own), then the first two again.
 #[test]
 fn self_judging_with_the_answer_read_once_equals_each_question_alone() {
-    use alignlab::lab::constitution::{Constitution, self_judge};
+    use alignlab::lab::constitution::{Constitution, SelfJudge};
     use alignlab::lab::{Session, Which};
     let session = Session::new(load(BackendKind::Flex), std::rc::Rc::new(Default::default()));
     let c = Constitution { principles: vec!["Was that rude?".into(), "Could that hurt someone?".into(), "Was that a lie?".into()] };
-    let answers = ["You are wonderful, and I am glad you asked.", "Nobody cares what you think, go away.", "...*fine*, whatever."].map(String::from);
-    let got = block_on(self_judge(&session, Which::Reference, true, &c, &answers)).unwrap();
-    for (answer, by_principle) in answers.iter().zip(&got) {
-        assert_eq!(by_principle.len(), 3);
-        for (p, got) in c.principles.iter().zip(by_principle) {
-            let want = p_yes_alone(&session, p, answer);
-            assert!((got - want).abs() < 1e-4, "{p} on {answer:?}: {got} vs {want}");
+    let judge = SelfJudge::new(&session, Which::Reference, true, &c).unwrap();
+    let plain = ["You are wonderful, and I am glad you asked.", "Nobody cares what you think, go away."].map(String::from);
+    let joined = ["...*fine*, whatever.", "Sure."].map(String::from);
+    for answers in [&plain, &joined, &plain] {
+        let got = block_on(judge.judge(answers)).unwrap();
+        for (answer, by_principle) in answers.iter().zip(&got) {
+            assert_eq!(by_principle.len(), 3);
+            for (p, got) in c.principles.iter().zip(by_principle) {
+                let want = p_yes_alone(&session, p, answer);
+                assert!((got - want).abs() < 1e-4, "{p} on {answer:?}: {got} vs {want}");
+            }
         }
     }
 }
