@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::{Ctx, Tab, client, files, fixed};
 use crate::lab::{PolicyKind, TrainData};
 use crate::lab::carried::Carried;
-use crate::lab::lesson::{Action, Lesson, MAX_LAB_BYTES, Outcome, Preset, Readings};
+use crate::lab::lesson::{Action, Lesson, MAX_LAB_BYTES, Outcome, Preset, Readings, places};
 use crate::worker::protocol::*;
 
 /// The lesson in progress, kept across reloads: the step, and the readings when it began.
@@ -212,12 +212,13 @@ pub fn open_url(ctx: Ctx, url: String) {
 }
 
 fn outcome_line(metric: &str, o: Option<Outcome>) -> (String, &'static str) {
+    let places = places(metric);
     match o {
         None => (format!("{metric}: not measured yet"), "pending"),
         Some(o) => {
             let moved = match o.from {
-                Some(f) => format!("{metric}: {} → {}", fixed(f, 4), fixed(o.to, 4)),
-                None => format!("{metric}: {}", fixed(o.to, 4)),
+                Some(f) => format!("{metric}: {} → {}", fixed(f, places), fixed(o.to, places)),
+                None => format!("{metric}: {}", fixed(o.to, places)),
             };
             match o.as_expected {
                 Some(true) => (format!("{moved} ✓ as the lesson expects"), "yes"),

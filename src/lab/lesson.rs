@@ -209,6 +209,15 @@ pub const PAGE_READINGS: [(&str, &str); 37] = [
     ("weak_to_strong/label_accuracy", "share of the weak critic's best-vs-worst pairs the truth orders the same way"),
 ];
 
+/// Readings that count words or tokens: a lesson shows them to one decimal place ("24.0" words,
+/// not "24.0000"), the rest (losses, scores, shares, nats) to four.
+const LENGTHS: [&str; 2] = ["samples/words", "completions/mean_length"];
+
+/// The decimal places a lesson shows `metric` with (its held-out `eval/` twin alike).
+pub fn places(metric: &str) -> usize {
+    if LENGTHS.contains(&metric.strip_prefix("eval/").unwrap_or(metric)) { 1 } else { 4 }
+}
+
 /// Metrics a training run logs (TRL's names); each also as `eval/NAME` on the held-out split.
 pub const TRAIN_METRICS: [&str; 19] = [
     "loss",
@@ -693,6 +702,15 @@ mod tests {
 
     fn err(json: &str) -> String {
         Lesson::parse(json.as_bytes()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn lengths_read_to_one_place_and_the_rest_to_four() {
+        for name in LENGTHS {
+            assert!(PAGE_READINGS.iter().any(|(r, _)| *r == name) || TRAIN_METRICS.contains(&name), "{name} is a reading");
+        }
+        assert_eq!([places("samples/words"), places("completions/mean_length"), places("eval/completions/mean_length")], [1; 3]);
+        assert_eq!([places("loss"), places("rewards/margins"), places("constitution/agreement"), places("eval/loss")], [4; 4]);
     }
 
     #[test]
