@@ -224,6 +224,12 @@ impl<M: Module> Trainer<M> {
         Ok(())
     }
 
+    /// Whether the model trains on the CPU: its steps' dropout then draws from seeded streams,
+    /// and [`Self::step_parts`] runs its parts on the cores at once.
+    fn on_cpu(&self) -> bool {
+        self.model.devices().first().is_some_and(crate::backend::is_cpu)
+    }
+
     pub fn done(&self) -> bool {
         self.step >= self.cfg.max_steps
     }
@@ -239,7 +245,7 @@ impl<M: Module> Trainer<M> {
     pub async fn step(&mut self, micro: &mut dyn FnMut(&M, usize) -> Result<LossOutput>) -> Result<Metrics> {
         let accum = self.cfg.gradient_accumulation_steps;
         let (run_seed, step) = (self.cfg.seed, self.step);
-        let on_cpu = self.model.devices().first().is_some_and(crate::backend::is_cpu);
+        let on_cpu = self.on_cpu();
         let mut tally = Tally::new();
         for i in 0..accum {
             let out = if on_cpu {
@@ -274,7 +280,7 @@ impl<M: Module> Trainer<M> {
             return Err(Error::Invalid(format!("{} micro-batches of parts for {accum} accumulation steps", parts.len())));
         }
         let (run_seed, step) = (self.cfg.seed, self.step);
-        let at_once = self.model.devices().first().is_some_and(crate::backend::is_cpu);
+        let at_once = self.on_cpu();
         let mut tally = Tally::new();
         for (i, weights) in parts.iter().enumerate() {
             let models = weights.iter().map(|_| super::parts::fresh_leaves(self.model.clone())).collect();
