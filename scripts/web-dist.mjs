@@ -179,13 +179,18 @@ function alignlabLoadRest() {
   self.alignlabSplit.restLoaded = true;
 }
 `;
+// The products' fused multiply-add (www/fused.js): each engine's instance, and each thread's,
+// puts the kernel into its own function table once instantiated; the engine's turns it on.
+const FUSED = read(WWW, 'fused.js').toString('utf8');
 // One thread of the threaded build's pool (src/worker/web/threads.rs): the module and memory of
 // the worker that started it (JS: its bindings). An error is thrown outside the promise so that it
 // reaches the starting worker's onerror.
 const THREAD = `importScripts('JS');
+${FUSED}
 self.onmessage = ({ data: [module, memory] }) => {
   self.onmessage = null;
-  wasm_bindgen({ module_or_path: module, memory }).then(() => {
+  wasm_bindgen({ module_or_path: module, memory }).then((wasm) => {
+    alignlabFuse(wasm, false);
     postMessage('ready');
     wasm_bindgen.alignlab_thread();
   }, (e) => setTimeout(() => { throw e; }));
@@ -197,9 +202,9 @@ function engine(w) {
   const js = read(stage, `${w}.js`);
   const wasm = strip(read(stage, `${w}_bg.wasm`), `${w}_bg.wasm`);
   const rest = w === 'worker' ? strip(read(stage, 'worker_rest_bg.wasm'), 'worker_rest_bg.wasm') : null;
-  const name = `${w}-${hash(early, split, THREAD, js, wasm, rest ?? '')}`;
+  const name = `${w}-${hash(early, split, FUSED, THREAD, js, wasm, rest ?? '')}`;
   const files = { [`${name}.js`]: js, [`${name}_bg.wasm`]: wasm };
-  let prelude = early;
+  let prelude = early + FUSED;
   if (rest) {
     files[`${name}_rest_bg.wasm`] = rest;
     prelude += split.replaceAll('REST', `./${name}_rest_bg.wasm`);
@@ -210,7 +215,7 @@ function engine(w) {
   }
   // A module the browser refuses (no shared memory, out of memory) throws outside the promise, to
   // the page's onerror: the page says so, or starts another build, instead of waiting forever.
-  const loader = `${prelude}importScripts('./${name}.js');\nwasm_bindgen({ module_or_path: './${name}_bg.wasm' }).catch((e) => setTimeout(() => { throw e; }));\n`;
+  const loader = `${prelude}importScripts('./${name}.js');\nwasm_bindgen({ module_or_path: './${name}_bg.wasm' }).then((wasm) => alignlabFuse(wasm, true)).catch((e) => setTimeout(() => { throw e; }));\n`;
   for (const [f, bytes] of Object.entries(files)) put(f, bytes);
   put(`${name}_loader.js`, loader);
   return [`./${name}_loader.js`, ...Object.keys(files).map((f) => `./${f}`)];

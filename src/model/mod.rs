@@ -25,7 +25,7 @@ pub(crate) mod rows;
 /// The page's products. Natively only its tests run them: gemm's own kernels are faster there.
 #[cfg(feature = "engine")]
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-mod tiled_gemm;
+pub(crate) mod tiled_gemm;
 
 /// What the lib's tests compare tensors with.
 #[cfg(all(test, feature = "engine"))]

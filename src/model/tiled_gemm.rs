@@ -14,8 +14,9 @@
 //! Large products are split over the cores by columns (by rows when there are fewer columns than
 //! rows). Every part sums each output over the same [`KC`] blocks in the same order, so the result
 //! does not depend on the number of threads. Outside wasm the lanes are plain arrays with the same
-//! arithmetic (a multiply, then an add: no fused multiply-add), so native tests check the page's
-//! exact sums.
+//! arithmetic (a multiply, then an add), so native tests check the page's exact sums where the
+//! browser has no relaxed SIMD; where it has, the tiles run the `fused` module's kernel (wasm
+//! only), whose sums are rounded once per multiply-add (a browser test checks it against f64).
 
 use std::ops::Range;
 
@@ -112,6 +113,8 @@ fn parts(m: usize, n: usize, k: usize) -> Vec<(Range<usize>, Range<usize>)> {
 unsafe fn block(rows: Range<usize>, cols: Range<usize>, k: usize, a: View, b: View, c: Out) {
     let mut bp = vec![F4::ZERO; KC * NC.min(cols.len().next_multiple_of(NR)) / 4];
     let mut ap = vec![0f32; MC * KC];
+    #[cfg(target_arch = "wasm32")]
+    let (fused, mut row) = (fused::kernel(), [const { std::mem::MaybeUninit::uninit() }; MC / MR]);
     for jc in cols.clone().step_by(NC) {
         let nc = NC.min(cols.end - jc);
         for pc in (0..k).step_by(KC) {
@@ -127,6 +130,16 @@ unsafe fn block(rows: Range<usize>, cols: Range<usize>, k: usize, a: View, b: Vi
                 }
                 for (qb, j) in (jc..jc + nc).step_by(NR).enumerate() {
                     let b_panel = &bp[qb * kc * NR / 4..][..kc * NR / 4];
+                    #[cfg(target_arch = "wasm32")]
+                    if let Some(kernel) = fused {
+                        // The row of tiles in one call.
+                        let tiles = mc.div_ceil(MR);
+                        let sums = fused::run(kernel, &ap[..tiles * kc * MR], b_panel, tiles, &mut row);
+                        for (sums, i) in sums.iter().zip((ic..ic + mc).step_by(MR)) {
+                            unsafe { add_tile(c, sums, i..(i + MR).min(ic + mc), j..(j + NR).min(jc + nc), pc == 0) };
+                        }
+                        continue;
+                    }
                     for (qa, i) in (ic..ic + mc).step_by(MR).enumerate() {
                         let sums = tile(&ap[qa * kc * MR..][..kc * MR], b_panel);
                         unsafe { add_tile(c, &sums, i..(i + MR).min(ic + mc), j..(j + NR).min(jc + nc), pc == 0) };
@@ -178,6 +191,79 @@ fn tile(a: &[f32], b: &[F4]) -> [[F4; 2]; MR] {
         }
     }
     sums
+}
+
+/// The tile with a fused multiply-add (`c + a b` rounded once: relaxed SIMD's
+/// `f32x4.relaxed_madd`), where the browser has one.
+///
+/// Rust cannot emit relaxed SIMD into a module that must also load in browsers without it, so the
+/// kernel is a module of its own (www/fused.js builds it and checks it validates). The engine's
+/// loader puts its function into [`slot`]'s place in this instance's function table, in the
+/// engine's worker and in each thread's, and then [`set`]s it on: every tile then calls through
+/// that slot, a row of tiles a call. On cores that add and multiply in the same pipes (an Intel
+/// VM) the products run 1.13-1.19× as fast (docs/results.md, stop 72); without relaxed SIMD
+/// nothing changes.
+#[cfg(target_arch = "wasm32")]
+pub mod fused {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::{F4, MR, tile};
+
+    /// A tile's sums, as the kernel stores them: [`MR`] rows of two vectors.
+    pub type Sums = [[F4; 2]; MR];
+    /// `kernel(a, b, kc, out, n)`: `n` tiles of the packed panel of `b` at `b`, each against the
+    /// next packed panel of `a` (the panels one after another from `a`), all `kc` deep; their
+    /// sums stored from `out`, one after another.
+    pub type Kernel = extern "C" fn(*const f32, *const F4, usize, *mut Sums, usize);
+
+    /// [`slot`]'s index while the fused kernel is on, else 0 (no function has index 0).
+    static ON: AtomicUsize = AtomicUsize::new(0);
+
+    /// The table entry the loader replaces. A thread whose entry was not replaced (the kernel
+    /// failed to build there) still gets the right sums, from the plain tile.
+    extern "C" fn slot(a: *const f32, b: *const F4, kc: usize, out: *mut Sums, n: usize) {
+        // SAFETY: `run` passes `n` panels of `a` and one of `b`, `kc` deep, and room for `n` sums.
+        let (a, b) = unsafe { (std::slice::from_raw_parts(a, n * kc * MR), std::slice::from_raw_parts(b, kc * 2)) };
+        for t in 0..n {
+            unsafe { out.add(t).write(tile(&a[t * kc * MR..][..kc * MR], b)) }
+        }
+    }
+
+    /// The table index of [`slot`], for the loader.
+    pub fn slot_index() -> u32 {
+        slot as Kernel as usize as u32
+    }
+
+    /// Turns the fused kernel on or off for every thread (on: once the table holds it).
+    pub fn set(on: bool) {
+        ON.store(if on { slot as Kernel as usize } else { 0 }, Ordering::Relaxed);
+    }
+
+    /// The kernel to call, when the fused one is on. Read from memory, so the call goes through
+    /// the table, where the loader put the fused kernel, and not straight to [`slot`].
+    pub fn kernel() -> Option<Kernel> {
+        let index = ON.load(Ordering::Relaxed);
+        // SAFETY: a nonzero value is `slot`'s own function pointer (its table index).
+        (index != 0).then(|| unsafe { std::mem::transmute::<usize, Kernel>(index) })
+    }
+
+    /// Whether the products run the fused kernel.
+    pub fn on() -> bool {
+        ON.load(Ordering::Relaxed) != 0
+    }
+
+    /// Room for the sums of a row of tiles.
+    pub type Row = [std::mem::MaybeUninit<Sums>; super::MC / MR];
+
+    /// The sums of `n` tiles (at most `MC / MR`) through `kernel`, into `out`: `a` holds their
+    /// `n` panels.
+    #[inline(always)]
+    pub fn run<'o>(kernel: Kernel, a: &[f32], b: &[F4], n: usize, out: &'o mut Row) -> &'o [Sums] {
+        assert!(n >= 1 && n <= out.len() && a.len() == n * (b.len() / 2) * MR, "a row of tiles");
+        kernel(a.as_ptr(), b.as_ptr(), b.len() / 2, out.as_mut_ptr().cast(), n);
+        // SAFETY: the kernel stored the first `n` tiles' sums.
+        unsafe { std::slice::from_raw_parts(out.as_ptr().cast(), n) }
+    }
 }
 
 /// Writes a tile's sums into `c[rows, cols]` (`first`: the first panel of `k`), else adds them.

@@ -52,7 +52,8 @@ async function session(isolated) {
 test('the CPU path on every core gives the numbers of one core (SmolLM2)', { skip, timeout: 15 * 60_000 }, async () => {
   const one = await session(false);
   assert.deepEqual(one.workers, ['/worker_loader.js'], 'not cross-origin isolated: the full build, on one thread');
-  assert.match(one.badge, /^CPU \(Flex, WebAssembly\): chosen on the page/, one.badge);
+  // Both builds put the fused kernel (www/fused.js) into their tables: the same sums on both.
+  assert.match(one.badge, /^CPU \(Flex, WebAssembly, fused multiply-add\): chosen on the page/, one.badge);
   // Its CPU path is not in the first download (tools/wasm-split): the rest was fetched on first use.
   assert.equal(one.rest, true, 'the full build on the CPU fetched worker_rest_bg.wasm');
 
@@ -61,7 +62,7 @@ test('the CPU path on every core gives the numbers of one core (SmolLM2)', { ski
   // (The threaded build is whole: it has no second module to fetch.)
   assert.deepEqual(all.workers, ['/worker_mt_loader.js', ...Array(threads).fill('/worker_mt_thread.js')], 'isolated: the threaded build and one worker per core');
   const said = threads === 1 ? 'one thread' : `${threads} threads`;
-  assert.match(all.badge, new RegExp(`^CPU \\(Flex, WebAssembly, ${said}\\): chosen on the page`), all.badge);
+  assert.match(all.badge, new RegExp(`^CPU \\(Flex, WebAssembly, ${said}, fused multiply-add\\): chosen on the page`), all.badge);
 
   assert.ok(one.answer.length > 40, `an answer: ${one.answer}`);
   assert.equal(all.answer, one.answer, 'the same greedy answer on every core as on one');
@@ -89,7 +90,7 @@ test('a host that sends no COOP/COEP: the first visit reloads once, isolated by 
     assert.equal(await page.evaluate(() => crossOriginIsolated), true, 'the service worker added COOP and COEP');
     assert.equal(workers[0], '/worker_mt_loader.js', workers.join(', '));
     assert.ok(!workers.includes('/worker_loader.js'), `the threaded build, and no other engine started before: ${workers.join(', ')}`);
-    assert.match(await page.getByRole('status', { name: 'Compute backend' }).innerText(), /^CPU \(Flex, WebAssembly, (\d+ threads|one thread)\)/);
+    assert.match(await page.getByRole('status', { name: 'Compute backend' }).innerText(), /^CPU \(Flex, WebAssembly, (\d+ threads|one thread), fused multiply-add\)/);
     return loads.length;
   };
   assert.equal(await visit(() => page.goto(`${base}/${TINY}&backend=cpu`)), 2, 'the first visit loaded the page twice: itself and one reload');

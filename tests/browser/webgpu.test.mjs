@@ -17,7 +17,7 @@ test('without a WebGPU adapter the page falls back to the CPU and says why', { s
   await page.goto(`${base}/${TINY}&backend=webgpu`);
   await modelReady(page, 'stories260K.bin');
   const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
-  assert.match(badge, /^CPU \(Flex, WebAssembly\): .*WebGPU/, badge);
+  assert.match(badge, /^CPU \(Flex, WebAssembly, fused multiply-add\): .*WebGPU/, badge);
   await shot(page, 'fallback');
 });
 

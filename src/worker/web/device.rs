@@ -17,6 +17,8 @@ async fn cpu(fallback: String) -> OpenedDevice {
     };
     #[cfg(not(feature = "threads"))]
     let adapter = "WebAssembly".to_string();
+    // The products' fused multiply-add, where the browser has relaxed SIMD (www/fused.js).
+    let adapter = if crate::model::tiled_gemm::fused::on() { format!("{adapter}, fused multiply-add") } else { adapter };
     OpenedDevice { device: Device::flex(), kind: BackendKind::Flex, adapter, software: true, fallback: Some(fallback), max_binding: None }
 }
 

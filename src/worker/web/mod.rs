@@ -4,6 +4,7 @@
 
 mod device;
 mod fetch;
+mod fused;
 mod js_bytes;
 #[cfg(feature = "threads")]
 pub(crate) mod threads;

@@ -1,5 +1,6 @@
-//! Exports for scripts/bench-wasm-gemm: one product, `reps` times, by gemm or by the page's tiles,
-//! on one thread; and the largest difference between the two.
+//! Exports for scripts/bench-wasm-gemm: one product, `reps` times, by gemm, by the page's tiles or
+//! by its tiles on the fused kernel (www/fused.js, which run.mjs puts into [`tile_slot`]), on one
+//! thread; and the largest difference from gemm's.
 
 #[path = "../../../src/model/tiled_gemm.rs"]
 #[allow(dead_code)]
@@ -20,12 +21,14 @@ fn view(x: &[f32], r: usize, c: usize, t: bool) -> View {
     if t { View { ptr: x.as_ptr(), rs: 1, cs: r as isize } } else { View { ptr: x.as_ptr(), rs: c as isize, cs: 1 } }
 }
 
-/// `c = a b` by gemm (`tiles` false) or by the page's tiles; `layout` bit 0: `a` transposed, bit 1: `b`.
-fn run(m: usize, k: usize, n: usize, layout: u32, tiles: bool, a: &[f32], b: &[f32], c: &mut [f32]) {
+/// `c = a b` by gemm (`kind` 0), the page's tiles (1) or its fused tiles (2); `layout` bit 0: `a`
+/// transposed, bit 1: `b`.
+fn run(m: usize, k: usize, n: usize, layout: u32, kind: u32, a: &[f32], b: &[f32], c: &mut [f32]) {
     let (a, b) = (view(a, m, k, layout & 1 != 0), view(b, k, n, layout & 2 != 0));
+    tiled_gemm::fused::set(kind == 2);
     // SAFETY: the operands and the output have the sizes their strides address.
     unsafe {
-        if tiles {
+        if kind != 0 {
             tiled_gemm::gemm(m, n, k, a, b, c.as_mut_ptr());
         } else {
             let p = gemm::Parallelism::None;
@@ -34,24 +37,30 @@ fn run(m: usize, k: usize, n: usize, layout: u32, tiles: bool, a: &[f32], b: &[f
     }
 }
 
-/// Runs one product `reps` times (`tiles`: the page's, else gemm's); returns the flops done.
+/// The table slot the fused kernel goes in.
 #[unsafe(no_mangle)]
-pub extern "C" fn product(m: usize, k: usize, n: usize, layout: u32, tiles: u32, reps: usize) -> f64 {
+pub extern "C" fn tile_slot() -> u32 {
+    tiled_gemm::fused::slot_index()
+}
+
+/// Runs one product `reps` times (`kind` as [`run`]'s); returns the flops done.
+#[unsafe(no_mangle)]
+pub extern "C" fn product(m: usize, k: usize, n: usize, layout: u32, kind: u32, reps: usize) -> f64 {
     let (a, b) = operands(m, k, n);
     let mut c = vec![0f32; m * n];
     for _ in 0..reps {
-        run(m, k, n, layout, tiles != 0, &a, &b, &mut c);
+        run(m, k, n, layout, kind, &a, &b, &mut c);
     }
     std::hint::black_box(&c);
     2.0 * (m * k * n * reps) as f64
 }
 
-/// The largest difference between the two products, relative to gemm's (at least 1).
+/// The largest difference of a product by `kind` from gemm's, relative to gemm's (at least 1).
 #[unsafe(no_mangle)]
-pub extern "C" fn difference(m: usize, k: usize, n: usize, layout: u32) -> f32 {
+pub extern "C" fn difference(m: usize, k: usize, n: usize, layout: u32, kind: u32) -> f32 {
     let (a, b) = operands(m, k, n);
     let (mut c1, mut c2) = (vec![0f32; m * n], vec![0f32; m * n]);
-    run(m, k, n, layout, false, &a, &b, &mut c1);
-    run(m, k, n, layout, true, &a, &b, &mut c2);
+    run(m, k, n, layout, 0, &a, &b, &mut c1);
+    run(m, k, n, layout, kind, &a, &b, &mut c2);
     c1.iter().zip(&c2).map(|(x, y)| (x - y).abs() / x.abs().max(1.0)).fold(0.0, f32::max)
 }

@@ -1,9 +1,12 @@
 //! `alignlab-wasm-bindgen`: the JavaScript bindings of a wasm module, as the `wasm-bindgen` command
 //! writes them, from the library that command wraps (`wasm-bindgen-cli-support`).
 //!
-//!     alignlab-wasm-bindgen --target web|no-modules [--out-name NAME] --out-dir DIR IN.wasm
+//!     alignlab-wasm-bindgen --target web|no-modules [--out-name NAME] [--export-function-table] --out-dir DIR IN.wasm
 //!
 //! No TypeScript declarations (the app has no TypeScript): the command's `--no-typescript`.
+//! `--export-function-table` exports the module's function table as `__indirect_function_table`,
+//! which wasm-bindgen removes: the engine's loader puts the products' fused kernel into it
+//! (www/fused.js).
 //!
 //! One build tool instead of two: `cargo install wasm-bindgen-cli` also compiled the command's
 //! test runner, HTTP client and server and argument parser (138 s of a cold build on 2 cores);
@@ -24,13 +27,15 @@ struct Args {
     target: Target,
     out_dir: String,
     out_name: Option<String>,
+    export_table: bool,
     input: String,
 }
 
-const USAGE: &str = "usage: alignlab-wasm-bindgen --target web|no-modules [--out-name NAME] --out-dir DIR IN.wasm";
+const USAGE: &str = "usage: alignlab-wasm-bindgen --target web|no-modules [--out-name NAME] [--export-function-table] --out-dir DIR IN.wasm";
 
 fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
     let (mut target, mut out_dir, mut out_name, mut input) = (None, None, None, None);
+    let mut export_table = false;
     while let Some(arg) = args.next() {
         let mut value = || args.next().with_context(|| format!("{arg} needs a value\n{USAGE}"));
         match arg.as_str() {
@@ -43,6 +48,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
             }
             "--out-dir" => out_dir = Some(value()?),
             "--out-name" => out_name = Some(value()?),
+            "--export-function-table" => export_table = true,
             flag if flag.starts_with("--") => bail!("unknown option '{flag}'\n{USAGE}"),
             _ if input.is_none() => input = Some(arg),
             _ => bail!("more than one input module\n{USAGE}"),
@@ -52,6 +58,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> Result<Args> {
         target: target.context(USAGE)?,
         out_dir: out_dir.context(USAGE)?,
         out_name,
+        export_table,
         input: input.context(USAGE)?,
     })
 }
@@ -73,7 +80,13 @@ fn main() -> Result<()> {
     if let Some(name) = &args.out_name {
         bindgen.out_name(name);
     }
-    bindgen.generate(&args.out_dir).with_context(|| format!("writing the bindings of {} to {}", args.input, args.out_dir))
+    let mut output = bindgen.generate_output().with_context(|| format!("the bindings of {}", args.input))?;
+    if args.export_table {
+        let module = output.wasm_mut();
+        let table = module.tables.main_function_table()?.with_context(|| format!("{} has no function table", args.input))?;
+        module.exports.add("__indirect_function_table", table);
+    }
+    output.emit(&args.out_dir).with_context(|| format!("writing the bindings of {} to {}", args.input, args.out_dir))
 }
 
 #[cfg(test)]
@@ -92,6 +105,8 @@ mod tests {
         let a = args("--target web --out-dir stage app.wasm").unwrap();
         assert!(matches!(a.target, Target::Web));
         assert_eq!(a.out_name, None);
+        assert!(!a.export_table);
+        assert!(args("--target no-modules --export-function-table --out-dir stage w.wasm").unwrap().export_table);
     }
 
     #[test]
