@@ -2,29 +2,30 @@
 // scripts/web-dist.mjs puts this file into each engine's loader and each thread's script.
 //
 // Relaxed SIMD's `f32x4.relaxed_madd` computes c + a·b in one instruction: on cores that multiply
-// and add in the same pipes, the page's products run 1.13-1.19× as fast with it (an Intel VM,
+// and add in the same pipes, the page's products run 1.26-1.31× as fast with it (an Intel VM,
 // docs/results.md, stop 72). A module that uses it does not load in a browser without relaxed
 // SIMD, so the kernel is a module of its own, built here, checked with WebAssembly.validate and
 // used only where it validates. It reads and writes the engine's memory: it imports it, shared
 // where the engine's is.
 //
 // The kernel, `tiles(a, b, kc, out, n)`: n tiles of one panel of b (`kc` runs of two vectors at
-// b), each against the next panel of a (`kc` runs of four floats, the panels one after another
-// from a); each tile's sums (four rows of two vectors) stored at out, 128 bytes a tile. One call
-// for a row of tiles, not one per tile. In the text format:
+// b), each against the next panel of a (`kc` runs of six floats, the panels one after another
+// from a); each tile's sums (six rows of two vectors) stored at out, 192 bytes a tile. One call
+// for a row of tiles, not one per tile. Six rows: twelve sums, two vectors of b and a broadcast
+// fit V8's sixteen vector registers. In the text format:
 //
 //   (loop $tile                                  ;; n >= 1
 //     c[r][h] = 0;  p = kc;  bp = b
 //     (block (br_if 0 (i32.eqz p))
 //       (loop $p
 //         b0 = v128.load (bp)   b1 = v128.load offset=16 (bp)
-//         for r in 0..4:  s = v128.load32_splat offset=4r (a)
+//         for r in 0..6:  s = v128.load32_splat offset=4r (a)
 //                         c[r][h] = f32x4.relaxed_madd (b_h, s, c[r][h])    for h in 0, 1
-//         a += 16   bp += 32   (br_if $p (p -= 1))))
-//     for q in 0..8: v128.store offset=16q (out, c[q / 2][q % 2])
-//     out += 128   (br_if $tile (n -= 1)))
+//         a += 24   bp += 32   (br_if $p (p -= 1))))
+//     for q in 0..12: v128.store offset=16q (out, c[q / 2][q % 2])
+//     out += 192   (br_if $tile (n -= 1)))
 //
-// the same tile as the Rust one: rows of `MR` = 4 floats of a, rows of two vectors of b.
+// as src/model/tiled_gemm.rs packs them for it (`fused::FR` = 6 rows of a).
 
 /** The kernel module's bytes; `shared`: the engine's memory is shared (the threaded build). */
 function alignlabTileModule(shared) {
@@ -35,21 +36,23 @@ function alignlabTileModule(shared) {
   const V128_LOAD = 0x00, V128_LOAD32_SPLAT = 0x09, V128_CONST = 0x0c, V128_STORE = 0x0b, RELAXED_MADD = 0x105;
   const I32_ADD = 0x6a, I32_SUB = 0x6b, I32_EQZ = 0x45, BLOCK = 0x02, LOOP = 0x03, BR_IF = 0x0d, END = 0x0b, VOID = 0x40;
   const get = (i) => [0x20, i], set = (i) => [0x21, i], tee = (i) => [0x22, i];
-  // Locals: the parameters, two i32 (p, bp), eleven v128 (the sums c[r][h] at C + 2r + h, b0, b1, s).
-  const [A, B, KC, OUT, N, P, BP, C, B0, S] = [0, 1, 2, 3, 4, 5, 6, 7, 15, 17];
+  const R = 6; // rows of a a tile takes
+  // Locals: the parameters, two i32 (p, bp), fifteen v128 (the sums c[r][h] at C + 2r + h, b0, b1, s).
+  const [A, B, KC, OUT, N, P, BP, C] = [0, 1, 2, 3, 4, 5, 6, 7];
+  const B0 = C + 2 * R, S = B0 + 2;
   const c = (r, h) => C + 2 * r + h;
-  const body = [2, 2, 0x7f, 11, 0x7b, LOOP, VOID];
-  for (let q = 0; q < 8; q++) body.push(...simd(V128_CONST), ...Array(16).fill(0), ...set(C + q));
+  const body = [2, 2, 0x7f, 2 * R + 3, 0x7b, LOOP, VOID];
+  for (let q = 0; q < 2 * R; q++) body.push(...simd(V128_CONST), ...Array(16).fill(0), ...set(C + q));
   body.push(...get(KC), ...set(P), ...get(B), ...set(BP), BLOCK, VOID, ...get(P), I32_EQZ, BR_IF, 0, LOOP, VOID);
   body.push(...get(BP), ...simd(V128_LOAD), 4, 0, ...set(B0), ...get(BP), ...simd(V128_LOAD), 4, 16, ...set(B0 + 1));
-  for (let r = 0; r < 4; r++) {
+  for (let r = 0; r < R; r++) {
     body.push(...get(A), ...simd(V128_LOAD32_SPLAT), 2, 4 * r, ...set(S));
     for (let h = 0; h < 2; h++) body.push(...get(B0 + h), ...get(S), ...get(c(r, h)), ...simd(RELAXED_MADD), ...set(c(r, h)));
   }
-  body.push(...get(A), ...i32(16), I32_ADD, ...set(A), ...get(BP), ...i32(32), I32_ADD, ...set(BP));
+  body.push(...get(A), ...i32(4 * R), I32_ADD, ...set(A), ...get(BP), ...i32(32), I32_ADD, ...set(BP));
   body.push(...get(P), ...i32(1), I32_SUB, ...tee(P), BR_IF, 0, END, END);
-  for (let q = 0; q < 8; q++) body.push(...get(OUT), ...get(C + q), ...simd(V128_STORE), 4, 16 * q);
-  body.push(...get(OUT), ...i32(128), I32_ADD, ...set(OUT));
+  for (let q = 0; q < 2 * R; q++) body.push(...get(OUT), ...get(C + q), ...simd(V128_STORE), 4, ...leb(16 * q));
+  body.push(...get(OUT), ...i32(32 * R), I32_ADD, ...set(OUT));
   body.push(...get(N), ...i32(1), I32_SUB, ...tee(N), BR_IF, 0, END, END);
   const section = (id, bytes) => [id, ...leb(bytes.length), ...bytes];
   const name = (s) => [s.length, ...[...s].map((ch) => ch.charCodeAt(0))];

@@ -112,9 +112,10 @@ fn parts(m: usize, n: usize, k: usize) -> Vec<(Range<usize>, Range<usize>)> {
 /// As [`gemm`], for these rows and columns.
 unsafe fn block(rows: Range<usize>, cols: Range<usize>, k: usize, a: View, b: View, c: Out) {
     let mut bp = vec![F4::ZERO; KC * NC.min(cols.len().next_multiple_of(NR)) / 4];
-    let mut ap = vec![0f32; MC * KC];
+    // Room for the fused tiles' panels of `a` too (`MC` rows in panels of six).
+    let mut ap = vec![0f32; MC.next_multiple_of(6) * KC];
     #[cfg(target_arch = "wasm32")]
-    let (fused, mut row) = (fused::kernel(), [const { std::mem::MaybeUninit::uninit() }; MC / MR]);
+    let (fused, mut row) = (fused::kernel(), [const { std::mem::MaybeUninit::uninit() }; fused::TILES]);
     for jc in cols.clone().step_by(NC) {
         let nc = NC.min(cols.end - jc);
         for pc in (0..k).step_by(KC) {
@@ -125,23 +126,19 @@ unsafe fn block(rows: Range<usize>, cols: Range<usize>, k: usize, a: View, b: Vi
             }
             for ic in rows.clone().step_by(MC) {
                 let mc = MC.min(rows.end - ic);
+                #[cfg(target_arch = "wasm32")]
+                if let Some(kernel) = fused {
+                    let panels = &bp[..nc.div_ceil(NR) * kc * NR / 4];
+                    unsafe { fused::block(kernel, a, panels, pc..pc + kc, ic..ic + mc, jc..jc + nc, c, &mut ap, &mut row) };
+                    continue;
+                }
                 for (q, i) in (ic..ic + mc).step_by(MR).enumerate() {
                     unsafe { pack::<MR>(a.transposed(), pc..pc + kc, i..(i + MR).min(ic + mc), &mut ap[q * kc * MR..][..kc * MR]) };
                 }
                 for (qb, j) in (jc..jc + nc).step_by(NR).enumerate() {
                     let b_panel = &bp[qb * kc * NR / 4..][..kc * NR / 4];
-                    #[cfg(target_arch = "wasm32")]
-                    if let Some(kernel) = fused {
-                        // The row of tiles in one call.
-                        let tiles = mc.div_ceil(MR);
-                        let sums = fused::run(kernel, &ap[..tiles * kc * MR], b_panel, tiles, &mut row);
-                        for (sums, i) in sums.iter().zip((ic..ic + mc).step_by(MR)) {
-                            unsafe { add_tile(c, sums, i..(i + MR).min(ic + mc), j..(j + NR).min(jc + nc), pc == 0) };
-                        }
-                        continue;
-                    }
                     for (qa, i) in (ic..ic + mc).step_by(MR).enumerate() {
-                        let sums = tile(&ap[qa * kc * MR..][..kc * MR], b_panel);
+                        let sums = tile::<MR>(&ap[qa * kc * MR..][..kc * MR], b_panel);
                         unsafe { add_tile(c, &sums, i..(i + MR).min(ic + mc), j..(j + NR).min(jc + nc), pc == 0) };
                     }
                 }
@@ -180,11 +177,11 @@ unsafe fn pack<const W: usize>(x: View, ps: Range<usize>, cols: Range<usize>, pa
     }
 }
 
-/// `Σ_p a[:, p] b[p, :]` over two packed panels: [`MR`] rows of two vectors.
+/// `Σ_p a[:, p] b[p, :]` over two packed panels: `R` rows ([`MR`]) of two vectors.
 #[inline(always)]
-fn tile(a: &[f32], b: &[F4]) -> [[F4; 2]; MR] {
-    let mut sums = [[F4::ZERO; 2]; MR];
-    for (a, b) in a.as_chunks::<MR>().0.iter().zip(b.as_chunks::<2>().0) {
+fn tile<const R: usize>(a: &[f32], b: &[F4]) -> [[F4; 2]; R] {
+    let mut sums = [[F4::ZERO; 2]; R];
+    for (a, b) in a.as_chunks::<R>().0.iter().zip(b.as_chunks::<2>().0) {
         for (row, &ai) in sums.iter_mut().zip(a) {
             row[0] = row[0].add(b[0].scale(ai));
             row[1] = row[1].add(b[1].scale(ai));
@@ -201,20 +198,29 @@ fn tile(a: &[f32], b: &[F4]) -> [[F4; 2]; MR] {
 /// loader puts its function into [`slot`]'s place in this instance's function table, in the
 /// engine's worker and in each thread's, and then [`set`]s it on: every tile then calls through
 /// that slot, a row of tiles a call. On cores that add and multiply in the same pipes (an Intel
-/// VM) the products run 1.13-1.19× as fast (docs/results.md, stop 72); without relaxed SIMD
+/// VM) the products run 1.26-1.31× as fast (docs/results.md, stop 72); without relaxed SIMD
 /// nothing changes.
 #[cfg(target_arch = "wasm32")]
 pub mod fused {
+    use std::ops::Range;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::{F4, MR, tile};
+    use super::{F4, MC, NR, Out, View, add_tile, pack, tile};
 
-    /// A tile's sums, as the kernel stores them: [`MR`] rows of two vectors.
-    pub type Sums = [[F4; 2]; MR];
+    /// Rows of `a` a fused tile takes. With the multiply and the add one instruction, six rows of
+    /// two vectors fit the sixteen vector registers V8 gives wasm on x86-64: twelve sums, two
+    /// vectors of `b` and a broadcast (the plain tile's product in flight would make seventeen).
+    pub const FR: usize = 6;
+    /// Tiles in a row of them: [`MC`] rows of `a`.
+    pub const TILES: usize = MC.div_ceil(FR);
+    /// A tile's sums, as the kernel stores them: [`FR`] rows of two vectors.
+    pub type Sums = [[F4; 2]; FR];
     /// `kernel(a, b, kc, out, n)`: `n` tiles of the packed panel of `b` at `b`, each against the
     /// next packed panel of `a` (the panels one after another from `a`), all `kc` deep; their
     /// sums stored from `out`, one after another.
     pub type Kernel = extern "C" fn(*const f32, *const F4, usize, *mut Sums, usize);
+    /// Room for the sums of a row of tiles.
+    pub type Row = [std::mem::MaybeUninit<Sums>; TILES];
 
     /// [`slot`]'s index while the fused kernel is on, else 0 (no function has index 0).
     static ON: AtomicUsize = AtomicUsize::new(0);
@@ -223,9 +229,9 @@ pub mod fused {
     /// failed to build there) still gets the right sums, from the plain tile.
     extern "C" fn slot(a: *const f32, b: *const F4, kc: usize, out: *mut Sums, n: usize) {
         // SAFETY: `run` passes `n` panels of `a` and one of `b`, `kc` deep, and room for `n` sums.
-        let (a, b) = unsafe { (std::slice::from_raw_parts(a, n * kc * MR), std::slice::from_raw_parts(b, kc * 2)) };
+        let (a, b) = unsafe { (std::slice::from_raw_parts(a, n * kc * FR), std::slice::from_raw_parts(b, kc * 2)) };
         for t in 0..n {
-            unsafe { out.add(t).write(tile(&a[t * kc * MR..][..kc * MR], b)) }
+            unsafe { out.add(t).write(tile::<FR>(&a[t * kc * FR..][..kc * FR], b)) }
         }
     }
 
@@ -252,14 +258,31 @@ pub mod fused {
         ON.load(Ordering::Relaxed) != 0
     }
 
-    /// Room for the sums of a row of tiles.
-    pub type Row = [std::mem::MaybeUninit<Sums>; super::MC / MR];
+    /// `c[rows, cols] (+)= a[rows, ps] · b[ps, cols]`, `b`'s panels packed in `bp`: `a` packed in
+    /// panels of [`FR`] rows into `ap`, then a row of tiles a call for each panel of `b`.
+    ///
+    /// # Safety
+    /// As [`super::block`], for these rows and columns; at most [`MC`] rows.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn block(kernel: Kernel, a: View, bp: &[F4], ps: Range<usize>, rows: Range<usize>, cols: Range<usize>, c: Out, ap: &mut [f32], row: &mut Row) {
+        let kc = ps.len();
+        let tiles = rows.len().div_ceil(FR);
+        for (q, i) in rows.clone().step_by(FR).enumerate() {
+            unsafe { pack::<FR>(a.transposed(), ps.clone(), i..(i + FR).min(rows.end), &mut ap[q * kc * FR..][..kc * FR]) };
+        }
+        for (qb, j) in cols.clone().step_by(NR).enumerate() {
+            let sums = run(kernel, &ap[..tiles * kc * FR], &bp[qb * kc * NR / 4..][..kc * NR / 4], tiles, row);
+            for (sums, i) in sums.iter().zip(rows.clone().step_by(FR)) {
+                unsafe { add_tile(c, sums, i..(i + FR).min(rows.end), j..(j + NR).min(cols.end), ps.start == 0) };
+            }
+        }
+    }
 
-    /// The sums of `n` tiles (at most `MC / MR`) through `kernel`, into `out`: `a` holds their
+    /// The sums of `n` tiles (at most [`TILES`]) through `kernel`, into `out`: `a` holds their
     /// `n` panels.
     #[inline(always)]
-    pub fn run<'o>(kernel: Kernel, a: &[f32], b: &[F4], n: usize, out: &'o mut Row) -> &'o [Sums] {
-        assert!(n >= 1 && n <= out.len() && a.len() == n * (b.len() / 2) * MR, "a row of tiles");
+    fn run<'o>(kernel: Kernel, a: &[f32], b: &[F4], n: usize, out: &'o mut Row) -> &'o [Sums] {
+        assert!(n >= 1 && n <= out.len() && a.len() == n * (b.len() / 2) * FR, "a row of tiles");
         kernel(a.as_ptr(), b.as_ptr(), b.len() / 2, out.as_mut_ptr().cast(), n);
         // SAFETY: the kernel stored the first `n` tiles' sums.
         unsafe { std::slice::from_raw_parts(out.as_ptr().cast(), n) }
@@ -271,7 +294,7 @@ pub mod fused {
 /// # Safety
 /// The rows and columns are inside `c` and this thread's part.
 #[inline(always)]
-unsafe fn add_tile(c: Out, sums: &[[F4; 2]; MR], rows: Range<usize>, cols: Range<usize>, first: bool) {
+unsafe fn add_tile<const R: usize>(c: Out, sums: &[[F4; 2]; R], rows: Range<usize>, cols: Range<usize>, first: bool) {
     for (i, row) in rows.zip(sums) {
         let at = unsafe { c.0.add(i * c.1 + cols.start) };
         if cols.len() == NR {

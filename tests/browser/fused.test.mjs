@@ -23,33 +23,34 @@ test('the fused kernel gives each tile its sums, and takes the engine\'s slot on
   const sums = await page.evaluate(() => {
     const out = [];
     for (const shared of [false, true]) {
-      const memory = new WebAssembly.Memory(shared ? { initial: 2, maximum: 65536, shared } : { initial: 2 });
+      const memory = new WebAssembly.Memory(shared ? { initial: 4, maximum: 65536, shared } : { initial: 4 });
       const bytes = alignlabTileModule(shared);
       const tiles = new WebAssembly.Instance(new WebAssembly.Module(bytes), { m: { memory } }).exports.tiles;
       const f = new Float32Array(memory.buffer);
       let x = 7;
       const next = () => { x = (x * 1103515245 + 12345) % 2147483648; return x / 1073741824 - 1; };
-      for (const [kc, n] of [[0, 1], [1, 1], [5, 3], [256, 16]]) {
-        // a: n panels of kc runs of 4 floats from byte 64 (not 16-aligned: packed panels need not
-        // be); b: kc runs of 8 at byte 81920; the sums from byte 98304, filled with NaN first.
-        const [a, b, c] = [16, 20480, 24576];
-        for (let i = 0; i < n * kc * 4; i++) f[a + i] = next();
+      for (const [kc, n] of [[0, 1], [1, 1], [5, 3], [256, 11]]) {
+        // a: n panels of kc runs of 6 floats from byte 64 (not 16-aligned: packed panels need not
+        // be); b: kc runs of 8 at byte 131072; the sums (6 rows of 8 a tile) from byte 163840,
+        // filled with NaN first.
+        const [a, b, c] = [16, 32768, 40960];
+        for (let i = 0; i < n * kc * 6; i++) f[a + i] = next();
         for (let i = 0; i < kc * 8; i++) f[b + i] = next();
-        f.fill(NaN, c, c + 32 * n + 32);
+        f.fill(NaN, c, c + 48 * n + 48);
         tiles(4 * a, 4 * b, kc, 4 * c, n);
         let worst = 0;
         for (let t = 0; t < n; t++) {
-          for (let r = 0; r < 4; r++) {
+          for (let r = 0; r < 6; r++) {
             for (let j = 0; j < 8; j++) {
               let want = 0;
-              for (let p = 0; p < kc; p++) want += f[a + t * kc * 4 + 4 * p + r] * f[b + 8 * p + j];
-              const got = f[c + 32 * t + 8 * r + j];
+              for (let p = 0; p < kc; p++) want += f[a + t * kc * 6 + 6 * p + r] * f[b + 8 * p + j];
+              const got = f[c + 48 * t + 8 * r + j];
               worst = Math.max(worst, Number.isNaN(got) ? Infinity : Math.abs(got - want) / Math.max(1, Math.abs(want)));
             }
           }
         }
         // Nothing past the n tiles' sums.
-        if (!f.subarray(c + 32 * n, c + 32 * n + 32).every(Number.isNaN)) worst = Infinity;
+        if (!f.subarray(c + 48 * n, c + 48 * n + 48).every(Number.isNaN)) worst = Infinity;
         out.push({ shared, kc, n, worst, valid: WebAssembly.validate(bytes) });
       }
     }
