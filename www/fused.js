@@ -25,7 +25,7 @@
 //     for q in 0..12: v128.store offset=16q (out, c[q / 2][q % 2])
 //     out += 192   (br_if $tile (n -= 1)))
 //
-// as src/model/tiled_gemm.rs packs them for it (`fused::FR` = 6 rows of a).
+// as src/model/tiled_gemm.rs packs them for it (`FR` = 6 rows of a).
 
 /** The kernel module's bytes; `shared`: the engine's memory is shared (the threaded build). */
 function alignlabTileModule(shared) {

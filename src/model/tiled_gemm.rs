@@ -26,6 +26,11 @@ use lanes::F4;
 const MR: usize = 4;
 /// Columns of `b` a tile takes: two vectors.
 const NR: usize = 8;
+/// Rows of `a` a fused tile takes (wasm's `fused`). With the multiply and the add one
+/// instruction, six rows of two vectors fit the sixteen vector registers V8 gives wasm on x86-64:
+/// twelve sums, two vectors of `b` and a broadcast (the plain tile's product in flight would make
+/// seventeen).
+const FR: usize = 6;
 /// The depth of a packed panel: `b`'s panel ([`NR`] × `KC` floats, 8 KiB) stays in L1.
 const KC: usize = 256;
 /// Rows of `a` packed at a time (64 KiB at [`KC`]).
@@ -112,8 +117,8 @@ fn parts(m: usize, n: usize, k: usize) -> Vec<(Range<usize>, Range<usize>)> {
 /// As [`gemm`], for these rows and columns.
 unsafe fn block(rows: Range<usize>, cols: Range<usize>, k: usize, a: View, b: View, c: Out) {
     let mut bp = vec![F4::ZERO; KC * NC.min(cols.len().next_multiple_of(NR)) / 4];
-    // Room for the fused tiles' panels of `a` too (`MC` rows in panels of six).
-    let mut ap = vec![0f32; MC.next_multiple_of(6) * KC];
+    // Room for the fused tiles' panels of `a` too (`MC` rows in panels of `FR`).
+    let mut ap = vec![0f32; MC.next_multiple_of(FR) * KC];
     #[cfg(target_arch = "wasm32")]
     let (fused, mut row) = (fused::kernel(), [const { std::mem::MaybeUninit::uninit() }; fused::TILES]);
     for jc in cols.clone().step_by(NC) {
@@ -205,12 +210,8 @@ pub mod fused {
     use std::ops::Range;
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use super::{F4, MC, NR, Out, View, add_tile, pack, tile};
+    use super::{F4, FR, MC, NR, Out, View, add_tile, pack, tile};
 
-    /// Rows of `a` a fused tile takes. With the multiply and the add one instruction, six rows of
-    /// two vectors fit the sixteen vector registers V8 gives wasm on x86-64: twelve sums, two
-    /// vectors of `b` and a broadcast (the plain tile's product in flight would make seventeen).
-    pub const FR: usize = 6;
     /// Tiles in a row of them: [`MC`] rows of `a`.
     pub const TILES: usize = MC.div_ceil(FR);
     /// A tile's sums, as the kernel stores them: [`FR`] rows of two vectors.
