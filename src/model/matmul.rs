@@ -4,7 +4,8 @@
 //! into an aligned buffer (`FlexTensor::empty`): two passes over memory the product then
 //! overwrites, 4 % of a DPO step. Here the product writes into a fresh `Vec<f32>`, reading the
 //! operands through their strides (a transposed view is not copied): gemm natively, the page's
-//! own tiles in wasm ([`super::tiled_gemm`]). The backward is burn's:
+//! own tiles in wasm ([`super::tiled_gemm`]); a frozen weight read transposed, from panels packed
+//! once ([`super::packed`], natively on AVX-512). The backward is burn's:
 //! da = g b^T, db = a^T g, each only for an operand that is tracked.
 //!
 //! Weights in f16 (the copy [`Llama::for_decoding`](super::Llama::for_decoding) makes for decoding on a GPU)
@@ -114,6 +115,12 @@ impl MatmulOps for Flex {
             // storage for every index of their shapes; the product writes each of the m*n
             // outputs once before the length covers them.
             unsafe {
+                #[cfg(all(target_arch = "x86_64", not(fuzzing)))]
+                if let Some(w) = super::packed::panels_for(&b, m, n, k, view(&b)) {
+                    super::packed::multiply(m, view(&a), &w, out.as_mut_ptr());
+                    out.set_len(len);
+                    return flex_tensor(out, [m, n]);
+                }
                 product(m, n, k, view(&a), view(&b), out.as_mut_ptr());
                 out.set_len(len);
             }
@@ -161,6 +168,14 @@ unsafe fn product(m: usize, n: usize, k: usize, a: View, b: View, c: *mut f32) {
     }
 }
 
+/// Runs a product of a training pass: natively it may pack its weight ([`super::packed`]).
+fn training<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(all(target_arch = "x86_64", not(fuzzing)))]
+    return super::packed::training(f);
+    #[cfg(not(all(target_arch = "x86_64", not(fuzzing))))]
+    f()
+}
+
 #[derive(Debug)]
 struct MatmulBackward;
 
@@ -174,8 +189,8 @@ impl<B: Backend + MatmulOps> Backward<B, 2> for MatmulBackward {
             ops.parents,
             ops.node,
             grads,
-            |g| B::matmul_2d(g, B::float_transpose(b.expect("kept for a's gradient"))),
-            |g| B::matmul_2d(B::float_transpose(a.expect("kept for b's gradient")), g),
+            |g| training(|| B::matmul_2d(g, B::float_transpose(b.expect("kept for a's gradient")))),
+            |g| training(|| B::matmul_2d(B::float_transpose(a.expect("kept for b's gradient")), g)),
         );
     }
 }
@@ -187,7 +202,7 @@ impl<B: Backend + MatmulOps, C: CheckpointStrategy> MatmulOps for Autodiff<B, C>
             OpsKind::Tracked(prep) => {
                 let (a, b) = (a.into_primitive(), b.into_primitive());
                 let state = (b_tracked.then(|| a.clone()), a_tracked.then(|| b.clone()));
-                prep.finish(state, B::matmul_2d(a, b))
+                prep.finish(state, training(|| B::matmul_2d(a, b)))
             }
             OpsKind::UnTracked(prep) => prep.finish(B::matmul_2d(a.into_primitive(), b.into_primitive())),
         }

@@ -1,0 +1,297 @@
+//! `c = a Wᵀ` natively for a weight `W [n, k]` that stays the same, with `W` packed once.
+//!
+//! gemm copies the operand its vectors run along into panels before every product. When that
+//! operand is a row-major weight read transposed (a layer's weight in the backward pass, `g Wᵀ`;
+//! the tied embedding in the head, `h Eᵀ`), the copy gathers one float at a time across `W`'s
+//! rows: a weight gathered again in every step, about 7 % of a LoRA DPO step on an AVX-512 Intel
+//! machine (`perf`, docs/results.md, stop 74). Here a weight seen a second time is packed once, in
+//! gemm's panels of 64 rows, `P[p, kk, r] = W[64 p + r, kk]`, and kept while the weight lives. The
+//! products run gemm's own AVX-512 micro-kernel over those panels, with the depth cut in gemm's
+//! blocks and each block added in gemm's order, so every value is gemm's to the bit.
+//!
+//! Why the second sight: a weight that changes every step (full fine-tuning) is never read twice
+//! and keeps gemm, where packing it once would only add a copy. Why "while the weight lives": the
+//! cache holds the weight's storage, so its memory cannot be reused for another tensor, and an
+//! entry whose weight nothing else holds is dropped at the next look-up. The panels cost memory
+//! the size of the weights packed (about 0.5 GB for SmolLM2's frozen weights while it trains).
+
+use std::cell::Cell;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
+
+use burn::backend::Flex;
+use burn::backend::tensor::FloatTensor;
+use gemm_f32::microkernel::avx512f::f32::UKR;
+use rayon::prelude::*;
+
+use super::tiled_gemm::{PARALLEL_ABOVE, View};
+
+/// Rows of `W` a panel holds: gemm's AVX-512 tile, four vectors of 16 floats.
+const MR: usize = 64;
+/// Rows of `a` a tile takes.
+const NR: usize = 6;
+/// Fewer rows of `a` keep gemm (a decoding step): they would not pay for a packed copy.
+const MIN_ROWS: usize = 64;
+/// Smaller weights keep gemm (an adapter's factors, which change every step).
+const MIN_WEIGHT: usize = 1 << 16;
+/// The most memory all panels may take together (bytes): a larger model packs what fits and
+/// leaves the rest to gemm.
+const BUDGET: usize = 2 << 30;
+/// Panels walked for each tile of `a`'s rows: 8 × 64 × a depth block of 512 floats (1 MiB) stay
+/// in L2 while the tile's rows stay in L1.
+const GROUP: usize = 8;
+
+/// `W [n, k]` in panels of [`MR`] rows, zeros past row `n`.
+pub struct Panels {
+    n: usize,
+    k: usize,
+    data: Vec<f32>,
+}
+
+/// A weight seen before (the storage it lives in, held so its address stays its own), its
+/// panels once it has been seen twice.
+struct Entry {
+    weight: FloatTensor<Flex>,
+    key: Key,
+    panels: Option<Arc<Panels>>,
+}
+
+/// Storage address, offset into it, `n`, `k`, and the row stride (which way the weight is read).
+type Key = (usize, usize, usize, usize, isize);
+
+static SEEN: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// Set while a training pass's product runs ([`training`]).
+    static TRAINING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f`, a product of a training pass (its output or a gradient is tracked): only these see
+/// and pack weights. A pass for inference (scoring, judging) takes panels already packed but
+/// adds none, so it never costs their memory.
+pub fn training<T>(f: impl FnOnce() -> T) -> T {
+    let before = TRAINING.replace(true);
+    let out = f();
+    TRAINING.set(before);
+    out
+}
+
+/// The panels of `b [k, n]` when this product takes them: `b` is a weight laid out row-major
+/// either way (`W [k, n]` as stored, or `W [n, k]` read transposed), seen before, large enough,
+/// with enough rows of `a`, on an AVX-512 CPU, within [`BUDGET`], packed by a training pass.
+pub fn panels_for(b: &FloatTensor<Flex>, m: usize, n: usize, k: usize, view: View) -> Option<Arc<Panels>> {
+    let plain = (view.rs == n as isize && view.cs == 1) || (view.rs == 1 && view.cs == k as isize);
+    if m < MIN_ROWS || n.saturating_mul(k) < MIN_WEIGHT || !plain || !avx512() {
+        return None;
+    }
+    let key = (Arc::as_ptr(&b.data_arc()) as usize, b.layout().start_offset(), n, k, view.rs);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Weights nothing else holds any more (a model dropped, an adapter merged into a new copy).
+    seen.retain(|e| !e.weight.is_unique());
+    if !TRAINING.get() {
+        return seen.iter().find(|e| e.key == key).and_then(|e| e.panels.clone());
+    }
+    let held: usize = seen.iter().filter_map(|e| e.panels.as_ref()).map(|p| p.data.len()).sum();
+    match seen.iter_mut().find(|e| e.key == key) {
+        None => {
+            seen.push(Entry { weight: b.clone(), key, panels: None });
+            None
+        }
+        Some(Entry { panels: Some(panels), .. }) => Some(panels.clone()),
+        Some(entry) => {
+            let size = n.div_ceil(MR) * MR * k;
+            if held.saturating_add(size) > BUDGET / size_of::<f32>() {
+                return None;
+            }
+            let panels = Arc::new(unsafe { pack(view, n, k) });
+            entry.panels = Some(panels.clone());
+            Some(panels)
+        }
+    }
+}
+
+fn avx512() -> bool {
+    std::is_x86_feature_detected!("avx512f")
+}
+
+/// `b [k, n]` in panels of its columns, `P[p, kk, r] = b[kk, 64 p + r]`, the panels shared
+/// over the cores. Each panel is written in order; `b` is read 64 columns at a time, along a row
+/// of the weight either way it is laid out (64 lines of a transposed weight serve 16 depths).
+///
+/// # Safety
+/// `b` addresses every element of `[k, n]`.
+unsafe fn pack(b: View, n: usize, k: usize) -> Panels {
+    let len = n.div_ceil(MR) * MR * k;
+    let mut data = Vec::<f32>::with_capacity(len);
+    data.spare_capacity_mut().par_chunks_mut(k * MR).enumerate().for_each(|(p, panel)| {
+        let cols = p * MR..((p + 1) * MR).min(n);
+        for (kk, out) in panel.chunks_exact_mut(MR).enumerate() {
+            for (r, v) in out.iter_mut().enumerate() {
+                let j = cols.start + r;
+                // SAFETY: (kk, j) is inside `b` for j < n.
+                v.write(if j < cols.end { unsafe { b.at(kk, j) } } else { 0.0 });
+            }
+        }
+    });
+    // SAFETY: every element was written above.
+    unsafe { data.set_len(len) };
+    Panels { n, k, data }
+}
+
+/// The output's first element, shared by the threads of [`multiply`].
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+// SAFETY: each thread writes only the columns of its own part.
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+/// `c [m, n] = a [m, k] · Wᵀ` (row-major `c`, every element written), split over the cores
+/// when the product is large: whole panels of `W` shared out evenly, so each core reads only its
+/// share of the weight from memory, and the panels left over split by rows of `a`. (Cutting a
+/// panel in two would leave half-height tiles, which run at about half the speed.)
+///
+/// # Safety
+/// `a` addresses every element of `[m, k]`; `c` has room for `m * n` floats nothing else touches.
+pub unsafe fn multiply(m: usize, a: View, w: &Panels, c: *mut f32) {
+    let (n, k) = (w.n, w.k);
+    // gemm's depth blocks for this product (it runs `cᵀ = W aᵀ`: its rows are `n`).
+    let kc = if n <= 64 && m <= 64 { k.min(512) } else { gemm_common::cache::kernel_params(n, m, k, MR, NR, 4).kc };
+    let threads = rayon::current_num_threads();
+    let out = Out(c);
+    if threads == 1 || m.saturating_mul(n).saturating_mul(k) < PARALLEL_ABOVE {
+        return unsafe { part(0..m, 0..n, kc, a, w, out) };
+    }
+    let each = n.div_ceil(MR) / threads * MR;
+    let shared = (each * threads).min(n);
+    let step = m.div_ceil(threads).next_multiple_of(NR);
+    (0..threads).into_par_iter().for_each(|t| unsafe {
+        if each > 0 {
+            part(0..m, t * each..((t + 1) * each).min(n), kc, a, w, out);
+        }
+        if shared < n && t * step < m {
+            part(t * step..((t + 1) * step).min(m), shared..n, kc, a, w, out);
+        }
+    });
+}
+
+/// `c[rows, cols]` (`cols` are rows of `W`), on this thread.
+///
+/// # Safety
+/// As [`multiply`], `cols` starting at a multiple of 64.
+unsafe fn part(rows: Range<usize>, cols: Range<usize>, kc: usize, a: View, w: &Panels, c: Out) {
+    let (n, k) = (w.n, w.k);
+    for p0 in (0..k).step_by(kc) {
+        let depth = kc.min(k - p0);
+        // The first block writes its sums, later ones add theirs (gemm's alpha 0, then 1).
+        let (alpha, status) = if p0 == 0 { (0.0, 0) } else { (1.0, 1) };
+        for g0 in cols.clone().step_by(GROUP * MR) {
+            for t0 in rows.clone().step_by(NR) {
+                let nt = NR.min(rows.end - t0);
+                let rhs = unsafe { a.ptr.offset(t0 as isize * a.rs + p0 as isize * a.cs) };
+                for j in (g0..(g0 + GROUP * MR).min(cols.end)).step_by(MR) {
+                    let mr = MR.min(cols.end - j);
+                    let lhs = w.data[(j * k + p0 * MR)..].as_ptr();
+                    let dst = unsafe { c.0.add(t0 * n + j) };
+                    // SAFETY: the kernel reads `depth` columns of the panel's 64 floats, `nt`
+                    // rows of `a` for `depth` values, and writes `mr` × `nt` outputs of `c`; the
+                    // caller checked AVX-512 ([`panels_for`]).
+                    unsafe {
+                        UKR[(mr - 1) / 16][nt - 1](
+                            mr, nt, depth, dst, lhs, rhs, n as isize, 1, MR as isize, a.cs, a.rs, alpha, 1.0, status, false, false,
+                            false, lhs,
+                        )
+                    };
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fused::flex_tensor;
+
+    fn values(len: usize, seed: usize) -> Vec<f32> {
+        (0..len).map(|i| ((i * seed % 1009) as f32 - 504.0) / 311.0).collect()
+    }
+
+    /// `a · b` by gemm, as `matmul_2d` ran every product before the panels.
+    fn by_gemm(m: usize, n: usize, k: usize, a: View, b: View) -> Vec<f32> {
+        let mut c = vec![0f32; m * n];
+        unsafe {
+            gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 0.0, 1.0, false, false,
+                false, gemm::Parallelism::Rayon(0));
+        }
+        c
+    }
+
+    /// Equal to gemm to the bit for a weight read either way, with a partial panel (`n` not a
+    /// multiple of 64), partial tiles (`m` not a multiple of 6), several depth blocks (`k` past
+    /// gemm's 512), panels left over after the even share (9 of them on 2 cores) and one core.
+    #[test]
+    fn equals_gemm_bit_for_bit() {
+        if !avx512() {
+            eprintln!("skipped: this CPU has no AVX-512, where the packed products do not run");
+            return;
+        }
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+        for (m, n, k) in [(64, 100, 37), (131, 200, 1100), (390, 576, 1536), (67, 1000, 96)] {
+            let (a, w) = (values(m * k, 7919), values(n * k, 104729));
+            let a = View { ptr: a.as_ptr(), rs: k as isize, cs: 1 };
+            // The weight as stored `[k, n]`, and `[n, k]` read transposed.
+            for (b, layout) in [(View { ptr: w.as_ptr(), rs: n as isize, cs: 1 }, "[k, n]"), (View { ptr: w.as_ptr(), rs: 1, cs: k as isize }, "[n, k]ᵀ")] {
+                let panels = unsafe { pack(b, n, k) };
+                let want = by_gemm(m, n, k, a, b);
+                for (threads, pool) in [(2, None), (1, Some(&one))] {
+                    let run = || {
+                        let mut c = vec![f32::NAN; m * n];
+                        unsafe { multiply(m, a, &panels, c.as_mut_ptr()) };
+                        c
+                    };
+                    let c = match pool {
+                        Some(pool) => pool.install(run),
+                        None => run(),
+                    };
+                    let differ = c.iter().zip(&want).filter(|(x, y)| x.to_bits() != y.to_bits()).count();
+                    assert_eq!(differ, 0, "[{m}, {k}] · {layout} ({n} columns), {threads} thread(s): {differ} of {} values differ from gemm's", m * n);
+                }
+            }
+        }
+    }
+
+    /// A weight is packed the second time a training pass reads it (not the first, and never by
+    /// inference alone), each way separately, and forgotten once nothing else holds it; too few
+    /// rows of `a` keep gemm.
+    #[test]
+    fn packs_on_second_sight_and_forgets_dropped_weights() {
+        if !avx512() {
+            eprintln!("skipped: this CPU has no AVX-512, where the packed products do not run");
+            return;
+        }
+        let (n, k) = (300, 256);
+        let w = flex_tensor(values(n * k, 31), [k, n]);
+        let plain = View { ptr: w.storage::<f32>().as_ptr(), rs: n as isize, cs: 1 };
+        let flipped = View { ptr: plain.ptr, rs: 1, cs: k as isize };
+        let in_training = |m, n, k, view| training(|| panels_for(&w, m, n, k, view));
+        for _ in 0..3 {
+            assert!(panels_for(&w, MIN_ROWS, n, k, plain).is_none(), "inference never packs");
+        }
+        assert!(in_training(MIN_ROWS - 1, n, k, plain).is_none(), "too few rows");
+        assert!(in_training(MIN_ROWS, n, k, plain).is_none(), "first sight");
+        assert!(in_training(MIN_ROWS, k, n, flipped).is_none(), "first sight the other way");
+        let panels = in_training(MIN_ROWS, n, k, plain).expect("packed on second sight");
+        assert_eq!((panels.n, panels.k, panels.data.len()), (n, k, 320 * k));
+        assert!(Arc::ptr_eq(&panels, &in_training(MIN_ROWS, n, k, plain).unwrap()), "kept");
+        assert!(Arc::ptr_eq(&panels, &panels_for(&w, MIN_ROWS, n, k, plain).unwrap()), "inference reads them");
+        let key = (Arc::as_ptr(&w.data_arc()) as usize, 0, n, k, n as isize);
+        let held = || SEEN.lock().unwrap().iter().any(|e| e.key == key);
+        assert!(held());
+        drop(w);
+        // The next look-up, for any weight, lets the dropped one go.
+        let other = flex_tensor(values(n * k, 37), [k, n]);
+        let view = View { ptr: other.storage::<f32>().as_ptr(), ..plain };
+        assert!(training(|| panels_for(&other, MIN_ROWS, n, k, view)).is_none());
+        assert!(!held(), "a dropped weight's entry is gone");
+    }
+}
