@@ -1,19 +1,23 @@
-//! `c = a Wᵀ` natively for a weight `W [n, k]` that stays the same, with `W` packed once.
+//! `c = a b` natively for a weight `b` that stays the same (frozen, as a LoRA run's base), with
+//! `b` packed once.
 //!
-//! gemm copies the operand its vectors run along into panels before every product. When that
-//! operand is a row-major weight read transposed (a layer's weight in the backward pass, `g Wᵀ`;
-//! the tied embedding in the head, `h Eᵀ`), the copy gathers one float at a time across `W`'s
-//! rows: a weight gathered again in every step, about 7 % of a LoRA DPO step on an AVX-512 Intel
-//! machine (`perf`, docs/results.md, stop 74). Here a weight seen a second time is packed once, in
-//! gemm's panels of 64 rows, `P[p, kk, r] = W[64 p + r, kk]`, and kept while the weight lives. The
-//! products run gemm's own AVX-512 micro-kernel over those panels, with the depth cut in gemm's
+//! gemm copies the operand its vectors run along into panels before every product, the weight's
+//! columns here: from contiguous runs when the weight is read as stored (`x W`), one float at a
+//! time when a row-major weight is read transposed (a layer's weight in the backward pass, `g Wᵀ`;
+//! the tied embedding in the head, `h Eᵀ`). Every step copied every weight again, both ways:
+//! 15 % of a LoRA DPO step on an AVX-512 Intel machine (`perf`, docs/results.md, stop 74). Here a
+//! weight that a training pass reads a second time is packed once for each way it is read, in
+//! gemm's panels of 64 columns, `P[p, kk, r] = b[kk, 64 p + r]`, and kept while the weight lives.
+//! The products run gemm's own AVX-512 micro-kernel over those panels, with the depth cut in gemm's
 //! blocks and each block added in gemm's order, so every value is gemm's to the bit.
 //!
-//! Why the second sight: a weight that changes every step (full fine-tuning) is never read twice
-//! and keeps gemm, where packing it once would only add a copy. Why "while the weight lives": the
-//! cache holds the weight's storage, so its memory cannot be reused for another tensor, and an
-//! entry whose weight nothing else holds is dropped at the next look-up. The panels cost memory
-//! the size of the weights packed (about 0.5 GB for SmolLM2's frozen weights while it trains).
+//! Why a training pass's second sight: a weight that changes every step (full fine-tuning) is
+//! never read twice and keeps gemm, where packing it would only add a copy, and inference
+//! (scoring, judging) never adds panels, so it never costs their memory. Why "while the weight
+//! lives": the cache holds the weight's storage, so its address cannot be reused for another
+//! tensor and burn-flex cannot change it in place, and an entry whose weight nothing else holds is
+//! dropped at the next look-up. The panels cost memory the size of the weights packed, each way
+//! (about 1.1 GB for SmolLM2 while it trains), at most [`BUDGET`].
 
 use std::cell::Cell;
 use std::ops::Range;
@@ -26,7 +30,7 @@ use rayon::prelude::*;
 
 use super::tiled_gemm::{PARALLEL_ABOVE, View};
 
-/// Rows of `W` a panel holds: gemm's AVX-512 tile, four vectors of 16 floats.
+/// Columns of the weight a panel holds: gemm's AVX-512 tile, four vectors of 16 floats.
 const MR: usize = 64;
 /// Rows of `a` a tile takes.
 const NR: usize = 6;
@@ -41,19 +45,27 @@ const BUDGET: usize = 2 << 30;
 /// in L2 while the tile's rows stay in L1.
 const GROUP: usize = 8;
 
-/// `W [n, k]` in panels of [`MR`] rows, zeros past row `n`.
+/// A weight `b [k, n]` in panels of [`MR`] columns, zeros past column `n`.
 pub struct Panels {
     n: usize,
     k: usize,
     data: Vec<f32>,
 }
 
-/// A weight seen before (the storage it lives in, held so its address stays its own), its
-/// panels once it has been seen twice.
+/// A weight seen before (the storage it lives in, held so its address stays its own) and where
+/// its panels stand.
 struct Entry {
     weight: FloatTensor<Flex>,
     key: Key,
-    panels: Option<Arc<Panels>>,
+    state: State,
+}
+
+enum State {
+    /// Seen once.
+    Seen,
+    /// Being packed by some thread, into this many floats: meanwhile others take gemm.
+    Packing(usize),
+    Ready(Arc<Panels>),
 }
 
 /// Storage address, offset into it, `n`, `k`, and the row stride (which way the weight is read).
@@ -85,29 +97,42 @@ pub fn panels_for(b: &FloatTensor<Flex>, m: usize, n: usize, k: usize, view: Vie
         return None;
     }
     let key = (Arc::as_ptr(&b.data_arc()) as usize, b.layout().start_offset(), n, k, view.rs);
-    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let lock = || SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    let mut seen = lock();
     // Weights nothing else holds any more (a model dropped, an adapter merged into a new copy).
     seen.retain(|e| !e.weight.is_unique());
-    if !TRAINING.get() {
-        return seen.iter().find(|e| e.key == key).and_then(|e| e.panels.clone());
-    }
-    let held: usize = seen.iter().filter_map(|e| e.panels.as_ref()).map(|p| p.data.len()).sum();
-    match seen.iter_mut().find(|e| e.key == key) {
-        None => {
-            seen.push(Entry { weight: b.clone(), key, panels: None });
-            None
+    let entry = seen.iter().position(|e| e.key == key);
+    match (entry.map(|i| &seen[i].state), TRAINING.get()) {
+        (Some(State::Ready(panels)), _) => return Some(panels.clone()),
+        (_, false) | (Some(State::Packing(_)), true) => return None,
+        (None, true) => {
+            seen.push(Entry { weight: b.clone(), key, state: State::Seen });
+            return None;
         }
-        Some(Entry { panels: Some(panels), .. }) => Some(panels.clone()),
-        Some(entry) => {
-            let size = n.div_ceil(MR) * MR * k;
-            if held.saturating_add(size) > BUDGET / size_of::<f32>() {
-                return None;
-            }
-            let panels = Arc::new(unsafe { pack(view, n, k) });
-            entry.panels = Some(panels.clone());
-            Some(panels)
-        }
+        (Some(State::Seen), true) => {}
     }
+    let held: usize = seen
+        .iter()
+        .map(|e| match &e.state {
+            State::Seen => 0,
+            State::Packing(len) => *len,
+            State::Ready(p) => p.data.len(),
+        })
+        .sum();
+    let len = n.div_ceil(MR) * MR * k;
+    if held.saturating_add(len) > BUDGET / size_of::<f32>() {
+        return None;
+    }
+    seen[entry?].state = State::Packing(len);
+    // Packed without the lock, so a thread that takes another rayon job meanwhile (training runs
+    // its parts on rayon's threads) finds this weight being packed and takes gemm, never waits.
+    drop(seen);
+    let panels = Arc::new(unsafe { pack(view, n, k) });
+    // The caller holds the weight, so its entry is still there.
+    if let Some(e) = lock().iter_mut().find(|e| e.key == key) {
+        e.state = State::Ready(panels.clone());
+    }
+    Some(panels)
 }
 
 fn avx512() -> bool {
@@ -145,8 +170,8 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
-/// `c [m, n] = a [m, k] · Wᵀ` (row-major `c`, every element written), split over the cores
-/// when the product is large: whole panels of `W` shared out evenly, so each core reads only its
+/// `c [m, n] = a [m, k] · b` (row-major `c`, every element written), split over the cores
+/// when the product is large: whole panels of `b` shared out evenly, so each core reads only its
 /// share of the weight from memory, and the panels left over split by rows of `a`. (Cutting a
 /// panel in two would leave half-height tiles, which run at about half the speed.)
 ///
@@ -154,7 +179,7 @@ unsafe impl Sync for Out {}
 /// `a` addresses every element of `[m, k]`; `c` has room for `m * n` floats nothing else touches.
 pub unsafe fn multiply(m: usize, a: View, w: &Panels, c: *mut f32) {
     let (n, k) = (w.n, w.k);
-    // gemm's depth blocks for this product (it runs `cᵀ = W aᵀ`: its rows are `n`).
+    // gemm's depth blocks for this product (it runs `cᵀ = bᵀ aᵀ`: its rows are `n`).
     let kc = if n <= 64 && m <= 64 { k.min(512) } else { gemm_common::cache::kernel_params(n, m, k, MR, NR, 4).kc };
     let threads = rayon::current_num_threads();
     let out = Out(c);
@@ -174,7 +199,7 @@ pub unsafe fn multiply(m: usize, a: View, w: &Panels, c: *mut f32) {
     });
 }
 
-/// `c[rows, cols]` (`cols` are rows of `W`), on this thread.
+/// `c[rows, cols]`, on this thread.
 ///
 /// # Safety
 /// As [`multiply`], `cols` starting at a multiple of 64.
@@ -293,5 +318,28 @@ mod tests {
         let view = View { ptr: other.storage::<f32>().as_ptr(), ..plain };
         assert!(training(|| panels_for(&other, MIN_ROWS, n, k, view)).is_none());
         assert!(!held(), "a dropped weight's entry is gone");
+    }
+
+    /// A weight another thread is packing is left to gemm, not waited for: training runs its
+    /// parts on rayon's threads, and a thread waiting inside a pack may take another part's job,
+    /// which reads the same weight.
+    #[test]
+    fn a_weight_being_packed_is_left_to_gemm() {
+        if !avx512() {
+            eprintln!("skipped: this CPU has no AVX-512, where the packed products do not run");
+            return;
+        }
+        let (n, k) = (320, 256);
+        let w = flex_tensor(values(n * k, 41), [k, n]);
+        let view = View { ptr: w.storage::<f32>().as_ptr(), rs: n as isize, cs: 1 };
+        assert!(training(|| panels_for(&w, MIN_ROWS, n, k, view)).is_none(), "first sight");
+        let key = (Arc::as_ptr(&w.data_arc()) as usize, 0, n, k, n as isize);
+        let set = |state| SEEN.lock().unwrap().iter_mut().find(|e| e.key == key).expect("seen").state = state;
+        set(State::Packing(n * k));
+        assert!(training(|| panels_for(&w, MIN_ROWS, n, k, view)).is_none(), "being packed: gemm");
+        let packing = SEEN.lock().unwrap().iter().any(|e| e.key == key && matches!(e.state, State::Packing(_)));
+        assert!(packing, "left to the thread packing it");
+        set(State::Seen);
+        assert!(training(|| panels_for(&w, MIN_ROWS, n, k, view)).is_some(), "packed once free");
     }
 }
