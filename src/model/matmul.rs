@@ -4,8 +4,8 @@
 //! into an aligned buffer (`FlexTensor::empty`): two passes over memory the product then
 //! overwrites, 4 % of a DPO step. Here the product writes into a fresh `Vec<f32>`, reading the
 //! operands through their strides (a transposed view is not copied): gemm natively, the page's
-//! own tiles in wasm ([`super::tiled_gemm`]); a frozen weight read transposed, from panels packed
-//! once ([`super::packed`], natively on AVX-512). The backward is burn's:
+//! own tiles in wasm ([`super::tiled_gemm`]); over a frozen weight that a training pass reads
+//! again, from panels packed once ([`super::packed`], natively on AVX-512). The backward is burn's:
 //! da = g b^T, db = a^T g, each only for an operand that is tracked.
 //!
 //! Weights in f16 (the copy [`Llama::for_decoding`](super::Llama::for_decoding) makes for decoding on a GPU)
