@@ -116,7 +116,7 @@ impl MatmulOps for Flex {
             // outputs once before the length covers them.
             unsafe {
                 #[cfg(all(target_arch = "x86_64", not(fuzzing)))]
-                if let Some(w) = super::packed::panels_for(&b, m, n, k, view(&b)) {
+                if let Some(w) = super::packed::panels_for(&b, m) {
                     super::packed::multiply(m, view(&a), &w, out.as_mut_ptr());
                     out.set_len(len);
                     return flex_tensor(out, [m, n]);
@@ -130,14 +130,14 @@ impl MatmulOps for Flex {
     }
 }
 
-fn dims2(t: &FloatTensor<Flex>) -> [usize; 2] {
+pub(super) fn dims2(t: &FloatTensor<Flex>) -> [usize; 2] {
     let s = t.shape();
     assert_eq!(s.num_dims(), 2, "matmul_2d takes 2-D tensors");
     [s[0], s[1]]
 }
 
 /// The first element's address and the (row, column) strides in elements.
-fn view(t: &FloatTensor<Flex>) -> View {
+pub(super) fn view(t: &FloatTensor<Flex>) -> View {
     let layout = t.layout();
     let strides = layout.strides();
     let start = t.storage::<f32>()[layout.start_offset()..].as_ptr();
@@ -159,7 +159,7 @@ unsafe fn product(m: usize, n: usize, k: usize, a: View, b: View, c: *mut f32) {
 /// # Safety
 /// The views address every element of their shapes; `c` has room for `m * n` floats.
 #[cfg(not(target_arch = "wasm32"))]
-unsafe fn product(m: usize, n: usize, k: usize, a: View, b: View, c: *mut f32) {
+pub(super) unsafe fn product(m: usize, n: usize, k: usize, a: View, b: View, c: *mut f32) {
     // Every core for a product large enough to pay for the split.
     let large = m.saturating_mul(n).saturating_mul(k) >= super::tiled_gemm::PARALLEL_ABOVE;
     let parallelism = if large { gemm::Parallelism::Rayon(0) } else { gemm::Parallelism::None };

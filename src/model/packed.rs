@@ -15,11 +15,12 @@
 //! never read twice and keeps gemm, where packing it would only add a copy, and inference
 //! (scoring, judging) never adds panels, so it never costs their memory. Why "while the weight
 //! lives": the cache holds the weight's storage, so its address cannot be reused for another
-//! tensor and burn-flex cannot change it in place, and an entry whose weight nothing else holds is
-//! dropped at the next look-up. The panels cost memory the size of the weights packed, each way
+//! tensor and burn-flex cannot change it in place, and the entries of a weight nothing else holds
+//! are dropped when a training pass next sees a new weight or packs one. The panels cost memory the size of the weights packed, each way
 //! (about 1.1 GB for SmolLM2 while it trains), at most [`BUDGET`].
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
 
@@ -28,7 +29,8 @@ use burn::backend::tensor::FloatTensor;
 use gemm_f32::microkernel::avx512f::f32::UKR;
 use rayon::prelude::*;
 
-use super::tiled_gemm::{PARALLEL_ABOVE, View};
+use super::matmul::{dims2, view};
+use super::tiled_gemm::{Out, PARALLEL_ABOVE, View};
 
 /// Columns of the weight a panel holds: gemm's AVX-512 tile, four vectors of 16 floats.
 const MR: usize = 64;
@@ -88,28 +90,30 @@ pub fn training<T>(f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// The panels of `b [k, n]` when this product takes them: `b` is a weight laid out row-major
-/// either way (`W [k, n]` as stored, or `W [n, k]` read transposed), seen before, large enough,
-/// with enough rows of `a`, on an AVX-512 CPU, within [`BUDGET`], packed by a training pass.
-pub fn panels_for(b: &FloatTensor<Flex>, m: usize, n: usize, k: usize, view: View) -> Option<Arc<Panels>> {
+/// The panels of `b [k, n]` when a product with `m` rows of `a` takes them: `b` is a weight laid
+/// out row-major either way (`W [k, n]` as stored, or `W [n, k]` read transposed), seen before,
+/// large enough, with enough rows of `a`, on an AVX-512 CPU, within [`BUDGET`], packed by a
+/// training pass.
+pub fn panels_for(b: &FloatTensor<Flex>, m: usize) -> Option<Arc<Panels>> {
+    let ([k, n], view) = (dims2(b), view(b));
     let plain = (view.rs == n as isize && view.cs == 1) || (view.rs == 1 && view.cs == k as isize);
     if m < MIN_ROWS || n.saturating_mul(k) < MIN_WEIGHT || !plain || !avx512() {
         return None;
     }
-    let key = (Arc::as_ptr(&b.data_arc()) as usize, b.layout().start_offset(), n, k, view.rs);
+    let key = key(b);
     let lock = || SEEN.lock().unwrap_or_else(|e| e.into_inner());
     let mut seen = lock();
-    // Weights nothing else holds any more (a model dropped, an adapter merged into a new copy).
-    seen.retain(|e| !e.weight.is_unique());
-    let entry = seen.iter().position(|e| e.key == key);
-    match (entry.map(|i| &seen[i].state), TRAINING.get()) {
+    let position = |seen: &[Entry]| seen.iter().position(|e| e.key == key);
+    match (position(&seen).map(|i| &seen[i].state), TRAINING.get()) {
         (Some(State::Ready(panels)), _) => return Some(panels.clone()),
         (_, false) | (Some(State::Packing(_)), true) => return None,
         (None, true) => {
+            // A weight new to the cache: the moment to let go of those dropped since.
+            forget_dropped(&mut seen);
             seen.push(Entry { weight: b.clone(), key, state: State::Seen });
             return None;
         }
-        (Some(State::Seen), true) => {}
+        (Some(State::Seen), true) => forget_dropped(&mut seen),
     }
     let held: usize = seen
         .iter()
@@ -123,7 +127,9 @@ pub fn panels_for(b: &FloatTensor<Flex>, m: usize, n: usize, k: usize, view: Vie
     if held.saturating_add(len) > BUDGET / size_of::<f32>() {
         return None;
     }
-    seen[entry?].state = State::Packing(len);
+    // Still there: the caller holds the weight.
+    let entry = position(&seen)?;
+    seen[entry].state = State::Packing(len);
     // Packed without the lock, so a thread that takes another rayon job meanwhile (training runs
     // its parts on rayon's threads) finds this weight being packed and takes gemm, never waits.
     drop(seen);
@@ -133,6 +139,24 @@ pub fn panels_for(b: &FloatTensor<Flex>, m: usize, n: usize, k: usize, view: Vie
         e.state = State::Ready(panels.clone());
     }
     Some(panels)
+}
+
+/// Drops the entries of weights nothing but the cache holds any more (a model dropped, an
+/// adapter merged into a new copy). A weight read both ways has two entries, each holding it.
+fn forget_dropped(seen: &mut Vec<Entry>) {
+    let mut entries = HashMap::<usize, usize>::new();
+    for e in seen.iter() {
+        *entries.entry(e.key.0).or_default() += 1;
+    }
+    // `data_arc` hands out one more holder, counted here too.
+    seen.retain(|e| Arc::strong_count(&e.weight.data_arc()) - 1 > entries[&e.key.0]);
+}
+
+/// Which weight `b` is, and which way it is read: its storage's address, where it starts there,
+/// its shape and its row stride.
+fn key(b: &FloatTensor<Flex>) -> Key {
+    let ([k, n], view) = (dims2(b), view(b));
+    (Arc::as_ptr(&b.data_arc()) as usize, b.layout().start_offset(), n, k, view.rs)
 }
 
 fn avx512() -> bool {
@@ -163,13 +187,6 @@ unsafe fn pack(b: View, n: usize, k: usize) -> Panels {
     Panels { n, k, data }
 }
 
-/// The output's first element, shared by the threads of [`multiply`].
-#[derive(Clone, Copy)]
-struct Out(*mut f32);
-// SAFETY: each thread writes only the columns of its own part.
-unsafe impl Send for Out {}
-unsafe impl Sync for Out {}
-
 /// `c [m, n] = a [m, k] · b` (row-major `c`, every element written), split over the cores
 /// when the product is large: whole panels of `b` shared out evenly, so each core reads only its
 /// share of the weight from memory, and the panels left over split by rows of `a`. (Cutting a
@@ -182,7 +199,7 @@ pub unsafe fn multiply(m: usize, a: View, w: &Panels, c: *mut f32) {
     // gemm's depth blocks for this product (it runs `cᵀ = bᵀ aᵀ`: its rows are `n`).
     let kc = if n <= 64 && m <= 64 { k.min(512) } else { gemm_common::cache::kernel_params(n, m, k, MR, NR, 4).kc };
     let threads = rayon::current_num_threads();
-    let out = Out(c);
+    let out = Out(c, n);
     if threads == 1 || m.saturating_mul(n).saturating_mul(k) < PARALLEL_ABOVE {
         return unsafe { part(0..m, 0..n, kc, a, w, out) };
     }
@@ -236,19 +253,20 @@ unsafe fn part(rows: Range<usize>, cols: Range<usize>, kc: usize, a: View, w: &P
 mod tests {
     use super::*;
     use crate::model::fused::flex_tensor;
+    use crate::model::matmul::product;
+    use burn::backend::ops::FloatTensorOps;
+    use burn::tensor::Shape;
+
+    /// Says so when this CPU cannot run the packed products.
+    fn skipped() -> bool {
+        if !avx512() {
+            eprintln!("skipped: this CPU has no AVX-512, where the packed products do not run");
+        }
+        !avx512()
+    }
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
         (0..len).map(|i| ((i * seed % 1009) as f32 - 504.0) / 311.0).collect()
-    }
-
-    /// `a · b` by gemm, as `matmul_2d` ran every product before the panels.
-    fn by_gemm(m: usize, n: usize, k: usize, a: View, b: View) -> Vec<f32> {
-        let mut c = vec![0f32; m * n];
-        unsafe {
-            gemm::gemm(m, n, k, c.as_mut_ptr(), 1, n as isize, false, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 0.0, 1.0, false, false,
-                false, gemm::Parallelism::Rayon(0));
-        }
-        c
     }
 
     /// Equal to gemm to the bit for a weight read either way, with a partial panel (`n` not a
@@ -256,8 +274,7 @@ mod tests {
     /// gemm's 512), panels left over after the even share (9 of them on 2 cores) and one core.
     #[test]
     fn equals_gemm_bit_for_bit() {
-        if !avx512() {
-            eprintln!("skipped: this CPU has no AVX-512, where the packed products do not run");
+        if skipped() {
             return;
         }
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
@@ -267,7 +284,9 @@ mod tests {
             // The weight as stored `[k, n]`, and `[n, k]` read transposed.
             for (b, layout) in [(View { ptr: w.as_ptr(), rs: n as isize, cs: 1 }, "[k, n]"), (View { ptr: w.as_ptr(), rs: 1, cs: k as isize }, "[n, k]ᵀ")] {
                 let panels = unsafe { pack(b, n, k) };
-                let want = by_gemm(m, n, k, a, b);
+                // What `matmul_2d` ran before the panels.
+                let mut want = vec![0f32; m * n];
+                unsafe { product(m, n, k, a, b, want.as_mut_ptr()) };
                 for (threads, pool) in [(2, None), (1, Some(&one))] {
                     let run = || {
                         let mut c = vec![f32::NAN; m * n];
@@ -290,34 +309,36 @@ mod tests {
     /// rows of `a` keep gemm.
     #[test]
     fn packs_on_second_sight_and_forgets_dropped_weights() {
-        if !avx512() {
-            eprintln!("skipped: this CPU has no AVX-512, where the packed products do not run");
+        if skipped() {
             return;
         }
         let (n, k) = (300, 256);
         let w = flex_tensor(values(n * k, 31), [k, n]);
-        let plain = View { ptr: w.storage::<f32>().as_ptr(), rs: n as isize, cs: 1 };
-        let flipped = View { ptr: plain.ptr, rs: 1, cs: k as isize };
-        let in_training = |m, n, k, view| training(|| panels_for(&w, m, n, k, view));
+        // The same storage read the other way: `[n, k]`'s transpose.
+        let flipped = Flex::float_transpose(Flex::float_reshape(w.clone(), Shape::new([n, k])));
+        assert_eq!(Arc::as_ptr(&w.data_arc()), Arc::as_ptr(&flipped.data_arc()), "one weight");
+        let in_training = |b, m| training(|| panels_for(b, m));
         for _ in 0..3 {
-            assert!(panels_for(&w, MIN_ROWS, n, k, plain).is_none(), "inference never packs");
+            assert!(panels_for(&w, MIN_ROWS).is_none(), "inference never packs");
         }
-        assert!(in_training(MIN_ROWS - 1, n, k, plain).is_none(), "too few rows");
-        assert!(in_training(MIN_ROWS, n, k, plain).is_none(), "first sight");
-        assert!(in_training(MIN_ROWS, k, n, flipped).is_none(), "first sight the other way");
-        let panels = in_training(MIN_ROWS, n, k, plain).expect("packed on second sight");
+        assert!(in_training(&w, MIN_ROWS - 1).is_none(), "too few rows");
+        assert!(in_training(&w, MIN_ROWS).is_none(), "first sight");
+        assert!(in_training(&flipped, MIN_ROWS).is_none(), "first sight the other way");
+        let panels = in_training(&w, MIN_ROWS).expect("packed on second sight");
         assert_eq!((panels.n, panels.k, panels.data.len()), (n, k, 320 * k));
-        assert!(Arc::ptr_eq(&panels, &in_training(MIN_ROWS, n, k, plain).unwrap()), "kept");
-        assert!(Arc::ptr_eq(&panels, &panels_for(&w, MIN_ROWS, n, k, plain).unwrap()), "inference reads them");
-        let key = (Arc::as_ptr(&w.data_arc()) as usize, 0, n, k, n as isize);
-        let held = || SEEN.lock().unwrap().iter().any(|e| e.key == key);
+        assert!(Arc::ptr_eq(&panels, &in_training(&w, MIN_ROWS).unwrap()), "kept");
+        assert!(Arc::ptr_eq(&panels, &panels_for(&w, MIN_ROWS).unwrap()), "inference reads them");
+        let other_way = in_training(&flipped, MIN_ROWS).expect("packed the other way on its second sight");
+        assert_eq!((other_way.n, other_way.k), (n, k), "the same shape, read the other way");
+        assert!(other_way.data != panels.data, "its own panels");
+        let key = key(&w);
+        let held = || SEEN.lock().unwrap().iter().any(|e| e.key.0 == key.0);
         assert!(held());
-        drop(w);
-        // The next look-up, for any weight, lets the dropped one go.
+        drop((w, flipped));
+        // The next weight a training pass sees lets the dropped one go, both of its entries.
         let other = flex_tensor(values(n * k, 37), [k, n]);
-        let view = View { ptr: other.storage::<f32>().as_ptr(), ..plain };
-        assert!(training(|| panels_for(&other, MIN_ROWS, n, k, view)).is_none());
-        assert!(!held(), "a dropped weight's entry is gone");
+        assert!(training(|| panels_for(&other, MIN_ROWS)).is_none());
+        assert!(!held(), "a dropped weight's entries are gone, both ways");
     }
 
     /// A weight another thread is packing is left to gemm, not waited for: training runs its
@@ -325,21 +346,19 @@ mod tests {
     /// which reads the same weight.
     #[test]
     fn a_weight_being_packed_is_left_to_gemm() {
-        if !avx512() {
-            eprintln!("skipped: this CPU has no AVX-512, where the packed products do not run");
+        if skipped() {
             return;
         }
         let (n, k) = (320, 256);
         let w = flex_tensor(values(n * k, 41), [k, n]);
-        let view = View { ptr: w.storage::<f32>().as_ptr(), rs: n as isize, cs: 1 };
-        assert!(training(|| panels_for(&w, MIN_ROWS, n, k, view)).is_none(), "first sight");
-        let key = (Arc::as_ptr(&w.data_arc()) as usize, 0, n, k, n as isize);
+        assert!(training(|| panels_for(&w, MIN_ROWS)).is_none(), "first sight");
+        let key = key(&w);
         let set = |state| SEEN.lock().unwrap().iter_mut().find(|e| e.key == key).expect("seen").state = state;
         set(State::Packing(n * k));
-        assert!(training(|| panels_for(&w, MIN_ROWS, n, k, view)).is_none(), "being packed: gemm");
+        assert!(training(|| panels_for(&w, MIN_ROWS)).is_none(), "being packed: gemm");
         let packing = SEEN.lock().unwrap().iter().any(|e| e.key == key && matches!(e.state, State::Packing(_)));
         assert!(packing, "left to the thread packing it");
         set(State::Seen);
-        assert!(training(|| panels_for(&w, MIN_ROWS, n, k, view)).is_some(), "packed once free");
+        assert!(training(|| panels_for(&w, MIN_ROWS)).is_some(), "packed once free");
     }
 }

@@ -67,7 +67,7 @@ impl View {
 
 /// The output, row-major with `n` columns, shared by the threads that write disjoint parts of it.
 #[derive(Clone, Copy)]
-struct Out(*mut f32, usize);
+pub(super) struct Out(pub(super) *mut f32, pub(super) usize);
 // SAFETY: each thread writes only the rows and columns of its own part.
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
