@@ -5,7 +5,7 @@
 //! overwrites, 4 % of a DPO step. Here the product writes into a fresh `Vec<f32>`, reading the
 //! operands through their strides (a transposed view is not copied): gemm natively, the page's
 //! own tiles in wasm ([`super::tiled_gemm`]); over a frozen weight that a training pass reads
-//! again, from panels packed once ([`super::packed`], natively on AVX-512). The backward is burn's:
+//! again, from panels packed once ([`super::packed`], natively on AVX-512 or FMA). The backward is burn's:
 //! da = g b^T, db = a^T g, each only for an operand that is tracked.
 //!
 //! Weights in f16 (the copy [`Llama::for_decoding`](super::Llama::for_decoding) makes for decoding on a GPU)
@@ -154,7 +154,7 @@ unsafe fn product(m: usize, n: usize, k: usize, a: View, b: View, c: *mut f32) {
     unsafe { super::tiled_gemm::gemm(m, n, k, a, b, c) }
 }
 
-/// `c [m, n] = a [m, k] · b [k, n]` natively: gemm's kernels for the CPU it finds (AVX-512 here).
+/// `c [m, n] = a [m, k] · b [k, n]` natively: gemm's kernels for the CPU it finds (AVX-512 or FMA here).
 ///
 /// # Safety
 /// The views address every element of their shapes; `c` has room for `m * n` floats.

@@ -18,7 +18,7 @@ mod random;
 mod matmul;
 #[cfg(feature = "engine")]
 mod mlp;
-/// Frozen weights read transposed, packed once for gemm's AVX-512 kernel (native x86-64).
+/// Frozen weights packed once for gemm's AVX-512 or FMA kernel (native x86-64).
 #[cfg(all(feature = "engine", target_arch = "x86_64", not(fuzzing)))]
 mod packed;
 #[cfg(feature = "engine")]

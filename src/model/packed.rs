@@ -7,9 +7,10 @@
 //! the tied embedding in the head, `h Eᵀ`). Every step copied every weight again, both ways:
 //! 15 % of a LoRA DPO step on an AVX-512 Intel machine (`perf`, docs/results.md, stop 74). Here a
 //! weight that a training pass reads a second time is packed once for each way it is read, in
-//! gemm's panels of 64 columns, `P[p, kk, r] = b[kk, 64 p + r]`, and kept while the weight lives.
-//! The products run gemm's own AVX-512 micro-kernel over those panels, with the depth cut in gemm's
-//! blocks and each block added in gemm's order, so every value is gemm's to the bit.
+//! gemm's panels of `mr` columns, `P[p, kk, r] = b[kk, mr p + r]`, and kept while the weight lives.
+//! The products run gemm's own micro-kernel for this CPU over those panels ([`Kernel`]: AVX-512's,
+//! `mr` = 64, or AVX2 with FMA's, `mr` = 16), with the depth cut in gemm's blocks and each block
+//! added in gemm's order, so every value is gemm's to the bit.
 //!
 //! Why a training pass's second sight: a weight that changes every step (full fine-tuning) is
 //! never read twice and keeps gemm, where packing it would only add a copy, and inference
@@ -22,20 +23,20 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use burn::backend::Flex;
 use burn::backend::tensor::FloatTensor;
-use gemm_f32::microkernel::avx512f::f32::UKR;
+use gemm_common::microkernel::MicroKernelFn;
+use gemm_f32::microkernel::{avx512f, fma};
 use rayon::prelude::*;
 
 use super::matmul::{dims2, view};
 use super::tiled_gemm::{Out, PARALLEL_ABOVE, View};
 
-/// Columns of the weight a panel holds: gemm's AVX-512 tile, four vectors of 16 floats.
-const MR: usize = 64;
-/// Rows of `a` a tile takes.
+/// Rows of `a` a tile takes, in both of gemm's f32 kernels.
 const NR: usize = 6;
+const _: () = assert!(avx512f::f32::NR == NR && fma::f32::NR == NR);
 /// Fewer rows of `a` keep gemm (a decoding step): they would not pay for a packed copy.
 const MIN_ROWS: usize = 64;
 /// Smaller weights keep gemm (an adapter's factors, which change every step).
@@ -43,14 +44,40 @@ const MIN_WEIGHT: usize = 1 << 16;
 /// The most memory all panels may take together (bytes): a larger model packs what fits and
 /// leaves the rest to gemm.
 const BUDGET: usize = 2 << 30;
-/// Panels walked for each tile of `a`'s rows: 8 × 64 × a depth block of 512 floats (1 MiB) stay
-/// in L2 while the tile's rows stay in L1.
+/// Panels walked for each tile of `a`'s rows, gemm's own most (`kernel_params`' `mc` ≤ 8 `mr`):
+/// 8 × 64 × a depth block of 512 floats (1 MiB, AVX-512) stay in L2 while the tile's rows stay
+/// in L1.
 const GROUP: usize = 8;
 
-/// A weight `b [k, n]` in panels of [`MR`] columns, zeros past column `n`.
+/// gemm's f32 micro-kernel for this CPU, the one gemm itself would take, and the columns of the
+/// weight a panel holds for it (its tile's height in gemm's terms: `MR_DIV_N` vectors).
+#[derive(Clone, Copy)]
+struct Kernel {
+    mr: usize,
+    /// Floats in one vector: the tiles are indexed by vectors of columns, then rows of `a`.
+    lanes: usize,
+    tiles: &'static [[MicroKernelFn<f32>; NR]],
+}
+
+/// This CPU's kernel, as gemm chooses it: AVX-512 first, then FMA's 256-bit one; none elsewhere.
+fn kernel() -> Option<Kernel> {
+    static KERNEL: OnceLock<Option<Kernel>> = OnceLock::new();
+    *KERNEL.get_or_init(|| {
+        if std::is_x86_feature_detected!("avx512f") {
+            Some(Kernel { mr: avx512f::f32::MR_DIV_N * 16, lanes: 16, tiles: &avx512f::f32::UKR })
+        } else if std::is_x86_feature_detected!("fma") {
+            Some(Kernel { mr: fma::f32::MR_DIV_N * 8, lanes: 8, tiles: &fma::f32::UKR })
+        } else {
+            None
+        }
+    })
+}
+
+/// A weight `b [k, n]` in panels of its kernel's `mr` columns, zeros past column `n`.
 pub struct Panels {
     n: usize,
     k: usize,
+    kernel: Kernel,
     data: Vec<f32>,
 }
 
@@ -92,12 +119,13 @@ pub fn training<T>(f: impl FnOnce() -> T) -> T {
 
 /// The panels of `b [k, n]` when a product with `m` rows of `a` takes them: `b` is a weight laid
 /// out row-major either way (`W [k, n]` as stored, or `W [n, k]` read transposed), seen before,
-/// large enough, with enough rows of `a`, on an AVX-512 CPU, within [`BUDGET`], packed by a
-/// training pass.
+/// large enough, with enough rows of `a`, on a CPU with one of gemm's kernels ([`kernel`]), within
+/// [`BUDGET`], packed by a training pass.
 pub fn panels_for(b: &FloatTensor<Flex>, m: usize) -> Option<Arc<Panels>> {
     let ([k, n], view) = (dims2(b), view(b));
     let plain = (view.rs == n as isize && view.cs == 1) || (view.rs == 1 && view.cs == k as isize);
-    if m < MIN_ROWS || n.saturating_mul(k) < MIN_WEIGHT || !plain || !avx512() {
+    let kernel = kernel()?;
+    if m < MIN_ROWS || n.saturating_mul(k) < MIN_WEIGHT || !plain {
         return None;
     }
     let key = key(b);
@@ -123,7 +151,7 @@ pub fn panels_for(b: &FloatTensor<Flex>, m: usize) -> Option<Arc<Panels>> {
             State::Ready(p) => p.data.len(),
         })
         .sum();
-    let len = n.div_ceil(MR) * MR * k;
+    let len = n.div_ceil(kernel.mr) * kernel.mr * k;
     if held.saturating_add(len) > BUDGET / size_of::<f32>() {
         return None;
     }
@@ -133,7 +161,7 @@ pub fn panels_for(b: &FloatTensor<Flex>, m: usize) -> Option<Arc<Panels>> {
     // Packed without the lock, so a thread that takes another rayon job meanwhile (training runs
     // its parts on rayon's threads) finds this weight being packed and takes gemm, never waits.
     drop(seen);
-    let panels = Arc::new(unsafe { pack(view, n, k) });
+    let panels = Arc::new(unsafe { pack(view, n, k, kernel) });
     // The caller holds the weight, so its entry is still there.
     if let Some(e) = lock().iter_mut().find(|e| e.key == key) {
         e.state = State::Ready(panels.clone());
@@ -159,22 +187,19 @@ fn key(b: &FloatTensor<Flex>) -> Key {
     (Arc::as_ptr(&b.data_arc()) as usize, b.layout().start_offset(), n, k, view.rs)
 }
 
-fn avx512() -> bool {
-    std::is_x86_feature_detected!("avx512f")
-}
-
-/// `b [k, n]` in panels of its columns, `P[p, kk, r] = b[kk, 64 p + r]`, the panels shared
-/// over the cores. Each panel is written in order; `b` is read 64 columns at a time, along a row
-/// of the weight either way it is laid out (64 lines of a transposed weight serve 16 depths).
+/// `b [k, n]` in panels of its columns, `P[p, kk, r] = b[kk, mr p + r]`, the panels shared
+/// over the cores. Each panel is written in order; `b` is read `mr` columns at a time, along a row
+/// of the weight either way it is laid out (`mr` lines of a transposed weight serve 16 depths).
 ///
 /// # Safety
 /// `b` addresses every element of `[k, n]`.
-unsafe fn pack(b: View, n: usize, k: usize) -> Panels {
-    let len = n.div_ceil(MR) * MR * k;
+unsafe fn pack(b: View, n: usize, k: usize, kernel: Kernel) -> Panels {
+    let mr = kernel.mr;
+    let len = n.div_ceil(mr) * mr * k;
     let mut data = Vec::<f32>::with_capacity(len);
-    data.spare_capacity_mut().par_chunks_mut(k * MR).enumerate().for_each(|(p, panel)| {
-        let cols = p * MR..((p + 1) * MR).min(n);
-        for (kk, out) in panel.chunks_exact_mut(MR).enumerate() {
+    data.spare_capacity_mut().par_chunks_mut(k * mr).enumerate().for_each(|(p, panel)| {
+        let cols = p * mr..((p + 1) * mr).min(n);
+        for (kk, out) in panel.chunks_exact_mut(mr).enumerate() {
             for (r, v) in out.iter_mut().enumerate() {
                 let j = cols.start + r;
                 // SAFETY: (kk, j) is inside `b` for j < n.
@@ -184,7 +209,7 @@ unsafe fn pack(b: View, n: usize, k: usize) -> Panels {
     });
     // SAFETY: every element was written above.
     unsafe { data.set_len(len) };
-    Panels { n, k, data }
+    Panels { n, k, kernel, data }
 }
 
 /// `c [m, n] = a [m, k] · b` (row-major `c`, every element written), split over the cores
@@ -195,15 +220,15 @@ unsafe fn pack(b: View, n: usize, k: usize) -> Panels {
 /// # Safety
 /// `a` addresses every element of `[m, k]`; `c` has room for `m * n` floats nothing else touches.
 pub unsafe fn multiply(m: usize, a: View, w: &Panels, c: *mut f32) {
-    let (n, k) = (w.n, w.k);
+    let (n, k, mr) = (w.n, w.k, w.kernel.mr);
     // gemm's depth blocks for this product (it runs `cᵀ = bᵀ aᵀ`: its rows are `n`).
-    let kc = if n <= 64 && m <= 64 { k.min(512) } else { gemm_common::cache::kernel_params(n, m, k, MR, NR, 4).kc };
+    let kc = if n <= 64 && m <= 64 { k.min(512) } else { gemm_common::cache::kernel_params(n, m, k, mr, NR, 4).kc };
     let threads = rayon::current_num_threads();
     let out = Out(c, n);
     if threads == 1 || m.saturating_mul(n).saturating_mul(k) < PARALLEL_ABOVE {
         return unsafe { part(0..m, 0..n, kc, a, w, out) };
     }
-    let each = n.div_ceil(MR) / threads * MR;
+    let each = n.div_ceil(mr) / threads * mr;
     let shared = (each * threads).min(n);
     let step = m.div_ceil(threads).next_multiple_of(NR);
     (0..threads).into_par_iter().for_each(|t| unsafe {
@@ -219,28 +244,28 @@ pub unsafe fn multiply(m: usize, a: View, w: &Panels, c: *mut f32) {
 /// `c[rows, cols]`, on this thread.
 ///
 /// # Safety
-/// As [`multiply`], `cols` starting at a multiple of 64.
+/// As [`multiply`], `cols` starting at a multiple of the panels' width.
 unsafe fn part(rows: Range<usize>, cols: Range<usize>, kc: usize, a: View, w: &Panels, c: Out) {
-    let (n, k) = (w.n, w.k);
+    let (n, k, Kernel { mr: width, lanes, tiles }) = (w.n, w.k, w.kernel);
     for p0 in (0..k).step_by(kc) {
         let depth = kc.min(k - p0);
         // The first block writes its sums, later ones add theirs (gemm's alpha 0, then 1).
         let (alpha, status) = if p0 == 0 { (0.0, 0) } else { (1.0, 1) };
-        for g0 in cols.clone().step_by(GROUP * MR) {
+        for g0 in cols.clone().step_by(GROUP * width) {
             for t0 in rows.clone().step_by(NR) {
                 let nt = NR.min(rows.end - t0);
                 let rhs = unsafe { a.ptr.offset(t0 as isize * a.rs + p0 as isize * a.cs) };
-                for j in (g0..(g0 + GROUP * MR).min(cols.end)).step_by(MR) {
-                    let mr = MR.min(cols.end - j);
-                    let lhs = w.data[(j * k + p0 * MR)..].as_ptr();
+                for j in (g0..(g0 + GROUP * width).min(cols.end)).step_by(width) {
+                    let mr = width.min(cols.end - j);
+                    let lhs = w.data[(j * k + p0 * width)..].as_ptr();
                     let dst = unsafe { c.0.add(t0 * n + j) };
-                    // SAFETY: the kernel reads `depth` columns of the panel's 64 floats, `nt`
-                    // rows of `a` for `depth` values, and writes `mr` × `nt` outputs of `c`; the
-                    // caller checked AVX-512 ([`panels_for`]).
+                    // SAFETY: the kernel reads `depth` columns of the panel's `width` floats,
+                    // `nt` rows of `a` for `depth` values, and writes `mr` × `nt` outputs of `c`;
+                    // `kernel` found its instructions on this CPU ([`panels_for`]).
                     unsafe {
-                        UKR[(mr - 1) / 16][nt - 1](
-                            mr, nt, depth, dst, lhs, rhs, n as isize, 1, MR as isize, a.cs, a.rs, alpha, 1.0, status, false, false,
-                            false, lhs,
+                        tiles[(mr - 1) / lanes][nt - 1](
+                            mr, nt, depth, dst, lhs, rhs, n as isize, 1, width as isize, a.cs, a.rs, alpha, 1.0, status, false,
+                            false, false, lhs,
                         )
                     };
                 }
@@ -259,10 +284,10 @@ mod tests {
 
     /// Says so when this CPU cannot run the packed products.
     fn skipped() -> bool {
-        if !avx512() {
-            eprintln!("skipped: this CPU has no AVX-512, where the packed products do not run");
+        if kernel().is_none() {
+            eprintln!("skipped: this CPU has neither AVX-512 nor FMA, where the packed products do not run");
         }
-        !avx512()
+        kernel().is_none()
     }
 
     fn values(len: usize, seed: usize) -> Vec<f32> {
@@ -270,8 +295,9 @@ mod tests {
     }
 
     /// Equal to gemm to the bit for a weight read either way, with a partial panel (`n` not a
-    /// multiple of 64), partial tiles (`m` not a multiple of 6), several depth blocks (`k` past
-    /// gemm's 512), panels left over after the even share (9 of them on 2 cores) and one core.
+    /// multiple of the width), partial tiles (`m` not a multiple of 6), several depth blocks (`k`
+    /// past gemm's 512), a panel left over after the even share (an odd count of panels on 2
+    /// cores) and one core.
     #[test]
     fn equals_gemm_bit_for_bit() {
         if skipped() {
@@ -283,7 +309,7 @@ mod tests {
             let a = View { ptr: a.as_ptr(), rs: k as isize, cs: 1 };
             // The weight as stored `[k, n]`, and `[n, k]` read transposed.
             for (b, layout) in [(View { ptr: w.as_ptr(), rs: n as isize, cs: 1 }, "[k, n]"), (View { ptr: w.as_ptr(), rs: 1, cs: k as isize }, "[n, k]ᵀ")] {
-                let panels = unsafe { pack(b, n, k) };
+                let panels = unsafe { pack(b, n, k, kernel().unwrap()) };
                 // What `matmul_2d` ran before the panels.
                 let mut want = vec![0f32; m * n];
                 unsafe { product(m, n, k, a, b, want.as_mut_ptr()) };
@@ -325,7 +351,8 @@ mod tests {
         assert!(in_training(&w, MIN_ROWS).is_none(), "first sight");
         assert!(in_training(&flipped, MIN_ROWS).is_none(), "first sight the other way");
         let panels = in_training(&w, MIN_ROWS).expect("packed on second sight");
-        assert_eq!((panels.n, panels.k, panels.data.len()), (n, k, 320 * k));
+        let mr = kernel().unwrap().mr;
+        assert_eq!((panels.n, panels.k, panels.data.len()), (n, k, n.div_ceil(mr) * mr * k));
         assert!(Arc::ptr_eq(&panels, &in_training(&w, MIN_ROWS).unwrap()), "kept");
         assert!(Arc::ptr_eq(&panels, &panels_for(&w, MIN_ROWS).unwrap()), "inference reads them");
         let other_way = in_training(&flipped, MIN_ROWS).expect("packed the other way on its second sight");
