@@ -115,13 +115,9 @@ impl MatmulOps for Flex {
             // storage for every index of their shapes; the product writes each of the m*n
             // outputs once before the length covers them.
             unsafe {
-                #[cfg(all(target_arch = "x86_64", not(fuzzing)))]
-                if let Some(w) = super::packed::panels_for(&b, m) {
-                    super::packed::multiply(m, view(&a), &w, out.as_mut_ptr());
-                    out.set_len(len);
-                    return flex_tensor(out, [m, n]);
+                if !over_panels(m, view(&a), &b, out.as_mut_ptr()) {
+                    product(m, n, k, view(&a), view(&b), out.as_mut_ptr());
                 }
-                product(m, n, k, view(&a), view(&b), out.as_mut_ptr());
                 out.set_len(len);
             }
             out
@@ -166,6 +162,24 @@ pub(super) unsafe fn product(m: usize, n: usize, k: usize, a: View, b: View, c: 
     unsafe {
         gemm::gemm(m, n, k, c, 1, n as isize, false, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 0.0, 1.0, false, false, false, parallelism);
     }
+}
+
+/// `c [m, n] = a [m, k] · b` over `b`'s panels, natively where a training pass packed them
+/// ([`super::packed`]); false, with `c` untouched, where gemm or the page's tiles run instead.
+///
+/// # Safety
+/// As [`product`].
+#[cfg(all(target_arch = "x86_64", not(fuzzing)))]
+unsafe fn over_panels(m: usize, a: View, b: &FloatTensor<Flex>, c: *mut f32) -> bool {
+    let panels = super::packed::panels_for(b, m);
+    if let Some(w) = &panels {
+        unsafe { super::packed::multiply(m, a, w, c) };
+    }
+    panels.is_some()
+}
+#[cfg(not(all(target_arch = "x86_64", not(fuzzing))))]
+unsafe fn over_panels(_: usize, _: View, _: &FloatTensor<Flex>, _: *mut f32) -> bool {
+    false
 }
 
 /// Runs a product of a training pass: natively it may pack its weight ([`super::packed`]).

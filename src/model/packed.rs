@@ -21,7 +21,7 @@
 //! (about 1.1 GB for SmolLM2 while it trains), at most [`BUDGET`].
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -85,7 +85,6 @@ pub struct Panels {
 /// its panels stand.
 struct Entry {
     weight: FloatTensor<Flex>,
-    key: Key,
     state: State,
 }
 
@@ -100,7 +99,7 @@ enum State {
 /// Storage address, offset into it, `n`, `k`, and the row stride (which way the weight is read).
 type Key = (usize, usize, usize, usize, isize);
 
-static SEEN: Mutex<Vec<Entry>> = Mutex::new(Vec::new());
+static SEEN: Mutex<BTreeMap<Key, Entry>> = Mutex::new(BTreeMap::new());
 
 thread_local! {
     /// Set while a training pass's product runs ([`training`]).
@@ -131,20 +130,19 @@ pub fn panels_for(b: &FloatTensor<Flex>, m: usize) -> Option<Arc<Panels>> {
     let key = key(b);
     let lock = || SEEN.lock().unwrap_or_else(|e| e.into_inner());
     let mut seen = lock();
-    let position = |seen: &[Entry]| seen.iter().position(|e| e.key == key);
-    match (position(&seen).map(|i| &seen[i].state), TRAINING.get()) {
+    match (seen.get(&key).map(|e| &e.state), TRAINING.get()) {
         (Some(State::Ready(panels)), _) => return Some(panels.clone()),
         (_, false) | (Some(State::Packing(_)), true) => return None,
         (None, true) => {
             // A weight new to the cache: the moment to let go of those dropped since.
             forget_dropped(&mut seen);
-            seen.push(Entry { weight: b.clone(), key, state: State::Seen });
+            seen.insert(key, Entry { weight: b.clone(), state: State::Seen });
             return None;
         }
         (Some(State::Seen), true) => forget_dropped(&mut seen),
     }
     let held: usize = seen
-        .iter()
+        .values()
         .map(|e| match &e.state {
             State::Seen => 0,
             State::Packing(len) => *len,
@@ -156,14 +154,13 @@ pub fn panels_for(b: &FloatTensor<Flex>, m: usize) -> Option<Arc<Panels>> {
         return None;
     }
     // Still there: the caller holds the weight.
-    let entry = position(&seen)?;
-    seen[entry].state = State::Packing(len);
+    seen.get_mut(&key)?.state = State::Packing(len);
     // Packed without the lock, so a thread that takes another rayon job meanwhile (training runs
     // its parts on rayon's threads) finds this weight being packed and takes gemm, never waits.
     drop(seen);
     let panels = Arc::new(unsafe { pack(view, n, k, kernel) });
     // The caller holds the weight, so its entry is still there.
-    if let Some(e) = lock().iter_mut().find(|e| e.key == key) {
+    if let Some(e) = lock().get_mut(&key) {
         e.state = State::Ready(panels.clone());
     }
     Some(panels)
@@ -171,13 +168,13 @@ pub fn panels_for(b: &FloatTensor<Flex>, m: usize) -> Option<Arc<Panels>> {
 
 /// Drops the entries of weights nothing but the cache holds any more (a model dropped, an
 /// adapter merged into a new copy). A weight read both ways has two entries, each holding it.
-fn forget_dropped(seen: &mut Vec<Entry>) {
+fn forget_dropped(seen: &mut BTreeMap<Key, Entry>) {
     let mut entries = HashMap::<usize, usize>::new();
-    for e in seen.iter() {
-        *entries.entry(e.key.0).or_default() += 1;
+    for key in seen.keys() {
+        *entries.entry(key.0).or_default() += 1;
     }
     // `data_arc` hands out one more holder, counted here too.
-    seen.retain(|e| Arc::strong_count(&e.weight.data_arc()) - 1 > entries[&e.key.0]);
+    seen.retain(|key, e| Arc::strong_count(&e.weight.data_arc()) - 1 > entries[&key.0]);
 }
 
 /// Which weight `b` is, and which way it is read: its storage's address, where it starts there,
@@ -359,7 +356,7 @@ mod tests {
         assert_eq!((other_way.n, other_way.k), (n, k), "the same shape, read the other way");
         assert!(other_way.data != panels.data, "its own panels");
         let key = key(&w);
-        let held = || SEEN.lock().unwrap().iter().any(|e| e.key.0 == key.0);
+        let held = || SEEN.lock().unwrap().keys().any(|k| k.0 == key.0);
         assert!(held());
         drop((w, flipped));
         // The next weight a training pass sees lets the dropped one go, both of its entries.
@@ -380,10 +377,10 @@ mod tests {
         let w = flex_tensor(values(n * k, 41), [k, n]);
         assert!(training(|| panels_for(&w, MIN_ROWS)).is_none(), "first sight");
         let key = key(&w);
-        let set = |state| SEEN.lock().unwrap().iter_mut().find(|e| e.key == key).expect("seen").state = state;
+        let set = |state| SEEN.lock().unwrap().get_mut(&key).expect("seen").state = state;
         set(State::Packing(n * k));
         assert!(training(|| panels_for(&w, MIN_ROWS)).is_none(), "being packed: gemm");
-        let packing = SEEN.lock().unwrap().iter().any(|e| e.key == key && matches!(e.state, State::Packing(_)));
+        let packing = SEEN.lock().unwrap().get(&key).is_some_and(|e| matches!(e.state, State::Packing(_)));
         assert!(packing, "left to the thread packing it");
         set(State::Seen);
         assert!(training(|| panels_for(&w, MIN_ROWS)).is_some(), "packed once free");
