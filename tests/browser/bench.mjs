@@ -4,6 +4,7 @@
 //   node tests/browser/bench.mjs --model smollm2 --lessons [all|id,id,...]
 //   node tests/browser/bench.mjs --model smollm2 --flow [--steps 4] [--samples 4] [--tokens 40] [--prompt TEXT] [--type S] [--read S] [--settle S] [--again BETA [--runs N] [--pause S]] [--answer-after]
 //   any of them with --browser-flag SWITCH (repeatable), e.g. --browser-flag=--js-flags=--no-wasm-dynamic-tiering, with --revisit or --visits N [--cache-trace], and with --rules off
+//   any of them with --trace FILE
 // Prints one JSON line. --lessons walks the built-in lessons in order in one browser, as a class
 // following them would (Try it on every step), and times each lesson and step. WebGPU here is SwiftShader (software) unless the machine has a GPU.
 // --samples decodes that many greedy answers together (tokens/s counts every answer's tokens);
@@ -35,9 +36,12 @@
 // --cache-trace says for each what Chrome did with that code (wasm_code_cache). --rules off
 // ignores dist/_headers, so every file is asked after on every visit (answered 304), as on a host
 // whose short max-age has run out (GitHub Pages: ten minutes).
+// --trace FILE writes Chrome's trace of the last visit, from opening the page to a ready model
+// (Perfetto or chrome://tracing reads it): which thread of the page, its workers and the browser
+// did what while the page started (docs/results.md, stop 76).
 import { parseArgs } from 'node:util';
 import { serve } from './server.mjs';
-import { existsSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { TINY, followReadingStep, generate, importJsonl, launch, modelReady, train, walkLesson } from './lib.mjs';
 
@@ -47,7 +51,12 @@ const { values: a } = parseArgs({ options: {
   lessons: { type: 'string' }, prompt: { type: 'string' }, threads: { type: 'string', default: 'on' }, coop: { type: 'string', default: 'on' }, rules: { type: 'string', default: 'on' },
   samples: { type: 'string' }, temperature: { type: 'string', default: '0' }, flow: { type: 'boolean', default: false }, again: { type: 'string' },
   revisit: { type: 'boolean', default: false }, 'cache-trace': { type: 'boolean', default: false }, visits: { type: 'string' }, runs: { type: 'string', default: '1' }, type: { type: 'string', default: '0' }, read: { type: 'string', default: '0' }, settle: { type: 'string', default: '0' }, pause: { type: 'string', default: '0' }, 'answer-after': { type: 'boolean', default: false }, 'browser-flag': { type: 'string', multiple: true, default: [] },
+  trace: { type: 'string' },
 } });
+if (a.trace && a['cache-trace']) {
+  console.error('bench: --trace and --cache-trace both trace the browser: take one');
+  process.exit(2);
+}
 // --flow's defaults are the issue's walk (4 answers of 40 tokens, 4 steps); the rest one greedy answer.
 a.steps ??= a.flow ? '4' : '2';
 a.tokens ??= a.flow ? '40' : '16';
@@ -122,13 +131,59 @@ async function traceCodeCache() {
   };
 }
 
-// One visit, untraced: open the page and walk what the arguments ask for, into `out`.
+// --trace: Chrome's trace from here until the returned function is called, written to the file
+// --trace names (JSON, Chrome's trace event format).
+async function traceToReady() {
+  const cdp = await ctx.newCDPSession(page);
+  const events = [];
+  cdp.on('Tracing.dataCollected', ({ value }) => events.push(...value));
+  const done = new Promise((ok) => cdp.on('Tracing.tracingComplete', ok));
+  await cdp.send('Tracing.start', {
+    categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'v8', 'v8.wasm', 'v8.execute', 'loading', 'blink', 'toplevel', '__metadata'].join(','),
+    transferMode: 'ReportEvents',
+  });
+  return async () => {
+    await cdp.send('Tracing.end');
+    await done;
+    writeFileSync(a.trace, JSON.stringify({ traceEvents: events }));
+    out.trace = { file: a.trace, busy_s: busiest(events) };
+  };
+}
+
+/** The six threads that ran the longest tasks in a trace, by process and thread name, with the
+ * seconds their top-level tasks took (wall time: on a busy machine a task also waits for a core). */
+function busiest(events) {
+  const names = new Map();
+  for (const e of events) {
+    if (e.ph === 'M' && (e.name === 'process_name' || e.name === 'thread_name')) names.set(`${e.name[0]}${e.pid}${e.name === 'thread_name' ? `/${e.tid}` : ''}`, e.args.name);
+  }
+  const busy = new Map(), end = new Map();
+  const tasks = events.filter((e) => e.ph === 'X' && (e.name === 'RunTask' || e.name === 'ThreadPool_RunTask')).sort((x, y) => x.ts - y.ts);
+  for (const e of tasks) {
+    const key = `${e.pid}/${e.tid}`;
+    if ((end.get(key) ?? -1) > e.ts) continue; // nested in a task counted already
+    end.set(key, e.ts + e.dur);
+    busy.set(key, (busy.get(key) ?? 0) + e.dur / 1e6);
+  }
+  const label = (key) => `${names.get(`p${key.split('/')[0]}`) ?? '?'} / ${names.get(`t${key}`) ?? '?'}`;
+  const seen = new Set();
+  return Object.fromEntries([...busy].sort((x, y) => y[1] - x[1]).slice(0, 6).map(([key, s]) => {
+    // Threads of one name (a pool's) told apart by their id.
+    const name = seen.has(label(key)) ? `${label(key)} ${key.split('/')[1]}` : label(key);
+    seen.add(label(key));
+    return [name, Math.round(s * 100) / 100];
+  }));
+}
+
+// One visit: open the page and walk what the arguments ask for, into `out`.
 async function walkPage() {
+  const stopTrace = a.trace ? await traceToReady() : null;
   const t0 = Date.now();
   await page.goto(`${base}/${tiny ? TINY + '&' : '?'}backend=${a.backend}`);
   const name = tiny ? 'stories260K.bin' : 'SmolLM2-135M-Instruct (Q4_1)';
   await modelReady(page, name, 900_000);
   out.load_s = (Date.now() - t0) / 1000;
+  if (stopTrace) await stopTrace();
   // Of which the worker's load of the model (fetch, parse, warm-up; the model bar's "loaded in");
   // the rest is the page and the worker starting.
   const bar = await page.getByText(`${name} ·`, { exact: false }).first().innerText();
