@@ -109,42 +109,44 @@ async function walk() {
   }
 }
 
+// Chrome's trace of the given categories from now until the returned function is called, which
+// resolves to its events (Chrome's trace event format), those `keep` takes: a whole walk's
+// timeline is too much to hold for a few events.
+async function tracing(categories, keep = () => true) {
+  const cdp = await ctx.newCDPSession(page);
+  const events = [];
+  cdp.on('Tracing.dataCollected', ({ value }) => events.push(...value.filter(keep)));
+  const done = new Promise((ok) => cdp.on('Tracing.tracingComplete', ok));
+  await cdp.send('Tracing.start', { categories: categories.join(','), transferMode: 'ReportEvents' });
+  return async () => {
+    await cdp.send('Tracing.end');
+    await done;
+    return events;
+  };
+}
+
 // --cache-trace: what Chrome did with the engine's optimized code this visit, from its trace
 // (Blink's events for wasm code caching): the sizes of each copy it kept (KiB), and the size of
 // the one it gave V8 back (null: compiled from the start).
 async function traceCodeCache() {
-  const cdp = await ctx.newCDPSession(page);
-  const seen = { produced_kb: [], consumed_kb: null, invalid: 0 };
-  cdp.on('Tracing.dataCollected', ({ value }) => {
-    for (const { name, args } of value) {
+  const stop = await tracing(['disabled-by-default-devtools.timeline'], (e) => e.name.startsWith('v8.wasm.'));
+  return async () => {
+    const seen = { produced_kb: [], consumed_kb: null, invalid: 0 };
+    for (const { name, args } of await stop()) {
       if (name === 'v8.wasm.cachedModule') seen.produced_kb.push(Math.round(args.producedCacheSize / 1024));
       if (name === 'v8.wasm.moduleCacheHit') seen.consumed_kb = Math.round(args.consumedCacheSize / 1024);
       if (name === 'v8.wasm.moduleCacheInvalid') seen.invalid += 1;
     }
-  });
-  const done = new Promise((ok) => cdp.on('Tracing.tracingComplete', ok));
-  await cdp.send('Tracing.start', { categories: 'disabled-by-default-devtools.timeline', transferMode: 'ReportEvents' });
-  return async () => {
-    await cdp.send('Tracing.end');
-    await done;
     return seen;
   };
 }
 
 // --trace: Chrome's trace from here until the returned function is called, written to the file
-// --trace names (JSON, Chrome's trace event format).
+// --trace names, and its busiest threads in `out`.
 async function traceToReady() {
-  const cdp = await ctx.newCDPSession(page);
-  const events = [];
-  cdp.on('Tracing.dataCollected', ({ value }) => events.push(...value));
-  const done = new Promise((ok) => cdp.on('Tracing.tracingComplete', ok));
-  await cdp.send('Tracing.start', {
-    categories: ['devtools.timeline', 'disabled-by-default-devtools.timeline', 'v8', 'v8.wasm', 'v8.execute', 'loading', 'blink', 'toplevel', '__metadata'].join(','),
-    transferMode: 'ReportEvents',
-  });
+  const stop = await tracing(['devtools.timeline', 'disabled-by-default-devtools.timeline', 'v8', 'v8.wasm', 'v8.execute', 'loading', 'blink', 'toplevel', '__metadata']);
   return async () => {
-    await cdp.send('Tracing.end');
-    await done;
+    const events = await stop();
     writeFileSync(a.trace, JSON.stringify({ traceEvents: events }));
     out.trace = { file: a.trace, busy_s: busiest(events) };
   };
@@ -153,25 +155,27 @@ async function traceToReady() {
 /** The six threads that ran the longest tasks in a trace, by process and thread name, with the
  * seconds their top-level tasks took (wall time: on a busy machine a task also waits for a core). */
 function busiest(events) {
-  const names = new Map();
-  for (const e of events) {
-    if (e.ph === 'M' && (e.name === 'process_name' || e.name === 'thread_name')) names.set(`${e.name[0]}${e.pid}${e.name === 'thread_name' ? `/${e.tid}` : ''}`, e.args.name);
+  const processes = new Map(), threads = new Map();
+  for (const e of events.filter((e) => e.ph === 'M')) {
+    if (e.name === 'process_name') processes.set(e.pid, e.args.name);
+    if (e.name === 'thread_name') threads.set(`${e.pid}/${e.tid}`, e.args.name);
   }
   const busy = new Map(), end = new Map();
   const tasks = events.filter((e) => e.ph === 'X' && (e.name === 'RunTask' || e.name === 'ThreadPool_RunTask')).sort((x, y) => x.ts - y.ts);
   for (const e of tasks) {
-    const key = `${e.pid}/${e.tid}`;
-    if ((end.get(key) ?? -1) > e.ts) continue; // nested in a task counted already
-    end.set(key, e.ts + e.dur);
-    busy.set(key, (busy.get(key) ?? 0) + e.dur / 1e6);
+    const thread = `${e.pid}/${e.tid}`;
+    if ((end.get(thread) ?? -1) > e.ts) continue; // nested in a task counted already
+    end.set(thread, e.ts + e.dur);
+    busy.set(thread, (busy.get(thread) ?? 0) + e.dur / 1e6);
   }
-  const label = (key) => `${names.get(`p${key.split('/')[0]}`) ?? '?'} / ${names.get(`t${key}`) ?? '?'}`;
-  const seen = new Set();
-  return Object.fromEntries([...busy].sort((x, y) => y[1] - x[1]).slice(0, 6).map(([key, s]) => {
+  const named = new Set();
+  return Object.fromEntries([...busy].sort((x, y) => y[1] - x[1]).slice(0, 6).map(([thread, s]) => {
+    const [pid, tid] = thread.split('/');
+    const name = `${processes.get(Number(pid)) ?? '?'} / ${threads.get(thread) ?? '?'}`;
     // Threads of one name (a pool's) told apart by their id.
-    const name = seen.has(label(key)) ? `${label(key)} ${key.split('/')[1]}` : label(key);
-    seen.add(label(key));
-    return [name, Math.round(s * 100) / 100];
+    const label = named.has(name) ? `${name} ${tid}` : name;
+    named.add(name);
+    return [label, Math.round(s * 100) / 100];
   }));
 }
 
