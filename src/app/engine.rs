@@ -62,6 +62,11 @@ fn on_event(ctx: Ctx, ev: Event) {
                 m.training_warm_up_ms = Some(ms);
             }
         }),
+        Event::WeightsMade { ms, .. } => ctx.model.update(|m| {
+            if let Some(m) = m {
+                m.weights_made_ms = Some(ms);
+            }
+        }),
         Event::ReferenceScored { pairs, ms } => ctx.model.update(|m| {
             if let Some(m) = m {
                 m.scored_ahead = Some((pairs, ms));

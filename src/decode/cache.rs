@@ -10,7 +10,7 @@
 //! generation.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
@@ -42,10 +42,38 @@ thread_local! {
     static PENDING: RefCell<Option<(u64, BTreeMap<String, QMatrix>)>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// The fingerprint of each deferred weight (its f32 values not made yet, see
+    /// `Llama::from_weights`), by parameter id, computed from its blocks: equal to the one its
+    /// values would give, so that neither a fingerprint nor the first copy makes them.
+    static DEFERRED: RefCell<HashMap<u64, u64>> = RefCell::new(HashMap::new());
+}
+
+/// Entries [`DEFERRED`] holds at most: a model's 7 weights a layer, for a few models. A weight
+/// not found there only costs making its values.
+const DEFERRED_MAX: usize = 4096;
+
 /// Keeps a quantized checkpoint's blocks for the first decoding of `model`, which then neither
 /// reads its weights back nor searches them for blocks (what made the page slow to be ready).
 pub fn prime(model: &Llama, blocks: BTreeMap<String, QMatrix>) {
+    DEFERRED.with_borrow_mut(|d| {
+        if d.len() > DEFERRED_MAX {
+            d.clear();
+        }
+        for (path, lin) in model.linears() {
+            let p = &lin.base.weight;
+            if let (false, Some(q)) = (p.is_initialized(), blocks.get(&format!("{path}.weight"))) {
+                d.insert(p.id.val(), blocks_key(p.id.val(), q));
+            }
+        }
+    });
     PENDING.with_borrow_mut(|p| *p = (!blocks.is_empty()).then(|| (model.embed_tokens.weight.id.val(), blocks)));
+}
+
+/// Whether linear weight `p` is still deferred from the blocks `q`: its values, once made, are
+/// theirs.
+pub(super) fn deferred_from(p: &Param<Tensor<2>>, q: &QMatrix) -> bool {
+    !p.is_initialized() && DEFERRED.with_borrow(|d| d.get(&p.id.val()).copied()) == Some(blocks_key(p.id.val(), q))
 }
 
 /// The stored blocks of weight `name` of `model`, if the model is the one this thread loaded last.
@@ -93,23 +121,50 @@ async fn fingerprint(model: &Llama) -> Result<u64> {
     let norms = model.layers.iter().flat_map(|b| [&b.input_layernorm, &b.post_attention_layernorm]);
     for n in norms.chain([&model.norm]) {
         n.gamma.id.val().hash(&mut h);
-        bits(&mut h, read_f32(n.gamma.val()).await?);
+        bits(&mut h, &read_f32(n.gamma.val()).await?);
     }
     Ok(h.finish())
 }
 
 async fn matrix(h: &mut DefaultHasher, p: &Param<Tensor<2>>) -> Result<()> {
-    let w = p.val();
-    let [rows, cols] = w.dims();
-    (p.id.val(), rows, cols).hash(h);
-    bits(h, read_f32(w.clone().narrow(0, 0, 1)).await?);
-    bits(h, read_f32(w.clone().narrow(0, rows - 1, 1)).await?);
-    bits(h, read_f32(w.clone().narrow(1, 0, 1)).await?);
-    bits(h, read_f32(w.narrow(1, cols - 1, 1)).await?);
+    let deferred = if p.is_initialized() { None } else { DEFERRED.with_borrow(|d| d.get(&p.id.val()).copied()) };
+    let key = match deferred {
+        Some(k) => k,
+        None => {
+            let w = p.val();
+            let [rows, cols] = w.dims();
+            let edge = |dim: usize, at: usize| read_f32(w.clone().narrow(dim, at, 1));
+            let edges = [edge(0, 0).await?, edge(0, rows - 1).await?, edge(1, 0).await?, edge(1, cols - 1).await?];
+            edges_key(p.id.val(), [rows, cols], &edges)
+        }
+    };
+    key.hash(h);
     Ok(())
 }
 
-fn bits(h: &mut DefaultHasher, xs: Vec<f32>) {
+/// A weight's part of the fingerprint: its id and `[rows, cols]` with its first and last row
+/// and column.
+fn edges_key(id: u64, dims: [usize; 2], edges: &[Vec<f32>; 4]) -> u64 {
+    let mut h = DefaultHasher::new();
+    (id, dims[0], dims[1]).hash(&mut h);
+    for e in edges {
+        bits(&mut h, e);
+    }
+    h.finish()
+}
+
+/// [`edges_key`] of the linear weight `id` made from `q`: burn holds it as `[in, out]`, so its
+/// rows are `q`'s columns and its columns `q`'s rows.
+fn blocks_key(id: u64, q: &QMatrix) -> u64 {
+    let row = |r: usize| {
+        let mut out = vec![0.0; q.cols];
+        q.row_into(r, &mut out);
+        out
+    };
+    edges_key(id, [q.cols, q.rows], &[q.column(0), q.column(q.cols - 1), row(0), row(q.rows - 1)])
+}
+
+fn bits(h: &mut DefaultHasher, xs: &[f32]) {
     for x in xs {
         x.to_bits().hash(h);
     }

@@ -23,6 +23,7 @@ pub use cache::prime;
 
 use std::sync::Arc;
 
+use burn::module::Param;
 use burn::tensor::Tensor;
 
 use crate::Result;
@@ -95,9 +96,9 @@ impl HostBase {
     /// Reads every base weight of `model` back from its device.
     async fn read(model: &Llama) -> Result<Self> {
         let mut from_file = 0;
-        let embed = weight(model, "model.embed_tokens", model.embed_tokens.weight.val(), false, &mut from_file).await?;
+        let embed = weight(model, "model.embed_tokens", &model.embed_tokens.weight, false, &mut from_file).await?;
         let head = match &model.lm_head {
-            Some(h) => Some(weight(model, "lm_head", h.weight.val(), true, &mut from_file).await?),
+            Some(h) => Some(weight(model, "lm_head", &h.weight, true, &mut from_file).await?),
             None => None,
         };
         let linears = model.linears();
@@ -105,7 +106,7 @@ impl HostBase {
         for (block, lins) in model.layers.iter().zip(linears.chunks_exact(7)) {
             let mut ws = Vec::with_capacity(7);
             for (path, lin) in lins {
-                ws.push(weight(model, path, lin.base.weight.val(), true, &mut from_file).await?);
+                ws.push(weight(model, path, &lin.base.weight, true, &mut from_file).await?);
             }
             layers.push(HostBlock {
                 input_norm: Norm::read(&block.input_layernorm).await?,
@@ -172,10 +173,15 @@ impl Norm {
 }
 
 /// Weight `path` of `model` as decoding reads it: the blocks the checkpoint stored when they
-/// still hold the weight's values (its first and last column, every row, compared; a merge or
-/// a training step changes them), else read back from the device.
-async fn weight(model: &Llama, path: &str, w: Tensor<2>, transposed: bool, from_file: &mut usize) -> Result<QMatrix> {
+/// still hold the weight's values (its values not made yet; or its first and last column, every
+/// row, compared: a merge or a training step changes them), else read back from the device.
+async fn weight(model: &Llama, path: &str, p: &Param<Tensor<2>>, transposed: bool, from_file: &mut usize) -> Result<QMatrix> {
     if let Some(q) = cache::take_pending(model, &format!("{path}.weight")) {
+        if cache::deferred_from(p, &q) {
+            *from_file += 1;
+            return Ok(q);
+        }
+        let w = p.val();
         let [a, b] = w.dims();
         let (rows, cols) = if transposed { (b, a) } else { (a, b) };
         let mut same = (q.rows, q.cols) == (rows, cols);
@@ -191,7 +197,7 @@ async fn weight(model: &Llama, path: &str, w: Tensor<2>, transposed: bool, from_
             return Ok(q);
         }
     }
-    read_matrix(w, transposed).await
+    read_matrix(p.val(), transposed).await
 }
 
 /// A weight read back to the host as `[rows, cols]`: burn keeps a linear layer's weight as

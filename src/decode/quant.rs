@@ -11,6 +11,8 @@
 //! Layout: `rows = out` features, each row `cols = in` values long, in blocks of 32 along the row
 //! (as ggml stores a `[out, in]` weight).
 
+use std::sync::Arc;
+
 use half::f16;
 
 use crate::io::gguf::TensorType;
@@ -25,11 +27,13 @@ pub struct QMatrix {
     pub data: QData,
 }
 
+/// Blocks are shared, not copied, by a clone: the decoder and a weight still waiting for its f32
+/// values ([`crate::model::Llama::from_weights`]) hold the same ones.
 #[derive(Debug, Clone)]
 pub enum QData {
     F32(Vec<f32>),
-    Q4_1(Vec<BlockQ4_1>),
-    Q8_0(Vec<BlockQ8_0>),
+    Q4_1(Arc<[BlockQ4_1]>),
+    Q8_0(Arc<[BlockQ8_0]>),
 }
 
 /// A block's scale as stored. Natively it is the file's f16: decoding reads every weight once a
@@ -193,8 +197,8 @@ impl QMatrix {
     pub fn bytes(&self) -> usize {
         match &self.data {
             QData::F32(w) => w.len() * 4,
-            QData::Q4_1(b) => std::mem::size_of_val(b.as_slice()),
-            QData::Q8_0(b) => std::mem::size_of_val(b.as_slice()),
+            QData::Q4_1(b) => std::mem::size_of_val(&b[..]),
+            QData::Q8_0(b) => std::mem::size_of_val(&b[..]),
         }
     }
 
@@ -274,7 +278,7 @@ fn q4_1(w: &[f32]) -> Option<QData> {
         }
         blocks.push(BlockQ4_1::new(d, lo, qs));
     }
-    Some(QData::Q4_1(blocks))
+    Some(QData::Q4_1(blocks.into()))
 }
 
 /// `w` as Q8_0 blocks if every block is `d * q` with `d` an f16 value and |q| <= 127.
@@ -296,7 +300,7 @@ fn q8_0(w: &[f32]) -> Option<QData> {
         }
         blocks.push(BlockQ8_0::new(d, qs));
     }
-    Some(QData::Q8_0(blocks))
+    Some(QData::Q8_0(blocks.into()))
 }
 
 #[cfg(test)]

@@ -23,7 +23,7 @@ use serde::Serialize;
 pub use chat::{ChatTemplate, Message};
 pub use spm::SpmTokenizer;
 pub use tokenizer::{HfSpecials, Tokenizer};
-pub use weights::{HostTensor, Weights, check_rotary_heads, rotary_row_sources, unpermute_rotary_rows};
+pub use weights::{HostTensor, LinearWeight, Weights, check_rotary_heads, rotary_row_sources, transposed_values, unpermute_rotary_rows};
 
 use crate::model::{Llama, LlamaConfig};
 use crate::{Error, Result};
@@ -89,10 +89,14 @@ impl Checkpoint {
         })?;
         tokenizer.check_fits(config.vocab_size)?;
         progress("upload", 0.0);
+        let cpu = crate::backend::is_cpu(device);
+        if cpu {
+            weights.defer_blocks();
+        }
         let model = Llama::from_weights(&config, &mut weights, device)?;
         // Decoding on the host needs them only on the CPU; kept for a GPU they would only hold memory.
         // A quantized GGUF's blocks, handed to the CPU decoder so it need not find them again.
-        crate::decode::prime(&model, if crate::backend::is_cpu(device) { weights.take_spent_blocks() } else { Default::default() });
+        crate::decode::prime(&model, if cpu { weights.take_spent_blocks() } else { Default::default() });
         progress("upload", 1.0);
         Ok(LoadedModel { model, tokenizer, chat_template, config, info, device: device.clone() })
     }

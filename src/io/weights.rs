@@ -124,11 +124,27 @@ fn dequantized_transposed(q: &QMatrix) -> HostTensor {
     HostTensor::new(vec![c, r], out)
 }
 
+/// A linear layer's weight as [`Weights::take_linear`] gives it.
+pub enum LinearWeight {
+    /// Its values, `[in, out]`.
+    Values(HostTensor),
+    /// Its blocks, `[out, in]`: [`transposed_values`] makes the values when they are first needed
+    /// ([`Weights::defer_blocks`]).
+    Deferred(QMatrix),
+}
+
+/// The values of the blocks `q`, transposed to burn's `[in, out]`.
+pub fn transposed_values(q: &QMatrix) -> HostTensor {
+    dequantized_transposed(q)
+}
+
 #[derive(Default, Debug)]
 pub struct Weights {
     tensors: BTreeMap<String, Stored>,
     /// The blocks of the matrices taken so far, for the CPU decoder ([`Weights::take_spent_blocks`]).
     spent: BTreeMap<String, QMatrix>,
+    /// [`Weights::take_linear`] hands a quantized matrix over as its blocks.
+    defer: bool,
 }
 
 impl FromIterator<(String, HostTensor)> for Weights {
@@ -177,6 +193,29 @@ impl Weights {
     /// transposed, `[in, out]`: burn's Linear layout.
     pub fn take_transposed(&mut self, name: &str, shape: [usize; 2]) -> Result<HostTensor> {
         self.take_with(name, &shape, |t| t.transposed(), dequantized_transposed)
+    }
+
+    /// Linear weights stored as blocks are taken as their blocks ([`LinearWeight::Deferred`]),
+    /// their f32 values made when a pass first reads them. On the CPU a first answer decodes from
+    /// the blocks and needs no f32 copy: making it at load was most of the page's way from the
+    /// downloaded file to a ready model.
+    pub fn defer_blocks(&mut self) {
+        self.defer = true;
+    }
+
+    /// The `[out, in]` matrix `name` (checked as [`Weights::take`] does) for a linear layer: its
+    /// values as [`Weights::take_transposed`] gives them, or its blocks if they are deferred.
+    pub fn take_linear(&mut self, name: &str, shape: [usize; 2]) -> Result<LinearWeight> {
+        if !self.defer {
+            return self.take_transposed(name, shape).map(LinearWeight::Values);
+        }
+        Ok(match self.remove(name, &shape)? {
+            Stored::Values(t) => LinearWeight::Values(t.transposed()),
+            Stored::Blocks(q) => {
+                self.spent.insert(name.to_string(), q.clone());
+                LinearWeight::Deferred(q)
+            }
+        })
     }
 
     /// The blocks of every matrix taken so far, by name, as the file stored them (rows

@@ -1,13 +1,14 @@
 //! The decoder: embeddings, `num_hidden_layers` pre-norm blocks, final RMSNorm, and the LM head
 //! (tied to the embeddings or separate).
 
-use burn::module::{Module, Param};
+use burn::module::{Module, Param, ParamId};
 use burn::nn::{Embedding, Linear, RmsNorm};
 use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 
 use super::{Attention, KvCache, LlamaConfig, LoraLinear, Mlp, RopeAngles, RotaryEmbedding};
 use crate::{Error, Result};
-use crate::io::{HostTensor, Weights};
+use crate::decode::quant::QMatrix;
+use crate::io::{HostTensor, LinearWeight, Weights, transposed_values};
 
 /// Additive mask value for hidden keys: very negative but finite, so a query with no visible key
 /// (a padding row) gets a uniform distribution rather than NaN.
@@ -252,8 +253,11 @@ impl Llama {
         let kv_out = config.num_key_value_heads * config.head_dim;
 
         let linear = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<Linear> {
-            let t = w.take_transposed(&format!("{name}.weight"), [out, inp])?;
-            Ok(Linear { weight: param(t, device), bias: None })
+            let weight = match w.take_linear(&format!("{name}.weight"), [out, inp])? {
+                LinearWeight::Values(t) => param(t, device),
+                LinearWeight::Deferred(q) => deferred(q, device),
+            };
+            Ok(Linear { weight, bias: None })
         };
         let lin = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<LoraLinear> {
             linear(w, name, out, inp).map(LoraLinear::new)
@@ -309,4 +313,30 @@ impl Llama {
 fn param<const D: usize>(t: HostTensor, device: &Device) -> Param<Tensor<D>> {
     let shape: [usize; D] = t.shape.try_into().expect("rank checked by Weights::take");
     Param::from_tensor(Tensor::from_data(TensorData::new(t.data, shape), device))
+}
+
+/// A linear weight `[in, out]` whose f32 values are made from the blocks `q` (`[out, in]`) by the
+/// first pass that reads them (burn's lazy [`Param::uninitialized`]); until then it is the blocks,
+/// shared with the CPU decoder.
+fn deferred(q: QMatrix, device: &Device) -> Param<Tensor<2>> {
+    let shape = [q.cols, q.rows];
+    let init = move |device: &Device, require_grad: bool| {
+        let t = Tensor::from_data(TensorData::new(transposed_values(&q).data, shape), device);
+        if require_grad { t.require_grad() } else { t }
+    };
+    Param::uninitialized(ParamId::new(), init, device.clone(), true, shape.into())
+}
+
+impl Llama {
+    /// Linear weights whose f32 values are not made yet ([`Weights::defer_blocks`]).
+    pub fn deferred_weights(&self) -> usize {
+        self.linears().iter().filter(|(_, l)| !l.base.weight.is_initialized()).count()
+    }
+
+    /// Makes the f32 values of the next deferred weight; false when none is left. One weight a
+    /// call, so that background work can let requests in between.
+    pub fn make_next_weight(&self) -> bool {
+        let next = self.linears().into_iter().find(|(_, l)| !l.base.weight.is_initialized());
+        next.map(|(_, l)| l.base.weight.val()).is_some()
+    }
 }

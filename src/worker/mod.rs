@@ -5,6 +5,8 @@
 pub mod protocol;
 
 #[cfg(feature = "engine")]
+mod deferred;
+#[cfg(feature = "engine")]
 mod distill;
 #[cfg(feature = "engine")]
 mod ensemble;

@@ -303,6 +303,8 @@ impl<H: Host> Router<H> {
             // has run hot: warmed here, while the student reads and types, the first answer comes
             // a tenth of a second sooner. A failure here is the first answer's to report.
             let _ = warm_up(&session).await;
+            // The f32 weights training reads, left as blocks at load: made while the student reads.
+            self.make_deferred_weights(&session).await;
             // Then the training code, while the worker has nothing else to do; a failure here
             // is the first run's to report.
             if self.host.tiers_up() && !self.with(|s| s.warmed) {

@@ -233,6 +233,56 @@ fn host_decoding_matches_the_forward_pass() {
     check(&lm.model, "adapter merged");
 }
 
+/// On the CPU a quantized GGUF's linear weights wait as their blocks: loading makes no f32 copy
+/// of them, nor does a first answer (it decodes from the blocks). The first pass through burn
+/// makes them, and its logits are those of a model built from the file's values; the decoder's
+/// copy is found again afterwards, not rebuilt from the new values.
+#[test]
+fn a_quantized_models_f32_weights_wait_for_the_first_pass_that_reads_them() {
+    use alignlab::backend::block_on;
+    use alignlab::decode::host_base;
+    use alignlab::generate::{SamplingConfig, generate};
+
+    let dir = temp_dir("deferred");
+    let c = tiny_config(true);
+    let quantized: Vec<String> = (0..c.num_hidden_layers)
+        .flat_map(|i| ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj"].map(|n| format!("model.layers.{i}.{n}.weight")))
+        .collect();
+    let types: Vec<(&str, GgmlType)> = quantized.iter().map(|n| (n.as_str(), GgmlType::Q8_0)).collect();
+    let held = write_tiny_gguf(&dir.join("tiny.gguf"), &c, &random_weights(&c, 4), &types);
+    let dev = device(BackendKind::Flex);
+    let lm = load_model(&dir.join("tiny.gguf"), None, &dev, &mut noop()).unwrap();
+    // down_proj's rows (48 values) are not whole blocks of 32: stored f32, its values made at load.
+    assert_eq!(lm.model.deferred_weights(), 12, "q, k, v, o, gate and up of both layers");
+
+    let cfg = SamplingConfig::greedy(12);
+    let answer = block_on(generate(&lm.model, &lm.tokenizer, &SEQ[..3], &cfg, &mut |_| true)).unwrap();
+    let copy = block_on(host_base(&lm.model)).unwrap();
+    assert_eq!(copy.from_file(), 12, "the decoder took every deferred weight's blocks as they are");
+    assert_eq!(lm.model.deferred_weights(), 12, "an answer made no f32 weights");
+
+    let got = logits(&lm, &SEQ);
+    assert_eq!(lm.model.deferred_weights(), 0, "the forward pass made them all");
+    let mut ckpt = tiny_checkpoint(true, 0);
+    ckpt.weights = held.into_iter().collect();
+    let want = logits(&ckpt.into_model(&dev, &mut noop()).unwrap(), &SEQ);
+    assert!(max_diff(&got, &want) < 1e-5, "against the file's values: {}", max_diff(&got, &want));
+
+    let again = block_on(host_base(&lm.model)).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&copy, &again), "the weights' fingerprint is the same from their blocks and from their values");
+    assert_eq!(block_on(generate(&lm.model, &lm.tokenizer, &SEQ[..3], &cfg, &mut |_| true)).unwrap(), answer);
+
+    // Weights a make_next_weight call makes one at a time, for work that lets requests in between.
+    let lm = load_model(&dir.join("tiny.gguf"), None, &dev, &mut noop()).unwrap();
+    let mut made = 0;
+    while lm.model.make_next_weight() {
+        made += 1;
+        assert_eq!(lm.model.deferred_weights(), 12 - made);
+    }
+    assert_eq!(made, 12);
+    assert!(max_diff(&logits(&lm, &SEQ), &want) < 1e-5);
+}
+
 /// The decoding copies a GPU decodes from ([`Llama::for_decoding`]): the f32 one gives the
 /// model's logits up to rounding (q, k, v and the rotated q and k from one product, gate and up
 /// from one), the f16 one holds every product's weights in f16 and stays within f16's rounding,

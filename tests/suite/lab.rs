@@ -395,6 +395,43 @@ fn the_reference_scored_ahead_gives_the_runs_they_would_have_had() {
     }
 }
 
+/// On the CPU a quantized model is ready before its f32 weights are made (they wait as the file's
+/// blocks): the worker makes them in the background once the model is ready, and says so. An
+/// answer and a training step then work as they always did.
+#[test]
+fn a_quantized_models_f32_weights_are_made_in_the_background_once_it_is_ready() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = common::temp_dir("lab-deferred");
+    let c = common::tiny_config(true);
+    let linears: Vec<String> = (0..c.num_hidden_layers)
+        .flat_map(|i| ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj"].map(|n| format!("model.layers.{i}.{n}.weight")))
+        .collect();
+    let types: Vec<(&str, common::GgmlType)> = linears.iter().map(|n| (n.as_str(), common::GgmlType::Q8_0)).collect();
+    let path = dir.join("tiny.gguf");
+    common::write_tiny_gguf(&path, &c, &common::random_weights(&c, 4), &types);
+
+    let events = Rc::new(RefCell::new(Vec::new()));
+    let w = Worker { router: Router::new(TestHost { events: events.clone(), tiers_up: false }), events };
+    w.send(Request::Init { backend: BackendPref::Cpu, judges_base: "models/judges/".into() });
+    w.send(Request::Load { source: ModelSource::Files { name: "tiny.gguf".into(), model: std::fs::read(&path).unwrap(), tokenizer: None } });
+    let loaded = w.take();
+    assert!(errors(&loaded).is_empty(), "{:?}", errors(&loaded));
+    let ready = loaded.iter().position(|e| matches!(e, Event::ModelReady { .. })).expect("the model loads");
+    let made = loaded.iter().position(|e| matches!(e, Event::WeightsMade { .. })).expect("the weights are made and it says so");
+    assert!(ready < made, "the model is ready first");
+    assert!(matches!(loaded[made], Event::WeightsMade { weights: 12, .. }), "q, k, v, o, gate and up of both layers: {:?}", loaded[made]);
+
+    w.send(Request::Generate { job: 1, prompt: "t3 t5".into(), encoding: Default::default(), sampling: alignlab::generate::SamplingConfig::greedy(6), which: Which::Policy });
+    let answered = w.take();
+    assert!(answered.iter().any(|e| matches!(e, Event::Generated { .. })), "{:?}", errors(&answered));
+    let mut settings = alignlab::lab::RunSettings::default();
+    settings.train.max_steps = 3;
+    let pairs = vec![Preference { prompt: "t3 t5".into(), chosen: " t7 t9".into(), rejected: " t2 t2".into() }];
+    let steps = w.train(&settings.spec(vec![], alignlab::align::Encoding::default(), TrainData { pairs, ..Default::default() }));
+    assert_eq!(steps.len(), 3);
+    assert!(steps[2]["loss"] < steps[0]["loss"], "the run learns: {steps:?}");
+}
+
 /// Where V8 optimizes wasm only once it has run hot (the threaded page), the worker trains a toy of
 /// the loaded model in the background after the load, once per worker. The student's model is
 /// untouched: the same run trains to the same numbers as in a worker that never warmed up.

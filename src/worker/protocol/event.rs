@@ -35,6 +35,9 @@ pub enum Event {
     ModelReady { info: ModelSummary },
     /// The background training warm-up ended: `steps` toy steps in `ms` of their own time.
     TrainingWarmed { steps: usize, ms: f64 },
+    /// The model's deferred f32 weights were made in the background: `weights` of them, in `ms`
+    /// of their own time.
+    WeightsMade { weights: usize, ms: f64 },
     /// The reference was scored ahead of a run on `pairs` pairs, in `ms` of their own time.
     ReferenceScored { pairs: usize, ms: f64 },
     Token { job: JobId, sample: usize, delta: String },

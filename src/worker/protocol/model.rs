@@ -26,6 +26,10 @@ pub struct ModelSummary {
     /// from [`super::Event::TrainingWarmed`]; not part of the load).
     #[serde(default)]
     pub training_warm_up_ms: Option<f64>,
+    /// The background making of the deferred f32 weights, in ms, once it has ended (from
+    /// [`super::Event::WeightsMade`]; not part of the load).
+    #[serde(default)]
+    pub weights_made_ms: Option<f64>,
     /// The last reference scored ahead of a run: pairs and ms (from
     /// [`super::Event::ReferenceScored`]).
     #[serde(default)]
@@ -77,6 +81,9 @@ impl ModelSummary {
     /// "download 0.62 s · device 0.00 s · parse 0.31 s · …", in order.
     pub fn stages_line(&self) -> String {
         let mut line = self.stages.iter().map(|s| format!("{} {:.2} s", s.part.label(), s.ms / 1000.0)).collect::<Vec<_>>().join(" · ");
+        if let Some(ms) = self.weights_made_ms {
+            line.push_str(&format!("; then, in the background, the f32 weights training reads {:.2} s", ms / 1000.0));
+        }
         if let Some(ms) = self.training_warm_up_ms {
             line.push_str(&format!("; then, in the background, training warm-up {:.2} s", ms / 1000.0));
         }
@@ -104,6 +111,7 @@ impl ModelSummary {
             stages,
             from_cache,
             training_warm_up_ms: None,
+            weights_made_ms: None,
             scored_ahead: None,
         }
     }

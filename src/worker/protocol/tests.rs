@@ -68,6 +68,7 @@ fn every_event() -> Vec<Event> {
         stages: vec![LoadStage { part: LoadPart::WarmUp, ms: 12.5 }],
         from_cache: true,
         training_warm_up_ms: Some(1950.5),
+        weights_made_ms: Some(850.25),
         scored_ahead: Some((6, 2610.25)),
     };
     let file = FileOut { name: text("adapter_model.safetensors"), bytes: vec![0, 255, 7] };
@@ -103,6 +104,7 @@ fn every_event() -> Vec<Event> {
         Event::Progress { stage: text("download"), fraction: 0.5, loaded: 1 << 33, total: None, from_cache: false },
         Event::ModelReady { info: summary },
         Event::TrainingWarmed { steps: 40, ms: 1950.5 },
+        Event::WeightsMade { weights: 210, ms: 850.25 },
         Event::ReferenceScored { pairs: 6, ms: 2610.25 },
         Event::Token { job: 1, sample: 2, delta: text("é") },
         Event::Generated { job: 1, samples: vec![SampleOut { text: text("hi"), tokens: 2, finish: text("eos") }], millis: 1.5, first_token_ms: 0.5, tokens_per_s: 40.0, kept: true },
@@ -161,6 +163,7 @@ fn covered(ev: &Event) -> &'static str {
         Event::Progress { .. } => "Progress",
         Event::ModelReady { .. } => "ModelReady",
         Event::TrainingWarmed { .. } => "TrainingWarmed",
+        Event::WeightsMade { .. } => "WeightsMade",
         Event::ReferenceScored { .. } => "ReferenceScored",
         Event::Token { .. } => "Token",
         Event::Generated { .. } => "Generated",
