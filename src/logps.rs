@@ -26,7 +26,7 @@ pub struct ScoringBatch {
 
 impl ScoringBatch {
     pub fn new(model: &Llama, pairs: &[(Vec<u32>, Vec<u32>)], pad_id: u32) -> Result<Self> {
-        let device = &model.embed_tokens.weight.device();
+        let device = &model.device();
         if pairs.is_empty() {
             return Err(Error::Invalid("nothing to score".into()));
         }

@@ -211,7 +211,7 @@ impl PairBatch {
 #[cfg(feature = "engine")]
 pub fn dpo_step(cfg: &DpoConfig, policy: &Llama, reference: RefLogps, pairs: &[EncodedPair], pad_id: u32) -> Result<LossOutput> {
     let b = pairs.len();
-    let device = policy.embed_tokens.weight.device();
+    let device = policy.device();
     let batch = PairBatch::new(policy, pairs, pad_id, cfg.share_prompt)?;
     let logps = batch.logps(policy);
     let ref_logps = match reference {
@@ -334,7 +334,7 @@ pub async fn pair_logps(model: &Llama, pairs: &[EncodedPair], idx: &[usize], pad
     if idx.is_empty() {
         return Ok(Vec::new());
     }
-    let at_once = crate::backend::is_cpu(&model.embed_tokens.weight.device());
+    let at_once = crate::backend::is_cpu(&model.device());
     // Positions in `idx`, grouped into batches.
     let groups: Vec<Vec<usize>> = if at_once { (0..idx.len()).map(|k| vec![k]).collect() } else { vec![(0..idx.len()).collect()] };
     let model = model.for_inference();

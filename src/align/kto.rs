@@ -78,7 +78,7 @@ pub fn kto_step(cfg: &KtoConfig, policy: &Llama, reference: &Llama, batch: &[Enc
     if n < 2 {
         return Err(Error::Invalid("KTO needs at least 2 examples per batch (its KL estimate pairs mismatched ones)".into()));
     }
-    let device = policy.embed_tokens.weight.device();
+    let device = policy.device();
     let seqs: Vec<(Vec<u32>, Vec<u32>)> = batch.iter().map(|e| (e.prompt.clone(), e.completion.clone())).collect();
     // Mismatched pairs for the KL reference point.
     let kl_seqs: Vec<(Vec<u32>, Vec<u32>)> =

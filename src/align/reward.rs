@@ -55,8 +55,8 @@ pub struct RewardModel {
 impl RewardModel {
     /// A new head (normal, std 0.02 like transformers' initializer_range) on `backbone`.
     pub fn new(backbone: Llama, seed: u64) -> Self {
-        let device = backbone.embed_tokens.weight.device();
-        let d = backbone.embed_tokens.weight.dims()[1];
+        let device = backbone.device();
+        let d = backbone.hidden_size();
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         // Box-Muller for a normal draw without another dependency.
         let w: Vec<f32> = (0..d)
@@ -74,7 +74,7 @@ impl RewardModel {
         if seqs.is_empty() || seqs.iter().any(Vec::is_empty) {
             return Err(Error::Invalid("cannot score an empty sequence".into()));
         }
-        let device = self.backbone.embed_tokens.weight.device();
+        let device = self.backbone.device();
         let (batch, lens) = Batch::right_padded(&self.backbone, seqs, pad_id)?;
         let h = self.backbone.hidden(&batch, None); // [b, t, d]
         let [b, _, d] = h.dims();
@@ -147,8 +147,8 @@ pub async fn save_reward_model(rm: &RewardModel, cfg: &crate::model::LoraConfig,
 /// Loads a reward model saved by [`save_reward_model`] (or by PEFT) onto `backbone`.
 #[cfg(feature = "engine")]
 pub fn load_reward_model(mut backbone: Llama, config_json: &[u8], safetensors: &[u8]) -> Result<(RewardModel, crate::model::LoraConfig)> {
-    let d = backbone.embed_tokens.weight.dims()[1];
-    let device = backbone.embed_tokens.weight.device();
+    let d = backbone.hidden_size();
+    let device = backbone.device();
     let mut head = None;
     let cfg = crate::io::peft::load_adapter_with(&mut backbone, config_json, safetensors, &["score"], &mut |key, (shape, data)| {
         if shape != [1, d] {

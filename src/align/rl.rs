@@ -236,7 +236,7 @@ pub async fn rl_update(
     let mean_len = pairs.iter().map(|(_, c)| c.len()).sum::<usize>() as f64 / n as f64;
 
     // 3. Reference log-probs, without gradients.
-    let device = trainer.model.embed_tokens.weight.device();
+    let device = trainer.model.device();
     let sb = ScoringBatch::new(&trainer.model, pairs, pad)?;
     let ref_model = reference.model(&trainer.model);
     let ref_lp = token_logps(&ref_model, &sb).detach();

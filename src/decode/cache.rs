@@ -60,20 +60,22 @@ pub fn prime(model: &Llama, blocks: BTreeMap<String, QMatrix>) {
         if d.len() > DEFERRED_MAX {
             d.clear();
         }
-        for (path, lin) in model.linears() {
-            let p = &lin.base.weight;
+        let mut named = vec![("model.embed_tokens".to_string(), &model.embed_tokens.weight, false)];
+        named.extend(model.lm_head.as_ref().map(|h| ("lm_head".to_string(), &h.weight, true)));
+        named.extend(model.linears().into_iter().map(|(path, lin)| (path, &lin.base.weight, true)));
+        for (path, p, transposed) in named {
             if let (false, Some(q)) = (p.is_initialized(), blocks.get(&format!("{path}.weight"))) {
-                d.insert(p.id.val(), blocks_key(p.id.val(), q));
+                d.insert(p.id.val(), blocks_key(p.id.val(), q, transposed));
             }
         }
     });
     PENDING.with_borrow_mut(|p| *p = (!blocks.is_empty()).then(|| (model.embed_tokens.weight.id.val(), blocks)));
 }
 
-/// Whether linear weight `p` is still deferred from the blocks `q`: its values, once made, are
-/// theirs.
-pub(super) fn deferred_from(p: &Param<Tensor<2>>, q: &QMatrix) -> bool {
-    !p.is_initialized() && DEFERRED.with_borrow(|d| d.get(&p.id.val()).copied()) == Some(blocks_key(p.id.val(), q))
+/// Whether weight `p` is still deferred from the blocks `q` (transposed for a linear layer): its
+/// values, once made, are theirs.
+pub(super) fn deferred_from(p: &Param<Tensor<2>>, q: &QMatrix, transposed: bool) -> bool {
+    !p.is_initialized() && DEFERRED.with_borrow(|d| d.get(&p.id.val()).copied()) == Some(blocks_key(p.id.val(), q, transposed))
 }
 
 /// The stored blocks of weight `name` of `model`, if the model is the one this thread loaded last.
@@ -153,15 +155,18 @@ fn edges_key(id: u64, dims: [usize; 2], edges: &[Vec<f32>; 4]) -> u64 {
     h.finish()
 }
 
-/// [`edges_key`] of the linear weight `id` made from `q`: burn holds it as `[in, out]`, so its
-/// rows are `q`'s columns and its columns `q`'s rows.
-fn blocks_key(id: u64, q: &QMatrix) -> u64 {
+/// [`edges_key`] of the weight `id` made from `q`, transposed for a linear layer: burn holds
+/// those as `[in, out]`, so their rows are `q`'s columns and their columns `q`'s rows.
+fn blocks_key(id: u64, q: &QMatrix, transposed: bool) -> u64 {
     let row = |r: usize| {
         let mut out = vec![0.0; q.cols];
         q.row_into(r, &mut out);
         out
     };
-    edges_key(id, [q.cols, q.rows], &[q.column(0), q.column(q.cols - 1), row(0), row(q.rows - 1)])
+    let (rows, columns) = ([row(0), row(q.rows - 1)], [q.column(0), q.column(q.cols - 1)]);
+    let ([first, last], [left, right]) = if transposed { (columns, rows) } else { (rows, columns) };
+    let dims = if transposed { [q.cols, q.rows] } else { [q.rows, q.cols] };
+    edges_key(id, dims, &[first, last, left, right])
 }
 
 fn bits(h: &mut DefaultHasher, xs: &[f32]) {

@@ -177,7 +177,7 @@ impl Norm {
 /// row, compared: a merge or a training step changes them), else read back from the device.
 async fn weight(model: &Llama, path: &str, p: &Param<Tensor<2>>, transposed: bool, from_file: &mut usize) -> Result<QMatrix> {
     if let Some(q) = cache::take_pending(model, &format!("{path}.weight")) {
-        if cache::deferred_from(p, &q) {
+        if cache::deferred_from(p, &q, transposed) {
             *from_file += 1;
             return Ok(q);
         }

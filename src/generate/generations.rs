@@ -106,7 +106,7 @@ impl<'a> Generations<'a> {
             Cow::Borrowed(m) => m.for_inference(),
             Cow::Owned(m) => Cow::Owned(m.for_inference().into_owned()),
         };
-        let route = path.on(&model.embed_tokens.weight.device())?;
+        let route = path.on(&model.device())?;
         let model = match route.copy_dtype() {
             Some(dtype) => Cow::Owned(model.for_decoding(dtype)),
             None => model,

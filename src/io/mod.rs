@@ -23,7 +23,7 @@ use serde::Serialize;
 pub use chat::{ChatTemplate, Message};
 pub use spm::SpmTokenizer;
 pub use tokenizer::{HfSpecials, Tokenizer};
-pub use weights::{HostTensor, LinearWeight, Weights, check_rotary_heads, rotary_row_sources, transposed_values, unpermute_rotary_rows};
+pub use weights::{Deferred, HostTensor, Matrix, Weights, check_rotary_heads, rotary_row_sources, unpermute_rotary_rows};
 
 use crate::model::{Llama, LlamaConfig};
 use crate::{Error, Result};

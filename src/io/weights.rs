@@ -124,18 +124,33 @@ fn dequantized_transposed(q: &QMatrix) -> HostTensor {
     HostTensor::new(vec![c, r], out)
 }
 
-/// A linear layer's weight as [`Weights::take_linear`] gives it.
-pub enum LinearWeight {
-    /// Its values, `[in, out]`.
+/// A matrix as [`Weights::take_matrix`] gives it.
+pub enum Matrix {
+    /// Its values, in the layout asked for.
     Values(HostTensor),
-    /// Its blocks, `[out, in]`: [`transposed_values`] makes the values when they are first needed
-    /// ([`Weights::defer_blocks`]).
-    Deferred(QMatrix),
+    /// Its blocks, `[rows, cols]` as stored: [`Deferred::values`] makes the values when they are
+    /// first needed ([`Weights::defer_blocks`]).
+    Deferred(Deferred),
 }
 
-/// The values of the blocks `q`, transposed to burn's `[in, out]`.
-pub fn transposed_values(q: &QMatrix) -> HostTensor {
-    dequantized_transposed(q)
+/// A quantized matrix whose f32 values are not made yet.
+pub struct Deferred {
+    pub blocks: QMatrix,
+    /// The values are wanted transposed, `[cols, rows]` (a linear layer's, in burn's layout).
+    pub transposed: bool,
+}
+
+impl Deferred {
+    /// The shape of the values.
+    pub fn shape(&self) -> [usize; 2] {
+        let q = &self.blocks;
+        if self.transposed { [q.cols, q.rows] } else { [q.rows, q.cols] }
+    }
+
+    /// The values, in the layout asked for.
+    pub fn values(&self) -> HostTensor {
+        if self.transposed { dequantized_transposed(&self.blocks) } else { dequantized(&self.blocks) }
+    }
 }
 
 #[derive(Default, Debug)]
@@ -143,7 +158,7 @@ pub struct Weights {
     tensors: BTreeMap<String, Stored>,
     /// The blocks of the matrices taken so far, for the CPU decoder ([`Weights::take_spent_blocks`]).
     spent: BTreeMap<String, QMatrix>,
-    /// [`Weights::take_linear`] hands a quantized matrix over as its blocks.
+    /// [`Weights::take_matrix`] hands a quantized matrix over as its blocks.
     defer: bool,
 }
 
@@ -186,34 +201,35 @@ impl Weights {
     /// Removes `name`, checking it has `shape`. The error names the tensor, both shapes and the
     /// likely cause, since a mismatch almost always means config and weights disagree.
     pub fn take(&mut self, name: &str, shape: &[usize]) -> Result<HostTensor> {
-        self.take_with(name, shape, |t| t, dequantized)
+        Ok(match self.remove(name, shape)? {
+            Stored::Values(t) => t,
+            Stored::Blocks(q) => {
+                let t = dequantized(&q);
+                self.spent.insert(name.to_string(), q);
+                t
+            }
+        })
     }
 
-    /// Removes the `[out, in]` matrix `name` (checked as [`Weights::take`] does) and returns it
-    /// transposed, `[in, out]`: burn's Linear layout.
-    pub fn take_transposed(&mut self, name: &str, shape: [usize; 2]) -> Result<HostTensor> {
-        self.take_with(name, &shape, |t| t.transposed(), dequantized_transposed)
-    }
-
-    /// Linear weights stored as blocks are taken as their blocks ([`LinearWeight::Deferred`]),
-    /// their f32 values made when a pass first reads them. On the CPU a first answer decodes from
-    /// the blocks and needs no f32 copy: making it at load was most of the page's way from the
+    /// Matrices stored as blocks are taken as their blocks ([`Matrix::Deferred`]), their f32
+    /// values made when a pass first reads them. On the CPU a first answer decodes from the
+    /// blocks and needs no f32 copy: making it at load was most of the page's way from the
     /// downloaded file to a ready model.
     pub fn defer_blocks(&mut self) {
         self.defer = true;
     }
 
-    /// The `[out, in]` matrix `name` (checked as [`Weights::take`] does) for a linear layer: its
-    /// values as [`Weights::take_transposed`] gives them, or its blocks if they are deferred.
-    pub fn take_linear(&mut self, name: &str, shape: [usize; 2]) -> Result<LinearWeight> {
-        if !self.defer {
-            return self.take_transposed(name, shape).map(LinearWeight::Values);
-        }
+    /// The matrix `name` (checked as [`Weights::take`] does against `shape`, `[rows, cols]` as
+    /// stored), transposed if asked: its values, or its blocks if they are deferred.
+    pub fn take_matrix(&mut self, name: &str, shape: [usize; 2], transposed: bool) -> Result<Matrix> {
+        let values = |t: HostTensor| Matrix::Values(if transposed { t.transposed() } else { t });
         Ok(match self.remove(name, &shape)? {
-            Stored::Values(t) => LinearWeight::Values(t.transposed()),
+            Stored::Values(t) => values(t),
             Stored::Blocks(q) => {
+                // A clone shares the blocks.
                 self.spent.insert(name.to_string(), q.clone());
-                LinearWeight::Deferred(q)
+                let later = Deferred { blocks: q, transposed };
+                if self.defer { Matrix::Deferred(later) } else { Matrix::Values(later.values()) }
             }
         })
     }
@@ -222,17 +238,6 @@ impl Weights {
     /// un-permuted): the CPU decoder reads them instead of finding them again.
     pub fn take_spent_blocks(&mut self) -> BTreeMap<String, QMatrix> {
         std::mem::take(&mut self.spent)
-    }
-
-    fn take_with(&mut self, name: &str, shape: &[usize], values: fn(HostTensor) -> HostTensor, blocks: fn(&QMatrix) -> HostTensor) -> Result<HostTensor> {
-        Ok(match self.remove(name, shape)? {
-            Stored::Values(t) => values(t),
-            Stored::Blocks(q) => {
-                let t = blocks(&q);
-                self.spent.insert(name.to_string(), q);
-                t
-            }
-        })
     }
 
     fn remove(&mut self, name: &str, shape: &[usize]) -> Result<Stored> {
@@ -323,18 +328,25 @@ mod tests {
             let mut w = Weights::default();
             w.insert_blocks("a", q.clone());
             w.insert_blocks("b", q.clone());
+            w.insert_blocks("c", q.clone());
             let values = w.take("a", &[rows, cols]).unwrap();
-            let t = w.take_transposed("b", [rows, cols]).unwrap();
+            let Ok(Matrix::Values(t)) = w.take_matrix("b", [rows, cols], true) else { panic!("values, not deferred") };
+            w.defer_blocks();
+            let Ok(Matrix::Deferred(later)) = w.take_matrix("c", [rows, cols], true) else { panic!("deferred") };
+            assert_eq!(later.shape(), [cols, rows]);
+            assert_eq!(later.values().data, t.data, "the same values, made later");
+            let untransposed = Deferred { blocks: later.blocks, transposed: false };
+            assert_eq!(untransposed.values().data, values.data);
             let each = (0..rows * cols).all(|i| values.data[i] == q.block(i / cols, i % cols / BLOCK)[i % BLOCK]);
             assert!(each, "every value is its block's");
             assert_eq!(t.shape, vec![cols, rows]);
             assert_eq!(t.data, values.transposed().data);
             assert!(values.data.iter().any(|&x| x != values.data[0]));
-            assert_eq!(w.take_spent_blocks().into_keys().collect::<Vec<_>>(), ["a", "b"], "the blocks are handed on once taken");
+            assert_eq!(w.take_spent_blocks().into_keys().collect::<Vec<_>>(), ["a", "b", "c"], "the blocks are handed on once taken");
         }
         let mut w = Weights::default();
         w.insert("c", HostTensor::new(vec![2, 3], vec![0.0; 6]));
-        assert!(w.take_transposed("c", [3, 2]).is_err(), "the shape is checked");
+        assert!(w.take_matrix("c", [3, 2], true).is_err(), "the shape is checked");
     }
 
     #[test]

@@ -116,7 +116,7 @@ impl SharedPromptLogps {
                 mask[slot] = 1.0;
             }
         }
-        let device = &model.embed_tokens.weight.device();
+        let device = &model.device();
         Ok(Self {
             packed,
             at: Tensor::from_data(TensorData::new(at, [n * k]), device),

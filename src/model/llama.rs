@@ -7,8 +7,7 @@ use burn::tensor::{Device, FloatDType, Int, Tensor, TensorData};
 
 use super::{Attention, KvCache, LlamaConfig, LoraLinear, Mlp, RopeAngles, RotaryEmbedding};
 use crate::{Error, Result};
-use crate::decode::quant::QMatrix;
-use crate::io::{HostTensor, LinearWeight, Weights, transposed_values};
+use crate::io::{HostTensor, Matrix, Weights};
 
 /// Additive mask value for hidden keys: very negative but finite, so a query with no visible key
 /// (a padding row) gets a uniform distribution rather than NaN.
@@ -148,7 +147,7 @@ impl Batch {
                  the prompt or the completion (max prompt/completion length)"
             )));
         }
-        let device = &model.embed_tokens.weight.device();
+        let device = &model.device();
         let b = tokens.len();
         let t = tokens.first().map_or(0, Vec::len);
         let s = past + t;
@@ -227,14 +226,24 @@ impl Llama {
     }
 
     pub fn vocab_size(&self) -> usize {
-        self.embed_tokens.weight.dims()[0]
+        // Its shape, not its values: those may not be made yet (`Weights::defer_blocks`).
+        self.embed_tokens.weight.lazy_shape()[0]
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        self.embed_tokens.weight.lazy_shape()[1]
+    }
+
+    /// The device the model is on (without making deferred values).
+    pub fn device(&self) -> Device {
+        self.embed_tokens.weight.lazy_device()
     }
 
     /// The model for a pass without gradients: a policy in training (on an autodiff device) is
     /// cloned without tracking and without dropout (its tensors are shared, not copied); any
     /// other model is itself.
     pub fn for_inference(&self) -> std::borrow::Cow<'_, Self> {
-        if self.embed_tokens.weight.device().is_autodiff() {
+        if self.device().is_autodiff() {
             std::borrow::Cow::Owned(self.clone().freeze())
         } else {
             std::borrow::Cow::Borrowed(self)
@@ -253,11 +262,7 @@ impl Llama {
         let kv_out = config.num_key_value_heads * config.head_dim;
 
         let linear = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<Linear> {
-            let weight = match w.take_linear(&format!("{name}.weight"), [out, inp])? {
-                LinearWeight::Values(t) => param(t, device),
-                LinearWeight::Deferred(q) => deferred(q, device),
-            };
-            Ok(Linear { weight, bias: None })
+            Ok(Linear { weight: matrix(w.take_matrix(&format!("{name}.weight"), [out, inp], true)?, device), bias: None })
         };
         let lin = |w: &mut Weights, name: &str, out: usize, inp: usize| -> Result<LoraLinear> {
             linear(w, name, out, inp).map(LoraLinear::new)
@@ -267,7 +272,7 @@ impl Llama {
             Ok(RmsNorm { gamma: param(t, device), epsilon: config.rms_norm_eps })
         };
 
-        let embed = weights.take("model.embed_tokens.weight", &[v, d])?;
+        let embed = weights.take_matrix("model.embed_tokens.weight", [v, d], false)?;
         let mut layers = Vec::with_capacity(config.num_hidden_layers);
         for i in 0..config.num_hidden_layers {
             let p = format!("model.layers.{i}");
@@ -301,7 +306,7 @@ impl Llama {
             Some(linear(weights, "lm_head", v, d)?)
         };
         Ok(Self {
-            embed_tokens: Embedding { weight: param(embed, device) },
+            embed_tokens: Embedding { weight: matrix(embed, device) },
             layers,
             norm: final_norm,
             lm_head,
@@ -315,28 +320,44 @@ fn param<const D: usize>(t: HostTensor, device: &Device) -> Param<Tensor<D>> {
     Param::from_tensor(Tensor::from_data(TensorData::new(t.data, shape), device))
 }
 
-/// A linear weight `[in, out]` whose f32 values are made from the blocks `q` (`[out, in]`) by the
-/// first pass that reads them (burn's lazy [`Param::uninitialized`]); until then it is the blocks,
-/// shared with the CPU decoder.
-fn deferred(q: QMatrix, device: &Device) -> Param<Tensor<2>> {
-    let shape = [q.cols, q.rows];
-    let init = move |device: &Device, require_grad: bool| {
-        let t = Tensor::from_data(TensorData::new(transposed_values(&q).data, shape), device);
-        if require_grad { t.require_grad() } else { t }
-    };
-    Param::uninitialized(ParamId::new(), init, device.clone(), true, shape.into())
+/// A matrix's parameter: its values, or, deferred, a parameter whose f32 values are made by the
+/// first pass that reads them (burn's lazy [`Param::uninitialized`]); until then it is the
+/// blocks, shared with the CPU decoder.
+fn matrix(m: Matrix, device: &Device) -> Param<Tensor<2>> {
+    match m {
+        Matrix::Values(t) => param(t, device),
+        Matrix::Deferred(later) => {
+            let shape = later.shape();
+            let init = move |device: &Device, require_grad: bool| {
+                let t = Tensor::from_data(TensorData::new(later.values().data, shape), device);
+                if require_grad { t.require_grad() } else { t }
+            };
+            Param::uninitialized(ParamId::new(), init, device.clone(), true, shape.into())
+        }
+    }
 }
 
 impl Llama {
-    /// Linear weights whose f32 values are not made yet ([`Weights::defer_blocks`]).
+    /// The embedding, the head and every linear weight.
+    fn matrices(&self) -> Vec<&Param<Tensor<2>>> {
+        let mut all = vec![&self.embed_tokens.weight];
+        all.extend(self.lm_head.as_ref().map(|h| &h.weight));
+        let linears = self.layers.iter().flat_map(|b| {
+            let (a, m) = (&b.self_attn, &b.mlp);
+            [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+        });
+        all.extend(linears.map(|l| &l.base.weight));
+        all
+    }
+
+    /// Weights whose f32 values are not made yet ([`Weights::defer_blocks`]).
     pub fn deferred_weights(&self) -> usize {
-        self.linears().iter().filter(|(_, l)| !l.base.weight.is_initialized()).count()
+        self.matrices().iter().filter(|p| !p.is_initialized()).count()
     }
 
     /// Makes the f32 values of the next deferred weight; false when none is left. One weight a
     /// call, so that background work can let requests in between.
     pub fn make_next_weight(&self) -> bool {
-        let next = self.linears().into_iter().find(|(_, l)| !l.base.weight.is_initialized());
-        next.map(|(_, l)| l.base.weight.val()).is_some()
+        self.matrices().into_iter().find(|p| !p.is_initialized()).map(|p| p.val()).is_some()
     }
 }

@@ -315,7 +315,7 @@ impl Llama {
             return Err(Error::Invalid("this model already has LoRA adapters; remove them first".into()));
         }
         *self = self.clone().no_grad();
-        let device = self.embed_tokens.weight.device();
+        let device = self.device();
         let mut rng = lora_rng(cfg.seed);
         for (_, name, lin) in self.linears_mut() {
             if cfg.target_modules.iter().any(|t| t == name) {
@@ -432,7 +432,7 @@ impl Llama {
             self.remove_lora();
         }
         *self = self.clone().no_grad();
-        let device = self.embed_tokens.weight.device();
+        let device = self.device();
         let mut found = 0;
         for (path, name, lin) in self.linears_mut() {
             if !cfg.target_modules.iter().any(|t| t == name) {

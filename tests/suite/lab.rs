@@ -403,10 +403,11 @@ fn a_quantized_models_f32_weights_are_made_in_the_background_once_it_is_ready() 
     let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let dir = common::temp_dir("lab-deferred");
     let c = common::tiny_config(true);
-    let linears: Vec<String> = (0..c.num_hidden_layers)
+    let quantized: Vec<String> = (0..c.num_hidden_layers)
         .flat_map(|i| ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj"].map(|n| format!("model.layers.{i}.{n}.weight")))
+        .chain(["model.embed_tokens.weight".to_string()])
         .collect();
-    let types: Vec<(&str, common::GgmlType)> = linears.iter().map(|n| (n.as_str(), common::GgmlType::Q8_0)).collect();
+    let types: Vec<(&str, common::GgmlType)> = quantized.iter().map(|n| (n.as_str(), common::GgmlType::Q8_0)).collect();
     let path = dir.join("tiny.gguf");
     common::write_tiny_gguf(&path, &c, &common::random_weights(&c, 4), &types);
 
@@ -419,7 +420,7 @@ fn a_quantized_models_f32_weights_are_made_in_the_background_once_it_is_ready() 
     let ready = loaded.iter().position(|e| matches!(e, Event::ModelReady { .. })).expect("the model loads");
     let made = loaded.iter().position(|e| matches!(e, Event::WeightsMade { .. })).expect("the weights are made and it says so");
     assert!(ready < made, "the model is ready first");
-    assert!(matches!(loaded[made], Event::WeightsMade { weights: 12, .. }), "q, k, v, o, gate and up of both layers: {:?}", loaded[made]);
+    assert!(matches!(loaded[made], Event::WeightsMade { weights: 13, .. }), "the embedding, and q, k, v, o, gate and up of both layers: {:?}", loaded[made]);
 
     w.send(Request::Generate { job: 1, prompt: "t3 t5".into(), encoding: Default::default(), sampling: alignlab::generate::SamplingConfig::greedy(6), which: Which::Policy });
     let answered = w.take();
