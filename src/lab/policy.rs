@@ -134,6 +134,7 @@ impl Policy {
                         FULL_FINETUNE_MAX_PARAMS / 1_000_000
                     )));
                 }
+                model = model.all_trainable();
             }
         }
         Ok(model)

@@ -323,16 +323,19 @@ fn param<const D: usize>(t: HostTensor, device: &Device) -> Param<Tensor<D>> {
 /// A matrix's parameter: its values, or, deferred, a parameter whose f32 values are made by the
 /// first pass that reads them (burn's lazy [`Param::uninitialized`]); until then it is the
 /// blocks, shared with the CPU decoder.
+///
+/// A deferred weight starts frozen, and its values are made untracked whatever flag it holds
+/// then. Every clone of the model shares its lazy state, and burn changes that state's flag in
+/// place when one clone's flag changes (`Param::set_require_grad`): an answer's frozen copy
+/// (`for_inference`) or an adapter's frozen base would otherwise decide for every clone. Only a
+/// full fine-tune trains base weights; [`Llama::all_trainable`] makes them and tracks them first.
 fn matrix(m: Matrix, device: &Device) -> Param<Tensor<2>> {
     match m {
         Matrix::Values(t) => param(t, device),
         Matrix::Deferred(later) => {
             let shape = later.shape();
-            let init = move |device: &Device, require_grad: bool| {
-                let t = Tensor::from_data(TensorData::new(later.values().data, shape), device);
-                if require_grad { t.require_grad() } else { t }
-            };
-            Param::uninitialized(ParamId::new(), init, device.clone(), true, shape.into())
+            let init = move |device: &Device, _: bool| Tensor::from_data(TensorData::new(later.values().data, shape), device);
+            Param::uninitialized(ParamId::new(), init, device.clone(), false, shape.into())
         }
     }
 }
@@ -359,5 +362,12 @@ impl Llama {
     /// call, so that background work can let requests in between.
     pub fn make_next_weight(&self) -> bool {
         self.matrices().into_iter().find(|p| !p.is_initialized()).map(|p| p.val()).is_some()
+    }
+
+    /// The model with every weight made and tracked, for a run that trains them all (a full
+    /// fine-tune): deferred weights start frozen (see [`matrix`]).
+    pub fn all_trainable(self) -> Self {
+        while self.make_next_weight() {}
+        self.set_require_grad(true)
     }
 }

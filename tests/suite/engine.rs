@@ -282,6 +282,23 @@ fn a_quantized_models_f32_weights_wait_for_the_first_pass_that_reads_them() {
     }
     assert_eq!(made, 13);
     assert!(max_diff(&logits(&lm, &SEQ), &want) < 1e-5);
+
+    // On a training device: the weights that waited start frozen, whatever a clone did to its
+    // flags meanwhile (an answer's frozen copy); a full fine-tune makes and tracks all of them,
+    // an adapter's base stays frozen.
+    let lm = load_model(&dir.join("tiny.gguf"), None, &dev.autodiff(), &mut noop()).unwrap();
+    block_on(generate(&lm.model, &lm.tokenizer, &SEQ[..3], &cfg, &mut |_| true)).unwrap();
+    assert_eq!(lm.model.deferred_weights(), 13);
+    let session = alignlab::lab::Session::new(lm, std::rc::Rc::new(Default::default()));
+    let tracked = |m: &alignlab::model::Llama| m.linears().iter().filter(|(_, l)| l.base.weight.val().is_require_grad()).count();
+    let full = session.policy.for_training(None).unwrap();
+    assert_eq!((full.deferred_weights(), tracked(&full)), (0, 14), "every linear weight of both layers is trained");
+    assert!(full.embed_tokens.weight.val().is_require_grad());
+    let adapted = session.policy.for_training(Some(&alignlab::model::LoraConfig::default())).unwrap();
+    assert_eq!(tracked(&adapted), 0, "an adapter's base stays frozen");
+    // The fine-tune tracked its own copy: of the loaded model's, only the two f32 down_proj
+    // weights, which never waited, are tracked (as every weight made at load is).
+    assert_eq!(tracked(&session.lm.model), 2);
 }
 
 /// The decoding copies a GPU decodes from ([`Llama::for_decoding`]): the f32 one gives the

@@ -428,9 +428,17 @@ fn a_quantized_models_f32_weights_are_made_in_the_background_once_it_is_ready() 
     let mut settings = alignlab::lab::RunSettings::default();
     settings.train.max_steps = 3;
     let pairs = vec![Preference { prompt: "t3 t5".into(), chosen: " t7 t9".into(), rejected: " t2 t2".into() }];
-    let steps = w.train(&settings.spec(vec![], alignlab::align::Encoding::default(), TrainData { pairs, ..Default::default() }));
+    let data = TrainData { pairs, ..Default::default() };
+    let steps = w.train(&settings.spec(vec![], alignlab::align::Encoding::default(), data.clone()));
     assert_eq!(steps.len(), 3);
     assert!(steps[2]["loss"] < steps[0]["loss"], "the run learns: {steps:?}");
+    // A full fine-tune trains the weights that waited: frozen while they waited (answers froze
+    // copies of them), tracked for this run.
+    w.send(Request::ResetAdapter);
+    let full = alignlab::lab::RunSpec { lora: None, ..settings.spec(vec![], alignlab::align::Encoding::default(), data) };
+    let steps = w.train(&full);
+    assert_eq!(steps.len(), 3);
+    assert!(steps[2]["loss"] < steps[0]["loss"] - 0.01, "every weight learns: {steps:?}");
 }
 
 /// Where V8 optimizes wasm only once it has run hot (the threaded page), the worker trains a toy of
