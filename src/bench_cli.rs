@@ -85,8 +85,8 @@ fn bench_load(a: &BenchArgs) -> Result<()> {
                 continue;
             }
         };
-        let mut stages = Vec::new();
-        timed(a.repeats, &mut || {
+        // Each run's stages: parse, to the device, then the deferred weights.
+        let load = || -> Result<(f64, f64, f64)> {
             let t = Instant::now();
             let ckpt = alignlab::io::Checkpoint::from_bytes(&bytes, tokenizer.as_deref(), &mut |_, _| {})?;
             let parsed = t.elapsed().as_secs_f64();
@@ -96,9 +96,10 @@ fn bench_load(a: &BenchArgs) -> Result<()> {
             // (training, a long prompt): timed apart, as the page makes them after ready.
             let t = Instant::now();
             while lm.model.make_next_weight() {}
-            stages.push((parsed, loaded - parsed, t.elapsed().as_secs_f64()));
-            Ok(())
-        })?;
+            Ok((parsed, loaded - parsed, t.elapsed().as_secs_f64()))
+        };
+        // A warm-up run, then `repeats`.
+        let stages = (0..=a.repeats.max(1)).map(|_| load()).collect::<Result<Vec<_>>>()?;
         // The stages of the best run. The first run (the warm-up) is the page's case: a fresh
         // process, whose memory the system hands out page by page.
         // Load to a ready model: parse and device, not the deferred weights made after.

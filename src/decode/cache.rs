@@ -43,10 +43,11 @@ thread_local! {
 }
 
 thread_local! {
-    /// The fingerprint of each deferred weight (its f32 values not made yet, see
-    /// `Llama::from_weights`), by parameter id, computed from its blocks: equal to the one its
-    /// values would give, so that neither a fingerprint nor the first copy makes them.
-    static DEFERRED: RefCell<HashMap<u64, u64>> = RefCell::new(HashMap::new());
+    /// Each deferred weight (its f32 values not made yet, see `Llama::from_weights`) by parameter
+    /// id: its fingerprint, computed from its blocks and equal to the one its values would give,
+    /// so that neither a fingerprint nor the first copy makes them; and where its blocks live
+    /// ([`QMatrix::blocks_at`]: the weight holds them until its values are made).
+    static DEFERRED: RefCell<HashMap<u64, (u64, usize)>> = RefCell::new(HashMap::new());
 }
 
 /// Entries [`DEFERRED`] holds at most: a model's 7 weights a layer, for a few models. A weight
@@ -60,22 +61,22 @@ pub fn prime(model: &Llama, blocks: BTreeMap<String, QMatrix>) {
         if d.len() > DEFERRED_MAX {
             d.clear();
         }
-        let mut named = vec![("model.embed_tokens".to_string(), &model.embed_tokens.weight, false)];
-        named.extend(model.lm_head.as_ref().map(|h| ("lm_head".to_string(), &h.weight, true)));
-        named.extend(model.linears().into_iter().map(|(path, lin)| (path, &lin.base.weight, true)));
-        for (path, p, transposed) in named {
-            if let (false, Some(q)) = (p.is_initialized(), blocks.get(&format!("{path}.weight"))) {
-                d.insert(p.id.val(), blocks_key(p.id.val(), q, transposed));
+        for (path, p, transposed) in model.named_matrices() {
+            let q = blocks.get(&format!("{path}.weight"));
+            if let (false, Some(q), Some(at)) = (p.is_initialized(), q, q.and_then(QMatrix::blocks_at)) {
+                d.insert(p.id.val(), (blocks_key(p.id.val(), q, transposed), at));
             }
         }
     });
     PENDING.with_borrow_mut(|p| *p = (!blocks.is_empty()).then(|| (model.embed_tokens.weight.id.val(), blocks)));
 }
 
-/// Whether weight `p` is still deferred from the blocks `q` (transposed for a linear layer): its
-/// values, once made, are theirs.
-pub(super) fn deferred_from(p: &Param<Tensor<2>>, q: &QMatrix, transposed: bool) -> bool {
-    !p.is_initialized() && DEFERRED.with_borrow(|d| d.get(&p.id.val()).copied()) == Some(blocks_key(p.id.val(), q, transposed))
+/// Whether weight `p` is still deferred from the blocks `q`: its values, once made, are theirs.
+/// The same blocks, not equal ones: a deferred weight holds its blocks, so no others can be
+/// where they are.
+pub(super) fn deferred_from(p: &Param<Tensor<2>>, q: &QMatrix) -> bool {
+    let at = DEFERRED.with_borrow(|d| d.get(&p.id.val()).map(|&(_, at)| at));
+    !p.is_initialized() && at.is_some() && at == q.blocks_at()
 }
 
 /// The stored blocks of weight `name` of `model`, if the model is the one this thread loaded last.
@@ -113,12 +114,8 @@ fn copies() -> std::sync::MutexGuard<'static, Vec<(u64, Arc<HostBase>)>> {
 
 async fn fingerprint(model: &Llama) -> Result<u64> {
     let mut h = DefaultHasher::new();
-    matrix(&mut h, &model.embed_tokens.weight).await?;
-    if let Some(head) = &model.lm_head {
-        matrix(&mut h, &head.weight).await?;
-    }
-    for (_, lin) in model.linears() {
-        matrix(&mut h, &lin.base.weight).await?;
+    for (_, p, _) in model.named_matrices() {
+        matrix(&mut h, p).await?;
     }
     let norms = model.layers.iter().flat_map(|b| [&b.input_layernorm, &b.post_attention_layernorm]);
     for n in norms.chain([&model.norm]) {
@@ -129,7 +126,7 @@ async fn fingerprint(model: &Llama) -> Result<u64> {
 }
 
 async fn matrix(h: &mut DefaultHasher, p: &Param<Tensor<2>>) -> Result<()> {
-    let deferred = if p.is_initialized() { None } else { DEFERRED.with_borrow(|d| d.get(&p.id.val()).copied()) };
+    let deferred = if p.is_initialized() { None } else { DEFERRED.with_borrow(|d| d.get(&p.id.val()).map(|&(key, _)| key)) };
     let key = match deferred {
         Some(k) => k,
         None => {

@@ -96,22 +96,21 @@ impl HostBase {
     /// Reads every base weight of `model` back from its device.
     async fn read(model: &Llama) -> Result<Self> {
         let mut from_file = 0;
-        let embed = weight(model, "model.embed_tokens", &model.embed_tokens.weight, false, &mut from_file).await?;
-        let head = match &model.lm_head {
-            Some(h) => Some(weight(model, "lm_head", &h.weight, true, &mut from_file).await?),
-            None => None,
-        };
-        let linears = model.linears();
+        let named = model.named_matrices();
+        let mut matrices = Vec::with_capacity(named.len());
+        for (path, p, transposed) in &named {
+            matrices.push(weight(model, path, p, *transposed, &mut from_file).await?);
+        }
+        // In `named_matrices`' order: the embedding, the head if not tied, seven a layer.
+        let mut matrices = matrices.into_iter();
+        let embed = matrices.next().expect("a model has an embedding");
+        let head = model.lm_head.as_ref().and_then(|_| matrices.next());
         let mut layers = Vec::with_capacity(model.layers.len());
-        for (block, lins) in model.layers.iter().zip(linears.chunks_exact(7)) {
-            let mut ws = Vec::with_capacity(7);
-            for (path, lin) in lins {
-                ws.push(weight(model, path, &lin.base.weight, true, &mut from_file).await?);
-            }
+        for block in &model.layers {
             layers.push(HostBlock {
                 input_norm: Norm::read(&block.input_layernorm).await?,
                 post_norm: Norm::read(&block.post_attention_layernorm).await?,
-                linears: ws,
+                linears: matrices.by_ref().take(7).collect(),
             });
         }
         let (cos, sin) = model.rope.tables();
@@ -177,7 +176,7 @@ impl Norm {
 /// row, compared: a merge or a training step changes them), else read back from the device.
 async fn weight(model: &Llama, path: &str, p: &Param<Tensor<2>>, transposed: bool, from_file: &mut usize) -> Result<QMatrix> {
     if let Some(q) = cache::take_pending(model, &format!("{path}.weight")) {
-        if cache::deferred_from(p, &q, transposed) {
+        if cache::deferred_from(p, &q) {
             *from_file += 1;
             return Ok(q);
         }

@@ -185,6 +185,16 @@ impl QMatrix {
         }
     }
 
+    /// Where its blocks live, None for f32 values: two matrices share their blocks exactly when
+    /// this is equal (the blocks stay where they are while anything holds them).
+    pub fn blocks_at(&self) -> Option<usize> {
+        match &self.data {
+            QData::F32(_) => None,
+            QData::Q4_1(b) => Some(Arc::as_ptr(b).cast::<u8>() as usize),
+            QData::Q8_0(b) => Some(Arc::as_ptr(b).cast::<u8>() as usize),
+        }
+    }
+
     pub fn format(&self) -> &'static str {
         match self.data {
             QData::F32(_) => "f32",

@@ -341,27 +341,30 @@ fn matrix(m: Matrix, device: &Device) -> Param<Tensor<2>> {
 }
 
 impl Llama {
-    /// The embedding, the head and every linear weight.
-    fn matrices(&self) -> Vec<&Param<Tensor<2>>> {
-        let mut all = vec![&self.embed_tokens.weight];
-        all.extend(self.lm_head.as_ref().map(|h| &h.weight));
-        let linears = self.layers.iter().flat_map(|b| {
-            let (a, m) = (&b.self_attn, &b.mlp);
-            [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
-        });
-        all.extend(linears.map(|l| &l.base.weight));
+    /// The embedding, the head (when not tied) and every linear layer's base weight, in that
+    /// order (seven a layer), each with its checkpoint path (without `.weight`) and whether burn
+    /// holds it transposed: a linear layer's weight is `[in, out]`, the checkpoint's `[out, in]`.
+    /// The one list of them that the decoder's copy, its fingerprint and deferred weights read.
+    pub fn named_matrices(&self) -> Vec<(String, &Param<Tensor<2>>, bool)> {
+        let mut all = vec![("model.embed_tokens".to_string(), &self.embed_tokens.weight, false)];
+        all.extend(self.lm_head.as_ref().map(|h| ("lm_head".to_string(), &h.weight, true)));
+        all.extend(self.linears().into_iter().map(|(path, lin)| (path, &lin.base.weight, true)));
         all
+    }
+
+    fn matrices(&self) -> impl Iterator<Item = &Param<Tensor<2>>> {
+        self.named_matrices().into_iter().map(|(_, p, _)| p)
     }
 
     /// Weights whose f32 values are not made yet ([`Weights::defer_blocks`]).
     pub fn deferred_weights(&self) -> usize {
-        self.matrices().iter().filter(|p| !p.is_initialized()).count()
+        self.matrices().filter(|p| !p.is_initialized()).count()
     }
 
     /// Makes the f32 values of the next deferred weight; false when none is left. One weight a
     /// call, so that background work can let requests in between.
     pub fn make_next_weight(&self) -> bool {
-        self.matrices().into_iter().find(|p| !p.is_initialized()).map(|p| p.val()).is_some()
+        self.matrices().find(|p| !p.is_initialized()).map(|p| p.val()).is_some()
     }
 
     /// The model with every weight made and tracked, for a run that trains them all (a full
