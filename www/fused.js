@@ -74,7 +74,9 @@ function alignlabTileModule(shared) {
  * has no relaxed SIMD, and the products keep their plain tiles. */
 function alignlabFuse(wasm, main) {
   try {
-    const shared = typeof SharedArrayBuffer === 'function' && wasm.memory.buffer instanceof SharedArrayBuffer;
+    // Not `instanceof SharedArrayBuffer`: that global is hidden where the page is not
+    // cross-origin isolated, though the threaded build's memory is shared there too.
+    const shared = Object.prototype.toString.call(wasm.memory.buffer) === '[object SharedArrayBuffer]';
     const bytes = alignlabTileModule(shared);
     if (!WebAssembly.validate(bytes)) return false;
     const kernel = new WebAssembly.Instance(new WebAssembly.Module(bytes), { m: { memory: wasm.memory } });

@@ -22,13 +22,14 @@ if ('serviceWorker' in navigator && 'caches' in window) {
     const own = (u) => new URL(u, location.href).origin === location.origin && !/\.(gguf|bin|safetensors)$/.test(new URL(u, location.href).pathname);
     const loaded = performance.getEntriesByType('resource').map((e) => e.name).filter(own);
     // The engine's worker loads its own files; the page does not see them in its timeline. The
-    // threaded CPU build is kept where the page can share memory, the full one where WebGPU can run
-    // or the page cannot share memory (it is the CPU path on one thread): any page can continue on
-    // the CPU. Each build's files are listed by the page's loader (scripts/web-dist.mjs), the full
-    // build's second module among them: the engine fetches it only when first needed, and it is
-    // kept now so that need can come with no network.
+    // threaded CPU build is always kept (the CPU path, on one thread where the page is not
+    // isolated), the full one where WebGPU can run or the page is not isolated (there a browser
+    // may refuse the threaded build's memory, and the full one runs the CPU path instead): any page
+    // can continue on the CPU. Each build's files are listed by the page's loader
+    // (scripts/web-dist.mjs), the full build's second module among them: the engine fetches it
+    // only when first needed, and it is kept now so that need can come with no network.
     const builds = self.alignlabWorkers ?? {};
-    const engines = [...(self.crossOriginIsolated ? [builds.threads] : []), ...('gpu' in navigator || !self.crossOriginIsolated ? [builds.full] : [])];
+    const engines = [builds.threads, ...('gpu' in navigator || !self.crossOriginIsolated ? [builds.full] : [])];
     // The sample files the tabs fetch when first opened (src/app/samples.rs), kept even if this
     // visit never opened them.
     const library = await fetch('library/index.json').then((r) => r.json()).then((i) => i.files.map((f) => `library/${f}`)).catch(() => []);

@@ -126,17 +126,16 @@ enum Build {
 }
 
 impl Build {
-    /// Which build to start: on the CPU where the page may share memory between workers
-    /// (cross-origin isolated: served with COOP and COEP), the threaded one (no WebGPU code: a
-    /// third of the download, and quicker to start); else the full one, on WebGPU or on one core.
-    /// (A single-threaded CPU build of its own would save a non-isolated page without WebGPU 3.7
-    /// MB gzip beside its model's 100; it cost every build of the app a third compile of the
-    /// engine.)
+    /// Which build to start: on the CPU the threaded one (no WebGPU code: under half the full
+    /// one's download, and quicker to start), on every core where the page may share memory
+    /// between workers (cross-origin isolated: served with COOP and COEP) and on one thread where
+    /// it may not (its memory is still shared, within the engine's worker); else the full one, on
+    /// WebGPU. A browser that refuses the threaded build's memory gets the full one on one thread
+    /// ([`fell_back`]).
     fn for_pref(pref: BackendPref) -> Self {
         let Some(window) = web_sys::window() else { return Self::Full };
         let webgpu = js_sys::Reflect::get(&window.navigator(), &"gpu".into()).is_ok_and(|g| !g.is_undefined() && !g.is_null());
-        let isolated = js_sys::Reflect::get(&window, &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy());
-        if (pref == BackendPref::Cpu || !webgpu) && isolated { Self::Threads } else { Self::Full }
+        if pref == BackendPref::Cpu || !webgpu { Self::Threads } else { Self::Full }
     }
 
     /// The script that starts this build. The page's loader lists each build's files, named by

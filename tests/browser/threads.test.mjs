@@ -1,10 +1,11 @@
 // The CPU path on every core: served cross-origin isolated (COOP and COEP), the page starts the
 // engine's threaded build, whose products and training split over a pool of Web Workers; served
-// without, the single-threaded one. Both must give the same numbers: the same greedy answer and
-// the same DPO losses, on SmolLM2 (the tiny model's products are too small to be split).
+// without, the same build on one thread (its memory shared within its own worker only). Both must
+// give the same numbers: the same greedy answer and the same DPO losses, on SmolLM2 (the tiny
+// model's products are too small to be split).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DIST, serve } from './server.mjs';
 import { distFile, generate, HAVE_TINY, importJsonl, launch, modelReady, restLoaded, shot, TINY, train } from './lib.mjs';
@@ -51,11 +52,12 @@ async function session(isolated) {
 
 test('the CPU path on every core gives the numbers of one core (SmolLM2)', { skip, timeout: 15 * 60_000 }, async () => {
   const one = await session(false);
-  assert.deepEqual(one.workers, ['/worker_loader.js'], 'not cross-origin isolated: the full build, on one thread');
-  // Both builds put the fused kernel (www/fused.js) into their tables: the same sums on both.
-  assert.match(one.badge, /^CPU \(Flex, WebAssembly, fused multiply-add\): chosen on the page/, one.badge);
-  // Its CPU path is not in the first download (tools/wasm-split): the rest was fetched on first use.
-  assert.equal(one.rest, true, 'the full build on the CPU fetched worker_rest_bg.wasm');
+  // Not cross-origin isolated: the threaded build still, with no pool (no thread's worker).
+  assert.deepEqual(one.workers, ['/worker_mt_loader.js'], 'not cross-origin isolated: the threaded build, on one thread');
+  // The fused kernel (www/fused.js) links to the shared memory there too: the same sums on both.
+  assert.match(one.badge, /^CPU \(Flex, WebAssembly, one thread, fused multiply-add\): chosen on the page/, one.badge);
+  // The full build (and its second module) was not started.
+  assert.equal(one.rest, null, 'the full build started');
 
   const all = await session(true);
   const threads = Math.min(all.cores, 16);
@@ -116,7 +118,7 @@ test('where the service worker cannot isolate the page, the first visit reloads 
       await page.goto(`${base}/${TINY}&backend=cpu`);
       await modelReady(page, 'stories260K.bin');
       assert.equal(await page.evaluate(() => crossOriginIsolated), false, why);
-      assert.deepEqual(workers, ['/worker_loader.js'], `${why}: the full build, on one thread`);
+      assert.deepEqual(workers, ['/worker_mt_loader.js'], `${why}: the threaded build, on one thread`);
       assert.equal(loads.length, times, `${why}: the page's loads`);
     } finally {
       await ctx.close();
@@ -124,6 +126,34 @@ test('where the service worker cannot isolate the page, the first visit reloads 
     }
   }
 });
+
+test('a browser that refuses the threaded build its shared memory runs the full build on one thread', { skip: skipTiny, timeout: 5 * 60_000 }, async () => {
+  // The threaded build fails before it is ready, and the page starts the full build in its place.
+  const { server, base } = await serve({ isolated: false, override: refusingSharedMemory() });
+  const { ctx, page, workers } = await launch({ serviceWorkers: false });
+  try {
+    await page.goto(`${base}/${TINY}&backend=cpu`);
+    await modelReady(page, 'stories260K.bin');
+    assert.deepEqual(workers, ['/worker_mt_loader.js', '/worker_loader.js'], 'the threaded build, then the full one');
+    const badge = await page.getByRole('status', { name: 'Compute backend' }).innerText();
+    assert.match(badge, /^CPU \(Flex, WebAssembly(, fused multiply-add)?\): chosen on the page/, badge);
+    await generate(page, { prompt: 'Once upon a time', samples: 1, temperature: 0, tokens: 8 });
+    await page.getByRole('tabpanel').getByRole('article').first().locator('.sample-text').filter({ hasText: /\S/ }).waitFor({ timeout: 60_000 });
+  } finally {
+    await ctx.close();
+    server.close();
+  }
+});
+
+/** The threaded build's loader served with a WebAssembly.Memory that refuses to be shared, as a
+ * browser might where the page is not cross-origin isolated (a `serve` override). */
+function refusingSharedMemory() {
+  const loader = distFile('worker_mt_loader.js');
+  const refuse = `WebAssembly.Memory = class extends WebAssembly.Memory {
+  constructor(d) { if (d?.shared) throw new TypeError('shared memory refused here'); super(d); }
+};\n`;
+  return { [loader]: refuse + readFileSync(join(DIST, loader)) };
+}
 
 /** The page's loads from now on (its main frame's navigations: a reload counts), as a list. */
 function pageLoads(page) {
@@ -134,8 +164,8 @@ function pageLoads(page) {
 
 /** Opens the page on the tiny model (`backend=cpu`) from a host that answers 404 for `missing`, as
  * after a deploy (a new build's files have other names); the banner the page shows for it. */
-async function afterDeploy(t, { missing, isolated }) {
-  const { server, base } = await serve({ isolated, missing });
+async function afterDeploy(t, { missing, isolated, override }) {
+  const { server, base } = await serve({ isolated, missing, override });
   const { ctx, page } = await launch({ serviceWorkers: isolated });
   t.after(async () => { await ctx.close().catch(() => {}); server.close(); });
   await page.goto(`${base}/${TINY}&backend=cpu`);
@@ -148,8 +178,9 @@ async function afterDeploy(t, { missing, isolated }) {
 }
 
 test("a deploy took the engine's rest away since the page opened: the page says to reload", { skip: skipTiny, timeout: 5 * 60_000 }, async (t) => {
-  // The full build on one thread (not cross-origin isolated) needs its second module on the CPU.
-  const { page, banner } = await afterDeploy(t, { missing: [distFile('worker_rest_bg.wasm')], isolated: false });
+  // The full build on one thread (where the threaded one is refused its memory) needs its second
+  // module on the CPU.
+  const { page, banner } = await afterDeploy(t, { missing: [distFile('worker_rest_bg.wasm')], isolated: false, override: refusingSharedMemory() });
   const said = await banner.innerText();
   assert.match(said, /is gone: the app was updated since this page opened; reload the page/);
   assert.doesNotMatch(said, /Uncaught|crashed: Error:/, "the browser's prefix is left in the engine's words");

@@ -67,6 +67,10 @@ pub async fn ready() -> usize {
 /// Starts one worker per thread, waits until each runs this module, then builds rayon's global
 /// pool on them. Returns the number of threads.
 async fn build() -> Result<usize, String> {
+    // Where the page is not cross-origin isolated, the memory cannot be sent to other workers.
+    if !js_sys::Reflect::get(&js_sys::global(), &"crossOriginIsolated".into()).is_ok_and(|v| v.is_truthy()) {
+        return Err("the page is not cross-origin isolated (served without COOP and COEP), so no other worker may share its memory".into());
+    }
     let n = threads();
     handoff();
     let started = (0..n).map(spawn).collect::<Result<Array, JsValue>>().map_err(|e| format!("a thread's worker: {e:?}"))?;
