@@ -116,8 +116,8 @@ async fn not_started(script: String) {
     dispatch(Event::Fatal { message });
 }
 
-/// The engine's builds: the full one (WebGPU, and the CPU on one thread), and the CPU alone on
-/// every core.
+/// The engine's builds: the full one (WebGPU, and the CPU on one thread where the threaded one
+/// cannot run), and the CPU alone with threads.
 #[derive(Clone, Copy, Default, PartialEq, Eq)]
 enum Build {
     #[default]
